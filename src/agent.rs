@@ -1,0 +1,651 @@
+//! The agent core: board state, facts, counters, and the answer to every request.
+//!
+//! IO-free and clock-free: the run loop passes `now` in, and everything that touches the
+//! outside world (reading /proc, getsockopt on the sockets, the LED) goes through the
+//! [`Env`] trait, which the run loop implements over `sys` and tests implement with fakes.
+//! Replies are written into a caller's fixed buffer; nothing here allocates.
+
+use crate::facts::Facts;
+use crate::limits::{
+    AUTH_FAILS_PER_SEC, AUTH_FAIL_DELAY_MS, HOST_MAX, IDENTIFY_DEFAULT_SECS,
+    IDENTIFY_HALF_PERIOD_MS, IFNAME_MAX, MAX_ADDRS, TOKEN_MAX,
+};
+use crate::proto::json;
+use crate::proto::reply::{write_err, write_ok, ErrCode, Error};
+use crate::proto::request::{Request, HELP};
+use crate::proto::wbuf::WBuf;
+use core::fmt::{self, Write};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Which socket a client came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Unix,
+}
+
+/// Per-connection protocol state the core needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Session {
+    pub transport: Transport,
+    pub authed: bool,
+}
+
+impl Session {
+    pub fn new(transport: Transport) -> Self {
+        Session {
+            transport,
+            authed: false,
+        }
+    }
+
+    fn may_mutate(&self) -> bool {
+        self.transport == Transport::Unix || self.authed
+    }
+}
+
+/// What the run loop does with the connection after a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Continue,
+    /// Flush the reply, then close.
+    Close,
+    /// Process nothing more from this client until the given time (failed AUTH).
+    HoldUntil(Instant),
+}
+
+/// A snapshot of the board, read by the run loop from /proc and /sys.
+#[derive(Debug, Clone, Default)]
+pub struct Board {
+    pub host: heapless::String<HOST_MAX>,
+    pub uptime_s: u64,
+    pub load: [f32; 3],
+    pub mem_total_kb: u64,
+    pub mem_avail_kb: u64,
+    pub temp_c: Option<f32>,
+    pub addrs: heapless::Vec<(heapless::String<IFNAME_MAX>, IpAddr), MAX_ADDRS>,
+}
+
+/// The LED commands the core gives while IDENTIFY runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Led {
+    On,
+    Off,
+    /// Put back whatever the LED showed before IDENTIFY began.
+    Restore,
+}
+
+/// Beacon state as shown in STATUS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BeaconState {
+    Off,
+    Up,
+    Down,
+    Absent,
+}
+
+impl BeaconState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BeaconState::Off => "off",
+            BeaconState::Up => "up",
+            BeaconState::Down => "down",
+            BeaconState::Absent => "absent",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BeaconInfo {
+    pub iface: heapless::String<IFNAME_MAX>,
+    pub port: u16,
+    pub seq: u64,
+    pub last_error: heapless::String<96>,
+}
+
+/// Everything the core asks of the outside world.
+pub trait Env {
+    fn board(&mut self) -> Board;
+    /// Writes the SOCKETS payload's array items (comma-separated JSON objects).
+    fn write_sockets(&mut self, w: &mut WBuf<'_>) -> fmt::Result;
+    /// (tcp clients, unix clients) connected now.
+    fn clients(&self) -> (usize, usize);
+    fn led(&mut self, cmd: Led) -> Result<(), &'static str>;
+    /// Heap allocations since the agent became ready.
+    fn allocations(&self) -> u64;
+    fn beacon(&self) -> (BeaconState, &BeaconInfo);
+}
+
+/// Counters shown by STATS.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stats {
+    pub accepted: u64,
+    pub refused_busy: u64,
+    pub closed_idle: u64,
+    pub closed_too_long: u64,
+    pub closed_slow: u64,
+    pub requests: u64,
+    pub errors: u64,
+    pub auth_failures: u64,
+    pub facts_expired: u64,
+    pub beacons_sent: u64,
+    pub beacon_errors: u64,
+    pub probes_answered: u64,
+    pub probes_limited: u64,
+    pub datagrams_dropped: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+struct Identify {
+    until: Instant,
+    next_toggle: Instant,
+    on: bool,
+}
+
+/// Agent settings the core needs, fixed at start (the token can be reloaded).
+pub struct Config {
+    pub max_clients: usize,
+    pub interval_secs: u32,
+    pub led: bool,
+}
+
+pub struct Agent {
+    pub facts: Facts,
+    pub stats: Stats,
+    pub interval_secs: u32,
+    id: heapless::String<32>,
+    token: Option<heapless::Vec<u8, TOKEN_MAX>>,
+    led: bool,
+    identify: Option<Identify>,
+    max_clients: usize,
+    started: Instant,
+    auth_window: (Instant, u32),
+}
+
+const E_DENIED: Error = Error::new(ErrCode::Denied, "authenticate first (AUTH token)");
+const E_AUTH: Error = Error::new(ErrCode::Denied, "bad token");
+const E_AUTH_BUSY: Error = Error::new(ErrCode::Busy, "too many failed AUTH, try later");
+const E_FULL: Error = Error::new(ErrCode::Full, "fact table is full");
+const E_NOT_FOUND: Error = Error::new(ErrCode::NotFound, "no such fact");
+const E_NO_LED: Error = Error::new(ErrCode::Unsupported, "no LED configured (--led)");
+const E_TOO_BIG: Error = Error::new(ErrCode::Busy, "reply too large");
+
+impl Agent {
+    pub fn new(now: Instant, id: &str, cfg: &Config) -> Self {
+        let mut sid = heapless::String::new();
+        for c in id.chars().take(32) {
+            let _ = sid.push(c);
+        }
+        Agent {
+            facts: Facts::new(),
+            stats: Stats::default(),
+            interval_secs: cfg.interval_secs,
+            id: sid,
+            token: None,
+            led: cfg.led,
+            identify: None,
+            max_clients: cfg.max_clients,
+            started: now,
+            auth_window: (now, 0),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn uptime(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.started)
+    }
+
+    /// Sets (or clears) the AUTH token. Leading/trailing whitespace is not part of it.
+    pub fn set_token(&mut self, token: Option<&[u8]>) {
+        self.token = token.and_then(|t| {
+            let t = t.trim_ascii();
+            let mut v = heapless::Vec::new();
+            (!t.is_empty() && v.extend_from_slice(t).is_ok()).then_some(v)
+        });
+    }
+
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// Answers one request line's worth of parsed input. The reply (exactly one line) is
+    /// written into `out`; if it does not fit, `out` holds `ERR busy reply too large`.
+    pub fn handle(
+        &mut self,
+        now: Instant,
+        session: &mut Session,
+        req: Result<Request<'_>, Error>,
+        env: &mut dyn Env,
+        out: &mut WBuf<'_>,
+    ) -> Outcome {
+        self.stats.requests += 1;
+        let start = out.len();
+        let (res, outcome) = match req {
+            Err(e) => (Err(e), Outcome::Continue),
+            Ok(r) if r.mutates() && !session.may_mutate() => (Err(E_DENIED), Outcome::Continue),
+            Ok(r) => self.answer(now, session, r, env, out),
+        };
+        let res = match res {
+            Ok(()) if out.overflowed() => {
+                out.truncate(start);
+                Err(E_TOO_BIG)
+            }
+            r => r,
+        };
+        if let Err(e) = res {
+            out.truncate(start);
+            self.stats.errors += 1;
+            // An ERR line is short: it always fits a buffer that can hold any reply.
+            let _ = write_err(out, e);
+        }
+        outcome
+    }
+
+    fn answer(
+        &mut self,
+        now: Instant,
+        session: &mut Session,
+        req: Request<'_>,
+        env: &mut dyn Env,
+        out: &mut WBuf<'_>,
+    ) -> (Result<(), Error>, Outcome) {
+        let ok = |r: fmt::Result| (r.map_err(|_| E_TOO_BIG), Outcome::Continue);
+        match req {
+            Request::Ping => ok(out.write_str("PONG\n")),
+            Request::Help => ok(writeln!(out, "OK {HELP}")),
+            Request::Quit => (write_ok(out).map_err(|_| E_TOO_BIG), Outcome::Close),
+            Request::Status => ok(self.write_status(now, env, out)),
+            Request::Stats => ok(self.write_stats(env, out)),
+            Request::Sockets => ok((|| {
+                out.write_str("OK {\"sockets\":[")?;
+                env.write_sockets(out)?;
+                out.write_str("]}\n")
+            })()),
+            Request::Keys => ok((|| {
+                out.write_str("OK")?;
+                for f in self.facts.iter() {
+                    out.write_char(' ')?;
+                    out.push_bytes(&f.key)?;
+                }
+                out.write_char('\n')
+            })()),
+            Request::Get(k) => match self.facts.get(k) {
+                Some(f) => ok((|| {
+                    out.write_str("OK ")?;
+                    out.push_bytes(&f.value)?;
+                    out.write_char('\n')
+                })()),
+                None => (Err(E_NOT_FOUND), Outcome::Continue),
+            },
+            Request::Set { key, value, ttl } => {
+                let expires = ttl.map(|t| now + Duration::from_secs(u64::from(t)));
+                match self.facts.set(key, value, expires) {
+                    Ok(()) => ok(write_ok(out)),
+                    Err(_) => (Err(E_FULL), Outcome::Continue),
+                }
+            }
+            Request::Del(k) => {
+                if self.facts.del(k) {
+                    ok(write_ok(out))
+                } else {
+                    (Err(E_NOT_FOUND), Outcome::Continue)
+                }
+            }
+            Request::Interval(None) => ok(writeln!(out, "OK {}", self.interval_secs)),
+            Request::Interval(Some(s)) => {
+                self.interval_secs = s;
+                ok(writeln!(out, "OK {s}"))
+            }
+            Request::Identify(secs) => match self.identify(now, secs, env) {
+                Ok(()) => ok(write_ok(out)),
+                Err(e) => (Err(e), Outcome::Continue),
+            },
+            Request::Auth(t) => self.auth(now, session, t, out),
+        }
+    }
+
+    fn auth(
+        &mut self,
+        now: Instant,
+        session: &mut Session,
+        given: &[u8],
+        out: &mut WBuf<'_>,
+    ) -> (Result<(), Error>, Outcome) {
+        // Global limit on failures per second, so reconnecting does not buy more guesses.
+        let (start, fails) = self.auth_window;
+        if now.saturating_duration_since(start) >= Duration::from_secs(1) {
+            self.auth_window = (now, 0);
+        } else if fails >= AUTH_FAILS_PER_SEC {
+            return (Err(E_AUTH_BUSY), Outcome::Continue);
+        }
+        let good = match &self.token {
+            Some(t) => ct_eq(t, given),
+            None => false,
+        };
+        if good {
+            session.authed = true;
+            (write_ok(out).map_err(|_| E_TOO_BIG), Outcome::Continue)
+        } else {
+            self.auth_window.1 += 1;
+            self.stats.auth_failures += 1;
+            let hold = now + Duration::from_millis(AUTH_FAIL_DELAY_MS);
+            (Err(E_AUTH), Outcome::HoldUntil(hold))
+        }
+    }
+
+    fn identify(
+        &mut self,
+        now: Instant,
+        secs: Option<u32>,
+        env: &mut dyn Env,
+    ) -> Result<(), Error> {
+        if !self.led {
+            return Err(E_NO_LED);
+        }
+        let secs = secs.unwrap_or(IDENTIFY_DEFAULT_SECS);
+        if secs == 0 {
+            self.stop_identify(env);
+            return Ok(());
+        }
+        env.led(Led::On)
+            .map_err(|_| Error::new(ErrCode::Unsupported, "cannot write the LED"))?;
+        self.identify = Some(Identify {
+            until: now + Duration::from_secs(u64::from(secs)),
+            next_toggle: now + Duration::from_millis(IDENTIFY_HALF_PERIOD_MS),
+            on: true,
+        });
+        Ok(())
+    }
+
+    fn stop_identify(&mut self, env: &mut dyn Env) {
+        if self.identify.take().is_some() {
+            if let Err(e) = env.led(Led::Restore) {
+                log::warn!("identify: restoring the LED failed: {e}");
+            }
+        }
+    }
+
+    /// The earliest time the core wants [`Agent::on_timer`] called.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let led = self.identify.as_ref().map(|i| i.next_toggle.min(i.until));
+        match (self.facts.next_expiry(), led) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Expires facts and drives the IDENTIFY blink.
+    pub fn on_timer(&mut self, now: Instant, env: &mut dyn Env) {
+        self.stats.facts_expired += self.facts.expire(now) as u64;
+        if let Some(id) = self.identify.as_mut() {
+            if now >= id.until {
+                self.stop_identify(env);
+            } else if now >= id.next_toggle {
+                id.on = !id.on;
+                id.next_toggle = now + Duration::from_millis(IDENTIFY_HALF_PERIOD_MS);
+                let _ = env.led(if id.on { Led::On } else { Led::Off });
+            }
+        }
+    }
+
+    /// Called once on shutdown: puts the LED back.
+    pub fn shutdown(&mut self, env: &mut dyn Env) {
+        self.stop_identify(env);
+    }
+
+    /// Writes the facts as a JSON object body `"k":"v",...` (no braces).
+    pub fn write_facts(&self, w: &mut WBuf<'_>) -> fmt::Result {
+        for (i, f) in self.facts.iter().enumerate() {
+            if i > 0 {
+                w.write_char(',')?;
+            }
+            json::write_str(w, &f.key)?;
+            w.write_char(':')?;
+            json::write_str(w, &f.value)?;
+        }
+        Ok(())
+    }
+
+    fn write_status(&self, now: Instant, env: &mut dyn Env, w: &mut WBuf<'_>) -> fmt::Result {
+        let b = env.board();
+        w.write_str("OK {\"id\":")?;
+        json::write_str(w, self.id.as_bytes())?;
+        w.write_str(",\"host\":")?;
+        json::write_str(w, b.host.as_bytes())?;
+        write!(
+            w,
+            ",\"version\":\"{VERSION}\",\"uptime\":{},\"agent_uptime\":{},\"load\":{:.2},\"loadavg\":[{:.2},{:.2},{:.2}]",
+            b.uptime_s,
+            self.uptime(now).as_secs(),
+            b.load[0],
+            b.load[0],
+            b.load[1],
+            b.load[2]
+        )?;
+        write!(
+            w,
+            ",\"memory\":{{\"total_kb\":{},\"avail_kb\":{}}},\"mem_avail_kb\":{},\"temp_c\":",
+            b.mem_total_kb, b.mem_avail_kb, b.mem_avail_kb
+        )?;
+        json::write_opt_f1(w, b.temp_c)?;
+        w.write_str(",\"addresses\":[")?;
+        for (i, (name, addr)) in b.addrs.iter().enumerate() {
+            if i > 0 {
+                w.write_char(',')?;
+            }
+            w.write_str("{\"iface\":")?;
+            json::write_str(w, name.as_bytes())?;
+            write!(w, ",\"addr\":\"{addr}\"}}")?;
+        }
+        let (state, info) = env.beacon();
+        w.write_str("],\"beacon\":{\"state\":")?;
+        json::write_str(w, state.as_str().as_bytes())?;
+        w.write_str(",\"iface\":")?;
+        if info.iface.is_empty() {
+            w.write_str("null")?;
+        } else {
+            json::write_str(w, info.iface.as_bytes())?;
+        }
+        write!(
+            w,
+            ",\"port\":{},\"interval\":{},\"seq\":{},\"last_error\":",
+            info.port, self.interval_secs, info.seq
+        )?;
+        if info.last_error.is_empty() {
+            w.write_str("null")?;
+        } else {
+            json::write_str(w, info.last_error.as_bytes())?;
+        }
+        w.write_str("},\"facts\":{")?;
+        self.write_facts(w)?;
+        let (tcp, unix) = env.clients();
+        writeln!(
+            w,
+            "}},\"clients\":{{\"tcp\":{tcp},\"unix\":{unix},\"total\":{},\"max\":{}}}}}",
+            tcp + unix,
+            self.max_clients
+        )
+    }
+
+    fn write_stats(&self, env: &mut dyn Env, w: &mut WBuf<'_>) -> fmt::Result {
+        let s = &self.stats;
+        write!(
+            w,
+            "OK {{\"accepted\":{},\"refused_busy\":{},\"closed_idle\":{},\"closed_too_long\":{},\"closed_slow\":{},\"requests\":{},\"errors\":{},\"auth_failures\":{},",
+            s.accepted, s.refused_busy, s.closed_idle, s.closed_too_long, s.closed_slow, s.requests, s.errors, s.auth_failures
+        )?;
+        writeln!(
+            w,
+            "\"facts_expired\":{},\"beacons_sent\":{},\"beacon_errors\":{},\"probes_answered\":{},\"probes_limited\":{},\"datagrams_dropped\":{},\"bytes_in\":{},\"bytes_out\":{},\"allocs_since_ready\":{}}}",
+            s.facts_expired,
+            s.beacons_sent,
+            s.beacon_errors,
+            s.probes_answered,
+            s.probes_limited,
+            s.datagrams_dropped,
+            s.bytes_in,
+            s.bytes_out,
+            env.allocations()
+        )
+    }
+}
+
+/// Constant-time comparison: the time taken depends only on the lengths.
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len().max(b.len());
+    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
+    for i in 0..n {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0xff);
+        diff |= x ^ y;
+    }
+    core::hint::black_box(diff) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::request::parse;
+
+    #[derive(Default)]
+    struct FakeEnv {
+        leds: std::vec::Vec<Led>,
+        beacon: BeaconInfo,
+    }
+
+    impl Env for FakeEnv {
+        fn board(&mut self) -> Board {
+            let mut b = Board::default();
+            let _ = b.host.push_str("pi");
+            b.temp_c = Some(41.25);
+            b
+        }
+        fn write_sockets(&mut self, w: &mut WBuf<'_>) -> fmt::Result {
+            w.write_str("{\"kind\":\"fake\"}")
+        }
+        fn clients(&self) -> (usize, usize) {
+            (1, 2)
+        }
+        fn led(&mut self, cmd: Led) -> Result<(), &'static str> {
+            self.leds.push(cmd);
+            Ok(())
+        }
+        fn allocations(&self) -> u64 {
+            0
+        }
+        fn beacon(&self) -> (BeaconState, &BeaconInfo) {
+            (BeaconState::Off, &self.beacon)
+        }
+    }
+
+    fn agent(now: Instant, led: bool) -> Agent {
+        let cfg = Config {
+            max_clients: 16,
+            interval_secs: 5,
+            led,
+        };
+        Agent::new(now, "abc", &cfg)
+    }
+
+    fn run(a: &mut Agent, now: Instant, s: &mut Session, line: &str, env: &mut FakeEnv) -> String {
+        let mut buf = [0u8; 8192];
+        let mut w = WBuf::new(&mut buf);
+        a.handle(now, s, parse(line.as_bytes()), env, &mut w);
+        String::from_utf8(w.as_bytes().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn tcp_is_read_only_until_auth() {
+        let t = Instant::now();
+        let mut a = agent(t, false);
+        a.set_token(Some(b"s3cret\n"));
+        let mut env = FakeEnv::default();
+        let mut s = Session::new(Transport::Tcp);
+        assert!(run(&mut a, t, &mut s, "SET a 1", &mut env).starts_with("ERR denied "));
+        assert!(run(&mut a, t, &mut s, "INTERVAL 9", &mut env).starts_with("ERR denied "));
+        assert_eq!(run(&mut a, t, &mut s, "INTERVAL", &mut env), "OK 5\n");
+        assert!(run(&mut a, t, &mut s, "AUTH nope", &mut env).starts_with("ERR denied "));
+        assert_eq!(run(&mut a, t, &mut s, "AUTH s3cret", &mut env), "OK\n");
+        assert_eq!(run(&mut a, t, &mut s, "SET a 1", &mut env), "OK\n");
+        assert_eq!(run(&mut a, t, &mut s, "get a", &mut env), "OK 1\n");
+        let mut u = Session::new(Transport::Unix);
+        assert_eq!(run(&mut a, t, &mut u, "DEL a", &mut env), "OK\n");
+        assert!(run(&mut a, t, &mut u, "DEL a", &mut env).starts_with("ERR not-found "));
+    }
+
+    #[test]
+    fn auth_failures_are_rate_limited_globally() {
+        let t = Instant::now();
+        let mut a = agent(t, false);
+        a.set_token(Some(b"tok"));
+        let mut env = FakeEnv::default();
+        for _ in 0..AUTH_FAILS_PER_SEC {
+            let mut s = Session::new(Transport::Tcp);
+            assert!(run(&mut a, t, &mut s, "AUTH x", &mut env).starts_with("ERR denied"));
+        }
+        let mut s = Session::new(Transport::Tcp);
+        assert!(run(&mut a, t, &mut s, "AUTH tok", &mut env).starts_with("ERR busy"));
+        let later = t + Duration::from_secs(1);
+        assert_eq!(run(&mut a, later, &mut s, "AUTH tok", &mut env), "OK\n");
+    }
+
+    #[test]
+    fn ct_eq_matches_eq() {
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"ab"));
+        assert!(!ct_eq(b"", b"a"));
+        assert!(ct_eq(b"", b""));
+    }
+
+    #[test]
+    fn status_is_one_json_line() {
+        let t = Instant::now();
+        let mut a = agent(t, false);
+        let mut env = FakeEnv::default();
+        let mut u = Session::new(Transport::Unix);
+        run(&mut a, t, &mut u, "SET q \"quoted\\\"", &mut env);
+        let s = run(&mut a, t, &mut u, "STATUS", &mut env);
+        assert!(s.starts_with("OK {\"id\":\"abc\",\"host\":\"pi\""), "{s}");
+        assert!(
+            s.contains("\"temp_c\":41.2") || s.contains("\"temp_c\":41.3"),
+            "{s}"
+        );
+        assert!(
+            s.contains("\"facts\":{\"q\":\"\\\"quoted\\\\\\\"\"}"),
+            "{s}"
+        );
+        assert!(
+            s.contains("\"clients\":{\"tcp\":1,\"unix\":2,\"total\":3,\"max\":16}"),
+            "{s}"
+        );
+        assert_eq!(s.matches('\n').count(), 1);
+    }
+
+    #[test]
+    fn identify_blinks_then_restores() {
+        let t = Instant::now();
+        let mut a = agent(t, true);
+        let mut env = FakeEnv::default();
+        let mut u = Session::new(Transport::Unix);
+        assert_eq!(run(&mut a, t, &mut u, "IDENTIFY 1", &mut env), "OK\n");
+        let mut now = t;
+        while let Some(d) = a.next_deadline() {
+            now = d;
+            a.on_timer(now, &mut env);
+        }
+        assert_eq!(now, t + Duration::from_secs(1));
+        assert_eq!(env.leds.first(), Some(&Led::On));
+        assert_eq!(env.leds.last(), Some(&Led::Restore));
+        assert!(env.leds.contains(&Led::Off));
+        let mut b = agent(t, false);
+        assert!(run(&mut b, t, &mut u, "IDENTIFY", &mut env).starts_with("ERR unsupported "));
+    }
+}

@@ -1,0 +1,259 @@
+//! Command-line parsing (argh) and validation into plain config structs. Pure: no I/O
+//! beyond what argh needs, nothing here opens a socket.
+
+use crate::limits::{
+    DEFAULT_BACKLOG, DEFAULT_BEACON_PORT, DEFAULT_IDLE_SECS, DEFAULT_INTERVAL_SECS, IFNAME_MAX,
+    INTERVAL_MAX_SECS, INTERVAL_MIN_SECS, MAX_CLIENTS, MAX_LISTENERS,
+};
+use argh::FromArgs;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(FromArgs, Debug)]
+/// tether: a tiny network agent for embedded Linux boards (TCP control port, UDP status
+/// beacon, Unix control socket), and the tools to talk to it.
+pub struct Top {
+    /// print the version and exit
+    #[argh(switch, short = 'V')]
+    pub version: bool,
+    #[argh(subcommand)]
+    pub cmd: Option<Cmd>,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum Cmd {
+    Agent(AgentArgs),
+    Ctl(CtlArgs),
+    Scan(ScanArgs),
+}
+
+#[derive(FromArgs, Debug)]
+/// Run the agent in the foreground (for systemd, procd or busybox init).
+#[argh(subcommand, name = "agent")]
+pub struct AgentArgs {
+    /// TCP address to listen on, repeatable (default 0.0.0.0:4545 and [::]:4545); port 0 picks a free port
+    #[argh(option)]
+    pub listen: Vec<String>,
+    /// listen backlog (default 8)
+    #[argh(option, default = "DEFAULT_BACKLOG")]
+    pub backlog: u16,
+    /// most clients served at once, TCP and Unix together (default and maximum 16)
+    #[argh(option, default = "MAX_CLIENTS")]
+    pub max_clients: usize,
+    /// close a client that sends nothing for this many seconds (default 60, 0 = never)
+    #[argh(option, default = "DEFAULT_IDLE_SECS")]
+    pub idle_timeout: u32,
+    /// beacon interface (default: the first up, non-loopback interface with an IPv4 broadcast address)
+    #[argh(option)]
+    pub iface: Option<String>,
+    /// do not send status beacons or answer scans
+    #[argh(switch)]
+    pub no_beacon: bool,
+    /// UDP port for beacons and scan probes (default 4546)
+    #[argh(option, default = "DEFAULT_BEACON_PORT")]
+    pub beacon_port: u16,
+    /// seconds between beacons (default 5; INTERVAL changes it at run time)
+    #[argh(option, default = "DEFAULT_INTERVAL_SECS")]
+    pub interval: u32,
+    /// path of the Unix socket (default /run/tether/tether.sock as root, else $XDG_RUNTIME_DIR/tether.sock or /tmp/tether-$UID/tether.sock)
+    #[argh(option)]
+    pub socket: Option<PathBuf>,
+    /// group that owns the Unix socket (mode 0660)
+    #[argh(option)]
+    pub socket_group: Option<String>,
+    /// file holding the token that AUTH must present before SET/DEL/INTERVAL n/IDENTIFY over TCP (re-read on SIGHUP)
+    #[argh(option)]
+    pub token_file: Option<PathBuf>,
+    /// LED for IDENTIFY: a /sys/class/leds/NAME directory or a brightness file
+    #[argh(option)]
+    pub led: Option<PathBuf>,
+    /// temperature file in millidegrees C (default /sys/class/thermal/thermal_zone0/temp)
+    #[argh(
+        option,
+        default = "String::from(\"/sys/class/thermal/thermal_zone0/temp\")"
+    )]
+    pub thermal: String,
+    /// more logging (-v debug, -vv trace); RUST_LOG overrides
+    #[argh(switch, short = 'v')]
+    pub verbose: u8,
+}
+
+#[derive(FromArgs, Debug)]
+/// Send one command to an agent and print its reply.
+#[argh(subcommand, name = "ctl")]
+pub struct CtlArgs {
+    /// the agent's Unix socket (default: the agent's default for this user)
+    #[argh(option, short = 's')]
+    pub socket: Option<PathBuf>,
+    /// connect over TCP to HOST:PORT instead
+    #[argh(option, short = 'c')]
+    pub connect: Option<String>,
+    /// seconds to wait for the reply (default 5)
+    #[argh(option, short = 't', default = "5.0")]
+    pub timeout: f64,
+    /// file holding the token: send AUTH first (TCP)
+    #[argh(option)]
+    pub token_file: Option<PathBuf>,
+    /// the command, e.g. PING, STATUS, SET room kitchen
+    #[argh(positional, greedy)]
+    pub words: Vec<String>,
+}
+
+#[derive(FromArgs, Debug)]
+/// Probe the LAN for agents and print one row per board.
+#[argh(subcommand, name = "scan")]
+pub struct ScanArgs {
+    /// interface to scan on (binds the probe socket to it)
+    #[argh(option, short = 'i')]
+    pub iface: Option<String>,
+    /// seconds to listen for answers (default 2)
+    #[argh(option, short = 't', default = "2.0")]
+    pub timeout: f64,
+    /// print JSON instead of a table
+    #[argh(switch)]
+    pub json: bool,
+    /// keep listening and update the list until interrupted
+    #[argh(switch)]
+    pub watch: bool,
+    /// UDP port agents listen on (default 4546)
+    #[argh(option, default = "DEFAULT_BEACON_PORT")]
+    pub port: u16,
+}
+
+/// Beacon settings; `None` in [`AgentConfig::beacon`] means `--no-beacon`.
+#[derive(Debug, Clone)]
+pub struct BeaconConfig {
+    pub iface: Option<String>,
+    pub port: u16,
+}
+
+/// A validated agent configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub listen: Vec<SocketAddr>,
+    /// True when `--listen` was not given: an unavailable IPv6 default is then skipped.
+    pub default_listen: bool,
+    pub backlog: u16,
+    pub max_clients: usize,
+    pub idle: Option<Duration>,
+    pub beacon: Option<BeaconConfig>,
+    pub interval_secs: u32,
+    pub socket: Option<PathBuf>,
+    pub socket_group: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub led: Option<PathBuf>,
+    pub thermal: String,
+    pub verbose: u8,
+}
+
+pub fn valid_ifname(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= IFNAME_MAX
+        && n != "."
+        && n != ".."
+        && n.bytes()
+            .all(|c| c.is_ascii_graphic() && c != b'/' && c != b':')
+}
+
+impl AgentArgs {
+    pub fn validate(self) -> Result<AgentConfig, String> {
+        let default_listen = self.listen.is_empty();
+        let listen_text = if default_listen {
+            vec!["0.0.0.0:4545".to_string(), "[::]:4545".to_string()]
+        } else {
+            self.listen
+        };
+        if listen_text.len() > MAX_LISTENERS {
+            return Err(format!("at most {MAX_LISTENERS} --listen addresses"));
+        }
+        let mut listen = Vec::new();
+        for l in &listen_text {
+            let a: SocketAddr = l.parse().map_err(|_| {
+                format!("--listen {l}: expected IP:PORT, e.g. 0.0.0.0:4545 or [::1]:4545")
+            })?;
+            listen.push(a);
+        }
+        if self.backlog == 0 || self.backlog > 4096 {
+            return Err(format!("--backlog {}: expected 1-4096", self.backlog));
+        }
+        if self.max_clients == 0 || self.max_clients > MAX_CLIENTS {
+            return Err(format!(
+                "--max-clients {}: expected 1-{MAX_CLIENTS} (the compiled capacity)",
+                self.max_clients
+            ));
+        }
+        if !(INTERVAL_MIN_SECS..=INTERVAL_MAX_SECS).contains(&self.interval) {
+            return Err(format!(
+                "--interval {}: expected {INTERVAL_MIN_SECS}-{INTERVAL_MAX_SECS} seconds",
+                self.interval
+            ));
+        }
+        if let Some(i) = &self.iface {
+            if !valid_ifname(i) {
+                return Err(format!("--iface {i:?}: not a valid interface name"));
+            }
+            if self.no_beacon {
+                return Err("--iface and --no-beacon contradict each other".into());
+            }
+        }
+        if self.beacon_port == 0 {
+            return Err("--beacon-port 0: expected 1-65535".into());
+        }
+        Ok(AgentConfig {
+            listen,
+            default_listen,
+            backlog: self.backlog,
+            max_clients: self.max_clients,
+            idle: (self.idle_timeout > 0)
+                .then(|| Duration::from_secs(u64::from(self.idle_timeout))),
+            beacon: (!self.no_beacon).then_some(BeaconConfig {
+                iface: self.iface,
+                port: self.beacon_port,
+            }),
+            interval_secs: self.interval,
+            socket: self.socket,
+            socket_group: self.socket_group,
+            token_file: self.token_file,
+            led: self.led,
+            thermal: self.thermal,
+            verbose: self.verbose,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<AgentConfig, String> {
+        let a = AgentArgs::from_args(&["agent"], args).map_err(|e| e.output)?;
+        a.validate()
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.listen[0].to_string(), "0.0.0.0:4545");
+        assert_eq!(c.listen[1].to_string(), "[::]:4545");
+        assert_eq!(c.backlog, 8);
+        assert_eq!(c.max_clients, 16);
+        assert_eq!(c.idle, Some(Duration::from_secs(60)));
+        assert_eq!(c.interval_secs, 5);
+        assert_eq!(c.beacon.unwrap().port, 4546);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(parse(&["--max-clients", "17"]).is_err());
+        assert!(parse(&["--listen", "nonsense"]).is_err());
+        assert!(parse(&["--interval", "0"]).is_err());
+        assert!(parse(&["--iface", "a/b"]).is_err());
+        assert!(parse(&["--iface", "waytoolonginterfacename"]).is_err());
+        assert!(parse(&["--bogus"]).is_err());
+        assert!(parse(&["--no-beacon"]).unwrap().beacon.is_none());
+        assert_eq!(parse(&["-v", "-v"]).unwrap().verbose, 2);
+    }
+}

@@ -1,0 +1,173 @@
+//! `tether ctl`: send one command, print the one-line reply, exit with a sysexits code
+//! (0 ok, 1 the agent answered ERR, 64 usage, 69 unreachable, 75 timeout, 77 denied).
+//! A client process, so it may allocate and block (with a deadline).
+
+use crate::cli::CtlArgs;
+use crate::daemon::{Fatal, EX_UNAVAILABLE, EX_USAGE};
+use crate::limits::LINE_MAX;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+pub const EX_ERR: u8 = 1;
+pub const EX_TEMPFAIL: u8 = 75;
+pub const EX_NOPERM: u8 = 77;
+
+trait Stream: Read + Write {
+    fn set_timeout(&self, d: Duration) -> std::io::Result<()>;
+}
+impl Stream for UnixStream {
+    fn set_timeout(&self, d: Duration) -> std::io::Result<()> {
+        self.set_read_timeout(Some(d))?;
+        self.set_write_timeout(Some(d))
+    }
+}
+impl Stream for TcpStream {
+    fn set_timeout(&self, d: Duration) -> std::io::Result<()> {
+        self.set_read_timeout(Some(d))?;
+        self.set_write_timeout(Some(d))
+    }
+}
+
+fn io_fatal(what: &str, e: std::io::Error) -> Fatal {
+    let code = match e.kind() {
+        ErrorKind::TimedOut | ErrorKind::WouldBlock => EX_TEMPFAIL,
+        ErrorKind::PermissionDenied => EX_NOPERM,
+        _ => EX_UNAVAILABLE,
+    };
+    Fatal {
+        code,
+        msg: format!("{what}: {e}"),
+    }
+}
+
+/// Sends `line` and reads one reply line before `deadline`.
+fn exchange(s: &mut dyn Stream, line: &str, deadline: Instant) -> Result<String, Fatal> {
+    s.write_all(line.as_bytes())
+        .and_then(|_| s.write_all(b"\n"))
+        .map_err(|e| io_fatal("send", e))?;
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 512];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Fatal {
+                code: EX_TEMPFAIL,
+                msg: "timed out waiting for the reply".into(),
+            });
+        }
+        s.set_timeout(left).map_err(|e| io_fatal("socket", e))?;
+        match s.read(&mut byte) {
+            Ok(0) => {
+                return Err(Fatal {
+                    code: EX_UNAVAILABLE,
+                    msg: "the agent closed the connection without a reply".into(),
+                })
+            }
+            Ok(n) => {
+                reply.extend_from_slice(&byte[..n]);
+                if let Some(nl) = reply.iter().position(|&b| b == b'\n') {
+                    reply.truncate(nl);
+                    if reply.last() == Some(&b'\r') {
+                        reply.pop();
+                    }
+                    return Ok(String::from_utf8_lossy(&reply).into_owned());
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Err(Fatal {
+                    code: EX_TEMPFAIL,
+                    msg: "timed out waiting for the reply".into(),
+                })
+            }
+            Err(e) => return Err(io_fatal("receive", e)),
+        }
+    }
+}
+
+fn exit_for(reply: &str) -> u8 {
+    if reply.starts_with("ERR denied") {
+        EX_NOPERM
+    } else if reply.starts_with("ERR") {
+        EX_ERR
+    } else {
+        0
+    }
+}
+
+/// Runs `tether ctl`; returns the exit code after printing the reply.
+pub fn run(args: CtlArgs) -> Result<u8, Fatal> {
+    let usage = |m: String| Fatal {
+        code: EX_USAGE,
+        msg: m,
+    };
+    if args.words.is_empty() {
+        return Err(usage("no command given (try: tether ctl PING)".into()));
+    }
+    if args.socket.is_some() && args.connect.is_some() {
+        return Err(usage("-s and -c exclude each other".into()));
+    }
+    if !(args.timeout > 0.0 && args.timeout < 1e6) {
+        return Err(usage(format!(
+            "-t {}: expected a positive number of seconds",
+            args.timeout
+        )));
+    }
+    let line = args.words.join(" ");
+    if line.len() > LINE_MAX || line.contains('\n') {
+        return Err(usage(format!(
+            "the command is longer than {LINE_MAX} bytes or has a newline"
+        )));
+    }
+    let timeout = Duration::from_secs_f64(args.timeout);
+    let deadline = Instant::now() + timeout;
+    let mut stream: Box<dyn Stream> = match &args.connect {
+        Some(hp) => {
+            let addrs: Vec<_> = hp
+                .to_socket_addrs()
+                .map_err(|e| usage(format!("-c {hp}: {e}")))?
+                .collect();
+            let mut last = None;
+            let mut conn = None;
+            for a in addrs {
+                match TcpStream::connect_timeout(&a, timeout) {
+                    Ok(s) => {
+                        conn = Some(s);
+                        break;
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            match (conn, last) {
+                (Some(s), _) => Box::new(s),
+                (None, Some(e)) => return Err(io_fatal(&format!("connect {hp}"), e)),
+                (None, None) => return Err(usage(format!("-c {hp}: no address"))),
+            }
+        }
+        None => {
+            let p = args
+                .socket
+                .clone()
+                .unwrap_or_else(crate::sys::unix::default_socket_path);
+            let s = UnixStream::connect(&p)
+                .map_err(|e| io_fatal(&format!("connect {}", p.display()), e))?;
+            Box::new(s)
+        }
+    };
+    if let Some(tf) = &args.token_file {
+        let token = std::fs::read_to_string(tf).map_err(|e| Fatal {
+            code: crate::daemon::EX_CONFIG,
+            msg: format!("--token-file {}: {e}", tf.display()),
+        })?;
+        let reply = exchange(stream.as_mut(), &format!("AUTH {}", token.trim()), deadline)?;
+        if reply != "OK" {
+            println!("{reply}");
+            return Ok(exit_for(&reply).max(EX_ERR));
+        }
+    }
+    let reply = exchange(stream.as_mut(), &line, deadline)?;
+    println!("{reply}");
+    Ok(exit_for(&reply))
+}

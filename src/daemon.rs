@@ -1,0 +1,175 @@
+//! `tether agent`: start-up. Opens every socket (all fallible work happens here, before
+//! the ready line), prints the ready line, notifies systemd, and hands over to the run
+//! loop. Start-up may allocate; the run loop may not.
+
+use crate::agent::{Agent, BeaconInfo, Config};
+use crate::cli::AgentConfig;
+use crate::runloop::{Io, RunLoop, Watchdog};
+use crate::sys::{self, SysError};
+use std::io::Write;
+use std::time::Instant;
+
+/// A start-up failure and its sysexits code.
+pub struct Fatal {
+    pub code: u8,
+    pub msg: String,
+}
+
+pub const EX_USAGE: u8 = 64;
+pub const EX_UNAVAILABLE: u8 = 69;
+pub const EX_OSERR: u8 = 71;
+pub const EX_CONFIG: u8 = 78;
+
+fn fatal(code: u8) -> impl Fn(SysError) -> Fatal {
+    move |e| Fatal {
+        code,
+        msg: e.to_string(),
+    }
+}
+
+/// The board id: hashed machine-id, else a hashed MAC, else the hostname hashed.
+pub fn board_id(beacon_iface: Option<&str>) -> heapless::String<16> {
+    let mut buf = [0u8; 64];
+    if let Some(mid) = sys::board::machine_id(&mut buf) {
+        return crate::id::board_id(mid);
+    }
+    if let Some(mac) = beacon_iface.and_then(sys::iface::info).and_then(|i| i.mac) {
+        return crate::id::board_id(&mac);
+    }
+    let b = sys::board::read("/nonexistent");
+    crate::id::board_id(b.host.as_bytes())
+}
+
+pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
+    let now = Instant::now();
+    let signals = sys::signals::Signals::install().map_err(fatal(EX_OSERR))?;
+
+    let mut tcp = heapless::Vec::new();
+    for addr in &cfg.listen {
+        match sys::net::tcp_listen(*addr, cfg.backlog) {
+            Ok(fd) => {
+                let real = sys::net::local_inet(std::os::fd::AsFd::as_fd(&fd)).unwrap_or(*addr);
+                let _ = tcp.push((fd, real));
+            }
+            // The default [::] listener is skipped where the kernel has no IPv6.
+            Err(e)
+                if cfg.default_listen
+                    && addr.is_ipv6()
+                    && e.errno == Some(nix::errno::Errno::EAFNOSUPPORT) =>
+            {
+                log::warn!("IPv6 unavailable, listening on IPv4 only: {e}");
+            }
+            Err(e) => return Err(fatal(EX_UNAVAILABLE)(e)),
+        }
+    }
+
+    let group = match &cfg.socket_group {
+        Some(name) => match nix::unistd::Group::from_name(name) {
+            Ok(Some(g)) => Some(g.gid),
+            _ => {
+                return Err(Fatal {
+                    code: EX_CONFIG,
+                    msg: format!("--socket-group {name}: no such group"),
+                })
+            }
+        },
+        None => None,
+    };
+    let sock_path = cfg
+        .socket
+        .clone()
+        .unwrap_or_else(sys::unix::default_socket_path);
+    let unix =
+        sys::unix::listen_unix(&sock_path, cfg.backlog, group).map_err(fatal(EX_UNAVAILABLE))?;
+
+    let led = match &cfg.led {
+        Some(p) => Some(sys::led::LedFile::open(p).map_err(|e| {
+            unix.remove();
+            fatal(EX_CONFIG)(e)
+        })?),
+        None => None,
+    };
+
+    let id = board_id(cfg.beacon.as_ref().and_then(|b| b.iface.as_deref()));
+    let core_cfg = Config {
+        max_clients: cfg.max_clients,
+        interval_secs: cfg.interval_secs,
+        led: led.is_some(),
+    };
+    let agent = Agent::new(now, &id, &core_cfg);
+    let off_info = BeaconInfo {
+        port: cfg
+            .beacon
+            .as_ref()
+            .map_or(crate::limits::DEFAULT_BEACON_PORT, |b| b.port),
+        ..BeaconInfo::default()
+    };
+    let beacon = None;
+
+    let io = Io::new(
+        now,
+        tcp,
+        unix,
+        led,
+        cfg.thermal.clone(),
+        beacon,
+        off_info,
+        cfg.token_file.clone(),
+        cfg.max_clients,
+    );
+    let mut rl = RunLoop::new(agent, io, signals, cfg.idle);
+    if let Some(p) = &cfg.token_file {
+        rl.reload_token();
+        if !rl.agent.has_token() {
+            rl.io.unix.remove();
+            return Err(Fatal {
+                code: EX_CONFIG,
+                msg: format!("--token-file {}: missing, unreadable or empty", p.display()),
+            });
+        }
+    }
+
+    let ready = ready_line(&rl);
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{ready}");
+    let _ = out.flush();
+    drop(out);
+    log::info!("{ready} id={id} version={}", crate::agent::VERSION);
+
+    match sys::notify::Notifier::from_env() {
+        Ok(Some(n)) => {
+            let status = format!("READY=1\nSTATUS={ready}");
+            if let Err(e) = n.notify(status.as_bytes()) {
+                log::warn!("sd_notify: {}", e.desc());
+            }
+            let every = sys::notify::watchdog_interval();
+            rl.watchdog = Some(Watchdog {
+                notifier: n,
+                every,
+                next: every.map(|e| now + e),
+            });
+        }
+        Ok(None) => {}
+        Err(e) => log::warn!("NOTIFY_SOCKET: {}", e.desc()),
+    }
+
+    rl.mark_ready();
+    let res = rl.run();
+    rl.shutdown();
+    res.map_err(fatal(EX_OSERR))
+}
+
+fn ready_line(rl: &RunLoop) -> String {
+    let tcp: Vec<String> = rl.io.tcp.iter().map(|(_, a)| a.to_string()).collect();
+    let (state, info) = crate::agent::Env::beacon(&rl.io);
+    let beacon = if state == crate::agent::BeaconState::Off {
+        "off".to_string()
+    } else {
+        format!("{}:{}", info.iface, info.port)
+    };
+    format!(
+        "ready tcp={} unix={} beacon={beacon}",
+        tcp.join(","),
+        rl.io.unix.path.display()
+    )
+}

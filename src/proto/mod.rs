@@ -1,0 +1,17 @@
+//! The wire layer: pure functions over bytes. No I/O, no clock, no heap, no panics.
+//!
+//! Contract (checked by the unit tests and by `tests/fuzz_parsers.rs` / `fuzz/`): every
+//! function here accepts any byte slice and returns a value or an error; none indexes
+//! out of bounds or overflows. Writers write into caller-owned fixed buffers and report
+//! overflow instead of growing.
+//!
+//! - [`line`]: splitting a client's byte stream into request lines.
+//! - [`request`]: one line -> [`request::Request`] (an enum; never a chain of string compares).
+//! - [`reply`]: the fixed reply vocabulary (`PONG`, `OK ...`, `ERR <code> <text>`).
+//! - [`wbuf`] / [`json`]: a fixed-size `fmt::Write` buffer and JSON string escaping.
+
+pub mod json;
+pub mod line;
+pub mod reply;
+pub mod request;
+pub mod wbuf;

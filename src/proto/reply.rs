@@ -1,0 +1,73 @@
+//! The fixed reply vocabulary. Every reply is exactly one line: `PONG`, `OK`,
+//! `OK <payload>` or `ERR <code> <human text>`, ended by `\n`.
+
+use super::wbuf::WBuf;
+use core::fmt::{self, Write};
+
+/// The fixed set of error codes a client can see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrCode {
+    BadCommand,
+    BadArgument,
+    NotFound,
+    Denied,
+    Busy,
+    TooLong,
+    Full,
+    Unsupported,
+}
+
+impl ErrCode {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrCode::BadCommand => "bad-command",
+            ErrCode::BadArgument => "bad-argument",
+            ErrCode::NotFound => "not-found",
+            ErrCode::Denied => "denied",
+            ErrCode::Busy => "busy",
+            ErrCode::TooLong => "too-long",
+            ErrCode::Full => "full",
+            ErrCode::Unsupported => "unsupported",
+        }
+    }
+}
+
+/// An error reply: a code and a fixed human text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Error {
+    pub code: ErrCode,
+    pub text: &'static str,
+}
+
+impl Error {
+    pub const fn new(code: ErrCode, text: &'static str) -> Self {
+        Error { code, text }
+    }
+}
+
+/// Writes `ERR <code> <text>\n`.
+pub fn write_err(w: &mut WBuf<'_>, e: Error) -> fmt::Result {
+    writeln!(w, "ERR {} {}", e.code.as_str(), e.text)
+}
+
+/// Writes `OK\n`.
+pub fn write_ok(w: &mut WBuf<'_>) -> fmt::Result {
+    w.write_str("OK\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn err_line_shape() {
+        let mut b = [0u8; 64];
+        let mut w = WBuf::new(&mut b);
+        write_err(
+            &mut w,
+            Error::new(ErrCode::TooLong, "line exceeds 255 bytes"),
+        )
+        .unwrap();
+        assert_eq!(w.as_bytes(), b"ERR too-long line exceeds 255 bytes\n");
+    }
+}

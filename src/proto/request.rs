@@ -1,0 +1,309 @@
+//! One request line -> [`Request`]. Command words are case-insensitive; words are
+//! separated by spaces. Arguments are validated here, so the core only ever sees
+//! well-formed keys, values and numbers.
+
+use super::reply::{ErrCode, Error};
+use crate::limits::{
+    IDENTIFY_MAX_SECS, INTERVAL_MAX_SECS, INTERVAL_MIN_SECS, KEY_MAX, TTL_MAX_SECS, VALUE_MAX,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request<'a> {
+    Ping,
+    Help,
+    Status,
+    Get(&'a [u8]),
+    Keys,
+    Set {
+        key: &'a [u8],
+        value: &'a [u8],
+        ttl: Option<u32>,
+    },
+    Del(&'a [u8]),
+    Interval(Option<u32>),
+    Identify(Option<u32>),
+    Stats,
+    Sockets,
+    Auth(&'a [u8]),
+    Quit,
+}
+
+impl Request<'_> {
+    /// Does this request change state (and so need AUTH over TCP)?
+    pub fn mutates(&self) -> bool {
+        matches!(
+            self,
+            Request::Set { .. }
+                | Request::Del(_)
+                | Request::Interval(Some(_))
+                | Request::Identify(_)
+        )
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Cmd {
+    Ping,
+    Help,
+    Status,
+    Get,
+    Keys,
+    Set,
+    Del,
+    Interval,
+    Identify,
+    Stats,
+    Sockets,
+    Auth,
+    Quit,
+}
+
+/// The command table: one row per command, in the order HELP lists them.
+const COMMANDS: [(&str, Cmd); 13] = [
+    ("PING", Cmd::Ping),
+    ("HELP", Cmd::Help),
+    ("STATUS", Cmd::Status),
+    ("GET", Cmd::Get),
+    ("KEYS", Cmd::Keys),
+    ("SET", Cmd::Set),
+    ("DEL", Cmd::Del),
+    ("INTERVAL", Cmd::Interval),
+    ("IDENTIFY", Cmd::Identify),
+    ("STATS", Cmd::Stats),
+    ("SOCKETS", Cmd::Sockets),
+    ("AUTH", Cmd::Auth),
+    ("QUIT", Cmd::Quit),
+];
+
+/// The HELP payload.
+pub const HELP: &str =
+    "PING HELP STATUS GET KEYS SET DEL INTERVAL IDENTIFY STATS SOCKETS AUTH QUIT";
+
+const E_EMPTY: Error = Error::new(ErrCode::BadCommand, "empty line");
+const E_UNKNOWN: Error = Error::new(ErrCode::BadCommand, "unknown command, try HELP");
+const E_NO_ARGS: Error = Error::new(ErrCode::BadArgument, "this command takes no argument");
+const E_KEY: Error = Error::new(
+    ErrCode::BadArgument,
+    "key must be 1-32 bytes of A-Z a-z 0-9 _ . -",
+);
+const E_VALUE: Error = Error::new(ErrCode::BadArgument, "value must be 1-64 printable bytes");
+const E_TTL: Error = Error::new(ErrCode::BadArgument, "ttl must be 1-31536000 seconds");
+const E_USAGE_GET: Error = Error::new(ErrCode::BadArgument, "usage: GET key");
+const E_USAGE_DEL: Error = Error::new(ErrCode::BadArgument, "usage: DEL key");
+const E_USAGE_SET: Error = Error::new(ErrCode::BadArgument, "usage: SET key value [ttl=SECS]");
+const E_USAGE_AUTH: Error = Error::new(ErrCode::BadArgument, "usage: AUTH token");
+const E_INTERVAL: Error = Error::new(ErrCode::BadArgument, "interval must be 1-3600 seconds");
+const E_IDENTIFY: Error = Error::new(ErrCode::BadArgument, "identify takes 0-3600 seconds");
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' '] = s {
+        s = rest;
+    }
+    s
+}
+
+/// Splits off the first space-separated word: (word, rest with leading spaces removed).
+fn word(s: &[u8]) -> (&[u8], &[u8]) {
+    let s = trim(s);
+    match s.iter().position(|&b| b == b' ') {
+        Some(i) => (&s[..i], trim(&s[i..])),
+        None => (s, &[]),
+    }
+}
+
+/// A decimal u32 with no sign, no spaces and no overflow.
+pub fn parse_u32(s: &[u8]) -> Option<u32> {
+    if s.is_empty() || s.len() > 10 {
+        return None;
+    }
+    let mut v: u32 = 0;
+    for &c in s {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u32::from(c - b'0'))?;
+    }
+    Some(v)
+}
+
+pub fn valid_key(k: &[u8]) -> bool {
+    !k.is_empty()
+        && k.len() <= KEY_MAX
+        && k.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+pub fn valid_value(v: &[u8]) -> bool {
+    !v.is_empty() && v.len() <= VALUE_MAX && v.iter().all(|&c| (0x20..=0x7e).contains(&c))
+}
+
+fn one_key(rest: &[u8], usage: Error) -> Result<&[u8], Error> {
+    let (k, extra) = word(rest);
+    if k.is_empty() || !extra.is_empty() {
+        return Err(usage);
+    }
+    if !valid_key(k) {
+        return Err(E_KEY);
+    }
+    Ok(k)
+}
+
+fn opt_number(rest: &[u8], lo: u32, hi: u32, err: Error) -> Result<Option<u32>, Error> {
+    let (n, extra) = word(rest);
+    if n.is_empty() {
+        return Ok(None);
+    }
+    if !extra.is_empty() {
+        return Err(err);
+    }
+    match parse_u32(n) {
+        Some(v) if (lo..=hi).contains(&v) => Ok(Some(v)),
+        _ => Err(err),
+    }
+}
+
+fn parse_set(rest: &[u8]) -> Result<Request<'_>, Error> {
+    let (key, mut value) = word(rest);
+    if key.is_empty() || value.is_empty() {
+        return Err(E_USAGE_SET);
+    }
+    if !valid_key(key) {
+        return Err(E_KEY);
+    }
+    let mut ttl = None;
+    // A last word `ttl=N` is the time to live, not part of the value.
+    let last_start = value.iter().rposition(|&b| b == b' ').map_or(0, |i| i + 1);
+    let last = &value[last_start..];
+    if last.len() > 4 && last[..4].eq_ignore_ascii_case(b"ttl=") {
+        match parse_u32(&last[4..]) {
+            Some(t) if (1..=TTL_MAX_SECS).contains(&t) => ttl = Some(t),
+            _ => return Err(E_TTL),
+        }
+        value = trim(&value[..last_start]);
+        if value.is_empty() {
+            return Err(E_USAGE_SET);
+        }
+    }
+    if !valid_value(value) {
+        return Err(E_VALUE);
+    }
+    Ok(Request::Set { key, value, ttl })
+}
+
+/// Parses one request line (terminator already removed).
+pub fn parse(line: &[u8]) -> Result<Request<'_>, Error> {
+    let (cmd_word, rest) = word(line);
+    if cmd_word.is_empty() {
+        return Err(E_EMPTY);
+    }
+    let cmd = COMMANDS
+        .iter()
+        .find(|(name, _)| name.as_bytes().eq_ignore_ascii_case(cmd_word))
+        .map(|&(_, c)| c)
+        .ok_or(E_UNKNOWN)?;
+    let no_args = |r: Request<'static>| {
+        if rest.is_empty() {
+            Ok(r)
+        } else {
+            Err(E_NO_ARGS)
+        }
+    };
+    match cmd {
+        Cmd::Ping => no_args(Request::Ping),
+        Cmd::Help => no_args(Request::Help),
+        Cmd::Status => no_args(Request::Status),
+        Cmd::Keys => no_args(Request::Keys),
+        Cmd::Stats => no_args(Request::Stats),
+        Cmd::Sockets => no_args(Request::Sockets),
+        Cmd::Quit => no_args(Request::Quit),
+        Cmd::Get => one_key(rest, E_USAGE_GET).map(Request::Get),
+        Cmd::Del => one_key(rest, E_USAGE_DEL).map(Request::Del),
+        Cmd::Set => parse_set(rest),
+        Cmd::Interval => opt_number(rest, INTERVAL_MIN_SECS, INTERVAL_MAX_SECS, E_INTERVAL)
+            .map(Request::Interval),
+        Cmd::Identify => opt_number(rest, 0, IDENTIFY_MAX_SECS, E_IDENTIFY).map(Request::Identify),
+        Cmd::Auth => {
+            if rest.is_empty() {
+                Err(E_USAGE_AUTH)
+            } else {
+                Ok(Request::Auth(rest))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(l: &[u8]) -> ErrCode {
+        parse(l).unwrap_err().code
+    }
+
+    #[test]
+    fn commands_are_case_insensitive() {
+        assert_eq!(parse(b"ping"), Ok(Request::Ping));
+        assert_eq!(parse(b"  PiNg  "), Ok(Request::Ping));
+        assert_eq!(parse(b"status"), Ok(Request::Status));
+        assert_eq!(code(b"PINGX"), ErrCode::BadCommand);
+        assert_eq!(code(b""), ErrCode::BadCommand);
+        assert_eq!(code(b"PING extra"), ErrCode::BadArgument);
+    }
+
+    #[test]
+    fn set_with_spaces_and_ttl() {
+        assert_eq!(
+            parse(b"SET room kitchen   north ttl=30"),
+            Ok(Request::Set {
+                key: b"room",
+                value: b"kitchen   north",
+                ttl: Some(30)
+            })
+        );
+        assert_eq!(
+            parse(b"set a.b-c_d 1"),
+            Ok(Request::Set {
+                key: b"a.b-c_d",
+                value: b"1",
+                ttl: None
+            })
+        );
+        assert_eq!(code(b"SET k"), ErrCode::BadArgument);
+        assert_eq!(code(b"SET k ttl=5"), ErrCode::BadArgument);
+        assert_eq!(code(b"SET k v ttl=0"), ErrCode::BadArgument);
+        assert_eq!(code(b"SET k v ttl=x"), ErrCode::BadArgument);
+        assert_eq!(code(b"SET k/x v"), ErrCode::BadArgument);
+        assert_eq!(
+            code(&[b"SET k ".as_slice(), &[b'v'; 65]].concat()),
+            ErrCode::BadArgument
+        );
+        assert_eq!(code(b"SET k v\x01"), ErrCode::BadArgument);
+        let long_key = [b"GET ".as_slice(), &[b'k'; 33]].concat();
+        assert_eq!(code(&long_key), ErrCode::BadArgument);
+    }
+
+    #[test]
+    fn numbers_are_strict() {
+        assert_eq!(parse(b"INTERVAL"), Ok(Request::Interval(None)));
+        assert_eq!(parse(b"interval 10"), Ok(Request::Interval(Some(10))));
+        assert_eq!(code(b"INTERVAL 0"), ErrCode::BadArgument);
+        assert_eq!(code(b"INTERVAL -1"), ErrCode::BadArgument);
+        assert_eq!(code(b"INTERVAL 99999999999"), ErrCode::BadArgument);
+        assert_eq!(parse(b"IDENTIFY 0"), Ok(Request::Identify(Some(0))));
+        assert_eq!(parse_u32(b"4294967295"), Some(u32::MAX));
+        assert_eq!(parse_u32(b"4294967296"), None);
+    }
+
+    #[test]
+    fn mutating_commands() {
+        assert!(parse(b"SET a b").unwrap().mutates());
+        assert!(parse(b"DEL a").unwrap().mutates());
+        assert!(parse(b"INTERVAL 3").unwrap().mutates());
+        assert!(!parse(b"INTERVAL").unwrap().mutates());
+        assert!(parse(b"IDENTIFY").unwrap().mutates());
+        assert!(!parse(b"GET a").unwrap().mutates());
+    }
+}

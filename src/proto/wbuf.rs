@@ -1,0 +1,85 @@
+//! A `core::fmt::Write` over a caller's fixed byte buffer that never grows.
+//!
+//! Overflow is sticky: once a write does not fit, the buffer remembers it and every
+//! later write fails, so a half-written reply can be detected and discarded.
+
+use core::fmt;
+
+pub struct WBuf<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+    overflow: bool,
+}
+
+impl<'a> WBuf<'a> {
+    pub fn new(buf: &'a mut [u8]) -> Self {
+        WBuf {
+            buf,
+            len: 0,
+            overflow: false,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn overflowed(&self) -> bool {
+        self.overflow
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// Forget everything from `len` on (used to roll back a partial item).
+    pub fn truncate(&mut self, len: usize) {
+        if len <= self.len {
+            self.len = len;
+            self.overflow = false;
+        }
+    }
+
+    pub fn remaining(&self) -> usize {
+        self.buf.len() - self.len
+    }
+
+    pub fn push_bytes(&mut self, b: &[u8]) -> fmt::Result {
+        if self.overflow || b.len() > self.remaining() {
+            self.overflow = true;
+            return Err(fmt::Error);
+        }
+        self.buf[self.len..self.len + b.len()].copy_from_slice(b);
+        self.len += b.len();
+        Ok(())
+    }
+}
+
+impl fmt::Write for WBuf<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.push_bytes(s.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::fmt::Write;
+
+    #[test]
+    fn overflow_is_sticky_and_truncate_recovers() {
+        let mut b = [0u8; 8];
+        let mut w = WBuf::new(&mut b);
+        assert!(write!(w, "abcd").is_ok());
+        assert!(write!(w, "efghi").is_err());
+        assert!(w.overflowed());
+        assert!(write!(w, "x").is_err());
+        w.truncate(4);
+        assert!(write!(w, "xy").is_ok());
+        assert_eq!(w.as_bytes(), b"abcdxy");
+    }
+}

@@ -1,0 +1,84 @@
+//! Board facts from /proc and /sys: uptime, load, memory, temperature, hostname,
+//! addresses, and the machine id. Every read goes into a stack buffer; nothing allocates.
+
+use super::{iface, read_small};
+use crate::agent::Board;
+
+fn first_f32(b: &[u8]) -> Option<f32> {
+    let w = b.split(|&c| c == b' ' || c == b'\n').next()?;
+    core::str::from_utf8(w).ok()?.parse().ok()
+}
+
+fn meminfo_kb(buf: &[u8], key: &[u8]) -> u64 {
+    buf.split(|&c| c == b'\n')
+        .find(|l| l.starts_with(key))
+        .and_then(|l| {
+            l[key.len()..]
+                .split(|&c| c == b' ')
+                .find(|w| !w.is_empty())
+                .and_then(|w| core::str::from_utf8(w).ok()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Reads the board now. Missing files give zeros / None, never an error.
+pub fn read(thermal: &str) -> Board {
+    let mut b = Board::default();
+    let mut buf = [0u8; 2048];
+    if let Some(n) = read_small("/proc/sys/kernel/hostname", &mut buf) {
+        for &c in buf[..n].trim_ascii() {
+            let _ = b.host.push(char::from(c));
+        }
+    }
+    if let Some(n) = read_small("/proc/uptime", &mut buf) {
+        b.uptime_s = first_f32(&buf[..n]).map_or(0, |v| v as u64);
+    }
+    if let Some(n) = read_small("/proc/loadavg", &mut buf) {
+        let mut w = buf[..n].split(|&c| c == b' ');
+        for slot in b.load.iter_mut() {
+            *slot = w.next().and_then(first_f32).unwrap_or(0.0);
+        }
+    }
+    if let Some(n) = read_small("/proc/meminfo", &mut buf) {
+        b.mem_total_kb = meminfo_kb(&buf[..n], b"MemTotal:");
+        b.mem_avail_kb = meminfo_kb(&buf[..n], b"MemAvailable:");
+    }
+    if let Some(n) = read_small(thermal, &mut buf) {
+        // millidegrees Celsius
+        b.temp_c = first_f32(&buf[..n]).map(|m| m / 1000.0);
+    }
+    iface::ipv4_addrs(&mut b.addrs);
+    iface::ipv6_addrs(&mut b.addrs);
+    b
+}
+
+/// The raw machine id (32 hex chars) from /etc/machine-id, if present.
+pub fn machine_id(buf: &mut [u8; 64]) -> Option<&[u8]> {
+    let n = read_small("/etc/machine-id", buf)
+        .or_else(|| read_small("/var/lib/dbus/machine-id", buf))?;
+    let id = buf[..n].trim_ascii();
+    (id.len() >= 16).then_some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_formats() {
+        assert_eq!(first_f32(b"12345.67 999.0\n"), Some(12345.67));
+        let mi = b"MemTotal:        1000 kB\nMemFree: 5 kB\nMemAvailable:     750 kB\n";
+        assert_eq!(meminfo_kb(mi, b"MemTotal:"), 1000);
+        assert_eq!(meminfo_kb(mi, b"MemAvailable:"), 750);
+        assert_eq!(meminfo_kb(mi, b"Nope:"), 0);
+    }
+
+    #[test]
+    fn reads_this_machine() {
+        let b = read("/nonexistent/thermal");
+        assert!(b.uptime_s > 0);
+        assert!(b.mem_total_kb > 0);
+        assert_eq!(b.temp_c, None);
+        assert!(!b.addrs.is_empty());
+    }
+}

@@ -1,0 +1,142 @@
+//! The IDENTIFY LED: a `/sys/class/leds/NAME` directory (trigger set to `none` while
+//! blinking, restored after) or a plain brightness file (a regular file in tests).
+
+use super::{read_small, SysError};
+use crate::agent::Led;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub struct LedFile {
+    brightness: PathBuf,
+    trigger: Option<PathBuf>,
+    on_value: heapless::Vec<u8, 8>,
+    /// What to put back: the old trigger name (sysfs) and the old brightness bytes.
+    saved: Option<(heapless::Vec<u8, 32>, heapless::Vec<u8, 16>)>,
+}
+
+fn write_file(path: &Path, data: &[u8]) -> Result<(), &'static str> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|_| "cannot open the LED file")?;
+    f.write_all(data).map_err(|_| "cannot write the LED file")
+}
+
+fn read_into<const N: usize>(path: &Path) -> heapless::Vec<u8, N> {
+    let mut buf = [0u8; 512];
+    let mut v = heapless::Vec::new();
+    if let Some(p) = path.to_str() {
+        if let Some(n) = read_small(p, &mut buf) {
+            let _ = v.extend_from_slice(&buf[..n.min(N)]);
+        }
+    }
+    v
+}
+
+impl LedFile {
+    /// Checks the path at start-up, so a typo is an error then, not at IDENTIFY time.
+    pub fn open(path: &Path) -> Result<LedFile, SysError> {
+        let shown = path.display();
+        let (brightness, trigger) = if path.is_dir() {
+            let t = path.join("trigger");
+            (path.join("brightness"), t.exists().then_some(t))
+        } else {
+            (path.to_path_buf(), None)
+        };
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&brightness)
+            .map_err(|e| SysError::msg(format!("--led {shown}: {e}")))?;
+        let mut on_value = heapless::Vec::new();
+        let max = read_into::<8>(&path.join("max_brightness"));
+        let max = max.trim_ascii();
+        let _ = on_value.extend_from_slice(if path.is_dir() && !max.is_empty() {
+            max
+        } else {
+            b"1"
+        });
+        let _ = on_value.push(b'\n');
+        Ok(LedFile {
+            brightness,
+            trigger,
+            on_value,
+            saved: None,
+        })
+    }
+
+    pub fn set(&mut self, cmd: Led) -> Result<(), &'static str> {
+        match cmd {
+            Led::On | Led::Off => {
+                if self.saved.is_none() {
+                    // A sysfs trigger file lists all triggers with the active one in [].
+                    let mut trig = heapless::Vec::new();
+                    if let Some(t) = &self.trigger {
+                        let all = read_into::<512>(t);
+                        if let Some(s) = all.iter().position(|&c| c == b'[') {
+                            if let Some(e) = all[s..].iter().position(|&c| c == b']') {
+                                let _ = trig.extend_from_slice(&all[s + 1..s + e]);
+                            }
+                        }
+                        write_file(t, b"none")?;
+                    }
+                    self.saved = Some((trig, read_into::<16>(&self.brightness)));
+                }
+                let v: &[u8] = if cmd == Led::On {
+                    &self.on_value
+                } else {
+                    b"0\n"
+                };
+                write_file(&self.brightness, v)
+            }
+            Led::Restore => match self.saved.take() {
+                Some((trig, bright)) => {
+                    let r = write_file(&self.brightness, &bright);
+                    match (&self.trigger, trig.is_empty()) {
+                        (Some(t), false) => write_file(t, &trig),
+                        _ => r,
+                    }
+                }
+                None => Ok(()),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_file_blinks_and_restores() {
+        let dir = std::env::temp_dir().join(format!("tether-led-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("brightness-file");
+        std::fs::write(&f, "7\n").unwrap();
+        let mut led = LedFile::open(&f).unwrap();
+        led.set(Led::On).unwrap();
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "1\n");
+        led.set(Led::Off).unwrap();
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "0\n");
+        led.set(Led::Restore).unwrap();
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "7\n");
+
+        // A sysfs-like directory: trigger goes to none and comes back.
+        let d = dir.join("led0");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("brightness"), "0\n").unwrap();
+        std::fs::write(d.join("max_brightness"), "255\n").unwrap();
+        std::fs::write(d.join("trigger"), "none [mmc0] timer\n").unwrap();
+        let mut led = LedFile::open(&d).unwrap();
+        led.set(Led::On).unwrap();
+        assert_eq!(std::fs::read_to_string(d.join("trigger")).unwrap(), "none");
+        assert_eq!(
+            std::fs::read_to_string(d.join("brightness")).unwrap(),
+            "255\n"
+        );
+        led.set(Led::Restore).unwrap();
+        assert_eq!(std::fs::read_to_string(d.join("trigger")).unwrap(), "mmc0");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(LedFile::open(&dir.join("missing")).is_err());
+    }
+}

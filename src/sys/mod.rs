@@ -1,0 +1,65 @@
+//! The operating-system edge: the only module that calls nix's socket, signal and ioctl
+//! APIs (poll(2) itself is called only by `runloop`). Everything here is thin: open,
+//! configure, read back. No protocol logic lives here.
+//!
+//! Every fd this module creates is non-blocking and close-on-exec. Functions used after
+//! start-up do not allocate: paths and names go through fixed stack buffers.
+
+pub mod board;
+pub mod iface;
+pub mod led;
+pub mod net;
+pub mod notify;
+pub mod signals;
+pub mod unix;
+
+use nix::errno::Errno;
+use std::fmt;
+
+/// A failure with the context needed to act on it: `bind 0.0.0.0:4545: EADDRINUSE`.
+#[derive(Debug)]
+pub struct SysError {
+    pub what: String,
+    pub errno: Option<Errno>,
+}
+
+impl SysError {
+    pub fn new(what: impl Into<String>, errno: Errno) -> Self {
+        SysError {
+            what: what.into(),
+            errno: Some(errno),
+        }
+    }
+
+    pub fn msg(what: impl Into<String>) -> Self {
+        SysError {
+            what: what.into(),
+            errno: None,
+        }
+    }
+}
+
+impl fmt::Display for SysError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.errno {
+            Some(e) => write!(f, "{}: {}", self.what, e),
+            None => f.write_str(&self.what),
+        }
+    }
+}
+
+/// Reads a small file into `buf` without allocating; returns the bytes read.
+pub fn read_small(path: &str, buf: &mut [u8]) -> Option<usize> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    Some(n)
+}

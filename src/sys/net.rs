@@ -1,0 +1,178 @@
+//! Stream sockets: TCP listeners (v4 and v6-only), accept, non-blocking send/recv,
+//! and reading socket options back for SOCKETS.
+
+use super::SysError;
+use crate::proto::json;
+use crate::proto::wbuf::WBuf;
+use nix::errno::Errno;
+use nix::sys::socket::{
+    self, accept4, bind, getsockname, getsockopt, listen, setsockopt, sockopt, AddressFamily,
+    Backlog, MsgFlags, SockFlag, SockType, SockaddrLike, SockaddrStorage,
+};
+use std::fmt::{self, Write};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+pub const SOCK_FLAGS: SockFlag = SockFlag::SOCK_NONBLOCK.union(SockFlag::SOCK_CLOEXEC);
+
+/// Opens a TCP listener. IPv6 sockets are IPV6_V6ONLY so v4 and v6 can share a port.
+pub fn tcp_listen(addr: SocketAddr, backlog: u16) -> Result<OwnedFd, SysError> {
+    let fam = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let ctx = |what: &str, e| SysError::new(format!("{what} {addr}"), e);
+    let fd =
+        socket::socket(fam, SockType::Stream, SOCK_FLAGS, None).map_err(|e| ctx("socket", e))?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| ctx("SO_REUSEADDR", e))?;
+    if addr.is_ipv6() {
+        setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(|e| ctx("IPV6_V6ONLY", e))?;
+    }
+    let sa = SockaddrStorage::from(addr);
+    bind(fd.as_raw_fd(), &sa).map_err(|e| ctx("bind", e))?;
+    let bl = Backlog::new(i32::from(backlog)).map_err(|e| ctx("backlog", e))?;
+    listen(&fd, bl).map_err(|e| ctx("listen", e))?;
+    Ok(fd)
+}
+
+/// The address a socket is bound to, as `ip:port` (or None for non-inet sockets).
+pub fn local_inet(fd: BorrowedFd<'_>) -> Option<SocketAddr> {
+    let sa: SockaddrStorage = getsockname(fd.as_raw_fd()).ok()?;
+    if let Some(v4) = sa.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
+    }
+    sa.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
+}
+
+/// Accepts one connection (non-blocking, close-on-exec). `Ok(None)` when none is waiting.
+pub fn accept(listener: BorrowedFd<'_>) -> Result<Option<OwnedFd>, Errno> {
+    loop {
+        match accept4(listener, SOCK_FLAGS) {
+            Ok(fd) => return Ok(Some(fd)),
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => return Ok(None),
+            // The peer gave up between SYN and accept: not our problem, try the next one.
+            Err(Errno::ECONNABORTED | Errno::EPROTO) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Outcome of a non-blocking read or write.
+pub enum Io {
+    Done(usize),
+    WouldBlock,
+    Closed,
+}
+
+pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Io {
+    loop {
+        match socket::recv(fd.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
+            Ok(0) if !buf.is_empty() => return Io::Closed,
+            Ok(n) => return Io::Done(n),
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => return Io::WouldBlock,
+            Err(_) => return Io::Closed,
+        }
+    }
+}
+
+/// Sends without ever raising SIGPIPE.
+pub fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> Io {
+    loop {
+        match socket::send(
+            fd.as_raw_fd(),
+            buf,
+            MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+        ) {
+            Ok(n) => return Io::Done(n),
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => return Io::WouldBlock,
+            Err(_) => return Io::Closed,
+        }
+    }
+}
+
+/// Half-closes the write side so the peer sees EOF after our last reply.
+pub fn shutdown_write(fd: BorrowedFd<'_>) {
+    let _ = socket::shutdown(fd.as_raw_fd(), socket::Shutdown::Write);
+}
+
+/// The device a socket is bound to (SO_BINDTODEVICE), read without allocating.
+pub fn bound_device(fd: BorrowedFd<'_>, out: &mut [u8; 16]) -> usize {
+    let mut len = out.len() as nix::libc::socklen_t;
+    // SAFETY: `out` is valid for `len` bytes and outlives the call; the kernel writes at
+    // most `len` bytes and updates `len`.
+    let r = unsafe {
+        nix::libc::getsockopt(
+            fd.as_raw_fd(),
+            nix::libc::SOL_SOCKET,
+            nix::libc::SO_BINDTODEVICE,
+            out.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return 0;
+    }
+    let n = (len as usize).min(out.len());
+    out[..n].iter().position(|&b| b == 0).unwrap_or(n)
+}
+
+/// Writes one SOCKETS item: kind, address and the options read back with getsockopt.
+pub fn write_socket_info(w: &mut WBuf<'_>, kind: &str, fd: BorrowedFd<'_>) -> fmt::Result {
+    w.write_str("{\"kind\":")?;
+    json::write_str(w, kind.as_bytes())?;
+    w.write_str(",\"addr\":")?;
+    let mut abuf = [0u8; 128];
+    let mut a = WBuf::new(&mut abuf);
+    let sa: Result<SockaddrStorage, _> = getsockname(fd.as_raw_fd());
+    match sa {
+        Ok(sa) => {
+            if let Some(u) = sa.as_unix_addr() {
+                match u.path() {
+                    Some(p) => {
+                        let _ = a.push_bytes(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()));
+                    }
+                    None => {
+                        let _ = a.write_str("(unnamed)");
+                    }
+                }
+            } else if sa.family().is_some() {
+                let _ = write!(a, "{sa}");
+            }
+        }
+        Err(_) => {
+            let _ = a.write_str("?");
+        }
+    }
+    json::write_str(w, a.as_bytes())?;
+    let fd = &fd.as_fd();
+    let flag = |r: nix::Result<bool>| match r {
+        Ok(true) => "true",
+        Ok(false) => "false",
+        Err(_) => "null",
+    };
+    write!(
+        w,
+        ",\"accept_conn\":{},\"reuse_addr\":{}",
+        flag(getsockopt(fd, sockopt::AcceptConn)),
+        flag(getsockopt(fd, sockopt::ReuseAddr)),
+    )?;
+    let num = |r: nix::Result<usize>| r.map(|v| v as i64).unwrap_or(-1);
+    write!(
+        w,
+        ",\"rcvbuf\":{},\"sndbuf\":{},\"device\":",
+        num(getsockopt(fd, sockopt::RcvBuf)),
+        num(getsockopt(fd, sockopt::SndBuf))
+    )?;
+    let mut dev = [0u8; 16];
+    let n = bound_device(*fd, &mut dev);
+    if n == 0 {
+        w.write_str("null")?;
+    } else {
+        json::write_str(w, &dev[..n])?;
+    }
+    w.write_char('}')
+}

@@ -1,0 +1,417 @@
+//! Shared test harness: start the real `tether` binary (through the cross runner when the
+//! tests run under qemu-user), parse its ready line, and talk to it over real sockets.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tether");
+
+/// The runner cargo uses for this target (`CARGO_TARGET_<TRIPLE>_RUNNER`, else the
+/// `runner` of `.cargo/config.toml`), or nothing for a native build.
+pub fn runner() -> Vec<String> {
+    let target = env!("TETHER_BUILD_TARGET");
+    let host = env!("TETHER_BUILD_HOST");
+    let var = format!(
+        "CARGO_TARGET_{}_RUNNER",
+        target.to_uppercase().replace(['-', '.'], "_")
+    );
+    if let Ok(r) = std::env::var(&var) {
+        return r.split_whitespace().map(String::from).collect();
+    }
+    if target == host {
+        return Vec::new();
+    }
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join(".cargo/config.toml");
+    let text = std::fs::read_to_string(cfg).unwrap_or_default();
+    let mut in_section = false;
+    for line in text.lines() {
+        let l = line.trim();
+        if l.starts_with('[') {
+            in_section = l == format!("[target.{target}]");
+        } else if in_section && l.starts_with("runner") {
+            let v = l.split_once('=').map(|x| x.1).unwrap_or("").trim();
+            return v
+                .trim_matches(|c| c == '[' || c == ']')
+                .split(',')
+                .map(|w| w.trim().trim_matches('"').to_string())
+                .filter(|w| !w.is_empty())
+                .flat_map(|w| w.split_whitespace().map(String::from).collect::<Vec<_>>())
+                .collect();
+        }
+    }
+    Vec::new()
+}
+
+/// True when the binary runs under an emulator: timeouts get more slack.
+pub fn emulated() -> bool {
+    !runner().is_empty()
+}
+
+/// A generous multiple of `d` under emulation.
+pub fn slack(d: Duration) -> Duration {
+    if emulated() {
+        d * 5
+    } else {
+        d
+    }
+}
+
+/// `tether ARGS...` as a Command, through the runner.
+pub fn tether_cmd<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Command {
+    let r = runner();
+    let mut c = match r.split_first() {
+        Some((prog, rest)) => {
+            let mut c = Command::new(prog);
+            c.args(rest).arg(BIN);
+            c
+        }
+        None => Command::new(BIN),
+    };
+    c.args(args);
+    c
+}
+
+/// A fresh private directory for one test.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "tether-test-{}-{}-{}",
+        std::process::id(),
+        tag,
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub struct Agent {
+    pub child: Child,
+    pub ready: String,
+    pub tcp: Vec<SocketAddr>,
+    pub unix: PathBuf,
+    pub dir: PathBuf,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+/// What a started agent printed before its ready line, or why it did not start.
+pub struct Failed {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Agent {
+    /// Starts `tether agent` on loopback with a private socket and no beacon, plus `extra`.
+    pub fn start(extra: &[&str]) -> Agent {
+        let dir = temp_dir("agent");
+        let sock = dir.join("tether.sock");
+        let mut args: Vec<String> = vec!["agent".into()];
+        if !extra.iter().any(|a| *a == "--listen") {
+            args.extend(["--listen".into(), "127.0.0.1:0".into()]);
+        }
+        if !extra.iter().any(|a| *a == "--socket") {
+            args.extend(["--socket".into(), sock.to_string_lossy().into_owned()]);
+        }
+        if !extra.iter().any(|a| *a == "--iface" || *a == "--no-beacon") {
+            args.push("--no-beacon".into());
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::spawn(&args, dir, &[]).unwrap_or_else(|f| {
+            panic!(
+                "agent did not start: {:?}\nstdout: {}\nstderr: {}",
+                f.status, f.stdout, f.stderr
+            )
+        })
+    }
+
+    /// Spawns with exactly `args` (after `tether`) and waits for the ready line.
+    pub fn spawn(args: &[String], dir: PathBuf, env: &[(&str, &str)]) -> Result<Agent, Failed> {
+        let mut cmd = tether_cmd(args);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn tether");
+        let stdout = child.stdout.take().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let err_thread = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = r.read_line(&mut line);
+            let _ = tx.send(line);
+            // Keep draining so the agent never blocks on a full pipe.
+            let mut sink = Vec::new();
+            let _ = r.read_to_end(&mut sink);
+        });
+        let line = rx
+            .recv_timeout(slack(Duration::from_secs(10)))
+            .unwrap_or_default();
+        if !line.starts_with("ready ") {
+            let _ = child.kill();
+            let status = child.wait().unwrap();
+            return Err(Failed {
+                status,
+                stdout: line,
+                stderr: err_thread.join().unwrap_or_default(),
+            });
+        }
+        let ready = line.trim().to_string();
+        let mut tcp = Vec::new();
+        let mut unix = PathBuf::new();
+        for w in ready.split_whitespace() {
+            if let Some(v) = w.strip_prefix("tcp=") {
+                tcp = v
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.parse().unwrap())
+                    .collect();
+            } else if let Some(v) = w.strip_prefix("unix=") {
+                unix = PathBuf::from(v);
+            }
+        }
+        Ok(Agent {
+            child,
+            ready,
+            tcp,
+            unix,
+            dir,
+            stderr: Some(err_thread),
+        })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.tcp[0]
+    }
+
+    pub fn tcp(&self) -> Client {
+        Client::tcp(self.tcp_addr())
+    }
+
+    pub fn unix(&self) -> Client {
+        Client::unix(&self.unix)
+    }
+
+    /// Runs `tether ctl -s SOCK WORDS...`: (exit code, stdout, stderr).
+    pub fn ctl(&self, words: &[&str]) -> (i32, String, String) {
+        let mut args: Vec<String> = vec![
+            "ctl".into(),
+            "-s".into(),
+            self.unix.to_string_lossy().into(),
+        ];
+        args.extend(words.iter().map(|s| s.to_string()));
+        run(&args)
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe {
+            libc_kill(self.pid(), sig);
+        }
+    }
+
+    /// SIGTERM, then wait (bounded): the exit status and everything on stderr.
+    pub fn stop(mut self) -> (ExitStatus, String) {
+        self.signal(15);
+        let status = wait_timeout(&mut self.child, slack(Duration::from_secs(10)));
+        let err = self
+            .stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
+        (status, err)
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// allocs_since_ready from STATS.
+    pub fn allocations(&self) -> u64 {
+        let s = self.unix().req("STATS");
+        json_u64(&s, "allocs_since_ready").expect("allocs_since_ready in STATS")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+pub fn wait_timeout(child: &mut Child, d: Duration) -> ExitStatus {
+    let end = Instant::now() + d;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("process did not exit within {d:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `tether ARGS...` to completion (bounded): (exit code, stdout, stderr).
+pub fn run<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (i32, String, String) {
+    let mut c = tether_cmd(args);
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn tether");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let mut o = String::new();
+    let _ = out.read_to_string(&mut o);
+    let status = wait_timeout(&mut child, slack(Duration::from_secs(30)));
+    let e = t.join().unwrap_or_default();
+    (status.code().unwrap_or(-1), o, e)
+}
+
+/// Finds `"key":NUMBER` in a one-line JSON reply.
+pub fn json_u64(s: &str, key: &str) -> Option<u64> {
+    let pat = format!("\"{key}\":");
+    let i = s.find(&pat)? + pat.len();
+    let digits: String = s[i..].chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Read for Stream {
+    fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(b),
+            Stream::Unix(s) => s.read(b),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(b),
+            Stream::Unix(s) => s.write(b),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A line-oriented test client with a read timeout.
+pub struct Client {
+    pub s: Stream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn tcp(addr: SocketAddr) -> Client {
+        let s =
+            TcpStream::connect_timeout(&addr, slack(Duration::from_secs(5))).expect("connect tcp");
+        s.set_read_timeout(Some(slack(Duration::from_secs(5))))
+            .unwrap();
+        Client {
+            s: Stream::Tcp(s),
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn unix(path: &Path) -> Client {
+        let s = UnixStream::connect(path).expect("connect unix");
+        s.set_read_timeout(Some(slack(Duration::from_secs(5))))
+            .unwrap();
+        Client {
+            s: Stream::Unix(s),
+            buf: Vec::new(),
+        }
+    }
+
+    pub fn set_timeout(&self, d: Duration) {
+        match &self.s {
+            Stream::Tcp(s) => s.set_read_timeout(Some(d)).unwrap(),
+            Stream::Unix(s) => s.set_read_timeout(Some(d)).unwrap(),
+        }
+    }
+
+    pub fn send(&mut self, raw: &[u8]) -> std::io::Result<()> {
+        self.s.write_all(raw)
+    }
+
+    /// The next reply line without its `\n`; Err on EOF, reset or timeout.
+    pub fn line(&mut self) -> std::io::Result<String> {
+        loop {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let l: Vec<u8> = self.buf.drain(..=i).collect();
+                return Ok(String::from_utf8_lossy(&l[..l.len() - 1]).into_owned());
+            }
+            let mut b = [0u8; 4096];
+            let n = self.s.read(&mut b)?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "EOF",
+                ));
+            }
+            self.buf.extend_from_slice(&b[..n]);
+        }
+    }
+
+    /// Sends one line and returns the reply line.
+    pub fn req(&mut self, line: &str) -> String {
+        self.send(format!("{line}\n").as_bytes()).expect("send");
+        self.line()
+            .unwrap_or_else(|e| panic!("no reply to {line:?}: {e}"))
+    }
+
+    /// True when the agent has closed the connection (EOF or reset) within the timeout.
+    pub fn closed(&mut self) -> bool {
+        let mut b = [0u8; 64];
+        loop {
+            match self.s.read(&mut b) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+}
