@@ -114,10 +114,10 @@ impl Agent {
         let dir = temp_dir("agent");
         let sock = dir.join("tether.sock");
         let mut args: Vec<String> = vec!["agent".into()];
-        if !extra.iter().any(|a| *a == "--listen") {
+        if !extra.contains(&"--listen") {
             args.extend(["--listen".into(), "127.0.0.1:0".into()]);
         }
-        if !extra.iter().any(|a| *a == "--socket") {
+        if !extra.contains(&"--socket") {
             args.extend(["--socket".into(), sock.to_string_lossy().into_owned()]);
         }
         if !extra.iter().any(|a| *a == "--iface" || *a == "--no-beacon") {
