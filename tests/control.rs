@@ -1,7 +1,10 @@
 //! The control plane as a user sees it: the real binary over real TCP and Unix sockets.
+//! Every command, the exact reply shapes, framing, pipelining and TCP AUTH.
 
 mod common;
 use common::*;
+use serde_json::Value;
+use std::time::{Duration, Instant};
 
 #[test]
 fn ping_over_tcp_and_unix_and_ctl() {
@@ -14,4 +17,410 @@ fn ping_over_tcp_and_unix_and_ctl() {
     assert_eq!((code, out.as_str()), (0, "PONG\n"));
     let (status, _) = a.stop();
     assert_eq!(status.code(), Some(0));
+}
+
+const HELP: &str = "OK PING HELP STATUS GET KEYS SET DEL INTERVAL IDENTIFY STATS SOCKETS AUTH QUIT";
+
+fn num(v: &Value, k: &str) -> f64 {
+    v[k].as_f64()
+        .unwrap_or_else(|| panic!("{k} is not a number in {v}"))
+}
+
+/// Checks STATUS's shape; returns it.
+fn status(c: &mut Client) -> Value {
+    let s = ok_json(&c.req("STATUS"));
+    let id = s["id"].as_str().expect("id");
+    assert!(!id.is_empty(), "{s}");
+    assert!(s["host"].is_string(), "{s}");
+    assert_eq!(s["version"], "0.1.0", "{s}");
+    assert!(num(&s, "uptime") >= 0.0);
+    assert!(num(&s, "load") >= 0.0);
+    assert!(num(&s, "mem_avail_kb") > 0.0, "{s}");
+    assert!(
+        s["temp_c"].is_null() || s["temp_c"].is_number(),
+        "temp_c: {s}"
+    );
+    let addrs = s["addresses"].as_array().expect("addresses");
+    assert!(
+        addrs
+            .iter()
+            .any(|a| a["addr"] == "127.0.0.1" && a["iface"].is_string()),
+        "loopback missing from addresses: {s}"
+    );
+    assert_eq!(s["beacon"]["state"], "off", "{s}");
+    assert!(s["facts"].is_object(), "{s}");
+    assert!(s["clients"]["total"].as_u64().expect("clients.total") >= 1);
+    assert_eq!(s["clients"]["max"], 16, "{s}");
+    s
+}
+
+/// Runs every command on connections made by `mk`, which may mutate (Unix, or an
+/// AUTHed TCP connection). `kind` is the SOCKETS kind of our own connection.
+fn every_command(a: &Agent, mk: &dyn Fn() -> Client, kind: &str) {
+    let mut c = mk();
+    assert_eq!(c.req("PING"), "PONG");
+    assert_eq!(c.req("HELP"), HELP);
+
+    let s = status(&mut c);
+    let own = if kind == "tcp-client" { "tcp" } else { "unix" };
+    assert!(s["clients"][own].as_u64().unwrap() >= 1, "{s}");
+    assert_eq!(s["facts"], serde_json::json!({}), "{s}");
+
+    // Facts: SET / GET / KEYS / DEL, and STATUS shows them.
+    assert_eq!(c.req("SET room kitchen north"), "OK");
+    assert_eq!(c.req("SET a.b-c_D 42"), "OK");
+    assert_eq!(c.req("GET room"), "OK kitchen north");
+    assert_eq!(c.req("KEYS"), "OK a.b-c_D room");
+    let s = status(&mut c);
+    assert_eq!(s["facts"]["room"], "kitchen north", "{s}");
+    assert_eq!(s["facts"]["a.b-c_D"], "42", "{s}");
+    assert_eq!(c.req("SET room hall"), "OK");
+    assert_eq!(c.req("GET room"), "OK hall");
+    assert_eq!(c.req("DEL room"), "OK");
+    assert!(c.req("GET room").starts_with("ERR not-found "));
+    assert!(c.req("DEL room").starts_with("ERR not-found "));
+    assert_eq!(c.req("KEYS"), "OK a.b-c_D");
+    assert_eq!(c.req("DEL a.b-c_D"), "OK");
+    assert_eq!(c.req("KEYS"), "OK");
+
+    // SET with ttl: there now, gone after about a second.
+    let t0 = Instant::now();
+    assert_eq!(c.req("SET blip on ttl=1"), "OK");
+    assert_eq!(c.req("GET blip"), "OK on");
+    let gone = wait_for(slack(Duration::from_secs(4)), || {
+        c.req("GET blip").starts_with("ERR not-found ")
+    });
+    assert!(gone, "fact with ttl=1 did not expire");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "expired too early"
+    );
+    assert_eq!(c.req("KEYS"), "OK");
+
+    // INTERVAL read / set, and STATUS agrees.
+    assert_eq!(c.req("INTERVAL"), "OK 5");
+    assert_eq!(c.req("INTERVAL 7"), "OK 7");
+    assert_eq!(c.req("interval"), "OK 7");
+    assert_eq!(status(&mut c)["beacon"]["interval"], 7);
+    assert!(c.req("INTERVAL 0").starts_with("ERR bad-argument "));
+    assert_eq!(c.req("INTERVAL 5"), "OK 5");
+
+    // No --led here.
+    assert!(c.req("IDENTIFY").starts_with("ERR unsupported "));
+
+    // STATS counters move.
+    let before = ok_json(&c.req("STATS"));
+    for k in [
+        "accepted",
+        "refused_busy",
+        "closed_idle",
+        "requests",
+        "errors",
+        "bytes_in",
+        "bytes_out",
+        "allocs_since_ready",
+    ] {
+        assert!(before[k].is_u64(), "STATS has no {k}: {before}");
+    }
+    let mut other = mk();
+    assert_eq!(other.req("PING"), "PONG");
+    assert!(other.req("FOO").starts_with("ERR bad-command "));
+    let after = ok_json(&c.req("STATS"));
+    let d = |k: &str| after[k].as_u64().unwrap() - before[k].as_u64().unwrap();
+    assert!(d("accepted") >= 1, "{before}\n{after}");
+    // PING, FOO (and maybe AUTH) on `other`, plus this STATS.
+    assert!(d("requests") >= 3, "{before}\n{after}");
+    assert_eq!(d("errors"), 1, "{before}\n{after}");
+    assert!(d("bytes_in") >= "PING\nFOO\nSTATS\n".len() as u64);
+    assert!(d("bytes_out") >= "PONG\n".len() as u64 + before.to_string().len() as u64);
+
+    // SOCKETS: every listener (accept_conn true) and our own socket.
+    drop(other);
+    let so = ok_json(&c.req("SOCKETS"));
+    let list = so["sockets"].as_array().expect("sockets array");
+    let of_kind = |k: &str| list.iter().filter(|s| s["kind"] == k).collect::<Vec<_>>();
+    let tcp_l = of_kind("tcp-listen");
+    assert_eq!(tcp_l.len(), a.tcp.len(), "{so}");
+    for (l, addr) in tcp_l.iter().zip(&a.tcp) {
+        assert_eq!(l["addr"], addr.to_string(), "{so}");
+        assert_eq!(l["accept_conn"], true, "{so}");
+    }
+    let unix_l = of_kind("unix-listen");
+    assert_eq!(unix_l.len(), 1, "{so}");
+    assert_eq!(unix_l[0]["addr"], a.unix.to_str().unwrap(), "{so}");
+    assert_eq!(unix_l[0]["accept_conn"], true, "{so}");
+    let mine = of_kind(kind);
+    assert!(!mine.is_empty(), "own {kind} socket missing: {so}");
+    for s in list {
+        assert!(s["rcvbuf"].as_u64().unwrap_or(0) > 0, "{so}");
+        assert!(s["sndbuf"].as_u64().unwrap_or(0) > 0, "{so}");
+        if s["kind"].as_str().unwrap().ends_with("-client") {
+            assert_eq!(s["accept_conn"], false, "{so}");
+        }
+    }
+
+    // QUIT: OK, then EOF.
+    assert_eq!(c.req("QUIT"), "OK");
+    assert!(c.closed(), "no EOF after QUIT");
+}
+
+fn token_agent(token: &str, extra: &[&str]) -> (Agent, std::path::PathBuf) {
+    let dir = temp_dir("token");
+    let tf = dir.join("token");
+    std::fs::write(&tf, format!("{token}\n")).unwrap();
+    let mut args = vec!["--token-file", tf.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    (Agent::start(&args), tf)
+}
+
+#[test]
+fn every_command_over_unix() {
+    let a = Agent::start(&[]);
+    every_command(&a, &|| a.unix(), "unix-client");
+}
+
+#[test]
+fn every_command_over_tcp_v4() {
+    let (a, _tf) = token_agent("s3cret", &[]);
+    let addr = a.tcp_addr();
+    assert!(addr.is_ipv4());
+    every_command(
+        &a,
+        &|| {
+            let mut c = Client::tcp(addr);
+            assert_eq!(c.req("AUTH s3cret"), "OK");
+            c
+        },
+        "tcp-client",
+    );
+}
+
+#[test]
+fn every_command_over_tcp_v6() {
+    if !ipv6_loopback() {
+        eprintln!("skipped: cannot bind [::1] on this machine (no IPv6)");
+        return;
+    }
+    let (a, _tf) = token_agent(
+        "s3cret",
+        &["--listen", "[::1]:0", "--listen", "127.0.0.1:0"],
+    );
+    assert_eq!(a.tcp.len(), 2, "{}", a.ready);
+    let v6 = a.tcp[0];
+    assert!(v6.is_ipv6() && v6.ip().is_loopback(), "{}", a.ready);
+    every_command(
+        &a,
+        &|| {
+            let mut c = Client::tcp(v6);
+            assert_eq!(c.req("AUTH s3cret"), "OK");
+            c
+        },
+        "tcp-client",
+    );
+    // The v4 listener is a separate socket on its own port.
+    assert_eq!(Client::tcp(a.tcp[1]).req("PING"), "PONG");
+}
+
+#[test]
+fn identify_blinks_the_led_file_and_restores_it() {
+    let dir = temp_dir("led");
+    let led = dir.join("brightness");
+    std::fs::write(&led, "7\n").unwrap();
+    let a = Agent::start(&["--led", led.to_str().unwrap()]);
+    let mut c = a.unix();
+    let t0 = Instant::now();
+    assert_eq!(c.req("IDENTIFY 1"), "OK");
+    let (mut on, mut off) = (false, false);
+    let restored = wait_for(slack(Duration::from_secs(5)), || {
+        match std::fs::read_to_string(&led).unwrap_or_default().trim() {
+            "1" => on = true,
+            "0" => off = true,
+            "7" => return on && off,
+            _ => {} // caught between truncate and write
+        }
+        false
+    });
+    assert!(on, "LED never went on");
+    assert!(off, "LED never went off while blinking");
+    assert!(restored, "LED not restored to its old content");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "blink too short"
+    );
+    assert_eq!(std::fs::read_to_string(&led).unwrap(), "7\n");
+    // IDENTIFY 0 stops a running blink and restores at once.
+    assert_eq!(c.req("IDENTIFY 60"), "OK");
+    assert!(wait_for(
+        slack(Duration::from_secs(2)),
+        || std::fs::read_to_string(&led).unwrap_or_default().trim() == "1"
+    ));
+    assert_eq!(c.req("IDENTIFY 0"), "OK");
+    assert_eq!(std::fs::read_to_string(&led).unwrap(), "7\n");
+    assert!(c.req("IDENTIFY 3601").starts_with("ERR bad-argument "));
+    // SIGTERM during a blink also puts the LED back.
+    assert_eq!(c.req("IDENTIFY 60"), "OK");
+    let (st, _) = a.stop();
+    assert_eq!(st.code(), Some(0));
+    assert_eq!(std::fs::read_to_string(&led).unwrap(), "7\n");
+}
+
+#[test]
+fn identify_without_led_is_unsupported() {
+    let a = Agent::start(&[]);
+    let r = a.unix().req("IDENTIFY 1");
+    assert!(r.starts_with("ERR unsupported "), "{r}");
+}
+
+#[test]
+fn line_limits_crlf_and_case() {
+    let a = Agent::start(&[]);
+    let mut c = a.tcp();
+    // Exactly 255 bytes (leading spaces are allowed), with \n and with \r\n.
+    let l255 = format!("{}PING", " ".repeat(251));
+    assert_eq!(l255.len(), 255);
+    assert_eq!(c.req(&l255), "PONG");
+    assert_eq!(c.req(&format!("{l255}\r")), "PONG");
+    // A 255-byte unknown word is framed and parsed, not too long.
+    let r = c.req(&"X".repeat(255));
+    assert!(r.starts_with("ERR bad-command "), "{r}");
+    assert_eq!(c.req("PING\r"), "PONG");
+    for w in ["ping", "Ping", "pInG"] {
+        assert_eq!(c.req(w), "PONG");
+    }
+    assert_eq!(c.req("help"), HELP);
+    assert_eq!(c.req("iNtErVaL"), "OK 5");
+    assert_eq!(c.req("keys"), "OK");
+    assert!(c.req("sTaTuS").starts_with("OK {\"id\":"));
+    assert!(c.req("stats").starts_with("OK {\"accepted\":"));
+    assert!(c.req("sockets").starts_with("OK {\"sockets\":["));
+    let r = c.req("get nothing");
+    assert!(r.starts_with("ERR not-found "), "{r}");
+    let r = c.req("");
+    assert!(r.starts_with("ERR bad-command "), "{r}");
+    let r = c.req("PING extra");
+    assert!(r.starts_with("ERR bad-argument "), "{r}");
+    assert_eq!(c.req("quit"), "OK");
+    assert!(c.closed());
+}
+
+#[test]
+fn pipelined_requests_get_one_reply_each_in_order() {
+    let a = Agent::start(&[]);
+    let mut u = a.unix();
+    assert_eq!(u.req("SET color blue"), "OK");
+    for mut c in [a.tcp(), a.unix()] {
+        let mut batch = String::new();
+        let mut want: Vec<&str> = Vec::new();
+        for i in 0..100 {
+            let (req, rep) = match i % 7 {
+                0 => ("PING", "PONG"),
+                1 => ("get color\r", "OK blue"),
+                2 => ("GET nope", "ERR not-found "),
+                3 => ("INTERVAL", "OK 5"),
+                4 => ("FROB x", "ERR bad-command "),
+                5 => ("KEYS", "OK color"),
+                _ => ("STATUS", "OK {\"id\":"),
+            };
+            batch.push_str(req);
+            batch.push('\n');
+            want.push(rep);
+        }
+        c.send(batch.as_bytes()).unwrap();
+        for (i, w) in want.iter().enumerate() {
+            let got = c.line().unwrap_or_else(|e| panic!("reply {i}: {e}"));
+            assert!(got.starts_with(w), "reply {i}: want {w:?}, got {got:?}");
+            if !w.ends_with(' ') && !w.ends_with(':') {
+                assert_eq!(&got, w, "reply {i}");
+            }
+        }
+        // Nothing extra was queued: the next line is the answer to the next request.
+        assert_eq!(c.req("PING"), "PONG");
+    }
+}
+
+#[test]
+fn tcp_is_read_only_until_auth_and_unix_is_not() {
+    let (a, _tf) = token_agent("s3cret", &[]);
+    let mut t = a.tcp();
+    for cmd in [
+        "SET a b",
+        "DEL a",
+        "INTERVAL 9",
+        "IDENTIFY",
+        "IDENTIFY 3",
+        "set a b ttl=5",
+    ] {
+        let r = t.req(cmd);
+        assert!(r.starts_with("ERR denied "), "{cmd}: {r}");
+    }
+    // Reading is allowed.
+    assert_eq!(t.req("INTERVAL"), "OK 5");
+    assert_eq!(t.req("KEYS"), "OK");
+    assert!(t.req("GET a").starts_with("ERR not-found "));
+    // Unix mutates without AUTH.
+    let mut u = a.unix();
+    assert_eq!(u.req("SET a b"), "OK");
+    assert_eq!(t.req("GET a"), "OK b");
+    // The right token unlocks this connection only.
+    assert_eq!(t.req("AUTH s3cret"), "OK");
+    assert_eq!(t.req("SET a c"), "OK");
+    assert_eq!(t.req("INTERVAL 9"), "OK 9");
+    assert_eq!(u.req("GET a"), "OK c");
+    let mut t2 = a.tcp();
+    assert!(t2.req("DEL a").starts_with("ERR denied "));
+    assert_eq!(t.req("DEL a"), "OK");
+}
+
+#[test]
+fn wrong_token_is_denied_and_slowed() {
+    let (a, _tf) = token_agent("s3cret", &[]);
+    let mut t = a.tcp();
+    let t0 = Instant::now();
+    t.send(b"AUTH guess\nPING\n").unwrap();
+    let r = t.line().unwrap();
+    assert!(r.starts_with("ERR denied"), "{r}");
+    assert_eq!(t.line().unwrap(), "PONG");
+    let held = t0.elapsed();
+    assert!(
+        held >= Duration::from_millis(800),
+        "reply after a failed AUTH came after {held:?}, want about 1 s"
+    );
+    // Still not authorised; others are not slowed meanwhile.
+    assert!(t.req("SET a b").starts_with("ERR denied "));
+    let t1 = Instant::now();
+    t.send(b"AUTH wrong-again\n").unwrap();
+    let r = t.line().unwrap();
+    assert!(r.starts_with("ERR denied"), "{r}");
+    let mut other = a.tcp();
+    assert_eq!(other.req("PING"), "PONG");
+    assert!(
+        t1.elapsed() < slack(Duration::from_millis(700)),
+        "another client waited for the held one"
+    );
+    assert!(a.stats()["auth_failures"].as_u64().unwrap() >= 2);
+    // Empty AUTH is a usage error, not a guess.
+    assert!(other.req("AUTH").starts_with("ERR bad-argument "));
+}
+
+#[test]
+fn sighup_rereads_the_token_file() {
+    let (a, tf) = token_agent("old-token", &[]);
+    assert_eq!(a.tcp().req("AUTH old-token"), "OK");
+    std::fs::write(&tf, "new-token\n").unwrap();
+    a.signal(1); // SIGHUP
+                 // The reload has no reply of its own: retry (each failure costs a 1 s hold).
+    let mut ok = false;
+    for _ in 0..5 {
+        let mut t = a.tcp();
+        if t.req("AUTH new-token") == "OK" {
+            assert_eq!(t.req("SET k v"), "OK");
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(ok, "new token not accepted after SIGHUP");
+    let r = a.tcp().req("AUTH old-token");
+    assert!(r.starts_with("ERR denied"), "old token still works: {r}");
+    assert_eq!(a.unix().req("GET k"), "OK v");
 }

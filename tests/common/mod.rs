@@ -111,6 +111,16 @@ pub struct Failed {
 impl Agent {
     /// Starts `tether agent` on loopback with a private socket and no beacon, plus `extra`.
     pub fn start(extra: &[&str]) -> Agent {
+        Self::try_start(extra).unwrap_or_else(|f| {
+            panic!(
+                "agent did not start: {:?}\nstdout: {}\nstderr: {}",
+                f.status, f.stdout, f.stderr
+            )
+        })
+    }
+
+    /// Like [`Agent::start`], but a start-up failure is returned, not a panic.
+    pub fn try_start(extra: &[&str]) -> Result<Agent, Failed> {
         let dir = temp_dir("agent");
         let sock = dir.join("tether.sock");
         let mut args: Vec<String> = vec!["agent".into()];
@@ -124,12 +134,7 @@ impl Agent {
             args.push("--no-beacon".into());
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        Self::spawn(&args, dir, &[]).unwrap_or_else(|f| {
-            panic!(
-                "agent did not start: {:?}\nstdout: {}\nstderr: {}",
-                f.status, f.stdout, f.stderr
-            )
-        })
+        Self::spawn(&args, dir, &[])
     }
 
     /// Spawns with exactly `args` (after `tether`) and waits for the ready line.
@@ -242,6 +247,30 @@ impl Agent {
             .map(|h| h.join().unwrap_or_default())
             .unwrap_or_default();
         (status, err)
+    }
+
+    /// Sends `sig`, then waits (bounded): the exit status and everything on stderr.
+    pub fn stop_with(mut self, sig: i32) -> (ExitStatus, String) {
+        self.signal(sig);
+        let status = wait_timeout(&mut self.child, slack(Duration::from_secs(10)));
+        let err = self
+            .stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
+        (status, err)
+    }
+
+    /// Runs `tether ctl -c TCP_ADDR WORDS...`: (exit code, stdout, stderr).
+    pub fn ctl_tcp(&self, words: &[&str]) -> (i32, String, String) {
+        let mut args: Vec<String> = vec!["ctl".into(), "-c".into(), self.tcp_addr().to_string()];
+        args.extend(words.iter().map(|s| s.to_string()));
+        run(&args)
+    }
+
+    /// STATS as JSON (over a fresh Unix connection).
+    pub fn stats(&self) -> serde_json::Value {
+        ok_json(&self.unix().req("STATS"))
     }
 
     pub fn alive(&mut self) -> bool {
@@ -414,4 +443,37 @@ impl Client {
             }
         }
     }
+}
+
+/// Polls `f` every 20 ms until it is true or `d` (already slack-adjusted by the caller
+/// or not) has passed; returns the last result.
+pub fn wait_for(d: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + d;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Parses an `OK {json}` reply; panics with the reply when it is not one.
+pub fn ok_json(reply: &str) -> serde_json::Value {
+    let body = reply
+        .strip_prefix("OK ")
+        .unwrap_or_else(|| panic!("not an OK reply: {reply:?}"));
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("bad JSON ({e}): {reply:?}"))
+}
+
+/// True when this machine can bind a TCP socket on [::1].
+pub fn ipv6_loopback() -> bool {
+    std::net::TcpListener::bind("[::1]:0").is_ok()
+}
+
+/// The `error: ...` lines of a process's stderr.
+pub fn error_lines(stderr: &str) -> Vec<&str> {
+    stderr.lines().filter(|l| l.starts_with("error:")).collect()
 }
