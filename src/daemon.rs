@@ -90,13 +90,38 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
         None => None,
     };
 
-    let id = board_id(cfg.beacon.as_ref().and_then(|b| b.iface.as_deref()));
+    // The beacon interface: --iface, else the first up, non-loopback one with a broadcast address.
+    let beacon_iface = match &cfg.beacon {
+        None => None,
+        Some(bc) => {
+            let name = bc
+                .iface
+                .clone()
+                .or_else(|| sys::iface::default_beacon_iface().map(|n| n.to_string()));
+            if name.is_none() {
+                log::warn!("no interface is up with an IPv4 broadcast address: beacons are off (use --iface)");
+            }
+            name
+        }
+    };
+    let id = board_id(beacon_iface.as_deref());
     let core_cfg = Config {
         max_clients: cfg.max_clients,
         interval_secs: cfg.interval_secs,
         led: led.is_some(),
     };
     let agent = Agent::new(now, &id, &core_cfg);
+    let beacon: Option<Box<dyn crate::runloop::Beacon>> = match (&cfg.beacon, &beacon_iface) {
+        (Some(bc), Some(name)) => {
+            let ctl_port = tcp
+                .first()
+                .map_or(0, |(_, a): &(_, std::net::SocketAddr)| a.port());
+            Some(Box::new(crate::beacon::Beacon::new(
+                now, name, bc.port, ctl_port,
+            )))
+        }
+        _ => None,
+    };
     let off_info = BeaconInfo {
         port: cfg
             .beacon
@@ -104,8 +129,6 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
             .map_or(crate::limits::DEFAULT_BEACON_PORT, |b| b.port),
         ..BeaconInfo::default()
     };
-    let beacon = None;
-
     let io = Io::new(
         now,
         tcp,

@@ -23,6 +23,7 @@
 
 pub mod agent;
 pub mod alloc_count;
+pub mod beacon;
 pub mod cli;
 pub mod ctl;
 pub mod daemon;
@@ -31,4 +32,5 @@ pub mod id;
 pub mod limits;
 pub mod proto;
 pub mod runloop;
+pub mod scan;
 pub mod sys;

@@ -76,9 +76,9 @@ fn main() -> ExitCode {
             Ok(code) => ExitCode::from(code),
             Err(f) => fail(f),
         },
-        Some(Cmd::Scan(_)) => fail(Fatal {
-            code: tether::daemon::EX_UNAVAILABLE,
-            msg: "scan is not built yet".into(),
-        }),
+        Some(Cmd::Scan(s)) => match tether::scan::run(s) {
+            Ok(code) => ExitCode::from(code),
+            Err(f) => fail(f),
+        },
     }
 }

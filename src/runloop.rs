@@ -78,7 +78,8 @@ struct Linger {
 /// A beacon hook: the run loop drives it but knows nothing of what it sends.
 pub trait Beacon {
     fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>>;
-    fn next_deadline(&self) -> Option<Instant>;
+    /// When the next beacon is due, given the current interval.
+    fn next_deadline(&self, interval: Duration) -> Option<Instant>;
     fn on_timer(&mut self, now: Instant, agent: &mut Agent, board: &mut dyn FnMut() -> Board);
     fn on_readable(&mut self, now: Instant, agent: &mut Agent, board: &mut dyn FnMut() -> Board);
     fn goodbye(&mut self, now: Instant, agent: &mut Agent, board: &mut dyn FnMut() -> Board);
@@ -238,6 +239,10 @@ impl RunLoop {
         }
     }
 
+    fn interval(&self) -> Duration {
+        Duration::from_secs(u64::from(self.agent.interval_secs))
+    }
+
     /// Marks the start of the steady state: allocations are counted from here.
     pub fn mark_ready(&mut self) {
         self.io.alloc_base = crate::alloc_count::allocations();
@@ -251,7 +256,7 @@ impl RunLoop {
             }
         };
         if let Some(b) = &self.io.beacon {
-            take(b.next_deadline());
+            take(b.next_deadline(self.interval()));
         }
         take(self.watchdog.as_ref().and_then(|w| w.next));
         take(self.accept_paused_until);
@@ -660,9 +665,10 @@ impl RunLoop {
             self.accept_paused_until = None;
         }
         {
+            let interval = self.interval();
             let thermal = &self.io.thermal;
             if let Some(b) = self.io.beacon.as_mut() {
-                if b.next_deadline().is_some_and(|t| t <= now) {
+                if b.next_deadline(interval).is_some_and(|t| t <= now) {
                     b.on_timer(now, &mut self.agent, &mut || {
                         crate::sys::board::read(thermal)
                     });

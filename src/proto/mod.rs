@@ -10,6 +10,7 @@
 //! - [`reply`]: the fixed reply vocabulary (`PONG`, `OK ...`, `ERR <code> <text>`).
 //! - [`wbuf`] / [`json`]: a fixed-size `fmt::Write` buffer and JSON string escaping.
 
+pub mod beacon;
 pub mod json;
 pub mod line;
 pub mod reply;

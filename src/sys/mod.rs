@@ -11,6 +11,7 @@ pub mod led;
 pub mod net;
 pub mod notify;
 pub mod signals;
+pub mod udp;
 pub mod unix;
 
 use nix::errno::Errno;

@@ -65,15 +65,19 @@ pub fn slack(d: Duration) -> Duration {
 
 /// `tether ARGS...` as a Command, through the runner.
 pub fn tether_cmd<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Command {
-    let r = runner();
-    let mut c = match r.split_first() {
-        Some((prog, rest)) => {
-            let mut c = Command::new(prog);
-            c.args(rest).arg(BIN);
-            c
-        }
-        None => Command::new(BIN),
-    };
+    tether_cmd_in(None, args)
+}
+
+/// `tether ARGS...` inside network namespace `netns` (`ip netns exec`), through the runner.
+pub fn tether_cmd_in<S: AsRef<std::ffi::OsStr>>(netns: Option<&str>, args: &[S]) -> Command {
+    let mut argv: Vec<String> = Vec::new();
+    if let Some(ns) = netns {
+        argv.extend(["ip".into(), "netns".into(), "exec".into(), ns.into()]);
+    }
+    argv.extend(runner());
+    argv.push(BIN.into());
+    let mut c = Command::new(&argv[0]);
+    c.args(&argv[1..]);
     c.args(args);
     c
 }
@@ -139,7 +143,17 @@ impl Agent {
 
     /// Spawns with exactly `args` (after `tether`) and waits for the ready line.
     pub fn spawn(args: &[String], dir: PathBuf, env: &[(&str, &str)]) -> Result<Agent, Failed> {
-        let mut cmd = tether_cmd(args);
+        Self::spawn_in(None, args, dir, env)
+    }
+
+    /// Like [`Agent::spawn`], inside network namespace `netns` when given.
+    pub fn spawn_in(
+        netns: Option<&str>,
+        args: &[String],
+        dir: PathBuf,
+        env: &[(&str, &str)],
+    ) -> Result<Agent, Failed> {
+        let mut cmd = tether_cmd_in(netns, args);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -1,0 +1,482 @@
+//! The beacon and `tether scan` across real network namespaces (issue 3).
+//!
+//! Topology, created and removed by the test itself (root only; skipped otherwise):
+//!
+//! ```text
+//!   ns B (peer)              ns A (agent)               ns C (other side)
+//!   vb 10.231.0.2/24 <-veth-> va 10.231.0.1/24
+//!                             vx 10.232.0.1/24 <-veth-> vy 10.232.0.2/24
+//! ```
+//! The agent beacons on `va` only. Whatever reaches C proves SO_BINDTODEVICE failed.
+//! All traffic stays inside these namespaces.
+
+mod common;
+use common::*;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+extern "C" {
+    fn setns(fd: i32, nstype: i32) -> i32;
+    fn geteuid() -> u32;
+}
+const CLONE_NEWNET: i32 = 0x4000_0000;
+
+fn sh(args: &[&str]) -> bool {
+    Command::new(args[0])
+        .args(&args[1..])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn can_netns() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { geteuid() } != 0 {
+        eprintln!("SKIP: network namespace tests need root");
+        return false;
+    }
+    if !sh(&["ip", "netns", "list"]) {
+        eprintln!("SKIP: `ip netns` unavailable (install iproute2)");
+        return false;
+    }
+    true
+}
+
+/// The three namespaces; deleted on drop (which also deletes their veths).
+struct Net {
+    a: String,
+    b: String,
+    c: String,
+    va: String,
+    vb: String,
+}
+
+impl Net {
+    fn new(tag: &str) -> Net {
+        let id = std::process::id() % 100_000;
+        let n = |x: &str| format!("tt{x}{tag}{id}");
+        let net = Net {
+            a: n("a"),
+            b: n("b"),
+            c: n("c"),
+            va: format!("va{tag}{id}"),
+            vb: format!("vb{tag}{id}"),
+        };
+        for ns in [&net.a, &net.b, &net.c] {
+            let _ = sh(&["ip", "netns", "del", ns]);
+            assert!(sh(&["ip", "netns", "add", ns]), "ip netns add {ns}");
+            assert!(sh(&["ip", "-n", ns, "link", "set", "lo", "up"]));
+        }
+        net.make_va();
+        let vx = format!("vx{tag}{id}");
+        let vy = format!("vy{tag}{id}");
+        assert!(sh(&[
+            "ip", "link", "add", &vx, "netns", &net.a, "type", "veth", "peer", "name", &vy,
+            "netns", &net.c
+        ]));
+        assert!(sh(&[
+            "ip",
+            "-n",
+            &net.a,
+            "addr",
+            "add",
+            "10.232.0.1/24",
+            "brd",
+            "+",
+            "dev",
+            &vx
+        ]));
+        assert!(sh(&[
+            "ip",
+            "-n",
+            &net.c,
+            "addr",
+            "add",
+            "10.232.0.2/24",
+            "brd",
+            "+",
+            "dev",
+            &vy
+        ]));
+        assert!(sh(&["ip", "-n", &net.a, "link", "set", &vx, "up"]));
+        assert!(sh(&["ip", "-n", &net.c, "link", "set", &vy, "up"]));
+        net
+    }
+
+    /// (Re)creates the va/vb pair: a recreated interface gets a new index.
+    fn make_va(&self) {
+        assert!(sh(&[
+            "ip", "link", "add", &self.va, "netns", &self.a, "type", "veth", "peer", "name",
+            &self.vb, "netns", &self.b
+        ]));
+        assert!(sh(&[
+            "ip",
+            "-n",
+            &self.a,
+            "addr",
+            "add",
+            "10.231.0.1/24",
+            "brd",
+            "+",
+            "dev",
+            &self.va
+        ]));
+        assert!(sh(&[
+            "ip",
+            "-n",
+            &self.b,
+            "addr",
+            "add",
+            "10.231.0.2/24",
+            "brd",
+            "+",
+            "dev",
+            &self.vb
+        ]));
+        assert!(sh(&["ip", "-n", &self.a, "link", "set", &self.va, "up"]));
+        assert!(sh(&["ip", "-n", &self.b, "link", "set", &self.vb, "up"]));
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.b, &self.c] {
+            let _ = sh(&["ip", "netns", "del", ns]);
+        }
+    }
+}
+
+/// Runs `f` on a thread that has joined network namespace `ns`; sockets it makes live there.
+fn in_ns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("open netns");
+        // SAFETY: setns on a valid namespace fd; it only affects this thread.
+        let r = unsafe { setns(std::os::fd::AsRawFd::as_raw_fd(&file), CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns {path}");
+        f()
+    })
+}
+
+/// Collects every datagram arriving on UDP port 4546 in `ns` for `secs`.
+fn listen(ns: &str, secs: f64) -> std::thread::JoinHandle<Vec<(Vec<u8>, SocketAddr)>> {
+    let (tx, rx) = mpsc::channel();
+    let h = in_ns(ns, move || {
+        let s = UdpSocket::bind("0.0.0.0:4546").expect("bind 4546");
+        tx.send(()).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let end = Instant::now() + Duration::from_secs_f64(secs);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        while Instant::now() < end {
+            if let Ok((n, from)) = s.recv_from(&mut buf) {
+                got.push((buf[..n].to_vec(), from));
+            }
+        }
+        got
+    });
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("listener ready");
+    h
+}
+
+fn json(d: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(d)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(d)))
+}
+
+fn beacons(got: &[(Vec<u8>, SocketAddr)]) -> Vec<serde_json::Value> {
+    got.iter()
+        .filter(|(d, _)| d.starts_with(b"{"))
+        .map(|(d, _)| {
+            assert!(d.len() <= 512, "beacon of {} bytes", d.len());
+            json(d)
+        })
+        .collect()
+}
+
+fn beacon_state(a: &Agent) -> String {
+    let s = a.unix().req("STATUS");
+    let v = json(s.strip_prefix("OK ").unwrap().as_bytes());
+    v["beacon"]["state"].as_str().unwrap().to_string()
+}
+
+fn wait_state(a: &Agent, want: &str, within: Duration) {
+    let end = Instant::now() + within;
+    loop {
+        let s = beacon_state(a);
+        if s == want {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "beacon state stayed {s:?}, wanted {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn start_agent(net: &Net, extra: &[&str]) -> Agent {
+    let dir = temp_dir("beacon");
+    let sock = dir.join("t.sock").to_string_lossy().into_owned();
+    let mut args: Vec<String> = ["agent", "--listen", "127.0.0.1:0", "--socket", &sock]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Agent::spawn_in(Some(&net.a), &args, dir, &[])
+        .unwrap_or_else(|f| panic!("agent failed: {:?} {} {}", f.status, f.stdout, f.stderr))
+}
+
+/// Sends one probe of `size` bytes from namespace B and returns the answers.
+fn probe(net: &Net, nonce: &str, size: usize, count: usize, wait: Duration) -> Vec<Vec<u8>> {
+    let nonce = nonce.to_string();
+    in_ns(&net.b, move || {
+        let s = UdpSocket::bind("10.231.0.2:0").unwrap();
+        s.set_broadcast(true).unwrap();
+        let mut p = format!("TETHER? {nonce}").into_bytes();
+        p.resize(size, b' ');
+        for _ in 0..count {
+            s.send_to(&p, (Ipv4Addr::BROADCAST, 4546)).unwrap();
+        }
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let end = Instant::now() + wait;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        while Instant::now() < end {
+            if let Ok((n, from)) = s.recv_from(&mut buf) {
+                assert_eq!(
+                    from.ip().to_string(),
+                    "10.231.0.1",
+                    "answer by unicast from the agent"
+                );
+                got.push(buf[..n].to_vec());
+            }
+        }
+        got
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn beacon_leaves_only_its_interface_and_scan_finds_it() {
+    if !can_netns() {
+        return;
+    }
+    let net = Net::new("s");
+    let on_b = listen(&net.b, 3.5 * slack(Duration::from_secs(1)).as_secs_f64());
+    let on_c = listen(&net.c, 3.5 * slack(Duration::from_secs(1)).as_secs_f64());
+    let a = start_agent(&net, &["--iface", &net.va, "--interval", "1"]);
+    assert!(
+        a.ready.ends_with(&format!(" beacon={}:4546", net.va)),
+        "{}",
+        a.ready
+    );
+    assert_eq!(a.unix().req("SET room kitchen"), "OK");
+
+    let got_b = on_b.join().unwrap();
+    let got_c = on_c.join().unwrap();
+    assert!(
+        got_c.is_empty(),
+        "datagrams leaked to the other interface: {got_c:?}"
+    );
+    let bs = beacons(&got_b);
+    assert!(
+        bs.len() >= 2,
+        "expected ≥2 beacons on {}, got {}",
+        net.vb,
+        bs.len()
+    );
+    for (d, from) in &got_b {
+        assert_eq!(from.to_string(), "10.231.0.1:4546");
+        assert!(d.len() <= 512);
+    }
+    for w in bs.windows(2) {
+        assert_eq!(
+            w[1]["seq"].as_u64().unwrap(),
+            w[0]["seq"].as_u64().unwrap() + 1,
+            "seq +1"
+        );
+    }
+    let b = &bs[bs.len() - 1];
+    assert_eq!(b["tether"], 1);
+    assert_eq!(b["addr"], "10.231.0.1");
+    assert_eq!(b["iface"], net.va.as_str());
+    assert_eq!(b["port"].as_u64().unwrap(), u64::from(a.tcp_addr().port()));
+    assert_eq!(b["facts"]["room"], "kitchen");
+    let id = b["id"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 16);
+    for k in ["host", "uptime", "load", "mem_avail_kb", "temp_c"] {
+        assert!(b.get(k).is_some(), "beacon lacks {k}: {b}");
+    }
+
+    // A probe is answered by unicast, never larger than the probe.
+    let answers = probe(&net, "n0nce42", 512, 1, slack(Duration::from_millis(800)));
+    assert_eq!(answers.len(), 1, "one answer per probe");
+    let ans = json(&answers[0]);
+    assert_eq!(ans["nonce"], "n0nce42");
+    assert_eq!(ans["id"], id.as_str());
+    let small = probe(&net, "tiny", 280, 1, slack(Duration::from_millis(800)));
+    for d in &small {
+        assert!(
+            d.len() <= 280,
+            "answer of {} bytes to a 280-byte probe",
+            d.len()
+        );
+    }
+
+    // `tether scan` in the peer namespace lists the agent with the right fields.
+    let out = tether_cmd_in(Some(&net.b), &["scan", "-i", &net.vb, "-t", "1", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list = json(&out.stdout);
+    let rows = list.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{list}");
+    assert_eq!(rows[0]["id"], id.as_str());
+    assert_eq!(rows[0]["addr"], "10.231.0.1");
+    assert_eq!(
+        rows[0]["port"].as_u64().unwrap(),
+        u64::from(a.tcp_addr().port())
+    );
+    assert_eq!(rows[0]["facts"], 1);
+    let table = tether_cmd_in(Some(&net.b), &["scan", "-i", &net.vb, "-t", "1"])
+        .output()
+        .unwrap();
+    let t = String::from_utf8_lossy(&table.stdout);
+    assert!(t.starts_with("ID "), "{t}");
+    assert!(t.contains(&id) && t.contains("10.231.0.1"), "{t}");
+
+    // Goodbye on SIGTERM.
+    let on_b = listen(&net.b, 2.0 * slack(Duration::from_secs(1)).as_secs_f64());
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, _) = a.stop();
+    assert_eq!(status.code(), Some(0));
+    let got = on_b.join().unwrap();
+    assert!(
+        beacons(&got)
+            .iter()
+            .any(|b| b["bye"] == true && b["id"] == id.as_str()),
+        "no goodbye beacon among {} datagrams",
+        got.len()
+    );
+}
+
+#[test]
+fn probe_flood_is_answered_at_a_bounded_rate() {
+    if !can_netns() {
+        return;
+    }
+    let net = Net::new("f");
+    let a = start_agent(&net, &["--iface", &net.va, "--interval", "60"]);
+    let answers = probe(&net, "flood", 512, 300, Duration::from_millis(1500));
+    // Bucket of 8 plus 4/s refill: well under 20 in 1.5 s, whatever the flood.
+    assert!(!answers.is_empty(), "no answer at all");
+    assert!(
+        answers.len() <= 20,
+        "{} answers to 300 probes",
+        answers.len()
+    );
+    let stats = a.unix().req("STATS");
+    // Probes beyond the bucket are counted as limited (the kernel may drop some first).
+    assert!(
+        json_u64(&stats, "probes_limited").unwrap() >= 100,
+        "{stats}"
+    );
+    assert!(
+        json_u64(&stats, "probes_answered").unwrap() <= 20,
+        "{stats}"
+    );
+    // Garbage datagrams are dropped and counted; the agent keeps serving.
+    in_ns(&net.b, || {
+        let s = UdpSocket::bind("10.231.0.2:0").unwrap();
+        s.set_broadcast(true).unwrap();
+        for d in [&b"\x00\xffgarbage"[..], b"TETHER?", &[b'x'; 600]] {
+            s.send_to(d, (Ipv4Addr::BROADCAST, 4546)).unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let stats = a.unix().req("STATS");
+    assert!(
+        json_u64(&stats, "datagrams_dropped").unwrap() >= 3,
+        "{stats}"
+    );
+    assert_eq!(a.unix().req("PING"), "PONG");
+}
+
+#[test]
+fn interface_down_up_deleted_and_recreated() {
+    if !can_netns() {
+        return;
+    }
+    let net = Net::new("i");
+    let a = start_agent(&net, &["--iface", &net.va, "--interval", "1"]);
+    let within = slack(Duration::from_secs(3));
+    wait_state(&a, "up", within);
+
+    assert!(sh(&["ip", "-n", &net.a, "link", "set", &net.va, "down"]));
+    wait_state(&a, "down", within);
+    assert!(sh(&["ip", "-n", &net.a, "link", "set", &net.va, "up"]));
+    wait_state(&a, "up", within);
+
+    assert!(sh(&["ip", "-n", &net.a, "link", "del", &net.va]));
+    wait_state(&a, "absent", within);
+    assert_eq!(a.unix().req("PING"), "PONG");
+    net.make_va();
+    let on_b = listen(&net.b, 2.5 * slack(Duration::from_secs(1)).as_secs_f64());
+    let got = on_b.join().unwrap();
+    assert!(
+        !beacons(&got).is_empty(),
+        "no beacon after the interface was recreated"
+    );
+    assert_eq!(beacon_state(&a), "up");
+    let (status, _) = a.stop();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn absent_interface_at_start_and_no_default_interface() {
+    if !can_netns() {
+        return;
+    }
+    let net = Net::new("d");
+    let a = start_agent(&net, &["--iface", "nosuch0", "--interval", "1"]);
+    assert!(a.ready.ends_with(" beacon=nosuch0:4546"), "{}", a.ready);
+    wait_state(&a, "absent", slack(Duration::from_secs(3)));
+    assert_eq!(a.unix().req("PING"), "PONG");
+    drop(a);
+
+    // A namespace with nothing but loopback: no default interface, beacons off, agent runs.
+    let lonely = format!("ttl{}", std::process::id() % 100_000);
+    let _ = sh(&["ip", "netns", "del", &lonely]);
+    assert!(sh(&["ip", "netns", "add", &lonely]));
+    let dir = temp_dir("nodefault2");
+    let sock = dir.join("t.sock").to_string_lossy().into_owned();
+    let args: Vec<String> = ["agent", "--listen", "127.0.0.1:0", "--socket", &sock]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let a =
+        Agent::spawn_in(Some(&lonely), &args, dir, &[]).unwrap_or_else(|f| panic!("{}", f.stderr));
+    assert!(a.ready.ends_with(" beacon=off"), "{}", a.ready);
+    assert_eq!(beacon_state(&a), "off");
+    let (status, err) = a.stop();
+    let _ = sh(&["ip", "netns", "del", &lonely]);
+    assert_eq!(status.code(), Some(0));
+    assert!(err.contains("beacons are off"), "{err}");
+}
