@@ -1,0 +1,299 @@
+//! Capacities and bad peers: the fact table's limits, over-long lines, clients that do
+//! not read, a full client table, idle clients, resets mid-reply, connect bursts.
+//! One client's misbehaviour never ends the agent or slows the others.
+
+mod common;
+use common::*;
+use std::io::Write;
+use std::net::TcpStream;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+#[test]
+fn fact_table_is_32_entries_and_full_loses_nothing() {
+    let a = Agent::start(&[]);
+    let mut c = a.unix();
+    let key = |i: usize| format!("key{i:02}.{}", "x".repeat(i % 20));
+    let val = |i: usize| format!("value {i} :{}", "~".repeat(i));
+    for i in 0..32 {
+        assert_eq!(
+            c.req(&format!("SET {} {}", key(i), val(i))),
+            "OK",
+            "fact {i}"
+        );
+    }
+    let r = c.req("SET one-too-many v");
+    assert!(r.starts_with("ERR full "), "{r}");
+    let r = c.req("SET another v ttl=5");
+    assert!(r.starts_with("ERR full "), "{r}");
+    for i in 0..32 {
+        assert_eq!(c.req(&format!("GET {}", key(i))), format!("OK {}", val(i)));
+    }
+    assert!(c.req("GET one-too-many").starts_with("ERR not-found "));
+    let keys = c.req("KEYS");
+    assert_eq!(keys.split(' ').count(), 33, "{keys}");
+    let s = ok_json(&c.req("STATUS"));
+    assert_eq!(s["facts"].as_object().unwrap().len(), 32, "{s}");
+    assert_eq!(s["facts"][key(31)], val(31), "{s}");
+    // Replacing a stored fact needs no new slot; deleting one frees a slot.
+    assert_eq!(c.req(&format!("SET {} new", key(3))), "OK");
+    assert_eq!(c.req(&format!("GET {}", key(3))), "OK new");
+    assert_eq!(c.req(&format!("DEL {}", key(4))), "OK");
+    assert_eq!(c.req("SET one-too-many v"), "OK");
+    assert!(c.req("SET and-another v").starts_with("ERR full "));
+}
+
+#[test]
+fn bad_keys_and_values_are_bad_arguments() {
+    let a = Agent::start(&[]);
+    let mut c = a.unix();
+    let k32 = "K".repeat(32);
+    let v64 = "v".repeat(64);
+    assert_eq!(c.req(&format!("SET {k32} {v64}")), "OK");
+    assert_eq!(c.req(&format!("GET {k32}")), format!("OK {v64}"));
+    assert_eq!(
+        c.req("SET printable !\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"),
+        "OK"
+    );
+    let bad = [
+        format!("SET {}x v", k32),
+        format!("SET k {}x", v64),
+        "SET k/x v".into(),
+        "SET k:x v".into(),
+        "SET kä v".into(),
+        "SET k v\u{1}x".into(),
+        "SET k v\tx".into(),
+        "SET k vä".into(),
+        "SET k".into(),
+        "SET".into(),
+        "SET k v ttl=0".into(),
+        "SET k v ttl=-1".into(),
+        "SET k v ttl=soon".into(),
+        "SET k ttl=5".into(),
+        format!("GET {}x", k32),
+        "GET".into(),
+        "GET a b".into(),
+        "DEL a/b".into(),
+    ];
+    for b in &bad {
+        let r = c.req(b);
+        assert!(r.starts_with("ERR bad-argument "), "{b:?}: {r}");
+    }
+    // Nothing was stored by the refused SETs.
+    assert_eq!(c.req("KEYS"), format!("OK {k32} printable"));
+    // Raw bytes that are not UTF-8 are refused the same way.
+    c.send(b"SET k \xff\xfe\n").unwrap();
+    let r = c.line().unwrap();
+    assert!(r.starts_with("ERR bad-argument "), "{r}");
+}
+
+#[test]
+fn too_long_line_is_refused_and_closed_others_are_served() {
+    let a = Agent::start(&[]);
+    let mut other = a.tcp();
+    assert_eq!(other.req("PING"), "PONG");
+    for line in ["A".repeat(300), format!("{}PING", " ".repeat(252))] {
+        let mut c = a.tcp();
+        c.send(format!("{line}\n").as_bytes()).unwrap();
+        let r = c.line().unwrap();
+        assert!(r.starts_with("ERR too-long "), "{r}");
+        assert!(c.closed(), "connection not closed after ERR too-long");
+        assert_eq!(other.req("PING"), "PONG");
+    }
+    // Without any newline at all: refused once 256 bytes have come.
+    let mut c = a.unix();
+    c.send(&[b'z'; 256]).unwrap();
+    let r = c.line().unwrap();
+    assert!(r.starts_with("ERR too-long "), "{r}");
+    assert!(c.closed());
+    assert_eq!(a.stats()["closed_too_long"], 3);
+}
+
+/// Sets SO_LINGER {on, 0}: close() then sends RST instead of FIN.
+fn set_rst_on_close(s: &TcpStream) {
+    let l = nix::libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    nix::sys::socket::setsockopt(&s.as_fd(), nix::sys::socket::sockopt::Linger, &l).unwrap();
+}
+
+#[test]
+fn client_that_never_reads_is_closed_others_are_served() {
+    let a = Agent::start(&[]);
+    let mut other = a.tcp();
+    assert_eq!(other.req("PING"), "PONG");
+    let mut hog = TcpStream::connect(a.tcp_addr()).unwrap();
+    // A small receive window so the agent's buffers fill quickly.
+    nix::sys::socket::setsockopt(&hog.as_fd(), nix::sys::socket::sockopt::RcvBuf, &4096).unwrap();
+    hog.set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let chunk = "STATUS\n".repeat(500);
+    let deadline = Instant::now() + slack(Duration::from_secs(20));
+    let mut sent = 0usize;
+    let mut worst = Duration::ZERO;
+    let closed = loop {
+        if Instant::now() > deadline {
+            break false;
+        }
+        match hog.write(chunk.as_bytes()) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => break true, // reset or broken pipe: the agent closed us
+        }
+        let t = Instant::now();
+        assert_eq!(other.req("PING"), "PONG");
+        worst = worst.max(t.elapsed());
+        if a.stats()["closed_slow"].as_u64().unwrap() > 0 {
+            break true;
+        }
+    };
+    assert!(closed, "non-reading client not closed after {sent} bytes");
+    assert!(
+        worst < slack(Duration::from_millis(500)),
+        "others waited {worst:?}"
+    );
+    assert!(wait_for(slack(Duration::from_secs(3)), || a.stats()
+        ["closed_slow"]
+        .as_u64()
+        .unwrap()
+        >= 1));
+    assert_eq!(other.req("PING"), "PONG");
+    assert_eq!(a.unix().req("PING"), "PONG");
+}
+
+#[test]
+fn reset_mid_reply_never_kills_the_agent() {
+    let mut a = Agent::start(&[]);
+    for round in 0..20 {
+        let s = TcpStream::connect(a.tcp_addr()).unwrap();
+        set_rst_on_close(&s);
+        let mut w = &s;
+        w.write_all("STATUS\n".repeat(200).as_bytes()).unwrap();
+        if round % 2 == 0 {
+            // Let the agent start answering first.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(s);
+        // Same over Unix: close with unread replies.
+        let mut u = a.unix();
+        u.send("SOCKETS\n".repeat(100).as_bytes()).unwrap();
+        drop(u);
+    }
+    assert!(a.alive(), "agent died");
+    assert_eq!(a.tcp().req("PING"), "PONG");
+    assert_eq!(a.unix().req("PING"), "PONG");
+    let (st, _) = a.stop();
+    assert_eq!(st.code(), Some(0));
+}
+
+#[test]
+fn client_beyond_max_clients_is_told_busy_and_closed() {
+    let a = Agent::start(&["--max-clients", "2"]);
+    let mut c1 = a.tcp();
+    let mut c2 = a.unix();
+    assert_eq!(c1.req("PING"), "PONG");
+    assert_eq!(c2.req("PING"), "PONG");
+    for mut third in [a.tcp(), a.unix()] {
+        let r = third.line().expect("a reply to the third client");
+        assert!(r.starts_with("ERR busy "), "{r}");
+        assert!(third.closed(), "third client not closed");
+    }
+    assert_eq!(c1.req("PING"), "PONG");
+    let s = ok_json(&c2.req("STATS"));
+    assert_eq!(s["refused_busy"], 2, "{s}");
+    // A freed slot is usable again.
+    drop(c1);
+    assert!(wait_for(slack(Duration::from_secs(3)), || {
+        a.tcp().req("PING") == "PONG"
+    }));
+}
+
+#[test]
+fn idle_client_is_closed_after_the_timeout() {
+    let a = Agent::start(&["--idle-timeout", "1"]);
+    let mut c = a.tcp();
+    c.set_timeout(slack(Duration::from_secs(5)));
+    assert_eq!(c.req("PING"), "PONG");
+    let t0 = Instant::now();
+    assert!(c.closed(), "idle client not closed");
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_millis(800), "closed after {took:?}");
+    assert!(
+        took < slack(Duration::from_secs(3)),
+        "closed after {took:?}"
+    );
+    // A client that keeps talking is not idle.
+    let mut busy = a.unix();
+    for _ in 0..6 {
+        assert_eq!(busy.req("PING"), "PONG");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(busy.req("PING"), "PONG");
+    let s = ok_json(&busy.req("STATS"));
+    assert!(s["closed_idle"].as_u64().unwrap() >= 1, "{s}");
+}
+
+#[test]
+fn burst_of_200_connects_against_backlog_8_all_get_pong() {
+    let a = Agent::start(&["--backlog", "8"]);
+    let addr = a.tcp_addr();
+    // 12 connectors in parallel (more than the accept queue holds, so some SYNs wait
+    // for a retry). Each ends with QUIT, which frees its slot before the client even
+    // reads the OK: at most 12 clients are held, fewer than the table's 16.
+    // (A client that merely closes keeps its slot until the agent reads its EOF.)
+    let threads: Vec<_> = (0..12)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let n = 200 / 12 + usize::from(t < 200 % 12);
+                let mut pongs = 0;
+                for _ in 0..n {
+                    let mut c = Client::tcp(addr);
+                    c.send(b"PING\nQUIT\n").unwrap();
+                    let r = c.line().unwrap();
+                    if r == "PONG" {
+                        pongs += 1;
+                        assert_eq!(c.line().unwrap(), "OK");
+                        assert!(c.closed());
+                    } else {
+                        eprintln!("burst: {r}");
+                    }
+                }
+                pongs
+            })
+        })
+        .collect();
+    let pongs: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(pongs, 200);
+    let s = a.stats();
+    assert!(s["accepted"].as_u64().unwrap() >= 200, "{s}");
+    assert_eq!(s["refused_busy"], 0, "{s}");
+}
+
+#[test]
+fn simultaneous_burst_overflowing_the_backlog_is_served() {
+    // 16 clients connect at once against backlog 2 (some SYNs wait for a retry) and
+    // stay connected: all of them fit the table and all get PONG.
+    let a = Agent::start(&["--backlog", "2"]);
+    let addr = a.tcp_addr();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(15));
+    let threads: Vec<_> = (0..15)
+        .map(|_| {
+            let b = barrier.clone();
+            std::thread::spawn(move || {
+                b.wait();
+                let mut c = Client::tcp(addr);
+                let r = c.req("PING");
+                (r, c)
+            })
+        })
+        .collect();
+    let clients: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    for (r, _) in &clients {
+        assert_eq!(r, "PONG");
+    }
+    let s = a.stats();
+    assert_eq!(s["refused_busy"], 0, "{s}");
+    assert_eq!(s["accepted"], 16, "{s}");
+}
