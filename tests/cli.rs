@@ -1,0 +1,199 @@
+//! The command line as a user meets it: start-up failures with one `error:` line and a
+//! sysexits code, help and version, and `tether ctl`'s exit codes.
+
+mod common;
+use common::*;
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+fn agent_fails(extra: &[&str]) -> Failed {
+    match Agent::try_start(extra) {
+        Ok(a) => panic!("agent started with {extra:?}: {}", a.ready),
+        Err(f) => f,
+    }
+}
+
+#[test]
+fn tcp_port_in_use_is_one_error_line() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let t0 = Instant::now();
+    let f = agent_fails(&["--listen", &addr]);
+    assert!(t0.elapsed() < slack(Duration::from_secs(5)));
+    let code = f.status.code().expect("exited, not killed");
+    assert_ne!(code, 0);
+    let errs = error_lines(&f.stderr);
+    assert_eq!(errs.len(), 1, "{}", f.stderr);
+    assert!(errs[0].contains(&addr), "{}", errs[0]);
+    assert_eq!(f.stdout, "", "no ready line");
+}
+
+#[test]
+fn bad_options_exit_64_with_one_error_line() {
+    let cases: &[&[&str]] = &[
+        &["agent", "--bogus"],
+        &["agent", "--max-clients", "17"],
+        &["agent", "--max-clients", "0"],
+        &["agent", "--listen", "nonsense"],
+        &["agent", "--listen", "127.0.0.1"],
+        &["agent", "--backlog", "x"],
+        &["agent", "--interval", "0"],
+        &["agent", "--iface", "a/b"],
+        &["frobnicate"],
+        &["ctl", "--bogus", "PING"],
+        &["scan", "--bogus"],
+    ];
+    for args in cases {
+        let t0 = Instant::now();
+        let (code, out, err) = run(args);
+        assert_eq!(code, 64, "{args:?}: stdout {out:?} stderr {err:?}");
+        assert_eq!(error_lines(&err).len(), 1, "{args:?}: {err:?}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err:?}");
+        assert!(!out.starts_with("ready"), "{args:?}");
+        assert!(t0.elapsed() < slack(Duration::from_secs(5)), "{args:?}");
+    }
+}
+
+#[test]
+fn help_and_version() {
+    for sub in ["agent", "ctl", "scan"] {
+        let (code, out, err) = run(&[sub, "--help"]);
+        assert_eq!(code, 0, "{sub} --help: {err}");
+        assert!(
+            out.starts_with(&format!("Usage: tether {sub}")),
+            "{sub}: {out}"
+        );
+        assert!(out.contains("--help"), "{sub}: {out}");
+    }
+    let (code, out, _) = run(&["--help"]);
+    assert_eq!(code, 0);
+    for sub in ["agent", "ctl", "scan"] {
+        assert!(out.contains(sub), "{out}");
+    }
+    let (code, out, _) = run(&["agent", "--help"]);
+    assert_eq!(code, 0);
+    for opt in [
+        "--listen",
+        "--backlog",
+        "--max-clients",
+        "--idle-timeout",
+        "--socket",
+        "--token-file",
+        "--led",
+        "--no-beacon",
+    ] {
+        assert!(out.contains(opt), "agent --help lacks {opt}");
+    }
+    assert_eq!(
+        run(&["--version"]),
+        (0, "tether 0.1.0\n".into(), String::new())
+    );
+    assert_eq!(run(&["-V"]).1, "tether 0.1.0\n");
+}
+
+#[test]
+fn ctl_exit_codes() {
+    let a = Agent::start(&[]);
+    // 0: PONG.
+    let (code, out, _) = a.ctl(&["PING"]);
+    assert_eq!((code, out.as_str()), (0, "PONG\n"));
+    let (code, out, _) = a.ctl(&["SET", "room", "kitchen", "north"]);
+    assert_eq!((code, out.as_str()), (0, "OK\n"));
+    let (code, out, _) = a.ctl(&["get", "room"]);
+    assert_eq!((code, out.as_str()), (0, "OK kitchen north\n"));
+    // 1: the agent answered ERR.
+    let (code, out, _) = a.ctl(&["FOO"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.starts_with("ERR bad-command "), "{out}");
+    let (code, out, _) = a.ctl(&["GET", "missing"]);
+    assert_eq!(code, 1);
+    assert!(out.starts_with("ERR not-found "), "{out}");
+    // 64: usage.
+    let sock = a.unix.to_str().unwrap();
+    let (code, _, err) = run(&["ctl", "-s", sock]);
+    assert_eq!(code, 64, "{err}");
+    assert_eq!(error_lines(&err).len(), 1, "{err}");
+    let tcp = a.tcp_addr().to_string();
+    let (code, _, err) = run(&["ctl", "-s", sock, "-c", &tcp, "PING"]);
+    assert_eq!(code, 64, "{err}");
+    assert_eq!(error_lines(&err).len(), 1, "{err}");
+    // 69: nobody there.
+    let dir = temp_dir("ctl");
+    let nowhere = dir.join("nope.sock");
+    let (code, _, err) = run(&["ctl", "-s", nowhere.to_str().unwrap(), "PING"]);
+    assert_eq!(code, 69, "{err}");
+    assert_eq!(error_lines(&err).len(), 1, "{err}");
+    let free = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let (code, _, err) = run(&["ctl", "-c", &free, "PING"]);
+    assert_eq!(code, 69, "{err}");
+    // 77: denied over TCP without a token.
+    let (code, out, _) = a.ctl_tcp(&["SET", "a", "b"]);
+    assert_eq!(code, 77, "{out}");
+    assert!(out.starts_with("ERR denied "), "{out}");
+    // Over TCP, reading is fine.
+    let (code, out, _) = a.ctl_tcp(&["GET", "room"]);
+    assert_eq!((code, out.as_str()), (0, "OK kitchen north\n"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ctl_times_out_with_75() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    // Accepts and never answers.
+    let holder = std::thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        let mut s = s;
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut b = [0u8; 64];
+        // Hold the connection until ctl gives up and closes it.
+        while let Ok(n) = std::io::Read::read(&mut s, &mut b) {
+            if n == 0 {
+                break;
+            }
+        }
+    });
+    let t0 = Instant::now();
+    let (code, out, err) = run(&["ctl", "-c", &addr, "-t", "0.5", "PING"]);
+    let took = t0.elapsed();
+    assert_eq!(code, 75, "stdout {out:?} stderr {err:?}");
+    assert_eq!(error_lines(&err).len(), 1, "{err}");
+    assert!(took >= Duration::from_millis(450), "gave up after {took:?}");
+    assert!(took < slack(Duration::from_secs(5)), "took {took:?}");
+    holder.join().unwrap();
+}
+
+#[test]
+fn ctl_token_file_auths_first() {
+    let dir = temp_dir("ctl-token");
+    let tf = dir.join("token");
+    std::fs::write(&tf, "hunter2\n").unwrap();
+    let a = Agent::start(&["--token-file", tf.to_str().unwrap()]);
+    let tcp = a.tcp_addr().to_string();
+    let tfs = tf.to_str().unwrap();
+    let (code, out, err) = run(&["ctl", "-c", &tcp, "--token-file", tfs, "SET", "a", "b"]);
+    assert_eq!((code, out.as_str()), (0, "OK\n"), "{err}");
+    assert_eq!(a.unix().req("GET a"), "OK b");
+    // Without the token file the same command is denied.
+    let (code, out, _) = run(&["ctl", "-c", &tcp, "DEL", "a"]);
+    assert_eq!(code, 77, "{out}");
+    // A wrong token: denied too, and ctl reports it.
+    let bad = dir.join("bad");
+    std::fs::write(&bad, "nope\n").unwrap();
+    let (code, out, _) = run(&[
+        "ctl",
+        "-c",
+        &tcp,
+        "--token-file",
+        bad.to_str().unwrap(),
+        "DEL",
+        "a",
+    ]);
+    assert_eq!(code, 77, "{out}");
+    assert!(out.starts_with("ERR denied"), "{out}");
+    assert_eq!(a.unix().req("GET a"), "OK b");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,121 @@
+//! The Unix control socket's life cycle: modes, stale sockets, a live agent already on
+//! the path, a non-socket file at the path, and removal on SIGTERM / SIGINT.
+
+mod common;
+use common::*;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::time::{Duration, Instant};
+
+fn mode(p: &std::path::Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn socket_is_0660_in_a_new_0750_directory() {
+    let dir = temp_dir("modes");
+    let sub = dir.join("run-tether");
+    let sock = sub.join("ctl.sock");
+    assert!(!sub.exists());
+    let a = Agent::start(&["--socket", sock.to_str().unwrap()]);
+    assert_eq!(a.unix, sock);
+    assert!(
+        a.ready.contains(&format!(" unix={} ", sock.display())),
+        "{}",
+        a.ready
+    );
+    let m = std::fs::symlink_metadata(&sock).unwrap();
+    assert!(m.file_type().is_socket());
+    assert_eq!(mode(&sock), 0o660, "socket mode {:o}", mode(&sock));
+    assert_eq!(mode(&sub), 0o750, "directory mode {:o}", mode(&sub));
+    assert_eq!(a.unix().req("PING"), "PONG");
+    let (st, _) = a.stop();
+    assert_eq!(st.code(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn stale_socket_file_is_replaced() {
+    let dir = temp_dir("stale");
+    let sock = dir.join("t.sock");
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    assert!(std::fs::symlink_metadata(&sock)
+        .unwrap()
+        .file_type()
+        .is_socket());
+    let a = Agent::start(&["--socket", sock.to_str().unwrap()]);
+    assert_eq!(a.unix().req("PING"), "PONG");
+    let (st, _) = a.stop();
+    assert_eq!(st.code(), Some(0));
+    assert!(!sock.exists(), "socket not removed on exit");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn live_agent_on_the_path_is_not_displaced() {
+    let a = Agent::start(&[]);
+    let sock = a.unix.to_str().unwrap().to_string();
+    let t0 = Instant::now();
+    let second = Agent::try_start(&["--socket", &sock]);
+    let took = t0.elapsed();
+    let f = match second {
+        Ok(_) => panic!("a second agent started on a live socket"),
+        Err(f) => f,
+    };
+    assert_ne!(f.status.code(), Some(0), "{:?}", f.status);
+    assert!(
+        f.status.code().is_some(),
+        "killed, not exited: {:?}",
+        f.status
+    );
+    assert_eq!(
+        error_lines(&f.stderr).len(),
+        1,
+        "want one error line: {}",
+        f.stderr
+    );
+    assert!(took < slack(Duration::from_secs(5)), "took {took:?}");
+    // The first agent is untouched and still owns the path.
+    assert_eq!(a.unix().req("PING"), "PONG");
+    assert_eq!(a.tcp().req("PING"), "PONG");
+}
+
+#[test]
+fn regular_file_at_the_path_is_never_touched() {
+    let dir = temp_dir("regular");
+    let p = dir.join("not-a-socket");
+    std::fs::write(&p, "precious data\n").unwrap();
+    let f = match Agent::try_start(&["--socket", p.to_str().unwrap()]) {
+        Ok(_) => panic!("agent started on a regular file"),
+        Err(f) => f,
+    };
+    assert_ne!(f.status.code(), Some(0));
+    assert!(f.status.code().is_some(), "{:?}", f.status);
+    let errs = error_lines(&f.stderr);
+    assert_eq!(errs.len(), 1, "{}", f.stderr);
+    assert!(errs[0].contains("not a socket"), "{}", errs[0]);
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), "precious data\n");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn stops_cleanly_on(sig: i32) {
+    let a = Agent::start(&[]);
+    let sock = a.unix.clone();
+    let mut c = a.unix();
+    assert_eq!(c.req("PING"), "PONG");
+    assert!(sock.exists());
+    let (st, err) = a.stop_with(sig);
+    assert_eq!(st.code(), Some(0), "exit on signal {sig}: {st:?}\n{err}");
+    assert!(!sock.exists(), "socket file left behind after signal {sig}");
+    assert!(error_lines(&err).is_empty(), "{err}");
+    assert!(c.closed(), "client not closed at shutdown");
+}
+
+#[test]
+fn sigterm_removes_the_socket_and_exits_0() {
+    stops_cleanly_on(15);
+}
+
+#[test]
+fn sigint_removes_the_socket_and_exits_0() {
+    stops_cleanly_on(2);
+}
