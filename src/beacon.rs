@@ -57,6 +57,12 @@ impl Beacon {
         }
     }
 
+    /// Opens the socket now (at start-up), so probes are answered from the ready line on.
+    /// The first beacon still goes out on the first loop turn.
+    pub fn open(&mut self, now: Instant) {
+        let _ = self.refresh(now);
+    }
+
     fn set_error(&mut self, now: Instant, what: &str, e: nix::errno::Errno) {
         self.info.last_error.clear();
         let _ = write!(self.info.last_error, "{what}: {}", e.desc());

@@ -116,9 +116,9 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
             let ctl_port = tcp
                 .first()
                 .map_or(0, |(_, a): &(_, std::net::SocketAddr)| a.port());
-            Some(Box::new(crate::beacon::Beacon::new(
-                now, name, bc.port, ctl_port,
-            )))
+            let mut b = crate::beacon::Beacon::new(now, name, bc.port, ctl_port);
+            b.open(now);
+            Some(Box::new(b))
         }
         _ => None,
     };

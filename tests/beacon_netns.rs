@@ -382,12 +382,14 @@ fn probe_flood_is_answered_at_a_bounded_rate() {
     }
     let net = Net::new("f");
     let a = start_agent(&net, &["--iface", &net.va, "--interval", "60"]);
-    let answers = probe(&net, "flood", 512, 300, Duration::from_millis(1500));
-    // Bucket of 8 plus 4/s refill: well under 20 in 1.5 s, whatever the flood.
+    wait_state(&a, "up", slack(Duration::from_secs(3)));
+    let answers = probe(&net, "flood", 512, 300, slack(Duration::from_millis(1500)));
+    // Bucket of 8 plus 4/s refill: a flood of 300 gets a small, bounded number of answers.
+    let bound = 8 + 4 * (1 + slack(Duration::from_millis(1500)).as_secs() as usize);
     assert!(!answers.is_empty(), "no answer at all");
     assert!(
-        answers.len() <= 20,
-        "{} answers to 300 probes",
+        answers.len() <= bound,
+        "{} answers to 300 probes (bound {bound})",
         answers.len()
     );
     let stats = a.unix().req("STATS");
@@ -397,7 +399,7 @@ fn probe_flood_is_answered_at_a_bounded_rate() {
         "{stats}"
     );
     assert!(
-        json_u64(&stats, "probes_answered").unwrap() <= 20,
+        json_u64(&stats, "probes_answered").unwrap() <= bound as u64,
         "{stats}"
     );
     // Garbage datagrams are dropped and counted; the agent keeps serving.
