@@ -512,8 +512,14 @@ impl RunLoop {
         if ev.intersects(PollFlags::POLLOUT) {
             self.flush(i, now);
         }
-        if ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+        if ev.intersects(PollFlags::POLLIN) {
             self.read_client(i, now);
+        }
+        if ev.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
+            // Reset or fully closed: what was readable has been answered above; no more
+            // replies can reach the peer, and poll would keep reporting this even for a
+            // client we are not reading (held, closing): close now, never spin.
+            self.close(i, "hang-up");
         }
     }
 
