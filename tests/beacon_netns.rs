@@ -482,3 +482,51 @@ fn absent_interface_at_start_and_no_default_interface() {
     assert_eq!(status.code(), Some(0));
     assert!(err.contains("beacons are off"), "{err}");
 }
+
+#[test]
+fn scan_watch_marks_a_board_that_said_goodbye() {
+    if !can_netns() {
+        return;
+    }
+    let net = Net::new("w");
+    let a = start_agent(&net, &["--iface", &net.va, "--interval", "1"]);
+    wait_state(&a, "up", slack(Duration::from_secs(3)));
+    let mut watch = tether_cmd_in(
+        Some(&net.b),
+        &["scan", "-i", &net.vb, "-t", "1", "--watch", "--json"],
+    )
+    .stdout(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let out = watch.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next_rows = |rx: &mpsc::Receiver<String>| -> serde_json::Value {
+        let l = rx
+            .recv_timeout(slack(Duration::from_secs(5)))
+            .expect("a --watch refresh");
+        json(l.as_bytes())
+    };
+    let first = next_rows(&rx);
+    assert_eq!(first[0]["state"], "up", "{first}");
+    let (status, _) = a.stop();
+    assert_eq!(status.code(), Some(0));
+    let mut saw_bye = false;
+    for _ in 0..4 {
+        let rows = next_rows(&rx);
+        if rows[0]["state"] == "bye" {
+            saw_bye = true;
+            break;
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(saw_bye, "--watch never marked the board bye");
+}
