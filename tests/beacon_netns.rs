@@ -418,6 +418,8 @@ fn probe_flood_is_answered_at_a_bounded_rate() {
         json_u64(&stats, "datagrams_dropped").unwrap() >= 3,
         "{stats}"
     );
+    // Beacons, probe answers and dropped garbage touch no heap either.
+    assert_eq!(json_u64(&stats, "allocs_since_ready"), Some(0), "{stats}");
     assert_eq!(a.unix().req("PING"), "PONG");
 }
 
