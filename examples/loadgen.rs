@@ -1,0 +1,769 @@
+//! Load generator for `scripts/bench` and `scripts/soak` (std only; an example, so it adds
+//! nothing to the shipped binary).
+//!
+//! ```text
+//! loadgen port                                  print a free loopback TCP port
+//! loadgen bench --tether ADDR --tether-pid PID --redis ADDR --redis-pid PID [--rounds N]
+//!               [--storm N] [--storm-conc C] [--scale F]
+//!     interleaved rounds of: 1x1 latency, 8x16 pipelined, 16x1, connect storm; prints
+//!     markdown table rows (measure | tether | redis | ratio | target | met).
+//! loadgen soak --tcp ADDR --unix PATH --requests N [--secs S]
+//!     mixed requests over short and long TCP and Unix connections with facts churning;
+//!     prints counts, exits 1 on any unexpected reply or error.
+//! ```
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, PartialEq)]
+enum Proto {
+    Tether,
+    Redis,
+}
+
+impl Proto {
+    fn ping(self) -> &'static [u8] {
+        match self {
+            Proto::Tether => b"PING\n",
+            Proto::Redis => b"PING\r\n",
+        }
+    }
+    fn pong(self) -> &'static [u8] {
+        match self {
+            Proto::Tether => b"PONG\n",
+            Proto::Redis => b"+PONG\r\n",
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Proto::Tether => "tether",
+            Proto::Redis => "redis",
+        }
+    }
+}
+
+fn args() -> Vec<String> {
+    std::env::args().skip(1).collect()
+}
+
+fn opt(a: &[String], name: &str) -> Option<String> {
+    a.iter()
+        .position(|x| x == name)
+        .and_then(|i| a.get(i + 1).cloned())
+}
+
+fn opt_num<T: std::str::FromStr>(a: &[String], name: &str, dflt: T) -> T {
+    opt(a, name).and_then(|v| v.parse().ok()).unwrap_or(dflt)
+}
+
+fn die(msg: &str) -> ! {
+    eprintln!("loadgen: {msg}");
+    std::process::exit(2)
+}
+
+fn main() {
+    let a = args();
+    match a.first().map(String::as_str) {
+        Some("port") => {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            println!("{}", l.local_addr().unwrap().port());
+        }
+        Some("bench") => bench(&a),
+        Some("soak") => soak(&a),
+        _ => die("usage: loadgen port | bench ... | soak ... (see examples/loadgen.rs)"),
+    }
+}
+
+// ---------------------------------------------------------------- /proc
+
+extern "C" {
+    fn sysconf(name: i32) -> i64;
+}
+
+/// utime + stime of `pid`, in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the `(comm)`; utime and stime are fields 14 and 15 (1-based).
+    let rest = s.rsplit_once(')').map(|x| x.1).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    // SAFETY: sysconf(_SC_CLK_TCK) has no preconditions.
+    let hz = unsafe { sysconf(2) }.max(1);
+    ticks as f64 / hz as f64
+}
+
+// ---------------------------------------------------------------- load runs
+
+struct Run {
+    secs: f64,
+    requests: u64,
+    /// Per-batch round-trip times in ns (per request when depth is 1).
+    lat: Vec<u64>,
+    errors: u64,
+}
+
+fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    Ok(s)
+}
+
+/// Reads until `n` reply lines arrived; checks each is exactly `pong`.
+fn read_replies(s: &mut impl Read, buf: &mut [u8], n: usize, pong: &[u8]) -> std::io::Result<()> {
+    let want = n * pong.len();
+    let mut got = 0;
+    while got < want {
+        let k = s.read(&mut buf[got..want])?;
+        if k == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        got += k;
+    }
+    if buf[..want].chunks(pong.len()).any(|c| c != pong) {
+        return Err(std::io::Error::other("unexpected reply"));
+    }
+    Ok(())
+}
+
+fn load(addr: SocketAddr, p: Proto, conns: usize, depth: usize, total: u64) -> Run {
+    let per_conn = (total / conns as u64).max(depth as u64) / depth as u64;
+    let barrier = Arc::new(Barrier::new(conns + 1));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut hs = Vec::new();
+    for _ in 0..conns {
+        let barrier = barrier.clone();
+        let errors = errors.clone();
+        hs.push(std::thread::spawn(move || {
+            let mut lat = Vec::with_capacity(per_conn as usize);
+            let mut s = match connect(addr) {
+                Ok(s) => s,
+                Err(_) => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    barrier.wait();
+                    return lat;
+                }
+            };
+            let req: Vec<u8> = p.ping().repeat(depth);
+            let mut buf = vec![0u8; depth * p.pong().len()];
+            barrier.wait();
+            for _ in 0..per_conn {
+                let t = Instant::now();
+                if s.write_all(&req).is_err()
+                    || read_replies(&mut s, &mut buf, depth, p.pong()).is_err()
+                {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                lat.push(t.elapsed().as_nanos() as u64);
+            }
+            lat
+        }));
+    }
+    barrier.wait();
+    let t0 = Instant::now();
+    let mut lat = Vec::new();
+    for h in hs {
+        lat.extend(h.join().unwrap());
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    Run {
+        secs,
+        requests: lat.len() as u64 * depth as u64,
+        lat,
+        errors: errors.load(Ordering::Relaxed),
+    }
+}
+
+struct Storm {
+    secs: f64,
+    ok: u64,
+    failures: u64,
+    slowest_connect: Duration,
+    slowest_total: Duration,
+    reasons: Vec<String>,
+}
+
+/// `count` times connect -> PING -> PONG -> close, `conc` at a time.
+fn storm(addr: SocketAddr, p: Proto, count: usize, conc: usize) -> Storm {
+    let next = Arc::new(AtomicUsize::new(0));
+    let out = Arc::new(Mutex::new(Storm {
+        secs: 0.0,
+        ok: 0,
+        failures: 0,
+        slowest_connect: Duration::ZERO,
+        slowest_total: Duration::ZERO,
+        reasons: Vec::new(),
+    }));
+    let t0 = Instant::now();
+    let hs: Vec<_> = (0..conc)
+        .map(|_| {
+            let next = next.clone();
+            let out = out.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 64];
+                while next.fetch_add(1, Ordering::Relaxed) < count {
+                    let t = Instant::now();
+                    let r = (|| -> Result<Duration, String> {
+                        let mut s = connect(addr).map_err(|e| format!("connect: {e}"))?;
+                        let tc = t.elapsed();
+                        s.write_all(p.ping()).map_err(|e| format!("send: {e}"))?;
+                        let mut got = 0;
+                        while !buf[..got].contains(&b'\n') && got < buf.len() {
+                            match s.read(&mut buf[got..]) {
+                                Ok(0) => return Err("EOF before reply".into()),
+                                Ok(k) => got += k,
+                                Err(e) => return Err(format!("recv: {e}")),
+                            }
+                        }
+                        if &buf[..got] != p.pong() {
+                            return Err(format!(
+                                "reply {:?}",
+                                String::from_utf8_lossy(&buf[..got]).trim_end()
+                            ));
+                        }
+                        Ok(tc)
+                    })();
+                    let total = t.elapsed();
+                    let mut o = out.lock().unwrap();
+                    o.slowest_total = o.slowest_total.max(total);
+                    match r {
+                        Ok(tc) => {
+                            o.ok += 1;
+                            o.slowest_connect = o.slowest_connect.max(tc);
+                        }
+                        Err(e) => {
+                            o.failures += 1;
+                            if o.reasons.len() < 5 && !o.reasons.contains(&e) {
+                                o.reasons.push(e);
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    let mut o = std::mem::replace(
+        &mut *out.lock().unwrap(),
+        Storm {
+            secs: 0.0,
+            ok: 0,
+            failures: 0,
+            slowest_connect: Duration::ZERO,
+            slowest_total: Duration::ZERO,
+            reasons: Vec::new(),
+        },
+    );
+    o.secs = t0.elapsed().as_secs_f64();
+    o
+}
+
+// ---------------------------------------------------------------- bench
+
+fn pct(sorted: &[u64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i] as f64
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+#[derive(Default)]
+struct Side {
+    lat1: Vec<u64>,
+    rps_8x16: Vec<f64>,
+    rps_16x1: Vec<f64>,
+    lat_p99_rounds: Vec<f64>,
+    errors: u64,
+    cpu: f64,
+    cpu_requests: u64,
+    storms: Vec<StormAgg>,
+    requests: u64,
+}
+
+#[derive(Default, Clone)]
+struct StormAgg {
+    rate: Vec<f64>,
+    fail: u64,
+    slowest_connect: Duration,
+    slowest_total: Duration,
+    reasons: Vec<String>,
+}
+
+fn fmt_num(v: f64) -> String {
+    if !v.is_finite() {
+        "-".into()
+    } else if v >= 100.0 {
+        format!("{:.0}", v)
+    } else if v >= 10.0 {
+        format!("{:.1}", v)
+    } else {
+        format!("{:.2}", v)
+    }
+}
+
+fn row(measure: &str, t: f64, r: f64, target: &str, met: Option<bool>) {
+    let ratio = if r > 0.0 && t.is_finite() && r.is_finite() {
+        format!("{:.2}", t / r)
+    } else {
+        "-".into()
+    };
+    let met = match met {
+        Some(true) => "yes",
+        Some(false) => "**NO**",
+        None => "",
+    };
+    println!(
+        "| {measure} | {} | {} | {ratio} | {target} | {met} |",
+        fmt_num(t),
+        fmt_num(r)
+    );
+}
+
+fn bench(a: &[String]) {
+    let addr = |n: &str| -> SocketAddr {
+        opt(a, n)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| die(&format!("{n} ADDR required")))
+    };
+    let sides = [
+        (
+            Proto::Tether,
+            addr("--tether"),
+            opt_num(a, "--tether-pid", 0u32),
+        ),
+        (
+            Proto::Redis,
+            addr("--redis"),
+            opt_num(a, "--redis-pid", 0u32),
+        ),
+    ];
+    let rounds: usize = opt_num(a, "--rounds", 5);
+    let scale: f64 = opt_num(a, "--scale", 1.0);
+    let storm_n: usize = opt_num(a, "--storm", 2000);
+    let concs: Vec<usize> = opt(a, "--storm-conc")
+        .unwrap_or_else(|| "8".into())
+        .split(',')
+        .filter_map(|c| c.trim().parse().ok())
+        .collect();
+    let n = |x: f64| ((x * scale) as u64).max(1000);
+    let mut res: [Side; 2] = Default::default();
+
+    // Warm-up: both servers' caches, the kernel's socket paths, our threads.
+    for (p, ad, _) in sides {
+        let _ = load(ad, p, 1, 1, 2000);
+        let _ = load(ad, p, 8, 16, 20_000);
+    }
+    for round in 0..rounds {
+        // Alternate who goes first, so neither always runs on a warmer machine.
+        let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for &k in &order {
+            let (p, ad, pid) = sides[k];
+            let s = &mut res[k];
+            let c0 = cpu_secs(pid);
+            let r = load(ad, p, 1, 1, n(20_000.0));
+            s.errors += r.errors;
+            s.requests += r.requests;
+            let mut l = r.lat.clone();
+            l.sort_unstable();
+            s.lat_p99_rounds.push(pct(&l, 0.99));
+            s.lat1.extend(r.lat);
+            let r = load(ad, p, 8, 16, n(200_000.0));
+            s.errors += r.errors;
+            s.requests += r.requests;
+            s.rps_8x16.push(r.requests as f64 / r.secs);
+            let r2 = load(ad, p, 16, 1, n(100_000.0));
+            s.errors += r2.errors;
+            s.requests += r2.requests;
+            s.rps_16x1.push(r2.requests as f64 / r2.secs);
+            s.cpu += cpu_secs(pid) - c0;
+            s.cpu_requests += l.len() as u64 + r.requests + r2.requests;
+            eprintln!(
+                "round {} {:6}: 1x1 p99 {:.1} us, 8x16 {:.0} req/s, 16x1 {:.0} req/s",
+                round + 1,
+                p.name(),
+                pct(&l, 0.99) / 1000.0,
+                r.requests as f64 / r.secs,
+                r2.requests as f64 / r2.secs
+            );
+        }
+    }
+    // Connect storms last, interleaved too (TIME_WAIT from one does not hit the other's port).
+    let storm_rounds = rounds.clamp(1, 3);
+    for side in res.iter_mut() {
+        side.storms = vec![StormAgg::default(); concs.len()];
+    }
+    for round in 0..storm_rounds {
+        for (ci, &conc) in concs.iter().enumerate() {
+            let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            for &k in &order {
+                let (p, ad, _) = sides[k];
+                let st = storm(ad, p, storm_n, conc);
+                let s = &mut res[k].storms[ci];
+                s.rate.push(st.ok as f64 / st.secs);
+                s.fail += st.failures;
+                s.slowest_connect = s.slowest_connect.max(st.slowest_connect);
+                s.slowest_total = s.slowest_total.max(st.slowest_total);
+                for r in st.reasons {
+                    if !s.reasons.contains(&r) {
+                        s.reasons.push(r);
+                    }
+                }
+                eprintln!(
+                    "storm {} x{conc} {:6}: {:.0} conn/s, {} failures, slowest connect {:.1} ms",
+                    round + 1,
+                    p.name(),
+                    st.ok as f64 / st.secs,
+                    st.failures,
+                    st.slowest_connect.as_secs_f64() * 1000.0
+                );
+            }
+        }
+    }
+
+    let [t, r] = &mut res;
+    t.lat1.sort_unstable();
+    r.lat1.sort_unstable();
+    let us = |v: f64| v / 1000.0;
+    let (tp50, rp50) = (us(pct(&t.lat1, 0.5)), us(pct(&r.lat1, 0.5)));
+    let (tp99, rp99) = (us(pct(&t.lat1, 0.99)), us(pct(&r.lat1, 0.99)));
+    row("1×1 latency p50, µs", tp50, rp50, "", None);
+    row(
+        "1×1 latency p99, µs (all rounds pooled)",
+        tp99,
+        rp99,
+        "≤ redis",
+        Some(tp99 <= rp99),
+    );
+    let (tm, rm) = (
+        us(median(&mut t.lat_p99_rounds)),
+        us(median(&mut r.lat_p99_rounds)),
+    );
+    row("1×1 latency p99, µs (median of rounds)", tm, rm, "", None);
+    let (t8, r8) = (median(&mut t.rps_8x16), median(&mut r.rps_8x16));
+    row(
+        "8×16 pipelined, req/s (median of rounds)",
+        t8,
+        r8,
+        "≥ redis",
+        Some(t8 >= r8),
+    );
+    let (t16, r16) = (median(&mut t.rps_16x1), median(&mut r.rps_16x1));
+    row(
+        "16×1, req/s (median of rounds)",
+        t16,
+        r16,
+        "≥ redis",
+        Some(t16 >= r16),
+    );
+    let cpu = |s: &Side| s.cpu * 1000.0 / (s.cpu_requests as f64 / 100_000.0);
+    row(
+        "server CPU per 100k requests, ms (utime+stime)",
+        cpu(t),
+        cpu(r),
+        "",
+        None,
+    );
+    row(
+        "load errors (all runs)",
+        t.errors as f64,
+        r.errors as f64,
+        "0",
+        Some(t.errors == 0),
+    );
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    for (ci, conc) in concs.iter().enumerate() {
+        let (ts, rs) = (&mut t.storms[ci], &mut r.storms[ci]);
+        let what = format!("storm {storm_n}× connect→PING→PONG→close, {conc} at a time, backlog 8");
+        row(
+            &format!("{what}: connects/s (median of {storm_rounds})"),
+            median(&mut ts.rate),
+            median(&mut rs.rate),
+            "",
+            None,
+        );
+        row(
+            &format!("{what}: failures (all {storm_rounds})"),
+            ts.fail as f64,
+            rs.fail as f64,
+            "0",
+            Some(ts.fail == 0),
+        );
+        // Up to backlog+1 connects fit the accept queue; beyond that the kernel drops SYNs
+        // of any server that is not scheduled in time (1 s retransmit): shown, not a target.
+        let within = *conc <= 8;
+        row(
+            &format!("{what}: slowest connect, ms"),
+            ms(ts.slowest_connect),
+            ms(rs.slowest_connect),
+            if within { "< 1000" } else { "" },
+            within.then_some(ts.slowest_connect < Duration::from_secs(1)),
+        );
+        row(
+            &format!("{what}: slowest connect→PONG, ms"),
+            ms(ts.slowest_total),
+            ms(rs.slowest_total),
+            "",
+            None,
+        );
+    }
+    println!("REQUESTS tether={} redis={}", t.requests, r.requests);
+    for (name, s) in [("tether", &*t), ("redis", &*r)] {
+        for (ci, conc) in concs.iter().enumerate() {
+            if !s.storms[ci].reasons.is_empty() {
+                println!(
+                    "STORM_FAILURES {name} ({conc} at a time): {}",
+                    s.storms[ci].reasons.join("; ")
+                );
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- soak
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+enum Conn {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Conn {
+    fn open(tcp: SocketAddr, unix: &PathBuf, use_unix: bool) -> std::io::Result<Conn> {
+        let c = if use_unix {
+            let s = UnixStream::connect(unix)?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            Conn::Unix(s)
+        } else {
+            Conn::Tcp(connect(tcp)?)
+        };
+        Ok(c)
+    }
+    fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        match self {
+            Conn::Tcp(s) => s.write_all(b),
+            Conn::Unix(s) => s.write_all(b),
+        }
+    }
+    fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Tcp(s) => s.read(b),
+            Conn::Unix(s) => s.read(b),
+        }
+    }
+}
+
+/// Sends `lines` in one write and reads as many reply lines; returns them.
+fn exchange(c: &mut Conn, lines: &[String], buf: &mut Vec<u8>) -> std::io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for l in lines {
+        out.extend_from_slice(l.as_bytes());
+        out.push(b'\n');
+    }
+    c.write_all(&out)?;
+    buf.clear();
+    let mut chunk = [0u8; 16384];
+    while buf.iter().filter(|&&b| b == b'\n').count() < lines.len() {
+        let k = c.read(&mut chunk)?;
+        if k == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..k]);
+    }
+    Ok(String::from_utf8_lossy(buf)
+        .lines()
+        .map(String::from)
+        .collect())
+}
+
+/// Does `reply` fit `req`? (shape only: the facts change under us).
+fn reply_ok(req: &str, reply: &str) -> bool {
+    let cmd = req.split(' ').next().unwrap_or("");
+    match cmd {
+        "PING" => reply == "PONG",
+        "SET" => reply == "OK" || reply.starts_with("ERR full"),
+        "DEL" | "GET" => reply.starts_with("OK") || reply.starts_with("ERR not-found"),
+        "SETTCP" => reply.starts_with("ERR denied"),
+        "KEYS" => reply.starts_with("OK"),
+        _ => reply.starts_with("OK "),
+    }
+}
+
+fn soak(a: &[String]) {
+    let tcp: SocketAddr = opt(a, "--tcp")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| die("--tcp ADDR required"));
+    let unix = PathBuf::from(opt(a, "--unix").unwrap_or_else(|| die("--unix PATH required")));
+    let total: u64 = opt_num(a, "--requests", 1_000_000);
+    let secs: u64 = opt_num(a, "--secs", 600);
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let done = Arc::new(AtomicU64::new(0));
+    let bad = Arc::new(AtomicU64::new(0));
+    let conns = Arc::new(AtomicU64::new(0));
+    let first_bad = Arc::new(Mutex::new(None::<String>));
+
+    // (kind, count): long TCP readers, long Unix writers, short-connection churners.
+    let kinds = [(0u8, 3usize), (1, 2), (2, 3)];
+    let mut hs = Vec::new();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for (kind, count) in kinds {
+        for _ in 0..count {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let (done, bad, conns, first_bad, unix) = (
+                done.clone(),
+                bad.clone(),
+                conns.clone(),
+                first_bad.clone(),
+                unix.clone(),
+            );
+            hs.push(std::thread::spawn(move || {
+                let mut rng = Rng(seed | 1);
+                let mut buf = Vec::new();
+                let mut conn: Option<Conn> = None;
+                let mut left_on_conn = 0u64;
+                while done.load(Ordering::Relaxed) < total && Instant::now() < deadline {
+                    if conn.is_none() || left_on_conn == 0 {
+                        let use_unix = match kind {
+                            0 => false,
+                            1 => true,
+                            _ => rng.below(2) == 0,
+                        };
+                        conn = match Conn::open(tcp, &unix, use_unix) {
+                            Ok(c) => Some(c),
+                            Err(e) => {
+                                let mut f = first_bad.lock().unwrap();
+                                f.get_or_insert(format!("connect: {e}"));
+                                bad.fetch_add(1, Ordering::Relaxed);
+                                std::thread::sleep(Duration::from_millis(50));
+                                continue;
+                            }
+                        };
+                        conns.fetch_add(1, Ordering::Relaxed);
+                        left_on_conn = match kind {
+                            2 => 1 + rng.below(8),
+                            _ => 5_000 + rng.below(20_000),
+                        };
+                    }
+                    let is_unix = matches!(conn, Some(Conn::Unix(_)));
+                    let depth = 1 + rng.below(if kind == 2 { 3 } else { 16 }) as usize;
+                    let mut lines = Vec::with_capacity(depth);
+                    for _ in 0..depth {
+                        let key = format!("k{}", rng.below(40));
+                        let l = match (kind, rng.below(10)) {
+                            // Writers: SET with and without ttl (40 keys > 32 slots: the
+                            // table fills and answers ERR full), DEL, and full reads.
+                            (1, 0..=3) => {
+                                format!("SET {key} v{} ttl={}", rng.next() % 1000, 1 + rng.below(3))
+                            }
+                            (1, 4) => format!("SET {key} value-{}", rng.next() % 100_000),
+                            (1, 5 | 6) => format!("DEL {key}"),
+                            (1, 7) => "KEYS".into(),
+                            (_, 0..=3) => "PING".into(),
+                            (_, 4 | 5) => format!("GET {key}"),
+                            (_, 6) => "KEYS".into(),
+                            (_, 7) => "STATUS".into(),
+                            (_, 8) if !is_unix => "SETTCP".into(),
+                            (_, 8) => "STATS".into(),
+                            _ => "HELP".into(),
+                        };
+                        lines.push(l);
+                    }
+                    let wire: Vec<String> = lines
+                        .iter()
+                        .map(|l| {
+                            if l == "SETTCP" {
+                                "SET x y".into()
+                            } else {
+                                l.clone()
+                            }
+                        })
+                        .collect();
+                    let c = conn.as_mut().unwrap();
+                    match exchange(c, &wire, &mut buf) {
+                        Ok(replies) => {
+                            for (q, r) in lines.iter().zip(replies.iter()) {
+                                if !reply_ok(q, r) {
+                                    bad.fetch_add(1, Ordering::Relaxed);
+                                    let mut f = first_bad.lock().unwrap();
+                                    f.get_or_insert(format!("{q:?} -> {r:?}"));
+                                }
+                            }
+                            done.fetch_add(depth as u64, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            bad.fetch_add(1, Ordering::Relaxed);
+                            let mut f = first_bad.lock().unwrap();
+                            f.get_or_insert(format!("io: {e}"));
+                            conn = None;
+                            continue;
+                        }
+                    }
+                    left_on_conn = left_on_conn.saturating_sub(1);
+                    if left_on_conn == 0 && kind == 2 && rng.below(2) == 0 {
+                        // Half of the short connections say QUIT, the rest just close.
+                        let c = conn.as_mut().unwrap();
+                        if let Ok(r) = exchange(c, &["QUIT".into()], &mut buf) {
+                            if r.first().map(String::as_str) != Some("OK") {
+                                bad.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    if left_on_conn == 0 {
+                        conn = None;
+                    }
+                }
+            }));
+        }
+    }
+    let t0 = Instant::now();
+    for h in hs {
+        h.join().unwrap();
+    }
+    let d = done.load(Ordering::Relaxed);
+    let b = bad.load(Ordering::Relaxed);
+    println!(
+        "soak: {d} requests over {} connections in {:.1} s ({:.0} req/s), {b} unexpected",
+        conns.load(Ordering::Relaxed),
+        t0.elapsed().as_secs_f64(),
+        d as f64 / t0.elapsed().as_secs_f64()
+    );
+    if let Some(f) = first_bad.lock().unwrap().take() {
+        println!("soak: first unexpected: {f}");
+    }
+    if b > 0 || d < total {
+        std::process::exit(1);
+    }
+}
