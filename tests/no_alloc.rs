@@ -201,8 +201,8 @@ fn no_heap_allocation_after_start_up() {
     assert_eq!(a.allocations(), 0, "allocations before any traffic");
     let requests_before = a.stats()["requests"].as_u64().unwrap();
 
-    // Under qemu-user everything is 5-10x slower; the native count stays >= 100k.
-    let scale = if emulated() { 2 } else { 1 };
+    // The same >= 100k requests under qemu-user too (about 8 s there): no scaling needed.
+    let scale = 1;
     let t0 = Instant::now();
     let tcp = a.tcp_addr();
     let mut authed = mixed("t", 32_000 / scale, true);
@@ -271,9 +271,7 @@ fn no_heap_allocation_after_start_up() {
         .unwrap();
     let took = t0.elapsed();
     eprintln!("{total} requests in {took:?}");
-    if !emulated() {
-        assert!(total >= 100_000, "only {total} requests");
-    }
+    assert!(total >= 100_000, "only {total} requests");
 
     // A full client table too: max-clients refusals. Wait for the churn to drain.
     assert!(wait_for(slack(Duration::from_secs(5)), || {
