@@ -331,14 +331,20 @@ impl RunLoop {
             let mut stop = false;
             // Lingering fds go by index: handle them last and from the end, so removal
             // does not shift the ones still to visit.
+            // Clients first, so slots freed by hang-ups this turn are free for new connects.
             for &(tok, ev) in ready.iter() {
                 match tok {
                     Tok::Signal => stop |= self.on_signals(),
-                    Tok::Tcp(i) => self.accept_all(now, Some(i)),
-                    Tok::Unix => self.accept_all(now, None),
                     Tok::Beacon => self.beacon_readable(now),
                     Tok::Client(i) => self.client_ready(i, ev, now),
-                    Tok::Linger(_) => {}
+                    Tok::Tcp(_) | Tok::Unix | Tok::Linger(_) => {}
+                }
+            }
+            for &(tok, _) in ready.iter() {
+                match tok {
+                    Tok::Tcp(i) => self.accept_all(now, Some(i)),
+                    Tok::Unix => self.accept_all(now, None),
+                    _ => {}
                 }
             }
             for &(tok, _) in ready.iter().rev() {
@@ -432,6 +438,12 @@ impl RunLoop {
                 }
             };
             let (tcp_n, unix_n) = self.io.clients();
+            if tcp_n + unix_n >= self.io.max_clients {
+                // Before refusing, free the slots of peers that already hung up but whose
+                // EOF this turn has not reached yet (their FIN can even trail our SYN).
+                self.reap_gone();
+            }
+            let (tcp_n, unix_n) = self.io.clients();
             let free = self.io.slots.iter().position(|s| s.fd.is_none());
             match free.filter(|_| tcp_n + unix_n < self.io.max_clients) {
                 Some(i) => {
@@ -458,6 +470,16 @@ impl RunLoop {
                     }
                     self.linger(conn, now);
                 }
+            }
+        }
+    }
+
+    fn reap_gone(&mut self) {
+        for i in 0..self.io.slots.len() {
+            let s = &self.io.slots[i];
+            let gone = s.fd.as_ref().is_some_and(|fd| net::peer_gone(fd.as_fd()));
+            if gone && s.in_len == 0 {
+                self.close(i, "peer closed");
             }
         }
     }

@@ -297,3 +297,31 @@ fn simultaneous_burst_overflowing_the_backlog_is_served() {
     assert_eq!(s["refused_busy"], 0, "{s}");
     assert_eq!(s["accepted"], 16, "{s}");
 }
+
+/// Regression: a client that had already closed, but whose EOF the agent had not read yet
+/// in that loop turn, still held its slot, so a fresh connect got `ERR busy`.
+#[test]
+fn closed_clients_never_cause_busy() {
+    let a = Agent::start(&["--max-clients", "4"]);
+    let addr = a.tcp_addr();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut busy = 0;
+                for _ in 0..50 {
+                    let mut c = Client::tcp(addr);
+                    if c.req("PING") != "PONG" {
+                        busy += 1;
+                    }
+                    // dropped here without QUIT: a plain close
+                }
+                busy
+            })
+        })
+        .collect();
+    let busy: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(
+        busy, 0,
+        "{busy} of 200 connects were refused with at most 4 open at once"
+    );
+}

@@ -78,6 +78,23 @@ pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Io {
     }
 }
 
+/// Has the peer closed (EOF or reset) with nothing left unread? Reads nothing.
+pub fn peer_gone(fd: BorrowedFd<'_>) -> bool {
+    let mut b = [0u8; 1];
+    loop {
+        match socket::recv(
+            fd.as_raw_fd(),
+            &mut b,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+        ) {
+            Ok(0) => return true,
+            Ok(_) | Err(Errno::EAGAIN) => return false,
+            Err(Errno::EINTR) => continue,
+            Err(_) => return true,
+        }
+    }
+}
+
 /// Sends without ever raising SIGPIPE.
 pub fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> Io {
     loop {
