@@ -18,7 +18,7 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::fmt;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 /// Refused and closing connections wait here, read-and-discard, until the peer closes
@@ -38,6 +38,9 @@ const _: () = assert!(LINE_MAX < IN_BUF);
 
 struct Slot {
     fd: Option<OwnedFd>,
+    /// Bumped on every accept into this slot: a poll result taken before a slot was
+    /// reused in the same turn must not be applied to the new connection.
+    generation: u32,
     session: Session,
     inbuf: [u8; IN_BUF],
     in_len: usize,
@@ -53,6 +56,7 @@ impl Slot {
     fn empty(now: Instant) -> Slot {
         Slot {
             fd: None,
+            generation: 0,
             session: Session::new(Transport::Tcp),
             inbuf: [0; IN_BUF],
             in_len: 0,
@@ -205,8 +209,9 @@ enum Tok {
     Tcp(usize),
     Unix,
     Beacon,
-    Client(usize),
-    Linger(usize),
+    Client(usize, u32),
+    /// By fd number: the linger list may shift within a turn.
+    Linger(std::os::fd::RawFd),
 }
 
 /// systemd watchdog: send WATCHDOG=1 every `every`.
@@ -312,10 +317,14 @@ impl RunLoop {
                     if s.out_end > s.out_start {
                         ev |= PollFlags::POLLOUT;
                     }
-                    add(fd.as_fd(), ev, Tok::Client(i));
+                    add(fd.as_fd(), ev, Tok::Client(i, s.generation));
                 }
-                for (i, l) in self.io.lingering.iter().enumerate() {
-                    add(l.fd.as_fd(), PollFlags::POLLIN, Tok::Linger(i));
+                for l in self.io.lingering.iter() {
+                    add(
+                        l.fd.as_fd(),
+                        PollFlags::POLLIN,
+                        Tok::Linger(l.fd.as_raw_fd()),
+                    );
                 }
                 match poll(&mut fds, timeout) {
                     Ok(_) | Err(Errno::EINTR) => {}
@@ -329,27 +338,21 @@ impl RunLoop {
             }
             now = Instant::now();
             let mut stop = false;
-            // Lingering fds go by index: handle them last and from the end, so removal
-            // does not shift the ones still to visit.
-            // Clients first, so slots freed by hang-ups this turn are free for new connects.
+            // Accept first: the small backlog is the scarce resource (a full accept queue
+            // drops SYNs, which costs the peer a 1 s retransmit). A full client table is
+            // rechecked for peers that already hung up (`reap_gone`) before refusing.
             for &(tok, ev) in ready.iter() {
                 match tok {
                     Tok::Signal => stop |= self.on_signals(),
-                    Tok::Beacon => self.beacon_readable(now),
-                    Tok::Client(i) => self.client_ready(i, ev, now),
-                    Tok::Tcp(_) | Tok::Unix | Tok::Linger(_) => {}
-                }
-            }
-            for &(tok, _) in ready.iter() {
-                match tok {
                     Tok::Tcp(i) => self.accept_all(now, Some(i)),
                     Tok::Unix => self.accept_all(now, None),
-                    _ => {}
-                }
-            }
-            for &(tok, _) in ready.iter().rev() {
-                if let Tok::Linger(i) = tok {
-                    self.linger_readable(i);
+                    Tok::Beacon => self.beacon_readable(now),
+                    Tok::Client(i, gen) => {
+                        if self.io.slots[i].generation == gen {
+                            self.client_ready(i, ev, now);
+                        }
+                    }
+                    Tok::Linger(fd) => self.linger_readable(fd),
                 }
             }
             self.timers(now);
@@ -452,6 +455,7 @@ impl RunLoop {
                     }
                     let s = &mut self.io.slots[i];
                     s.fd = Some(conn);
+                    s.generation = s.generation.wrapping_add(1);
                     s.session = Session::new(transport);
                     s.in_len = 0;
                     s.out_start = 0;
@@ -499,10 +503,16 @@ impl RunLoop {
         });
     }
 
-    fn linger_readable(&mut self, i: usize) {
-        let Some(l) = self.io.lingering.get(i) else {
+    fn linger_readable(&mut self, raw: std::os::fd::RawFd) {
+        let Some(i) = self
+            .io
+            .lingering
+            .iter()
+            .position(|l| l.fd.as_raw_fd() == raw)
+        else {
             return;
         };
+        let l = &self.io.lingering[i];
         let done = loop {
             match net::recv(l.fd.as_fd(), &mut self.scratch[..]) {
                 NetIo::Done(_) => continue,
