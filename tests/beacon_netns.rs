@@ -224,12 +224,7 @@ fn wait_state(a: &Agent, want: &str, within: Duration) {
 
 fn start_agent(net: &Net, extra: &[&str]) -> Agent {
     let dir = temp_dir("beacon");
-    let sock = dir.join("t.sock").to_string_lossy().into_owned();
-    let mut args: Vec<String> = ["agent", "--listen", "127.0.0.1:0", "--socket", &sock]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    args.extend(extra.iter().map(|s| s.to_string()));
+    let args = loopback_agent_args(&dir.join("t.sock"), extra);
     Agent::spawn_in(Some(&net.a), &args, dir, &[])
         .unwrap_or_else(|f| panic!("agent failed: {:?} {} {}", f.status, f.stdout, f.stderr))
 }
@@ -470,11 +465,7 @@ fn absent_interface_at_start_and_no_default_interface() {
     let _ = sh(&["ip", "netns", "del", &lonely]);
     assert!(sh(&["ip", "netns", "add", &lonely]));
     let dir = temp_dir("nodefault2");
-    let sock = dir.join("t.sock").to_string_lossy().into_owned();
-    let args: Vec<String> = ["agent", "--listen", "127.0.0.1:0", "--socket", &sock]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let args = loopback_agent_args(&dir.join("t.sock"), &[]);
     let a =
         Agent::spawn_in(Some(&lonely), &args, dir, &[]).unwrap_or_else(|f| panic!("{}", f.stderr));
     assert!(a.ready.ends_with(" beacon=off"), "{}", a.ready);

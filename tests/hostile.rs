@@ -444,18 +444,7 @@ fn storm_below_max_clients_is_never_busy() {
 fn kill_9_then_restart_on_the_same_socket() {
     let dir = temp_dir("kill9");
     let sock = dir.join("t.sock");
-    let sock_s = sock.to_string_lossy().into_owned();
-    let args: Vec<String> = [
-        "agent",
-        "--listen",
-        "127.0.0.1:0",
-        "--no-beacon",
-        "--socket",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([sock_s.clone()])
-    .collect();
+    let args = loopback_agent_args(&sock, &["--no-beacon"]);
     let mut first = Agent::spawn(&args, temp_dir("kill9-a"), &[]).unwrap_or_else(|f| {
         panic!("first agent: {}", f.stderr);
     });
@@ -495,17 +484,7 @@ fn second_agent_on_the_same_socket_or_port_is_refused() {
     let (mut a, before) = start(&[]);
     let mut checker = a.tcp();
     // Same Unix socket, free TCP port.
-    let args: Vec<String> = [
-        "agent",
-        "--listen",
-        "127.0.0.1:0",
-        "--no-beacon",
-        "--socket",
-        &a.unix.to_string_lossy(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let args = loopback_agent_args(&a.unix, &["--no-beacon"]);
     let f = match Agent::spawn(&args, temp_dir("dup-sock"), &[]) {
         Ok(b) => panic!("second agent started on a live socket: {}", b.ready),
         Err(f) => f,

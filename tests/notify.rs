@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{slack, temp_dir, Agent};
+use common::{loopback_agent_args, slack, temp_dir, Agent};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::PathBuf;
@@ -68,17 +68,7 @@ impl Manager {
     fn start_agent(&self, extra_env: &[(&str, &str)]) -> Agent {
         let dir = temp_dir("notify-agent");
         let sock = dir.join("tether.sock");
-        let args: Vec<String> = [
-            "agent",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-beacon",
-            "--socket",
-            &sock.to_string_lossy(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let args = loopback_agent_args(&sock, &["--no-beacon"]);
         let mut env: Vec<(&str, &str)> = vec![("NOTIFY_SOCKET", self.env_value.as_str())];
         env.extend_from_slice(extra_env);
         match Agent::spawn(&args, dir, &env) {
@@ -196,17 +186,7 @@ fn unreachable_notify_socket_does_not_stop_the_agent() {
     let dir = temp_dir("notify-missing");
     let sock = dir.join("tether.sock");
     let missing = dir.join("no-such-dir").join("notify.sock");
-    let args: Vec<String> = [
-        "agent",
-        "--listen",
-        "127.0.0.1:0",
-        "--no-beacon",
-        "--socket",
-        &sock.to_string_lossy(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let args = loopback_agent_args(&sock, &["--no-beacon"]);
     let missing = missing.to_string_lossy().into_owned();
     let agent = match Agent::spawn(
         &args,

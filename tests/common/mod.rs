@@ -82,6 +82,18 @@ pub fn tether_cmd_in<S: AsRef<std::ffi::OsStr>>(netns: Option<&str>, args: &[S])
     c
 }
 
+/// `agent --listen 127.0.0.1:0 --socket SOCK EXTRA...` as spawn arguments (add
+/// `--no-beacon` to `extra` unless the test runs inside its own network namespace).
+pub fn loopback_agent_args(sock: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = ["agent", "--listen", "127.0.0.1:0", "--socket"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.push(sock.to_string_lossy().into_owned());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
 /// A fresh private directory for one test.
 pub fn temp_dir(tag: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
@@ -252,15 +264,8 @@ impl Agent {
     }
 
     /// SIGTERM, then wait (bounded): the exit status and everything on stderr.
-    pub fn stop(mut self) -> (ExitStatus, String) {
-        self.signal(15);
-        let status = wait_timeout(&mut self.child, slack(Duration::from_secs(10)));
-        let err = self
-            .stderr
-            .take()
-            .map(|h| h.join().unwrap_or_default())
-            .unwrap_or_default();
-        (status, err)
+    pub fn stop(self) -> (ExitStatus, String) {
+        self.stop_with(15)
     }
 
     /// Sends `sig`, then waits (bounded): the exit status and everything on stderr.
