@@ -435,6 +435,9 @@ impl Agent {
             b.mem_total_kb, b.mem_avail_kb, b.mem_avail_kb
         )?;
         json::write_opt_f1(w, b.temp_c)?;
+        // The spec's name for the same reading (`temp_c` is the beacon's name).
+        w.write_str(",\"temperature\":")?;
+        json::write_opt_f1(w, b.temp_c)?;
         w.write_str(",\"addresses\":[")?;
         for (i, (name, addr)) in b.addrs.iter().enumerate() {
             if i > 0 {
@@ -615,7 +618,8 @@ mod tests {
         let s = run(&mut a, t, &mut u, "STATUS", &mut env);
         assert!(s.starts_with("OK {\"id\":\"abc\",\"host\":\"pi\""), "{s}");
         assert!(
-            s.contains("\"temp_c\":41.2") || s.contains("\"temp_c\":41.3"),
+            (s.contains("\"temp_c\":41.2,\"temperature\":41.2,")
+                || s.contains("\"temp_c\":41.3,\"temperature\":41.3,")),
             "{s}"
         );
         assert!(

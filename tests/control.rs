@@ -40,6 +40,11 @@ fn status(c: &mut Client) -> Value {
         s["temp_c"].is_null() || s["temp_c"].is_number(),
         "temp_c: {s}"
     );
+    assert_eq!(s["temperature"], s["temp_c"], "{s}");
+    assert!(
+        num(&s["memory"], "total_kb") >= num(&s["memory"], "avail_kb"),
+        "{s}"
+    );
     let addrs = s["addresses"].as_array().expect("addresses");
     assert!(
         addrs
