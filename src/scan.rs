@@ -182,22 +182,52 @@ struct Scanner {
     listen_sock: Option<OwnedFd>,
     port: u16,
     nonce: String,
+    /// Probe destinations: see [`probe_targets`].
+    targets: Vec<Ipv4Addr>,
+}
+
+/// With `-i`, the limited broadcast (the socket is bound to that interface). Without, also
+/// every up, non-loopback interface's directed broadcast address: that reaches each LAN
+/// even where there is no default route for 255.255.255.255 to follow.
+fn probe_targets(iface_given: bool) -> Vec<Ipv4Addr> {
+    let mut t = vec![Ipv4Addr::BROADCAST];
+    if !iface_given {
+        let mut addrs = heapless::Vec::new();
+        iface::ipv4_addrs(&mut addrs);
+        for (name, _) in &addrs {
+            let Some(i) = iface::info(name) else { continue };
+            if let Some(b) = i.broadcast.filter(|_| i.up && !i.loopback) {
+                if !t.contains(&b) {
+                    t.push(b);
+                }
+            }
+        }
+    }
+    t
 }
 
 impl Scanner {
-    fn probe(&self) -> Result<(), Fatal> {
+    /// Sends one probe to every target; Err (the last error) only when none went out.
+    fn probe(&self) -> Result<(), String> {
         let mut p = [0u8; DATAGRAM_MAX];
         let n = beacon::write_probe(&mut p, self.nonce.as_bytes());
-        udp::send_to(
-            self.probe_sock.as_fd(),
-            &p[..n],
-            SocketAddrV4::new(Ipv4Addr::BROADCAST, self.port),
-        )
-        .map(drop)
-        .map_err(|e| Fatal {
-            code: EX_UNAVAILABLE,
-            msg: format!("send probe: {e} (choose an interface with -i)"),
-        })
+        let mut sent = false;
+        let mut last = String::new();
+        for &t in &self.targets {
+            match udp::send_to(
+                self.probe_sock.as_fd(),
+                &p[..n],
+                SocketAddrV4::new(t, self.port),
+            ) {
+                Ok(_) => sent = true,
+                Err(e) => last = format!("send probe to {t}: {e}"),
+            }
+        }
+        if sent {
+            Ok(())
+        } else {
+            Err(last)
+        }
     }
 
     /// Collects datagrams until `until`.
@@ -275,11 +305,14 @@ pub fn run(args: ScanArgs) -> Result<u8, Fatal> {
         listen_sock,
         port: args.port,
         nonce: nonce(),
+        targets: probe_targets(dev.is_some()),
     };
     let wait = Duration::from_secs_f64(args.timeout);
     let silent_after = wait.max(Duration::from_secs(15));
     let mut boards = BTreeMap::new();
-    sc.probe()?;
+    if let Err(e) = sc.probe() {
+        eprintln!("warning: {e}; listening for beacons only");
+    }
     sc.collect(Instant::now() + wait, &mut boards);
     if args.watch {
         let mut out = std::io::stdout();

@@ -348,6 +348,19 @@ fn beacon_leaves_only_its_interface_and_scan_finds_it() {
         u64::from(a.tcp_addr().port())
     );
     assert_eq!(rows[0]["facts"], 1);
+    // Without -i (and with no default route in B): each interface's directed broadcast.
+    let out = tether_cmd_in(Some(&net.b), &["scan", "-t", "1", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = json(&out.stdout);
+    assert_eq!(rows.as_array().unwrap().len(), 1, "{rows}");
+    assert_eq!(rows[0]["id"], id.as_str());
     let table = tether_cmd_in(Some(&net.b), &["scan", "-i", &net.vb, "-t", "1"])
         .output()
         .unwrap();
