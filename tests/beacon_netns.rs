@@ -328,39 +328,23 @@ fn beacon_leaves_only_its_interface_and_scan_finds_it() {
         );
     }
 
-    // `tether scan` in the peer namespace lists the agent with the right fields.
-    let out = tether_cmd_in(Some(&net.b), &["scan", "-i", &net.vb, "-t", "1", "--json"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let list = json(&out.stdout);
-    let rows = list.as_array().unwrap();
-    assert_eq!(rows.len(), 1, "{list}");
-    assert_eq!(rows[0]["id"], id.as_str());
-    assert_eq!(rows[0]["addr"], "10.231.0.1");
-    assert_eq!(
-        rows[0]["port"].as_u64().unwrap(),
-        u64::from(a.tcp_addr().port())
-    );
-    assert_eq!(rows[0]["facts"], 1);
-    // Without -i (and with no default route in B): each interface's directed broadcast.
-    let out = tether_cmd_in(Some(&net.b), &["scan", "-t", "1", "--json"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows = json(&out.stdout);
-    assert_eq!(rows.as_array().unwrap().len(), 1, "{rows}");
-    assert_eq!(rows[0]["id"], id.as_str());
+    // `tether scan` in the peer namespace lists the agent with the right fields, with -i
+    // and without it (B has no default route: each interface's directed broadcast).
+    for args in [&["-i", &net.vb][..], &[]] {
+        let mut argv = vec!["scan", "-t", "1", "--json"];
+        argv.extend_from_slice(args);
+        let out = tether_cmd_in(Some(&net.b), &argv).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "scan {args:?}: {err}");
+        let list = json(&out.stdout);
+        let rows = list.as_array().unwrap();
+        assert_eq!(rows.len(), 1, "scan {args:?}: {list}");
+        assert_eq!(rows[0]["id"], id.as_str());
+        assert_eq!(rows[0]["addr"], "10.231.0.1");
+        let port = u64::from(a.tcp_addr().port());
+        assert_eq!(rows[0]["port"].as_u64().unwrap(), port);
+        assert_eq!(rows[0]["facts"], 1);
+    }
     let table = tether_cmd_in(Some(&net.b), &["scan", "-i", &net.vb, "-t", "1"])
         .output()
         .unwrap();
