@@ -182,6 +182,7 @@ fn load(addr: SocketAddr, p: Proto, conns: usize, depth: usize, total: u64) -> R
     }
 }
 
+#[derive(Default)]
 struct Storm {
     secs: f64,
     ok: u64,
@@ -194,14 +195,7 @@ struct Storm {
 /// `count` times connect -> PING -> PONG -> close, `conc` at a time.
 fn storm(addr: SocketAddr, p: Proto, count: usize, conc: usize) -> Storm {
     let next = Arc::new(AtomicUsize::new(0));
-    let out = Arc::new(Mutex::new(Storm {
-        secs: 0.0,
-        ok: 0,
-        failures: 0,
-        slowest_connect: Duration::ZERO,
-        slowest_total: Duration::ZERO,
-        reasons: Vec::new(),
-    }));
+    let out = Arc::new(Mutex::new(Storm::default()));
     let t0 = Instant::now();
     let hs: Vec<_> = (0..conc)
         .map(|_| {
@@ -253,17 +247,7 @@ fn storm(addr: SocketAddr, p: Proto, count: usize, conc: usize) -> Storm {
     for h in hs {
         h.join().unwrap();
     }
-    let mut o = std::mem::replace(
-        &mut *out.lock().unwrap(),
-        Storm {
-            secs: 0.0,
-            ok: 0,
-            failures: 0,
-            slowest_connect: Duration::ZERO,
-            slowest_total: Duration::ZERO,
-            reasons: Vec::new(),
-        },
-    );
+    let mut o = std::mem::take(&mut *out.lock().unwrap());
     o.secs = t0.elapsed().as_secs_f64();
     o
 }
