@@ -7,11 +7,11 @@ use crate::crypto::sha256;
 /// The id shown in STATUS and beacons: 16 hex digits of SHA-256("tether-id-v1:" || source).
 pub fn board_id(source: &[u8]) -> heapless::String<16> {
     let d = sha256(&[b"tether-id-v1:", source]);
+    let mut h = [0u8; 16];
+    crate::proto::hex::encode(&d[..8], &mut h);
     let mut s = heapless::String::new();
-    for b in &d[..8] {
-        for n in [b >> 4, b & 15] {
-            let _ = s.push(char::from(b"0123456789abcdef"[usize::from(n)]));
-        }
+    for &c in &h {
+        let _ = s.push(char::from(c));
     }
     s
 }
