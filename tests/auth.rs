@@ -12,13 +12,9 @@ use std::time::Duration;
 
 const TOKEN: &str = "tok-Zq8f3kW1pX0vN7cR";
 
-fn token_agent(extra: &[&str]) -> (Agent, std::path::PathBuf) {
-    let dir = temp_dir("auth");
-    let tf = dir.join("token");
-    std::fs::write(&tf, format!("  {TOKEN}\n")).unwrap();
-    let mut args = vec!["--token-file", tf.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    (Agent::start(&args), tf)
+/// The token file has whitespace around the token: it is not part of the token.
+fn agent(extra: &[&str]) -> (Agent, std::path::PathBuf) {
+    token_agent(&format!("  {TOKEN}\n"), extra)
 }
 
 /// `AUTH` alone: the nonce, checked for shape.
@@ -42,7 +38,7 @@ fn failures(a: &Agent) -> u64 {
 
 #[test]
 fn good_answer_unlocks_this_connection() {
-    let (a, _tf) = token_agent(&[]);
+    let (a, _tf) = agent(&[]);
     let mut t = a.tcp();
     assert!(t.req("SET k v").starts_with("ERR denied "));
     let n1 = nonce(&mut t);
@@ -59,7 +55,7 @@ fn good_answer_unlocks_this_connection() {
 
 #[test]
 fn wrong_answer_is_denied_counted_and_uses_up_the_nonce() {
-    let (a, _tf) = token_agent(&[]);
+    let (a, _tf) = agent(&[]);
     let mut t = a.tcp();
     let n = nonce(&mut t);
     let r = t.req(&auth_answer(b"not-the-token", &n));
@@ -82,7 +78,7 @@ fn wrong_answer_is_denied_counted_and_uses_up_the_nonce() {
 
 #[test]
 fn a_nonce_answers_once() {
-    let (a, _tf) = token_agent(&[]);
+    let (a, _tf) = agent(&[]);
     let mut t = a.tcp();
     let n = nonce(&mut t);
     let good = auth_answer(TOKEN.as_bytes(), &n);
@@ -98,7 +94,7 @@ fn a_nonce_answers_once() {
 
 #[test]
 fn an_answer_with_no_nonce_is_denied() {
-    let (a, _tf) = token_agent(&[]);
+    let (a, _tf) = agent(&[]);
     let mut t = a.tcp();
     let r = t.req(&auth_answer(TOKEN.as_bytes(), &"0".repeat(32)));
     assert_eq!(
@@ -111,7 +107,7 @@ fn an_answer_with_no_nonce_is_denied() {
 
 #[test]
 fn a_nonce_is_not_usable_on_another_connection() {
-    let (a, _tf) = token_agent(&[]);
+    let (a, _tf) = agent(&[]);
     let mut asker = a.tcp();
     let n = nonce(&mut asker);
     let mut thief = a.tcp();
@@ -125,7 +121,7 @@ fn a_nonce_is_not_usable_on_another_connection() {
 
 #[test]
 fn plain_auth_is_refused_by_default() {
-    let (a, _tf) = token_agent(&[]);
+    let (a, _tf) = agent(&[]);
     let mut t = a.tcp();
     let r = t.req(&format!("AUTH {TOKEN}"));
     assert_eq!(
@@ -140,7 +136,7 @@ fn plain_auth_is_refused_by_default() {
 
 #[test]
 fn plain_auth_is_accepted_with_the_flag() {
-    let (a, _tf) = token_agent(&["--plain-auth"]);
+    let (a, _tf) = agent(&["--plain-auth"]);
     let mut t = a.tcp();
     assert_eq!(t.req(&format!("AUTH {TOKEN}")), "OK");
     assert_eq!(t.req("SET k v"), "OK");
@@ -154,7 +150,7 @@ fn plain_auth_is_accepted_with_the_flag() {
 
 #[test]
 fn failed_answers_count_toward_the_global_throttle() {
-    let (a, _tf) = token_agent(&[]);
+    let (a, _tf) = agent(&[]);
     // Five wrong answers within a second, each on its own connection (each is held 1 s).
     let mut conns: Vec<Client> = (0..6).map(|_| a.tcp()).collect();
     let nonces: Vec<String> = conns.iter_mut().map(nonce).collect();
@@ -174,7 +170,7 @@ fn failed_answers_count_toward_the_global_throttle() {
 
 #[test]
 fn status_stats_and_sockets_show_no_secret() {
-    let (a, _tf) = token_agent(&[]);
+    let (a, _tf) = agent(&[]);
     let mut t = a.tcp();
     let n = nonce(&mut t);
     for cmd in ["STATUS", "STATS", "SOCKETS"] {
@@ -189,7 +185,7 @@ fn status_stats_and_sockets_show_no_secret() {
 
 #[test]
 fn ctl_token_file_over_unix_uses_the_challenge_too() {
-    let (a, tf) = token_agent(&[]);
+    let (a, tf) = agent(&[]);
     let (code, out, err) = a.ctl(&["--token-file", tf.to_str().unwrap(), "SET", "k", "v"]);
     assert_eq!((code, out.as_str()), (0, "OK\n"), "{err}");
     assert_eq!(a.unix().req("GET k"), "OK v");
@@ -229,7 +225,7 @@ fn record_one(l: TcpListener, agent: std::net::SocketAddr, log: Arc<Mutex<Vec<u8
 
 #[test]
 fn the_token_never_crosses_the_wire() {
-    let (a, tf) = token_agent(&[]);
+    let (a, tf) = agent(&[]);
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let proxy = l.local_addr().unwrap().to_string();
     let log = Arc::new(Mutex::new(Vec::new()));

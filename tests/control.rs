@@ -169,15 +169,6 @@ fn every_command(a: &Agent, mk: &dyn Fn() -> Client, kind: &str) {
     assert!(c.closed(), "no EOF after QUIT");
 }
 
-fn token_agent(token: &str, extra: &[&str]) -> (Agent, std::path::PathBuf) {
-    let dir = temp_dir("token");
-    let tf = dir.join("token");
-    std::fs::write(&tf, format!("{token}\n")).unwrap();
-    let mut args = vec!["--token-file", tf.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    (Agent::start(&args), tf)
-}
-
 #[test]
 fn every_command_over_unix() {
     let a = Agent::start(&[]);
@@ -186,7 +177,7 @@ fn every_command_over_unix() {
 
 #[test]
 fn every_command_over_tcp_v4() {
-    let (a, _tf) = token_agent("s3cret", &[]);
+    let (a, _tf) = token_agent("s3cret\n", &[]);
     let addr = a.tcp_addr();
     assert!(addr.is_ipv4());
     every_command(
@@ -207,7 +198,7 @@ fn every_command_over_tcp_v6() {
         return;
     }
     let (a, _tf) = token_agent(
-        "s3cret",
+        "s3cret\n",
         &["--listen", "[::1]:0", "--listen", "127.0.0.1:0"],
     );
     assert_eq!(a.tcp.len(), 2, "{}", a.ready);
@@ -345,7 +336,7 @@ fn pipelined_requests_get_one_reply_each_in_order() {
 
 #[test]
 fn tcp_is_read_only_until_auth_and_unix_is_not() {
-    let (a, _tf) = token_agent("s3cret", &[]);
+    let (a, _tf) = token_agent("s3cret\n", &[]);
     let mut t = a.tcp();
     for cmd in [
         "SET a b",
@@ -378,7 +369,7 @@ fn tcp_is_read_only_until_auth_and_unix_is_not() {
 
 #[test]
 fn wrong_token_is_denied_and_slowed() {
-    let (a, _tf) = token_agent("s3cret", &[]);
+    let (a, _tf) = token_agent("s3cret\n", &[]);
     let mut t = a.tcp();
     let nonce = t.req("AUTH");
     let nonce = nonce.strip_prefix("OK ").expect("a nonce");
@@ -414,7 +405,7 @@ fn wrong_token_is_denied_and_slowed() {
 
 #[test]
 fn sighup_rereads_the_token_file() {
-    let (a, tf) = token_agent("old-token", &[]);
+    let (a, tf) = token_agent("old-token\n", &[]);
     assert_eq!(a.tcp().auth("old-token"), "OK");
     std::fs::write(&tf, "new-token\n").unwrap();
     a.signal(1); // SIGHUP

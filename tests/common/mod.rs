@@ -475,6 +475,16 @@ impl Client {
     }
 }
 
+/// An agent started with `--token-file` holding `token_text` (written as is), plus `extra`;
+/// also returns the token file's path.
+pub fn token_agent(token_text: &str, extra: &[&str]) -> (Agent, PathBuf) {
+    let tf = temp_dir("token").join("token");
+    std::fs::write(&tf, token_text).unwrap();
+    let mut args = vec!["--token-file", tf.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    (Agent::start(&args), tf)
+}
+
 /// `AUTH <hex>` answering challenge `nonce` with `token`: HMAC-SHA256(key = token,
 /// message = "tether-auth-v1:" + nonce), computed here with RustCrypto's crates directly.
 pub fn auth_answer(token: &[u8], nonce: &str) -> String {
