@@ -1,19 +1,19 @@
 //! The agent core: board state, facts, counters, and the answer to every request.
 //!
 //! IO-free and clock-free: the run loop passes `now` in, and everything that touches the
-//! outside world (reading /proc, getsockopt on the sockets, the LED) goes through the
-//! [`Env`] trait, which the run loop implements over `sys` and tests implement with fakes.
+//! outside world (reading /proc, getsockopt on the sockets, the LED, randomness for AUTH
+//! challenges) goes through the [`Env`] trait, which the run loop implements over `sys` and tests implement with fakes.
 //! Replies are written into a caller's fixed buffer; nothing here allocates.
 
 use crate::facts::Facts;
 use crate::limits::{
-    AUTH_FAILS_PER_SEC, AUTH_FAIL_DELAY_MS, HOST_MAX, IDENTIFY_DEFAULT_SECS,
-    IDENTIFY_HALF_PERIOD_MS, IFNAME_MAX, MAX_ADDRS, TOKEN_MAX,
+    AUTH_FAILS_PER_SEC, AUTH_FAIL_DELAY_MS, AUTH_NONCE_BYTES, AUTH_NONCE_SECS, HOST_MAX,
+    IDENTIFY_DEFAULT_SECS, IDENTIFY_HALF_PERIOD_MS, IFNAME_MAX, MAX_ADDRS, TOKEN_MAX,
 };
-use crate::proto::json;
 use crate::proto::reply::{write_err, write_ok, ErrCode, Error};
 use crate::proto::request::{Request, HELP};
 use crate::proto::wbuf::WBuf;
+use crate::proto::{hex, json};
 use core::fmt::{self, Write};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -27,11 +27,24 @@ pub enum Transport {
     Unix,
 }
 
-/// Per-connection protocol state the core needs.
+/// The prefix of the message a challenge answer signs: HMAC-SHA256(token, prefix || nonce hex).
+pub const AUTH_CHALLENGE_PREFIX: &[u8] = b"tether-auth-v1:";
+
+/// A nonce handed out by `AUTH` alone: answerable once, on its own connection, until `until`.
+#[derive(Debug, Clone, Copy)]
+pub struct Challenge {
+    /// The nonce as sent: lowercase hex.
+    pub nonce: [u8; 2 * AUTH_NONCE_BYTES],
+    pub until: Instant,
+}
+
+/// Per-connection protocol state the core needs (fixed size, no heap).
 #[derive(Debug, Clone, Copy)]
 pub struct Session {
     pub transport: Transport,
     pub authed: bool,
+    /// The outstanding AUTH challenge, if any. Expiry is checked when it is answered.
+    pub challenge: Option<Challenge>,
 }
 
 impl Session {
@@ -39,6 +52,7 @@ impl Session {
         Session {
             transport,
             authed: false,
+            challenge: None,
         }
     }
 
@@ -117,6 +131,8 @@ pub trait Env {
     /// Heap allocations since the agent became ready.
     fn allocations(&self) -> u64;
     fn beacon(&self) -> (BeaconState, &BeaconInfo);
+    /// Fills `buf` with unpredictable bytes (getrandom(2) in the agent).
+    fn random(&mut self, buf: &mut [u8]) -> Result<(), &'static str>;
 }
 
 /// Counters shown by STATS.
@@ -151,6 +167,8 @@ pub struct Config {
     pub max_clients: usize,
     pub interval_secs: u32,
     pub led: bool,
+    /// `--plain-auth`: also accept `AUTH <token>` in clear over TCP.
+    pub plain_auth: bool,
 }
 
 pub struct Agent {
@@ -160,14 +178,32 @@ pub struct Agent {
     id: heapless::String<32>,
     token: Option<heapless::Vec<u8, TOKEN_MAX>>,
     led: bool,
+    plain_auth: bool,
     identify: Option<Identify>,
     max_clients: usize,
     started: Instant,
     auth_window: (Instant, u32),
 }
 
-const E_DENIED: Error = Error::new(ErrCode::Denied, "authenticate first (AUTH token)");
+const E_DENIED: Error = Error::new(
+    ErrCode::Denied,
+    "authenticate first (AUTH, then AUTH <hmac of the nonce>)",
+);
 const E_AUTH: Error = Error::new(ErrCode::Denied, "bad token");
+const E_AUTH_WRONG: Error = Error::new(ErrCode::Denied, "wrong answer to the challenge");
+const E_AUTH_NO_NONCE: Error = Error::new(
+    ErrCode::Denied,
+    "no challenge outstanding on this connection (send AUTH first)",
+);
+const E_AUTH_EXPIRED: Error = Error::new(
+    ErrCode::Denied,
+    "the challenge expired (send AUTH for a new one)",
+);
+const E_AUTH_PLAIN: Error = Error::new(
+    ErrCode::Denied,
+    "plain AUTH <token> is off over TCP (send AUTH for a challenge; agent --plain-auth allows it)",
+);
+const E_NO_RANDOM: Error = Error::new(ErrCode::Busy, "no randomness for a challenge, try later");
 const E_AUTH_BUSY: Error = Error::new(ErrCode::Busy, "too many failed AUTH, try later");
 const E_FULL: Error = Error::new(ErrCode::Full, "fact table is full");
 const E_NOT_FOUND: Error = Error::new(ErrCode::NotFound, "no such fact");
@@ -187,6 +223,7 @@ impl Agent {
             id: sid,
             token: None,
             led: cfg.led,
+            plain_auth: cfg.plain_auth,
             identify: None,
             max_clients: cfg.max_clients,
             started: now,
@@ -257,6 +294,7 @@ impl Agent {
         out: &mut WBuf<'_>,
     ) -> (Result<(), Error>, Outcome) {
         let ok = |r: fmt::Result| (r.map_err(|_| E_TOO_BIG), Outcome::Continue);
+        let ok_or = |r: Result<(), Error>| (r, Outcome::Continue);
         match req {
             Request::Ping => ok(out.write_str("PONG\n")),
             Request::Help => ok(writeln!(out, "OK {HELP}")),
@@ -307,10 +345,36 @@ impl Agent {
                 Ok(()) => ok(write_ok(out)),
                 Err(e) => (Err(e), Outcome::Continue),
             },
-            Request::Auth(t) => self.auth(now, session, t, out),
+            Request::Auth(None) => ok_or(self.challenge(now, session, env, out)),
+            Request::Auth(Some(given)) => self.auth(now, session, given, out),
         }
     }
 
+    /// `AUTH` alone: a fresh nonce for this connection, replacing any outstanding one.
+    fn challenge(
+        &mut self,
+        now: Instant,
+        session: &mut Session,
+        env: &mut dyn Env,
+        out: &mut WBuf<'_>,
+    ) -> Result<(), Error> {
+        session.challenge = None;
+        let mut raw = [0u8; AUTH_NONCE_BYTES];
+        env.random(&mut raw).map_err(|_| E_NO_RANDOM)?;
+        let mut nonce = [0u8; 2 * AUTH_NONCE_BYTES];
+        hex::encode(&raw, &mut nonce);
+        session.challenge = Some(Challenge {
+            nonce,
+            until: now + Duration::from_secs(AUTH_NONCE_SECS),
+        });
+        out.write_str("OK ")
+            .and_then(|_| out.push_bytes(&nonce))
+            .and_then(|_| out.write_char('\n'))
+            .map_err(|_| E_TOO_BIG)
+    }
+
+    /// `AUTH <arg>`: the answer to this connection's challenge, or (on the Unix socket, or
+    /// over TCP with `--plain-auth`) the token itself. Any answer uses up the challenge.
     fn auth(
         &mut self,
         now: Instant,
@@ -318,6 +382,7 @@ impl Agent {
         given: &[u8],
         out: &mut WBuf<'_>,
     ) -> (Result<(), Error>, Outcome) {
+        let challenge = session.challenge.take();
         // Global limit on failures per second, so reconnecting does not buy more guesses.
         let (start, fails) = self.auth_window;
         if now.saturating_duration_since(start) >= Duration::from_secs(1) {
@@ -325,18 +390,35 @@ impl Agent {
         } else if fails >= AUTH_FAILS_PER_SEC {
             return (Err(E_AUTH_BUSY), Outcome::Continue);
         }
-        let good = match &self.token {
-            Some(t) => ct_eq(t, given),
-            None => false,
+        let plain_ok = self.plain_auth || session.transport == Transport::Unix;
+        let mut tag = [0u8; 32];
+        let is_answer = hex::decode(given, &mut tag);
+        let live = challenge.filter(|c| now < c.until);
+        let verdict = match (&self.token, live) {
+            (Some(t), Some(c))
+                if is_answer
+                    && crate::crypto::hmac_verify(t, &[AUTH_CHALLENGE_PREFIX, &c.nonce], &tag) =>
+            {
+                Ok(())
+            }
+            (Some(t), _) if plain_ok && ct_eq(t, given) => Ok(()),
+            _ if !is_answer && plain_ok => Err(E_AUTH),
+            _ if !is_answer => Err(E_AUTH_PLAIN),
+            _ if challenge.is_none() => Err(E_AUTH_NO_NONCE),
+            _ if live.is_none() => Err(E_AUTH_EXPIRED),
+            _ => Err(E_AUTH_WRONG),
         };
-        if good {
-            session.authed = true;
-            (write_ok(out).map_err(|_| E_TOO_BIG), Outcome::Continue)
-        } else {
-            self.auth_window.1 += 1;
-            self.stats.auth_failures += 1;
-            let hold = now + Duration::from_millis(AUTH_FAIL_DELAY_MS);
-            (Err(E_AUTH), Outcome::HoldUntil(hold))
+        match verdict {
+            Ok(()) => {
+                session.authed = true;
+                (write_ok(out).map_err(|_| E_TOO_BIG), Outcome::Continue)
+            }
+            Err(e) => {
+                self.auth_window.1 += 1;
+                self.stats.auth_failures += 1;
+                let hold = now + Duration::from_millis(AUTH_FAIL_DELAY_MS);
+                (Err(e), Outcome::HoldUntil(hold))
+            }
         }
     }
 
@@ -521,6 +603,9 @@ mod tests {
     struct FakeEnv {
         leds: std::vec::Vec<Led>,
         beacon: BeaconInfo,
+        /// Deterministic "randomness": each call fills with the next counter value.
+        draws: u8,
+        no_random: bool,
     }
 
     impl Env for FakeEnv {
@@ -546,15 +631,51 @@ mod tests {
         fn beacon(&self) -> (BeaconState, &BeaconInfo) {
             (BeaconState::Off, &self.beacon)
         }
+        fn random(&mut self, buf: &mut [u8]) -> Result<(), &'static str> {
+            if self.no_random {
+                return Err("no entropy");
+            }
+            self.draws += 1;
+            buf.fill(self.draws);
+            Ok(())
+        }
     }
 
     fn agent(now: Instant, led: bool) -> Agent {
+        agent_with(now, led, false)
+    }
+
+    fn agent_with(now: Instant, led: bool, plain_auth: bool) -> Agent {
         let cfg = Config {
             max_clients: 16,
             interval_secs: 5,
             led,
+            plain_auth,
         };
         Agent::new(now, "abc", &cfg)
+    }
+
+    /// Asks for a challenge; returns the nonce and the right `AUTH <answer>` line for `token`.
+    fn challenge(
+        a: &mut Agent,
+        now: Instant,
+        s: &mut Session,
+        token: &[u8],
+        env: &mut FakeEnv,
+    ) -> (String, String) {
+        let r = run(a, now, s, "AUTH", env);
+        let nonce = r.strip_prefix("OK ").unwrap().trim_end().to_string();
+        assert_eq!(nonce.len(), 32, "{r}");
+        assert!(nonce
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        (nonce.clone(), answer(token, &nonce))
+    }
+
+    fn answer(token: &[u8], nonce: &str) -> String {
+        let tag = crate::crypto::hmac_sha256(token, &[b"tether-auth-v1:", nonce.as_bytes()]);
+        let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+        format!("AUTH {hex}")
     }
 
     fn run(a: &mut Agent, now: Instant, s: &mut Session, line: &str, env: &mut FakeEnv) -> String {
@@ -575,12 +696,125 @@ mod tests {
         assert!(run(&mut a, t, &mut s, "INTERVAL 9", &mut env).starts_with("ERR denied "));
         assert_eq!(run(&mut a, t, &mut s, "INTERVAL", &mut env), "OK 5\n");
         assert!(run(&mut a, t, &mut s, "AUTH nope", &mut env).starts_with("ERR denied "));
-        assert_eq!(run(&mut a, t, &mut s, "AUTH s3cret", &mut env), "OK\n");
+        let t = t + Duration::from_secs(1);
+        let (_, good) = challenge(&mut a, t, &mut s, b"s3cret", &mut env);
+        assert_eq!(run(&mut a, t, &mut s, &good, &mut env), "OK\n");
         assert_eq!(run(&mut a, t, &mut s, "SET a 1", &mut env), "OK\n");
         assert_eq!(run(&mut a, t, &mut s, "get a", &mut env), "OK 1\n");
         let mut u = Session::new(Transport::Unix);
         assert_eq!(run(&mut a, t, &mut u, "DEL a", &mut env), "OK\n");
         assert!(run(&mut a, t, &mut u, "DEL a", &mut env).starts_with("ERR not-found "));
+    }
+
+    #[test]
+    fn challenge_good_wrong_reused_expired_and_absent() {
+        let t = Instant::now();
+        let mut a = agent(t, false);
+        a.set_token(Some(b"s3cret"));
+        let mut env = FakeEnv::default();
+        let mut s = Session::new(Transport::Tcp);
+        // Good answer.
+        let (nonce, good) = challenge(&mut a, t, &mut s, b"s3cret", &mut env);
+        assert_eq!(nonce, "01".repeat(16));
+        assert_eq!(run(&mut a, t, &mut s, &good, &mut env), "OK\n");
+        // The same answer again: the nonce was used up.
+        let mut s = Session::new(Transport::Tcp);
+        let r = run(&mut a, t, &mut s, &good, &mut env);
+        assert_eq!(
+            r,
+            "ERR denied no challenge outstanding on this connection (send AUTH first)\n"
+        );
+        assert!(!s.authed);
+        // Wrong answer (signed with another token), then the right one for the used nonce.
+        let (nonce, _) = challenge(&mut a, t, &mut s, b"s3cret", &mut env);
+        let r = run(&mut a, t, &mut s, &answer(b"guess", &nonce), &mut env);
+        assert_eq!(r, "ERR denied wrong answer to the challenge\n");
+        let r = run(&mut a, t, &mut s, &answer(b"s3cret", &nonce), &mut env);
+        assert!(r.starts_with("ERR denied no challenge outstanding"), "{r}");
+        // Expired: valid strictly less than 30 s.
+        let (_, late) = challenge(&mut a, t, &mut s, b"s3cret", &mut env);
+        let t30 = t + Duration::from_secs(AUTH_NONCE_SECS);
+        let r = run(&mut a, t30, &mut s, &late, &mut env);
+        assert_eq!(
+            r,
+            "ERR denied the challenge expired (send AUTH for a new one)\n"
+        );
+        let (_, in_time) = challenge(&mut a, t30, &mut s, b"s3cret", &mut env);
+        let just = t30 + Duration::from_millis(29_999);
+        assert_eq!(run(&mut a, just, &mut s, &in_time, &mut env), "OK\n");
+        assert_eq!(a.stats.auth_failures, 4);
+        // Uppercase hex of the right tag is still the right tag.
+        let mut u = Session::new(Transport::Tcp);
+        let (_, good) = challenge(&mut a, just, &mut u, b"s3cret", &mut env);
+        assert_eq!(
+            run(&mut a, just, &mut u, &good.to_uppercase(), &mut env),
+            "OK\n"
+        );
+    }
+
+    #[test]
+    fn a_nonce_belongs_to_its_connection_and_a_new_one_replaces_it() {
+        let t = Instant::now();
+        let mut a = agent(t, false);
+        a.set_token(Some(b"s3cret"));
+        let mut env = FakeEnv::default();
+        let (mut s1, mut s2) = (Session::new(Transport::Tcp), Session::new(Transport::Tcp));
+        let (_, for_s1) = challenge(&mut a, t, &mut s1, b"s3cret", &mut env);
+        let r = run(&mut a, t, &mut s2, &for_s1, &mut env);
+        assert!(r.starts_with("ERR denied no challenge outstanding"), "{r}");
+        let (_, old) = challenge(&mut a, t, &mut s2, b"s3cret", &mut env);
+        let (_, new) = challenge(&mut a, t, &mut s2, b"s3cret", &mut env);
+        assert!(run(&mut a, t, &mut s2, &old, &mut env).starts_with("ERR denied wrong answer"));
+        let (_, new2) = challenge(&mut a, t, &mut s2, b"s3cret", &mut env);
+        assert_ne!(new, new2);
+        assert_eq!(run(&mut a, t, &mut s2, &new2, &mut env), "OK\n");
+        assert_eq!(run(&mut a, t, &mut s1, &for_s1, &mut env), "OK\n");
+    }
+
+    #[test]
+    fn plain_token_is_refused_over_tcp_unless_plain_auth() {
+        let t = Instant::now();
+        let mut env = FakeEnv::default();
+        let mut a = agent(t, false);
+        a.set_token(Some(b"s3cret"));
+        let mut s = Session::new(Transport::Tcp);
+        let r = run(&mut a, t, &mut s, "AUTH s3cret", &mut env);
+        assert!(
+            r.starts_with("ERR denied plain AUTH <token> is off over TCP"),
+            "{r}"
+        );
+        assert!(!s.authed);
+        // The Unix socket is local: the token crosses no network, so plain AUTH works there.
+        let mut u = Session::new(Transport::Unix);
+        assert_eq!(run(&mut a, t, &mut u, "AUTH s3cret", &mut env), "OK\n");
+        let mut p = agent_with(t, false, true);
+        p.set_token(Some(b"s3cret"));
+        let mut s = Session::new(Transport::Tcp);
+        assert_eq!(
+            run(&mut p, t, &mut s, "AUTH nope", &mut env),
+            "ERR denied bad token\n"
+        );
+        let t = t + Duration::from_secs(1);
+        assert_eq!(run(&mut p, t, &mut s, "AUTH s3cret", &mut env), "OK\n");
+        // With --plain-auth the challenge still works.
+        let mut s = Session::new(Transport::Tcp);
+        let (_, good) = challenge(&mut p, t, &mut s, b"s3cret", &mut env);
+        assert_eq!(run(&mut p, t, &mut s, &good, &mut env), "OK\n");
+    }
+
+    #[test]
+    fn no_token_or_no_randomness_never_authenticates() {
+        let t = Instant::now();
+        let mut a = agent(t, false);
+        let mut env = FakeEnv::default();
+        let mut s = Session::new(Transport::Tcp);
+        let (_, ans) = challenge(&mut a, t, &mut s, b"", &mut env);
+        assert!(run(&mut a, t, &mut s, &ans, &mut env).starts_with("ERR denied wrong answer"));
+        a.set_token(Some(b"s3cret"));
+        env.no_random = true;
+        let r = run(&mut a, t, &mut s, "AUTH", &mut env);
+        assert_eq!(r, "ERR busy no randomness for a challenge, try later\n");
+        assert!(s.challenge.is_none());
     }
 
     #[test]
@@ -594,9 +828,15 @@ mod tests {
             assert!(run(&mut a, t, &mut s, "AUTH x", &mut env).starts_with("ERR denied"));
         }
         let mut s = Session::new(Transport::Tcp);
-        assert!(run(&mut a, t, &mut s, "AUTH tok", &mut env).starts_with("ERR busy"));
+        let (_, good) = challenge(&mut a, t, &mut s, b"tok", &mut env);
+        assert!(run(&mut a, t, &mut s, &good, &mut env).starts_with("ERR busy"));
+        // The refused answer used up its nonce too.
         let later = t + Duration::from_secs(1);
-        assert_eq!(run(&mut a, later, &mut s, "AUTH tok", &mut env), "OK\n");
+        let r = run(&mut a, later, &mut s, &good, &mut env);
+        assert!(r.starts_with("ERR denied no challenge"), "{r}");
+        let later = later + Duration::from_secs(1);
+        let (_, good) = challenge(&mut a, later, &mut s, b"tok", &mut env);
+        assert_eq!(run(&mut a, later, &mut s, &good, &mut env), "OK\n");
     }
 
     #[test]

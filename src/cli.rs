@@ -63,9 +63,12 @@ pub struct AgentArgs {
     /// group that owns the Unix socket (mode 0660)
     #[argh(option)]
     pub socket_group: Option<String>,
-    /// file holding the token that AUTH must present before SET/DEL/INTERVAL n/IDENTIFY over TCP (re-read on SIGHUP)
+    /// file holding the token whose AUTH challenge a TCP client must answer before SET/DEL/INTERVAL n/IDENTIFY (re-read on SIGHUP)
     #[argh(option)]
     pub token_file: Option<PathBuf>,
+    /// also accept AUTH with the token itself over TCP (off by default: the token would cross the network in clear)
+    #[argh(switch)]
+    pub plain_auth: bool,
     /// LED for IDENTIFY: a /sys/class/leds/NAME directory or a brightness file
     #[argh(option)]
     pub led: Option<PathBuf>,
@@ -93,7 +96,7 @@ pub struct CtlArgs {
     /// seconds to wait for the reply (default 5)
     #[argh(option, short = 't', default = "5.0")]
     pub timeout: f64,
-    /// file holding the token: send AUTH first (TCP)
+    /// file holding the token: answer the agent's AUTH challenge first (the token itself is never sent)
     #[argh(option)]
     pub token_file: Option<PathBuf>,
     /// the command, e.g. PING, STATUS, SET room kitchen
@@ -143,6 +146,7 @@ pub struct AgentConfig {
     pub socket: Option<PathBuf>,
     pub socket_group: Option<String>,
     pub token_file: Option<PathBuf>,
+    pub plain_auth: bool,
     pub led: Option<PathBuf>,
     pub thermal: String,
     pub verbose: u8,
@@ -216,6 +220,7 @@ impl AgentArgs {
             socket: self.socket,
             socket_group: self.socket_group,
             token_file: self.token_file,
+            plain_auth: self.plain_auth,
             led: self.led,
             thermal: self.thermal,
             verbose: self.verbose,

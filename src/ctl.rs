@@ -1,10 +1,12 @@
 //! `tether ctl`: send one command, print the one-line reply, exit with a sysexits code
-//! (0 ok, 1 the agent answered ERR, 64 usage, 69 unreachable, 75 timeout, 77 denied).
+//! (0 ok, 1 the agent answered ERR, 64 usage, 69 unreachable, 75 timeout, 76 not tether's
+//! protocol, 77 denied).
 //! A client process, so it may allocate and block (with a deadline).
 
+use crate::agent::AUTH_CHALLENGE_PREFIX;
 use crate::cli::CtlArgs;
 use crate::daemon::{Fatal, EX_UNAVAILABLE, EX_USAGE};
-use crate::limits::LINE_MAX;
+use crate::limits::{AUTH_NONCE_BYTES, LINE_MAX};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
@@ -13,6 +15,8 @@ use std::time::{Duration, Instant};
 pub const EX_ERR: u8 = 1;
 pub const EX_TEMPFAIL: u8 = 75;
 pub const EX_NOPERM: u8 = 77;
+/// The agent answered something that is not tether's protocol.
+pub const EX_PROTOCOL: u8 = 76;
 
 trait Stream: Read + Write {
     fn set_timeout(&self, d: Duration) -> std::io::Result<()>;
@@ -87,6 +91,30 @@ fn exchange(s: &mut dyn Stream, line: &str, deadline: Instant) -> Result<String,
     }
 }
 
+/// The AUTH challenge: asks for a nonce, answers HMAC-SHA256(token, "tether-auth-v1:" nonce).
+/// The token itself never leaves this process. Returns the agent's last reply line.
+fn authenticate(s: &mut dyn Stream, token: &[u8], deadline: Instant) -> Result<String, Fatal> {
+    let reply = exchange(s, "AUTH", deadline)?;
+    let Some(nonce) = reply.strip_prefix("OK ") else {
+        return Ok(reply);
+    };
+    let mut raw = [0u8; AUTH_NONCE_BYTES];
+    if !crate::proto::hex::decode(nonce.as_bytes(), &mut raw) {
+        return Err(Fatal {
+            code: EX_PROTOCOL,
+            msg: format!(
+                "AUTH: expected OK and a {}-digit nonce, got {reply:?}",
+                2 * AUTH_NONCE_BYTES
+            ),
+        });
+    }
+    let tag = crate::crypto::hmac_sha256(token, &[AUTH_CHALLENGE_PREFIX, nonce.as_bytes()]);
+    let mut answer = [0u8; 64];
+    crate::proto::hex::encode(&tag, &mut answer);
+    let line = format!("AUTH {}", String::from_utf8_lossy(&answer));
+    exchange(s, &line, deadline)
+}
+
 fn exit_for(reply: &str) -> u8 {
     if reply.starts_with("ERR denied") {
         EX_NOPERM
@@ -157,11 +185,11 @@ pub fn run(args: CtlArgs) -> Result<u8, Fatal> {
         }
     };
     if let Some(tf) = &args.token_file {
-        let token = std::fs::read_to_string(tf).map_err(|e| Fatal {
+        let token = std::fs::read(tf).map_err(|e| Fatal {
             code: crate::daemon::EX_CONFIG,
             msg: format!("--token-file {}: {e}", tf.display()),
         })?;
-        let reply = exchange(stream.as_mut(), &format!("AUTH {}", token.trim()), deadline)?;
+        let reply = authenticate(stream.as_mut(), token.trim_ascii(), deadline)?;
         if reply != "OK" {
             println!("{reply}");
             return Ok(exit_for(&reply).max(EX_ERR));

@@ -109,6 +109,7 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
         max_clients: cfg.max_clients,
         interval_secs: cfg.interval_secs,
         led: led.is_some(),
+        plain_auth: cfg.plain_auth,
     };
     let agent = Agent::new(now, &id, &core_cfg);
     let beacon: Option<Box<dyn crate::runloop::Beacon>> = match (&cfg.beacon, &beacon_iface) {

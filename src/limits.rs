@@ -37,6 +37,10 @@ pub const AUTH_FAIL_DELAY_MS: u64 = 1000;
 /// Across all clients, at most this many failed AUTHs per second are checked;
 /// beyond it AUTH answers `ERR busy` without comparing.
 pub const AUTH_FAILS_PER_SEC: u32 = 5;
+/// A challenge nonce (`AUTH` alone) is valid this long, once, on its own connection.
+pub const AUTH_NONCE_SECS: u64 = 30;
+/// Random bytes in a challenge nonce (sent as twice as many lowercase hex digits).
+pub const AUTH_NONCE_BYTES: usize = 16;
 
 /// Beacon datagram and probe size (both directions), in bytes.
 pub const DATAGRAM_MAX: usize = 512;

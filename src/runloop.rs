@@ -195,6 +195,10 @@ impl Env for Io {
         crate::alloc_count::allocations().saturating_sub(self.alloc_base)
     }
 
+    fn random(&mut self, buf: &mut [u8]) -> Result<(), &'static str> {
+        crate::crypto::fill_random(buf).map_err(|_| "getrandom failed")
+    }
+
     fn beacon(&self) -> (BeaconState, &BeaconInfo) {
         match &self.beacon {
             Some(b) => b.state(),

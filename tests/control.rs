@@ -169,15 +169,6 @@ fn every_command(a: &Agent, mk: &dyn Fn() -> Client, kind: &str) {
     assert!(c.closed(), "no EOF after QUIT");
 }
 
-fn token_agent(token: &str, extra: &[&str]) -> (Agent, std::path::PathBuf) {
-    let dir = temp_dir("token");
-    let tf = dir.join("token");
-    std::fs::write(&tf, format!("{token}\n")).unwrap();
-    let mut args = vec!["--token-file", tf.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    (Agent::start(&args), tf)
-}
-
 #[test]
 fn every_command_over_unix() {
     let a = Agent::start(&[]);
@@ -186,14 +177,14 @@ fn every_command_over_unix() {
 
 #[test]
 fn every_command_over_tcp_v4() {
-    let (a, _tf) = token_agent("s3cret", &[]);
+    let (a, _tf) = token_agent("s3cret\n", &[]);
     let addr = a.tcp_addr();
     assert!(addr.is_ipv4());
     every_command(
         &a,
         &|| {
             let mut c = Client::tcp(addr);
-            assert_eq!(c.req("AUTH s3cret"), "OK");
+            assert_eq!(c.auth("s3cret"), "OK");
             c
         },
         "tcp-client",
@@ -207,7 +198,7 @@ fn every_command_over_tcp_v6() {
         return;
     }
     let (a, _tf) = token_agent(
-        "s3cret",
+        "s3cret\n",
         &["--listen", "[::1]:0", "--listen", "127.0.0.1:0"],
     );
     assert_eq!(a.tcp.len(), 2, "{}", a.ready);
@@ -217,7 +208,7 @@ fn every_command_over_tcp_v6() {
         &a,
         &|| {
             let mut c = Client::tcp(v6);
-            assert_eq!(c.req("AUTH s3cret"), "OK");
+            assert_eq!(c.auth("s3cret"), "OK");
             c
         },
         "tcp-client",
@@ -345,7 +336,7 @@ fn pipelined_requests_get_one_reply_each_in_order() {
 
 #[test]
 fn tcp_is_read_only_until_auth_and_unix_is_not() {
-    let (a, _tf) = token_agent("s3cret", &[]);
+    let (a, _tf) = token_agent("s3cret\n", &[]);
     let mut t = a.tcp();
     for cmd in [
         "SET a b",
@@ -367,7 +358,7 @@ fn tcp_is_read_only_until_auth_and_unix_is_not() {
     assert_eq!(u.req("SET a b"), "OK");
     assert_eq!(t.req("GET a"), "OK b");
     // The right token unlocks this connection only.
-    assert_eq!(t.req("AUTH s3cret"), "OK");
+    assert_eq!(t.auth("s3cret"), "OK");
     assert_eq!(t.req("SET a c"), "OK");
     assert_eq!(t.req("INTERVAL 9"), "OK 9");
     assert_eq!(u.req("GET a"), "OK c");
@@ -378,12 +369,15 @@ fn tcp_is_read_only_until_auth_and_unix_is_not() {
 
 #[test]
 fn wrong_token_is_denied_and_slowed() {
-    let (a, _tf) = token_agent("s3cret", &[]);
+    let (a, _tf) = token_agent("s3cret\n", &[]);
     let mut t = a.tcp();
+    let nonce = t.req("AUTH");
+    let nonce = nonce.strip_prefix("OK ").expect("a nonce");
     let t0 = Instant::now();
-    t.send(b"AUTH guess\nPING\n").unwrap();
+    t.send(format!("{}\nPING\n", auth_answer(b"guess", nonce)).as_bytes())
+        .unwrap();
     let r = t.line().unwrap();
-    assert!(r.starts_with("ERR denied"), "{r}");
+    assert_eq!(r, "ERR denied wrong answer to the challenge");
     assert_eq!(t.line().unwrap(), "PONG");
     let held = t0.elapsed();
     assert!(
@@ -403,21 +397,23 @@ fn wrong_token_is_denied_and_slowed() {
         "another client waited for the held one"
     );
     assert!(a.stats()["auth_failures"].as_u64().unwrap() >= 2);
-    // Empty AUTH is a usage error, not a guess.
-    assert!(other.req("AUTH").starts_with("ERR bad-argument "));
+    // AUTH alone is a request for a challenge, not a guess.
+    let before = a.stats()["auth_failures"].as_u64().unwrap();
+    assert!(other.req("AUTH").starts_with("OK "));
+    assert_eq!(a.stats()["auth_failures"].as_u64().unwrap(), before);
 }
 
 #[test]
 fn sighup_rereads_the_token_file() {
-    let (a, tf) = token_agent("old-token", &[]);
-    assert_eq!(a.tcp().req("AUTH old-token"), "OK");
+    let (a, tf) = token_agent("old-token\n", &[]);
+    assert_eq!(a.tcp().auth("old-token"), "OK");
     std::fs::write(&tf, "new-token\n").unwrap();
     a.signal(1); // SIGHUP
                  // The reload has no reply of its own: retry (each failure costs a 1 s hold).
     let mut ok = false;
     for _ in 0..5 {
         let mut t = a.tcp();
-        if t.req("AUTH new-token") == "OK" {
+        if t.auth("new-token") == "OK" {
             assert_eq!(t.req("SET k v"), "OK");
             ok = true;
             break;
@@ -425,7 +421,7 @@ fn sighup_rereads_the_token_file() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(ok, "new token not accepted after SIGHUP");
-    let r = a.tcp().req("AUTH old-token");
+    let r = a.tcp().auth("old-token");
     assert!(r.starts_with("ERR denied"), "old token still works: {r}");
     assert_eq!(a.unix().req("GET k"), "OK v");
 }

@@ -112,7 +112,10 @@ fn check_parse(b: &[u8]) {
             }
             Request::Interval(Some(n)) => assert!((1..=3600).contains(&n), "{b:?}"),
             Request::Identify(Some(n)) => assert!(n <= 3600, "{b:?}"),
-            Request::Auth(t) => assert!(!t.is_empty(), "{b:?}"),
+            Request::Auth(Some(t)) => assert!(
+                !t.is_empty() && t[0] != b' ' && t[t.len() - 1] != b' ',
+                "{b:?}"
+            ),
             _ => {}
         },
     }

@@ -15,7 +15,7 @@ fuzz_target!(|line: &[u8]| {
             assert!(Request::Set { key, value, ttl }.mutates());
         }
         Ok(Request::Get(k)) | Ok(Request::Del(k)) => assert!(valid_key(k)),
-        Ok(Request::Auth(t)) => assert!(!t.is_empty()),
+        Ok(Request::Auth(Some(t))) => assert!(!t.is_empty()),
         Ok(_) => {}
         Err(e) => assert!(!e.code.as_str().is_empty() && !e.text.is_empty()),
     }

@@ -8,9 +8,11 @@
 //! - [`line`]: splitting a client's byte stream into request lines.
 //! - [`request`]: one line -> [`request::Request`] (an enum; never a chain of string compares).
 //! - [`reply`]: the fixed reply vocabulary (`PONG`, `OK ...`, `ERR <code> <text>`).
+//! - [`hex`]: lowercase hex encoding and strict decoding.
 //! - [`wbuf`] / [`json`]: a fixed-size `fmt::Write` buffer and JSON string escaping.
 
 pub mod beacon;
+pub mod hex;
 pub mod json;
 pub mod line;
 pub mod reply;

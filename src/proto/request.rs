@@ -24,7 +24,8 @@ pub enum Request<'a> {
     Identify(Option<u32>),
     Stats,
     Sockets,
-    Auth(&'a [u8]),
+    /// `AUTH` alone asks for a challenge; `AUTH <arg>` answers one (or is a plain token).
+    Auth(Option<&'a [u8]>),
     Quit,
 }
 
@@ -91,7 +92,6 @@ const E_TTL: Error = Error::new(ErrCode::BadArgument, "ttl must be 1-31536000 se
 const E_USAGE_GET: Error = Error::new(ErrCode::BadArgument, "usage: GET key");
 const E_USAGE_DEL: Error = Error::new(ErrCode::BadArgument, "usage: DEL key");
 const E_USAGE_SET: Error = Error::new(ErrCode::BadArgument, "usage: SET key value [ttl=SECS]");
-const E_USAGE_AUTH: Error = Error::new(ErrCode::BadArgument, "usage: AUTH token");
 const E_INTERVAL: Error = Error::new(ErrCode::BadArgument, "interval must be 1-3600 seconds");
 const E_IDENTIFY: Error = Error::new(ErrCode::BadArgument, "identify takes 0-3600 seconds");
 
@@ -225,13 +225,7 @@ pub fn parse(line: &[u8]) -> Result<Request<'_>, Error> {
         Cmd::Interval => opt_number(rest, INTERVAL_MIN_SECS, INTERVAL_MAX_SECS, E_INTERVAL)
             .map(Request::Interval),
         Cmd::Identify => opt_number(rest, 0, IDENTIFY_MAX_SECS, E_IDENTIFY).map(Request::Identify),
-        Cmd::Auth => {
-            if rest.is_empty() {
-                Err(E_USAGE_AUTH)
-            } else {
-                Ok(Request::Auth(rest))
-            }
-        }
+        Cmd::Auth => Ok(Request::Auth((!rest.is_empty()).then_some(rest))),
     }
 }
 
@@ -305,5 +299,14 @@ mod tests {
         assert!(!parse(b"INTERVAL").unwrap().mutates());
         assert!(parse(b"IDENTIFY").unwrap().mutates());
         assert!(!parse(b"GET a").unwrap().mutates());
+        assert!(!parse(b"AUTH").unwrap().mutates());
+    }
+
+    #[test]
+    fn auth_alone_asks_for_a_challenge() {
+        assert_eq!(parse(b"AUTH"), Ok(Request::Auth(None)));
+        assert_eq!(parse(b"auth   "), Ok(Request::Auth(None)));
+        assert_eq!(parse(b"AUTH 00ff"), Ok(Request::Auth(Some(b"00ff"))));
+        assert_eq!(parse(b"AUTH a b "), Ok(Request::Auth(Some(b"a b"))));
     }
 }

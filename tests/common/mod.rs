@@ -450,6 +450,17 @@ impl Client {
             .unwrap_or_else(|e| panic!("no reply to {line:?}: {e}"))
     }
 
+    /// The AUTH challenge as a client does it: `AUTH`, then the HMAC of the nonce.
+    /// Returns the agent's answer to the second line (`OK` on success).
+    pub fn auth(&mut self, token: &str) -> String {
+        let r = self.req("AUTH");
+        let nonce = r
+            .strip_prefix("OK ")
+            .unwrap_or_else(|| panic!("AUTH gave no nonce: {r:?}"));
+        assert_eq!(nonce.len(), 32, "{r}");
+        self.req(&auth_answer(token.as_bytes(), nonce))
+    }
+
     /// True when the agent has closed the connection (EOF or reset) within the timeout.
     pub fn closed(&mut self) -> bool {
         let mut b = [0u8; 64];
@@ -462,6 +473,28 @@ impl Client {
             }
         }
     }
+}
+
+/// An agent started with `--token-file` holding `token_text` (written as is), plus `extra`;
+/// also returns the token file's path.
+pub fn token_agent(token_text: &str, extra: &[&str]) -> (Agent, PathBuf) {
+    let tf = temp_dir("token").join("token");
+    std::fs::write(&tf, token_text).unwrap();
+    let mut args = vec!["--token-file", tf.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    (Agent::start(&args), tf)
+}
+
+/// `AUTH <hex>` answering challenge `nonce` with `token`: HMAC-SHA256(key = token,
+/// message = "tether-auth-v1:" + nonce), computed here with RustCrypto's crates directly.
+pub fn auth_answer(token: &[u8], nonce: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut m = <Hmac<sha2::Sha256> as Mac>::new_from_slice(token).unwrap();
+    m.update(b"tether-auth-v1:");
+    m.update(nonce.as_bytes());
+    let tag = m.finalize().into_bytes();
+    let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+    format!("AUTH {hex}")
 }
 
 /// Polls `f` every 20 ms until it is true or `d` (already slack-adjusted by the caller
