@@ -66,6 +66,9 @@ pub struct AgentArgs {
     /// file holding the token that AUTH must present before SET/DEL/INTERVAL n/IDENTIFY over TCP (re-read on SIGHUP)
     #[argh(option)]
     pub token_file: Option<PathBuf>,
+    /// file holding the fleet key (16-256 bytes, whitespace trimmed): every beacon and probe answer is signed with it (re-read on SIGHUP)
+    #[argh(option)]
+    pub fleet_key: Option<PathBuf>,
     /// LED for IDENTIFY: a /sys/class/leds/NAME directory or a brightness file
     #[argh(option)]
     pub led: Option<PathBuf>,
@@ -120,6 +123,12 @@ pub struct ScanArgs {
     /// UDP port agents listen on (default 4546)
     #[argh(option, default = "DEFAULT_BEACON_PORT")]
     pub port: u16,
+    /// file holding the fleet key: check each board's signature (TRUST column) and list only signed boards
+    #[argh(option)]
+    pub fleet_key: Option<PathBuf>,
+    /// with --fleet-key, also list unsigned, forged and replayed boards
+    #[argh(switch)]
+    pub all: bool,
 }
 
 /// Beacon settings; `None` in [`AgentConfig::beacon`] means `--no-beacon`.
@@ -143,6 +152,7 @@ pub struct AgentConfig {
     pub socket: Option<PathBuf>,
     pub socket_group: Option<String>,
     pub token_file: Option<PathBuf>,
+    pub fleet_key: Option<PathBuf>,
     pub led: Option<PathBuf>,
     pub thermal: String,
     pub verbose: u8,
@@ -216,6 +226,7 @@ impl AgentArgs {
             socket: self.socket,
             socket_group: self.socket_group,
             token_file: self.token_file,
+            fleet_key: self.fleet_key,
             led: self.led,
             thermal: self.thermal,
             verbose: self.verbose,

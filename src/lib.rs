@@ -25,6 +25,7 @@ pub mod agent;
 pub mod alloc_count;
 pub mod beacon;
 pub mod cli;
+pub mod crypto;
 pub mod ctl;
 pub mod daemon;
 pub mod facts;
