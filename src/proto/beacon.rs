@@ -584,6 +584,17 @@ mod tests {
     }
 
     #[test]
+    fn a_tag_made_by_another_hmac_implementation_verifies() {
+        // fuzz/seeds/verify/signed was signed by Python's hmac module following the
+        // README's rule: byte 0 = key length - 16, the key, then the datagram.
+        let seed = include_bytes!("../../fuzz/seeds/verify/signed");
+        let klen = 16 + usize::from(seed[0]);
+        let key = FleetKey::parse(&seed[1..1 + klen]).unwrap();
+        let d = &seed[1 + klen..];
+        assert_eq!(verify(d, &key, Ipv4Addr::new(10, 0, 0, 1), None), Trust::Signed);
+    }
+
+    #[test]
     fn probes() {
         let mut p = [0u8; 512];
         let n = write_probe(&mut p, b"abc123");
