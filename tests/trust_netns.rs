@@ -366,7 +366,10 @@ fn fleet_key_signs_and_scan_tells_signed_forged_altered_replayed() {
 
     // Signed beacons and signed probe answers touched no heap.
     for b in &boards {
-        assert_eq!(b.allocations(), 0);
+        let stats = b.unix().req("STATS");
+        assert_eq!(json_u64(&stats, "allocs_since_ready"), Some(0), "{stats}");
+        assert!(json_u64(&stats, "probes_answered").unwrap() >= 3, "{stats}");
+        assert!(json_u64(&stats, "beacons_sent").unwrap() >= 3, "{stats}");
     }
 
     // Rotation: board 1 gets a new key and SIGHUP; a scan with the old key no longer

@@ -591,7 +591,10 @@ mod tests {
         let klen = 16 + usize::from(seed[0]);
         let key = FleetKey::parse(&seed[1..1 + klen]).unwrap();
         let d = &seed[1 + klen..];
-        assert_eq!(verify(d, &key, Ipv4Addr::new(10, 0, 0, 1), None), Trust::Signed);
+        assert_eq!(
+            verify(d, &key, Ipv4Addr::new(10, 0, 0, 1), None),
+            Trust::Signed
+        );
     }
 
     #[test]
