@@ -31,11 +31,11 @@ pub fn load_key(path: &Path) -> Result<FleetKey, String> {
         .to_str()
         .and_then(|p| crate::sys::read_small(p, &mut buf))
         .ok_or_else(|| format!("--fleet-key {}: missing or unreadable", path.display()))?;
-    let raw = if n == buf.len() { &buf[..] } else { &buf[..n] };
+    // A full buffer means the file may go on: too long either way.
     let key = if n == buf.len() {
         Err(beacon::KeyError::Long)
     } else {
-        FleetKey::parse(raw)
+        FleetKey::parse(&buf[..n])
     };
     key.map_err(|e| format!("--fleet-key {}: {e}", path.display()))
 }

@@ -235,3 +235,23 @@ fn ready_line(rl: &RunLoop) -> String {
         rl.io.unix.path.display()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::placeholder_machine_id;
+
+    #[test]
+    fn placeholder_machine_ids() {
+        for p in [
+            &b""[..],
+            b"\n",
+            b"00000000000000000000000000000000\n",
+            b"uninitialized\n",
+        ] {
+            assert!(placeholder_machine_id(p), "{p:?}");
+        }
+        assert!(!placeholder_machine_id(
+            b"3d1219c7c4c5404aaa1f6d2a48adfda4\n"
+        ));
+    }
+}
