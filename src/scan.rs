@@ -218,6 +218,28 @@ impl Boards {
     }
 }
 
+impl Boards {
+    /// What a key hid from the listing, e.g. `hidden: 1 forged, 2 replayed (--all shows
+    /// them)`; None when nothing was hidden.
+    pub fn hidden(&self, all: bool) -> Option<String> {
+        if all || self.key.is_none() {
+            return None;
+        }
+        let mut counts: BTreeMap<Trust, usize> = BTreeMap::new();
+        for r in self.rows.values().filter(|r| r.trust != Trust::Signed) {
+            *counts.entry(r.trust).or_default() += 1;
+        }
+        if counts.is_empty() {
+            return None;
+        }
+        let list: Vec<String> = counts
+            .iter()
+            .map(|(t, n)| format!("{n} {}", t.as_str()))
+            .collect();
+        Some(format!("hidden: {} (--all shows them)", list.join(", ")))
+    }
+}
+
 /// Rows whose id can be taken at its word for clone detection.
 fn believable(t: Trust) -> bool {
     matches!(t, Trust::Signed | Trust::Unsigned | Trust::Unchecked)
@@ -534,16 +556,14 @@ pub fn run(args: ScanArgs) -> Result<u8, Fatal> {
             args.timeout,
             dev.map(|d| format!(" on {d}")).unwrap_or_default()
         );
-        let hidden = boards.rows.len();
-        if hidden > 0 {
-            eprintln!(
-                "error: no signed board answered {within}; {hidden} unsigned, forged or \
-                 replayed hidden (--all shows them)"
-            );
-        } else {
-            eprintln!("error: no boards answered {within}");
+        match boards.hidden(args.all) {
+            Some(h) => eprintln!("error: no signed board answered {within}; {h}"),
+            None => eprintln!("error: no boards answered {within}"),
         }
         return Ok(EX_UNAVAILABLE);
+    }
+    if let Some(h) = boards.hidden(args.all) {
+        eprintln!("note: {h}");
     }
     Ok(0)
 }
@@ -665,6 +685,11 @@ mod tests {
         for t in ["signed", "forged", "replayed", "unsigned"] {
             assert!(all.contains(&t), "{all:?}");
         }
+        assert_eq!(
+            bs.hidden(false).as_deref(),
+            Some("hidden: 1 unsigned, 1 forged, 2 replayed (--all shows them)")
+        );
+        assert_eq!(bs.hidden(true), None);
         let t = table(&bs.shown(true), now, Duration::from_secs(15), true);
         assert!(t.lines().next().unwrap().ends_with(" TRUST"), "{t}");
     }

@@ -306,6 +306,11 @@ fn fleet_key_signs_and_scan_tells_signed_forged_altered_replayed() {
     addrs.sort();
     assert_eq!(addrs, ["10.241.71.1", "10.241.71.2", "10.241.71.3"]);
     assert!(rows.iter().all(|r| r["dup_id"] == false));
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("note: hidden: ") && l.contains(" forged")),
+        "{err}"
+    );
 
     // --all shows what the forger sent, from where it really came.
     let (code, rows, err) = lan.scan_json(&["--fleet-key", key, "--all", "-t", "2"]);
