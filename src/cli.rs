@@ -126,7 +126,7 @@ pub struct ScanArgs {
     /// file holding the fleet key: check each board's signature (TRUST column) and list only signed boards
     #[argh(option)]
     pub fleet_key: Option<PathBuf>,
-    /// with --fleet-key, also list unsigned, forged and replayed boards
+    /// with --fleet-key, also list unsigned, forged and replayed boards (without a key every board is listed anyway)
     #[argh(switch)]
     pub all: bool,
 }

@@ -484,9 +484,6 @@ pub fn run(args: ScanArgs) -> Result<u8, Fatal> {
         })?),
         None => None,
     };
-    if args.all && key.is_none() {
-        return Err(usage("--all needs --fleet-key".into()));
-    }
     if let Some(i) = &args.iface {
         if !valid_ifname(i) {
             return Err(usage(format!("-i {i:?}: not a valid interface name")));
