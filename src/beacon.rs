@@ -3,21 +3,48 @@
 //! on shutdown. The interface may vanish, go down, come back or be recreated with a new
 //! index: each tick re-reads it and reopens the socket when its index changed.
 //!
+//! With a fleet key every datagram (beacon, probe answer, goodbye) is signed (see
+//! `proto::beacon`); the key is re-read on SIGHUP, and a bad file then keeps the old key.
+//!
 //! Driven by the run loop through [`crate::runloop::Beacon`]; sockets through `sys::udp`,
 //! bytes through `proto::beacon`. No heap after start-up.
 
 use crate::agent::{Agent, BeaconInfo, BeaconState, Board};
-use crate::limits::{DATAGRAM_MAX, PROBE_BURST, PROBE_PER_SEC, WARN_EVERY_SECS};
-use crate::proto::beacon::{self, Fields};
+use crate::limits::{DATAGRAM_MAX, FLEET_KEY_MAX, PROBE_BURST, PROBE_PER_SEC, WARN_EVERY_SECS};
+use crate::proto::beacon::{self, Fields, FleetKey};
 use crate::proto::wbuf::WBuf;
 use crate::sys::{iface, net, udp};
 use core::fmt::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Datagrams read per readable event, so a flood costs bounded work per loop turn.
 const RECV_PER_TURN: usize = 32;
+
+/// Reads a fleet key file (`--fleet-key`): its contents with surrounding whitespace
+/// trimmed, [`crate::limits::FLEET_KEY_MIN`]..=[`FLEET_KEY_MAX`] bytes. No heap on success.
+pub fn load_key(path: &Path) -> Result<FleetKey, String> {
+    let mut buf = [0u8; FLEET_KEY_MAX + 64];
+    let n = path
+        .to_str()
+        .and_then(|p| crate::sys::read_small(p, &mut buf))
+        .ok_or_else(|| format!("--fleet-key {}: missing or unreadable", path.display()))?;
+    // A full buffer means the file may go on: too long either way.
+    let key = if n == buf.len() {
+        Err(beacon::KeyError::Long)
+    } else {
+        FleetKey::parse(&buf[..n])
+    };
+    key.map_err(|e| format!("--fleet-key {}: {e}", path.display()))
+}
+
+/// The fleet key and the file it came from (re-read on SIGHUP).
+pub struct Signing {
+    pub path: PathBuf,
+    pub key: FleetKey,
+}
 
 pub struct Beacon {
     iface: iface::IfName,
@@ -32,10 +59,24 @@ pub struct Beacon {
     /// Token bucket for probe answers: (tokens, last refill).
     bucket: (u32, Instant),
     last_warn: Option<Instant>,
+    /// 16 hex digits, random per agent start: sent as `run` in every datagram.
+    run: heapless::String<16>,
+    signing: Option<Signing>,
 }
 
 impl Beacon {
-    pub fn new(now: Instant, iface: &str, port: u16, ctl_port: u16) -> Beacon {
+    pub fn new(
+        now: Instant,
+        iface: &str,
+        port: u16,
+        ctl_port: u16,
+        run: [u8; 8],
+        signing: Option<Signing>,
+    ) -> Beacon {
+        let mut hex = [0u8; 16];
+        crate::proto::hex::encode(&run, &mut hex);
+        let mut run = heapless::String::new();
+        let _ = run.push_str(core::str::from_utf8(&hex).unwrap_or("0000000000000000"));
         let mut name = iface::IfName::new();
         let _ = name.push_str(iface);
         let info = BeaconInfo {
@@ -54,6 +95,8 @@ impl Beacon {
             first_due: now,
             bucket: (PROBE_BURST, now),
             last_warn: None,
+            run,
+            signing,
         }
     }
 
@@ -153,6 +196,7 @@ impl Beacon {
             iface: &self.iface,
             port: self.ctl_port,
             seq: self.info.seq,
+            run: Some(&self.run),
             uptime: board.uptime_s,
             load: board.load[0],
             mem_avail_kb: board.mem_avail_kb,
@@ -162,13 +206,15 @@ impl Beacon {
         }
     }
 
-    /// Encodes `f` with the agent's facts into `out`, at most `max` bytes.
-    fn encode(out: &mut [u8], max: usize, f: &Fields<'_>, agent: &Agent) -> Option<usize> {
+    /// Encodes `f` with the agent's facts into `out`, at most `max` bytes, signed when
+    /// there is a fleet key.
+    fn encode(&self, out: &mut [u8], max: usize, f: &Fields<'_>, agent: &Agent) -> Option<usize> {
         let facts = agent
             .facts
             .iter()
             .map(|f| (f.key.as_slice(), f.value.as_slice()));
-        beacon::encode(out, max, f, facts)
+        let key = self.signing.as_ref().map(|s| &s.key);
+        beacon::encode_signed(out, max, f, facts, key)
     }
 
     fn send(
@@ -184,7 +230,7 @@ impl Beacon {
             bye,
             ..self.fields(agent, board, addr)
         };
-        let Some(n) = Self::encode(&mut out, DATAGRAM_MAX, &f, agent) else {
+        let Some(n) = self.encode(&mut out, DATAGRAM_MAX, &f, agent) else {
             return;
         };
         let Some((fd, _)) = &self.sock else { return };
@@ -288,7 +334,7 @@ impl crate::runloop::Beacon for Beacon {
                 nonce: Some(&nonce_copy[..nl]),
                 ..self.fields(agent, b, addr)
             };
-            let Some(len) = Self::encode(&mut out, n, &f, agent) else {
+            let Some(len) = self.encode(&mut out, n, &f, agent) else {
                 agent.stats.datagrams_dropped += 1;
                 continue;
             };
@@ -313,6 +359,20 @@ impl crate::runloop::Beacon for Beacon {
 
     fn state(&self) -> (BeaconState, &BeaconInfo) {
         (self.state, &self.info)
+    }
+
+    fn reload_key(&mut self) {
+        let Some(s) = self.signing.as_mut() else {
+            return;
+        };
+        match load_key(&s.path) {
+            Ok(k) if k == s.key => log::info!("fleet key {}: unchanged", s.path.display()),
+            Ok(k) => {
+                s.key = k;
+                log::info!("fleet key reloaded from {}", s.path.display());
+            }
+            Err(e) => log::warn!("{e}: keeping the previous fleet key"),
+        }
     }
 
     fn write_socket(&self, w: &mut WBuf<'_>) -> core::fmt::Result {

@@ -69,6 +69,9 @@ pub struct AgentArgs {
     /// also accept AUTH with the token itself over TCP (off by default: the token would cross the network in clear)
     #[argh(switch)]
     pub plain_auth: bool,
+    /// file holding the fleet key (16-256 bytes, whitespace trimmed): every beacon and probe answer is signed with it (re-read on SIGHUP)
+    #[argh(option)]
+    pub fleet_key: Option<PathBuf>,
     /// LED for IDENTIFY: a /sys/class/leds/NAME directory or a brightness file
     #[argh(option)]
     pub led: Option<PathBuf>,
@@ -123,6 +126,12 @@ pub struct ScanArgs {
     /// UDP port agents listen on (default 4546)
     #[argh(option, default = "DEFAULT_BEACON_PORT")]
     pub port: u16,
+    /// file holding the fleet key: check each board's signature (TRUST column) and list only signed boards
+    #[argh(option)]
+    pub fleet_key: Option<PathBuf>,
+    /// with --fleet-key, also list unsigned, forged and replayed boards (without a key every board is listed anyway)
+    #[argh(switch)]
+    pub all: bool,
 }
 
 /// Beacon settings; `None` in [`AgentConfig::beacon`] means `--no-beacon`.
@@ -147,6 +156,7 @@ pub struct AgentConfig {
     pub socket_group: Option<String>,
     pub token_file: Option<PathBuf>,
     pub plain_auth: bool,
+    pub fleet_key: Option<PathBuf>,
     pub led: Option<PathBuf>,
     pub thermal: String,
     pub verbose: u8,
@@ -221,6 +231,7 @@ impl AgentArgs {
             socket_group: self.socket_group,
             token_file: self.token_file,
             plain_auth: self.plain_auth,
+            fleet_key: self.fleet_key,
             led: self.led,
             thermal: self.thermal,
             verbose: self.verbose,

@@ -40,8 +40,46 @@ pub fn board_id(beacon_iface: Option<&str>) -> heapless::String<16> {
     crate::id::board_id(b.host.as_bytes())
 }
 
+/// True for the machine-ids that image builders leave behind: empty, all zeros, or the
+/// literal `uninitialized` (systemd's marker for "generate on first boot").
+pub fn placeholder_machine_id(raw: &[u8]) -> bool {
+    let id = raw.trim_ascii();
+    id.iter().all(|&c| c == b'0') || id == b"uninitialized"
+}
+
+/// Logs a warning when /etc/machine-id is a placeholder: every board made from the same
+/// image then has the same id, and `tether scan` flags them as clones.
+fn warn_placeholder_machine_id() {
+    let mut buf = [0u8; 64];
+    let path = "/etc/machine-id";
+    if let Some(n) = sys::read_small(path, &mut buf) {
+        if placeholder_machine_id(&buf[..n]) {
+            log::warn!(
+                "{path} is a placeholder ({:?}): boards from the same image will share an id; \
+                 run `rm {path} && systemd-machine-id-setup` on each board",
+                String::from_utf8_lossy(buf[..n].trim_ascii())
+            );
+        }
+    }
+}
+
 pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
     let now = Instant::now();
+    let fleet_key = match &cfg.fleet_key {
+        Some(p) => Some(crate::beacon::Signing {
+            path: p.clone(),
+            key: crate::beacon::load_key(p).map_err(|msg| Fatal {
+                code: EX_CONFIG,
+                msg,
+            })?,
+        }),
+        None => None,
+    };
+    let mut run_id = [0u8; 8];
+    crate::crypto::fill_random(&mut run_id).map_err(|e| Fatal {
+        code: EX_OSERR,
+        msg: format!("getrandom: {e}"),
+    })?;
     let signals = sys::signals::Signals::install().map_err(fatal(EX_OSERR))?;
 
     let mut tcp = heapless::Vec::new();
@@ -104,6 +142,7 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
             name
         }
     };
+    warn_placeholder_machine_id();
     let id = board_id(beacon_iface.as_deref());
     let core_cfg = Config {
         max_clients: cfg.max_clients,
@@ -117,7 +156,7 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
             let ctl_port = tcp
                 .first()
                 .map_or(0, |(_, a): &(_, std::net::SocketAddr)| a.port());
-            let mut b = crate::beacon::Beacon::new(now, name, bc.port, ctl_port);
+            let mut b = crate::beacon::Beacon::new(now, name, bc.port, ctl_port, run_id, fleet_key);
             b.open(now);
             Some(Box::new(b))
         }
@@ -196,4 +235,24 @@ fn ready_line(rl: &RunLoop) -> String {
         tcp.join(","),
         rl.io.unix.path.display()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::placeholder_machine_id;
+
+    #[test]
+    fn placeholder_machine_ids() {
+        for p in [
+            &b""[..],
+            b"\n",
+            b"00000000000000000000000000000000\n",
+            b"uninitialized\n",
+        ] {
+            assert!(placeholder_machine_id(p), "{p:?}");
+        }
+        assert!(!placeholder_machine_id(
+            b"3d1219c7c4c5404aaa1f6d2a48adfda4\n"
+        ));
+    }
 }

@@ -8,8 +8,9 @@
 //! ```
 //!
 //! Layers and who may import whom:
-//! - [`proto`] and [`limits`] import nothing of tether's but each other: pure functions
-//!   over bytes, no I/O, no clock, no heap, no panics (fuzzed).
+//! - [`proto`] and [`limits`] import nothing of tether's but each other and [`crypto`]
+//!   (HMAC-SHA256 for beacon tags): pure functions over bytes, no I/O, no clock, no heap,
+//!   no panics (fuzzed).
 //! - [`agent`] and [`facts`] are the IO-free core; time comes in as `now`, the world
 //!   through the [`agent::Env`] trait.
 //! - [`sys`] is the only module that calls nix's socket/signal/ioctl APIs.

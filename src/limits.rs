@@ -32,6 +32,9 @@ pub const TTL_MAX_SECS: u32 = 365 * 24 * 3600;
 
 /// AUTH token: at most this many bytes are read from `--token-file`.
 pub const TOKEN_MAX: usize = 128;
+/// Fleet key (`--fleet-key`): bytes after trimming whitespace, at least and at most.
+pub const FLEET_KEY_MIN: usize = 16;
+pub const FLEET_KEY_MAX: usize = 256;
 /// A client that failed AUTH has its next line held back this long.
 pub const AUTH_FAIL_DELAY_MS: u64 = 1000;
 /// Across all clients, at most this many failed AUTHs per second are checked;

@@ -88,6 +88,8 @@ pub trait Beacon {
     fn on_readable(&mut self, now: Instant, agent: &mut Agent, board: &mut dyn FnMut() -> Board);
     fn goodbye(&mut self, now: Instant, agent: &mut Agent, board: &mut dyn FnMut() -> Board);
     fn state(&self) -> (BeaconState, &BeaconInfo);
+    /// SIGHUP: re-read the fleet key, if there is one.
+    fn reload_key(&mut self) {}
     fn write_socket(&self, w: &mut WBuf<'_>) -> fmt::Result;
 }
 
@@ -390,7 +392,12 @@ impl RunLoop {
                     log::info!("{sig}: shutting down");
                     stop = true;
                 }
-                Event::Reload => self.reload_token(),
+                Event::Reload => {
+                    self.reload_token();
+                    if let Some(b) = self.io.beacon.as_mut() {
+                        b.reload_key();
+                    }
+                }
             }
         }
         stop

@@ -1,17 +1,21 @@
 //! `tether scan`: broadcast a probe, collect answers and ordinary beacons, print one row
-//! per board (deduplicated by id, sorted by host then id). A client process: it may
-//! allocate. `--watch` keeps listening and re-probing, marking boards that said goodbye
-//! or went silent.
+//! per board (sorted by host, id, address). A client process: it may allocate. `--watch`
+//! keeps listening and re-probing, marking boards that said goodbye or went silent.
+//!
+//! Rows are per board, not per id: a board is its id plus its `run` (random per agent
+//! start), so two clones sharing a machine-id are two rows (`dup_id`), a multi-homed board
+//! is one. With `--fleet-key` each datagram is classified by `proto::beacon::verify` (plus
+//! the seq memory kept here) and only `signed` boards are listed unless `--all`.
 
 use crate::cli::{valid_ifname, ScanArgs};
-use crate::daemon::{Fatal, EX_UNAVAILABLE, EX_USAGE};
+use crate::daemon::{Fatal, EX_CONFIG, EX_UNAVAILABLE, EX_USAGE};
 use crate::limits::DATAGRAM_MAX;
-use crate::proto::beacon::{self, count_members, fields, unquote};
+use crate::proto::beacon::{self, count_members, fields, unquote, FleetKey, Trust};
 use crate::proto::json;
 use crate::proto::wbuf::WBuf;
 use crate::sys::{iface, udp};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsFd, OwnedFd};
@@ -22,15 +26,21 @@ use std::time::{Duration, Instant};
 pub struct Board {
     pub id: String,
     pub host: String,
+    /// The embedded `addr` without a key (as before); the datagram's source with one.
     pub addr: String,
+    pub source: Ipv4Addr,
     pub port: u16,
     pub uptime: u64,
     pub load: f64,
     pub temp_c: Option<f64>,
     pub facts: usize,
     pub seq: u64,
+    pub run: Option<String>,
     pub bye: bool,
     pub heard: Instant,
+    pub trust: Trust,
+    /// Another board (another run, another address) carries the same id: a clone.
+    pub dup_id: bool,
 }
 
 fn text(v: &[u8]) -> String {
@@ -41,7 +51,8 @@ fn num<T: std::str::FromStr>(v: &[u8]) -> Option<T> {
     std::str::from_utf8(v).ok()?.parse().ok()
 }
 
-/// Decodes a beacon datagram; None unless it is a well-formed tether beacon.
+/// Decodes a beacon datagram; None unless it is a well-formed tether beacon. Its trust is
+/// [`Trust::Unchecked`] until [`Boards::ingest`] checks it.
 pub fn decode(d: &[u8], from: SocketAddrV4, now: Instant) -> Option<Board> {
     if !beacon::is_beacon(d) {
         return None;
@@ -50,14 +61,18 @@ pub fn decode(d: &[u8], from: SocketAddrV4, now: Instant) -> Option<Board> {
         id: String::new(),
         host: String::new(),
         addr: from.ip().to_string(),
+        source: *from.ip(),
         port: 0,
         uptime: 0,
         load: 0.0,
         temp_c: None,
         facts: 0,
         seq: 0,
+        run: None,
         bye: false,
         heard: now,
+        trust: Trust::Unchecked,
+        dup_id: false,
     };
     let mut version = None;
     for (k, v) in fields(d) {
@@ -72,11 +87,171 @@ pub fn decode(d: &[u8], from: SocketAddrV4, now: Instant) -> Option<Board> {
             b"temp_c" => b.temp_c = num(v),
             b"facts" => b.facts = count_members(v),
             b"seq" => b.seq = num(v).unwrap_or(0),
+            b"run" => b.run = Some(text(v)),
             b"bye" => b.bye = v == b"true",
             _ => {}
         }
     }
     (version == Some(1) && !b.id.is_empty()).then_some(b)
+}
+
+/// How many seqs per run are remembered to spot a re-sent datagram.
+const SEQ_WINDOW: usize = 1024;
+
+/// One row's identity: trust class, id, run, and (when the datagram cannot be tied to a
+/// run it proves) the source address. A forger's rows never replace a signed board's.
+type RowKey = (Trust, String, String, Option<Ipv4Addr>);
+
+/// Every board heard so far, and what is needed to classify the next datagram.
+pub struct Boards {
+    key: Option<FleetKey>,
+    nonce: String,
+    pub rows: BTreeMap<RowKey, Board>,
+    /// Signed seqs seen per (id, run), newest [`SEQ_WINDOW`].
+    seqs: BTreeMap<(String, String), BTreeSet<u64>>,
+    /// Ids already warned about as clones (one warning per id per run of scan).
+    warned: BTreeSet<String>,
+}
+
+impl Boards {
+    pub fn new(key: Option<FleetKey>, nonce: String) -> Boards {
+        Boards {
+            key,
+            nonce,
+            rows: BTreeMap::new(),
+            seqs: BTreeMap::new(),
+            warned: BTreeSet::new(),
+        }
+    }
+
+    /// True when this signed (id, run, seq) was seen before (or is older than the window).
+    fn seen_before(&mut self, b: &Board, run: &str) -> bool {
+        let set = self
+            .seqs
+            .entry((b.id.clone(), run.to_string()))
+            .or_default();
+        if set.len() >= SEQ_WINDOW && set.first().is_some_and(|&f| b.seq < f) {
+            return true;
+        }
+        if !set.insert(b.seq) {
+            return true;
+        }
+        if set.len() > SEQ_WINDOW {
+            set.pop_first();
+        }
+        false
+    }
+
+    /// Classifies one datagram from `from` and files it under its row.
+    pub fn ingest(&mut self, d: &[u8], from: SocketAddrV4, now: Instant) {
+        let Some(mut b) = decode(d, from, now) else {
+            return;
+        };
+        if let Some(key) = &self.key {
+            b.trust = beacon::verify(d, key, *from.ip(), Some(self.nonce.as_bytes()));
+            b.addr = from.ip().to_string();
+            if b.trust == Trust::Signed {
+                let run = b.run.clone().unwrap_or_default();
+                if self.seen_before(&b, &run) {
+                    b.trust = Trust::Replayed;
+                }
+            }
+        }
+        let tied_to_run = b.run.is_some() && !matches!(b.trust, Trust::Forged | Trust::Replayed);
+        let group = (!tied_to_run).then_some(b.source);
+        if tied_to_run {
+            // The same id from the same address under a new run is a restart, not a clone.
+            self.rows.retain(|k, r| {
+                !(k.0 == b.trust && r.id == b.id && r.run != b.run && r.source == b.source)
+            });
+        }
+        let k = (
+            b.trust,
+            b.id.clone(),
+            b.run.clone().unwrap_or_default(),
+            group,
+        );
+        self.rows.insert(k, b);
+    }
+
+    /// Marks ids carried by boards of different runs (clones); returns the ids not
+    /// warned about before.
+    pub fn mark_clones(&mut self) -> Vec<String> {
+        let mut runs: BTreeMap<&str, BTreeSet<(&str, Ipv4Addr)>> = BTreeMap::new();
+        for r in self.rows.values().filter(|r| believable(r.trust)) {
+            if let Some(run) = &r.run {
+                runs.entry(&r.id).or_default().insert((run, r.source));
+            }
+        }
+        let dup: BTreeSet<String> = runs
+            .into_iter()
+            .filter(|(_, s)| {
+                let runs: BTreeSet<_> = s.iter().map(|x| x.0).collect();
+                let addrs: BTreeSet<_> = s.iter().map(|x| x.1).collect();
+                runs.len() > 1 && addrs.len() > 1
+            })
+            .map(|(id, _)| id.to_string())
+            .collect();
+        for r in self.rows.values_mut() {
+            r.dup_id = believable(r.trust) && dup.contains(&r.id);
+        }
+        dup.into_iter()
+            .filter(|id| self.warned.insert(id.clone()))
+            .collect()
+    }
+
+    /// The rows to print: with a key only signed boards unless `all`.
+    pub fn shown(&self, all: bool) -> Vec<&Board> {
+        let mut v: Vec<&Board> = self
+            .rows
+            .values()
+            .filter(|b| all || self.key.is_none() || b.trust == Trust::Signed)
+            .collect();
+        v.sort_by(|a, b| {
+            a.host
+                .cmp(&b.host)
+                .then(a.id.cmp(&b.id))
+                .then(a.source.cmp(&b.source))
+                .then(a.trust.cmp(&b.trust))
+        });
+        v
+    }
+}
+
+impl Boards {
+    /// What a key hid from the listing, e.g. `hidden: 1 forged, 2 replayed (--all shows
+    /// them)`; None when nothing was hidden.
+    pub fn hidden(&self, all: bool) -> Option<String> {
+        if all || self.key.is_none() {
+            return None;
+        }
+        let mut counts: BTreeMap<Trust, usize> = BTreeMap::new();
+        for r in self.rows.values().filter(|r| r.trust != Trust::Signed) {
+            *counts.entry(r.trust).or_default() += 1;
+        }
+        if counts.is_empty() {
+            return None;
+        }
+        let list: Vec<String> = counts
+            .iter()
+            .map(|(t, n)| format!("{n} {}", t.as_str()))
+            .collect();
+        Some(format!("hidden: {} (--all shows them)", list.join(", ")))
+    }
+}
+
+/// Rows whose id can be taken at its word for clone detection.
+fn believable(t: Trust) -> bool {
+    matches!(t, Trust::Signed | Trust::Unsigned | Trust::Unchecked)
+}
+
+/// The one warning line for a cloned id.
+fn clone_warning(id: &str) -> String {
+    format!(
+        "warning: id {id} is carried by more than one board (different runs at different \
+         addresses): likely cloned /etc/machine-id (one SD-card image); on each clone run \
+         `rm /etc/machine-id && systemd-machine-id-setup`, then restart tether"
+    )
 }
 
 fn human_secs(s: u64) -> String {
@@ -98,22 +273,27 @@ fn status(b: &Board, now: Instant, silent_after: Duration) -> &'static str {
     }
 }
 
-fn sorted(boards: &BTreeMap<String, Board>) -> Vec<&Board> {
-    let mut v: Vec<&Board> = boards.values().collect();
-    v.sort_by(|a, b| a.host.cmp(&b.host).then(a.id.cmp(&b.id)));
-    v
-}
-
-pub fn table(boards: &BTreeMap<String, Board>, now: Instant, silent_after: Duration) -> String {
+/// The table; with a key a TRUST column is added at the end.
+pub fn table(rows: &[&Board], now: Instant, silent_after: Duration, trust: bool) -> String {
     let mut s = format!(
-        "{:<16} {:<20} {:<15} {:>5} {:>7} {:>5} {:>6} {:>5} {:>6} {}\n",
-        "ID", "HOST", "ADDRESS", "PORT", "UPTIME", "LOAD", "TEMP", "FACTS", "SEEN", "STATE"
+        "{:<16} {:<20} {:<15} {:>5} {:>7} {:>5} {:>6} {:>5} {:>6} {:<6}{}\n",
+        "ID",
+        "HOST",
+        "ADDRESS",
+        "PORT",
+        "UPTIME",
+        "LOAD",
+        "TEMP",
+        "FACTS",
+        "SEEN",
+        "STATE",
+        if trust { " TRUST" } else { "" }
     );
-    for b in sorted(boards) {
+    for b in rows {
         let temp = b.temp_c.map_or("-".to_string(), |t| format!("{t:.1}"));
         let seen = now.saturating_duration_since(b.heard).as_secs_f64();
         s += &format!(
-            "{:<16} {:<20} {:<15} {:>5} {:>7} {:>5.2} {:>6} {:>5} {:>5.1}s {}\n",
+            "{:<16} {:<20} {:<15} {:>5} {:>7} {:>5.2} {:>6} {:>5} {:>5.1}s {:<6}{}\n",
             b.id,
             b.host,
             b.addr,
@@ -123,15 +303,20 @@ pub fn table(boards: &BTreeMap<String, Board>, now: Instant, silent_after: Durat
             temp,
             b.facts,
             seen,
-            status(b, now, silent_after)
+            status(b, now, silent_after),
+            if trust {
+                format!(" {}", b.trust.as_str())
+            } else {
+                String::new()
+            }
         );
     }
     s
 }
 
-pub fn to_json(boards: &BTreeMap<String, Board>, now: Instant, silent_after: Duration) -> String {
+pub fn to_json(rows: &[&Board], now: Instant, silent_after: Duration) -> String {
     let mut out = String::from("[");
-    for (i, b) in sorted(boards).into_iter().enumerate() {
+    for (i, b) in rows.iter().enumerate() {
         let mut buf = vec![0u8; 1024];
         let mut w = WBuf::new(&mut buf);
         let _ = (|| -> std::fmt::Result {
@@ -148,13 +333,18 @@ pub fn to_json(boards: &BTreeMap<String, Board>, now: Instant, silent_after: Dur
                 b.port, b.uptime, b.load
             )?;
             json::write_opt_f1(&mut w, b.temp_c.map(|t| t as f32))?;
+            write!(w, ",\"facts\":{},\"seq\":{},\"run\":", b.facts, b.seq)?;
+            match &b.run {
+                Some(r) => json::write_str(&mut w, r.as_bytes())?,
+                None => w.write_str("null")?,
+            }
             write!(
                 w,
-                ",\"facts\":{},\"seq\":{},\"seen_s\":{:.1},\"state\":\"{}\"}}",
-                b.facts,
-                b.seq,
+                ",\"seen_s\":{:.1},\"state\":\"{}\",\"trust\":\"{}\",\"dup_id\":{}}}",
                 now.saturating_duration_since(b.heard).as_secs_f64(),
-                status(b, now, silent_after)
+                status(b, now, silent_after),
+                b.trust.as_str(),
+                b.dup_id
             )
         })();
         if i > 0 {
@@ -166,22 +356,22 @@ pub fn to_json(boards: &BTreeMap<String, Board>, now: Instant, silent_after: Dur
     out
 }
 
-fn nonce() -> String {
+/// 16 random hex digits for the probe.
+fn nonce() -> Result<String, Fatal> {
     let mut b = [0u8; 8];
-    if crate::sys::read_small("/dev/urandom", &mut b).is_none() {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        b = (t ^ u64::from(std::process::id())).to_le_bytes();
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    crate::crypto::fill_random(&mut b).map_err(|e| Fatal {
+        code: crate::daemon::EX_OSERR,
+        msg: format!("getrandom: {e}"),
+    })?;
+    let mut hex = [0u8; 16];
+    crate::proto::hex::encode(&b, &mut hex);
+    Ok(String::from_utf8_lossy(&hex).into_owned())
 }
 
 struct Scanner {
     probe_sock: OwnedFd,
     listen_sock: Option<OwnedFd>,
     port: u16,
-    nonce: String,
     /// Probe destinations: see [`probe_targets`].
     targets: Vec<Ipv4Addr>,
 }
@@ -208,9 +398,9 @@ fn probe_targets(iface_given: bool) -> Vec<Ipv4Addr> {
 
 impl Scanner {
     /// Sends one probe to every target; Err (the last error) only when none went out.
-    fn probe(&self) -> Result<(), String> {
+    fn probe(&self, nonce: &str) -> Result<(), String> {
         let mut p = [0u8; DATAGRAM_MAX];
-        let n = beacon::write_probe(&mut p, self.nonce.as_bytes());
+        let n = beacon::write_probe(&mut p, nonce.as_bytes());
         let mut sent = false;
         let mut last = String::new();
         for &t in &self.targets {
@@ -231,7 +421,7 @@ impl Scanner {
     }
 
     /// Collects datagrams until `until`.
-    fn collect(&self, until: Instant, boards: &mut BTreeMap<String, Board>) {
+    fn collect(&self, until: Instant, boards: &mut Boards) {
         let mut buf = [0u8; DATAGRAM_MAX + 1];
         loop {
             let now = Instant::now();
@@ -261,12 +451,17 @@ impl Scanner {
                     if n > DATAGRAM_MAX {
                         continue;
                     }
-                    if let Some(b) = decode(&buf[..n], from, Instant::now()) {
-                        boards.insert(b.id.clone(), b);
-                    }
+                    boards.ingest(&buf[..n], from, Instant::now());
                 }
             }
         }
+    }
+}
+
+/// Prints one `warning:` line per newly found cloned id.
+fn warn_clones(boards: &mut Boards) {
+    for id in boards.mark_clones() {
+        eprintln!("{}", clone_warning(&id));
     }
 }
 
@@ -282,6 +477,13 @@ pub fn run(args: ScanArgs) -> Result<u8, Fatal> {
             args.timeout
         )));
     }
+    let key = match &args.fleet_key {
+        Some(p) => Some(crate::beacon::load_key(p).map_err(|msg| Fatal {
+            code: EX_CONFIG,
+            msg,
+        })?),
+        None => None,
+    };
     if let Some(i) = &args.iface {
         if !valid_ifname(i) {
             return Err(usage(format!("-i {i:?}: not a valid interface name")));
@@ -304,24 +506,27 @@ pub fn run(args: ScanArgs) -> Result<u8, Fatal> {
         probe_sock,
         listen_sock,
         port: args.port,
-        nonce: nonce(),
         targets: probe_targets(dev.is_some()),
     };
+    let checked = key.is_some();
+    let nonce = nonce()?;
+    let mut boards = Boards::new(key, nonce.clone());
     let wait = Duration::from_secs_f64(args.timeout);
     let silent_after = wait.max(Duration::from_secs(15));
-    let mut boards = BTreeMap::new();
-    if let Err(e) = sc.probe() {
+    if let Err(e) = sc.probe(&nonce) {
         eprintln!("warning: {e}; listening for beacons only");
     }
     sc.collect(Instant::now() + wait, &mut boards);
+    warn_clones(&mut boards);
     if args.watch {
         let mut out = std::io::stdout();
         loop {
             let now = Instant::now();
+            let rows = boards.shown(args.all);
             let shown = if args.json {
-                to_json(&boards, now, silent_after) + "\n"
+                to_json(&rows, now, silent_after) + "\n"
             } else {
-                table(&boards, now, silent_after) + "\n"
+                table(&rows, now, silent_after, checked) + "\n"
             };
             if out
                 .write_all(shown.as_bytes())
@@ -330,23 +535,32 @@ pub fn run(args: ScanArgs) -> Result<u8, Fatal> {
             {
                 return Ok(0);
             }
-            let _ = sc.probe();
+            let _ = sc.probe(&nonce);
             sc.collect(Instant::now() + wait, &mut boards);
+            warn_clones(&mut boards);
         }
     }
     let now = Instant::now();
+    let rows = boards.shown(args.all);
     if args.json {
-        println!("{}", to_json(&boards, now, silent_after));
-    } else if !boards.is_empty() {
-        print!("{}", table(&boards, now, silent_after));
+        println!("{}", to_json(&rows, now, silent_after));
+    } else if !rows.is_empty() {
+        print!("{}", table(&rows, now, silent_after, checked));
     }
-    if boards.is_empty() {
-        eprintln!(
-            "error: no boards answered within {:.1}s{}",
+    if rows.is_empty() {
+        let within = format!(
+            "within {:.1}s{}",
             args.timeout,
             dev.map(|d| format!(" on {d}")).unwrap_or_default()
         );
+        match boards.hidden(args.all) {
+            Some(h) => eprintln!("error: no signed board answered {within}; {h}"),
+            None => eprintln!("error: no boards answered {within}"),
+        }
         return Ok(EX_UNAVAILABLE);
+    }
+    if let Some(h) = boards.hidden(args.all) {
+        eprintln!("note: {h}");
     }
     Ok(0)
 }
@@ -364,6 +578,7 @@ mod tests {
             iface: "wlan0",
             port: 4545,
             seq: 3,
+            run: Some("0123456789abcdef"),
             uptime: 90000,
             load: 1.5,
             mem_avail_kb: 1,
@@ -387,5 +602,92 @@ mod tests {
         assert!(decode(b"{\"tether\":2,\"id\":\"x\"}", from, Instant::now()).is_none());
         assert!(decode(b"garbage", from, Instant::now()).is_none());
         assert_eq!(human_secs(90000), "1d01h");
+    }
+
+    fn datagram(id: &str, run: &str, addr: [u8; 4], seq: u64, key: Option<&FleetKey>) -> Vec<u8> {
+        let f = beacon::Fields {
+            id,
+            host: "pi",
+            addr: Some(Ipv4Addr::from(addr)),
+            iface: "eth0",
+            port: 4545,
+            seq,
+            run: Some(run),
+            uptime: 1,
+            load: 0.0,
+            mem_avail_kb: 1,
+            temp_c: None,
+            bye: false,
+            nonce: None,
+        };
+        let mut out = [0u8; 512];
+        let n = beacon::encode_signed(&mut out, 512, &f, std::iter::empty(), key).unwrap();
+        out[..n].to_vec()
+    }
+
+    fn from(a: [u8; 4]) -> SocketAddrV4 {
+        SocketAddrV4::new(Ipv4Addr::from(a), 4546)
+    }
+
+    #[test]
+    fn rows_are_per_board_clones_are_flagged_once() {
+        let now = Instant::now();
+        let mut bs = Boards::new(None, "n".into());
+        let (a, b) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+        bs.ingest(&datagram("id1", "run-a", a, 1, None), from(a), now);
+        bs.ingest(&datagram("id1", "run-a", a, 2, None), from(a), now);
+        // The same run from a second address: one multi-homed board.
+        bs.ingest(&datagram("id1", "run-a", b, 3, None), from(b), now);
+        assert_eq!(bs.shown(false).len(), 1);
+        assert!(bs.mark_clones().is_empty());
+        // Another run at another address: a clone; both rows, warned once.
+        let c = [10, 0, 0, 3];
+        bs.ingest(&datagram("id1", "run-b", c, 1, None), from(c), now);
+        assert_eq!(bs.mark_clones(), vec!["id1".to_string()]);
+        assert!(bs.mark_clones().is_empty(), "one warning per id");
+        let rows = bs.shown(false);
+        assert_eq!(rows.len(), 2);
+        assert!(rows.iter().all(|r| r.dup_id && r.trust == Trust::Unchecked));
+        let j = to_json(&rows, now, Duration::from_secs(15));
+        assert!(j.contains("\"trust\":\"unchecked\",\"dup_id\":true"), "{j}");
+        // A restart at the same address replaces the old run's row.
+        let mut bs = Boards::new(None, "n".into());
+        bs.ingest(&datagram("id2", "old", a, 9, None), from(a), now);
+        bs.ingest(&datagram("id2", "new", a, 0, None), from(a), now);
+        assert!(bs.mark_clones().is_empty());
+        assert_eq!(bs.shown(false).len(), 1);
+    }
+
+    #[test]
+    fn with_a_key_only_signed_rows_show_and_forgers_stay_apart() {
+        let now = Instant::now();
+        let key = FleetKey::parse(b"the fleet key, long enough").unwrap();
+        let bad = FleetKey::parse(b"a forger's guess at the key").unwrap();
+        let mut bs = Boards::new(Some(key.clone()), "n".into());
+        let (a, f) = ([10, 0, 0, 1], [10, 0, 0, 66]);
+        let genuine = datagram("id1", "r", a, 1, Some(&key));
+        bs.ingest(&genuine, from(a), now);
+        // Forged (wrong key) and replayed (re-sent from elsewhere, or the same seq again).
+        bs.ingest(&datagram("id1", "r", a, 2, Some(&bad)), from(f), now);
+        bs.ingest(&genuine, from(f), now);
+        bs.ingest(&genuine, from(a), now);
+        bs.ingest(&datagram("id9", "q", f, 1, None), from(f), now);
+        assert!(bs.mark_clones().is_empty());
+        let shown = bs.shown(false);
+        assert_eq!(shown.len(), 1);
+        assert_eq!(shown[0].trust, Trust::Signed);
+        let all: Vec<&str> = bs.shown(true).iter().map(|r| r.trust.as_str()).collect();
+        // One replayed row per source: the re-sent copy elsewhere, the repeat at home.
+        assert_eq!(all.len(), 5, "{all:?}");
+        for t in ["signed", "forged", "replayed", "unsigned"] {
+            assert!(all.contains(&t), "{all:?}");
+        }
+        assert_eq!(
+            bs.hidden(false).as_deref(),
+            Some("hidden: 1 unsigned, 1 forged, 2 replayed (--all shows them)")
+        );
+        assert_eq!(bs.hidden(true), None);
+        let t = table(&bs.shown(true), now, Duration::from_secs(15), true);
+        assert!(t.lines().next().unwrap().ends_with(" TRUST"), "{t}");
     }
 }

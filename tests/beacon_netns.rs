@@ -13,36 +13,8 @@
 mod common;
 use common::*;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-extern "C" {
-    fn setns(fd: i32, nstype: i32) -> i32;
-    fn geteuid() -> u32;
-}
-const CLONE_NEWNET: i32 = 0x4000_0000;
-
-fn sh(args: &[&str]) -> bool {
-    Command::new(args[0])
-        .args(&args[1..])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-fn can_netns() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { geteuid() } != 0 {
-        eprintln!("SKIP: network namespace tests need root");
-        return false;
-    }
-    if !sh(&["ip", "netns", "list"]) {
-        eprintln!("SKIP: `ip netns` unavailable (install iproute2)");
-        return false;
-    }
-    true
-}
 
 /// The three namespaces; deleted on drop (which also deletes their veths).
 struct Net {
@@ -146,21 +118,6 @@ impl Drop for Net {
             let _ = sh(&["ip", "netns", "del", ns]);
         }
     }
-}
-
-/// Runs `f` on a thread that has joined network namespace `ns`; sockets it makes live there.
-fn in_ns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::thread::JoinHandle<T> {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("open netns");
-        // SAFETY: setns on a valid namespace fd; it only affects this thread.
-        let r = unsafe { setns(std::os::fd::AsRawFd::as_raw_fd(&file), CLONE_NEWNET) };
-        assert_eq!(r, 0, "setns {path}");
-        f()
-    })
 }
 
 /// Collects every datagram arriving on UDP port 4546 in `ns` for `secs`.

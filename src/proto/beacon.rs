@@ -1,18 +1,25 @@
 //! The beacon datagram and the scan probe, both directions. Pure, panic-free on any input.
 //!
 //! - A **beacon** is one JSON object of at most [`DATAGRAM_MAX`] bytes:
-//!   `{"tether":1,"id":..,"host":..,"addr":..,"iface":..,"port":N,"seq":N,"uptime":N,
-//!   "load":F,"mem_avail_kb":N,"temp_c":F|null[,"bye":true][,"nonce":".."],"facts":{..},
-//!   "facts_omitted":N}`. Facts that do not fit are left out whole and counted.
+//!   `{"tether":1,"id":..,"host":..,"addr":..,"iface":..,"port":N,"seq":N,"run":"<16 hex>",
+//!   "uptime":N,"load":F,"mem_avail_kb":N,"temp_c":F|null[,"bye":true][,"nonce":".."],
+//!   "facts":{..},"facts_omitted":N[,"sig":"<64 hex>"]}`. Facts that do not fit are left
+//!   out whole and counted.
+//! - **Signing** (a fleet key): the tag is always the last member, `,"sig":"<64 hex>"`
+//!   right before the closing `}`. It is HMAC-SHA256(key, the datagram with exactly those
+//!   73 bytes removed), i.e. over the unsigned beacon. [`verify`] classifies a datagram
+//!   ([`Trust`]); it is pure and fuzzed.
 //! - A **probe** is `TETHER? <nonce>` padded (with spaces or NULs) to 512 bytes. An answer
 //!   is never larger than the probe it answers.
 //! - [`fields`] walks the top-level members of a JSON object without allocating, for
 //!   `tether scan` and the tests.
 
-use super::json;
 use super::wbuf::WBuf;
-use crate::limits::DATAGRAM_MAX;
+use super::{hex, json};
+use crate::crypto;
+use crate::limits::{DATAGRAM_MAX, FLEET_KEY_MAX, FLEET_KEY_MIN};
 use core::fmt::Write;
+use core::net::Ipv4Addr;
 
 pub const PROBE_PREFIX: &[u8] = b"TETHER? ";
 /// Longest nonce echoed back in an answer.
@@ -27,6 +34,8 @@ pub struct Fields<'a> {
     pub iface: &'a str,
     pub port: u16,
     pub seq: u64,
+    /// Random per agent start (16 hex digits): tells clones and restarts apart.
+    pub run: Option<&'a str>,
     pub uptime: u64,
     pub load: f32,
     pub mem_avail_kb: u64,
@@ -59,10 +68,15 @@ pub fn encode<'f>(
         }
         w.write_str(",\"iface\":")?;
         json::write_str(&mut w, f.iface.as_bytes())?;
+        write!(w, ",\"port\":{},\"seq\":{}", f.port, f.seq)?;
+        if let Some(r) = f.run {
+            w.write_str(",\"run\":")?;
+            json::write_str(&mut w, r.as_bytes())?;
+        }
         write!(
             w,
-            ",\"port\":{},\"seq\":{},\"uptime\":{},\"load\":{:.2},\"mem_avail_kb\":{},\"temp_c\":",
-            f.port, f.seq, f.uptime, f.load, f.mem_avail_kb
+            ",\"uptime\":{},\"load\":{:.2},\"mem_avail_kb\":{},\"temp_c\":",
+            f.uptime, f.load, f.mem_avail_kb
         )?;
         json::write_opt_f1(&mut w, f.temp_c)?;
         if f.bye {
@@ -98,6 +112,165 @@ pub fn encode<'f>(
     }
     write!(w, "}},\"facts_omitted\":{omitted}}}").ok()?;
     Some(w.len())
+}
+
+/// Bytes the tag adds: `,"sig":"` + 64 hex digits + `"` (the closing `}` is shared).
+pub const SIG_OVERHEAD: usize = 8 + 64 + 1;
+const SIG_HEAD: &[u8] = b",\"sig\":\"";
+
+/// A fleet key: the key file's contents with surrounding whitespace trimmed, between
+/// [`FLEET_KEY_MIN`] and [`FLEET_KEY_MAX`] bytes. Fixed size: no heap.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FleetKey(heapless::Vec<u8, FLEET_KEY_MAX>);
+
+/// Why a key file's contents are not a usable fleet key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyError {
+    /// Shorter than [`FLEET_KEY_MIN`] bytes after trimming (the length is given).
+    Short(usize),
+    /// Longer than [`FLEET_KEY_MAX`] bytes after trimming.
+    Long,
+}
+
+impl core::fmt::Display for KeyError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            KeyError::Short(n) => write!(
+                f,
+                "the key is {n} bytes; at least {FLEET_KEY_MIN} are needed (e.g. `head -c 32 /dev/urandom | base64`)"
+            ),
+            KeyError::Long => write!(f, "the key is longer than {FLEET_KEY_MAX} bytes"),
+        }
+    }
+}
+
+impl FleetKey {
+    /// The key in a key file's raw contents.
+    pub fn parse(raw: &[u8]) -> Result<FleetKey, KeyError> {
+        let k = raw.trim_ascii();
+        if k.len() < FLEET_KEY_MIN {
+            return Err(KeyError::Short(k.len()));
+        }
+        heapless::Vec::from_slice(k)
+            .map(FleetKey)
+            .map_err(|_| KeyError::Long)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl core::fmt::Debug for FleetKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "FleetKey({} bytes)", self.0.len())
+    }
+}
+
+/// Appends the tag to the unsigned beacon `out[..n]` (which ends with `}`). Returns the
+/// new length, or None when `out` has no room for [`SIG_OVERHEAD`] more bytes.
+pub fn sign(out: &mut [u8], n: usize, key: &FleetKey) -> Option<usize> {
+    if n == 0 || out.get(n - 1) != Some(&b'}') || out.len() < n + SIG_OVERHEAD {
+        return None;
+    }
+    let tag = crypto::hmac_sha256(key.as_bytes(), &[&out[..n]]);
+    let at = n - 1;
+    out[at..at + SIG_HEAD.len()].copy_from_slice(SIG_HEAD);
+    let h = at + SIG_HEAD.len();
+    hex::encode(&tag, &mut out[h..h + 64]);
+    out[h + 64..h + 66].copy_from_slice(b"\"}");
+    Some(n + SIG_OVERHEAD)
+}
+
+/// [`encode`], then [`sign`] when there is a key: facts give way to the tag, so the
+/// signed datagram still fits in `max` bytes.
+pub fn encode_signed<'f>(
+    out: &mut [u8],
+    max: usize,
+    f: &Fields<'_>,
+    facts: impl Iterator<Item = (&'f [u8], &'f [u8])>,
+    key: Option<&FleetKey>,
+) -> Option<usize> {
+    let Some(key) = key else {
+        return encode(out, max, f, facts);
+    };
+    let n = encode(out, max.checked_sub(SIG_OVERHEAD)?, f, facts)?;
+    sign(out, n, key)
+}
+
+/// How far a datagram can be believed (`tether scan --fleet-key`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Trust {
+    /// The tag is valid and the embedded address is the datagram's source.
+    Signed,
+    /// No tag.
+    Unsigned,
+    /// A tag that is not the key's (wrong key, altered byte, malformed tag).
+    Forged,
+    /// A valid tag on a datagram that was re-sent: from another address than the one it
+    /// names, answering another scan's nonce, or (decided by the caller, who remembers)
+    /// repeating a run's seq.
+    Replayed,
+    /// No key to check with.
+    Unchecked,
+}
+
+impl Trust {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trust::Signed => "signed",
+            Trust::Unsigned => "unsigned",
+            Trust::Forged => "forged",
+            Trust::Replayed => "replayed",
+            Trust::Unchecked => "unchecked",
+        }
+    }
+}
+
+/// Classifies beacon datagram `d` that arrived from `source`. `nonce` is the scanner's
+/// own probe nonce: a signed answer to any other nonce was captured and re-sent.
+/// Pure: no I/O, no heap, no panic on any input (fuzzed).
+pub fn verify(d: &[u8], key: &FleetKey, source: Ipv4Addr, nonce: Option<&[u8]>) -> Trust {
+    let mut has_sig = false;
+    let mut addr = None;
+    let mut their_nonce = None;
+    for (k, v) in fields(d) {
+        match k {
+            b"sig" => has_sig = true,
+            b"addr" => addr = unquote(v),
+            b"nonce" => their_nonce = unquote(v),
+            _ => {}
+        }
+    }
+    let n = d.len();
+    // A tag in its place counts even when an altered byte broke the JSON around it: one
+    // changed byte cannot spoil both the `,"sig":"` head and the `<64 hex>"}` tail.
+    let at = n.checked_sub(SIG_OVERHEAD + 1);
+    has_sig |= at.is_some_and(|at| {
+        d[at..].starts_with(SIG_HEAD)
+            || (d[n - 2..] == *b"\"}" && hex::decode_lower(&d[n - 66..n - 2], &mut [0u8; 32]))
+    });
+    if !has_sig {
+        return Trust::Unsigned;
+    }
+    let Some(at) = at else {
+        return Trust::Forged;
+    };
+    let mut tag = [0u8; 32];
+    let well_formed = d[at..].starts_with(SIG_HEAD)
+        && d[n - 2..] == *b"\"}"
+        && hex::decode_lower(&d[at + SIG_HEAD.len()..n - 2], &mut tag);
+    if !well_formed || !crypto::hmac_verify(key.as_bytes(), &[&d[..at], b"}"], &tag) {
+        return Trust::Forged;
+    }
+    let named = addr
+        .and_then(|a| core::str::from_utf8(a).ok())
+        .and_then(|a| a.parse::<Ipv4Addr>().ok());
+    let foreign_nonce = matches!((their_nonce, nonce), (Some(t), Some(o)) if t != o);
+    if named != Some(source) || foreign_nonce {
+        return Trust::Replayed;
+    }
+    Trust::Signed
 }
 
 /// The nonce of a probe datagram, or None when `d` is not a probe.
@@ -271,6 +444,7 @@ mod tests {
             iface: "eth0",
             port: 4545,
             seq: 7,
+            run: Some("00112233aabbccdd"),
             uptime: 1234,
             load: 0.25,
             mem_avail_kb: 345678,
@@ -325,6 +499,78 @@ mod tests {
         assert!(n2 <= 300);
         assert!(fields(&out[..n2]).any(|(k, _)| k == b"facts_omitted"));
         assert!(encode(&mut out, 100, &base(), facts.iter().copied()).is_none());
+    }
+
+    #[test]
+    fn signed_beacons_verify_and_every_change_is_caught() {
+        let key = FleetKey::parse(b"  0123456789abcdef-fleet\n").unwrap();
+        let other = FleetKey::parse(b"another key, 16+ bytes").unwrap();
+        assert_eq!(FleetKey::parse(b" short \n"), Err(KeyError::Short(5)));
+        assert_eq!(FleetKey::parse(&[b'k'; 300]), Err(KeyError::Long));
+        let src = Ipv4Addr::new(10, 9, 8, 7);
+        let v = [b'v'; 60];
+        let keys: Vec<String> = (0..8).map(|i| format!("key{i}")).collect();
+        let facts: Vec<(&[u8], &[u8])> = keys.iter().map(|k| (k.as_bytes(), &v[..])).collect();
+        let mut out = [0u8; 512];
+        let n = encode_signed(&mut out, 512, &base(), facts.iter().copied(), Some(&key)).unwrap();
+        assert!(n <= 512);
+        let d = &out[..n];
+        let m: Vec<_> = fields(d).collect();
+        assert_eq!(m.last().unwrap().0, b"sig");
+        assert_eq!(
+            m.iter().find(|x| x.0 == b"run").unwrap().1,
+            b"\"00112233aabbccdd\""
+        );
+        // Facts gave way to the tag, and are counted.
+        let omitted = m.iter().find(|x| x.0 == b"facts_omitted").unwrap().1;
+        assert_ne!(omitted, b"0");
+        // The MAC is over the datagram without the tag: anyone can check it.
+        let unsigned = [&d[..n - SIG_OVERHEAD - 1], b"}"].concat();
+        let tag = crypto::hmac_sha256(key.as_bytes(), &[&unsigned]);
+        let mut hex = [0u8; 64];
+        hex::encode(&tag, &mut hex);
+        assert_eq!(&d[n - 66..n - 2], &hex);
+
+        assert_eq!(verify(d, &key, src, None), Trust::Signed);
+        assert_eq!(verify(d, &other, src, None), Trust::Forged);
+        assert_eq!(
+            verify(d, &key, Ipv4Addr::new(10, 9, 8, 8), None),
+            Trust::Replayed
+        );
+        for i in 0..n {
+            let mut bad = d.to_vec();
+            bad[i] ^= 0x01;
+            assert_eq!(verify(&bad, &key, src, None), Trust::Forged, "byte {i}");
+        }
+        assert_ne!(verify(&d[..n - 1], &key, src, None), Trust::Signed);
+        assert_eq!(verify(&unsigned, &key, src, None), Trust::Unsigned);
+        // A signed probe answer is only believed by the scan that sent the nonce.
+        let f = Fields {
+            nonce: Some(b"mine"),
+            ..base()
+        };
+        let n = encode_signed(&mut out, 400, &f, facts.iter().copied(), Some(&key)).unwrap();
+        assert!(n <= 400);
+        assert_eq!(verify(&out[..n], &key, src, Some(b"mine")), Trust::Signed);
+        assert_eq!(
+            verify(&out[..n], &key, src, Some(b"theirs")),
+            Trust::Replayed
+        );
+        assert!(encode_signed(&mut out, 250, &f, facts.iter().copied(), Some(&key)).is_none());
+    }
+
+    #[test]
+    fn a_tag_made_by_another_hmac_implementation_verifies() {
+        // fuzz/seeds/verify/signed was signed by Python's hmac module following the
+        // README's rule: byte 0 = key length - 16, the key, then the datagram.
+        let seed = include_bytes!("../../fuzz/seeds/verify/signed");
+        let klen = 16 + usize::from(seed[0]);
+        let key = FleetKey::parse(&seed[1..1 + klen]).unwrap();
+        let d = &seed[1 + klen..];
+        assert_eq!(
+            verify(d, &key, Ipv4Addr::new(10, 0, 0, 1), None),
+            Trust::Signed
+        );
     }
 
     #[test]

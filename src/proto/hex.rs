@@ -14,11 +14,11 @@ pub fn encode(src: &[u8], dst: &mut [u8]) -> usize {
     n
 }
 
-fn nibble(c: u8) -> Option<u8> {
+fn nibble(c: u8, upper_ok: bool) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),
         b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
+        b'A'..=b'F' if upper_ok => Some(c - b'A' + 10),
         _ => None,
     }
 }
@@ -26,11 +26,21 @@ fn nibble(c: u8) -> Option<u8> {
 /// Decodes hex (either case) that fills `dst` exactly: `src.len()` must be
 /// `2 * dst.len()`. Returns false, with `dst` unspecified, otherwise.
 pub fn decode(src: &[u8], dst: &mut [u8]) -> bool {
+    decode_with(src, dst, true)
+}
+
+/// Like [`decode`], but only lowercase digits: one spelling per value, so a signed
+/// datagram has exactly one valid byte string (an upper-cased tag is an altered datagram).
+pub fn decode_lower(src: &[u8], dst: &mut [u8]) -> bool {
+    decode_with(src, dst, false)
+}
+
+fn decode_with(src: &[u8], dst: &mut [u8], upper_ok: bool) -> bool {
     if src.len() != 2 * dst.len() {
         return false;
     }
     for (pair, d) in src.chunks_exact(2).zip(dst.iter_mut()) {
-        match (nibble(pair[0]), nibble(pair[1])) {
+        match (nibble(pair[0], upper_ok), nibble(pair[1], upper_ok)) {
             (Some(h), Some(l)) => *d = h << 4 | l,
             _ => return false,
         }

@@ -165,7 +165,16 @@ impl Agent {
         dir: PathBuf,
         env: &[(&str, &str)],
     ) -> Result<Agent, Failed> {
-        let mut cmd = tether_cmd_in(netns, args);
+        Self::spawn_command(tether_cmd_in(netns, args), dir, env)
+    }
+
+    /// Spawns a prepared `tether agent` command (e.g. wrapped in `unshare`) and waits for
+    /// the ready line.
+    pub fn spawn_command(
+        mut cmd: Command,
+        dir: PathBuf,
+        env: &[(&str, &str)],
+    ) -> Result<Agent, Failed> {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -528,4 +537,54 @@ pub fn ipv6_loopback() -> bool {
 /// The `error: ...` lines of a process's stderr.
 pub fn error_lines(stderr: &str) -> Vec<&str> {
     stderr.lines().filter(|l| l.starts_with("error:")).collect()
+}
+
+// ---- network namespaces (root) ----
+
+extern "C" {
+    fn setns(fd: i32, nstype: i32) -> i32;
+    fn geteuid() -> u32;
+}
+const CLONE_NEWNET: i32 = 0x4000_0000;
+
+pub fn sh(args: &[&str]) -> bool {
+    Command::new(args[0])
+        .args(&args[1..])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// True when this process can make network namespaces; otherwise says why and skips,
+/// except under CI (`CI=true`), where a missing capability fails the test.
+pub fn can_netns() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let why = if unsafe { geteuid() } != 0 {
+        "network namespace tests need root"
+    } else if !sh(&["ip", "netns", "list"]) {
+        "`ip netns` unavailable (install iproute2)"
+    } else {
+        return true;
+    };
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "under CI: {why}"
+    );
+    eprintln!("SKIP: {why}");
+    false
+}
+
+/// Runs `f` on a thread that has joined network namespace `ns`; sockets it makes live there.
+pub fn in_ns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("open netns");
+        // SAFETY: setns on a valid namespace fd; it only affects this thread.
+        let r = unsafe { setns(std::os::fd::AsRawFd::as_raw_fd(&file), CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns {path}");
+        f()
+    })
 }

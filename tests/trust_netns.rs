@@ -1,0 +1,494 @@
+//! Trust on a shared LAN (issue 8): a fleet key signs every datagram, `tether scan
+//! --fleet-key` tells signed boards from forged, altered and replayed ones, and boards
+//! cloned from one SD-card image (same /etc/machine-id) are shown as two boards.
+//!
+//! Topology, created and removed by each test (root only; skipped otherwise, failed in CI):
+//!
+//! ```text
+//!   ns b1 10.241.T.1 ─┐
+//!   ns b2 10.241.T.2 ─┤
+//!   ns b3 10.241.T.3 ─┼── bridge in ns s (the scanner, 10.241.T.100)
+//!   ns f  10.241.T.9 ─┘   (f: the forger, only in the signing test)
+//! ```
+//! Each board runs under `unshare -m` with its own file bind-mounted on /etc/machine-id,
+//! which is how a board gets its id; two boards given the same file are clones.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::net::{Ipv4Addr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The namespaces of one test; deleted on drop (their veths and the bridge go with them).
+struct Lan {
+    scanner: String,
+    boards: Vec<String>,
+    forger: Option<String>,
+    /// Third octet of 10.241.T.0/24: one subnet per test.
+    subnet: u8,
+    dir: PathBuf,
+}
+
+impl Lan {
+    fn new(tag: &str, subnet: u8, boards: usize, forger: bool) -> Lan {
+        let id = std::process::id() % 100_000;
+        let ns = |x: &str| format!("tk{tag}{x}{id}");
+        let lan = Lan {
+            scanner: ns("s"),
+            boards: (1..=boards).map(|i| ns(&format!("b{i}"))).collect(),
+            forger: forger.then(|| ns("f")),
+            subnet,
+            dir: temp_dir(&format!("trust{tag}")),
+        };
+        let br = format!("br{tag}{id}");
+        for n in lan.all() {
+            if Path::new(&format!("/run/netns/{n}")).exists() {
+                let _ = sh(&["ip", "netns", "del", n]);
+            }
+            assert!(sh(&["ip", "netns", "add", n]), "ip netns add {n}");
+            assert!(sh(&["ip", "-n", n, "link", "set", "lo", "up"]));
+        }
+        let s = &lan.scanner;
+        assert!(sh(&["ip", "-n", s, "link", "add", &br, "type", "bridge"]));
+        let addr = lan.addr(100);
+        assert!(sh(&[
+            "ip",
+            "-n",
+            s,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "brd",
+            "+",
+            "dev",
+            &br
+        ]));
+        assert!(sh(&["ip", "-n", s, "link", "set", &br, "up"]));
+        let members: Vec<(String, u8)> = lan
+            .boards
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.clone(), i as u8 + 1))
+            .chain(lan.forger.clone().map(|f| (f, 9)))
+            .collect();
+        for (n, host) in members {
+            let (inner, outer) = (lan.ifname(host), format!("p{tag}{host}{id}"));
+            assert!(sh(&[
+                "ip", "link", "add", &inner, "netns", &n, "type", "veth", "peer", "name", &outer,
+                "netns", s
+            ]));
+            assert!(sh(&["ip", "-n", s, "link", "set", &outer, "master", &br]));
+            assert!(sh(&["ip", "-n", s, "link", "set", &outer, "up"]));
+            let a = format!("{}/24", lan.addr(host));
+            assert!(sh(&[
+                "ip", "-n", &n, "addr", "add", &a, "brd", "+", "dev", &inner
+            ]));
+            assert!(sh(&["ip", "-n", &n, "link", "set", &inner, "up"]));
+        }
+        lan
+    }
+
+    fn all(&self) -> impl Iterator<Item = &String> {
+        std::iter::once(&self.scanner)
+            .chain(&self.boards)
+            .chain(&self.forger)
+    }
+
+    fn addr(&self, host: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 241, self.subnet, host)
+    }
+
+    /// The interface of host `.N` inside its namespace.
+    fn ifname(&self, host: u8) -> String {
+        format!("e{}n{host}", self.subnet)
+    }
+
+    /// Writes `contents` to a file in the test directory and returns its path.
+    fn file(&self, name: &str, contents: &str) -> PathBuf {
+        let p = self.dir.join(name);
+        std::fs::write(&p, contents).unwrap();
+        p
+    }
+
+    /// Starts board `n` (1-based) with `machine_id` bind-mounted on /etc/machine-id.
+    fn board(&self, n: usize, machine_id: &Path, extra: &[&str]) -> Agent {
+        let dir = temp_dir("trustboard");
+        let mut args = loopback_agent_args(
+            &dir.join("t.sock"),
+            &["--iface", &self.ifname(n as u8), "--interval", "1"],
+        );
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.boards[n - 1]]);
+        cmd.args(["unshare", "-m", "--propagation", "private", "sh", "-c"]);
+        cmd.arg("mount --bind \"$0\" /etc/machine-id && exec \"$@\"");
+        cmd.arg(machine_id);
+        cmd.args(runner()).arg(BIN).args(&args);
+        Agent::spawn_command(cmd, dir, &[])
+            .unwrap_or_else(|f| panic!("board {n}: {:?} {} {}", f.status, f.stdout, f.stderr))
+    }
+
+    /// `tether scan ARGS` in the scanner namespace: (exit code, stdout, stderr).
+    fn scan(&self, args: &[&str]) -> (i32, String, String) {
+        let out = tether_cmd_in(Some(&self.scanner), &[&["scan"], args].concat())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `tether scan --json ARGS`: (exit code, rows, stderr).
+    fn scan_json(&self, args: &[&str]) -> (i32, Vec<Value>, String) {
+        let (code, out, err) = self.scan(&[&["--json"], args].concat());
+        let rows: Value = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("scan --json {args:?} gave no JSON ({e}): {out} {err}"));
+        (code, rows.as_array().unwrap().clone(), err)
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        for n in self.all() {
+            let _ = sh(&["ip", "netns", "del", n]);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn status_id(a: &Agent) -> String {
+    ok_json(&a.unix().req("STATUS"))["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn field<'a>(rows: &'a [Value], k: &str) -> Vec<&'a str> {
+    rows.iter().map(|r| r[k].as_str().unwrap_or("?")).collect()
+}
+
+/// Captures one beacon sent by each of `from` (in namespace `ns`, port 4546).
+fn capture(ns: &str, from: Vec<Ipv4Addr>) -> Vec<Vec<u8>> {
+    in_ns(ns, move || {
+        let s = UdpSocket::bind("0.0.0.0:4546").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut got: Vec<Option<Vec<u8>>> = vec![None; from.len()];
+        let end = Instant::now() + slack(Duration::from_secs(6));
+        let mut buf = [0u8; 2048];
+        while got.iter().any(Option::is_none) && Instant::now() < end {
+            if let Ok((n, src)) = s.recv_from(&mut buf) {
+                let d = &buf[..n];
+                if let Some(i) = from.iter().position(|a| src.ip() == *a) {
+                    if d.starts_with(b"{") && !d.windows(7).any(|w| w == b"\"nonce\"") {
+                        got[i] = Some(d.to_vec());
+                    }
+                }
+            }
+        }
+        got.into_iter()
+            .map(|g| g.expect("a beacon from every board"))
+            .collect()
+    })
+    .join()
+    .unwrap()
+}
+
+/// Checks the README's rule: the tag is `,"sig":"<64 hex>"` before the final `}` and is
+/// HMAC-SHA256(key, the datagram without those 73 bytes).
+fn tag_follows_the_documented_rule(d: &[u8], key: &[u8]) -> bool {
+    let n = d.len();
+    if n < 74 || !d[n - 74..].starts_with(b",\"sig\":\"") || !d.ends_with(b"\"}") {
+        return false;
+    }
+    let unsigned = [&d[..n - 74], b"}"].concat();
+    let tag = tether::crypto::hmac_sha256(key, &[&unsigned]);
+    let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+    d[n - 66..n - 2] == *hex.as_bytes()
+}
+
+const KEY: &str = "correct-horse-battery-staple-fleet-1";
+
+#[test]
+fn fleet_key_signs_and_scan_tells_signed_forged_altered_replayed() {
+    if !can_netns() {
+        return;
+    }
+    let lan = Lan::new("g", 71, 3, true);
+    let forger = lan.forger.clone().unwrap();
+    let keyfiles: Vec<PathBuf> = (1..=3)
+        .map(|i| lan.file(&format!("key{i}"), &format!("  {KEY}\n")))
+        .collect();
+    let boards: Vec<Agent> = (1..=3)
+        .map(|i| {
+            let mid = lan.file(&format!("mid{i}"), &format!("{:032x}\n", 0xabc0 + i));
+            lan.board(i, &mid, &["--fleet-key", keyfiles[i - 1].to_str().unwrap()])
+        })
+        .collect();
+    let ids: Vec<String> = boards.iter().map(status_id).collect();
+    assert_eq!(
+        ids.iter().collect::<std::collections::BTreeSet<_>>().len(),
+        3
+    );
+
+    // What the agents send follows the documented wire rule, run and sig included.
+    let got = capture(&forger, vec![lan.addr(1), lan.addr(2)]);
+    for d in &got {
+        assert!(d.len() <= 512);
+        assert!(
+            tag_follows_the_documented_rule(d, KEY.as_bytes()),
+            "{}",
+            String::from_utf8_lossy(d)
+        );
+        let v: Value = serde_json::from_slice(d).unwrap();
+        assert_eq!(v["run"].as_str().unwrap().len(), 16, "{v}");
+    }
+    // A probe answer is signed too, nonce included.
+    let answer = in_ns(&lan.scanner, {
+        let to = lan.addr(3);
+        move || {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            let mut p = b"TETHER? probe-nonce-1".to_vec();
+            p.resize(512, b' ');
+            s.send_to(&p, (to, 4546)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let mut buf = [0u8; 2048];
+            let (n, _) = s.recv_from(&mut buf).expect("a probe answer");
+            buf[..n].to_vec()
+        }
+    })
+    .join()
+    .unwrap();
+    assert!(tag_follows_the_documented_rule(&answer, KEY.as_bytes()));
+    assert!(String::from_utf8_lossy(&answer).contains("\"nonce\":\"probe-nonce-1\""));
+
+    // The forger, from 10.241.T.9: re-sends board 1's genuine beacon (replayed), sends
+    // board 1's beacon with one byte altered, and board 2's with a made-up tag (forged).
+    let genuine = got[0].clone();
+    let mut altered = genuine.clone();
+    let at = altered
+        .windows(9)
+        .position(|w| w == b"\"uptime\":")
+        .unwrap()
+        + 9;
+    altered[at] = if altered[at] == b'7' { b'8' } else { b'7' };
+    let mut made_up = got[1].clone();
+    let n = made_up.len();
+    made_up[n - 66..n - 2].fill(b'0');
+    let bcast = Ipv4Addr::new(10, 241, lan.subnet, 255);
+    let until = Instant::now() + slack(Duration::from_secs(9));
+    let forging = in_ns(&forger, move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_broadcast(true).unwrap();
+        while Instant::now() < until {
+            for d in [&genuine, &altered, &made_up] {
+                s.send_to(d, (bcast, 4546)).unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let scan_key = lan.file("scankey", KEY);
+    let key = scan_key.to_str().unwrap();
+
+    // With the key: the three real boards, signed; nothing else listed.
+    let (code, rows, err) = lan.scan_json(&["--fleet-key", key, "-t", "2"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(
+        field(&rows, "trust").iter().all(|t| *t == "signed"),
+        "{rows:?}"
+    );
+    let mut addrs = field(&rows, "addr");
+    addrs.sort();
+    assert_eq!(addrs, ["10.241.71.1", "10.241.71.2", "10.241.71.3"]);
+    assert!(rows.iter().all(|r| r["dup_id"] == false));
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("note: hidden: ") && l.contains(" forged")),
+        "{err}"
+    );
+
+    // --all shows what the forger sent, from where it really came.
+    let (code, rows, err) = lan.scan_json(&["--fleet-key", key, "--all", "-t", "2"]);
+    assert_eq!(code, 0, "{err}");
+    let has = |trust: &str, id: &str, addr: &str| {
+        rows.iter()
+            .any(|r| r["trust"] == trust && r["id"] == id && r["addr"] == addr)
+    };
+    let forger_addr = "10.241.71.9";
+    assert!(has("replayed", &ids[0], forger_addr), "{rows:#?}");
+    assert!(
+        has("forged", &ids[0], forger_addr),
+        "altered byte: {rows:#?}"
+    );
+    assert!(
+        has("forged", &ids[1], forger_addr),
+        "made-up tag: {rows:#?}"
+    );
+    assert_eq!(
+        field(&rows, "trust")
+            .iter()
+            .filter(|t| **t == "signed")
+            .count(),
+        3
+    );
+    assert!(
+        rows.iter().all(|r| r["dup_id"] == false),
+        "forgers are not clones"
+    );
+
+    // The table has a TRUST column.
+    let (code, table, _) = lan.scan(&["--fleet-key", key, "--all", "-t", "1"]);
+    assert_eq!(code, 0);
+    assert!(table.lines().next().unwrap().ends_with("TRUST"), "{table}");
+    assert!(
+        table.contains(" forged") && table.contains(" signed"),
+        "{table}"
+    );
+    forging.join().unwrap();
+
+    // Another key: nothing is signed: exit 69 and nothing listed; --all lists them, exit 0.
+    let wrong = lan.file("wrong", "a-different-fleet-key-0000");
+    let wrong = wrong.to_str().unwrap();
+    let (code, rows, err) = lan.scan_json(&["--fleet-key", wrong, "-t", "1"]);
+    assert_eq!(code, 69, "{rows:?} {err}");
+    assert!(rows.is_empty());
+    assert_eq!(error_lines(&err).len(), 1, "{err}");
+    let (code, rows, err) = lan.scan_json(&["--fleet-key", wrong, "--all", "-t", "1"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(field(&rows, "trust").iter().all(|t| *t == "forged"));
+
+    // Without a key nothing changes but "trust":"unchecked" (--all changes nothing).
+    for args in [&["-t", "1"][..], &["-t", "1", "--all"]] {
+        let (code, rows, err) = lan.scan_json(args);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        assert!(field(&rows, "trust").iter().all(|t| *t == "unchecked"));
+    }
+
+    // Signed beacons and signed probe answers touched no heap.
+    for b in &boards {
+        let stats = b.unix().req("STATS");
+        assert_eq!(json_u64(&stats, "allocs_since_ready"), Some(0), "{stats}");
+        assert!(json_u64(&stats, "probes_answered").unwrap() >= 3, "{stats}");
+        assert!(json_u64(&stats, "beacons_sent").unwrap() >= 3, "{stats}");
+    }
+
+    // Rotation: board 1 gets a new key and SIGHUP; a scan with the old key no longer
+    // lists it, one with the new key does. A bad key file at SIGHUP keeps the key.
+    let new_key = "the-next-fleet-key-2027-rotation";
+    std::fs::write(&keyfiles[0], new_key).unwrap();
+    boards[0].signal(1);
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, rows, _) = lan.scan_json(&["--fleet-key", key, "-t", "1.5"]);
+    assert!(!field(&rows, "id").contains(&ids[0].as_str()), "{rows:?}");
+    assert_eq!(rows.len(), 2);
+    let new_file = lan.file("newkey", new_key);
+    let new_file = new_file.to_str().unwrap();
+    let (code, rows, _) = lan.scan_json(&["--fleet-key", new_file, "-t", "1.5"]);
+    assert_eq!((code, field(&rows, "id")), (0, vec![ids[0].as_str()]));
+    std::fs::write(&keyfiles[0], "short").unwrap();
+    boards[0].signal(1);
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, rows, _) = lan.scan_json(&["--fleet-key", new_file, "-t", "1.5"]);
+    assert_eq!((code, field(&rows, "id")), (0, vec![ids[0].as_str()]));
+    let mut boards = boards;
+    let (status, err) = boards.remove(0).stop();
+    assert_eq!(status.code(), Some(0));
+    assert!(err.contains("fleet key reloaded"), "{err}");
+    assert!(err.contains("keeping the previous fleet key"), "{err}");
+}
+
+#[test]
+fn clones_are_two_rows_with_dup_id_and_one_warning() {
+    if !can_netns() {
+        return;
+    }
+    let lan = Lan::new("c", 72, 3, false);
+    let key = lan.file("key", KEY);
+    let image = lan.file("mid-image", "5e1f0c10e5e1f0c10e5e1f0c10e5e1f0\n");
+    let zeros = lan.file("mid-zeros", &"0".repeat(32));
+    let k = ["--fleet-key", key.to_str().unwrap()];
+    let a = lan.board(1, &image, &k);
+    let b = lan.board(2, &image, &k);
+    let c = lan.board(3, &zeros, &k);
+    let id = status_id(&a);
+    assert_eq!(status_id(&b), id, "same machine-id, same id");
+
+    for args in [
+        &["--fleet-key", key.to_str().unwrap(), "-t", "2"][..],
+        &["-t", "2"],
+    ] {
+        let (code, rows, err) = lan.scan_json(args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert_eq!(rows.len(), 3, "{args:?}: {rows:#?}");
+        let clones: Vec<&Value> = rows.iter().filter(|r| r["id"] == id.as_str()).collect();
+        assert_eq!(clones.len(), 2, "{rows:#?}");
+        assert!(clones.iter().all(|r| r["dup_id"] == true), "{rows:#?}");
+        assert_ne!(clones[0]["run"], clones[1]["run"]);
+        assert_ne!(clones[0]["addr"], clones[1]["addr"]);
+        let other = rows.iter().find(|r| r["id"] != id.as_str()).unwrap();
+        assert_eq!(other["dup_id"], false);
+        let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning:")).collect();
+        assert_eq!(warnings.len(), 1, "{err}");
+        let w = warnings[0];
+        assert!(w.contains(&id) && w.contains("/etc/machine-id"), "{w}");
+        assert!(w.contains("systemd-machine-id-setup"), "{w}");
+    }
+    // --watch keeps both clones as rows.
+    let mut watch = tether_cmd_in(
+        Some(&lan.scanner),
+        &["scan", "-t", "1", "--watch", "--json"],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let mut out = std::io::BufReader::new(watch.stdout.take().unwrap());
+    for _ in 0..2 {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        let rows: Value = serde_json::from_str(&line).unwrap();
+        let n = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["id"] == id.as_str())
+            .count();
+        assert_eq!(n, 2, "{rows}");
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+
+    // A placeholder machine-id is called out at start.
+    let (_, err) = c.stop();
+    assert!(err.contains("placeholder"), "{err}");
+    let (_, err) = a.stop();
+    assert!(!err.contains("placeholder"), "{err}");
+}
+
+#[test]
+fn bad_fleet_key_is_exit_78_for_agent_and_scan() {
+    let dir = temp_dir("badkey");
+    let short = dir.join("short");
+    std::fs::write(&short, "  fifteen-bytes!\n").unwrap();
+    let missing = dir.join("missing");
+    for key in [&short, &missing] {
+        let k = key.to_str().unwrap();
+        let args = loopback_agent_args(&dir.join("t.sock"), &["--no-beacon", "--fleet-key", k]);
+        let (code, out, err) = run(&args);
+        assert_eq!(code, 78, "agent --fleet-key {k}: {out} {err}");
+        assert_eq!(error_lines(&err).len(), 1, "{err}");
+        assert!(err.contains("--fleet-key"), "{err}");
+        // scan checks the key before it opens a socket: nothing is sent.
+        let (code, _, err) = run(&["scan", "--fleet-key", k, "-t", "0.1"]);
+        assert_eq!(code, 78, "scan --fleet-key {k}: {err}");
+        assert_eq!(error_lines(&err).len(), 1, "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
