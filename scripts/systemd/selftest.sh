@@ -4,7 +4,7 @@
 # host reads /share/log as it grows; the journal has a copy); exit status = number of failed checks
 # (capped at 99), 0 when all pass. Every command is bounded by a timeout.
 set -uo pipefail
-export LC_ALL=C.UTF-8 SYSTEMD_PAGER= PATH=/usr/sbin:/usr/bin:/sbin:/bin
+export LC_ALL=C.UTF-8 SYSTEMD_PAGER= PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 exec > >(tee -a /share/log) 2>&1
 
 DEB=/share/tether.deb
@@ -40,6 +40,28 @@ set_args() { # set_args ARGS: TETHER_ARGS in /etc/default/tether, as a user woul
 }
 
 say "== systemd $(systemctl --version | awk 'NR==1{print $2}') as PID 1 ($(readlink /proc/1/exe)), $(. /etc/os-release; echo "$PRETTY_NAME"), network: $(ls /sys/class/net | tr '\n' ' ')"
+
+# ---- 0. by hand, as board/RASPBERRY-PI.md says (no package) ------------------------------
+say "-- by hand: the install steps of board/RASPBERRY-PI.md, as written"
+cp /share/byhand/* /tmp/
+if (cd /tmp && T bash -e /share/byhand/steps.sh) >/tmp/byhand.log 2>&1; then
+    ok "by hand: every documented step succeeds"
+else
+    bad "by hand: every documented step succeeds"; tail -n 20 /tmp/byhand.log
+fi
+check "by hand: user tether created (sysusers)" bash -c 'getent passwd tether >/dev/null'
+check "by hand: active, runs /usr/local/bin/tether" bash -c "[ \"\$(systemctl is-active tether)\" = active ] && systemctl show -p ExecStart --value tether | grep -q 'path=/usr/local/bin/tether '"
+out=$(T tether ctl PING 2>&1)
+if [ "$out" = PONG ]; then ok "by hand: tether ctl PING as root"; else bad "by hand: tether ctl PING as root" "($out)"; fi
+# Undo it all, so the package starts from a clean system.
+T systemctl disable --now tether >/dev/null 2>&1
+rm -f /usr/local/bin/tether /etc/default/tether /etc/systemd/system/tether.service \
+    /etc/sysusers.d/tether.conf /usr/local/share/man/man1/tether.1 \
+    /usr/local/share/bash-completion/completions/tether
+rm -rf /usr/local/share/doc/tether
+T userdel tether
+T systemctl daemon-reload
+check "by hand: undone (no unit, no user)" bash -c '! systemctl cat tether >/dev/null 2>&1 && ! getent passwd tether >/dev/null'
 
 # ---- 1. install -------------------------------------------------------------------------
 say "-- dpkg -i $(dpkg-deb -f "$DEB" Package Version Architecture | paste -sd' ')"
