@@ -225,6 +225,16 @@ check "unit gone, socket and /run/tether gone" bash -c "! systemctl cat tether >
 check "conffiles gone (/etc/default/tether, /etc/init.d/tether)" test ! -e /etc/default/tether -a ! -e /etc/init.d/tether
 check "user tether kept (Debian leaves system users)" bash -c "getent passwd tether >/dev/null"
 
+# ---- 12. apt install ./tether_*.deb, as the README says ---------------------------------
+if (cd /share && T env DEBIAN_FRONTEND=noninteractive apt-get install -y -q ./tether.deb) >/tmp/apt.log 2>&1; then
+    ok "apt install ./tether.deb (no network: dependencies all met locally)"
+else
+    bad "apt install ./tether.deb"; tail -n 15 /tmp/apt.log
+fi
+check "active and serving after apt install" bash -c "systemctl is-active -q tether && [ \"\$(tether ctl PING)\" = PONG ]"
+T apt-get purge -y -q tether >/dev/null 2>&1
+check "apt purge: no tether process left" bash -c "! pgrep -x tether >/dev/null"
+
 say "== $pass passed, $fail failed in $(($(date +%s%3N) - t_start)) ms"
 [ $fail -gt 99 ] && fail=99
 exit $fail
