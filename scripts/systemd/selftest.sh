@@ -4,7 +4,8 @@
 # host reads /share/log as it grows); exit status = number of failed checks
 # (capped at 99), 0 when all pass. Every command is bounded by a timeout.
 set -uo pipefail
-export LC_ALL=C.UTF-8 SYSTEMD_PAGER= PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+# shellcheck disable=SC2317  # the helpers are called through check/wait_for
+export LC_ALL=C.UTF-8 SYSTEMD_PAGER='' PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 exec >>/share/log 2>&1
 
 DEB=/share/tether.deb
@@ -76,6 +77,7 @@ check "unit active after install" wait_for 10 is_active
 check "unit runs /usr/bin/tether (no /usr/local)" bash -c "systemctl cat tether | grep -q '^ExecStart=/usr/bin/tether ' && ! systemctl cat tether | grep -v '^#' | grep -q /usr/local"
 check "shipped WatchdogSec is 30s" test "$(prop WatchdogUSec)" = 30s
 check "man page and completion installed" test -s /usr/share/man/man1/tether.1.gz -a -s /usr/share/bash-completion/completions/tether
+check "bash completion completes 'tether ctl ST'" bash -c '. /usr/share/bash-completion/completions/tether && COMP_WORDS=(tether ctl ST) COMP_CWORD=2 && _tether && [ "${COMPREPLY[*]}" = "STATUS STATS" ]'
 
 # ---- 2. StatusText, journal -------------------------------------------------------------
 wait_for 5 bash -c "journalctl -q -u tether -o cat | grep -q '^ready tcp='"
