@@ -78,6 +78,7 @@ check "unit runs /usr/bin/tether (no /usr/local)" bash -c "systemctl cat tether 
 check "shipped WatchdogSec is 30s" test "$(prop WatchdogUSec)" = 30s
 check "man page and completion installed" test -s /usr/share/man/man1/tether.1.gz -a -s /usr/share/bash-completion/completions/tether
 check "bash completion completes 'tether ctl ST'" bash -c '. /usr/share/bash-completion/completions/tether && COMP_WORDS=(tether ctl ST) COMP_CWORD=2 && _tether && [ "${COMPREPLY[*]}" = "STATUS STATS" ]'
+T systemctl status --no-pager --lines=3 tether 2>&1 | sed 's/^/     | /'
 
 # ---- 2. StatusText, journal -------------------------------------------------------------
 wait_for 5 bash -c "journalctl -q -u tether -o cat | grep -q '^ready tcp='"
