@@ -11,13 +11,16 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else die "need root for: $*"; fi; }
 
+# Wait for another apt/dpkg (a parallel job, unattended-upgrades) instead of failing on its lock.
+APT_WAIT=(-o DPkg::Lock::Timeout=600)
+
 # apt_update: run `apt-get update` at most once per boot/run (stamp in /tmp).
 # A foreign-architecture list may fail to load (exit 100) while the main lists load: tolerate it.
 apt_update() {
     local stamp=/tmp/.tether-apt-updated
     [ -e "$stamp" ] && return 0
     say "apt-get update"
-    as_root apt-get update -qq >/dev/null 2>&1 || say "apt-get update exited non-zero (tolerated)"
+    as_root apt-get "${APT_WAIT[@]}" update -qq >/dev/null 2>&1 || say "apt-get update exited non-zero (tolerated)"
     touch "$stamp"
 }
 
@@ -28,7 +31,7 @@ need_cmd() {
     command -v apt-get >/dev/null 2>&1 || die "$cmd is missing and there is no apt-get: install $* by hand"
     apt_update
     say "apt-get install $*"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get "${APT_WAIT[@]}" install -y -qq --no-install-recommends "$@" >/dev/null
     command -v "$cmd" >/dev/null 2>&1 || die "installed $* but $cmd is still missing"
 }
 
@@ -65,7 +68,7 @@ need_pkg() {
     command -v apt-get >/dev/null 2>&1 || die "missing packages ${missing[*]} and there is no apt-get"
     apt_update
     say "apt-get install ${missing[*]}"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get "${APT_WAIT[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 # apt_add_arch ARCH: enable a foreign Debian architecture (for `apt-get download pkg:ARCH`)
@@ -189,4 +192,24 @@ elf_check() {
                 arm-*) case $arch in v6|v6K|v6KZ|v6Z) ;; *) die "$f: Tag_CPU_arch is '$arch', want ARMv6" ;; esac ;;
             esac ;;
     esac
+}
+
+# ---- packaging and the systemd test (scripts/package, scripts/test-systemd) ----
+
+# crate_version: the package version from Cargo.toml's [package] section.
+crate_version() {
+    awk -F'"' '/^\[/{p = ($0 == "[package]")} p && /^version *=/{print $2; exit}' "$ROOT/Cargo.toml"
+}
+
+# host_debian_mirror: the Debian archive this machine's own apt uses (deb822 `URIs:` or a
+# one-line `deb URI SUITE` entry), never a host written into the repo. Security archives skipped.
+host_debian_mirror() {
+    local m
+    m=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null \
+        | awk '/^URIs:/{for (i = 2; i <= NF; i++) if ($i !~ /security/) {print $i; exit}}')
+    [ -n "$m" ] || m=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+        | awk '$1 == "deb" {i = 2; if ($2 ~ /^\[/) while (i < NF && $i !~ /\]$/) i++; if ($2 ~ /^\[/) i++
+                            if ($i !~ /security/) {print $i; exit}}')
+    [ -n "$m" ] || return 1
+    printf '%s\n' "$m"
 }
