@@ -198,6 +198,11 @@ impl Agent {
         &self.id
     }
 
+    /// `--max-clients`, the control table's configured size.
+    pub fn max_clients(&self) -> usize {
+        self.max_clients
+    }
+
     pub fn uptime(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.started)
     }

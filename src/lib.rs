@@ -30,6 +30,7 @@ pub mod daemon;
 pub mod facts;
 pub mod id;
 pub mod limits;
+pub mod metrics;
 pub mod proto;
 pub mod runloop;
 pub mod scan;

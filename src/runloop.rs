@@ -21,6 +21,8 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+pub mod http;
+
 /// Refused and closing connections wait here, read-and-discard, until the peer closes
 /// or this long passes: closing a socket with unread input sends RST, which would
 /// destroy our last reply (`ERR busy`, `ERR too-long`, QUIT's `OK`) before it is read.
@@ -30,7 +32,9 @@ const LINGER_MAX: usize = 16;
 const READS_PER_TURN: usize = 16;
 /// After EMFILE/ENFILE on accept, stop accepting this long instead of spinning.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(200);
-const POLL_MAX: usize = 1 + MAX_LISTENERS + 1 + 1 + MAX_CLIENTS + LINGER_MAX + 1;
+const POLL_MAX: usize = 1 + MAX_LISTENERS + 1 + 1 + MAX_CLIENTS + LINGER_MAX + 1 + HTTP_POLL;
+/// The metrics listeners and HTTP slots (`--metrics`).
+const HTTP_POLL: usize = crate::limits::MAX_METRICS_LISTENERS + crate::limits::HTTP_SLOTS;
 
 const E_TOO_LONG: Error = Error::new(ErrCode::TooLong, "line exceeds 255 bytes");
 const BUSY_LINE: &[u8] = b"ERR busy too many clients\n";
@@ -212,6 +216,8 @@ enum Tok {
     Client(usize, u32),
     /// By fd number: the linger list may shift within a turn.
     Linger(std::os::fd::RawFd),
+    HttpListen(usize),
+    Http(usize, u32),
 }
 
 /// systemd watchdog: send WATCHDOG=1 every `every`.
@@ -229,6 +235,8 @@ pub struct RunLoop {
     idle: Option<Duration>,
     accept_paused_until: Option<Instant>,
     pub watchdog: Option<Watchdog>,
+    /// `--metrics`: the HTTP listeners and their own slot table.
+    pub http: http::Http,
 }
 
 impl RunLoop {
@@ -241,6 +249,7 @@ impl RunLoop {
             idle,
             accept_paused_until: None,
             watchdog: None,
+            http: http::Http::off(),
         }
     }
 
@@ -272,6 +281,7 @@ impl RunLoop {
         for l in &self.io.lingering {
             take(Some(l.until));
         }
+        take(self.http.next_deadline());
         d.map(|t| t.max(now))
     }
 
@@ -304,6 +314,14 @@ impl RunLoop {
                         add(fd.as_fd(), PollFlags::POLLIN, Tok::Tcp(i));
                     }
                     add(self.io.unix.fd.as_fd(), PollFlags::POLLIN, Tok::Unix);
+                    for (i, (fd, _)) in self.http.listeners.iter().enumerate() {
+                        add(fd.as_fd(), PollFlags::POLLIN, Tok::HttpListen(i));
+                    }
+                }
+                for i in 0..self.http.slot_count() {
+                    if let Some((fd, gen, ev)) = self.http.interest(i) {
+                        add(fd, ev, Tok::Http(i, gen));
+                    }
                 }
                 if let Some(fd) = self.io.beacon.as_ref().and_then(|b| b.fd()) {
                     add(fd, PollFlags::POLLIN, Tok::Beacon);
@@ -353,6 +371,16 @@ impl RunLoop {
                         }
                     }
                     Tok::Linger(fd) => self.linger_readable(fd),
+                    Tok::HttpListen(i) => self.accept_http(now, i),
+                    Tok::Http(i, gen) => {
+                        if self.http.generation(i) == gen {
+                            let (agent, io) = (&self.agent, &mut self.io);
+                            let mut render = |w: &mut WBuf<'_>, hs: &crate::metrics::HttpStats| {
+                                crate::metrics::render(w, now, agent, io, hs)
+                            };
+                            self.http.ready(i, ev, now, &mut render);
+                        }
+                    }
                 }
             }
             self.timers(now);
@@ -738,5 +766,22 @@ impl RunLoop {
             }
         }
         self.io.lingering.retain(|l| l.until > now);
+        self.http.timers(now);
+    }
+
+    /// Accepts every waiting connection on metrics listener `li` (see [`http::Http`]).
+    fn accept_http(&mut self, now: Instant, li: usize) {
+        loop {
+            match self.http.accept_one(now, li) {
+                http::Accepted::None => return,
+                http::Accepted::Slot => {}
+                http::Accepted::Refused(fd) => self.linger(fd, now),
+                http::Accepted::Pause(e) => {
+                    log::warn!("accept (metrics): {}: pausing accepts", e.desc());
+                    self.accept_paused_until = Some(now + ACCEPT_PAUSE);
+                    return;
+                }
+            }
+        }
     }
 }

@@ -363,6 +363,7 @@ mod tests {
             addr: None,
             iface: "wlan0",
             port: 4545,
+            metrics: Some(9545),
             seq: 3,
             uptime: 90000,
             load: 1.5,

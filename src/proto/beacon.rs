@@ -1,7 +1,7 @@
 //! The beacon datagram and the scan probe, both directions. Pure, panic-free on any input.
 //!
 //! - A **beacon** is one JSON object of at most [`DATAGRAM_MAX`] bytes:
-//!   `{"tether":1,"id":..,"host":..,"addr":..,"iface":..,"port":N,"seq":N,"uptime":N,
+//!   `{"tether":1,"id":..,"host":..,"addr":..,"iface":..,"port":N[,"metrics":N],"seq":N,"uptime":N,
 //!   "load":F,"mem_avail_kb":N,"temp_c":F|null[,"bye":true][,"nonce":".."],"facts":{..},
 //!   "facts_omitted":N}`. Facts that do not fit are left out whole and counted.
 //! - A **probe** is `TETHER? <nonce>` padded (with spaces or NULs) to 512 bytes. An answer
@@ -26,6 +26,8 @@ pub struct Fields<'a> {
     pub addr: Option<core::net::Ipv4Addr>,
     pub iface: &'a str,
     pub port: u16,
+    /// The HTTP port serving `/metrics` (`--metrics`), when there is one to announce.
+    pub metrics: Option<u16>,
     pub seq: u64,
     pub uptime: u64,
     pub load: f32,
@@ -59,10 +61,14 @@ pub fn encode<'f>(
         }
         w.write_str(",\"iface\":")?;
         json::write_str(&mut w, f.iface.as_bytes())?;
+        write!(w, ",\"port\":{}", f.port)?;
+        if let Some(m) = f.metrics {
+            write!(w, ",\"metrics\":{m}")?;
+        }
         write!(
             w,
-            ",\"port\":{},\"seq\":{},\"uptime\":{},\"load\":{:.2},\"mem_avail_kb\":{},\"temp_c\":",
-            f.port, f.seq, f.uptime, f.load, f.mem_avail_kb
+            ",\"seq\":{},\"uptime\":{},\"load\":{:.2},\"mem_avail_kb\":{},\"temp_c\":",
+            f.seq, f.uptime, f.load, f.mem_avail_kb
         )?;
         json::write_opt_f1(&mut w, f.temp_c)?;
         if f.bye {
@@ -270,6 +276,7 @@ mod tests {
             addr: Some(core::net::Ipv4Addr::new(10, 9, 8, 7)),
             iface: "eth0",
             port: 4545,
+            metrics: Some(9545),
             seq: 7,
             uptime: 1234,
             load: 0.25,
@@ -292,6 +299,7 @@ mod tests {
         assert_eq!(get(b"tether"), Some(b"1".as_slice()));
         assert_eq!(get(b"addr"), Some(b"\"10.9.8.7\"".as_slice()));
         assert_eq!(get(b"seq"), Some(b"7".as_slice()));
+        assert_eq!(get(b"metrics"), Some(b"9545".as_slice()));
         assert_eq!(get(b"temp_c"), Some(b"48.3".as_slice()));
         assert_eq!(get(b"facts"), Some(b"{\"room\":\"kitchen\"}".as_slice()));
         assert_eq!(get(b"facts_omitted"), Some(b"0".as_slice()));

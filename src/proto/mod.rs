@@ -9,10 +9,14 @@
 //! - [`request`]: one line -> [`request::Request`] (an enum; never a chain of string compares).
 //! - [`reply`]: the fixed reply vocabulary (`PONG`, `OK ...`, `ERR <code> <text>`).
 //! - [`wbuf`] / [`json`]: a fixed-size `fmt::Write` buffer and JSON string escaping.
+//! - [`http`] / [`prom`]: the HTTP/1.1 request head parser and response heads for
+//!   `/metrics`, and the Prometheus text format writers (label escaping).
 
 pub mod beacon;
+pub mod http;
 pub mod json;
 pub mod line;
+pub mod prom;
 pub mod reply;
 pub mod request;
 pub mod wbuf;
