@@ -5,6 +5,9 @@
 
 use crate::cli::{valid_ifname, ScanArgs};
 use crate::daemon::{Fatal, EX_UNAVAILABLE, EX_USAGE};
+
+/// sysexits: cannot create an output file (`--prometheus-sd`).
+pub const EX_CANTCREAT: u8 = 73;
 use crate::limits::DATAGRAM_MAX;
 use crate::proto::beacon::{self, count_members, fields, unquote};
 use crate::proto::json;
@@ -24,6 +27,8 @@ pub struct Board {
     pub host: String,
     pub addr: String,
     pub port: u16,
+    /// The metrics port the beacon announced (`"metrics":PORT`), if any.
+    pub metrics: Option<u16>,
     pub uptime: u64,
     pub load: f64,
     pub temp_c: Option<f64>,
@@ -51,6 +56,7 @@ pub fn decode(d: &[u8], from: SocketAddrV4, now: Instant) -> Option<Board> {
         host: String::new(),
         addr: from.ip().to_string(),
         port: 0,
+        metrics: None,
         uptime: 0,
         load: 0.0,
         temp_c: None,
@@ -67,6 +73,7 @@ pub fn decode(d: &[u8], from: SocketAddrV4, now: Instant) -> Option<Board> {
             b"host" => b.host = text(v),
             b"addr" if v != b"null" => b.addr = text(v),
             b"port" => b.port = num(v).unwrap_or(0),
+            b"metrics" => b.metrics = num(v).filter(|&p: &u16| p != 0),
             b"uptime" => b.uptime = num(v).unwrap_or(0),
             b"load" => b.load = num(v).unwrap_or(0.0),
             b"temp_c" => b.temp_c = num(v),
@@ -148,6 +155,10 @@ pub fn to_json(boards: &BTreeMap<String, Board>, now: Instant, silent_after: Dur
                 b.port, b.uptime, b.load
             )?;
             json::write_opt_f1(&mut w, b.temp_c.map(|t| t as f32))?;
+            match b.metrics {
+                Some(m) => write!(w, ",\"metrics\":{m}")?,
+                None => w.write_str(",\"metrics\":null")?,
+            }
             write!(
                 w,
                 ",\"facts\":{},\"seq\":{},\"seen_s\":{:.1},\"state\":\"{}\"}}",
@@ -270,6 +281,93 @@ impl Scanner {
     }
 }
 
+/// `--prometheus-sd`: Prometheus file_sd JSON listing every board that is up (not gone
+/// silent, no goodbye) and announces a metrics port, sorted by id:
+/// `[{"targets":["ADDR:PORT"],"labels":{"tether_id":"..","tether_host":".."}},...]`.
+pub fn prometheus_sd(
+    boards: &BTreeMap<String, Board>,
+    now: Instant,
+    silent_after: Duration,
+) -> String {
+    let mut out = String::from("[");
+    // BTreeMap iterates in key (= id) order.
+    for b in boards.values() {
+        let Some(port) = b.metrics else { continue };
+        if status(b, now, silent_after) != "up" {
+            continue;
+        }
+        let mut buf = vec![0u8; 512];
+        let mut w = WBuf::new(&mut buf);
+        let r = (|| -> std::fmt::Result {
+            use std::fmt::Write as _;
+            w.write_str("{\"targets\":[")?;
+            json::write_str(&mut w, format!("{}:{port}", b.addr).as_bytes())?;
+            w.write_str("],\"labels\":{\"tether_id\":")?;
+            json::write_str(&mut w, b.id.as_bytes())?;
+            w.write_str(",\"tether_host\":")?;
+            json::write_str(&mut w, b.host.as_bytes())?;
+            w.write_str("}}")
+        })();
+        if r.is_err() {
+            continue;
+        }
+        if out.len() > 1 {
+            out.push(',');
+        }
+        out.push_str(&String::from_utf8_lossy(w.as_bytes()));
+    }
+    out.push(']');
+    out
+}
+
+/// Replaces `path` atomically: a temp file in the same directory, written and synced,
+/// mode 0644 whatever the umask, then renamed over `path`.
+pub fn write_atomic(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let tmp = dir.join(format!(
+        ".{}.tmp.{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let res = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&tmp)?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        f.write_all(contents.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+/// Writes the file_sd file when its contents differ from `last`; remembers them.
+fn update_sd(
+    path: &std::path::Path,
+    text: String,
+    last: &mut Option<String>,
+) -> Result<(), String> {
+    if last.as_deref() == Some(text.as_str()) {
+        return Ok(());
+    }
+    write_atomic(path, &text).map_err(|e| format!("--prometheus-sd {}: {e}", path.display()))?;
+    *last = Some(text);
+    Ok(())
+}
+
 /// Runs `tether scan`; returns the exit code.
 pub fn run(args: ScanArgs) -> Result<u8, Fatal> {
     let usage = |m: String| Fatal {
@@ -314,10 +412,24 @@ pub fn run(args: ScanArgs) -> Result<u8, Fatal> {
         eprintln!("warning: {e}; listening for beacons only");
     }
     sc.collect(Instant::now() + wait, &mut boards);
+    let mut sd_last = None;
+    if let Some(p) = &args.prometheus_sd {
+        let text = prometheus_sd(&boards, Instant::now(), silent_after);
+        update_sd(p, text, &mut sd_last).map_err(|msg| Fatal {
+            code: EX_CANTCREAT,
+            msg,
+        })?;
+    }
     if args.watch {
         let mut out = std::io::stdout();
         loop {
             let now = Instant::now();
+            if let Some(p) = &args.prometheus_sd {
+                let text = prometheus_sd(&boards, now, silent_after);
+                if let Err(e) = update_sd(p, text, &mut sd_last) {
+                    eprintln!("warning: {e}; retrying");
+                }
+            }
             let shown = if args.json {
                 to_json(&boards, now, silent_after) + "\n"
             } else {
@@ -339,6 +451,14 @@ pub fn run(args: ScanArgs) -> Result<u8, Fatal> {
         println!("{}", to_json(&boards, now, silent_after));
     } else if !boards.is_empty() {
         print!("{}", table(&boards, now, silent_after));
+    }
+    if boards.is_empty() && args.prometheus_sd.is_some() {
+        // The target file is the product: an empty fleet is a valid answer, not a failure.
+        eprintln!(
+            "warning: no boards answered within {:.1}s; the target file lists none",
+            args.timeout
+        );
+        return Ok(0);
     }
     if boards.is_empty() {
         eprintln!(
@@ -385,8 +505,67 @@ mod tests {
             (b.port, b.uptime, b.facts, b.seq, b.bye),
             (4545, 90000, 2, 3, true)
         );
+        assert_eq!(b.metrics, Some(9545));
         assert!(decode(b"{\"tether\":2,\"id\":\"x\"}", from, Instant::now()).is_none());
         assert!(decode(b"garbage", from, Instant::now()).is_none());
         assert_eq!(human_secs(90000), "1d01h");
+    }
+
+    #[test]
+    fn prometheus_sd_lists_up_boards_with_metrics_by_id() {
+        let now = Instant::now();
+        let board = |id: &str, metrics: Option<u16>, bye: bool, age: u64| Board {
+            id: id.into(),
+            host: format!("h-{id}\""),
+            addr: "10.0.0.1".into(),
+            port: 4545,
+            metrics,
+            uptime: 1,
+            load: 0.0,
+            temp_c: None,
+            facts: 0,
+            seq: 0,
+            bye,
+            heard: now - Duration::from_secs(age),
+        };
+        let mut m = BTreeMap::new();
+        for b in [
+            board("bb", Some(9545), false, 0),
+            board("aa", Some(9100), false, 1),
+            board("cc", None, false, 0),
+            board("dd", Some(9545), true, 0),
+            board("ee", Some(9545), false, 60),
+        ] {
+            m.insert(b.id.clone(), b);
+        }
+        let sd = prometheus_sd(&m, now, Duration::from_secs(15));
+        assert_eq!(
+            sd,
+            "[{\"targets\":[\"10.0.0.1:9100\"],\"labels\":{\"tether_id\":\"aa\",\"tether_host\":\"h-aa\\\"\"}},\
+             {\"targets\":[\"10.0.0.1:9545\"],\"labels\":{\"tether_id\":\"bb\",\"tether_host\":\"h-bb\\\"\"}}]"
+        );
+        assert_eq!(
+            prometheus_sd(&BTreeMap::new(), now, Duration::from_secs(15)),
+            "[]"
+        );
+    }
+
+    #[test]
+    fn atomic_write_is_0644_and_leaves_no_temp_file() {
+        let d = std::env::temp_dir().join(format!("tether-sd-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join("tether.json");
+        write_atomic(&p, "[]").unwrap();
+        write_atomic(&p, "[1]").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "[1]");
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
+        assert!(write_atomic(&d.join("no/such/dir.json"), "[]").is_err());
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }
