@@ -432,4 +432,35 @@ mod tests {
             "{s}"
         );
     }
+
+    #[test]
+    fn random_mutations_never_panic() {
+        // xorshift: deterministic, no dev-dependency. The fuzz target goes further.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let seed = b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, close\r\nContent-Length: 0\r\n\r\n";
+        let alphabet = b"\r\n :/GETHPx0\t\x00\xff";
+        for _ in 0..20_000 {
+            let mut v = seed.to_vec();
+            for _ in 0..(next() % 6) {
+                let at = (next() as usize) % v.len();
+                let c = alphabet[(next() as usize) % alphabet.len()];
+                match next() % 3 {
+                    0 => v[at] = c,
+                    1 => v.insert(at, c),
+                    _ => {
+                        v.remove(at);
+                    }
+                }
+            }
+            if let Parse::Done(r) = parse_head(&v) {
+                assert!(r.len <= v.len() && v[r.len - 1] == b'\n');
+            }
+        }
+    }
 }
