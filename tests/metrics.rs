@@ -458,3 +458,81 @@ fn two_listeners_and_bad_metrics_options() {
     let plain = Agent::start(&[]);
     assert!(!plain.ready.contains("metrics="), "{}", plain.ready);
 }
+
+/// The ```yaml block that follows `<!-- NAME -->` in the README.
+fn readme_block(name: &str) -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let marker = format!("<!-- {name} -->\n```yaml\n");
+    let start = readme
+        .find(&marker)
+        .unwrap_or_else(|| panic!("README lacks {marker}"))
+        + marker.len();
+    let len = readme[start..].find("```").unwrap();
+    readme[start..start + len].to_string()
+}
+
+fn promtool_ok(tool: &str, args: &[&str], dir: &std::path::Path) -> String {
+    let out = Command::new(tool)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "promtool {args:?}: {text}");
+    text
+}
+
+#[test]
+fn the_readme_prometheus_config_and_alert_rules_are_valid_and_fire() {
+    let Some(tool) = promtool() else { return };
+    let dir = temp_dir("promtool");
+    std::fs::write(dir.join("prometheus.yml"), readme_block("prometheus.yml")).unwrap();
+    std::fs::write(
+        dir.join("tether.rules.yml"),
+        readme_block("tether.rules.yml"),
+    )
+    .unwrap();
+    let out = promtool_ok(tool, &["check", "config", "prometheus.yml"], &dir);
+    assert!(out.contains("SUCCESS: 1 rule files found"), "{out}");
+    let out = promtool_ok(tool, &["check", "rules", "tether.rules.yml"], &dir);
+    assert!(out.contains("SUCCESS: 2 rules found"), "{out}");
+    // The rules fire as the README says: a board whose target left (stale `up`) is silent;
+    // one above 80 °C for 5 minutes is hot; a healthy board raises nothing.
+    std::fs::write(
+        dir.join("tests.yml"),
+        r#"rule_files: [tether.rules.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'up{job="tether",instance="10.0.0.1:9545",tether_host="pi-a"}'
+        values: '1 1 1 stale'
+      - series: 'up{job="tether",instance="10.0.0.2:9545",tether_host="pi-b"}'
+        values: '1x12'
+      - series: 'tether_temperature_celsius{job="tether",instance="10.0.0.2:9545",tether_host="pi-b"}'
+        values: '70 85x11'
+    alert_rule_test:
+      - eval_time: 2m
+        alertname: TetherBoardSilent
+        exp_alerts: []
+      - eval_time: 6m
+        alertname: TetherBoardSilent
+        exp_alerts:
+          - exp_labels: {job: tether, instance: "10.0.0.1:9545", tether_host: pi-a, severity: warning}
+            exp_annotations: {summary: "tether board pi-a (10.0.0.1:9545) stopped answering"}
+      - eval_time: 4m
+        alertname: TetherBoardHot
+        exp_alerts: []
+      - eval_time: 8m
+        alertname: TetherBoardHot
+        exp_alerts:
+          - exp_labels: {job: tether, instance: "10.0.0.2:9545", tether_host: pi-b, severity: warning}
+            exp_annotations: {summary: "tether board pi-b is at 85.0 °C"}
+"#,
+    )
+    .unwrap();
+    promtool_ok(tool, &["test", "rules", "tests.yml"], &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+}
