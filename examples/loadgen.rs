@@ -895,6 +895,17 @@ fn scrape(addr: SocketAddr, conc: usize, secs: f64) -> ScrapeRun {
     }
 }
 
+/// One side's results over all rounds.
+#[derive(Default)]
+struct ScrapeSide {
+    rps: Vec<f64>,
+    lat: Vec<u64>,
+    bytes: usize,
+    errors: u64,
+    cpu: f64,
+    scrapes: u64,
+}
+
 fn scrape_bench(a: &[String]) {
     let addr = |n: &str| -> SocketAddr {
         opt(a, n)
@@ -907,8 +918,7 @@ fn scrape_bench(a: &[String]) {
     let rounds: usize = opt_num(a, "--rounds", 3);
     let secs: f64 = opt_num(a, "--secs", 5.0);
     let conc: usize = opt_num(a, "--conc", 4);
-    // (rps per round, all latencies, size, errors, cpu seconds, scrapes)
-    let mut sides: [(Vec<f64>, Vec<u64>, usize, u64, f64, u64); 2] = Default::default();
+    let mut sides: [ScrapeSide; 2] = Default::default();
     for round in 0..rounds {
         // Alternate which side goes first, so drift hits both.
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
@@ -922,25 +932,25 @@ fn scrape_bench(a: &[String]) {
             let r = scrape(addr, conc, secs);
             let c1 = cpu_secs(pid);
             let s = &mut sides[side];
-            s.0.push(r.scrapes as f64 / r.secs);
-            s.1.extend(r.lat);
-            s.2 = r.bytes;
-            s.3 += r.errors;
-            s.4 += c1 - c0;
-            s.5 += r.scrapes;
+            s.rps.push(r.scrapes as f64 / r.secs);
+            s.lat.extend(r.lat);
+            s.bytes = r.bytes;
+            s.errors += r.errors;
+            s.cpu += c1 - c0;
+            s.scrapes += r.scrapes;
         }
     }
     for s in sides.iter_mut() {
-        s.1.sort_unstable();
+        s.lat.sort_unstable();
     }
     let [t, p] = &mut sides;
     let ms = |v: &[u64], q: f64| pct(v, q) / 1e6;
-    let (tp50, pp50) = (ms(&t.1, 0.5), ms(&p.1, 0.5));
-    let (tp99, pp99) = (ms(&t.1, 0.99), ms(&p.1, 0.99));
+    let (tp50, pp50) = (ms(&t.lat, 0.5), ms(&p.lat, 0.5));
+    let (tp99, pp99) = (ms(&t.lat, 0.99), ms(&p.lat, 0.99));
     row(
         &format!("scrapes/s, {conc} concurrent kept-alive scrapers (median of {rounds} rounds of {secs} s)"),
-        median(&mut t.0),
-        median(&mut p.0),
+        median(&mut t.rps),
+        median(&mut p.rps),
         "",
         None,
     );
@@ -952,9 +962,21 @@ fn scrape_bench(a: &[String]) {
         "≤ peer",
         Some(tp99 <= pp99),
     );
-    row("response size, bytes", t.2 as f64, p.2 as f64, "", None);
-    let per = |s: &(Vec<f64>, Vec<u64>, usize, u64, f64, u64)| s.4 * 1e6 / (s.5.max(1) as f64);
+    row(
+        "response size, bytes",
+        t.bytes as f64,
+        p.bytes as f64,
+        "",
+        None,
+    );
+    let per = |s: &ScrapeSide| s.cpu * 1e6 / (s.scrapes.max(1) as f64);
     row("server CPU per scrape, µs", per(t), per(p), "", None);
-    row("scrape errors", t.3 as f64, p.3 as f64, "0", Some(t.3 == 0));
-    println!("SCRAPES tether={} peer={}", t.5, p.5);
+    row(
+        "scrape errors",
+        t.errors as f64,
+        p.errors as f64,
+        "0",
+        Some(t.errors == 0),
+    );
+    println!("SCRAPES tether={} peer={}", t.scrapes, p.scrapes);
 }
