@@ -16,11 +16,10 @@
 
 mod common;
 use common::*;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 extern "C" {
@@ -134,61 +133,33 @@ impl Drop for Proc {
     }
 }
 
-/// Starts `tether agent` in `ns` with its own machine id; returns it and its ready line.
-fn start_agent(net: &Net, i: usize, dir: &Path) -> (Proc, String) {
-    let mid = dir.join(format!("machine-id-{i}"));
+/// Starts `tether agent` in `ns` with its own machine id (a bind mount private to the
+/// mount namespace `ip netns exec` makes).
+fn start_agent(net: &Net, i: usize, dir: &Path) -> Agent {
+    let adir = dir.join(format!("agent{i}"));
+    std::fs::create_dir_all(&adir).unwrap();
+    let mid = adir.join("machine-id");
     std::fs::write(&mid, format!("{:032x}\n", 0x7e7e_0000_u128 + i as u128)).unwrap();
-    let sock = dir.join(format!("a{i}.sock"));
-    let mut argv: Vec<String> = vec![
-        "ip".into(),
-        "netns".into(),
-        "exec".into(),
-        net.agents[i].clone(),
-        "sh".into(),
-        "-c".into(),
-        "mount --bind \"$0\" /etc/machine-id && exec \"$@\"".into(),
-        mid.to_string_lossy().into_owned(),
-    ];
-    argv.extend(runner());
-    argv.push(BIN.into());
-    argv.extend(loopback_agent_args(
-        &sock,
-        &[
-            "--iface",
-            &net.iface(i),
-            "--interval",
-            "1",
-            // IP alone: the default metrics port.
-            "--metrics",
-            "0.0.0.0",
-        ],
-    ));
-    let mut child = Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut r = BufReader::new(out);
-        let mut line = String::new();
-        let _ = r.read_line(&mut line);
-        let _ = tx.send(line);
-        let mut sink = Vec::new();
-        let _ = r.read_to_end(&mut sink);
-    });
-    let ready = rx
-        .recv_timeout(slack(Duration::from_secs(10)))
-        .unwrap_or_default();
-    let p = Proc(child);
-    assert!(
-        ready.starts_with("ready "),
-        "agent {i} did not start: {ready:?}"
-    );
-    (p, ready.trim().to_string())
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &net.agents[i], "sh", "-c"])
+        .arg("mount --bind \"$0\" /etc/machine-id && exec \"$@\"")
+        .arg(&mid)
+        .args(runner())
+        .arg(BIN)
+        .args(loopback_agent_args(
+            &adir.join("a.sock"),
+            &[
+                "--iface",
+                &net.iface(i),
+                "--interval",
+                "1",
+                // IP alone: the default metrics port.
+                "--metrics",
+                "0.0.0.0",
+            ],
+        ));
+    Agent::spawn_command(cmd, adir, &[])
+        .unwrap_or_else(|f| panic!("agent {i} did not start: {} {}", f.stdout, f.stderr))
 }
 
 /// Percent-encodes a PromQL query for a URL.
@@ -287,18 +258,11 @@ fn prometheus_discovers_scrapes_and_forgets_three_boards() {
 
     let mut agents = Vec::new();
     for i in 0..3 {
-        let (p, ready) = start_agent(&net, i, &dir);
-        assert!(
-            ready.ends_with(&format!(
-                " beacon={}:4546 metrics=0.0.0.0:9545",
-                net.iface(i)
-            )),
-            "{ready}"
-        );
-        let sock = dir.join(format!("a{i}.sock"));
-        let mut c = Client::unix(&sock);
-        assert_eq!(c.req(&format!("SET board b{i}")), "OK");
-        agents.push(Some(p));
+        let a = start_agent(&net, i, &dir);
+        let want = format!(" beacon={}:4546 metrics=0.0.0.0:9545", net.iface(i));
+        assert!(a.ready.ends_with(&want), "{}", a.ready);
+        assert_eq!(a.unix().req(&format!("SET board b{i}")), "OK");
+        agents.push(Some(a));
     }
 
     let sd = dir.join("sd").join("tether.json");
@@ -401,15 +365,12 @@ fn prometheus_discovers_scrapes_and_forgets_three_boards() {
 
     // One board stops: it says goodbye, leaves the file, then Prometheus.
     let t_stop = Instant::now();
-    let mut stopped = agents[0].take().unwrap();
-    // SAFETY: plain kill(2) on our own child (`ip netns exec` exec'd the shell, which
-    // exec'd tether: same pid).
-    unsafe { kill(stopped.0.id() as i32, 15) };
-    let status = wait_timeout(&mut stopped.0, slack(Duration::from_secs(10)));
+    // `ip netns exec` exec'd the shell, which exec'd tether: the child's pid is the agent's.
+    let (status, _) = agents[0].take().unwrap().stop();
     assert_eq!(
         status.code(),
         Some(0),
-        "SIGTERM: clean exit (with its goodbye beacon)"
+        "clean exit on SIGTERM, with its goodbye beacon"
     );
     let rest = want[1..].to_vec();
     let mut t_gone_file = None;
@@ -442,10 +403,6 @@ fn prometheus_discovers_scrapes_and_forgets_three_boards() {
     drop(prom);
     drop(scan);
     drop(agents);
-}
-
-extern "C" {
-    fn kill(pid: i32, sig: i32) -> i32;
 }
 
 struct RemoveDir(PathBuf);

@@ -349,23 +349,18 @@ mod tests {
 
     #[test]
     fn statuses() {
-        assert_eq!(
-            done(b"POST /metrics HTTP/1.1\r\n\r\n").status(),
-            Status::MethodNotAllowed
-        );
-        assert_eq!(
-            done(b"get /metrics HTTP/1.1\r\n\r\n").status(),
-            Status::MethodNotAllowed
-        );
-        assert_eq!(done(b"GET / HTTP/1.1\r\n\r\n").status(), Status::NotFound);
-        assert_eq!(
-            done(b"GET /metricsx HTTP/1.1\r\n\r\n").status(),
-            Status::NotFound
-        );
-        assert_eq!(
-            done(b"DELETE /x HTTP/1.1\r\n\r\n").status(),
-            Status::NotFound
-        );
+        for (head, want) in [
+            (
+                &b"POST /metrics HTTP/1.1\r\n\r\n"[..],
+                Status::MethodNotAllowed,
+            ),
+            (b"get /metrics HTTP/1.1\r\n\r\n", Status::MethodNotAllowed),
+            (b"GET / HTTP/1.1\r\n\r\n", Status::NotFound),
+            (b"GET /metricsx HTTP/1.1\r\n\r\n", Status::NotFound),
+            (b"DELETE /x HTTP/1.1\r\n\r\n", Status::NotFound),
+        ] {
+            assert_eq!(done(head).status(), want);
+        }
     }
 
     #[test]

@@ -165,7 +165,16 @@ impl Agent {
         dir: PathBuf,
         env: &[(&str, &str)],
     ) -> Result<Agent, Failed> {
-        let mut cmd = tether_cmd_in(netns, args);
+        Self::spawn_command(tether_cmd_in(netns, args), dir, env)
+    }
+
+    /// Spawns `cmd` (a `tether agent` command line, however wrapped) and waits for the
+    /// ready line.
+    pub fn spawn_command(
+        mut cmd: Command,
+        dir: PathBuf,
+        env: &[(&str, &str)],
+    ) -> Result<Agent, Failed> {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
