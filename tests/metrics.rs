@@ -256,6 +256,18 @@ fn keep_alive_pipelining_and_connection_close() {
     assert_eq!(last.status, 404);
     assert_eq!(last.header("Connection").as_deref(), Some("close"));
     assert!(closed_within(&mut s, slack(Duration::from_secs(3))));
+    // Clients that got their `Connection: close` answer but keep their end open do not
+    // hold the 4 HTTP slots against the next scrapers.
+    let open: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = connect(m);
+            s.write_all(b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            assert_eq!(read_resp(&mut s, false).status, 200);
+            s
+        })
+        .collect();
+    drop(open);
     // HTTP/1.0 closes unless asked to keep alive.
     let mut s = connect(m);
     s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();

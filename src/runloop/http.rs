@@ -82,6 +82,11 @@ impl Slot {
     fn idle(&self) -> bool {
         self.fd.is_some() && self.phase == Phase::Head && self.in_len == 0 && self.served > 0
     }
+
+    /// Its slot may go to a new connection: answered and closing, or idle between requests.
+    fn evictable(&self) -> bool {
+        self.idle() || (self.fd.is_some() && self.phase == Phase::Drain)
+    }
 }
 
 /// What one accept gave.
@@ -179,11 +184,12 @@ impl Http {
             }
         };
         let free = self.slots.iter().position(|s| s.fd.is_none()).or_else(|| {
-            // The longest-idle kept-alive connection gives its slot up.
+            // A connection that already had its answers gives its slot up: closing ones
+            // first, then the kept-alive one idle the longest.
             let i = (0..self.slots.len())
-                .filter(|&i| self.slots[i].idle())
-                .min_by_key(|&i| self.slots[i].deadline)?;
-            self.close(i, "idle keep-alive, slot needed");
+                .filter(|&i| self.slots[i].evictable())
+                .min_by_key(|&i| (self.slots[i].idle(), self.slots[i].deadline))?;
+            self.close(i, "answered and idle, slot needed");
             Some(i)
         });
         let Some(i) = free else {
