@@ -147,7 +147,7 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
             .map_or(crate::limits::DEFAULT_BEACON_PORT, |b| b.port),
         ..BeaconInfo::default()
     };
-    let io = Io::new(
+    let mut io = Io::new(
         now,
         tcp,
         unix,
@@ -158,8 +158,12 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
         cfg.token_file.clone(),
         cfg.max_clients,
     );
+    let metrics_on = !metrics.is_empty();
+    io.metrics = metrics;
     let mut rl = RunLoop::new(agent, io, signals, cfg.idle);
-    rl.http = crate::runloop::http::Http::new(now, metrics);
+    if metrics_on {
+        rl.http = crate::runloop::http::Http::new(now);
+    }
     if let Some(p) = &cfg.token_file {
         rl.reload_token();
         if !rl.agent.has_token() {
@@ -214,13 +218,8 @@ fn ready_line(rl: &RunLoop) -> String {
         tcp.join(","),
         rl.io.unix.path.display()
     );
-    if !rl.http.listeners.is_empty() {
-        let m: Vec<String> = rl
-            .http
-            .listeners
-            .iter()
-            .map(|(_, a)| a.to_string())
-            .collect();
+    if !rl.io.metrics.is_empty() {
+        let m: Vec<String> = rl.io.metrics.iter().map(|(_, a)| a.to_string()).collect();
         line += &format!(" metrics={}", m.join(","));
     }
     line

@@ -104,6 +104,8 @@ pub struct Io {
     pub beacon: Option<Box<dyn Beacon>>,
     pub off_info: BeaconInfo,
     pub token_file: Option<std::path::PathBuf>,
+    /// `--metrics` listeners (their connections are [`RunLoop::http`]'s).
+    pub metrics: heapless::Vec<(OwnedFd, SocketAddr), { crate::limits::MAX_METRICS_LISTENERS }>,
     slots: Vec<Slot>,
     lingering: heapless::Vec<Linger, LINGER_MAX>,
     alloc_base: u64,
@@ -131,6 +133,7 @@ impl Io {
             beacon,
             off_info,
             token_file,
+            metrics: heapless::Vec::new(),
             slots: (0..MAX_CLIENTS).map(|_| Slot::empty(now)).collect(),
             lingering: heapless::Vec::new(),
             alloc_base: 0,
@@ -160,6 +163,10 @@ impl Env for Io {
         }
         sep(w)?;
         net::write_socket_info(w, "unix-listen", self.unix.fd.as_fd())?;
+        for (fd, _) in &self.metrics {
+            sep(w)?;
+            net::write_socket_info(w, "http-listen", fd.as_fd())?;
+        }
         if let Some(b) = &self.beacon {
             sep(w)?;
             b.write_socket(w)?;
@@ -314,7 +321,7 @@ impl RunLoop {
                         add(fd.as_fd(), PollFlags::POLLIN, Tok::Tcp(i));
                     }
                     add(self.io.unix.fd.as_fd(), PollFlags::POLLIN, Tok::Unix);
-                    for (i, (fd, _)) in self.http.listeners.iter().enumerate() {
+                    for (i, (fd, _)) in self.io.metrics.iter().enumerate() {
                         add(fd.as_fd(), PollFlags::POLLIN, Tok::HttpListen(i));
                     }
                 }
@@ -772,7 +779,7 @@ impl RunLoop {
     /// Accepts every waiting connection on metrics listener `li` (see [`http::Http`]).
     fn accept_http(&mut self, now: Instant, li: usize) {
         loop {
-            match self.http.accept_one(now, li) {
+            match self.http.accept_one(now, self.io.metrics[li].0.as_fd()) {
                 http::Accepted::None => return,
                 http::Accepted::Slot => {}
                 http::Accepted::Refused(fd) => self.linger(fd, now),

@@ -438,8 +438,21 @@ fn two_listeners_and_bad_metrics_options() {
     let a = Agent::start(&["--metrics", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]);
     let m = metrics_addrs(&a.ready);
     assert_eq!(m.len(), 2, "{}", a.ready);
-    for addr in m {
-        assert_eq!(get(addr).status, 200);
+    for addr in &m {
+        assert_eq!(get(*addr).status, 200);
+    }
+    // SOCKETS lists both listeners.
+    let socks = ok_json(&a.unix().req("SOCKETS"));
+    let http: Vec<&serde_json::Value> = socks["sockets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == "http-listen")
+        .collect();
+    assert_eq!(http.len(), 2, "{socks}");
+    for (s, addr) in http.iter().zip(&m) {
+        assert_eq!(s["addr"], addr.to_string().as_str(), "{socks}");
+        assert_eq!(s["accept_conn"], true);
     }
     let f = Agent::try_start(&["--metrics", "nonsense"])
         .err()

@@ -1,4 +1,4 @@
-//! The run loop's HTTP side for `--metrics`: its listeners and its own small slot table
+//! The run loop's HTTP side for `--metrics`: its own small slot table
 //! ([`HTTP_SLOTS`]), apart from the control clients, so a scrape flood never takes a
 //! control slot and a full control table never blocks a scrape.
 //!
@@ -15,7 +15,7 @@
 
 use crate::limits::{
     HTTP_HEAD_MAX, HTTP_HEAD_TIMEOUT_SECS, HTTP_KEEPALIVE_SECS, HTTP_RESP_HEAD_MAX, HTTP_RESP_MAX,
-    HTTP_SEND_TIMEOUT_SECS, HTTP_SLOTS, MAX_METRICS_LISTENERS,
+    HTTP_SEND_TIMEOUT_SECS, HTTP_SLOTS,
 };
 use crate::metrics::HttpStats;
 use crate::proto::http::{
@@ -26,7 +26,6 @@ use crate::sys::net::{self, Io as NetIo};
 use nix::errno::Errno;
 use nix::poll::PollFlags;
 use std::fmt;
-use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -100,10 +99,9 @@ pub enum Accepted {
     Pause(Errno),
 }
 
-/// The metrics listeners and the HTTP slot table. Empty (and allocation-free) when
-/// `--metrics` is not given.
+/// The HTTP slot table (the listeners are [`super::Io::metrics`]). Empty (and
+/// allocation-free) when `--metrics` is not given.
 pub struct Http {
-    pub listeners: heapless::Vec<(OwnedFd, SocketAddr), MAX_METRICS_LISTENERS>,
     slots: Vec<Slot>,
     stats: HttpStats,
 }
@@ -111,24 +109,15 @@ pub struct Http {
 impl Http {
     pub fn off() -> Http {
         Http {
-            listeners: heapless::Vec::new(),
             slots: Vec::new(),
             stats: HttpStats::default(),
         }
     }
 
-    pub fn new(
-        now: Instant,
-        listeners: heapless::Vec<(OwnedFd, SocketAddr), MAX_METRICS_LISTENERS>,
-    ) -> Http {
-        let slots = if listeners.is_empty() {
-            Vec::new()
-        } else {
-            (0..HTTP_SLOTS).map(|_| Slot::new(now)).collect()
-        };
+    /// The slot table with its buffers, allocated now (start-up).
+    pub fn new(now: Instant) -> Http {
         Http {
-            listeners,
-            slots,
+            slots: (0..HTTP_SLOTS).map(|_| Slot::new(now)).collect(),
             stats: HttpStats::default(),
         }
     }
@@ -169,10 +158,10 @@ impl Http {
             .min()
     }
 
-    /// Accepts one connection from listener `li` into a free slot (or the slot of a kept-
-    /// alive connection that sits idle), else answers it 503.
-    pub fn accept_one(&mut self, now: Instant, li: usize) -> Accepted {
-        let conn = match net::accept(self.listeners[li].0.as_fd()) {
+    /// Accepts one connection from `listener` into a free slot (or the slot of a
+    /// connection that already has its answer), else answers it 503.
+    pub fn accept_one(&mut self, now: Instant, listener: BorrowedFd<'_>) -> Accepted {
+        let conn = match net::accept(listener) {
             Ok(Some(c)) => c,
             Ok(None) => return Accepted::None,
             Err(e @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)) => {
