@@ -781,8 +781,10 @@ impl RunLoop {
         loop {
             match self.http.accept_one(now, self.io.metrics[li].0.as_fd()) {
                 http::Accepted::None => return,
-                http::Accepted::Slot => {}
-                http::Accepted::Refused(fd) => self.linger(fd, now),
+                http::Accepted::Slot(None) => {}
+                http::Accepted::Slot(Some(fd)) | http::Accepted::Refused(fd) => {
+                    self.linger(fd, now)
+                }
                 http::Accepted::Pause(e) => {
                     log::warn!("accept (metrics): {}: pausing accepts", e.desc());
                     self.accept_paused_until = Some(now + ACCEPT_PAUSE);

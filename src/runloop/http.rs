@@ -92,7 +92,9 @@ impl Slot {
 pub enum Accepted {
     /// Nothing (more) waiting, or an error already handled.
     None,
-    Slot,
+    /// In a slot. A connection that gave the slot up is handed back to be lingered
+    /// (half-closed, drained) rather than reset.
+    Slot(Option<OwnedFd>),
     /// Every slot busy: the 503 was sent; the caller lingers the fd, then closes it.
     Refused(OwnedFd),
     /// Out of fds or memory: the caller pauses accepting.
@@ -172,13 +174,16 @@ impl Http {
                 return Accepted::None;
             }
         };
+        let mut evicted = None;
         let free = self.slots.iter().position(|s| s.fd.is_none()).or_else(|| {
             // A connection that already had its answers gives its slot up: closing ones
             // first, then the kept-alive one idle the longest.
             let i = (0..self.slots.len())
                 .filter(|&i| self.slots[i].evictable())
                 .min_by_key(|&i| (self.slots[i].idle(), self.slots[i].deadline))?;
-            self.close(i, "answered and idle, slot needed");
+            log::debug!("http client {i} gives its slot up (answered; lingering)");
+            evicted = self.slots[i].fd.take();
+            self.close(i, "");
             Some(i)
         });
         let Some(i) = free else {
@@ -201,7 +206,7 @@ impl Http {
         s.deadline = now + HEAD_TIMEOUT;
         s.served = 0;
         log::debug!("http client {i} connected");
-        Accepted::Slot
+        Accepted::Slot(evicted)
     }
 
     fn close(&mut self, i: usize, why: &str) {
