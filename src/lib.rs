@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!   main.rs ─ cli ─┬─ daemon ── runloop ──┬── agent ── facts      (IO-free core)
-//!                  │            (poll)    │      └──── proto      (IO-free wire layer)
+//!                  │            (poll)    ├── metrics ─ agent     (IO-free: /metrics body)
+//!                  │                      │      └──── proto      (IO-free wire layer)
 //!                  ├─ ctl                 ├── beacon ── proto::beacon
 //!                  └─ scan                └── sys (nix: sockets, signals, ioctl, /proc)
 //! ```
@@ -10,7 +11,7 @@
 //! Layers and who may import whom:
 //! - [`proto`] and [`limits`] import nothing of tether's but each other: pure functions
 //!   over bytes, no I/O, no clock, no heap, no panics (fuzzed).
-//! - [`agent`] and [`facts`] are the IO-free core; time comes in as `now`, the world
+//! - [`agent`], [`facts`] and [`metrics`] are the IO-free core; time comes in as `now`, the world
 //!   through the [`agent::Env`] trait.
 //! - [`sys`] is the only module that calls nix's socket/signal/ioctl APIs.
 //! - [`runloop`] is the only caller of poll(2) and owns every fd.

@@ -1,7 +1,8 @@
 //! The run loop: the only caller of poll(2). It owns every fd and the client table,
 //! reads the clock once per turn, moves bytes between sockets and the core, and sleeps
 //! exactly until the next deadline. It parses nothing itself: framing and requests are
-//! `proto`'s, answers are `agent`'s.
+//! `proto`'s, answers are `agent`'s. The `--metrics` HTTP connections have their own
+//! slot table in [`http`] (a submodule: the loop still owns every fd and every poll).
 
 use crate::agent::{Agent, BeaconInfo, BeaconState, Board, Env, Led, Outcome, Session, Transport};
 use crate::limits::{IN_BUF, LINE_MAX, MAX_CLIENTS, MAX_LISTENERS, OUT_BUF, REPLY_MAX};
