@@ -256,6 +256,56 @@ fn prometheus_discovers_scrapes_and_forgets_three_boards() {
     let _cleanup = RemoveDir(dir.clone());
     let t0 = Instant::now();
 
+    // No board yet: a one-shot scan writes `[]` (mode 0644) and exits 0; a path that
+    // cannot be written is exit 73 with one error line.
+    let empty = dir.join("empty.json");
+    let empty_s = empty.to_string_lossy().into_owned();
+    let out = tether_cmd_in(
+        Some(&net.scanner),
+        &[
+            "scan",
+            "-i",
+            &net.bridge,
+            "-t",
+            "0.5",
+            "--prometheus-sd",
+            &empty_s,
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&empty).unwrap(), "[]");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&empty).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644);
+    let bad = dir.join("no-such-dir").join("x.json");
+    let out = tether_cmd_in(
+        Some(&net.scanner),
+        &[
+            "scan",
+            "-i",
+            &net.bridge,
+            "-t",
+            "0.5",
+            "--prometheus-sd",
+            &bad.to_string_lossy(),
+        ],
+    )
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(73), "{err}");
+    assert!(
+        err.lines().any(|l| l.starts_with("error: --prometheus-sd")),
+        "{err}"
+    );
+
     let mut agents = Vec::new();
     for i in 0..3 {
         let a = start_agent(&net, i, &dir);
@@ -351,7 +401,6 @@ fn prometheus_discovers_scrapes_and_forgets_three_boards() {
     sorted.sort();
     assert_eq!(ids, sorted, "sorted by id: {text}");
     assert!(groups[0]["labels"]["tether_host"].is_string(), "{text}");
-    use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&sd).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o644);
     // The fact values arrived as labels.
