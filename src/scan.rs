@@ -281,21 +281,23 @@ impl Scanner {
     }
 }
 
-/// `--prometheus-sd`: Prometheus file_sd JSON listing every board that is up (not gone
-/// silent, no goodbye) and announces a metrics port, sorted by id:
+/// `--prometheus-sd`: Prometheus file_sd JSON listing every board of `boards` that is up
+/// (not gone silent, no goodbye) and announces a metrics port, sorted by id (then address):
 /// `[{"targets":["ADDR:PORT"],"labels":{"tether_id":"..","tether_host":".."}},...]`.
-pub fn prometheus_sd(
-    boards: &BTreeMap<String, Board>,
+/// The caller picks the boards (all of them; with a fleet key, the signed ones).
+pub fn prometheus_sd<'b>(
+    boards: impl IntoIterator<Item = &'b Board>,
     now: Instant,
     silent_after: Duration,
 ) -> String {
+    let mut up: Vec<&Board> = boards
+        .into_iter()
+        .filter(|b| b.metrics.is_some() && status(b, now, silent_after) == "up")
+        .collect();
+    up.sort_by(|a, b| a.id.cmp(&b.id).then(a.addr.cmp(&b.addr)));
     let mut out = String::from("[");
-    // BTreeMap iterates in key (= id) order.
-    for b in boards.values() {
+    for b in up {
         let Some(port) = b.metrics else { continue };
-        if status(b, now, silent_after) != "up" {
-            continue;
-        }
         let mut buf = vec![0u8; 512];
         let mut w = WBuf::new(&mut buf);
         let r = (|| -> std::fmt::Result {
@@ -414,7 +416,7 @@ pub fn run(args: ScanArgs) -> Result<u8, Fatal> {
     sc.collect(Instant::now() + wait, &mut boards);
     let mut sd_last = None;
     if let Some(p) = &args.prometheus_sd {
-        let text = prometheus_sd(&boards, Instant::now(), silent_after);
+        let text = prometheus_sd(boards.values(), Instant::now(), silent_after);
         update_sd(p, text, &mut sd_last).map_err(|msg| Fatal {
             code: EX_CANTCREAT,
             msg,
@@ -425,7 +427,7 @@ pub fn run(args: ScanArgs) -> Result<u8, Fatal> {
         loop {
             let now = Instant::now();
             if let Some(p) = &args.prometheus_sd {
-                let text = prometheus_sd(&boards, now, silent_after);
+                let text = prometheus_sd(boards.values(), now, silent_after);
                 if let Err(e) = update_sd(p, text, &mut sd_last) {
                     eprintln!("warning: {e}; retrying");
                 }
@@ -538,16 +540,13 @@ mod tests {
         ] {
             m.insert(b.id.clone(), b);
         }
-        let sd = prometheus_sd(&m, now, Duration::from_secs(15));
+        let sd = prometheus_sd(m.values().rev(), now, Duration::from_secs(15));
         assert_eq!(
             sd,
             "[{\"targets\":[\"10.0.0.1:9100\"],\"labels\":{\"tether_id\":\"aa\",\"tether_host\":\"h-aa\\\"\"}},\
              {\"targets\":[\"10.0.0.1:9545\"],\"labels\":{\"tether_id\":\"bb\",\"tether_host\":\"h-bb\\\"\"}}]"
         );
-        assert_eq!(
-            prometheus_sd(&BTreeMap::new(), now, Duration::from_secs(15)),
-            "[]"
-        );
+        assert_eq!(prometheus_sd([], now, Duration::from_secs(15)), "[]");
     }
 
     #[test]
