@@ -118,15 +118,15 @@ pub struct ScanArgs {
     /// print JSON instead of a table
     #[argh(switch)]
     pub json: bool,
+    /// write the boards that serve metrics as a Prometheus file_sd target file here (atomically); with --watch, rewrite it whenever the set changes
+    #[argh(option)]
+    pub prometheus_sd: Option<PathBuf>,
     /// keep listening and update the list until interrupted
     #[argh(switch)]
     pub watch: bool,
     /// UDP port agents listen on (default 4546)
     #[argh(option, default = "DEFAULT_BEACON_PORT")]
     pub port: u16,
-    /// write the boards that serve metrics as a Prometheus file_sd target file here (atomically); with --watch, rewrite it whenever the set changes
-    #[argh(option)]
-    pub prometheus_sd: Option<PathBuf>,
 }
 
 /// Beacon settings; `None` in [`AgentConfig::beacon`] means `--no-beacon`.

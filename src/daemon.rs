@@ -134,8 +134,8 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
                 .first()
                 .map_or(0, |(_, a): &(_, std::net::SocketAddr)| a.port());
             let mut b = crate::beacon::Beacon::new(now, name, bc.port, ctl_port);
-            b.set_metrics_port(metrics_port);
             b.open(now);
+            b.set_metrics_port(metrics_port);
             Some(Box::new(b))
         }
         _ => None,

@@ -11,8 +11,9 @@
 //! Layers and who may import whom:
 //! - [`proto`] and [`limits`] import nothing of tether's but each other: pure functions
 //!   over bytes, no I/O, no clock, no heap, no panics (fuzzed).
-//! - [`agent`], [`facts`] and [`metrics`] are the IO-free core; time comes in as `now`, the world
+//! - [`agent`] and [`facts`] are the IO-free core; time comes in as `now`, the world
 //!   through the [`agent::Env`] trait.
+//! - [`metrics`] renders `/metrics` from the core's state: IO-free like it.
 //! - [`sys`] is the only module that calls nix's socket/signal/ioctl APIs.
 //! - [`runloop`] is the only caller of poll(2) and owns every fd.
 //! - [`daemon`], [`ctl`], [`scan`] are the subcommands; `main.rs` maps their errors to

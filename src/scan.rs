@@ -5,9 +5,6 @@
 
 use crate::cli::{valid_ifname, ScanArgs};
 use crate::daemon::{Fatal, EX_UNAVAILABLE, EX_USAGE};
-
-/// sysexits: cannot create an output file (`--prometheus-sd`).
-pub const EX_CANTCREAT: u8 = 73;
 use crate::limits::DATAGRAM_MAX;
 use crate::proto::beacon::{self, count_members, fields, unquote};
 use crate::proto::json;
@@ -149,16 +146,16 @@ pub fn to_json(boards: &BTreeMap<String, Board>, now: Instant, silent_after: Dur
             json::write_str(&mut w, b.host.as_bytes())?;
             w.write_str(",\"addr\":")?;
             json::write_str(&mut w, b.addr.as_bytes())?;
+            match b.metrics {
+                Some(m) => write!(w, ",\"metrics\":{m}")?,
+                None => w.write_str(",\"metrics\":null")?,
+            }
             write!(
                 w,
                 ",\"port\":{},\"uptime\":{},\"load\":{:.2},\"temp_c\":",
                 b.port, b.uptime, b.load
             )?;
             json::write_opt_f1(&mut w, b.temp_c.map(|t| t as f32))?;
-            match b.metrics {
-                Some(m) => write!(w, ",\"metrics\":{m}")?,
-                None => w.write_str(",\"metrics\":null")?,
-            }
             write!(
                 w,
                 ",\"facts\":{},\"seq\":{},\"seen_s\":{:.1},\"state\":\"{}\"}}",
@@ -281,95 +278,6 @@ impl Scanner {
     }
 }
 
-/// `--prometheus-sd`: Prometheus file_sd JSON listing every board of `boards` that is up
-/// (not gone silent, no goodbye) and announces a metrics port, sorted by id (then address):
-/// `[{"targets":["ADDR:PORT"],"labels":{"tether_id":"..","tether_host":".."}},...]`.
-/// The caller picks the boards (all of them; with a fleet key, the signed ones).
-pub fn prometheus_sd<'b>(
-    boards: impl IntoIterator<Item = &'b Board>,
-    now: Instant,
-    silent_after: Duration,
-) -> String {
-    let mut up: Vec<&Board> = boards
-        .into_iter()
-        .filter(|b| b.metrics.is_some() && status(b, now, silent_after) == "up")
-        .collect();
-    up.sort_by(|a, b| a.id.cmp(&b.id).then(a.addr.cmp(&b.addr)));
-    let mut out = String::from("[");
-    for b in up {
-        let Some(port) = b.metrics else { continue };
-        let mut buf = vec![0u8; 512];
-        let mut w = WBuf::new(&mut buf);
-        let r = (|| -> std::fmt::Result {
-            use std::fmt::Write as _;
-            w.write_str("{\"targets\":[")?;
-            json::write_str(&mut w, format!("{}:{port}", b.addr).as_bytes())?;
-            w.write_str("],\"labels\":{\"tether_id\":")?;
-            json::write_str(&mut w, b.id.as_bytes())?;
-            w.write_str(",\"tether_host\":")?;
-            json::write_str(&mut w, b.host.as_bytes())?;
-            w.write_str("}}")
-        })();
-        if r.is_err() {
-            continue;
-        }
-        if out.len() > 1 {
-            out.push(',');
-        }
-        out.push_str(&String::from_utf8_lossy(w.as_bytes()));
-    }
-    out.push(']');
-    out
-}
-
-/// Replaces `path` atomically: a temp file in the same directory, written and synced,
-/// mode 0644 whatever the umask, then renamed over `path`.
-pub fn write_atomic(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"))?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => std::path::Path::new("."),
-    };
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let res = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(&tmp)?;
-        f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
-        f.write_all(contents.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
-}
-
-/// Writes the file_sd file when its contents differ from `last`; remembers them.
-fn update_sd(
-    path: &std::path::Path,
-    text: String,
-    last: &mut Option<String>,
-) -> Result<(), String> {
-    if last.as_deref() == Some(text.as_str()) {
-        return Ok(());
-    }
-    write_atomic(path, &text).map_err(|e| format!("--prometheus-sd {}: {e}", path.display()))?;
-    *last = Some(text);
-    Ok(())
-}
-
 /// Runs `tether scan`; returns the exit code.
 pub fn run(args: ScanArgs) -> Result<u8, Fatal> {
     let usage = |m: String| Fatal {
@@ -473,6 +381,98 @@ pub fn run(args: ScanArgs) -> Result<u8, Fatal> {
     Ok(0)
 }
 
+/// sysexits: cannot create an output file (`--prometheus-sd`).
+pub const EX_CANTCREAT: u8 = 73;
+
+/// `--prometheus-sd`: Prometheus file_sd JSON listing every board of `boards` that is up
+/// (not gone silent, no goodbye) and announces a metrics port, sorted by id (then address):
+/// `[{"targets":["ADDR:PORT"],"labels":{"tether_id":"..","tether_host":".."}},...]`.
+/// The caller picks the boards (all of them; with a fleet key, the signed ones).
+pub fn prometheus_sd<'b>(
+    boards: impl IntoIterator<Item = &'b Board>,
+    now: Instant,
+    silent_after: Duration,
+) -> String {
+    let mut up: Vec<&Board> = boards
+        .into_iter()
+        .filter(|b| b.metrics.is_some() && status(b, now, silent_after) == "up")
+        .collect();
+    up.sort_by(|a, b| a.id.cmp(&b.id).then(a.addr.cmp(&b.addr)));
+    let mut out = String::from("[");
+    for b in up {
+        let Some(port) = b.metrics else { continue };
+        let mut buf = vec![0u8; 512];
+        let mut w = WBuf::new(&mut buf);
+        let r = (|| -> std::fmt::Result {
+            use std::fmt::Write as _;
+            w.write_str("{\"targets\":[")?;
+            json::write_str(&mut w, format!("{}:{port}", b.addr).as_bytes())?;
+            w.write_str("],\"labels\":{\"tether_id\":")?;
+            json::write_str(&mut w, b.id.as_bytes())?;
+            w.write_str(",\"tether_host\":")?;
+            json::write_str(&mut w, b.host.as_bytes())?;
+            w.write_str("}}")
+        })();
+        if r.is_err() {
+            continue;
+        }
+        if out.len() > 1 {
+            out.push(',');
+        }
+        out.push_str(&String::from_utf8_lossy(w.as_bytes()));
+    }
+    out.push(']');
+    out
+}
+
+/// Replaces `path` atomically: a temp file in the same directory, written and synced,
+/// mode 0644 whatever the umask, then renamed over `path`.
+pub fn write_atomic(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let tmp = dir.join(format!(
+        ".{}.tmp.{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let res = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&tmp)?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        f.write_all(contents.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+/// Writes the file_sd file when its contents differ from `last`; remembers them.
+fn update_sd(
+    path: &std::path::Path,
+    text: String,
+    last: &mut Option<String>,
+) -> Result<(), String> {
+    if last.as_deref() == Some(text.as_str()) {
+        return Ok(());
+    }
+    write_atomic(path, &text).map_err(|e| format!("--prometheus-sd {}: {e}", path.display()))?;
+    *last = Some(text);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -485,12 +485,12 @@ mod tests {
             addr: None,
             iface: "wlan0",
             port: 4545,
-            metrics: Some(9545),
             seq: 3,
             uptime: 90000,
             load: 1.5,
             mem_avail_kb: 1,
             temp_c: None,
+            metrics: Some(9545),
             bye: true,
             nonce: None,
         };

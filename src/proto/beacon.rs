@@ -1,7 +1,7 @@
 //! The beacon datagram and the scan probe, both directions. Pure, panic-free on any input.
 //!
 //! - A **beacon** is one JSON object of at most [`DATAGRAM_MAX`] bytes:
-//!   `{"tether":1,"id":..,"host":..,"addr":..,"iface":..,"port":N[,"metrics":N],"seq":N,"uptime":N,
+//!   `{"tether":1,"id":..,"host":..,"addr":..,"iface":..,"port":N,"seq":N,"uptime":N,
 //!   "load":F,"mem_avail_kb":N,"temp_c":F|null[,"bye":true][,"nonce":".."],"facts":{..},
 //!   "facts_omitted":N}`. Facts that do not fit are left out whole and counted.
 //! - A **probe** is `TETHER? <nonce>` padded (with spaces or NULs) to 512 bytes. An answer
@@ -26,13 +26,13 @@ pub struct Fields<'a> {
     pub addr: Option<core::net::Ipv4Addr>,
     pub iface: &'a str,
     pub port: u16,
-    /// The HTTP port serving `/metrics` (`--metrics`), when there is one to announce.
-    pub metrics: Option<u16>,
     pub seq: u64,
     pub uptime: u64,
     pub load: f32,
     pub mem_avail_kb: u64,
     pub temp_c: Option<f32>,
+    /// `"metrics":PORT`: the HTTP port serving `/metrics` (`--metrics`), when announced.
+    pub metrics: Option<u16>,
     pub bye: bool,
     pub nonce: Option<&'a [u8]>,
 }
@@ -61,16 +61,15 @@ pub fn encode<'f>(
         }
         w.write_str(",\"iface\":")?;
         json::write_str(&mut w, f.iface.as_bytes())?;
-        write!(w, ",\"port\":{}", f.port)?;
+        write!(
+            w,
+            ",\"port\":{},\"seq\":{},\"uptime\":{},\"load\":{:.2},\"mem_avail_kb\":{},\"temp_c\":",
+            f.port, f.seq, f.uptime, f.load, f.mem_avail_kb
+        )?;
+        json::write_opt_f1(&mut w, f.temp_c)?;
         if let Some(m) = f.metrics {
             write!(w, ",\"metrics\":{m}")?;
         }
-        write!(
-            w,
-            ",\"seq\":{},\"uptime\":{},\"load\":{:.2},\"mem_avail_kb\":{},\"temp_c\":",
-            f.seq, f.uptime, f.load, f.mem_avail_kb
-        )?;
-        json::write_opt_f1(&mut w, f.temp_c)?;
         if f.bye {
             w.write_str(",\"bye\":true")?;
         }
@@ -276,12 +275,12 @@ mod tests {
             addr: Some(core::net::Ipv4Addr::new(10, 9, 8, 7)),
             iface: "eth0",
             port: 4545,
-            metrics: Some(9545),
             seq: 7,
             uptime: 1234,
             load: 0.25,
             mem_avail_kb: 345678,
             temp_c: Some(48.3),
+            metrics: Some(9545),
             bye: false,
             nonce: None,
         }
@@ -299,8 +298,8 @@ mod tests {
         assert_eq!(get(b"tether"), Some(b"1".as_slice()));
         assert_eq!(get(b"addr"), Some(b"\"10.9.8.7\"".as_slice()));
         assert_eq!(get(b"seq"), Some(b"7".as_slice()));
-        assert_eq!(get(b"metrics"), Some(b"9545".as_slice()));
         assert_eq!(get(b"temp_c"), Some(b"48.3".as_slice()));
+        assert_eq!(get(b"metrics"), Some(b"9545".as_slice()));
         assert_eq!(get(b"facts"), Some(b"{\"room\":\"kitchen\"}".as_slice()));
         assert_eq!(get(b"facts_omitted"), Some(b"0".as_slice()));
         assert_eq!(count_members(get(b"facts").unwrap()), 1);

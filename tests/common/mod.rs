@@ -168,8 +168,8 @@ impl Agent {
         Self::spawn_command(tether_cmd_in(netns, args), dir, env)
     }
 
-    /// Spawns `cmd` (a `tether agent` command line, however wrapped) and waits for the
-    /// ready line.
+    /// Spawns a prepared `tether agent` command (e.g. wrapped in `unshare`) and waits for
+    /// the ready line.
     pub fn spawn_command(
         mut cmd: Command,
         dir: PathBuf,
