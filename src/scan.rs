@@ -478,42 +478,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn decodes_what_the_agent_encodes() {
-        let f = beacon::Fields {
-            id: "00aa",
-            host: "pi",
-            addr: None,
-            iface: "wlan0",
-            port: 4545,
-            seq: 3,
-            uptime: 90000,
-            load: 1.5,
-            mem_avail_kb: 1,
-            temp_c: None,
-            metrics: Some(9545),
-            bye: true,
-            nonce: None,
-        };
-        let mut out = [0u8; 512];
-        let facts = [(b"a".as_slice(), b"1".as_slice()), (b"b", b"2")];
-        let n = beacon::encode(&mut out, 512, &f, facts.iter().copied()).unwrap();
-        let from = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 9), 4546);
-        let b = decode(&out[..n], from, Instant::now()).unwrap();
-        assert_eq!(
-            (b.id.as_str(), b.host.as_str(), b.addr.as_str()),
-            ("00aa", "pi", "10.0.0.9")
-        );
-        assert_eq!(
-            (b.port, b.uptime, b.facts, b.seq, b.bye),
-            (4545, 90000, 2, 3, true)
-        );
-        assert_eq!(b.metrics, Some(9545));
-        assert!(decode(b"{\"tether\":2,\"id\":\"x\"}", from, Instant::now()).is_none());
-        assert!(decode(b"garbage", from, Instant::now()).is_none());
-        assert_eq!(human_secs(90000), "1d01h");
-    }
-
-    #[test]
     fn prometheus_sd_lists_up_boards_with_metrics_by_id() {
         let now = Instant::now();
         let board = |id: &str, metrics: Option<u16>, bye: bool, age: u64| Board {
@@ -566,5 +530,41 @@ mod tests {
         assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
         assert!(write_atomic(&d.join("no/such/dir.json"), "[]").is_err());
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn decodes_what_the_agent_encodes() {
+        let f = beacon::Fields {
+            id: "00aa",
+            host: "pi",
+            addr: None,
+            iface: "wlan0",
+            port: 4545,
+            seq: 3,
+            uptime: 90000,
+            load: 1.5,
+            mem_avail_kb: 1,
+            temp_c: None,
+            metrics: Some(9545),
+            bye: true,
+            nonce: None,
+        };
+        let mut out = [0u8; 512];
+        let facts = [(b"a".as_slice(), b"1".as_slice()), (b"b", b"2")];
+        let n = beacon::encode(&mut out, 512, &f, facts.iter().copied()).unwrap();
+        let from = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 9), 4546);
+        let b = decode(&out[..n], from, Instant::now()).unwrap();
+        assert_eq!(
+            (b.id.as_str(), b.host.as_str(), b.addr.as_str()),
+            ("00aa", "pi", "10.0.0.9")
+        );
+        assert_eq!(
+            (b.port, b.uptime, b.facts, b.seq, b.bye),
+            (4545, 90000, 2, 3, true)
+        );
+        assert_eq!(b.metrics, Some(9545));
+        assert!(decode(b"{\"tether\":2,\"id\":\"x\"}", from, Instant::now()).is_none());
+        assert!(decode(b"garbage", from, Instant::now()).is_none());
+        assert_eq!(human_secs(90000), "1d01h");
     }
 }
