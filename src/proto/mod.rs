@@ -13,10 +13,12 @@
 //!   `/metrics`, and the Prometheus text format writers (label escaping).
 
 pub mod beacon;
-pub mod http;
 pub mod json;
 pub mod line;
-pub mod prom;
 pub mod reply;
 pub mod request;
 pub mod wbuf;
+
+// `/metrics` over HTTP (`--metrics`).
+pub mod http;
+pub mod prom;
