@@ -147,6 +147,7 @@ struct Identify {
 }
 
 /// Agent settings the core needs, fixed at start (the token can be reloaded).
+#[derive(Debug, Default)]
 pub struct Config {
     pub max_clients: usize,
     pub interval_secs: u32,

@@ -9,7 +9,7 @@
 //! Names follow the Prometheus conventions: base units (`_seconds`, `_bytes`,
 //! `_celsius`), `_total` for counters, `_info` gauges of 1 for text. The README lists them.
 
-use crate::agent::{Agent, BeaconState, Env, VERSION};
+use crate::agent::{Agent, BeaconState, Board, Env, VERSION};
 use crate::proto::prom::{family, label_value, single_u64, Kind};
 use crate::proto::wbuf::WBuf;
 use core::fmt::{self, Write};
@@ -27,6 +27,34 @@ pub struct HttpStats {
     pub requests: u64,
     /// Connections refused with 503 because every HTTP slot was busy.
     pub refused: u64,
+}
+
+/// What one scrape reads from the outside world, once, through [`Env`]: the same readings
+/// STATUS and STATS use. [`render`] is a pure function of it and the agent.
+#[derive(Debug, Clone, Default)]
+pub struct Readings {
+    pub board: Board,
+    pub beacon: Option<BeaconState>,
+    pub beacon_seq: u64,
+    /// (tcp, unix) control clients connected now.
+    pub clients: (usize, usize),
+    pub allocations: u64,
+}
+
+impl Readings {
+    pub fn read(env: &mut dyn Env) -> Readings {
+        let (beacon, beacon_seq) = {
+            let (st, info) = env.beacon();
+            (Some(st), info.seq)
+        };
+        Readings {
+            board: env.board(),
+            beacon,
+            beacon_seq,
+            clients: env.clients(),
+            allocations: env.allocations(),
+        }
+    }
 }
 
 /// Every STATS counter as (metric name, help, value).
@@ -129,10 +157,10 @@ pub fn render(
     w: &mut WBuf<'_>,
     now: Instant,
     agent: &Agent,
-    env: &mut dyn Env,
+    r: &Readings,
     http: &HttpStats,
 ) -> fmt::Result {
-    let b = env.board();
+    let b = &r.board;
     family(
         w,
         "tether_build_info",
@@ -193,7 +221,6 @@ pub fn render(
         )?;
         writeln!(w, "tether_temperature_celsius {t:.1}")?;
     }
-    let (state, info) = env.beacon();
     family(
         w,
         "tether_beacon_state",
@@ -205,7 +232,7 @@ pub fn render(
             w,
             "tether_beacon_state{{state=\"{}\"}} {}",
             s.as_str(),
-            u8::from(s == state)
+            u8::from(Some(s) == r.beacon)
         )?;
     }
     single_u64(
@@ -220,9 +247,9 @@ pub fn render(
         "tether_beacon_sequence",
         Kind::Gauge,
         "Sequence number of the next beacon.",
-        info.seq,
+        r.beacon_seq,
     )?;
-    let (tcp, unix) = env.clients();
+    let (tcp, unix) = r.clients;
     family(
         w,
         "tether_clients",
@@ -261,7 +288,7 @@ pub fn render(
         "tether_allocations_since_ready_total",
         Kind::Counter,
         "Heap allocations since the agent became ready (0 in the steady state).",
-        env.allocations(),
+        r.allocations,
     )?;
     single_u64(
         w,
@@ -296,43 +323,28 @@ pub fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::{BeaconInfo, Board, Config, Led, Stats};
+    use crate::agent::{Config, Stats};
     use crate::limits::{
         HOST_MAX, KEY_MAX, MAX_FACTS, METRICS_BODY_MAX, METRICS_FIXED_MAX, VALUE_MAX,
     };
 
-    struct Worst {
-        info: BeaconInfo,
-    }
-
-    impl Env for Worst {
-        fn board(&mut self) -> Board {
-            let mut b = Board::default();
-            // Every host byte needs escaping.
-            for _ in 0..HOST_MAX {
-                let _ = b.host.push('"');
-            }
-            b.uptime_s = u64::MAX;
-            b.load = [f32::MAX; 3];
-            b.mem_total_kb = u64::MAX;
-            b.mem_avail_kb = u64::MAX;
-            b.temp_c = Some(-f32::MAX);
-            b
+    /// Every reading at its widest: host bytes that all need escaping, u64::MAX counters.
+    fn worst_readings() -> Readings {
+        let mut b = Board::default();
+        for _ in 0..HOST_MAX {
+            let _ = b.host.push('"');
         }
-        fn write_sockets(&mut self, _: &mut WBuf<'_>) -> fmt::Result {
-            Ok(())
-        }
-        fn clients(&self) -> (usize, usize) {
-            (usize::MAX, usize::MAX)
-        }
-        fn led(&mut self, _: Led) -> Result<(), &'static str> {
-            Ok(())
-        }
-        fn allocations(&self) -> u64 {
-            u64::MAX
-        }
-        fn beacon(&self) -> (BeaconState, &BeaconInfo) {
-            (BeaconState::Absent, &self.info)
+        b.uptime_s = u64::MAX;
+        b.load = [f32::MAX; 3];
+        b.mem_total_kb = u64::MAX;
+        b.mem_avail_kb = u64::MAX;
+        b.temp_c = Some(-f32::MAX);
+        Readings {
+            board: b,
+            beacon: Some(BeaconState::Absent),
+            beacon_seq: u64::MAX,
+            clients: (usize::MAX, usize::MAX),
+            allocations: u64::MAX,
         }
     }
 
@@ -340,7 +352,7 @@ mod tests {
         let cfg = Config {
             max_clients: usize::MAX,
             interval_secs: u32::MAX,
-            led: false,
+            ..Config::default()
         };
         let mut a = Agent::new(now, &"\\".repeat(32), &cfg);
         let m = u64::MAX;
@@ -379,14 +391,8 @@ mod tests {
             requests: u64::MAX,
             refused: u64::MAX,
         };
-        let mut env = Worst {
-            info: BeaconInfo {
-                seq: u64::MAX,
-                ..BeaconInfo::default()
-            },
-        };
         let mut w = WBuf::new(buf);
-        match render(&mut w, Instant::now(), agent, &mut env, &http) {
+        match render(&mut w, Instant::now(), agent, &worst_readings(), &http) {
             Ok(()) => Ok(String::from_utf8(w.as_bytes().to_vec()).unwrap()),
             Err(_) => Err(w.len()),
         }
@@ -408,10 +414,8 @@ mod tests {
         let s = render_into(&mut buf, &a).expect("worst case fits METRICS_BODY_MAX");
         assert_eq!(s.matches("tether_fact_info{key=").count(), MAX_FACTS);
         // Every value byte came out escaped.
-        assert!(s.contains(&format!(
-            "value=\"{}\"}} 1\n",
-            "\\\\\\\"".repeat(VALUE_MAX / 2)
-        )));
+        let escaped = "\\\\\\\"".repeat(VALUE_MAX / 2);
+        assert!(s.contains(&format!("value=\"{escaped}\"}} 1\n")), "{s}");
         // The bound is not slack: at least 90 % of it is used.
         assert!(
             s.len() * 10 >= METRICS_BODY_MAX * 9,
@@ -422,44 +426,21 @@ mod tests {
 
     #[test]
     fn families_are_whole_and_unknown_temperature_is_left_out() {
-        struct Plain(BeaconInfo);
-        impl Env for Plain {
-            fn board(&mut self) -> Board {
-                Board::default()
-            }
-            fn write_sockets(&mut self, _: &mut WBuf<'_>) -> fmt::Result {
-                Ok(())
-            }
-            fn clients(&self) -> (usize, usize) {
-                (2, 1)
-            }
-            fn led(&mut self, _: Led) -> Result<(), &'static str> {
-                Ok(())
-            }
-            fn allocations(&self) -> u64 {
-                0
-            }
-            fn beacon(&self) -> (BeaconState, &BeaconInfo) {
-                (BeaconState::Up, &self.0)
-            }
-        }
         let t = Instant::now();
         let cfg = Config {
             max_clients: 16,
             interval_secs: 5,
-            led: false,
+            ..Config::default()
         };
         let a = Agent::new(t, "abc", &cfg);
+        let r = Readings {
+            beacon: Some(BeaconState::Up),
+            clients: (2, 1),
+            ..Readings::default()
+        };
         let mut buf = vec![0u8; METRICS_BODY_MAX];
         let mut w = WBuf::new(&mut buf);
-        render(
-            &mut w,
-            t,
-            &a,
-            &mut Plain(BeaconInfo::default()),
-            &HttpStats::default(),
-        )
-        .unwrap();
+        render(&mut w, t, &a, &r, &HttpStats::default()).unwrap();
         let s = std::str::from_utf8(w.as_bytes()).unwrap();
         assert!(!s.contains("temperature"), "{s}");
         assert!(s.contains("tether_beacon_state{state=\"up\"} 1\n"), "{s}");

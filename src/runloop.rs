@@ -384,7 +384,8 @@ impl RunLoop {
                         if self.http.generation(i) == gen {
                             let (agent, io) = (&self.agent, &mut self.io);
                             let mut render = |w: &mut WBuf<'_>, hs: &crate::metrics::HttpStats| {
-                                crate::metrics::render(w, now, agent, io, hs)
+                                let r = crate::metrics::Readings::read(io);
+                                crate::metrics::render(w, now, agent, &r, hs)
                             };
                             self.http.ready(i, ev, now, &mut render);
                         }

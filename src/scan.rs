@@ -35,8 +35,36 @@ pub struct Board {
     pub heard: Instant,
 }
 
+/// A JSON string value as text: quotes removed and escapes undone (`\"` is `"`), so a
+/// name that needed escaping is not escaped twice when scan writes it out again.
 fn text(v: &[u8]) -> String {
-    String::from_utf8_lossy(unquote(v).unwrap_or(v)).into_owned()
+    let raw = String::from_utf8_lossy(unquote(v).unwrap_or(v)).into_owned();
+    if !raw.contains('\\') {
+        return raw;
+    }
+    let mut out = String::with_capacity(raw.len());
+    let mut it = raw.chars();
+    while let Some(c) = it.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match it.next() {
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('t') => out.push('\t'),
+            Some('b') => out.push('\u{8}'),
+            Some('f') => out.push('\u{c}'),
+            Some('u') => {
+                let hex: String = it.by_ref().take(4).collect();
+                let ch = u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32);
+                out.push(ch.unwrap_or(char::REPLACEMENT_CHARACTER));
+            }
+            Some(other) => out.push(other),
+            None => {}
+        }
+    }
+    out
 }
 
 fn num<T: std::str::FromStr>(v: &[u8]) -> Option<T> {
@@ -480,19 +508,16 @@ mod tests {
     #[test]
     fn prometheus_sd_lists_up_boards_with_metrics_by_id() {
         let now = Instant::now();
-        let board = |id: &str, metrics: Option<u16>, bye: bool, age: u64| Board {
-            id: id.into(),
-            host: format!("h-{id}\""),
-            addr: "10.0.0.1".into(),
-            port: 4545,
-            metrics,
-            uptime: 1,
-            load: 0.0,
-            temp_c: None,
-            facts: 0,
-            seq: 0,
-            bye,
-            heard: now - Duration::from_secs(age),
+        // Boards as `decode` makes them from what agents send.
+        let board = |id: &str, metrics: Option<u16>, bye: bool, age: u64| {
+            let m = metrics
+                .map(|p| format!(",\"metrics\":{p}"))
+                .unwrap_or_default();
+            let d = format!(
+                "{{\"tether\":1,\"id\":\"{id}\",\"host\":\"h-{id}\\\"\",\"addr\":\"10.0.0.1\",\"port\":4545{m},\"bye\":{bye}}}"
+            );
+            let from = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 4546);
+            decode(d.as_bytes(), from, now - Duration::from_secs(age)).unwrap()
         };
         let mut m = BTreeMap::new();
         for b in [
