@@ -258,47 +258,28 @@ fn prometheus_discovers_scrapes_and_forgets_three_boards() {
 
     // No board yet: a one-shot scan writes `[]` (mode 0644) and exits 0; a path that
     // cannot be written is exit 73 with one error line.
-    let empty = dir.join("empty.json");
-    let empty_s = empty.to_string_lossy().into_owned();
-    let out = tether_cmd_in(
-        Some(&net.scanner),
-        &[
+    let sd_once = |path: &Path| {
+        let p = path.to_string_lossy().into_owned();
+        let args = [
             "scan",
             "-i",
             &net.bridge,
             "-t",
             "0.5",
             "--prometheus-sd",
-            &empty_s,
-        ],
-    )
-    .output()
-    .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+            &p,
+        ];
+        tether_cmd_in(Some(&net.scanner), &args).output().unwrap()
+    };
+    let empty = dir.join("empty.json");
+    let out = sd_once(&empty);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
     assert_eq!(std::fs::read_to_string(&empty).unwrap(), "[]");
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&empty).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o644);
-    let bad = dir.join("no-such-dir").join("x.json");
-    let out = tether_cmd_in(
-        Some(&net.scanner),
-        &[
-            "scan",
-            "-i",
-            &net.bridge,
-            "-t",
-            "0.5",
-            "--prometheus-sd",
-            &bad.to_string_lossy(),
-        ],
-    )
-    .output()
-    .unwrap();
+    let out = sd_once(&dir.join("no-such-dir").join("x.json"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(73), "{err}");
     assert!(
