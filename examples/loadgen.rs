@@ -7,6 +7,11 @@
 //!               [--storm N] [--storm-conc C] [--scale F]
 //!     interleaved rounds of: 1x1 latency, 8x16 pipelined, 16x1, connect storm; prints
 //!     markdown table rows (measure | tether | redis | ratio | target | met).
+//! loadgen scrape --tether ADDR --tether-pid PID --peer ADDR --peer-pid PID [--rounds N]
+//!               [--secs S] [--conc C]
+//!     `GET /metrics` over kept-alive connections, C concurrent scrapers (default 4), S
+//!     seconds per side per round, sides alternating round by round; prints markdown rows
+//!     (measure | tether | peer | ratio | target | met): scrapes/s, p50/p99, size, CPU.
 //! loadgen soak --tcp ADDR --unix PATH --requests N [--secs S]
 //!     mixed requests over short and long TCP and Unix connections with facts churning;
 //!     prints counts, exits 1 on any unexpected reply or error.
@@ -76,7 +81,10 @@ fn main() {
         }
         Some("bench") => bench(&a),
         Some("soak") => soak(&a),
-        _ => die("usage: loadgen port | bench ... | soak ... (see examples/loadgen.rs)"),
+        Some("scrape") => scrape_bench(&a),
+        _ => {
+            die("usage: loadgen port | bench ... | scrape ... | soak ... (see examples/loadgen.rs)")
+        }
     }
 }
 
@@ -750,4 +758,225 @@ fn soak(a: &[String]) {
     if b > 0 || d < total {
         std::process::exit(1);
     }
+}
+
+// ---------------------------------------------------------------- scrape (HTTP /metrics)
+
+/// Reads one HTTP response to `GET /metrics`; returns the body length. Handles a
+/// Content-Length body and a chunked one (Go's net/http, node_exporter, sends chunked).
+fn read_http(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    // `buf` holds bytes read past the previous response (none with one request in flight).
+    let mut tmp = [0u8; 65536];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut tmp)?;
+        if n == 0 {
+            return Err(bad("EOF in head"));
+        }
+        buf.extend_from_slice(&tmp[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    if !head.starts_with("http/1.1 200") {
+        return Err(bad(head.lines().next().unwrap_or("?")));
+    }
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+    };
+    let mut fill = |buf: &mut Vec<u8>, want: usize| -> std::io::Result<()> {
+        while buf.len() < want {
+            let n = s.read(&mut tmp)?;
+            if n == 0 {
+                return Err(bad("EOF in body"));
+            }
+            buf.extend_from_slice(&tmp[..n]);
+        }
+        Ok(())
+    };
+    if let Some(len) = header("content-length:") {
+        let len: usize = len.parse().map_err(|_| bad("Content-Length"))?;
+        fill(buf, head_end + len)?;
+        buf.drain(..head_end + len);
+        return Ok(len);
+    }
+    if header("transfer-encoding:").as_deref() != Some("chunked") {
+        return Err(bad("neither Content-Length nor chunked"));
+    }
+    let mut at = head_end;
+    let mut body = 0;
+    loop {
+        let line_end = loop {
+            if let Some(i) = buf[at..].windows(2).position(|w| w == b"\r\n") {
+                break at + i;
+            }
+            let want = buf.len() + 1;
+            fill(buf, want)?;
+        };
+        let size_text = String::from_utf8_lossy(&buf[at..line_end]).to_string();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| bad("chunk size"))?;
+        at = line_end + 2;
+        fill(buf, at + size + 2)?;
+        at += size + 2;
+        body += size;
+        if size == 0 {
+            buf.drain(..at);
+            return Ok(body);
+        }
+    }
+}
+
+struct ScrapeRun {
+    secs: f64,
+    scrapes: u64,
+    lat: Vec<u64>,
+    bytes: usize,
+    errors: u64,
+}
+
+/// `conc` scrapers, each on one kept-alive connection, for `secs` seconds.
+fn scrape(addr: SocketAddr, conc: usize, secs: f64) -> ScrapeRun {
+    let errors = Arc::new(AtomicU64::new(0));
+    let bytes = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(conc + 1));
+    let lats = Arc::new(Mutex::new(Vec::new()));
+    let mut hs = Vec::new();
+    for _ in 0..conc {
+        let (errors, bytes, barrier, lats) =
+            (errors.clone(), bytes.clone(), barrier.clone(), lats.clone());
+        hs.push(std::thread::spawn(move || {
+            let mut s = connect(addr).ok();
+            let mut buf = Vec::new();
+            let mut mine = Vec::new();
+            barrier.wait();
+            let end = Instant::now() + Duration::from_secs_f64(secs);
+            while Instant::now() < end {
+                let Some(c) = s.as_mut() else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    s = connect(addr).ok();
+                    buf.clear();
+                    continue;
+                };
+                let t = Instant::now();
+                let r = c
+                    .write_all(
+                        b"GET /metrics HTTP/1.1\r\nHost: bench\r\nUser-Agent: loadgen\r\n\r\n",
+                    )
+                    .and_then(|_| read_http(c, &mut buf));
+                match r {
+                    Ok(n) => {
+                        mine.push(t.elapsed().as_nanos() as u64);
+                        bytes.store(n, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        s = None;
+                    }
+                }
+            }
+            lats.lock().unwrap().extend(mine);
+        }));
+    }
+    barrier.wait();
+    let t0 = Instant::now();
+    for h in hs {
+        h.join().unwrap();
+    }
+    let lat = std::mem::take(&mut *lats.lock().unwrap());
+    ScrapeRun {
+        secs: t0.elapsed().as_secs_f64(),
+        scrapes: lat.len() as u64,
+        lat,
+        bytes: bytes.load(Ordering::Relaxed),
+        errors: errors.load(Ordering::Relaxed),
+    }
+}
+
+/// One side's results over all rounds.
+#[derive(Default)]
+struct ScrapeSide {
+    rps: Vec<f64>,
+    lat: Vec<u64>,
+    bytes: usize,
+    errors: u64,
+    cpu: f64,
+    scrapes: u64,
+}
+
+fn scrape_bench(a: &[String]) {
+    let addr = |n: &str| -> SocketAddr {
+        opt(a, n)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| die(&format!("{n} ADDR required")))
+    };
+    let (t_addr, p_addr) = (addr("--tether"), addr("--peer"));
+    let t_pid: u32 = opt_num(a, "--tether-pid", 0);
+    let p_pid: u32 = opt_num(a, "--peer-pid", 0);
+    let rounds: usize = opt_num(a, "--rounds", 3);
+    let secs: f64 = opt_num(a, "--secs", 5.0);
+    let conc: usize = opt_num(a, "--conc", 4);
+    let mut sides: [ScrapeSide; 2] = Default::default();
+    for round in 0..rounds {
+        // Alternate which side goes first, so drift hits both.
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for side in order {
+            let (addr, pid) = if side == 0 {
+                (t_addr, t_pid)
+            } else {
+                (p_addr, p_pid)
+            };
+            let c0 = cpu_secs(pid);
+            let r = scrape(addr, conc, secs);
+            let c1 = cpu_secs(pid);
+            let s = &mut sides[side];
+            s.rps.push(r.scrapes as f64 / r.secs);
+            s.lat.extend(r.lat);
+            s.bytes = r.bytes;
+            s.errors += r.errors;
+            s.cpu += c1 - c0;
+            s.scrapes += r.scrapes;
+        }
+    }
+    for s in sides.iter_mut() {
+        s.lat.sort_unstable();
+    }
+    let [t, p] = &mut sides;
+    let ms = |v: &[u64], q: f64| pct(v, q) / 1e6;
+    let (tp50, pp50) = (ms(&t.lat, 0.5), ms(&p.lat, 0.5));
+    let (tp99, pp99) = (ms(&t.lat, 0.99), ms(&p.lat, 0.99));
+    row(
+        &format!("scrapes/s, {conc} concurrent kept-alive scrapers (median of {rounds} rounds of {secs} s)"),
+        median(&mut t.rps),
+        median(&mut p.rps),
+        "",
+        None,
+    );
+    row("scrape latency p50, ms", tp50, pp50, "", None);
+    row(
+        "scrape latency p99, ms",
+        tp99,
+        pp99,
+        "≤ peer",
+        Some(tp99 <= pp99),
+    );
+    row(
+        "response size, bytes",
+        t.bytes as f64,
+        p.bytes as f64,
+        "",
+        None,
+    );
+    let per = |s: &ScrapeSide| s.cpu * 1e6 / (s.scrapes.max(1) as f64);
+    row("server CPU per scrape, µs", per(t), per(p), "", None);
+    row(
+        "scrape errors",
+        t.errors as f64,
+        p.errors as f64,
+        "0",
+        Some(t.errors == 0),
+    );
+    println!("SCRAPES tether={} peer={}", t.scrapes, p.scrapes);
 }

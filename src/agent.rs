@@ -163,6 +163,7 @@ struct Identify {
 }
 
 /// Agent settings the core needs, fixed at start (the token can be reloaded).
+#[derive(Debug, Default)]
 pub struct Config {
     pub max_clients: usize,
     pub interval_secs: u32,
@@ -233,6 +234,11 @@ impl Agent {
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// `--max-clients`, the control table's configured size.
+    pub fn max_clients(&self) -> usize {
+        self.max_clients
     }
 
     pub fn uptime(&self, now: Instant) -> Duration {

@@ -50,6 +50,8 @@ pub struct Beacon {
     iface: iface::IfName,
     port: u16,
     ctl_port: u16,
+    /// Announced as `"metrics":PORT` (`--metrics`).
+    metrics_port: Option<u16>,
     sock: Option<(OwnedFd, u32)>,
     state: BeaconState,
     info: BeaconInfo,
@@ -88,6 +90,7 @@ impl Beacon {
             iface: name,
             port,
             ctl_port,
+            metrics_port: None,
             sock: None,
             state: BeaconState::Absent,
             info,
@@ -98,6 +101,11 @@ impl Beacon {
             run,
             signing,
         }
+    }
+
+    /// The metrics port the beacon announces (None: no `"metrics"` field).
+    pub fn set_metrics_port(&mut self, port: Option<u16>) {
+        self.metrics_port = port;
     }
 
     /// Opens the socket now (at start-up), so probes are answered from the ready line on.
@@ -195,6 +203,7 @@ impl Beacon {
             addr,
             iface: &self.iface,
             port: self.ctl_port,
+            metrics: self.metrics_port,
             seq: self.info.seq,
             run: Some(&self.run),
             uptime: board.uptime_s,

@@ -5,6 +5,7 @@ use crate::limits::{
     DEFAULT_BACKLOG, DEFAULT_BEACON_PORT, DEFAULT_IDLE_SECS, DEFAULT_INTERVAL_SECS, IFNAME_MAX,
     INTERVAL_MAX_SECS, INTERVAL_MIN_SECS, MAX_CLIENTS, MAX_LISTENERS,
 };
+use crate::limits::{DEFAULT_METRICS_PORT, MAX_METRICS_LISTENERS};
 use argh::FromArgs;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -81,6 +82,9 @@ pub struct AgentArgs {
         default = "String::from(\"/sys/class/thermal/thermal_zone0/temp\")"
     )]
     pub thermal: String,
+    /// serve Prometheus metrics over HTTP at GET /metrics on this address, repeatable (at most 2; off by default); IP:PORT, or IP alone for port 9545; port 0 picks a free port
+    #[argh(option)]
+    pub metrics: Vec<String>,
     /// more logging (-v debug, -vv trace); RUST_LOG overrides
     #[argh(switch, short = 'v')]
     pub verbose: u8,
@@ -120,6 +124,9 @@ pub struct ScanArgs {
     /// print JSON instead of a table
     #[argh(switch)]
     pub json: bool,
+    /// write the boards that serve metrics as a Prometheus file_sd target file here (atomically); with --watch, rewrite it whenever the set changes
+    #[argh(option)]
+    pub prometheus_sd: Option<PathBuf>,
     /// keep listening and update the list until interrupted
     #[argh(switch)]
     pub watch: bool,
@@ -160,6 +167,8 @@ pub struct AgentConfig {
     pub led: Option<PathBuf>,
     pub thermal: String,
     pub verbose: u8,
+    /// `--metrics` addresses (empty: metrics off).
+    pub metrics: Vec<SocketAddr>,
 }
 
 pub fn valid_ifname(n: &str) -> bool {
@@ -169,6 +178,19 @@ pub fn valid_ifname(n: &str) -> bool {
         && n != ".."
         && n.bytes()
             .all(|c| c.is_ascii_graphic() && c != b'/' && c != b':')
+}
+
+/// A `--metrics` address: `IP:PORT`, or an IP alone for [`DEFAULT_METRICS_PORT`].
+pub fn metrics_addr(s: &str) -> Option<SocketAddr> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Some(a);
+    }
+    let ip = s
+        .strip_prefix('[')
+        .and_then(|x| x.strip_suffix(']'))
+        .unwrap_or(s);
+    let ip: std::net::IpAddr = ip.parse().ok()?;
+    Some(SocketAddr::new(ip, DEFAULT_METRICS_PORT))
 }
 
 impl AgentArgs {
@@ -215,6 +237,17 @@ impl AgentArgs {
         if self.beacon_port == 0 {
             return Err("--beacon-port 0: expected 1-65535".into());
         }
+        if self.metrics.len() > MAX_METRICS_LISTENERS {
+            return Err(format!(
+                "at most {MAX_METRICS_LISTENERS} --metrics addresses"
+            ));
+        }
+        let mut metrics = Vec::new();
+        for m in &self.metrics {
+            metrics.push(metrics_addr(m).ok_or_else(|| {
+                format!("--metrics {m}: expected IP:PORT or IP, e.g. 0.0.0.0:9545 or [::1]:9545")
+            })?);
+        }
         Ok(AgentConfig {
             listen,
             default_listen,
@@ -235,6 +268,7 @@ impl AgentArgs {
             led: self.led,
             thermal: self.thermal,
             verbose: self.verbose,
+            metrics,
         })
     }
 }
@@ -271,5 +305,28 @@ mod tests {
         assert!(parse(&["--bogus"]).is_err());
         assert!(parse(&["--no-beacon"]).unwrap().beacon.is_none());
         assert_eq!(parse(&["-v", "-v"]).unwrap().verbose, 2);
+    }
+
+    #[test]
+    fn metrics_addresses() {
+        assert!(parse(&[]).unwrap().metrics.is_empty());
+        let c = parse(&["--metrics", "0.0.0.0:9100", "--metrics", "::1"]).unwrap();
+        assert_eq!(c.metrics[0].to_string(), "0.0.0.0:9100");
+        assert_eq!(c.metrics[1].to_string(), "[::1]:9545");
+        assert_eq!(
+            parse(&["--metrics", "[::]"]).unwrap().metrics[0].to_string(),
+            "[::]:9545"
+        );
+        assert!(parse(&["--metrics", "a", "--metrics", "b"]).is_err());
+        assert!(parse(&[
+            "--metrics",
+            "1.2.3.4:9",
+            "--metrics",
+            "::1",
+            "--metrics",
+            "::2"
+        ])
+        .is_err());
+        assert!(parse(&["--metrics", "host:9545"]).is_err());
     }
 }

@@ -101,6 +101,23 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
         }
     }
 
+    // --metrics: the HTTP listeners, opened before anything that leaves a file behind.
+    let mut metrics = heapless::Vec::new();
+    for addr in &cfg.metrics {
+        let fd = sys::net::tcp_listen(*addr, cfg.backlog).map_err(|e| Fatal {
+            code: EX_UNAVAILABLE,
+            msg: format!("--metrics: {e}"),
+        })?;
+        let real = sys::net::local_inet(std::os::fd::AsFd::as_fd(&fd)).unwrap_or(*addr);
+        let _ = metrics.push((fd, real));
+    }
+    // The beacon announces the first metrics port reachable from the LAN (not loopback).
+    let metrics_port = metrics
+        .iter()
+        .map(|(_, a): &(_, std::net::SocketAddr)| *a)
+        .find(|a| !a.ip().is_loopback())
+        .map(|a| a.port());
+
     let group = match &cfg.socket_group {
         Some(name) => match nix::unistd::Group::from_name(name) {
             Ok(Some(g)) => Some(g.gid),
@@ -158,6 +175,7 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
                 .map_or(0, |(_, a): &(_, std::net::SocketAddr)| a.port());
             let mut b = crate::beacon::Beacon::new(now, name, bc.port, ctl_port, run_id, fleet_key);
             b.open(now);
+            b.set_metrics_port(metrics_port);
             Some(Box::new(b))
         }
         _ => None,
@@ -169,7 +187,7 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
             .map_or(crate::limits::DEFAULT_BEACON_PORT, |b| b.port),
         ..BeaconInfo::default()
     };
-    let io = Io::new(
+    let mut io = Io::new(
         now,
         tcp,
         unix,
@@ -180,7 +198,12 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
         cfg.token_file.clone(),
         cfg.max_clients,
     );
+    let metrics_on = !metrics.is_empty();
+    io.metrics = metrics;
     let mut rl = RunLoop::new(agent, io, signals, cfg.idle);
+    if metrics_on {
+        rl.http = crate::runloop::http::Http::new(now);
+    }
     if let Some(p) = &cfg.token_file {
         rl.reload_token();
         if !rl.agent.has_token() {
@@ -230,11 +253,16 @@ fn ready_line(rl: &RunLoop) -> String {
     } else {
         format!("{}:{}", info.iface, info.port)
     };
-    format!(
+    let mut line = format!(
         "ready tcp={} unix={} beacon={beacon}",
         tcp.join(","),
         rl.io.unix.path.display()
-    )
+    );
+    if !rl.io.metrics.is_empty() {
+        let m: Vec<String> = rl.io.metrics.iter().map(|(_, a)| a.to_string()).collect();
+        line += &format!(" metrics={}", m.join(","));
+    }
+    line
 }
 
 #[cfg(test)]

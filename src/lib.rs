@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!   main.rs ─ cli ─┬─ daemon ── runloop ──┬── agent ── facts      (IO-free core)
-//!                  │            (poll)    │      └──── proto      (IO-free wire layer)
+//!                  │            (poll)    ├── metrics ─ agent     (IO-free: /metrics body)
+//!                  │                      │      └──── proto      (IO-free wire layer)
 //!                  ├─ ctl                 ├── beacon ── proto::beacon
 //!                  └─ scan                └── sys (nix: sockets, signals, ioctl, /proc)
 //! ```
@@ -13,6 +14,7 @@
 //!   no panics (fuzzed).
 //! - [`agent`] and [`facts`] are the IO-free core; time comes in as `now`, the world
 //!   through the [`agent::Env`] trait.
+//! - [`metrics`] renders `/metrics` from the core's state: IO-free like it.
 //! - [`sys`] is the only module that calls nix's socket/signal/ioctl APIs.
 //! - [`runloop`] is the only caller of poll(2) and owns every fd.
 //! - [`daemon`], [`ctl`], [`scan`] are the subcommands; `main.rs` maps their errors to
@@ -32,6 +34,7 @@ pub mod daemon;
 pub mod facts;
 pub mod id;
 pub mod limits;
+pub mod metrics;
 pub mod proto;
 pub mod runloop;
 pub mod scan;

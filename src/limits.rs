@@ -70,6 +70,43 @@ pub const HOST_MAX: usize = 64;
 /// Longest Unix socket path (sun_path minus the NUL).
 pub const SOCK_PATH_MAX: usize = 107;
 
+/// Prometheus metrics over HTTP (`--metrics ADDR`, issue 9).
+/// How many `--metrics` addresses the agent accepts.
+pub const MAX_METRICS_LISTENERS: usize = 2;
+/// Port used when `--metrics` is given an address without one. The exporters' range
+/// 9100-9999 is fully allocated on Prometheus's port list; 9545 echoes the control port 4545.
+pub const DEFAULT_METRICS_PORT: u16 = 9545;
+/// HTTP clients have their own slot table, apart from the control port's [`MAX_CLIENTS`].
+pub const HTTP_SLOTS: usize = 4;
+/// Longest HTTP request head (request line + headers + blank line); more gets 431.
+pub const HTTP_HEAD_MAX: usize = 2048;
+/// A request head must be complete this long after the connection opened or its first byte.
+pub const HTTP_HEAD_TIMEOUT_SECS: u64 = 5;
+/// A kept-alive connection waiting for its next request is closed after this long (and
+/// sooner when its slot is needed for a new connection).
+pub const HTTP_KEEPALIVE_SECS: u64 = 60;
+/// A client that does not read its response within this long is closed.
+pub const HTTP_SEND_TIMEOUT_SECS: u64 = 10;
+/// Room for the response head: status line, Content-Type, Content-Length, Connection, Allow.
+pub const HTTP_RESP_HEAD_MAX: usize = 256;
+/// One `tether_fact_info{key="K",value="V"} 1` line at worst: every key and value byte
+/// escaped (a value of printable ASCII can hold `\` and `"`, which escape to two bytes).
+pub const METRICS_FACT_LINE_MAX: usize = "tether_fact_info{key=\"".len()
+    + 2 * KEY_MAX
+    + "\",value=\"".len()
+    + 2 * VALUE_MAX
+    + "\"} 1\n".len();
+/// Everything but the fact lines: HELP/TYPE of every family, the other samples with u64
+/// values at their widest, and the build_info labels (host and id escaped at worst: a
+/// hostname byte that is not UTF-8 becomes U+FFFD, 3 bytes).
+/// `metrics::tests::fixed_part_fits` proves the bound.
+pub const METRICS_FIXED_MAX: usize = 6144 + 3 * HOST_MAX + 2 * 32;
+/// The largest `/metrics` body: a full fact table of maximum-length keys and values that
+/// all need escaping, plus the fixed part.
+pub const METRICS_BODY_MAX: usize = METRICS_FIXED_MAX + MAX_FACTS * METRICS_FACT_LINE_MAX;
+/// Per HTTP slot response buffer: the head and the largest body.
+pub const HTTP_RESP_MAX: usize = HTTP_RESP_HEAD_MAX + METRICS_BODY_MAX;
+
 /// Rate limit for operator warnings that can repeat (interface flaps...).
 pub const WARN_EVERY_SECS: u64 = 60;
 
@@ -80,3 +117,8 @@ const _: () = assert!(DEFAULT_MAX_CLIENTS <= MAX_CLIENTS);
 const _: () =
     assert!(REPLY_MAX >= MAX_FACTS * (KEY_MAX + 2 * VALUE_MAX + 6) + MAX_ADDRS * 64 + 1024);
 const _: () = assert!(DATAGRAM_MAX >= 256);
+const _: () = assert!(METRICS_FACT_LINE_MAX == 22 + 2 * KEY_MAX + 9 + 2 * VALUE_MAX + 5);
+const _: () = assert!(HTTP_RESP_MAX >= HTTP_RESP_HEAD_MAX + METRICS_BODY_MAX);
+const _: () = assert!(HTTP_RESP_MAX <= 32 * 1024);
+const _: () = assert!(HTTP_HEAD_MAX >= 256);
+const _: () = assert!(DEFAULT_METRICS_PORT >= 9100 && DEFAULT_METRICS_PORT <= 9999);

@@ -1,7 +1,8 @@
 //! The run loop: the only caller of poll(2). It owns every fd and the client table,
 //! reads the clock once per turn, moves bytes between sockets and the core, and sleeps
 //! exactly until the next deadline. It parses nothing itself: framing and requests are
-//! `proto`'s, answers are `agent`'s.
+//! `proto`'s, answers are `agent`'s. The `--metrics` HTTP connections have their own
+//! slot table in [`http`] (a submodule: the loop still owns every fd and every poll).
 
 use crate::agent::{Agent, BeaconInfo, BeaconState, Board, Env, Led, Outcome, Session, Transport};
 use crate::limits::{IN_BUF, LINE_MAX, MAX_CLIENTS, MAX_LISTENERS, OUT_BUF, REPLY_MAX};
@@ -21,6 +22,8 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+pub mod http;
+
 /// Refused and closing connections wait here, read-and-discard, until the peer closes
 /// or this long passes: closing a socket with unread input sends RST, which would
 /// destroy our last reply (`ERR busy`, `ERR too-long`, QUIT's `OK`) before it is read.
@@ -30,7 +33,9 @@ const LINGER_MAX: usize = 16;
 const READS_PER_TURN: usize = 16;
 /// After EMFILE/ENFILE on accept, stop accepting this long instead of spinning.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(200);
-const POLL_MAX: usize = 1 + MAX_LISTENERS + 1 + 1 + MAX_CLIENTS + LINGER_MAX + 1;
+const POLL_MAX: usize = 1 + MAX_LISTENERS + 1 + 1 + MAX_CLIENTS + LINGER_MAX + 1 + HTTP_POLL;
+/// The metrics listeners and HTTP slots (`--metrics`).
+const HTTP_POLL: usize = crate::limits::MAX_METRICS_LISTENERS + crate::limits::HTTP_SLOTS;
 
 const E_TOO_LONG: Error = Error::new(ErrCode::TooLong, "line exceeds 255 bytes");
 const BUSY_LINE: &[u8] = b"ERR busy too many clients\n";
@@ -102,6 +107,8 @@ pub struct Io {
     pub beacon: Option<Box<dyn Beacon>>,
     pub off_info: BeaconInfo,
     pub token_file: Option<std::path::PathBuf>,
+    /// `--metrics` listeners (their connections are [`RunLoop::http`]'s).
+    pub metrics: heapless::Vec<(OwnedFd, SocketAddr), { crate::limits::MAX_METRICS_LISTENERS }>,
     slots: Vec<Slot>,
     lingering: heapless::Vec<Linger, LINGER_MAX>,
     alloc_base: u64,
@@ -129,6 +136,7 @@ impl Io {
             beacon,
             off_info,
             token_file,
+            metrics: heapless::Vec::new(),
             slots: (0..MAX_CLIENTS).map(|_| Slot::empty(now)).collect(),
             lingering: heapless::Vec::new(),
             alloc_base: 0,
@@ -158,6 +166,10 @@ impl Env for Io {
         }
         sep(w)?;
         net::write_socket_info(w, "unix-listen", self.unix.fd.as_fd())?;
+        for (fd, _) in &self.metrics {
+            sep(w)?;
+            net::write_socket_info(w, "http-listen", fd.as_fd())?;
+        }
         if let Some(b) = &self.beacon {
             sep(w)?;
             b.write_socket(w)?;
@@ -218,6 +230,8 @@ enum Tok {
     Client(usize, u32),
     /// By fd number: the linger list may shift within a turn.
     Linger(std::os::fd::RawFd),
+    HttpListen(usize),
+    Http(usize, u32),
 }
 
 /// systemd watchdog: send WATCHDOG=1 every `every`.
@@ -235,6 +249,8 @@ pub struct RunLoop {
     idle: Option<Duration>,
     accept_paused_until: Option<Instant>,
     pub watchdog: Option<Watchdog>,
+    /// `--metrics`: the HTTP listeners and their own slot table.
+    pub http: http::Http,
 }
 
 impl RunLoop {
@@ -247,6 +263,7 @@ impl RunLoop {
             idle,
             accept_paused_until: None,
             watchdog: None,
+            http: http::Http::off(),
         }
     }
 
@@ -278,6 +295,7 @@ impl RunLoop {
         for l in &self.io.lingering {
             take(Some(l.until));
         }
+        take(self.http.next_deadline());
         d.map(|t| t.max(now))
     }
 
@@ -310,6 +328,14 @@ impl RunLoop {
                         add(fd.as_fd(), PollFlags::POLLIN, Tok::Tcp(i));
                     }
                     add(self.io.unix.fd.as_fd(), PollFlags::POLLIN, Tok::Unix);
+                    for (i, (fd, _)) in self.io.metrics.iter().enumerate() {
+                        add(fd.as_fd(), PollFlags::POLLIN, Tok::HttpListen(i));
+                    }
+                }
+                for i in 0..self.http.slot_count() {
+                    if let Some((fd, gen, ev)) = self.http.interest(i) {
+                        add(fd, ev, Tok::Http(i, gen));
+                    }
                 }
                 if let Some(fd) = self.io.beacon.as_ref().and_then(|b| b.fd()) {
                     add(fd, PollFlags::POLLIN, Tok::Beacon);
@@ -359,6 +385,17 @@ impl RunLoop {
                         }
                     }
                     Tok::Linger(fd) => self.linger_readable(fd),
+                    Tok::HttpListen(i) => self.accept_http(now, i),
+                    Tok::Http(i, gen) => {
+                        if self.http.generation(i) == gen {
+                            let (agent, io) = (&self.agent, &mut self.io);
+                            let mut render = |w: &mut WBuf<'_>, hs: &crate::metrics::HttpStats| {
+                                let r = crate::metrics::Readings::read(io);
+                                crate::metrics::render(w, now, agent, &r, hs)
+                            };
+                            self.http.ready(i, ev, now, &mut render);
+                        }
+                    }
                 }
             }
             self.timers(now);
@@ -749,5 +786,24 @@ impl RunLoop {
             }
         }
         self.io.lingering.retain(|l| l.until > now);
+        self.http.timers(now);
+    }
+
+    /// Accepts every waiting connection on metrics listener `li` (see [`http::Http`]).
+    fn accept_http(&mut self, now: Instant, li: usize) {
+        loop {
+            match self.http.accept_one(now, self.io.metrics[li].0.as_fd()) {
+                http::Accepted::None => return,
+                http::Accepted::Slot(None) => {}
+                http::Accepted::Slot(Some(fd)) | http::Accepted::Refused(fd) => {
+                    self.linger(fd, now)
+                }
+                http::Accepted::Pause(e) => {
+                    log::warn!("accept (metrics): {}: pausing accepts", e.desc());
+                    self.accept_paused_until = Some(now + ACCEPT_PAUSE);
+                    return;
+                }
+            }
+        }
     }
 }

@@ -30,6 +30,8 @@ pub struct Board {
     pub addr: String,
     pub source: Ipv4Addr,
     pub port: u16,
+    /// The metrics port the beacon announced (`"metrics":PORT`), if any.
+    pub metrics: Option<u16>,
     pub uptime: u64,
     pub load: f64,
     pub temp_c: Option<f64>,
@@ -43,8 +45,36 @@ pub struct Board {
     pub dup_id: bool,
 }
 
+/// A JSON string value as text: quotes removed and escapes undone (`\"` is `"`), so a
+/// name that needed escaping is not escaped twice when scan writes it out again.
 fn text(v: &[u8]) -> String {
-    String::from_utf8_lossy(unquote(v).unwrap_or(v)).into_owned()
+    let raw = String::from_utf8_lossy(unquote(v).unwrap_or(v)).into_owned();
+    if !raw.contains('\\') {
+        return raw;
+    }
+    let mut out = String::with_capacity(raw.len());
+    let mut it = raw.chars();
+    while let Some(c) = it.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match it.next() {
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('t') => out.push('\t'),
+            Some('b') => out.push('\u{8}'),
+            Some('f') => out.push('\u{c}'),
+            Some('u') => {
+                let hex: String = it.by_ref().take(4).collect();
+                let ch = u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32);
+                out.push(ch.unwrap_or(char::REPLACEMENT_CHARACTER));
+            }
+            Some(other) => out.push(other),
+            None => {}
+        }
+    }
+    out
 }
 
 fn num<T: std::str::FromStr>(v: &[u8]) -> Option<T> {
@@ -63,6 +93,7 @@ pub fn decode(d: &[u8], from: SocketAddrV4, now: Instant) -> Option<Board> {
         addr: from.ip().to_string(),
         source: *from.ip(),
         port: 0,
+        metrics: None,
         uptime: 0,
         load: 0.0,
         temp_c: None,
@@ -82,6 +113,7 @@ pub fn decode(d: &[u8], from: SocketAddrV4, now: Instant) -> Option<Board> {
             b"host" => b.host = text(v),
             b"addr" if v != b"null" => b.addr = text(v),
             b"port" => b.port = num(v).unwrap_or(0),
+            b"metrics" => b.metrics = num(v).filter(|&p: &u16| p != 0),
             b"uptime" => b.uptime = num(v).unwrap_or(0),
             b"load" => b.load = num(v).unwrap_or(0.0),
             b"temp_c" => b.temp_c = num(v),
@@ -327,6 +359,10 @@ pub fn to_json(rows: &[&Board], now: Instant, silent_after: Duration) -> String 
             json::write_str(&mut w, b.host.as_bytes())?;
             w.write_str(",\"addr\":")?;
             json::write_str(&mut w, b.addr.as_bytes())?;
+            match b.metrics {
+                Some(m) => write!(w, ",\"metrics\":{m}")?,
+                None => w.write_str(",\"metrics\":null")?,
+            }
             write!(
                 w,
                 ",\"port\":{},\"uptime\":{},\"load\":{:.2},\"temp_c\":",
@@ -518,10 +554,24 @@ pub fn run(args: ScanArgs) -> Result<u8, Fatal> {
     }
     sc.collect(Instant::now() + wait, &mut boards);
     warn_clones(&mut boards);
+    let mut sd_last = None;
+    if let Some(p) = &args.prometheus_sd {
+        let text = prometheus_sd(boards.shown(false), Instant::now(), silent_after);
+        update_sd(p, text, &mut sd_last).map_err(|msg| Fatal {
+            code: EX_CANTCREAT,
+            msg,
+        })?;
+    }
     if args.watch {
         let mut out = std::io::stdout();
         loop {
             let now = Instant::now();
+            if let Some(p) = &args.prometheus_sd {
+                let text = prometheus_sd(boards.shown(false), now, silent_after);
+                if let Err(e) = update_sd(p, text, &mut sd_last) {
+                    eprintln!("warning: {e}; retrying");
+                }
+            }
             let rows = boards.shown(args.all);
             let shown = if args.json {
                 to_json(&rows, now, silent_after) + "\n"
@@ -547,6 +597,14 @@ pub fn run(args: ScanArgs) -> Result<u8, Fatal> {
     } else if !rows.is_empty() {
         print!("{}", table(&rows, now, silent_after, checked));
     }
+    if rows.is_empty() && args.prometheus_sd.is_some() {
+        // The target file is the product: an empty fleet is a valid answer, not a failure.
+        eprintln!(
+            "warning: no boards answered within {:.1}s; the target file lists none",
+            args.timeout
+        );
+        return Ok(0);
+    }
     if rows.is_empty() {
         let within = format!(
             "within {:.1}s{}",
@@ -565,9 +623,153 @@ pub fn run(args: ScanArgs) -> Result<u8, Fatal> {
     Ok(0)
 }
 
+/// sysexits: cannot create an output file (`--prometheus-sd`).
+pub const EX_CANTCREAT: u8 = 73;
+
+/// `--prometheus-sd`: Prometheus file_sd JSON listing every board of `boards` that is up
+/// (not gone silent, no goodbye) and announces a metrics port, sorted by id (then address):
+/// `[{"targets":["ADDR:PORT"],"labels":{"tether_id":"..","tether_host":".."}},...]`.
+/// The caller picks the boards (all of them; with a fleet key, the signed ones).
+pub fn prometheus_sd<'b>(
+    boards: impl IntoIterator<Item = &'b Board>,
+    now: Instant,
+    silent_after: Duration,
+) -> String {
+    let mut up: Vec<&Board> = boards
+        .into_iter()
+        .filter(|b| b.metrics.is_some() && status(b, now, silent_after) == "up")
+        .collect();
+    up.sort_by(|a, b| a.id.cmp(&b.id).then(a.addr.cmp(&b.addr)));
+    let mut out = String::from("[");
+    for b in up {
+        let Some(port) = b.metrics else { continue };
+        let mut buf = vec![0u8; 512];
+        let mut w = WBuf::new(&mut buf);
+        let r = (|| -> std::fmt::Result {
+            use std::fmt::Write as _;
+            w.write_str("{\"targets\":[")?;
+            json::write_str(&mut w, format!("{}:{port}", b.addr).as_bytes())?;
+            w.write_str("],\"labels\":{\"tether_id\":")?;
+            json::write_str(&mut w, b.id.as_bytes())?;
+            w.write_str(",\"tether_host\":")?;
+            json::write_str(&mut w, b.host.as_bytes())?;
+            w.write_str("}}")
+        })();
+        if r.is_err() {
+            continue;
+        }
+        if out.len() > 1 {
+            out.push(',');
+        }
+        out.push_str(&String::from_utf8_lossy(w.as_bytes()));
+    }
+    out.push(']');
+    out
+}
+
+/// Replaces `path` atomically: a temp file in the same directory, written and synced,
+/// mode 0644 whatever the umask, then renamed over `path`.
+pub fn write_atomic(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let tmp = dir.join(format!(
+        ".{}.tmp.{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let res = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&tmp)?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        f.write_all(contents.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+/// Writes the file_sd file when its contents differ from `last`; remembers them.
+fn update_sd(
+    path: &std::path::Path,
+    text: String,
+    last: &mut Option<String>,
+) -> Result<(), String> {
+    if last.as_deref() == Some(text.as_str()) {
+        return Ok(());
+    }
+    write_atomic(path, &text).map_err(|e| format!("--prometheus-sd {}: {e}", path.display()))?;
+    *last = Some(text);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prometheus_sd_lists_up_boards_with_metrics_by_id() {
+        let now = Instant::now();
+        // Boards as `decode` makes them from what agents send.
+        let board = |id: &str, metrics: Option<u16>, bye: bool, age: u64| {
+            let m = metrics
+                .map(|p| format!(",\"metrics\":{p}"))
+                .unwrap_or_default();
+            let d = format!(
+                "{{\"tether\":1,\"id\":\"{id}\",\"host\":\"h-{id}\\\"\",\"addr\":\"10.0.0.1\",\"port\":4545{m},\"bye\":{bye}}}"
+            );
+            let from = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 4546);
+            decode(d.as_bytes(), from, now - Duration::from_secs(age)).unwrap()
+        };
+        let mut m = BTreeMap::new();
+        for b in [
+            board("bb", Some(9545), false, 0),
+            board("aa", Some(9100), false, 1),
+            board("cc", None, false, 0),
+            board("dd", Some(9545), true, 0),
+            board("ee", Some(9545), false, 60),
+        ] {
+            m.insert(b.id.clone(), b);
+        }
+        let sd = prometheus_sd(m.values().rev(), now, Duration::from_secs(15));
+        assert_eq!(
+            sd,
+            "[{\"targets\":[\"10.0.0.1:9100\"],\"labels\":{\"tether_id\":\"aa\",\"tether_host\":\"h-aa\\\"\"}},\
+             {\"targets\":[\"10.0.0.1:9545\"],\"labels\":{\"tether_id\":\"bb\",\"tether_host\":\"h-bb\\\"\"}}]"
+        );
+        assert_eq!(prometheus_sd([], now, Duration::from_secs(15)), "[]");
+    }
+
+    #[test]
+    fn atomic_write_is_0644_and_leaves_no_temp_file() {
+        let d = std::env::temp_dir().join(format!("tether-sd-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join("tether.json");
+        write_atomic(&p, "[]").unwrap();
+        write_atomic(&p, "[1]").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "[1]");
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
+        assert!(write_atomic(&d.join("no/such/dir.json"), "[]").is_err());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 
     #[test]
     fn decodes_what_the_agent_encodes() {
@@ -583,6 +785,7 @@ mod tests {
             load: 1.5,
             mem_avail_kb: 1,
             temp_c: None,
+            metrics: Some(9545),
             bye: true,
             nonce: None,
         };
@@ -599,6 +802,7 @@ mod tests {
             (b.port, b.uptime, b.facts, b.seq, b.bye),
             (4545, 90000, 2, 3, true)
         );
+        assert_eq!(b.metrics, Some(9545));
         assert!(decode(b"{\"tether\":2,\"id\":\"x\"}", from, Instant::now()).is_none());
         assert!(decode(b"garbage", from, Instant::now()).is_none());
         assert_eq!(human_secs(90000), "1d01h");
@@ -617,6 +821,7 @@ mod tests {
             load: 0.0,
             mem_avail_kb: 1,
             temp_c: None,
+            metrics: None,
             bye: false,
             nonce: None,
         };

@@ -40,6 +40,8 @@ pub struct Fields<'a> {
     pub load: f32,
     pub mem_avail_kb: u64,
     pub temp_c: Option<f32>,
+    /// `"metrics":PORT`: the HTTP port serving `/metrics` (`--metrics`), when announced.
+    pub metrics: Option<u16>,
     pub bye: bool,
     pub nonce: Option<&'a [u8]>,
 }
@@ -79,6 +81,9 @@ pub fn encode<'f>(
             f.uptime, f.load, f.mem_avail_kb
         )?;
         json::write_opt_f1(&mut w, f.temp_c)?;
+        if let Some(m) = f.metrics {
+            write!(w, ",\"metrics\":{m}")?;
+        }
         if f.bye {
             w.write_str(",\"bye\":true")?;
         }
@@ -449,6 +454,7 @@ mod tests {
             load: 0.25,
             mem_avail_kb: 345678,
             temp_c: Some(48.3),
+            metrics: Some(9545),
             bye: false,
             nonce: None,
         }
@@ -467,6 +473,7 @@ mod tests {
         assert_eq!(get(b"addr"), Some(b"\"10.9.8.7\"".as_slice()));
         assert_eq!(get(b"seq"), Some(b"7".as_slice()));
         assert_eq!(get(b"temp_c"), Some(b"48.3".as_slice()));
+        assert_eq!(get(b"metrics"), Some(b"9545".as_slice()));
         assert_eq!(get(b"facts"), Some(b"{\"room\":\"kitchen\"}".as_slice()));
         assert_eq!(get(b"facts_omitted"), Some(b"0".as_slice()));
         assert_eq!(count_members(get(b"facts").unwrap()), 1);

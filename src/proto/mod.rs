@@ -10,6 +10,8 @@
 //! - [`reply`]: the fixed reply vocabulary (`PONG`, `OK ...`, `ERR <code> <text>`).
 //! - [`hex`]: lowercase hex encoding and strict decoding.
 //! - [`wbuf`] / [`json`]: a fixed-size `fmt::Write` buffer and JSON string escaping.
+//! - [`http`] / [`prom`]: the HTTP/1.1 request head parser and response heads for
+//!   `/metrics`, and the Prometheus text format writers (label escaping).
 
 pub mod beacon;
 pub mod hex;
@@ -18,3 +20,7 @@ pub mod line;
 pub mod reply;
 pub mod request;
 pub mod wbuf;
+
+// `/metrics` over HTTP (`--metrics`).
+pub mod http;
+pub mod prom;

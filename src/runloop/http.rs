@@ -1,0 +1,398 @@
+//! The run loop's HTTP side for `--metrics`: its own small slot table
+//! ([`HTTP_SLOTS`]), apart from the control clients, so a scrape flood never takes a
+//! control slot and a full control table never blocks a scrape.
+//!
+//! Only the run loop drives this (poll interest, readiness, timers); bytes are parsed and
+//! framed by `proto::http`, the body is `metrics::render`'s. Every buffer is allocated
+//! once when metrics are turned on; serving a request allocates nothing.
+//!
+//! A connection's life: `Head` (reading a request head; [`HTTP_HEAD_TIMEOUT_SECS`] from
+//! the connection or the head's first byte) -> `Send` (the whole response is in the slot's
+//! buffer; [`HTTP_SEND_TIMEOUT_SECS`] to take it) -> back to `Head` when kept alive (idle
+//! up to [`HTTP_KEEPALIVE_SECS`], given up for a new connection when every slot is busy),
+//! or `Drain`: write side shut, input read and dropped until the peer closes or
+//! [`DRAIN`] passes, so the last response is not destroyed by a reset.
+
+use crate::limits::{
+    HTTP_HEAD_MAX, HTTP_HEAD_TIMEOUT_SECS, HTTP_KEEPALIVE_SECS, HTTP_RESP_HEAD_MAX, HTTP_RESP_MAX,
+    HTTP_SEND_TIMEOUT_SECS, HTTP_SLOTS,
+};
+use crate::metrics::HttpStats;
+use crate::proto::http::{
+    parse_head, write_error, write_head, Method, Parse, Status, METRICS_CONTENT_TYPE,
+};
+use crate::proto::wbuf::WBuf;
+use crate::sys::net::{self, Io as NetIo};
+use nix::errno::Errno;
+use nix::poll::PollFlags;
+use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// How long a closing connection may take to close its side.
+pub const DRAIN: Duration = Duration::from_secs(2);
+const HEAD_TIMEOUT: Duration = Duration::from_secs(HTTP_HEAD_TIMEOUT_SECS);
+const KEEPALIVE: Duration = Duration::from_secs(HTTP_KEEPALIVE_SECS);
+const SEND_TIMEOUT: Duration = Duration::from_secs(HTTP_SEND_TIMEOUT_SECS);
+/// Reads per connection per turn.
+const READS_PER_TURN: usize = 8;
+
+/// Writes the `/metrics` body; the run loop passes a closure over the agent and its Env.
+pub type Render<'r> = dyn FnMut(&mut WBuf<'_>, &HttpStats) -> fmt::Result + 'r;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Head,
+    Send { keep_alive: bool },
+    Drain,
+}
+
+struct Slot {
+    fd: Option<OwnedFd>,
+    generation: u32,
+    phase: Phase,
+    inbuf: [u8; HTTP_HEAD_MAX],
+    in_len: usize,
+    out: Box<[u8; HTTP_RESP_MAX]>,
+    out_start: usize,
+    out_end: usize,
+    deadline: Instant,
+    /// Responses completed on this connection.
+    served: u32,
+}
+
+impl Slot {
+    fn new(now: Instant) -> Slot {
+        Slot {
+            fd: None,
+            generation: 0,
+            phase: Phase::Head,
+            inbuf: [0; HTTP_HEAD_MAX],
+            in_len: 0,
+            out: Box::new([0; HTTP_RESP_MAX]),
+            out_start: 0,
+            out_end: 0,
+            deadline: now,
+            served: 0,
+        }
+    }
+
+    /// Kept alive and waiting for a next request that has not begun.
+    fn idle(&self) -> bool {
+        self.fd.is_some() && self.phase == Phase::Head && self.in_len == 0 && self.served > 0
+    }
+
+    /// Its slot may go to a new connection: answered and closing, or idle between requests.
+    fn evictable(&self) -> bool {
+        self.idle() || (self.fd.is_some() && self.phase == Phase::Drain)
+    }
+}
+
+/// What one accept gave.
+pub enum Accepted {
+    /// Nothing (more) waiting, or an error already handled.
+    None,
+    /// In a slot. A connection that gave the slot up is handed back to be lingered
+    /// (half-closed, drained) rather than reset.
+    Slot(Option<OwnedFd>),
+    /// Every slot busy: the 503 was sent; the caller lingers the fd, then closes it.
+    Refused(OwnedFd),
+    /// Out of fds or memory: the caller pauses accepting.
+    Pause(Errno),
+}
+
+/// The HTTP slot table (the listeners are [`super::Io::metrics`]). Empty (and
+/// allocation-free) when `--metrics` is not given.
+pub struct Http {
+    slots: Vec<Slot>,
+    stats: HttpStats,
+}
+
+impl Http {
+    pub fn off() -> Http {
+        Http {
+            slots: Vec::new(),
+            stats: HttpStats::default(),
+        }
+    }
+
+    /// The slot table with its buffers, allocated now (start-up).
+    pub fn new(now: Instant) -> Http {
+        Http {
+            slots: (0..HTTP_SLOTS).map(|_| Slot::new(now)).collect(),
+            stats: HttpStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> HttpStats {
+        HttpStats {
+            clients: self.slots.iter().filter(|s| s.fd.is_some()).count(),
+            ..self.stats
+        }
+    }
+
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Slot `i`'s fd, generation and poll interest, when it is in use.
+    pub fn interest(&self, i: usize) -> Option<(BorrowedFd<'_>, u32, PollFlags)> {
+        let s = &self.slots[i];
+        let fd = s.fd.as_ref()?;
+        let ev = match s.phase {
+            Phase::Head if s.in_len < HTTP_HEAD_MAX => PollFlags::POLLIN,
+            Phase::Head => PollFlags::empty(),
+            Phase::Send { .. } => PollFlags::POLLOUT,
+            Phase::Drain => PollFlags::POLLIN,
+        };
+        Some((fd.as_fd(), s.generation, ev))
+    }
+
+    pub fn generation(&self, i: usize) -> u32 {
+        self.slots[i].generation
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.slots
+            .iter()
+            .filter(|s| s.fd.is_some())
+            .map(|s| s.deadline)
+            .min()
+    }
+
+    /// Accepts one connection from `listener` into a free slot (or the slot of a
+    /// connection that already has its answer), else answers it 503.
+    pub fn accept_one(&mut self, now: Instant, listener: BorrowedFd<'_>) -> Accepted {
+        let conn = match net::accept(listener) {
+            Ok(Some(c)) => c,
+            Ok(None) => return Accepted::None,
+            Err(e @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)) => {
+                return Accepted::Pause(e)
+            }
+            Err(e) => {
+                log::debug!("http accept: {}", e.desc());
+                return Accepted::None;
+            }
+        };
+        let mut evicted = None;
+        let free = self.slots.iter().position(|s| s.fd.is_none()).or_else(|| {
+            // A connection that already had its answers gives its slot up: closing ones
+            // first, then the kept-alive one idle the longest.
+            let i = (0..self.slots.len())
+                .filter(|&i| self.slots[i].evictable())
+                .min_by_key(|&i| (self.slots[i].idle(), self.slots[i].deadline))?;
+            log::debug!("http client {i} gives its slot up (answered; lingering)");
+            evicted = self.slots[i].fd.take();
+            self.close(i, "");
+            Some(i)
+        });
+        let Some(i) = free else {
+            self.stats.refused += 1;
+            log::debug!("http client refused: every slot busy");
+            let mut b = [0u8; HTTP_RESP_HEAD_MAX + 64];
+            let mut w = WBuf::new(&mut b);
+            if write_error(&mut w, Status::ServiceUnavailable, false, false, false).is_ok() {
+                let _ = net::send(conn.as_fd(), w.as_bytes());
+            }
+            return Accepted::Refused(conn);
+        };
+        let s = &mut self.slots[i];
+        s.fd = Some(conn);
+        s.generation = s.generation.wrapping_add(1);
+        s.phase = Phase::Head;
+        s.in_len = 0;
+        s.out_start = 0;
+        s.out_end = 0;
+        s.deadline = now + HEAD_TIMEOUT;
+        s.served = 0;
+        log::debug!("http client {i} connected");
+        Accepted::Slot(evicted)
+    }
+
+    fn close(&mut self, i: usize, why: &str) {
+        let s = &mut self.slots[i];
+        if s.fd.take().is_some() {
+            log::debug!("http client {i} closed: {why}");
+        }
+        s.in_len = 0;
+        s.out_start = 0;
+        s.out_end = 0;
+        s.phase = Phase::Head;
+    }
+
+    /// Poll said slot `i` is ready.
+    pub fn ready(&mut self, i: usize, ev: PollFlags, now: Instant, render: &mut Render<'_>) {
+        if self.slots[i].fd.is_none() {
+            return;
+        }
+        if ev.intersects(PollFlags::POLLOUT) {
+            self.flush(i, now);
+            // A pipelined request may already be waiting.
+            self.process(i, now, render);
+        }
+        if ev.intersects(PollFlags::POLLIN) {
+            self.read(i, now, render);
+        }
+        if ev.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) && self.slots[i].fd.is_some() {
+            self.close(i, "hang-up");
+        }
+    }
+
+    fn read(&mut self, i: usize, now: Instant, render: &mut Render<'_>) {
+        for _ in 0..READS_PER_TURN {
+            let s = &mut self.slots[i];
+            let Some(fd) = &s.fd else { return };
+            match s.phase {
+                Phase::Drain => {
+                    let mut sink = [0u8; 512];
+                    match net::recv(fd.as_fd(), &mut sink) {
+                        NetIo::Done(_) => continue,
+                        NetIo::WouldBlock => return,
+                        NetIo::Closed => return self.close(i, "closed after the last response"),
+                    }
+                }
+                Phase::Send { .. } => return,
+                Phase::Head if s.in_len >= HTTP_HEAD_MAX => return,
+                Phase::Head => {}
+            }
+            let was_empty = s.in_len == 0;
+            match net::recv(fd.as_fd(), &mut s.inbuf[s.in_len..]) {
+                NetIo::Done(n) => {
+                    s.in_len += n;
+                    if was_empty {
+                        // A head's clock starts with its first byte.
+                        s.deadline = now + HEAD_TIMEOUT;
+                    }
+                    self.process(i, now, render);
+                }
+                NetIo::WouldBlock => return,
+                NetIo::Closed => return self.close(i, "peer closed"),
+            }
+        }
+    }
+
+    /// Answers the request heads complete in slot `i`'s buffer, one at a time: the next
+    /// (pipelined) one only once the previous response is fully sent.
+    fn process(&mut self, i: usize, now: Instant, render: &mut Render<'_>) {
+        loop {
+            let s = &mut self.slots[i];
+            if s.fd.is_none() || s.phase != Phase::Head || s.in_len == 0 {
+                return;
+            }
+            let (status, method, keep_alive, http10) = match parse_head(&s.inbuf[..s.in_len]) {
+                Parse::Incomplete if s.in_len < HTTP_HEAD_MAX => return,
+                Parse::Incomplete => (Status::HeaderTooLarge, Method::Get, false, false),
+                Parse::Bad(st) => (st, Method::Get, false, false),
+                Parse::Done(r) => {
+                    s.inbuf.copy_within(r.len..s.in_len, 0);
+                    s.in_len -= r.len;
+                    (r.status(), r.method, r.keep_alive, r.http10)
+                }
+            };
+            if status.closes() {
+                s.in_len = 0;
+            }
+            let head_only = method == Method::Head;
+            self.respond(i, status, head_only, keep_alive, http10, render);
+            self.slots[i].deadline = now + SEND_TIMEOUT;
+            self.flush(i, now);
+        }
+    }
+
+    /// Puts the whole response into slot `i`'s buffer. The body is rendered first, after
+    /// room for the head, so the head can say its exact length without a second copy.
+    fn respond(
+        &mut self,
+        i: usize,
+        status: Status,
+        head_only: bool,
+        keep_alive: bool,
+        http10: bool,
+        render: &mut Render<'_>,
+    ) {
+        self.stats.requests += 1;
+        let stats = self.stats();
+        let s = &mut self.slots[i];
+        let keep_alive = keep_alive && !status.closes();
+        let mut status = status;
+        let mut body_len = 0;
+        if status == Status::Ok {
+            let mut w = WBuf::new(&mut s.out[HTTP_RESP_HEAD_MAX..]);
+            match render(&mut w, &stats) {
+                Ok(()) => body_len = w.len(),
+                // Cannot happen with HTTP_RESP_MAX (see limits.rs and metrics' tests).
+                Err(_) => status = Status::ServiceUnavailable,
+            }
+        }
+        let mut head = [0u8; HTTP_RESP_HEAD_MAX];
+        let mut w = WBuf::new(&mut head);
+        let r = if status == Status::Ok {
+            write_head(
+                &mut w,
+                status,
+                METRICS_CONTENT_TYPE,
+                body_len,
+                keep_alive,
+                http10,
+            )
+        } else {
+            body_len = 0;
+            write_error(&mut w, status, head_only, keep_alive, http10)
+        };
+        let keep_alive = keep_alive && !status.closes() && r.is_ok();
+        let hl = w.len();
+        let start = HTTP_RESP_HEAD_MAX - hl;
+        s.out[start..HTTP_RESP_HEAD_MAX].copy_from_slice(&head[..hl]);
+        s.out_start = start;
+        s.out_end = HTTP_RESP_HEAD_MAX + if head_only { 0 } else { body_len };
+        s.phase = Phase::Send { keep_alive };
+    }
+
+    fn flush(&mut self, i: usize, now: Instant) {
+        let s = &mut self.slots[i];
+        let Some(fd) = &s.fd else { return };
+        let Phase::Send { keep_alive } = s.phase else {
+            return;
+        };
+        while s.out_start < s.out_end {
+            match net::send(fd.as_fd(), &s.out[s.out_start..s.out_end]) {
+                NetIo::Done(n) => s.out_start += n,
+                NetIo::WouldBlock => return,
+                NetIo::Closed => return self.close(i, "send failed"),
+            }
+        }
+        s.out_start = 0;
+        s.out_end = 0;
+        s.served = s.served.saturating_add(1);
+        if keep_alive {
+            s.phase = Phase::Head;
+            s.deadline = now
+                + if s.in_len == 0 {
+                    KEEPALIVE
+                } else {
+                    HEAD_TIMEOUT
+                };
+        } else {
+            net::shutdown_write(fd.as_fd());
+            s.phase = Phase::Drain;
+            s.in_len = 0;
+            s.deadline = now + DRAIN;
+        }
+    }
+
+    /// Closes every connection whose deadline has passed.
+    pub fn timers(&mut self, now: Instant) {
+        for i in 0..self.slots.len() {
+            let s = &self.slots[i];
+            if s.fd.is_some() && s.deadline <= now {
+                let why = match s.phase {
+                    Phase::Head if s.idle() => "keep-alive timeout",
+                    Phase::Head => "request head timeout",
+                    Phase::Send { .. } => "send timeout (client does not read)",
+                    Phase::Drain => "closed",
+                };
+                self.close(i, why);
+            }
+        }
+    }
+}

@@ -1,0 +1,563 @@
+//! `tether agent --metrics` (issue 9) on loopback, as a scraper and a hostile client see it:
+//! status codes and headers, keep-alive and `Connection: close`, the 2 KiB head limit,
+//! the head timeout, the separate HTTP slot table, `promtool check metrics` on the output
+//! (with a full fact table of maximum-length keys and values that need escaping), and no
+//! heap allocation over 1,000 scrapes.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Starts an agent with one metrics listener on a free loopback port.
+fn agent_with_metrics(extra: &[&str]) -> (Agent, SocketAddr) {
+    let mut args = vec!["--metrics", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let a = Agent::start(&args);
+    let m = metrics_addrs(&a.ready);
+    assert_eq!(m.len(), 1, "{}", a.ready);
+    (a, m[0])
+}
+
+/// The `metrics=` addresses of a ready line.
+fn metrics_addrs(ready: &str) -> Vec<SocketAddr> {
+    ready
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("metrics="))
+        .map(|v| v.split(',').map(|s| s.parse().unwrap()).collect())
+        .unwrap_or_default()
+}
+
+struct Resp {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+    fn text(&self) -> String {
+        String::from_utf8(self.body.clone()).expect("UTF-8 body")
+    }
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, slack(Duration::from_secs(5))).expect("connect");
+    s.set_read_timeout(Some(slack(Duration::from_secs(10))))
+        .unwrap();
+    s
+}
+
+/// Reads one response (head, then exactly Content-Length body bytes unless `head_only`).
+fn read_resp(s: &mut TcpStream, head_only: bool) -> Resp {
+    let mut buf = Vec::new();
+    let mut b = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut b).expect("read response head");
+        assert!(
+            n == 1,
+            "EOF inside a response head: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.push(b[0]);
+    }
+    let head = String::from_utf8(buf).unwrap();
+    let status: u16 = head[9..12].parse().unwrap();
+    let mut r = Resp {
+        status,
+        head,
+        body: Vec::new(),
+    };
+    if !head_only {
+        let len: usize = r
+            .header("Content-Length")
+            .expect("Content-Length")
+            .parse()
+            .unwrap();
+        r.body = vec![0; len];
+        s.read_exact(&mut r.body).expect("read body");
+    }
+    r
+}
+
+fn request(addr: SocketAddr, raw: &[u8]) -> Resp {
+    let mut s = connect(addr);
+    s.write_all(raw).unwrap();
+    read_resp(&mut s, raw.starts_with(b"HEAD "))
+}
+
+fn get(addr: SocketAddr) -> Resp {
+    request(addr, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+}
+
+/// True when the server closes `s` (EOF or reset) within `d`.
+fn closed_within(s: &mut TcpStream, d: Duration) -> bool {
+    s.set_read_timeout(Some(d)).unwrap();
+    let mut b = [0u8; 4096];
+    loop {
+        match s.read(&mut b) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn get_and_head_answer_the_exposition_format() {
+    let (a, m) = agent_with_metrics(&[]);
+    assert!(
+        a.ready.contains(" beacon=off metrics=127.0.0.1:"),
+        "{}",
+        a.ready
+    );
+    let r = get(m);
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert!(r.head.starts_with("HTTP/1.1 200 OK\r\n"), "{}", r.head);
+    assert_eq!(
+        r.header("Content-Type").as_deref(),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let body = r.text();
+    for name in [
+        "tether_build_info{version=\"",
+        "tether_uptime_seconds ",
+        "tether_requests_total ",
+        "tether_facts 0\n",
+        "# TYPE tether_fact_info gauge\n",
+        "tether_load1 ",
+        "tether_memory_available_bytes ",
+        "tether_beacon_state{state=\"off\"} 1\n",
+        "tether_clients{transport=\"http\"} 1\n",
+        "tether_allocations_since_ready_total 0\n",
+    ] {
+        assert!(body.contains(name), "{name} missing:\n{body}");
+    }
+    let status = ok_json(&a.unix().req("STATUS"));
+    let id = status["id"].as_str().unwrap();
+    assert!(body.contains(&format!(",id=\"{id}\",")), "{body}");
+    // HEAD: the same head, the same exact length, no body.
+    let mut s = connect(m);
+    s.write_all(b"HEAD /metrics HTTP/1.1\r\n\r\n").unwrap();
+    let h = read_resp(&mut s, true);
+    assert_eq!(h.status, 200);
+    let len: usize = h.header("Content-Length").unwrap().parse().unwrap();
+    assert!(len.abs_diff(r.body.len()) < 64, "{len} vs {}", r.body.len());
+    // The next response on the same connection starts right after the head: no body sent.
+    s.write_all(b"GET /nope HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(read_resp(&mut s, false).status, 404);
+}
+
+#[test]
+fn status_codes_for_other_methods_paths_and_malformed_heads() {
+    let (_a, m) = agent_with_metrics(&[]);
+    for method in ["POST", "PUT", "DELETE", "OPTIONS", "get"] {
+        let r = request(m, format!("{method} /metrics HTTP/1.1\r\n\r\n").as_bytes());
+        assert_eq!(r.status, 405, "{method}: {}", r.head);
+        assert_eq!(
+            r.header("Allow").as_deref(),
+            Some("GET, HEAD"),
+            "{}",
+            r.head
+        );
+    }
+    for path in ["/", "/metric", "/metrics/x", "/favicon.ico"] {
+        let r = request(m, format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes());
+        assert_eq!(r.status, 404, "{path}: {}", r.head);
+    }
+    assert_eq!(request(m, b"GET /metrics?x=1 HTTP/1.1\r\n\r\n").status, 200);
+    for bad in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET /metrics\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nno colon\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nBad Name: x\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nX: a\x01b\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
+    ] {
+        let mut s = connect(m);
+        s.write_all(bad).unwrap();
+        let r = read_resp(&mut s, false);
+        assert_eq!(
+            r.status,
+            400,
+            "{:?}: {}",
+            String::from_utf8_lossy(bad),
+            r.head
+        );
+        assert_eq!(r.header("Connection").as_deref(), Some("close"));
+        assert!(closed_within(&mut s, slack(Duration::from_secs(3))));
+    }
+}
+
+#[test]
+fn a_head_over_2_kib_gets_431_and_the_connection_closes() {
+    let (a, m) = agent_with_metrics(&[]);
+    let mut s = connect(m);
+    let mut raw = b"GET /metrics HTTP/1.1\r\nX-Pad: ".to_vec();
+    raw.resize(3000, b'a');
+    // The peer may reset while we still write: the answer must arrive anyway.
+    let _ = s.write_all(&raw);
+    let r = read_resp(&mut s, false);
+    assert_eq!(r.status, 431, "{}", r.head);
+    assert_eq!(r.header("Connection").as_deref(), Some("close"));
+    assert!(closed_within(&mut s, slack(Duration::from_secs(3))));
+    // Exactly 2048 bytes of head is still fine.
+    let mut raw = b"GET /metrics HTTP/1.1\r\nX-Pad: ".to_vec();
+    raw.resize(2048 - 4, b'a');
+    raw.extend_from_slice(b"\r\n\r\n");
+    assert_eq!(request(m, &raw).status, 200);
+    assert_eq!(a.unix().req("PING"), "PONG");
+}
+
+#[test]
+fn a_slow_head_is_closed_within_seconds() {
+    let (a, m) = agent_with_metrics(&[]);
+    let t = Instant::now();
+    let mut silent = connect(m);
+    let mut partial = connect(m);
+    partial
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: slow")
+        .unwrap();
+    assert!(closed_within(&mut partial, slack(Duration::from_secs(9))));
+    assert!(closed_within(&mut silent, slack(Duration::from_secs(2))));
+    let took = t.elapsed();
+    assert!(took >= Duration::from_secs(4), "closed too early: {took:?}");
+    // Meanwhile and afterwards, scrapes and control requests are served.
+    assert_eq!(get(m).status, 200);
+    assert_eq!(a.unix().req("PING"), "PONG");
+}
+
+#[test]
+fn keep_alive_pipelining_and_connection_close() {
+    let (_a, m) = agent_with_metrics(&[]);
+    let mut s = connect(m);
+    for _ in 0..3 {
+        s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        let r = read_resp(&mut s, false);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("Connection"), None, "{}", r.head);
+    }
+    // Three pipelined requests, the last one asking to close.
+    s.write_all(
+        b"GET /metrics HTTP/1.1\r\n\r\nHEAD /metrics HTTP/1.1\r\n\r\nGET /x HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(read_resp(&mut s, false).status, 200);
+    assert_eq!(read_resp(&mut s, true).status, 200);
+    let last = read_resp(&mut s, false);
+    assert_eq!(last.status, 404);
+    assert_eq!(last.header("Connection").as_deref(), Some("close"));
+    assert!(closed_within(&mut s, slack(Duration::from_secs(3))));
+    // Clients that got their `Connection: close` answer but keep their end open do not
+    // hold the 4 HTTP slots against the next scrapers.
+    let open: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = connect(m);
+            s.write_all(b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            assert_eq!(read_resp(&mut s, false).status, 200);
+            s
+        })
+        .collect();
+    drop(open);
+    // HTTP/1.0 closes unless asked to keep alive.
+    let mut s = connect(m);
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    assert_eq!(read_resp(&mut s, false).status, 200);
+    assert!(closed_within(&mut s, slack(Duration::from_secs(3))));
+    let mut s = connect(m);
+    s.write_all(b"GET /metrics HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .unwrap();
+    let r = read_resp(&mut s, false);
+    assert_eq!(r.header("Connection").as_deref(), Some("keep-alive"));
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    assert_eq!(read_resp(&mut s, false).status, 200);
+}
+
+#[test]
+fn a_scrape_flood_never_takes_control_slots_and_a_full_control_table_never_blocks_a_scrape() {
+    let (a, m) = agent_with_metrics(&[]);
+    // Fill the control table (16 clients) ...
+    let mut ctl: Vec<Client> = (0..16).map(|_| a.tcp()).collect();
+    for c in ctl.iter_mut() {
+        assert_eq!(c.req("PING"), "PONG");
+    }
+    let mut extra = a.tcp();
+    assert!(extra.line().unwrap().starts_with("ERR busy"));
+    // ... and scrapes still work.
+    for _ in 0..5 {
+        assert_eq!(get(m).status, 200);
+    }
+    drop(ctl);
+    // Hold every HTTP slot with half-sent heads: a new scrape is refused with 503,
+    // while the control port serves a full table of clients.
+    let mut holders: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = connect(m);
+            s.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let r = get(m);
+    assert_eq!(r.status, 503, "{}", r.head);
+    let ok = wait_for(slack(Duration::from_secs(5)), || {
+        let mut cs: Vec<Client> = (0..16).map(|_| a.tcp()).collect();
+        cs.iter_mut().all(|c| c.req("PING") == "PONG")
+    });
+    assert!(
+        ok,
+        "the control port has its 16 slots during a scrape flood"
+    );
+    // Finishing the held heads gets them answered.
+    for h in holders.iter_mut() {
+        h.write_all(b"\r\n").unwrap();
+        assert_eq!(read_resp(h, false).status, 200);
+    }
+    // Kept-alive idle connections give their slot up to a new scraper.
+    assert_eq!(get(m).status, 200);
+    let body = get(m).text();
+    assert!(body.contains("tether_http_refused_total 1\n"), "{body}");
+}
+
+/// promtool from Debian's `prometheus` package; under CI its absence is a failure.
+fn promtool() -> Option<&'static str> {
+    let ok = Command::new("promtool")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return Some("promtool");
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("promtool is missing (Debian package `prometheus`; scripts/test installs it)");
+    }
+    eprintln!("SKIP: promtool is missing (apt-get install prometheus)");
+    None
+}
+
+/// `promtool check metrics` on `body`: (success, everything it printed).
+fn promtool_check(tool: &str, body: &[u8]) -> (bool, String) {
+    let mut c = Command::new(tool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(body).unwrap();
+    let out = c.wait_with_output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn promtool_finds_nothing_even_with_a_full_table_of_escaped_facts() {
+    let Some(tool) = promtool() else { return };
+    let (a, m) = agent_with_metrics(&[]);
+    let (ok, out) = promtool_check(tool, &get(m).body);
+    assert!(ok && out.trim().is_empty(), "promtool: {out}");
+    // 32 facts, 32-byte keys, 64-byte values of the printable bytes that need escaping.
+    let mut u = a.unix();
+    let value: String = "\\\"".repeat(32);
+    assert_eq!(value.len(), 64);
+    for i in 0..32 {
+        let key = format!(
+            "k{i:02}.{}",
+            "x_-".repeat(10).chars().take(28).collect::<String>()
+        );
+        assert_eq!(key.len(), 32);
+        assert_eq!(u.req(&format!("SET {key} {value}")), "OK", "{key}");
+    }
+    assert!(u.req("SET one.more x").starts_with("ERR full"));
+    let r = get(m);
+    assert_eq!(r.status, 200);
+    let body = r.text();
+    assert_eq!(
+        r.header("Content-Length").unwrap(),
+        r.body.len().to_string()
+    );
+    assert_eq!(body.matches("tether_fact_info{key=").count(), 32);
+    assert!(body.contains("tether_facts 32\n"), "{body}");
+    let escaped = "\\\\\\\"".repeat(32);
+    assert!(
+        body.contains(&format!(
+            "key=\"k00.x_-x_-x_-x_-x_-x_-x_-x_-x_-x\",value=\"{escaped}\"}} 1\n"
+        )),
+        "{body}"
+    );
+    let (ok, out) = promtool_check(tool, &r.body);
+    assert!(ok && out.trim().is_empty(), "promtool: {out}\n{body}");
+    // A value with the other printable characters too.
+    assert_eq!(
+        u.req("SET k00.x_-x_-x_-x_-x_-x_-x_-x_-x_-x a{b}=c,d #e\\nf'g"),
+        "OK"
+    );
+    let (ok, out) = promtool_check(tool, &get(m).body);
+    assert!(ok && out.trim().is_empty(), "promtool: {out}");
+}
+
+#[test]
+fn a_thousand_scrapes_allocate_nothing() {
+    let (a, m) = agent_with_metrics(&[]);
+    let mut u = a.unix();
+    u.req("SET room kitchen");
+    u.req("SET quote a\"b\\c");
+    let before = a.allocations();
+    // Keep-alive scrapes, fresh connections, HEAD and error statuses.
+    let mut s = connect(m);
+    for i in 0..1000 {
+        match i % 10 {
+            0..=5 => {
+                s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+                assert_eq!(read_resp(&mut s, false).status, 200);
+            }
+            6 => assert_eq!(get(m).status, 200),
+            7 => assert_eq!(request(m, b"HEAD /metrics HTTP/1.1\r\n\r\n").status, 200),
+            8 => assert_eq!(request(m, b"GET /x HTTP/1.1\r\n\r\n").status, 404),
+            _ => assert_eq!(request(m, b"junk\r\n\r\n").status, 400),
+        }
+    }
+    assert_eq!(a.allocations(), before, "allocs_since_ready moved");
+    assert_eq!(before, 0);
+}
+
+#[test]
+fn two_listeners_and_bad_metrics_options() {
+    let a = Agent::start(&["--metrics", "127.0.0.1:0", "--metrics", "127.0.0.1:0"]);
+    let m = metrics_addrs(&a.ready);
+    assert_eq!(m.len(), 2, "{}", a.ready);
+    for addr in &m {
+        assert_eq!(get(*addr).status, 200);
+    }
+    // SOCKETS lists both listeners.
+    let socks = ok_json(&a.unix().req("SOCKETS"));
+    let http: Vec<&serde_json::Value> = socks["sockets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == "http-listen")
+        .collect();
+    assert_eq!(http.len(), 2, "{socks}");
+    for (s, addr) in http.iter().zip(&m) {
+        assert_eq!(s["addr"], addr.to_string().as_str(), "{socks}");
+        assert_eq!(s["accept_conn"], true);
+    }
+    let f = Agent::try_start(&["--metrics", "nonsense"])
+        .err()
+        .expect("refused");
+    assert_eq!(f.status.code(), Some(64));
+    assert_eq!(error_lines(&f.stderr).len(), 1, "{}", f.stderr);
+    let f = Agent::try_start(&[
+        "--metrics",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+    ])
+    .err()
+    .expect("refused");
+    assert_eq!(f.status.code(), Some(64));
+    // A taken port: one clear error line, exit 69.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let f = Agent::try_start(&["--metrics", &port])
+        .err()
+        .expect("refused");
+    assert_eq!(f.status.code(), Some(69), "{}", f.stderr);
+    let e = error_lines(&f.stderr);
+    assert!(e.len() == 1 && e[0].contains("--metrics"), "{}", f.stderr);
+    // Without --metrics the ready line has no metrics field.
+    let plain = Agent::start(&[]);
+    assert!(!plain.ready.contains("metrics="), "{}", plain.ready);
+}
+
+/// The ```yaml block that follows `<!-- NAME -->` in the README.
+fn readme_block(name: &str) -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let marker = format!("<!-- {name} -->\n```yaml\n");
+    let start = readme
+        .find(&marker)
+        .unwrap_or_else(|| panic!("README lacks {marker}"))
+        + marker.len();
+    let len = readme[start..].find("```").unwrap();
+    readme[start..start + len].to_string()
+}
+
+fn promtool_ok(tool: &str, args: &[&str], dir: &std::path::Path) -> String {
+    let out = Command::new(tool)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "promtool {args:?}: {text}");
+    text
+}
+
+#[test]
+fn the_readme_prometheus_config_and_alert_rules_are_valid_and_fire() {
+    let Some(tool) = promtool() else { return };
+    let dir = temp_dir("promtool");
+    std::fs::write(dir.join("prometheus.yml"), readme_block("prometheus.yml")).unwrap();
+    std::fs::write(
+        dir.join("tether.rules.yml"),
+        readme_block("tether.rules.yml"),
+    )
+    .unwrap();
+    let out = promtool_ok(tool, &["check", "config", "prometheus.yml"], &dir);
+    assert!(out.contains("SUCCESS: 1 rule files found"), "{out}");
+    let out = promtool_ok(tool, &["check", "rules", "tether.rules.yml"], &dir);
+    assert!(out.contains("SUCCESS: 2 rules found"), "{out}");
+    // The rules fire as the README says: a board whose target left (stale `up`) is silent;
+    // one above 80 °C for 5 minutes is hot; a healthy board raises nothing.
+    std::fs::write(
+        dir.join("tests.yml"),
+        r#"rule_files: [tether.rules.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'up{job="tether",instance="10.0.0.1:9545",tether_host="pi-a"}'
+        values: '1 1 1 stale'
+      - series: 'up{job="tether",instance="10.0.0.2:9545",tether_host="pi-b"}'
+        values: '1x12'
+      - series: 'tether_temperature_celsius{job="tether",instance="10.0.0.2:9545",tether_host="pi-b"}'
+        values: '70 85x11'
+    alert_rule_test:
+      - eval_time: 2m
+        alertname: TetherBoardSilent
+        exp_alerts: []
+      - eval_time: 6m
+        alertname: TetherBoardSilent
+        exp_alerts:
+          - exp_labels: {job: tether, instance: "10.0.0.1:9545", tether_host: pi-a, severity: warning}
+            exp_annotations: {summary: "tether board pi-a (10.0.0.1:9545) stopped answering"}
+      - eval_time: 4m
+        alertname: TetherBoardHot
+        exp_alerts: []
+      - eval_time: 8m
+        alertname: TetherBoardHot
+        exp_alerts:
+          - exp_labels: {job: tether, instance: "10.0.0.2:9545", tether_host: pi-b, severity: warning}
+            exp_annotations: {summary: "tether board pi-b is at 85.0 °C"}
+"#,
+    )
+    .unwrap();
+    promtool_ok(tool, &["test", "rules", "tests.yml"], &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+}

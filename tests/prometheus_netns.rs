@@ -1,0 +1,444 @@
+//! End to end against a real Prometheus (issue 9, item 5): three boards in three network
+//! namespaces and a scanner namespace, joined by a bridge the test creates.
+//!
+//! ```text
+//!   ns A0 (agent) tpa0 10.233.0.1 ─┐
+//!   ns A1 (agent) tpa1 10.233.0.2 ─┼─ veth ─ bridge tpbr 10.233.0.100 ─ ns S (scanner):
+//!   ns A2 (agent) tpa2 10.233.0.3 ─┘          tether scan --prometheus-sd FILE --watch
+//!                                             prometheus, file_sd_configs -> FILE
+//! ```
+//! Each agent gets its own /etc/machine-id (a bind mount private to its `ip netns exec`
+//! mount namespace), so the three boards have three ids. Prometheus's data dir is a temp
+//! dir, removed afterwards. All traffic stays inside these namespaces.
+//!
+//! Needs root, `ip netns` and Debian's `prometheus` package: skipped with a message when
+//! missing, a failure under CI.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+extern "C" {
+    fn setns(fd: i32, nstype: i32) -> i32;
+    fn geteuid() -> u32;
+}
+const CLONE_NEWNET: i32 = 0x4000_0000;
+const SCANNER_IP: &str = "10.233.0.100";
+
+fn sh(args: &[&str]) -> bool {
+    Command::new(args[0])
+        .args(&args[1..])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Skips (with the reason) on a laptop, fails under CI.
+fn missing(why: &str) -> bool {
+    if std::env::var_os("CI").is_some() {
+        panic!("{why}");
+    }
+    eprintln!("SKIP: {why}");
+    true
+}
+
+fn can_run() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { geteuid() } != 0 {
+        return !missing("the Prometheus end-to-end test needs root (network namespaces)");
+    }
+    if !sh(&["ip", "netns", "list"]) {
+        return !missing("`ip netns` unavailable (install iproute2)");
+    }
+    if !sh(&["prometheus", "--version"]) {
+        return !missing("prometheus is missing (Debian package `prometheus`)");
+    }
+    true
+}
+
+/// The namespaces, the bridge and the veths; deleted on drop.
+struct Net {
+    agents: Vec<String>,
+    scanner: String,
+    bridge: String,
+}
+
+impl Net {
+    fn new() -> Net {
+        let id = std::process::id() % 100_000;
+        let net = Net {
+            agents: (0..3).map(|i| format!("tpa{i}n{id}")).collect(),
+            scanner: format!("tpsn{id}"),
+            bridge: format!("tpbr{id}"),
+        };
+        for ns in net.agents.iter().chain([&net.scanner]) {
+            let _ = sh(&["ip", "netns", "del", ns]);
+            assert!(sh(&["ip", "netns", "add", ns]), "ip netns add {ns}");
+            assert!(sh(&["ip", "-n", ns, "link", "set", "lo", "up"]));
+        }
+        let s = net.scanner.as_str();
+        let br = net.bridge.as_str();
+        assert!(sh(&["ip", "-n", s, "link", "add", br, "type", "bridge"]));
+        let cidr = format!("{SCANNER_IP}/24");
+        assert!(sh(&[
+            "ip", "-n", s, "addr", "add", &cidr, "brd", "+", "dev", br
+        ]));
+        assert!(sh(&["ip", "-n", s, "link", "set", br, "up"]));
+        for (i, ns) in net.agents.iter().enumerate() {
+            let (inner, outer) = (net.iface(i), format!("tpo{i}n{id}"));
+            assert!(sh(&[
+                "ip", "link", "add", &inner, "netns", ns, "type", "veth", "peer", "name", &outer,
+                "netns", s
+            ]));
+            assert!(sh(&["ip", "-n", s, "link", "set", &outer, "master", br]));
+            assert!(sh(&["ip", "-n", s, "link", "set", &outer, "up"]));
+            let cidr = format!("{}/24", Net::addr(i));
+            assert!(sh(&[
+                "ip", "-n", ns, "addr", "add", &cidr, "brd", "+", "dev", &inner
+            ]));
+            assert!(sh(&["ip", "-n", ns, "link", "set", &inner, "up"]));
+        }
+        net
+    }
+
+    fn iface(&self, i: usize) -> String {
+        format!("tpi{i}n{}", std::process::id() % 100_000)
+    }
+
+    fn addr(i: usize) -> String {
+        format!("10.233.0.{}", i + 1)
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for ns in self.agents.iter().chain([&self.scanner]) {
+            let _ = sh(&["ip", "netns", "del", ns]);
+        }
+    }
+}
+
+/// A child process killed (and reaped) on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `tether agent` in `ns` with its own machine id (a bind mount private to the
+/// mount namespace `ip netns exec` makes).
+fn start_agent(net: &Net, i: usize, dir: &Path) -> Agent {
+    let adir = dir.join(format!("agent{i}"));
+    std::fs::create_dir_all(&adir).unwrap();
+    let mid = adir.join("machine-id");
+    std::fs::write(&mid, format!("{:032x}\n", 0x7e7e_0000_u128 + i as u128)).unwrap();
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &net.agents[i], "sh", "-c"])
+        .arg("mount --bind \"$0\" /etc/machine-id && exec \"$@\"")
+        .arg(&mid)
+        .args(runner())
+        .arg(BIN)
+        .args(loopback_agent_args(
+            &adir.join("a.sock"),
+            &[
+                "--iface",
+                &net.iface(i),
+                "--interval",
+                "1",
+                // IP alone: the default metrics port.
+                "--metrics",
+                "0.0.0.0",
+            ],
+        ));
+    Agent::spawn_command(cmd, adir, &[])
+        .unwrap_or_else(|f| panic!("agent {i} did not start: {} {}", f.stdout, f.stderr))
+}
+
+/// Percent-encodes a PromQL query for a URL.
+fn urlencode(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// One instant query against the Prometheus in the scanner namespace: the result vector
+/// as (labels, value), or None when Prometheus does not answer (yet).
+fn query(ns: &str, q: &str) -> Option<Vec<(serde_json::Value, String)>> {
+    let path = format!("/var/run/netns/{ns}");
+    let req = format!(
+        "GET /api/v1/query?query={} HTTP/1.1\r\nHost: {SCANNER_IP}\r\nConnection: close\r\n\r\n",
+        urlencode(q)
+    );
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).ok()?;
+        // SAFETY: setns on a valid namespace fd; it only affects this thread.
+        if unsafe { setns(std::os::fd::AsRawFd::as_raw_fd(&f), CLONE_NEWNET) } != 0 {
+            return None;
+        }
+        let addr = format!("{SCANNER_IP}:9090").parse().ok()?;
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(req.as_bytes()).ok()?;
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp).ok()?;
+        let text = String::from_utf8_lossy(&resp);
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        if !head.starts_with("HTTP/1.1 200") {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(body).ok()?;
+        let rows = v["data"]["result"].as_array()?;
+        Some(
+            rows.iter()
+                .map(|r| {
+                    let val = r["value"][1].as_str().unwrap_or("").to_string();
+                    (r["metric"].clone(), val)
+                })
+                .collect(),
+        )
+    })
+    .join()
+    .ok()
+    .flatten()
+}
+
+/// The instances of the series `q` returns with value `want` (or any value when None).
+fn instances(ns: &str, q: &str, want: Option<&str>) -> Vec<String> {
+    let mut v: Vec<String> = query(ns, q)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, val)| want.is_none_or(|w| val == w))
+        .filter_map(|(m, _)| m["instance"].as_str().map(String::from))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn sd_targets(file: &Path) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return Vec::new();
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return Vec::new();
+    };
+    let mut t: Vec<String> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|x| x.as_str().map(String::from))
+        .collect();
+    t.sort();
+    t
+}
+
+#[test]
+fn prometheus_discovers_scrapes_and_forgets_three_boards() {
+    if !can_run() {
+        return;
+    }
+    let net = Net::new();
+    let dir = temp_dir("prom-e2e");
+    let _cleanup = RemoveDir(dir.clone());
+    let t0 = Instant::now();
+
+    // No board yet: a one-shot scan writes `[]` (mode 0644) and exits 0; a path that
+    // cannot be written is exit 73 with one error line.
+    let sd_once = |path: &Path| {
+        let p = path.to_string_lossy().into_owned();
+        let args = [
+            "scan",
+            "-i",
+            &net.bridge,
+            "-t",
+            "0.5",
+            "--prometheus-sd",
+            &p,
+        ];
+        tether_cmd_in(Some(&net.scanner), &args).output().unwrap()
+    };
+    let empty = dir.join("empty.json");
+    let out = sd_once(&empty);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(std::fs::read_to_string(&empty).unwrap(), "[]");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&empty).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644);
+    let out = sd_once(&dir.join("no-such-dir").join("x.json"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(73), "{err}");
+    assert!(
+        err.lines().any(|l| l.starts_with("error: --prometheus-sd")),
+        "{err}"
+    );
+
+    let mut agents = Vec::new();
+    for i in 0..3 {
+        let a = start_agent(&net, i, &dir);
+        let want = format!(" beacon={}:4546 metrics=0.0.0.0:9545", net.iface(i));
+        assert!(a.ready.ends_with(&want), "{}", a.ready);
+        assert_eq!(a.unix().req(&format!("SET board b{i}")), "OK");
+        agents.push(Some(a));
+    }
+
+    let sd = dir.join("sd").join("tether.json");
+    std::fs::create_dir_all(sd.parent().unwrap()).unwrap();
+    let sd_s = sd.to_string_lossy().into_owned();
+    let scan = Proc(
+        tether_cmd_in(
+            Some(&net.scanner),
+            &[
+                "scan",
+                "-i",
+                &net.bridge,
+                "-t",
+                "1",
+                "--watch",
+                "--prometheus-sd",
+                &sd_s,
+            ],
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+
+    let data = dir.join("prometheus-data");
+    let cfg = dir.join("prometheus.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: tether\n    file_sd_configs:\n      - files: ['{sd_s}']\n        refresh_interval: 1s\n"
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+    let prom = Proc(
+        Command::new("ip")
+            .args(["netns", "exec", &net.scanner, "prometheus"])
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--storage.tsdb.path={}", data.display()))
+            .arg(format!("--web.listen-address={SCANNER_IP}:9090"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+
+    let want: Vec<String> = (0..3).map(|i| format!("{}:9545", Net::addr(i))).collect();
+    let ns = net.scanner.clone();
+    let deadline = t0 + Duration::from_secs(60);
+    let prom_log = || std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default();
+    let mut t_file = None;
+    let t_up;
+    loop {
+        if t_file.is_none() && sd_targets(&sd) == want {
+            t_file = Some(t0.elapsed());
+        }
+        let up = instances(&ns, "up{job=\"tether\"}", Some("1"));
+        let uptime = instances(&ns, "tether_uptime_seconds", None);
+        let facts = instances(&ns, "tether_fact_info{key=\"board\"}", Some("1"));
+        if up == want && uptime == want && facts == want {
+            t_up = t0.elapsed();
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after 60 s: file {:?}, up {up:?}, uptime {uptime:?}, facts {facts:?}\n{}",
+            sd_targets(&sd),
+            prom_log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // The file is what the issue says: ids and hosts as labels, mode 0644.
+    let text = std::fs::read_to_string(&sd).unwrap();
+    let groups: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let ids: Vec<&str> = groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["labels"]["tether_id"].as_str().unwrap())
+        .collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted, "sorted by id: {text}");
+    assert!(groups[0]["labels"]["tether_host"].is_string(), "{text}");
+    let mode = std::fs::metadata(&sd).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644);
+    // The fact values arrived as labels.
+    let rows = query(&ns, "tether_fact_info{key=\"board\"}").unwrap();
+    let mut values: Vec<String> = rows
+        .iter()
+        .map(|(m, _)| m["value"].as_str().unwrap().to_string())
+        .collect();
+    values.sort();
+    assert_eq!(values, ["b0", "b1", "b2"]);
+
+    // One board stops: it says goodbye, leaves the file, then Prometheus.
+    let t_stop = Instant::now();
+    // `ip netns exec` exec'd the shell, which exec'd tether: the child's pid is the agent's.
+    let (status, _) = agents[0].take().unwrap().stop();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "clean exit on SIGTERM, with its goodbye beacon"
+    );
+    let rest = want[1..].to_vec();
+    let mut t_gone_file = None;
+    let t_gone_prom;
+    loop {
+        if t_gone_file.is_none() && sd_targets(&sd) == rest {
+            t_gone_file = Some(t_stop.elapsed());
+        }
+        let up = instances(&ns, "up{job=\"tether\"}", None);
+        if t_gone_file.is_some() && up == rest {
+            t_gone_prom = t_stop.elapsed();
+            break;
+        }
+        assert!(
+            t_stop.elapsed() < Duration::from_secs(60),
+            "stopped board still there: file {:?}, up {up:?}",
+            sd_targets(&sd)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    eprintln!(
+        "prometheus e2e: file lists 3 boards after {:.1?}, Prometheus has all 3 up with \
+         tether_uptime_seconds and tether_fact_info after {:.1?}; a stopped board left the \
+         file after {:.1?} and Prometheus after {:.1?}",
+        t_file.unwrap_or_default(),
+        t_up,
+        t_gone_file.unwrap_or_default(),
+        t_gone_prom
+    );
+    drop(prom);
+    drop(scan);
+    drop(agents);
+}
+
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
