@@ -41,7 +41,6 @@ import signal
 import socket
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -109,6 +108,7 @@ ip addr add 10.0.2.15/24 dev $IF
 # Without a default route a broadcast to 255.255.255.255 fails with ENETUNREACH.
 ip route add default via 10.0.2.2
 echo "guest: network up: $(ip -4 addr show $IF | grep inet)"
+echo "guest-sys: uname -m=$(uname -m)"
 if [ -e /etc/board ]; then
     echo "guest-sys: thermal_zone0/temp=$(cat /sys/class/thermal/thermal_zone0/temp)"
     # LED sampler: one console line per change of the trigger, and per change of the
@@ -321,6 +321,14 @@ def check_pong(g, timeout):
     return t_pong
 
 
+def check_arch(g, want):
+    m = g.wait_console(r"^guest-sys: uname -m=(.*)$", 10, "uname -m line")
+    if m.group(1).strip() != want:
+        fail(f"the guest kernel says uname -m={m.group(1).strip()!r}, expected {want!r}")
+    log(f"ok   the guest kernel is {want} (uname -m)")
+    return want
+
+
 def check_status(g):
     rc, out, err = g.ctl(["STATUS"])
     if rc != 0 or not out.startswith("OK {"):
@@ -429,6 +437,7 @@ def main():
     ap.add_argument("--kdir", required=True, help="scripts/qemu/kernel.py output: modules, busybox")
     ap.add_argument("--tether", required=True, help="the guest's tether binary")
     ap.add_argument("--host-tether", required=True, help="command line that runs tether on the host")
+    ap.add_argument("--uname-m", required=True, help="what uname -m must say in the guest")
     ap.add_argument("--board", action="store_true", help="Raspberry Pi: thermal and ACT LED checks")
     ap.add_argument("--beacon", choices=("auto", "require", "skip"), default="auto")
     ap.add_argument("--beacon-port", type=int, default=4546)
@@ -459,6 +468,7 @@ def main():
     try:
         g.start(initrd)
         summary["first PONG"] = f"{check_pong(g, a.boot_timeout):.1f} s"
+        summary["uname -m"] = check_arch(g, a.uname_m)
         status = check_status(g)
         if a.board:
             summary["thermal"] = f"{check_thermal(g, status):.3f} °C"

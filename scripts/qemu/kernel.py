@@ -18,16 +18,18 @@ Writes into DIR (and does nothing when DIR/stamp says it was done for the same i
                 no modules.dep, so the order comes from each .ko's `.modinfo` `depends=`;
                 a requested module the package builds in (modules.builtin) is left out;
   busybox       the static busybox; kernel.version the package's file name.
-Only the members named are extracted (a kernel package holds 100-350 MB of modules).
+The package is read in memory and only the members named are written out (a kernel package
+holds 100-350 MB of modules).
 """
 import argparse
+import io
 import lzma
 import os
 import shutil
 import struct
 import subprocess
 import sys
-import tempfile
+import tarfile
 import zlib
 
 
@@ -36,16 +38,19 @@ def die(msg):
     raise SystemExit(1)
 
 
-def deb_members(deb):
-    out = subprocess.run(["dpkg-deb", "--fsys-tarfile", deb], capture_output=True, check=True).stdout
-    # Listing through tar once: names only (`dpkg-deb -c` would do too, with more columns).
-    names = subprocess.run(["tar", "-t"], input=out, capture_output=True, check=True).stdout
-    return out, names.decode().split("\n")
+class Deb:
+    """The data part of a .deb, read once into memory; members read by name, no extraction."""
 
+    def __init__(self, path):
+        data = subprocess.run(["dpkg-deb", "--fsys-tarfile", path], capture_output=True, check=True).stdout
+        self.tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:")
+        self.names = self.tar.getnames()
 
-def extract(tar_bytes, members, dest):
-    if members:
-        subprocess.run(["tar", "-x", "-C", dest] + sorted(members), input=tar_bytes, check=True)
+    def read(self, name):
+        f = self.tar.extractfile(name)
+        if f is None:
+            die(f"{name} is not a regular file in the package")
+        return f.read()
 
 
 def modname(path):
@@ -53,10 +58,8 @@ def modname(path):
     return os.path.basename(path)[:-3].replace("-", "_")
 
 
-def modinfo_depends(ko):
+def modinfo_depends(ko, elf):
     """The `depends=` of a .ko, read from its ELF `.modinfo` section (NUL-separated key=value)."""
-    with open(ko, "rb") as f:
-        elf = f.read()
     if elf[:4] != b"\x7fELF":
         die(f"{ko} is not an ELF file")
     bits64, order = elf[4] == 2, "<" if elf[5] == 1 else ">"
@@ -89,10 +92,8 @@ def modinfo_depends(ko):
     die(f"{ko} has no .modinfo section")
 
 
-def zimage_to_uimage(zimage, load, name):
+def zimage_to_uimage(zimage, z, load, name):
     """Unpack an ARM zImage's xz payload and wrap the raw Image in a uImage header."""
-    with open(zimage, "rb") as f:
-        z = f.read()
     # The decompressor's code holds the xz magic too: take the first match that unpacks.
     raw, start = None, z.find(b"\xfd7zXZ\x00")
     while raw is None and start >= 0:
@@ -132,79 +133,64 @@ def main():
     except FileNotFoundError:
         pass
 
-    parent = os.path.dirname(os.path.abspath(a.out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix="kernel-", dir=parent)
-    try:
-        tar, names = deb_members(a.kernel_deb)
-        kos = {modname(n): n for n in names if n.endswith(".ko")}
-        builtin_list = [n for n in names if n.endswith("/modules.builtin")]
-        vmlinuz = [n for n in names if os.path.basename(n).startswith("vmlinuz-")]
-        dtbs = [n for n in names if a.dtb and os.path.basename(n) == a.dtb]
-        if len(vmlinuz) != 1:
-            die(f"{a.kernel_deb}: expected one boot/vmlinuz-*, found {vmlinuz}")
-        if a.dtb and len(dtbs) != 1:
-            die(f"{a.kernel_deb}: expected one {a.dtb}, found {dtbs}")
-        extract(tar, vmlinuz + dtbs + builtin_list, tmp)
-        builtin = set()
-        for b in builtin_list:
-            with open(os.path.join(tmp, b)) as f:
-                builtin |= {modname(line.strip()) for line in f if line.strip()}
+    kdeb = Deb(a.kernel_deb)
+    kos = {modname(n): n for n in kdeb.names if n.endswith(".ko")}
+    vmlinuz = [n for n in kdeb.names if os.path.basename(n).startswith("vmlinuz-")]
+    dtbs = [n for n in kdeb.names if a.dtb and os.path.basename(n) == a.dtb]
+    if len(vmlinuz) != 1:
+        die(f"{a.kernel_deb}: expected one boot/vmlinuz-*, found {vmlinuz}")
+    if a.dtb and len(dtbs) != 1:
+        die(f"{a.kernel_deb}: expected one {a.dtb}, found {dtbs}")
+    builtin = set()
+    for n in kdeb.names:
+        if n.endswith("/modules.builtin"):
+            builtin |= {modname(line) for line in kdeb.read(n).decode().split() if line}
 
-        # Dependency closure, one extraction pass per level, then a depth-first order.
-        deps, todo = {}, [modname(m + ".ko") for m in a.modules]
-        while todo:
-            want = set()
-            for m in todo:
-                if m in deps:
-                    continue
-                if m in kos:
-                    want.add(m)
-                elif m in builtin:
-                    deps[m] = None
-                else:
-                    die(f"module {m} is neither in {os.path.basename(a.kernel_deb)} nor built in")
-            extract(tar, {kos[m] for m in want}, tmp)
-            todo = []
-            for m in want:
-                deps[m] = modinfo_depends(os.path.join(tmp, kos[m]))
-                todo += deps[m]
-        order = []
-
-        def visit(m):
-            if deps[m] is None or m in order:
-                return
-            for d in deps[m]:
-                visit(d)
-            order.append(m)
-
-        for m in a.modules:
-            visit(modname(m + ".ko"))
-
-        btar, bnames = deb_members(a.busybox_deb)
-        extract(btar, [n for n in bnames if n == "./bin/busybox"], tmp)
-
-        shutil.rmtree(a.out, ignore_errors=True)
-        os.makedirs(os.path.join(a.out, "modules"))
-        src = os.path.join(tmp, vmlinuz[0])
-        if a.uimage:
-            with open(os.path.join(a.out, "kernel"), "wb") as f:
-                f.write(zimage_to_uimage(src, int(a.uimage, 0), os.path.basename(src)))
+    # Dependency closure, then a depth-first order (dependencies first).
+    deps, todo = {}, [modname(m + ".ko") for m in a.modules]
+    while todo:
+        m = todo.pop()
+        if m in deps:
+            continue
+        if m in kos:
+            deps[m] = modinfo_depends(kos[m], kdeb.read(kos[m]))
+            todo += deps[m]
+        elif m in builtin:
+            deps[m] = None
         else:
-            shutil.copyfile(src, os.path.join(a.out, "kernel"))
-        if a.dtb:
-            shutil.copyfile(os.path.join(tmp, dtbs[0]), os.path.join(a.out, "board.dtb"))
-        for m in order:
-            shutil.copyfile(os.path.join(tmp, kos[m]), os.path.join(a.out, "modules", m + ".ko"))
-        with open(os.path.join(a.out, "modules.order"), "w") as f:
-            f.write("".join(m + "\n" for m in order))
-        shutil.copyfile(os.path.join(tmp, "bin/busybox"), os.path.join(a.out, "busybox"))
-        with open(os.path.join(a.out, "kernel.version"), "w") as f:
-            f.write(os.path.basename(a.kernel_deb) + "\n")
-        with open(stamp_file, "w") as f:
-            f.write(stamp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            die(f"module {m} is neither in {os.path.basename(a.kernel_deb)} nor built in")
+    order = []
+
+    def visit(m):
+        if deps[m] is None or m in order:
+            return
+        for d in deps[m]:
+            visit(d)
+        order.append(m)
+
+    for m in a.modules:
+        visit(modname(m + ".ko"))
+
+    busybox = Deb(a.busybox_deb).read("./bin/busybox")
+    shutil.rmtree(a.out, ignore_errors=True)
+    os.makedirs(os.path.join(a.out, "modules"))
+
+    def write(name, data):
+        with open(os.path.join(a.out, name), "wb") as f:
+            f.write(data)
+
+    image = kdeb.read(vmlinuz[0])
+    if a.uimage:
+        image = zimage_to_uimage(vmlinuz[0], image, int(a.uimage, 0), os.path.basename(vmlinuz[0]))
+    write("kernel", image)
+    if a.dtb:
+        write("board.dtb", kdeb.read(dtbs[0]))
+    for m in order:
+        write(f"modules/{m}.ko", kdeb.read(kos[m]))
+    write("modules.order", "".join(m + "\n" for m in order).encode())
+    write("busybox", busybox)
+    write("kernel.version", (os.path.basename(a.kernel_deb) + "\n").encode())
+    write("stamp", stamp.encode())
 
 
 if __name__ == "__main__":
