@@ -112,9 +112,10 @@ echo "guest-sys: uname -m=$(uname -m)"
 if [ -e /etc/board ]; then
     echo "guest-sys: thermal_zone0/temp=$(cat /sys/class/thermal/thermal_zone0/temp)"
     # LED sampler: one console line per change of the trigger, and per change of the
-    # brightness while no trigger drives it (builtins only: no fork per sample).
+    # brightness while no trigger drives it (`read` builtins: no cat per sample).
     L=/sys/class/leds/ACT
-    (pt= pb=
+    [ -d $L ] || echo "guest-led: no $L: $(ls /sys/class/leds)"
+    [ -d $L ] && (pt= pb=
     while :; do
         read t <$L/trigger; t=${t#*[}; t=${t%%]*}
         read b <$L/brightness
@@ -308,6 +309,8 @@ def check_pong(g, timeout):
     tries, last = 0, ""
     while True:
         g.alive("before the guest answered")
+        if "guest: tether agent exited" in g.text():
+            fail(f"the guest agent exited before it answered\n--- console ---\n{g.text()[-3000:]}")
         tries += 1
         rc, out, err = g.ctl(["PING"])
         if rc == 0 and out == "PONG":
@@ -439,6 +442,7 @@ def main():
     ap.add_argument("--host-tether", required=True, help="command line that runs tether on the host")
     ap.add_argument("--uname-m", required=True, help="what uname -m must say in the guest")
     ap.add_argument("--board", action="store_true", help="Raspberry Pi: thermal and ACT LED checks")
+    ap.add_argument("--led", default="/sys/class/leds/ACT", help="the guest agent's --led (with --board)")
     ap.add_argument("--beacon", choices=("auto", "require", "skip"), default="auto")
     ap.add_argument("--beacon-port", type=int, default=4546)
     ap.add_argument("--workdir", required=True, help="where the run directory is made")
@@ -456,7 +460,7 @@ def main():
     agent_args = ["--listen", "0.0.0.0:4545", "--socket", "/run/tether.sock", "--iface", a.iface,
                   "--interval", "1", "--token-file", "/etc/tether.token"]
     if a.board:
-        agent_args += ["--led", "/sys/class/leds/ACT"]
+        agent_args += ["--led", a.led]
     size, mods = build_initramfs(initrd, a.kdir, a.tether, a.iface, agent_args, token,
                                  f"tether-{a.name}", a.board)
     log(f"initramfs {size} bytes (gzip'd newc cpio), modules: {' '.join(mods) or '-'}")
