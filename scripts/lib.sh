@@ -96,7 +96,7 @@ kernel_pkg() {
         # The first try needs no apt-get update when the lists for ARCH are already there.
         [ $try = 2 ] && apt_add_arch "$2"
         p=$(apt-cache depends --no-recommends "linux-image-$1:$2" 2>/dev/null \
-            | sed -n "s/^ *Depends: \(linux-image-[0-9][^:]*\)\(:$2\)\{0,1\}\$/\1/p" | head -n1)
+            | sed -n "s/^ *Depends: \(linux-image-[0-9][^:]*\)\(:$2\)\{0,1\}\$/\1/p" | head -n1 || true)
         [ -n "$p" ] && break
     done
     [ -n "$p" ] || die "cannot resolve linux-image-$1:$2 with apt-cache (architecture $2 enabled, lists updated?)"
@@ -106,19 +106,19 @@ kernel_pkg() {
 # deb_download PKG ARCH DIR: print the path of PKG's .deb for ARCH in the cache DIR, after an
 # `apt-get download PKG:ARCH` into DIR when it is not there yet (nothing is installed).
 deb_download() {
-    local pkg=$1 arch=$2 dir=$3 f out
+    local pkg=$1 arch=$2 dir=$3 out found
     mkdir -p "$dir"
-    f=$(ls "$dir/${pkg}"_*_"$arch".deb 2>/dev/null | head -n1)
-    if [ -z "$f" ]; then
+    found=("$dir/${pkg}"_*_"$arch".deb)
+    if [ ! -e "${found[0]}" ]; then
         apt_add_arch "$arch"
         need_cmd dpkg-deb dpkg
         say "apt-get download $pkg:$arch"
-        out=$(cd "$dir" && apt-get download -q "$pkg:$arch" 2>&1) \
+        out=$(cd "$dir" && timeout 600 apt-get download -q "$pkg:$arch" 2>&1) \
             || die "apt-get download $pkg:$arch failed: $out"
-        f=$(ls "$dir/${pkg}"_*_"$arch".deb 2>/dev/null | head -n1)
-        [ -n "$f" ] || die "apt-get download $pkg:$arch left no .deb in $dir"
+        found=("$dir/${pkg}"_*_"$arch".deb)
+        [ -e "${found[0]}" ] || die "apt-get download $pkg:$arch left no .deb in $dir"
     fi
-    printf '%s\n' "$f"
+    printf '%s\n' "${found[0]}"
 }
 
 # need_rust_src: the rust-src component, for -Zbuild-std where rustup serves no prebuilt std.
