@@ -240,6 +240,7 @@ class Guest:
         self.a = a
         self.console = os.path.join(run, "console.log")
         self.pcap = os.path.join(run, "guest.pcap")
+        self.qemu_log = os.path.join(run, "qemu.log")
         self.port = free_port()
         self.host_tether = shlex.split(a.host_tether)
         self.proc = None
@@ -256,8 +257,10 @@ class Guest:
             "-no-reboot",
         ] + (["-dtb", a.dtb] if a.dtb else [])
         self.t_start = time.monotonic()
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+        # QEMU's own messages go to a file: a pipe nobody reads could fill and stall it.
+        with open(self.qemu_log, "wb") as out:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         log(f"{os.path.basename(a.qemu)} {a.machine_args} started (pid {self.proc.pid}), "
             f"control port forwarded from 127.0.0.1:{self.port}")
 
@@ -286,8 +289,9 @@ class Guest:
 
     def alive(self, what):
         if self.proc.poll() is not None:
-            fail(f"qemu exited ({self.proc.returncode}) {what}: "
-                 f"{self.proc.stdout.read().decode(errors='replace')[-500:]}\n--- console ---\n{self.text()[-2000:]}")
+            with open(self.qemu_log, "rb") as f:
+                said = f.read().decode(errors="replace")[-500:]
+            fail(f"qemu exited ({self.proc.returncode}) {what}: {said}\n--- console ---\n{self.text()[-2000:]}")
 
     def wait_console(self, pattern, timeout, what, start=0):
         """The first match of pattern in the console after offset start, waiting up to timeout."""
@@ -486,7 +490,7 @@ def main():
         if ok and not a.keep:
             shutil.rmtree(run, ignore_errors=True)
         else:
-            log(f"run directory kept: {run} (console.log, guest.pcap, initramfs)")
+            log(f"run directory kept: {run} (console.log, qemu.log, guest.pcap, initramfs)")
     log(f"{a.name}: boot test passed in {time.monotonic() - T0:.1f} s: "
         + ", ".join(f"{k} {v}" for k, v in summary.items()))
 
