@@ -42,7 +42,7 @@ need_target() {
     rustup target add "$1" >/dev/null 2>&1
 }
 
-# ---- boards / cross-compiling helpers (scripts/build-all, test-aarch64, test-arm, qemu-boot) ----
+# ---- boards / cross-compiling helpers (scripts/build-all, test-aarch64, test-arm, qemu-boot, qemu-pi) ----
 
 # Cache for downloads and tools (zig venv, Debian .debs, kernel): gitignored, reused between runs.
 TETHER_CACHE=${TETHER_CACHE:-$ROOT/.build}
@@ -71,17 +71,57 @@ need_pkg() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get "${APT_WAIT[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# apt_add_arch ARCH: enable a foreign Debian architecture (for `apt-get download pkg:ARCH`)
-# and refresh the lists once. A failing foreign list (exit 100) is tolerated by apt_update.
+# apt_add_arch ARCH...: enable foreign Debian architectures (for `apt-get download pkg:ARCH`)
+# and refresh the lists once for all of them. A failing foreign list (exit 100) is tolerated.
 apt_add_arch() {
-    dpkg --print-foreign-architectures | grep -qx "$1" && [ -e "/tmp/.tether-apt-arch-$1" ] && return 0
-    if ! dpkg --print-foreign-architectures | grep -qx "$1"; then
-        say "dpkg --add-architecture $1"
-        as_root dpkg --add-architecture "$1"
-    fi
+    local a added=()
+    for a in "$@"; do
+        [ "$a" = "$(dpkg --print-architecture)" ] && continue
+        dpkg --print-foreign-architectures | grep -qx "$a" && [ -e "/tmp/.tether-apt-arch-$a" ] && continue
+        if ! dpkg --print-foreign-architectures | grep -qx "$a"; then
+            say "dpkg --add-architecture $a"
+            as_root dpkg --add-architecture "$a"
+        fi
+        added+=("$a")
+    done
+    [ ${#added[@]} -eq 0 ] && return 0
     rm -f /tmp/.tether-apt-updated
     apt_update
-    touch "/tmp/.tether-apt-arch-$1"
+    for a in "${added[@]}"; do touch "/tmp/.tether-apt-arch-$a"; done
+}
+
+# kernel_pkg FLAVOUR ARCH: the versioned package behind Debian's linux-image-FLAVOUR:ARCH
+# metapackage (e.g. linux-image-6.1.0-57-arm64), asked from apt-cache: no ABI number is
+# written down anywhere, so a point release that drops the old one changes nothing here.
+kernel_pkg() {
+    local p try
+    for try in 1 2; do
+        # The first try needs no apt-get update when the lists for ARCH are already there.
+        [ $try = 2 ] && apt_add_arch "$2"
+        p=$(apt-cache depends --no-recommends "linux-image-$1:$2" 2>/dev/null \
+            | sed -n "s/^ *Depends: \(linux-image-[0-9][^:]*\)\(:$2\)\{0,1\}\$/\1/p" | head -n1 || true)
+        [ -n "$p" ] && break
+    done
+    [ -n "$p" ] || die "cannot resolve linux-image-$1:$2 with apt-cache (architecture $2 enabled, lists updated?)"
+    printf '%s\n' "$p"
+}
+
+# deb_download PKG ARCH DIR: print the path of PKG's .deb for ARCH in the cache DIR, after an
+# `apt-get download PKG:ARCH` into DIR when it is not there yet (nothing is installed).
+deb_download() {
+    local pkg=$1 arch=$2 dir=$3 out found
+    mkdir -p "$dir"
+    found=("$dir/${pkg}"_*_"$arch".deb)
+    if [ ! -e "${found[0]}" ]; then
+        apt_add_arch "$arch"
+        need_cmd dpkg-deb dpkg
+        say "apt-get download $pkg:$arch"
+        out=$(cd "$dir" && timeout 600 apt-get download -q "$pkg:$arch" 2>&1) \
+            || die "apt-get download $pkg:$arch failed: $out"
+        found=("$dir/${pkg}"_*_"$arch".deb)
+        [ -e "${found[0]}" ] || die "apt-get download $pkg:$arch left no .deb in $dir"
+    fi
+    printf '%s\n' "${found[0]}"
 }
 
 # need_rust_src: the rust-src component, for -Zbuild-std where rustup serves no prebuilt std.

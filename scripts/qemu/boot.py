@@ -1,32 +1,47 @@
 #!/usr/bin/env python3
-"""Boot an arm64 kernel in qemu-system-aarch64 with tether in a busybox initramfs and test it
-from the host. Called by scripts/qemu-boot, which provides the kernel, modules and binaries.
+"""Boot a real Debian kernel in qemu-system-{aarch64,arm} with tether in a busybox initramfs
+and test the agent from the host. Called by scripts/qemu-boot (`-M virt`) and scripts/qemu-pi
+(the raspi machines); they provide the kernel, modules, busybox (scripts/qemu/kernel.py), the
+guest binary and the machine's QEMU arguments. This file is the one copy of the boot test.
 
 Steps (each timed):
-  1. write a gzip'd newc cpio: /init (busybox sh), busybox, tether, the 4 virtio-net modules;
-  2. boot: -M virt -cpu cortex-a53, user-mode network with restrict=on (nothing the guest
-     sends ever leaves QEMU; only the hostfwd of the control port comes in) and a filter-dump
-     pcap of the guest NIC;
-  3. from the host: `tether ctl -c 127.0.0.1:PORT PING` -> PONG and STATUS -> OK {json},
-     retried (user-mode net accepts before the guest listens, then resets);
-  4. read the pcap: a UDP datagram to 255.255.255.255:4546 whose payload starts with
-     {"tether":1 must have left the guest NIC. Required when the guest agent's ready line says
-     it beacons (beacon=IFACE:PORT) or with --beacon=require; reported only with --beacon=auto
-     when the agent runs without a beacon; skipped with --beacon=skip.
-QEMU is always killed at the end (and on any error / Ctrl-C).
+  1. write a gzip'd newc cpio: /init (busybox sh), busybox, tether, the modules in insmod
+     order, a token file; the init brings the NIC up as 10.0.2.15/24 (default route via
+     10.0.2.2, else a broadcast to 255.255.255.255 is ENETUNREACH) and runs
+     `tether agent --iface IFACE --interval 1 --token-file ...` (plus `--led` with --board);
+  2. boot with user-mode networking, restrict=on (nothing the guest sends ever leaves QEMU;
+     only the hostfwd of the control port comes in) and a filter-dump pcap of the guest NIC;
+  3. from the host, with the host's `tether ctl -c 127.0.0.1:PORT`: PING -> PONG (retried:
+     user-mode net accepts before the guest listens, then resets) and STATUS -> OK {json};
+  4. --board (a Raspberry Pi machine): the guest prints its raw thermal_zone0/temp and, from
+     a sampler loop, every change of the ACT LED's trigger (and of its brightness while the
+     trigger is `none`) to the serial console. The host asserts STATUS's temperature equals
+     the guest's /sys reading, then sends `ctl --token-file F IDENTIFY 3` and asserts that
+     the trigger went to `none`, the brightness toggled between 0 and on, and the trigger
+     that was there before came back;
+  5. read the pcap: a UDP datagram to 255.255.255.255:4546 whose payload starts with
+     {"tether":1 must have left the guest NIC (unless --beacon=skip; with --beacon=auto only
+     when the guest's ready line says it beacons).
+QEMU is always killed at the end by its PID (some raspi machines cannot power off), also on
+an error, Ctrl-C, SIGTERM from `timeout`, or if this script dies (PR_SET_PDEATHSIG).
+The run directory (initramfs, console log, capture, token) is removed after a pass and kept
+after a failure (or with --keep) to be looked at.
 """
 import argparse
+import ctypes
 import gzip
 import io
 import json
 import os
 import re
+import secrets
 import shlex
+import shutil
 import signal
 import socket
 import struct
 import subprocess
-import sys
+import tempfile
 import time
 
 T0 = time.monotonic()
@@ -65,9 +80,6 @@ class Cpio:
     def file(self, name, data, mode=0o644):
         self._entry(name, 0o100000 | mode, data)
 
-    def symlink(self, name, target):
-        self._entry(name, 0o120777, target.encode())
-
     def chardev(self, name, major, minor, mode=0o600):
         self._entry(name, 0o020000 | mode, rdev=(major, minor))
 
@@ -84,17 +96,36 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null
 mkdir -p /run /tmp
 hostname -F /etc/hostname
-for m in failover net_failover virtio_mmio virtio_net; do
+while read m; do
     insmod /lib/modules/$m.ko || echo "guest: insmod $m failed"
-done
+done </etc/modules.order
+IF=$(cat /etc/tether.iface)
 i=0
-while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+while [ ! -e /sys/class/net/$IF ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
 ip link set lo up
-ip link set eth0 up
-ip addr add 10.0.2.15/24 dev eth0
+ip link set $IF up
+ip addr add 10.0.2.15/24 dev $IF
 # Without a default route a broadcast to 255.255.255.255 fails with ENETUNREACH.
 ip route add default via 10.0.2.2
-echo "guest: network up: $(ip -4 addr show eth0 | grep inet)"
+echo "guest: network up: $(ip -4 addr show $IF | grep inet)"
+echo "guest-sys: uname -m=$(uname -m)"
+if [ -e /etc/board ]; then
+    echo "guest-sys: thermal_zone0/temp=$(cat /sys/class/thermal/thermal_zone0/temp)"
+    # LED sampler: one console line per change of the trigger, and per change of the
+    # brightness while no trigger drives it (`read` builtins: no cat per sample).
+    L=/sys/class/leds/ACT
+    [ -d $L ] || echo "guest-led: no $L: $(ls /sys/class/leds)"
+    [ -d $L ] && (pt= pb=
+    while :; do
+        read t <$L/trigger; t=${t#*[}; t=${t%%]*}
+        read b <$L/brightness
+        if [ "$t" != "$pt" ] || { [ "$t" = none ] && [ "$b" != "$pb" ]; }; then
+            echo "guest-led: trigger=$t brightness=$b"
+        fi
+        pt=$t pb=$b
+        sleep 0.05
+    done) &
+fi
 echo "guest: starting /bin/tether agent $(cat /etc/tether.args)"
 RUST_LOG=info /bin/tether agent $(cat /etc/tether.args)
 echo "guest: tether agent exited with status $?"
@@ -102,27 +133,34 @@ poweroff -f
 """
 
 
-def build_initramfs(out, busybox, tether, modules, agent_args):
+def build_initramfs(out, kdir, tether, iface, agent_args, token, hostname, board):
     c = Cpio()
     for d in ("bin", "dev", "proc", "sys", "run", "tmp", "etc", "lib", "lib/modules"):
         c.dir(d)
     c.chardev("dev/console", 5, 1)
     c.chardev("dev/null", 1, 3, 0o666)
     c.file("init", INIT.encode(), 0o755)
-    with open(busybox, "rb") as f:
+    with open(os.path.join(kdir, "busybox"), "rb") as f:
         c.file("bin/busybox", f.read(), 0o755)
     with open(tether, "rb") as f:
         c.file("bin/tether", f.read(), 0o755)
-    for m in modules:
-        with open(m, "rb") as f:
-            c.file("lib/modules/" + os.path.basename(m), f.read())
+    with open(os.path.join(kdir, "modules.order"), "rb") as f:
+        order = f.read()
+    c.file("etc/modules.order", order)
+    for m in order.decode().split():
+        with open(os.path.join(kdir, "modules", m + ".ko"), "rb") as f:
+            c.file(f"lib/modules/{m}.ko", f.read())
     c.file("etc/tether.args", (" ".join(agent_args) + "\n").encode())
+    c.file("etc/tether.iface", (iface + "\n").encode())
+    c.file("etc/tether.token", (token + "\n").encode(), 0o600)
     c.file("etc/machine-id", b"7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e\n")
-    c.file("etc/hostname", b"tether-qemu\n")
+    c.file("etc/hostname", (hostname + "\n").encode())
+    if board:
+        c.file("etc/board", b"")
     data = gzip.compress(c.finish(), compresslevel=1)
     with open(out, "wb") as f:
         f.write(data)
-    return len(data)
+    return len(data), order.decode().split()
 
 
 # ---------------------------------------------------------------- pcap
@@ -175,15 +213,6 @@ def pcap_beacons(path, port):
 
 # ---------------------------------------------------------------- host side
 
-def ctl(host_tether, port, words, timeout=5):
-    cmd = host_tether + ["ctl", "-c", f"127.0.0.1:{port}", "-t", "3"] + words
-    try:
-        p = subprocess.run(cmd, capture_output=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return None, "", "timeout"
-    return p.returncode, p.stdout.decode(errors="replace").strip(), p.stderr.decode(errors="replace").strip()
-
-
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -196,136 +225,274 @@ def on_signal(signum, _frame):
     raise SystemExit(f"killed by signal {signum}")
 
 
+def die_with_parent():
+    """In the QEMU child: get SIGKILL when this script dies, however it dies."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class Guest:
+    """One QEMU process, its console log and the host's `tether ctl` pointed at it."""
+
+    def __init__(self, a, run):
+        self.a = a
+        self.console = os.path.join(run, "console.log")
+        self.pcap = os.path.join(run, "guest.pcap")
+        self.qemu_log = os.path.join(run, "qemu.log")
+        self.port = free_port()
+        self.host_tether = shlex.split(a.host_tether)
+        self.proc = None
+
+    def start(self, initrd):
+        a = self.a
+        cmd = [a.qemu] + shlex.split(a.machine_args) + [
+            "-kernel", a.kernel, "-initrd", initrd, "-append", a.append,
+            # restrict=on: the guest is isolated; its broadcasts never leave QEMU. hostfwd still works.
+            "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:4545",
+            "-device", f"{a.nic},netdev=n0",
+            "-object", f"filter-dump,id=f0,netdev=n0,file={self.pcap}",
+            "-display", "none", "-monitor", "none", "-serial", f"file:{self.console}",
+            "-no-reboot",
+        ] + (["-dtb", a.dtb] if a.dtb else [])
+        self.t_start = time.monotonic()
+        # QEMU's own messages go to a file: a pipe nobody reads could fill and stall it.
+        with open(self.qemu_log, "wb") as out:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+        log(f"{os.path.basename(a.qemu)} {a.machine_args} started (pid {self.proc.pid}), "
+            f"control port forwarded from 127.0.0.1:{self.port}")
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+            log(f"qemu (pid {self.proc.pid}) killed")
+
+    def text(self):
+        try:
+            with open(self.console, "rb") as f:
+                return f.read().decode(errors="replace").replace("\r", "")
+        except FileNotFoundError:
+            return ""
+
+    def ctl(self, words, token_file=None, timeout=5):
+        cmd = self.host_tether + ["ctl", "-c", f"127.0.0.1:{self.port}", "-t", "3"]
+        if token_file:
+            cmd += ["--token-file", token_file]
+        try:
+            p = subprocess.run(cmd + words, capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None, "", "timeout"
+        return p.returncode, p.stdout.decode(errors="replace").strip(), p.stderr.decode(errors="replace").strip()
+
+    def alive(self, what):
+        if self.proc.poll() is not None:
+            with open(self.qemu_log, "rb") as f:
+                said = f.read().decode(errors="replace")[-500:]
+            fail(f"qemu exited ({self.proc.returncode}) {what}: {said}\n--- console ---\n{self.text()[-2000:]}")
+
+    def wait_console(self, pattern, timeout, what, start=0):
+        """The first match of pattern in the console after offset start, waiting up to timeout."""
+        end = time.monotonic() + timeout
+        while True:
+            m = re.compile(pattern, re.M).search(self.text(), start)
+            if m:
+                return m
+            self.alive(f"while waiting for {what}")
+            if time.monotonic() > end:
+                fail(f"no {what} on the console after {timeout:.0f} s\n--- console ---\n{self.text()[-3000:]}")
+            time.sleep(0.1)
+
+
+# ---------------------------------------------------------------- checks
+
+def check_pong(g, timeout):
+    deadline = time.monotonic() + timeout
+    tries, last = 0, ""
+    while True:
+        g.alive("before the guest answered")
+        if "guest: tether agent exited" in g.text():
+            fail(f"the guest agent exited before it answered\n--- console ---\n{g.text()[-3000:]}")
+        tries += 1
+        rc, out, err = g.ctl(["PING"])
+        if rc == 0 and out == "PONG":
+            break
+        last = f"rc={rc} out={out!r} err={err!r}"
+        if time.monotonic() > deadline:
+            fail(f"no PONG after {timeout} s ({tries} tries, last: {last})\n--- console ---\n{g.text()[-3000:]}")
+        time.sleep(0.2)
+    t_pong = time.monotonic() - g.t_start
+    log(f"ok   PING -> PONG from the guest {t_pong:.2f} s after qemu started ({tries} tries)")
+    return t_pong
+
+
+def check_arch(g, want):
+    m = g.wait_console(r"^guest-sys: uname -m=(.*)$", 10, "uname -m line")
+    if m.group(1).strip() != want:
+        fail(f"the guest kernel says uname -m={m.group(1).strip()!r}, expected {want!r}")
+    log(f"ok   the guest kernel is {want} (uname -m)")
+    return want
+
+
+def check_status(g):
+    rc, out, err = g.ctl(["STATUS"])
+    if rc != 0 or not out.startswith("OK {"):
+        fail(f"STATUS -> rc={rc} {out!r} {err!r}")
+    try:
+        status = json.loads(out[3:])
+    except ValueError as e:
+        fail(f"STATUS payload is not JSON ({e}): {out!r}")
+    log(f"ok   STATUS -> OK {{json}} with {len(status)} keys: {out[:160]}{'...' if len(out) > 160 else ''}")
+    return status
+
+
+def check_thermal(g, status):
+    m = g.wait_console(r"^guest-sys: thermal_zone0/temp=(.*)$", 10, "thermal_zone0 reading")
+    raw = m.group(1).strip()
+    if not re.fullmatch(r"-?\d+", raw):
+        fail(f"the guest has no usable /sys/class/thermal/thermal_zone0/temp: {raw!r}")
+    want = int(raw) / 1000
+    for key in ("temp_c", "temperature"):
+        got = status.get(key)
+        # STATUS carries one decimal: 25178 m°C reads 25.2.
+        if not isinstance(got, (int, float)) or abs(got - want) > 0.05 + 1e-6:
+            fail(f"STATUS {key}={got!r}, but the guest's thermal_zone0/temp is {raw} ({want} °C)")
+    log(f"ok   STATUS temp_c={status['temp_c']} temperature={status['temperature']}: "
+        f"the guest's thermal_zone0/temp reads {raw} ({want:.3f} °C)")
+    return want
+
+
+def check_led(g, token_file, secs=4):
+    led = r"^guest-led: trigger=(\S*) brightness=(\S*)$"
+    first = g.wait_console(led, 10, "ACT LED sample (guest-led: line)")
+    text = g.text()
+    before = list(re.finditer(led, text, re.M))[-1]
+    trig0 = before.group(1)
+    if trig0 in ("", "none"):
+        fail(f"ACT LED trigger before IDENTIFY is {trig0!r}: restoring it would prove nothing")
+    offset = len(text)
+    rc, out, err = g.ctl(["IDENTIFY", str(secs)], token_file=token_file)
+    if rc != 0 or out != "OK":
+        fail(f"ctl --token-file IDENTIFY {secs} -> rc={rc} {out!r} {err!r}")
+    t_id = time.monotonic()
+    log(f"ok   ctl --token-file F IDENTIFY {secs} -> OK (trigger before: {trig0}, first sample {first.group(0)!r})")
+    off = g.wait_console(r"^guest-led: trigger=none ", 5, "ACT trigger set to none by IDENTIFY", offset)
+    back = g.wait_console(rf"^guest-led: trigger={re.escape(trig0)} ", secs + 10,
+                          f"ACT trigger {trig0} restored after IDENTIFY", off.start())
+    t_back = time.monotonic() - t_id
+    seen = [(m.group(1), m.group(2)) for m in re.finditer(led, g.text()[off.start():back.end()], re.M)]
+    blink = [b for t, b in seen if t == "none"]
+    changes = sum(1 for x, y in zip(blink, blink[1:]) if x != y)
+    if "0" not in blink or not any(b not in ("", "0") for b in blink) or changes < 3:
+        fail(f"ACT brightness did not toggle while IDENTIFY ran: samples with trigger=none {blink}")
+    log(f"ok   ACT LED: trigger {trig0} -> none, brightness {'/'.join(dict.fromkeys(blink))} "
+        f"({changes} changes seen in {secs} s), trigger {trig0} back {t_back:.1f} s after IDENTIFY")
+    return changes
+
+
+def check_beacon(g, mode, port):
+    m = re.search(r"ready tcp=(\S+) unix=(\S+) beacon=(\S+)", g.text())
+    ready_beacon = m.group(3) if m else None
+    log(f"guest ready line: {m.group(0) if m else '(not seen on the console)'}")
+    want = mode == "require" or (mode == "auto" and ready_beacon not in (None, "off"))
+    if mode == "skip":
+        log("beacon check skipped (--beacon=skip)")
+        return None
+    wait = 10.0 if want else 3.0
+    end = time.monotonic() + wait
+    while True:
+        frames, found = pcap_beacons(g.pcap, port)
+        good = [b for b in found if b[2].startswith(b'{"tether":1')]
+        if good or time.monotonic() > end:
+            break
+        time.sleep(0.25)
+    if good:
+        mac, src, payload = good[0]
+        if mac != b"\xff" * 6:
+            fail(f"beacon to 255.255.255.255 with destination MAC {mac.hex(':')}, expected ff:ff:ff:ff:ff:ff")
+        try:
+            beacon = json.loads(payload)
+        except ValueError as e:
+            fail(f"beacon payload is not one JSON object ({e}): {payload[:200]!r}")
+        log(f"ok   beacon in the pcap: {len(good)} datagram(s) {src} -> 255.255.255.255:{port}, "
+            f"{len(payload)} bytes, seq={beacon.get('seq')}: {payload[:120].decode(errors='replace')}...")
+        return len(good)
+    if want:
+        fail(f"no beacon seen: no UDP datagram to 255.255.255.255:{port} starting with "
+             f'{{"tether":1 in {g.pcap} after {wait:.0f} s ({frames} frames captured, '
+             f"{len(found)} to that port); guest ready line: {m.group(0) if m else None}")
+    log(f"no beacon seen (guest agent runs with beacon={ready_beacon}; {frames} frames captured): "
+        f"not asserted (--beacon=auto)")
+    return None
+
+
 def main():
     # SIGTERM/SIGHUP (e.g. from `timeout`) unwind through the finally that stops qemu.
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
     ap = argparse.ArgumentParser()
+    ap.add_argument("--name", required=True, help="machine name for the summary line")
+    ap.add_argument("--qemu", required=True, help="qemu-system-aarch64 or qemu-system-arm")
+    ap.add_argument("--machine-args", required=True, help="e.g. '-M raspi3b -accel tcg,thread=single'")
     ap.add_argument("--kernel", required=True)
-    ap.add_argument("--modules", required=True, nargs="+")
-    ap.add_argument("--busybox", required=True)
-    ap.add_argument("--tether", required=True, help="the aarch64 binary for the guest")
+    ap.add_argument("--dtb")
+    ap.add_argument("--append", required=True, help="kernel command line")
+    ap.add_argument("--nic", required=True, help="QEMU NIC device: virtio-net-device, usb-net")
+    ap.add_argument("--iface", required=True, help="the NIC's name in the guest: eth0, usb0")
+    ap.add_argument("--kdir", required=True, help="scripts/qemu/kernel.py output: modules, busybox")
+    ap.add_argument("--tether", required=True, help="the guest's tether binary")
     ap.add_argument("--host-tether", required=True, help="command line that runs tether on the host")
-    ap.add_argument("--agent-args", required=True)
+    ap.add_argument("--uname-m", required=True, help="what uname -m must say in the guest")
+    ap.add_argument("--board", action="store_true", help="Raspberry Pi: thermal and ACT LED checks")
+    ap.add_argument("--led", default="/sys/class/leds/ACT", help="the guest agent's --led (with --board)")
     ap.add_argument("--beacon", choices=("auto", "require", "skip"), default="auto")
     ap.add_argument("--beacon-port", type=int, default=4546)
-    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--workdir", required=True, help="where the run directory is made")
+    ap.add_argument("--keep", action="store_true", help="keep the run directory after a pass")
     ap.add_argument("--boot-timeout", type=float, default=60)
     a = ap.parse_args()
     os.makedirs(a.workdir, exist_ok=True)
-    host_tether = shlex.split(a.host_tether)
-    initrd = os.path.join(a.workdir, "initramfs.cpio.gz")
-    pcap = os.path.join(a.workdir, "guest.pcap")
-    console = os.path.join(a.workdir, "console.log")
-    for f in (pcap, console):
-        if os.path.exists(f):
-            os.unlink(f)
+    run = tempfile.mkdtemp(prefix=f"run-{a.name}-", dir=a.workdir)
+    initrd = os.path.join(run, "initramfs.cpio.gz")
+    token = secrets.token_hex(16)
+    token_file = os.path.join(run, "token")
+    with open(os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+        f.write(token + "\n")
 
-    agent_args = shlex.split(a.agent_args)
-    size = build_initramfs(initrd, a.busybox, a.tether, a.modules, agent_args)
-    log(f"initramfs {size} bytes (gzip'd newc cpio), guest runs: tether agent {' '.join(agent_args)}")
+    agent_args = ["--listen", "0.0.0.0:4545", "--socket", "/run/tether.sock", "--iface", a.iface,
+                  "--interval", "1", "--token-file", "/etc/tether.token"]
+    if a.board:
+        agent_args += ["--led", a.led]
+    size, mods = build_initramfs(initrd, a.kdir, a.tether, a.iface, agent_args, token,
+                                 f"tether-{a.name}", a.board)
+    log(f"initramfs {size} bytes (gzip'd newc cpio), modules: {' '.join(mods) or '-'}")
+    log(f"guest runs: tether agent {' '.join(agent_args)}")
 
-    port = free_port()
-    qemu = [
-        "qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a53", "-smp", "1", "-m", "512",
-        "-kernel", a.kernel, "-initrd", initrd,
-        "-append", "console=ttyAMA0 panic=-1 quiet",
-        # restrict=on: the guest is isolated; its broadcasts never leave QEMU. hostfwd still works.
-        "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:4545",
-        "-device", "virtio-net-device,netdev=n0",
-        "-object", f"filter-dump,id=f1,netdev=n0,file={pcap}",
-        "-display", "none", "-monitor", "none", "-serial", f"file:{console}",
-        "-no-reboot",
-    ]
-    t_boot = time.monotonic()
-    # Same process group as us: `timeout` (scripts/qemu-boot) kills the whole group if we hang.
-    proc = subprocess.Popen(qemu, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    log(f"qemu-system-aarch64 started (pid {proc.pid}), control port forwarded from 127.0.0.1:{port}")
-
-    def console_text():
-        try:
-            with open(console, "rb") as f:
-                return f.read().decode(errors="replace")
-        except FileNotFoundError:
-            return ""
-
+    g = Guest(a, run)
     ok = False
+    summary = {}
     try:
-        # 3. control port, retried until the guest answers.
-        deadline = time.monotonic() + a.boot_timeout
-        tries, last = 0, ""
-        while True:
-            if proc.poll() is not None:
-                fail(f"qemu exited ({proc.returncode}) before the guest answered: "
-                     f"{proc.stdout.read().decode(errors='replace')[-500:]}\n--- console ---\n{console_text()[-2000:]}")
-            tries += 1
-            rc, out, err = ctl(host_tether, port, ["PING"])
-            if rc == 0 and out == "PONG":
-                break
-            last = f"rc={rc} out={out!r} err={err!r}"
-            if time.monotonic() > deadline:
-                fail(f"no PONG after {a.boot_timeout} s ({tries} tries, last: {last})\n--- console ---\n{console_text()[-3000:]}")
-            time.sleep(0.2)
-        t_pong = time.monotonic() - t_boot
-        log(f"ok   PING -> PONG from the guest {t_pong:.2f} s after qemu started ({tries} tries)")
-
-        rc, out, err = ctl(host_tether, port, ["STATUS"])
-        if rc != 0 or not out.startswith("OK {"):
-            fail(f"STATUS -> rc={rc} {out!r} {err!r}")
-        try:
-            status = json.loads(out[3:])
-        except ValueError as e:
-            fail(f"STATUS payload is not JSON ({e}): {out!r}")
-        log(f"ok   STATUS -> OK {{json}} with {len(status)} keys: {out[:160]}{'...' if len(out) > 160 else ''}")
-
-        m = re.search(r"ready tcp=(\S+) unix=(\S+) beacon=(\S+)", console_text())
-        ready_beacon = m.group(3) if m else None
-        log(f"guest ready line: {m.group(0) if m else '(not seen on the console)'}")
-
-        # 4. the beacon in the guest NIC's capture.
-        want = a.beacon == "require" or (a.beacon == "auto" and ready_beacon not in (None, "off"))
-        if a.beacon == "skip":
-            log("beacon check skipped (--beacon=skip)")
-        else:
-            wait = 10.0 if want else 3.0
-            end = time.monotonic() + wait
-            while True:
-                frames, found = pcap_beacons(pcap, a.beacon_port)
-                good = [b for b in found if b[2].startswith(b'{"tether":1')]
-                if good or time.monotonic() > end:
-                    break
-                time.sleep(0.25)
-            if good:
-                mac, src, payload = good[0]
-                if mac != b"\xff" * 6:
-                    fail(f"beacon to 255.255.255.255 with destination MAC {mac.hex(':')}, expected ff:ff:ff:ff:ff:ff")
-                try:
-                    beacon = json.loads(payload)
-                except ValueError as e:
-                    fail(f"beacon payload is not one JSON object ({e}): {payload[:200]!r}")
-                log(f"ok   beacon in the pcap: {len(good)} datagram(s) {src} -> 255.255.255.255:{a.beacon_port}, "
-                    f"{len(payload)} bytes, seq={beacon.get('seq')}: {payload[:120].decode(errors='replace')}...")
-            elif want:
-                fail(f"no beacon seen: no UDP datagram to 255.255.255.255:{a.beacon_port} starting with "
-                     f'{{"tether":1 in {pcap} after {wait:.0f} s ({frames} frames captured, '
-                     f"{len(found)} to that port); guest ready line: {m.group(0) if m else None}")
-            else:
-                log(f"no beacon seen (guest agent runs with beacon={ready_beacon}; {frames} frames captured): "
-                    f"not asserted yet; this becomes a hard check when the agent beacons, or with --beacon=require")
+        g.start(initrd)
+        summary["first PONG"] = f"{check_pong(g, a.boot_timeout):.1f} s"
+        summary["uname -m"] = check_arch(g, a.uname_m)
+        status = check_status(g)
+        if a.board:
+            summary["thermal"] = f"{check_thermal(g, status):.3f} °C"
+            summary["ACT LED"] = f"{check_led(g, token_file)} toggles"
+        n = check_beacon(g, a.beacon, a.beacon_port)
+        if n:
+            summary["beacons"] = n
         ok = True
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        log(f"qemu stopped; console log {console}, capture {pcap}")
-        if not ok:
-            sys.stdout.flush()
-    log(f"boot test passed in {time.monotonic() - T0:.2f} s")
+        g.stop()
+        if ok and not a.keep:
+            shutil.rmtree(run, ignore_errors=True)
+        else:
+            log(f"run directory kept: {run} (console.log, qemu.log, guest.pcap, initramfs)")
+    log(f"{a.name}: boot test passed in {time.monotonic() - T0:.1f} s: "
+        + ", ".join(f"{k} {v}" for k, v in summary.items()))
 
 
 if __name__ == "__main__":
