@@ -8,7 +8,7 @@ pub const LINE_MAX: usize = 255;
 /// Per-client input buffer: one maximal line plus `\r\n`.
 pub const IN_BUF: usize = LINE_MAX + 2;
 /// Largest single reply line, `\n` included. STATUS with a full fact table is the largest.
-pub const REPLY_MAX: usize = 8192;
+pub const REPLY_MAX: usize = 10240;
 /// Per-client output buffer. A client whose unread replies exceed this is closed.
 pub const OUT_BUF: usize = 16384;
 
@@ -56,6 +56,22 @@ pub const INTERVAL_MAX_SECS: u32 = 3600;
 /// Probe answers: a token bucket of this many replies, refilled at this rate per second.
 pub const PROBE_BURST: u32 = 8;
 pub const PROBE_PER_SEC: u32 = 4;
+/// Each probe answer waits a random 0..=this many ms (RFC 6762 §6), so a LAN full of
+/// boards does not answer a scan in the same instant.
+pub const PROBE_ANSWER_DELAY_MAX_MS: u64 = 250;
+/// Probe answers waiting for their delay, per interface: the bucket's burst and the few
+/// tokens it regains within one delay.
+pub const PROBE_PENDING_MAX: usize = PROBE_BURST as usize + 2;
+/// How many `--iface` beacon interfaces the agent accepts.
+pub const MAX_BEACON_IFACES: usize = 4;
+/// Datagrams read per readable beacon socket per loop turn (a flood costs bounded work).
+pub const BEACON_RECV_PER_TURN: usize = 32;
+/// `tether scan` asks for this receive buffer (SO_RCVBUF, SO_RCVBUFFORCE when permitted):
+/// room for a thousand full-size answers arriving at once.
+pub const SCAN_RCVBUF: usize = 4 * 1024 * 1024;
+/// Probes `tether scan` sends within its window (at the start, then spread over the
+/// first half), so a board whose answer or probe was lost still answers.
+pub const SCAN_PROBES: u32 = 3;
 
 /// IDENTIFY: default and longest blink, and the half-period of the blink.
 pub const IDENTIFY_DEFAULT_SECS: u32 = 15;
@@ -114,9 +130,17 @@ const _: () = assert!(IN_BUF >= LINE_MAX + 2);
 const _: () = assert!(OUT_BUF >= REPLY_MAX);
 const _: () = assert!(DEFAULT_MAX_CLIENTS <= MAX_CLIENTS);
 // STATUS lists every fact escaped at worst twice its size, plus the fixed fields and addresses.
-const _: () =
-    assert!(REPLY_MAX >= MAX_FACTS * (KEY_MAX + 2 * VALUE_MAX + 6) + MAX_ADDRS * 64 + 1024);
+// Each of `beacon` and the `beacons` list: names, numbers and a 96-byte error escaped.
+const _: () = assert!(
+    REPLY_MAX
+        >= MAX_FACTS * (KEY_MAX + 2 * VALUE_MAX + 6)
+            + MAX_ADDRS * 64
+            + 1024
+            + (MAX_BEACON_IFACES + 1) * 320
+);
 const _: () = assert!(DATAGRAM_MAX >= 256);
+const _: () = assert!(PROBE_PENDING_MAX > PROBE_BURST as usize);
+const _: () = assert!(PROBE_ANSWER_DELAY_MAX_MS <= 250);
 const _: () = assert!(METRICS_FACT_LINE_MAX == 22 + 2 * KEY_MAX + 9 + 2 * VALUE_MAX + 5);
 const _: () = assert!(HTTP_RESP_MAX >= HTTP_RESP_HEAD_MAX + METRICS_BODY_MAX);
 const _: () = assert!(HTTP_RESP_MAX <= 32 * 1024);

@@ -1,15 +1,32 @@
-//! Datagram sockets for the beacon and the scanner: SO_BROADCAST, and SO_BINDTODEVICE set
-//! once, before bind, so traffic enters and leaves through exactly one interface.
+//! Datagram sockets for the beacon and the scanner: SO_BROADCAST (IPv4) or a link-local
+//! multicast interface with hop limit 1 (IPv6), and SO_BINDTODEVICE set once, before
+//! bind, so traffic enters and leaves through exactly one interface. Addresses in and out
+//! are `std::net::SocketAddr`; an IPv6 one carries its scope (interface index).
 
 use super::net::SOCK_FLAGS;
 use nix::errno::Errno;
 use nix::libc;
 use nix::sys::socket::{
     self, bind, recvfrom, sendto, setsockopt, sockopt, AddressFamily, MsgFlags, SockType,
-    SockaddrIn,
+    SockaddrIn, SockaddrIn6, SockaddrStorage,
 };
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+/// setsockopt(2) with an int value, for options nix does not wrap.
+fn set_int(fd: BorrowedFd<'_>, level: i32, opt: i32, v: i32) -> Result<(), Errno> {
+    // SAFETY: `v` is a valid c_int that outlives the call; its size is passed.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            opt,
+            (&v as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    Errno::result(r).map(drop)
+}
 
 /// SO_BINDTODEVICE without allocating (nix's wrapper takes an OsString). Unprivileged on
 /// an unbound socket since Linux 5.7; a second call would need CAP_NET_RAW, so call once.
@@ -40,37 +57,102 @@ pub fn open(device: Option<&str>, port: u16) -> Result<OwnedFd, (&'static str, E
     setsockopt(&fd, sockopt::Broadcast, &true).map_err(|e| ("SO_BROADCAST", e))?;
     setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| ("SO_REUSEADDR", e))?;
     if let Some(d) = device {
-        bind_to_device(std::os::fd::AsFd::as_fd(&fd), d).map_err(|e| ("SO_BINDTODEVICE", e))?;
+        bind_to_device(fd.as_fd(), d).map_err(|e| ("SO_BINDTODEVICE", e))?;
     }
     let sa = SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
     bind(fd.as_raw_fd(), &sa).map_err(|e| ("bind", e))?;
     Ok(fd)
 }
 
-pub fn send_to(fd: BorrowedFd<'_>, buf: &[u8], to: SocketAddrV4) -> Result<usize, Errno> {
-    let sa = SockaddrIn::from(to);
+/// An IPv6 UDP socket bound to `[::]:port` on one device (IPV6_V6ONLY), sending its
+/// multicast out of interface `index` with hop limit 1 (link-local only).
+pub fn open6(device: &str, port: u16, index: u32) -> Result<OwnedFd, (&'static str, Errno)> {
+    let fd = socket::socket(AddressFamily::Inet6, SockType::Datagram, SOCK_FLAGS, None)
+        .map_err(|e| ("socket", e))?;
+    setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(|e| ("IPV6_V6ONLY", e))?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| ("SO_REUSEADDR", e))?;
+    bind_to_device(fd.as_fd(), device).map_err(|e| ("SO_BINDTODEVICE", e))?;
+    set_multicast6(fd.as_fd(), index)?;
+    let sa = SockaddrIn6::from(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0));
+    bind(fd.as_raw_fd(), &sa).map_err(|e| ("bind", e))?;
+    Ok(fd)
+}
+
+/// IPV6_MULTICAST_IF = `index` and IPV6_MULTICAST_HOPS = 1.
+pub fn set_multicast6(fd: BorrowedFd<'_>, index: u32) -> Result<(), (&'static str, Errno)> {
+    set_int(
+        fd,
+        libc::IPPROTO_IPV6,
+        libc::IPV6_MULTICAST_IF,
+        index as i32,
+    )
+    .map_err(|e| ("IPV6_MULTICAST_IF", e))?;
+    set_int(fd, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_HOPS, 1)
+        .map_err(|e| ("IPV6_MULTICAST_HOPS", e))
+}
+
+/// An unbound-port IPv6 UDP socket for `tether scan` (any interface unless `device`).
+pub fn open6_any(device: Option<&str>, port: u16) -> Result<OwnedFd, (&'static str, Errno)> {
+    let fd = socket::socket(AddressFamily::Inet6, SockType::Datagram, SOCK_FLAGS, None)
+        .map_err(|e| ("socket", e))?;
+    setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(|e| ("IPV6_V6ONLY", e))?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| ("SO_REUSEADDR", e))?;
+    if let Some(d) = device {
+        bind_to_device(fd.as_fd(), d).map_err(|e| ("SO_BINDTODEVICE", e))?;
+    }
+    set_int(fd.as_fd(), libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_HOPS, 1)
+        .map_err(|e| ("IPV6_MULTICAST_HOPS", e))?;
+    let sa = SockaddrIn6::from(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0));
+    bind(fd.as_raw_fd(), &sa).map_err(|e| ("bind", e))?;
+    Ok(fd)
+}
+
+/// Asks for a receive buffer of `bytes` (SO_RCVBUFFORCE when permitted, which passes
+/// net.core.rmem_max, else SO_RCVBUF); returns what the kernel granted.
+pub fn grow_rcvbuf(fd: BorrowedFd<'_>, bytes: usize) -> usize {
+    if setsockopt(&fd, sockopt::RcvBufForce, &bytes).is_err() {
+        let _ = setsockopt(&fd, sockopt::RcvBuf, &bytes);
+    }
+    nix::sys::socket::getsockopt(&fd, sockopt::RcvBuf).unwrap_or(0)
+}
+
+pub fn send_to(fd: BorrowedFd<'_>, buf: &[u8], to: SocketAddr) -> Result<usize, Errno> {
+    let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
     loop {
-        match sendto(
-            fd.as_raw_fd(),
-            buf,
-            &sa,
-            MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
-        ) {
+        let r = match to {
+            SocketAddr::V4(a) => sendto(fd.as_raw_fd(), buf, &SockaddrIn::from(a), flags),
+            SocketAddr::V6(a) => sendto(fd.as_raw_fd(), buf, &SockaddrIn6::from(a), flags),
+        };
+        match r {
             Err(Errno::EINTR) => continue,
             r => return r,
         }
     }
 }
 
+/// A received source address as std's, with an IPv6 scope kept.
+pub fn to_std(sa: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(a) = sa.as_sockaddr_in() {
+        return Some(SocketAddr::V4(SocketAddrV4::new(a.ip(), a.port())));
+    }
+    let a = sa.as_sockaddr_in6()?;
+    Some(SocketAddr::V6(SocketAddrV6::new(
+        a.ip(),
+        a.port(),
+        a.flowinfo(),
+        a.scope_id(),
+    )))
+}
+
 /// One datagram: Ok(None) when none is waiting. `buf` one byte larger than the largest
 /// datagram you accept lets the caller see oversized ones (n == buf.len()).
-pub fn recv_from(
-    fd: BorrowedFd<'_>,
-    buf: &mut [u8],
-) -> Result<Option<(usize, SocketAddrV4)>, Errno> {
+pub fn recv_from(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<Option<(usize, SocketAddr)>, Errno> {
     loop {
-        match recvfrom::<SockaddrIn>(fd.as_raw_fd(), buf) {
-            Ok((n, Some(sa))) => return Ok(Some((n, SocketAddrV4::new(sa.ip(), sa.port())))),
+        match recvfrom::<SockaddrStorage>(fd.as_raw_fd(), buf) {
+            Ok((n, Some(sa))) => match to_std(&sa) {
+                Some(a) => return Ok(Some((n, a))),
+                None => continue,
+            },
             Ok((_, None)) => continue,
             Err(Errno::EINTR) => continue,
             Err(Errno::EAGAIN) => return Ok(None),
