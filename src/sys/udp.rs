@@ -73,6 +73,9 @@ pub fn open6(device: &str, port: u16, index: u32) -> Result<OwnedFd, (&'static s
     setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| ("SO_REUSEADDR", e))?;
     bind_to_device(fd.as_fd(), device).map_err(|e| ("SO_BINDTODEVICE", e))?;
     set_multicast6(fd.as_fd(), index)?;
+    // Our own beacons would only wake us: do not loop them back.
+    set_int(fd.as_fd(), libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_LOOP, 0)
+        .map_err(|e| ("IPV6_MULTICAST_LOOP", e))?;
     let sa = SockaddrIn6::from(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0));
     bind(fd.as_raw_fd(), &sa).map_err(|e| ("bind", e))?;
     Ok(fd)
