@@ -14,7 +14,7 @@ mod common;
 use common::*;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const DEFAULT_BOARDS: usize = 250;
 
