@@ -55,9 +55,11 @@ impl Net {
         (format!("a{i}{}", self.tag), format!("p{i}{}", self.tag))
     }
 
-    /// Link `i` between A and peer i, with IPv4 addresses unless `v6_only`.
+    /// Link `i` between A and peer 1 or 2 (odd or even `i`), with IPv4 addresses unless
+    /// `v6_only`.
     fn link(&self, i: usize, v6_only: bool) {
         let (a, p) = self.ifs(i);
+        let peer = 2 - i % 2;
         assert!(sh(&[
             "ip",
             "link",
@@ -71,10 +73,10 @@ impl Net {
             "name",
             &p,
             "netns",
-            self.peer(i)
+            self.peer(peer)
         ]));
         if !v6_only {
-            for (ns, dev, host) in [(self.a(), &a, 1), (self.peer(i), &p, 2)] {
+            for (ns, dev, host) in [(self.a(), &a, 1), (self.peer(peer), &p, 2)] {
                 let addr = format!("10.233.{i}.{host}/24");
                 assert!(sh(&[
                     "ip", "-n", ns, "addr", "add", &addr, "brd", "+", "dev", dev
@@ -82,8 +84,8 @@ impl Net {
             }
         }
         assert!(sh(&["ip", "-n", self.a(), "link", "set", &a, "up"]));
-        assert!(sh(&["ip", "-n", self.peer(i), "link", "set", &p, "up"]));
-        for (ns, dev) in [(self.a(), &a), (self.peer(i), &p)] {
+        assert!(sh(&["ip", "-n", self.peer(peer), "link", "set", &p, "up"]));
+        for (ns, dev) in [(self.a(), &a), (self.peer(peer), &p)] {
             assert!(
                 wait_for(Duration::from_secs(10), || link_local(ns, dev).is_some()),
                 "no link-local address on {dev}"
@@ -363,4 +365,78 @@ fn beacon_family_4_sends_no_ipv6_and_6_no_ipv4() {
     let (code, _, err) = run(&["agent", "--no-beacon", "--beacon-family", "5"]);
     assert_eq!(code, 64, "{err}");
     assert_eq!(error_lines(&err).len(), 1, "{err}");
+}
+
+#[test]
+fn no_heap_after_ready_with_four_interfaces_and_both_families() {
+    if !can_netns() {
+        return;
+    }
+    let net = Net::new("z");
+    for i in 1..=4 {
+        net.link(i, false);
+    }
+    let names: Vec<String> = (1..=4).map(|i| net.ifs(i).0).collect();
+    let mut args = vec!["--interval", "1"];
+    for n in &names {
+        args.extend(["--iface", n.as_str()]);
+    }
+    let a = start(&net, &args);
+    let want: Vec<String> = names.iter().map(|n| format!("{n}:4546")).collect();
+    assert!(
+        a.ready.contains(&format!(" beacon={}", want.join(","))),
+        "{}",
+        a.ready
+    );
+    // Five interfaces are refused.
+    let (code, _, err) = run(&[
+        "agent", "--iface", "a", "--iface", "b", "--iface", "c", "--iface", "d", "--iface", "e",
+    ]);
+    assert_eq!((code, error_lines(&err).len()), (64, 1), "{err}");
+
+    assert!(wait_for(Duration::from_secs(5), || {
+        let s = status(&a);
+        (0..4).all(|i| s["beacons"][i]["families"] == serde_json::json!([4, 6]))
+    }));
+    // Scans over both families from both peers, garbage over both, a link down and up.
+    for round in 0..3 {
+        for (peer, dev) in [(1, net.ifs(1).1), (2, net.ifs(2).1)] {
+            let out = tether_cmd_in(Some(net.peer(peer)), &["scan", "-t", "0.5", "--json"])
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(0));
+            let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let addrs = rows[0]["addrs"].as_array().unwrap();
+            assert!(addrs.len() >= 2, "seen over both families: {rows}");
+            assert!(
+                rows[0]["addr"].as_str().unwrap().starts_with("10.233."),
+                "{rows}"
+            );
+            let dev2 = dev.clone();
+            in_ns(net.peer(peer), move || {
+                let idx = tether::sys::iface::info(&dev2).unwrap().index;
+                let s4 = UdpSocket::bind("0.0.0.0:0").unwrap();
+                s4.set_broadcast(true).unwrap();
+                let s6 = UdpSocket::bind("[::]:0").unwrap();
+                let to6: SocketAddr = format!("[ff02::1%{idx}]:4546").parse().unwrap();
+                for junk in [&b"garbage"[..], &[b'x'; 600][..]] {
+                    let _ = s4.send_to(junk, ("255.255.255.255", 4546));
+                    let _ = s6.send_to(junk, to6);
+                }
+            })
+            .join()
+            .unwrap();
+        }
+        if round == 1 {
+            assert!(sh(&["ip", "-n", net.a(), "link", "set", &names[2], "down"]));
+            std::thread::sleep(Duration::from_millis(1500));
+            assert!(sh(&["ip", "-n", net.a(), "link", "set", &names[2], "up"]));
+        }
+    }
+    let _ = a.unix().req("SOCKETS");
+    let st = a.stats();
+    assert!(st["probes_answered"].as_u64().unwrap() >= 6, "{st}");
+    assert!(st["datagrams_dropped"].as_u64().unwrap() >= 8, "{st}");
+    assert_eq!(st["allocs_since_ready"], 0, "{st}");
+    a.stop();
 }
