@@ -67,17 +67,11 @@ pub fn open(device: Option<&str>, port: u16) -> Result<OwnedFd, (&'static str, E
 /// An IPv6 UDP socket bound to `[::]:port` on one device (IPV6_V6ONLY), sending its
 /// multicast out of interface `index` with hop limit 1 (link-local only).
 pub fn open6(device: &str, port: u16, index: u32) -> Result<OwnedFd, (&'static str, Errno)> {
-    let fd = socket::socket(AddressFamily::Inet6, SockType::Datagram, SOCK_FLAGS, None)
-        .map_err(|e| ("socket", e))?;
-    setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(|e| ("IPV6_V6ONLY", e))?;
-    setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| ("SO_REUSEADDR", e))?;
-    bind_to_device(fd.as_fd(), device).map_err(|e| ("SO_BINDTODEVICE", e))?;
+    let fd = open6_any(Some(device), port)?;
     set_multicast6(fd.as_fd(), index)?;
     // Our own beacons would only wake us: do not loop them back.
     set_int(fd.as_fd(), libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_LOOP, 0)
         .map_err(|e| ("IPV6_MULTICAST_LOOP", e))?;
-    let sa = SockaddrIn6::from(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0));
-    bind(fd.as_raw_fd(), &sa).map_err(|e| ("bind", e))?;
     Ok(fd)
 }
 
@@ -94,7 +88,8 @@ pub fn set_multicast6(fd: BorrowedFd<'_>, index: u32) -> Result<(), (&'static st
         .map_err(|e| ("IPV6_MULTICAST_HOPS", e))
 }
 
-/// An unbound-port IPv6 UDP socket for `tether scan` (any interface unless `device`).
+/// An IPv6 UDP socket (IPV6_V6ONLY, hop limit 1 for multicast) bound to `[::]:port`,
+/// tied to `device` when given (`tether scan`; the agent's sockets start from it).
 pub fn open6_any(device: Option<&str>, port: u16) -> Result<OwnedFd, (&'static str, Errno)> {
     let fd = socket::socket(AddressFamily::Inet6, SockType::Datagram, SOCK_FLAGS, None)
         .map_err(|e| ("socket", e))?;
