@@ -47,6 +47,10 @@ pub const AUTH_NONCE_BYTES: usize = 16;
 
 /// Beacon datagram and probe size (both directions), in bytes.
 pub const DATAGRAM_MAX: usize = 512;
+/// Longest probe nonce echoed back in an answer.
+pub const NONCE_MAX: usize = 64;
+/// `tether scan`: signed seqs remembered per (id, run, source) to spot a re-sent datagram.
+pub const SCAN_SEQ_WINDOW: usize = 1024;
 /// Default beacon port and interval.
 pub const DEFAULT_BEACON_PORT: u16 = 4546;
 pub const DEFAULT_INTERVAL_SECS: u32 = 5;
@@ -140,6 +144,7 @@ const _: () = assert!(
 );
 const _: () = assert!(DATAGRAM_MAX >= 256);
 const _: () = assert!(PROBE_PENDING_MAX > PROBE_BURST as usize);
+const _: () = assert!(NONCE_MAX + 16 < DATAGRAM_MAX);
 const _: () = assert!(PROBE_ANSWER_DELAY_MAX_MS <= 250);
 const _: () = assert!(METRICS_FACT_LINE_MAX == 22 + 2 * KEY_MAX + 9 + 2 * VALUE_MAX + 5);
 const _: () = assert!(HTTP_RESP_MAX >= HTTP_RESP_HEAD_MAX + METRICS_BODY_MAX);

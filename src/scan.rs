@@ -9,7 +9,7 @@
 
 use crate::cli::{valid_ifname, ScanArgs};
 use crate::daemon::{Fatal, EX_CONFIG, EX_UNAVAILABLE, EX_USAGE};
-use crate::limits::{DATAGRAM_MAX, SCAN_PROBES, SCAN_RCVBUF};
+use crate::limits::{DATAGRAM_MAX, SCAN_PROBES, SCAN_RCVBUF, SCAN_SEQ_WINDOW};
 use crate::proto::beacon::{self, count_members, fields, unquote, FleetKey, Trust};
 use crate::proto::json;
 use crate::proto::wbuf::WBuf;
@@ -156,9 +156,6 @@ fn host_port(addr: &str, port: u16) -> String {
     }
 }
 
-/// How many seqs per run are remembered to spot a re-sent datagram.
-const SEQ_WINDOW: usize = 1024;
-
 /// One row's identity: trust class, id, run, and (when the datagram cannot be tied to a
 /// run it proves) the source address. A forger's rows never replace a signed board's.
 type RowKey = (Trust, String, String, Option<IpAddr>);
@@ -168,7 +165,7 @@ pub struct Boards {
     key: Option<FleetKey>,
     nonce: String,
     pub rows: BTreeMap<RowKey, Board>,
-    /// Signed seqs seen per (id, run, source address), newest [`SEQ_WINDOW`]: an agent
+    /// Signed seqs seen per (id, run, source address), newest [`SCAN_SEQ_WINDOW`]: an agent
     /// counts each socket's datagrams on its own (one per interface and family). A copy
     /// re-sent from another address already fails `verify`.
     seqs: BTreeMap<(String, String, IpAddr), BTreeSet<u64>>,
@@ -193,13 +190,13 @@ impl Boards {
             .seqs
             .entry((b.id.clone(), run.to_string(), b.source))
             .or_default();
-        if set.len() >= SEQ_WINDOW && set.first().is_some_and(|&f| b.seq < f) {
+        if set.len() >= SCAN_SEQ_WINDOW && set.first().is_some_and(|&f| b.seq < f) {
             return true;
         }
         if !set.insert(b.seq) {
             return true;
         }
-        if set.len() > SEQ_WINDOW {
+        if set.len() > SCAN_SEQ_WINDOW {
             set.pop_first();
         }
         false

@@ -22,8 +22,7 @@ use core::fmt::Write;
 use core::net::IpAddr;
 
 pub const PROBE_PREFIX: &[u8] = b"TETHER? ";
-/// Longest nonce echoed back in an answer.
-pub const NONCE_MAX: usize = 64;
+pub use crate::limits::NONCE_MAX;
 
 /// The fixed part of a beacon (facts come separately).
 #[derive(Debug, Clone, Copy)]
@@ -568,6 +567,29 @@ mod tests {
             Trust::Replayed
         );
         assert!(encode_signed(&mut out, 250, &f, facts.iter().copied(), Some(&key)).is_none());
+    }
+
+    #[test]
+    fn ipv6_beacons_sign_their_unscoped_source_address() {
+        let key = FleetKey::parse(b"0123456789abcdef-fleet").unwrap();
+        let ll: IpAddr = "fe80::5054:ff:fe12:3456".parse().unwrap();
+        let f = Fields {
+            addr: Some(ll),
+            ..base()
+        };
+        let mut out = [0u8; 512];
+        let n = encode_signed(&mut out, 512, &f, core::iter::empty(), Some(&key)).unwrap();
+        let d = &out[..n];
+        let m: Vec<_> = fields(d).collect();
+        let addr = m.iter().find(|x| x.0 == b"addr").unwrap().1;
+        assert_eq!(addr, b"\"fe80::5054:ff:fe12:3456\"", "no scope inside");
+        assert_eq!(verify(d, &key, ll, None), Trust::Signed);
+        let other: IpAddr = "fe80::1".parse().unwrap();
+        assert_eq!(verify(d, &key, other, None), Trust::Replayed);
+        assert_eq!(
+            verify(d, &key, IpAddr::from([10, 9, 8, 7]), None),
+            Trust::Replayed
+        );
     }
 
     #[test]
