@@ -252,12 +252,17 @@ impl Boards {
         // The same board heard at another address (another family or link): one row
         // listing every address, its IPv4 one in `addr`.
         if let Some(old) = self.rows.get(&k) {
-            for a in old.addrs.iter().rev() {
-                if !b.addrs.contains(a) {
-                    b.addrs.insert(0, a.clone());
+            let mut all: Vec<String> = old.addrs.clone();
+            for a in b.addrs.drain(..) {
+                if !all.contains(&a) {
+                    all.push(a);
                 }
             }
-            b.addrs.sort_by_key(|a| a.contains(':'));
+            // IPv4 first, each family in the order heard.
+            let (v4, v6): (Vec<String>, Vec<String>) =
+                all.into_iter().partition(|a| !a.contains(':'));
+            b.addrs = v4;
+            b.addrs.extend(v6);
             b.addr = b.addrs[0].clone();
             if old.source.is_ipv4() && !b.source.is_ipv4() {
                 b.source = old.source;
@@ -655,7 +660,8 @@ impl Scanner {
             }
             drop(fds);
             for s in self.socks.iter_mut() {
-                while let Some((n, from, dropped)) = recv_counting(s.fd.as_fd(), &mut buf) {
+                while let Ok(Some((n, from, dropped))) = udp::recv_counting(s.fd.as_fd(), &mut buf)
+                {
                     if let Some(d) = dropped {
                         s.dropped = s.dropped.max(d);
                     }
@@ -671,40 +677,6 @@ impl Scanner {
     /// Answers the kernel dropped for want of buffer room, over all sockets.
     fn dropped(&self) -> u64 {
         self.socks.iter().map(|s| u64::from(s.dropped)).sum()
-    }
-}
-
-/// One datagram with the socket's drop counter when the kernel attached it.
-fn recv_counting(
-    fd: std::os::fd::BorrowedFd<'_>,
-    buf: &mut [u8],
-) -> Option<(usize, SocketAddr, Option<u32>)> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
-    use std::os::fd::AsRawFd;
-    let mut cmsg = nix::cmsg_space!(u32);
-    loop {
-        let mut iov = [std::io::IoSliceMut::new(buf)];
-        match recvmsg::<SockaddrStorage>(
-            fd.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::MSG_DONTWAIT,
-        ) {
-            Ok(m) => {
-                let mut dropped = None;
-                if let Ok(cms) = m.cmsgs() {
-                    for c in cms {
-                        if let ControlMessageOwned::RxqOvfl(d) = c {
-                            dropped = Some(d);
-                        }
-                    }
-                }
-                let from = m.address.as_ref().and_then(udp::to_std)?;
-                return Some((m.bytes, from, dropped));
-            }
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => return None,
-        }
     }
 }
 

@@ -7,8 +7,8 @@ use super::net::SOCK_FLAGS;
 use nix::errno::Errno;
 use nix::libc;
 use nix::sys::socket::{
-    self, bind, recvfrom, sendto, setsockopt, sockopt, AddressFamily, MsgFlags, SockType,
-    SockaddrIn, SockaddrIn6, SockaddrStorage,
+    self, bind, sendto, setsockopt, sockopt, AddressFamily, MsgFlags, SockType, SockaddrIn,
+    SockaddrIn6,
 };
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -129,32 +129,86 @@ pub fn send_to(fd: BorrowedFd<'_>, buf: &[u8], to: SocketAddr) -> Result<usize, 
 }
 
 /// A received source address as std's, with an IPv6 scope kept.
-pub fn to_std(sa: &SockaddrStorage) -> Option<SocketAddr> {
-    if let Some(a) = sa.as_sockaddr_in() {
-        return Some(SocketAddr::V4(SocketAddrV4::new(a.ip(), a.port())));
+fn storage_to_std(sa: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(sa.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says this storage holds a sockaddr_in, which fits in it.
+            let a: libc::sockaddr_in =
+                unsafe { std::ptr::read_unaligned((sa as *const libc::sockaddr_storage).cast()) };
+            let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this storage holds a sockaddr_in6, which fits in it.
+            let a: libc::sockaddr_in6 =
+                unsafe { std::ptr::read_unaligned((sa as *const libc::sockaddr_storage).cast()) };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+                u32::from_be(a.sin6_flowinfo),
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
     }
-    let a = sa.as_sockaddr_in6()?;
-    Some(SocketAddr::V6(SocketAddrV6::new(
-        a.ip(),
-        a.port(),
-        a.flowinfo(),
-        a.scope_id(),
-    )))
 }
 
 /// One datagram: Ok(None) when none is waiting. `buf` one byte larger than the largest
 /// datagram you accept lets the caller see oversized ones (n == buf.len()).
 pub fn recv_from(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<Option<(usize, SocketAddr)>, Errno> {
+    Ok(recv_counting(fd, buf)?.map(|(n, a, _)| (n, a)))
+}
+
+/// Like [`recv_from`], plus the socket's count of datagrams the kernel dropped for want
+/// of buffer room, when SO_RXQ_OVFL is on and the kernel attached it. recvmsg(2) by hand
+/// with a fixed control buffer: no heap, and no decoder for every kind of message.
+pub fn recv_counting(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> Result<Option<(usize, SocketAddr, Option<u32>)>, Errno> {
     loop {
-        match recvfrom::<SockaddrStorage>(fd.as_raw_fd(), buf) {
-            Ok((n, Some(sa))) => match to_std(&sa) {
-                Some(a) => return Ok(Some((n, a))),
-                None => continue,
-            },
-            Ok((_, None)) => continue,
+        // SAFETY: all-zero is a valid sockaddr_storage.
+        let mut sa: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // Room for one cmsghdr and a u32, 8-byte aligned.
+        let mut ctl = [0u64; 4];
+        // SAFETY: all-zero is a valid msghdr; the pointers set below stay valid for the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = (&mut sa as *mut libc::sockaddr_storage).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = ctl.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&ctl) as _;
+        // SAFETY: `msg` describes buffers (`sa`, `buf`, `ctl`) that outlive the call.
+        let r = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
+        let n = match Errno::result(r) {
+            Ok(n) => n as usize,
             Err(Errno::EINTR) => continue,
             Err(Errno::EAGAIN) => return Ok(None),
             Err(e) => return Err(e),
+        };
+        let mut dropped = None;
+        // SAFETY: the CMSG_* walk stays within `msg_controllen` bytes of `ctl`, which
+        // the kernel filled; the data of an SO_RXQ_OVFL message is one u32.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SO_RXQ_OVFL {
+                    dropped = Some(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<u32>()));
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+        }
+        match storage_to_std(&sa) {
+            Some(a) => return Ok(Some((n, a, dropped))),
+            None => continue,
         }
     }
 }
