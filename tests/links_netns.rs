@@ -13,8 +13,7 @@
 mod common;
 use common::*;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 struct Net {
     ns: Vec<String>,
@@ -117,36 +116,8 @@ fn link_local(ns: &str, dev: &str) -> Option<String> {
     Some(w[i + 1].split('/').next()?.to_string())
 }
 
-/// Every datagram arriving on port 4546 in `ns` over the family of `bind` for `secs`.
 fn listen(ns: &str, bind: &str, secs: f64) -> std::thread::JoinHandle<Vec<(Vec<u8>, SocketAddr)>> {
-    let (tx, rx) = mpsc::channel();
-    let bind = bind.to_string();
-    let h = in_ns(ns, move || {
-        // IPv6 only (IPV6_V6ONLY), so it can share port 4546 with an IPv4 listener.
-        let s = if bind.starts_with('[') {
-            let fd = tether::sys::udp::open6_any(None, 4546).expect("bind [::]:4546");
-            let s = UdpSocket::from(fd);
-            s.set_nonblocking(false).unwrap();
-            s
-        } else {
-            UdpSocket::bind(&bind).expect("bind 4546")
-        };
-        tx.send(()).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let end = Instant::now() + Duration::from_secs_f64(secs);
-        let mut got = Vec::new();
-        let mut buf = [0u8; 2048];
-        while Instant::now() < end {
-            if let Ok((n, from)) = s.recv_from(&mut buf) {
-                got.push((buf[..n].to_vec(), from));
-            }
-        }
-        got
-    });
-    rx.recv_timeout(Duration::from_secs(5))
-        .expect("listener ready");
-    h
+    listen_udp(ns, bind, secs)
 }
 
 fn beacons(got: &[(Vec<u8>, SocketAddr)]) -> Vec<serde_json::Value> {
