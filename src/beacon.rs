@@ -105,7 +105,13 @@ pub struct IfNow {
     pub v4: Option<Ipv4Addr>,
     /// A usable (not tentative) IPv6 link-local address.
     pub v6: Option<Ipv6Addr>,
+    /// A link-local address still in duplicate address detection (usable in a second or
+    /// two): the link looks again after [`RECHECK`] instead of a whole interval.
+    pub v6_tentative: bool,
 }
+
+/// How soon a link re-reads an interface whose link-local address is still tentative.
+pub const RECHECK: Duration = Duration::from_secs(1);
 
 /// The sockets a link wants after [`Link::update`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,6 +220,8 @@ pub struct Link {
     /// Beacons (or goodbyes) queued for each family, sent by [`Link::poll_transmit`].
     queued: [Option<Kind>; 2],
     pending: heapless::Vec<Pending, PROBE_PENDING_MAX>,
+    /// When to re-read the interface before the next tick (a tentative address).
+    recheck: Option<Instant>,
     /// xorshift32 state for the answer delay (seeded from the run id: no syscall).
     rng: u32,
     /// The next sequence number per family: each stream of datagrams out of one socket
@@ -251,6 +259,7 @@ impl Link {
             pending: heapless::Vec::new(),
             rng: seed | 1,
             seq: [0, 0],
+            recheck: None,
         }
     }
 
@@ -269,6 +278,7 @@ impl Link {
     /// The next moment this link needs the loop: its next beacon or a delayed answer.
     pub fn poll_timeout(&self, interval: Duration) -> Instant {
         let tick = self.last_tick.map_or(self.first_due, |t| t + interval);
+        let tick = self.recheck.map_or(tick, |r| r.min(tick));
         self.pending.iter().map(|p| p.due).fold(tick, Instant::min)
     }
 
@@ -277,8 +287,16 @@ impl Link {
         self.last_tick.map_or(self.first_due, |t| t + interval) <= now
     }
 
+    /// True when the interface should be re-read before the next tick.
+    pub fn recheck_due(&self, now: Instant) -> bool {
+        self.recheck.is_some_and(|r| r <= now)
+    }
+
     /// The interface as it is now; returns the sockets wanted.
     pub fn update(&mut self, now: Instant, i: Option<IfNow>) -> Sockets {
+        self.recheck = i
+            .filter(|i| i.up && i.v6.is_none() && i.v6_tentative && self.families.v6())
+            .map(|_| now + RECHECK);
         let Some(i) = i else {
             self.index = None;
             self.addr4 = None;
@@ -570,6 +588,7 @@ mod tests {
             up: true,
             v4: Some(Ipv4Addr::new(10, 0, 0, 1)),
             v6: Some("fe80::1".parse().unwrap()),
+            v6_tentative: false,
         })
     }
 
@@ -649,6 +668,7 @@ mod tests {
             up: true,
             v4: None,
             v6: Some("fe80::2".parse().unwrap()),
+            v6_tentative: false,
         };
         let only6 = Some(only6_if);
         let mut l = Link::new(t0, "v6", 4546, Families::Both, 1);
@@ -657,13 +677,35 @@ mod tests {
         let mut l4 = Link::new(t0, "v6", 4546, Families::V4, 1);
         assert_eq!(l4.update(t0, only6), want(true, false));
         let mut l6 = Link::new(t0, "v4", 4546, Families::V6, 1);
-        let no6 = Some(IfNow {
+        let no6_if = IfNow {
             v6: None,
             ..only6_if
-        });
+        };
+        let no6 = Some(no6_if);
         assert_eq!(l6.update(t0, no6), want(false, false));
-        // No link-local address yet (DAD): IPv4 alone, even without an IPv4 address.
+        // No link-local address yet: IPv4 alone, even without an IPv4 address.
         assert_eq!(l.update(t0, no6), want(true, false));
+        assert_eq!(
+            l.poll_timeout(IV),
+            t0,
+            "no recheck without a tentative address"
+        );
+        // One in duplicate address detection: looked at again after RECHECK, not a
+        // whole interval; once usable, no more rechecks.
+        let dad = Some(IfNow {
+            v6_tentative: true,
+            ..no6_if
+        });
+        l.on_tick(t0);
+        assert_eq!(l.update(t0, dad), want(true, false));
+        assert_eq!(l.poll_timeout(IV), t0 + RECHECK);
+        assert!(!l.recheck_due(t0) && l.recheck_due(t0 + RECHECK));
+        assert!(!l.tick_due(t0 + RECHECK, IV), "a recheck is not a beacon");
+        assert_eq!(l.update(t0 + RECHECK, only6), want(false, true));
+        assert_eq!(l.poll_timeout(IV), t0 + IV);
+        // --beacon-family 4 never waits for IPv6.
+        assert_eq!(l4.update(t0, dad), want(true, false));
+        assert!(l4.recheck.is_none());
     }
 
     #[test]

@@ -23,6 +23,12 @@ struct Net {
 impl Net {
     /// Namespaces `a`, `p1`, `p2` (DAD off, so link-local addresses are usable at once).
     fn new(tag: &str) -> Net {
+        Net::with_dad(tag, false)
+    }
+
+    /// Like [`Net::new`]; with `dad` the kernel's duplicate address detection stays on
+    /// (a new link-local address is tentative for a second or two, as on a real board).
+    fn with_dad(tag: &str, dad: bool) -> Net {
         let id = std::process::id() % 100_000;
         let tag = format!("{tag}{id}");
         let ns: Vec<String> = ["a", "p1", "p2"]
@@ -34,7 +40,7 @@ impl Net {
             assert!(sh(&["ip", "netns", "add", n]), "ip netns add {n}");
             assert!(sh(&["ip", "-n", n, "link", "set", "lo", "up"]));
             for k in ["default", "all"] {
-                let key = format!("net.ipv6.conf.{k}.accept_dad=0");
+                let key = format!("net.ipv6.conf.{k}.accept_dad={}", u8::from(dad));
                 assert!(sh(&["ip", "netns", "exec", n, "sysctl", "-qw", &key]));
             }
         }
@@ -57,6 +63,11 @@ impl Net {
     /// Link `i` between A and peer 1 or 2 (odd or even `i`), with IPv4 addresses unless
     /// `v6_only`.
     fn link(&self, i: usize, v6_only: bool) {
+        self.link_with(i, v6_only, true);
+    }
+
+    /// [`Net::link`]; waits for the agent side's link-local address only with `wait_a`.
+    fn link_with(&self, i: usize, v6_only: bool, wait_a: bool) {
         let (a, p) = self.ifs(i);
         let peer = 2 - i % 2;
         assert!(sh(&[
@@ -85,6 +96,9 @@ impl Net {
         assert!(sh(&["ip", "-n", self.a(), "link", "set", &a, "up"]));
         assert!(sh(&["ip", "-n", self.peer(peer), "link", "set", &p, "up"]));
         for (ns, dev) in [(self.a(), &a), (self.peer(peer), &p)] {
+            if ns == self.a() && !wait_a {
+                continue;
+            }
             assert!(
                 wait_for(Duration::from_secs(10), || link_local(ns, dev).is_some()),
                 "no link-local address on {dev}"
@@ -409,5 +423,44 @@ fn no_heap_after_ready_with_four_interfaces_and_both_families() {
     assert!(st["probes_answered"].as_u64().unwrap() >= 6, "{st}");
     assert!(st["datagrams_dropped"].as_u64().unwrap() >= 8, "{st}");
     assert_eq!(st["allocs_since_ready"], 0, "{st}");
+    a.stop();
+}
+
+#[test]
+fn a_board_started_during_duplicate_address_detection_is_found_over_ipv6() {
+    if !can_netns() {
+        return;
+    }
+    let net = Net::with_dad("d", true);
+    net.link_with(1, true, false);
+    let (a1, p1) = net.ifs(1);
+    // Started at once: the link-local address is still tentative. No --iface: the
+    // tentative address already makes this the default interface.
+    let a = start(&net, &["--interval", "600"]);
+    assert!(
+        a.ready.contains(&format!(" beacon={a1}:4546")),
+        "{}",
+        a.ready
+    );
+    // Within seconds (not the 600 s interval) the IPv6 socket is open and probes answered.
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            status(&a)["beacon"]["families"] == serde_json::json!([6])
+        }),
+        "{}",
+        status(&a)
+    );
+    let out = tether_cmd_in(Some(net.peer(1)), &["scan", "-i", &p1, "-t", "1", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ll = link_local(net.a(), &a1).unwrap();
+    assert_eq!(rows[0]["addr"], format!("{ll}%{p1}").as_str(), "{rows}");
     a.stop();
 }

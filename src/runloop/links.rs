@@ -117,6 +117,8 @@ impl Links {
             if e.link.tick_due(now, interval) {
                 e.refresh(now);
                 e.link.on_tick(now);
+            } else if e.link.recheck_due(now) {
+                e.refresh(now);
             }
         }
         self.transmit(now, agent);
@@ -243,11 +245,15 @@ impl Entry {
         let mut owned = iface::IfName::new();
         let _ = owned.push_str(self.link.name());
         let name = owned.as_str();
-        let now_if = iface::info(name).map(|i| IfNow {
-            index: i.index,
-            up: i.up,
-            v4: i.addr,
-            v6: iface::link_local(name),
+        let now_if = iface::info(name).map(|i| {
+            let (v6, v6_tentative) = iface::link_local_state(name);
+            IfNow {
+                index: i.index,
+                up: i.up,
+                v4: i.addr,
+                v6,
+                v6_tentative,
+            }
         });
         let mut err = None;
         match self.link.update(now, now_if) {

@@ -190,19 +190,27 @@ pub fn ipv6_addrs(out: &mut heapless::Vec<(IfName, IpAddr), MAX_ADDRS>) {
 const IFA_F_DADFAILED: u32 = 0x08;
 const IFA_F_TENTATIVE: u32 = 0x40;
 
-/// The interface's usable IPv6 link-local address (fe80::/10, duplicate address
-/// detection finished), if it has one.
-pub fn link_local(name: &str) -> Option<Ipv6Addr> {
-    let mut found = None;
+/// The interface's IPv6 link-local address: (the usable one, if any; whether one is
+/// still tentative, i.e. duplicate address detection has not finished).
+pub fn link_local_state(name: &str) -> (Option<Ipv6Addr>, bool) {
+    let (mut usable, mut tentative) = (None, false);
     each_inet6(|n, a, flags| {
-        let ll = a.segments()[0] & 0xffc0 == 0xfe80;
-        if n == name.as_bytes() && ll && flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED) == 0 {
-            found = Some(a);
-            return false;
+        if n == name.as_bytes() && a.segments()[0] & 0xffc0 == 0xfe80 {
+            if flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED) == 0 {
+                usable = Some(a);
+                return false;
+            }
+            tentative |= flags & IFA_F_DADFAILED == 0;
         }
         true
     });
-    found
+    (usable, tentative)
+}
+
+/// The interface's usable IPv6 link-local address (fe80::/10, duplicate address
+/// detection finished), if it has one.
+pub fn link_local(name: &str) -> Option<Ipv6Addr> {
+    link_local_state(name).0
 }
 
 /// The name of interface `index` (for a scoped IPv6 address), if it exists.
@@ -231,7 +239,10 @@ pub fn default_beacon_iface() -> Option<IfName> {
     ipv6_addrs(&mut v6);
     v6.iter()
         .map(|(n, _)| n)
-        .find(|n| usable(n).is_some() && link_local(n).is_some())
+        .find(|n| {
+            let (ll, tentative) = link_local_state(n);
+            usable(n).is_some() && (ll.is_some() || tentative)
+        })
         .cloned()
 }
 
