@@ -107,6 +107,20 @@ pub const METRICS_BODY_MAX: usize = METRICS_FIXED_MAX + MAX_FACTS * METRICS_FACT
 /// Per HTTP slot response buffer: the head and the largest body.
 pub const HTTP_RESP_MAX: usize = HTTP_RESP_HEAD_MAX + METRICS_BODY_MAX;
 
+/// The publish socket (`--publish`, a Unix datagram socket): datagrams read per loop
+/// turn, so a flood never starves the control port (the rest wait for the next turn).
+pub const PUBLISH_PER_TURN: usize = 32;
+/// Debug lines about published or rejected datagrams: at most this many per second
+/// (the rest are counted and the count is logged with the next line).
+pub const PUBLISH_LOG_PER_SEC: u32 = 10;
+/// Receive buffer for one publish datagram: a maximal line, `\r\n`, and one byte more
+/// so an oversized datagram is seen as such (MSG_TRUNC) and refused.
+pub const PUBLISH_DGRAM_MAX: usize = LINE_MAX + 2;
+
+/// `--rcvbuf` / `--sndbuf` bounds, in bytes (what the user asks; Linux reports twice that).
+pub const SOCKBUF_MIN: u32 = 1024;
+pub const SOCKBUF_MAX: u32 = 4 * 1024 * 1024;
+
 /// Rate limit for operator warnings that can repeat (interface flaps...).
 pub const WARN_EVERY_SECS: u64 = 60;
 
@@ -117,6 +131,8 @@ const _: () = assert!(DEFAULT_MAX_CLIENTS <= MAX_CLIENTS);
 const _: () =
     assert!(REPLY_MAX >= MAX_FACTS * (KEY_MAX + 2 * VALUE_MAX + 6) + MAX_ADDRS * 64 + 1024);
 const _: () = assert!(DATAGRAM_MAX >= 256);
+const _: () = assert!(PUBLISH_DGRAM_MAX == IN_BUF && PUBLISH_PER_TURN >= 1);
+const _: () = assert!(SOCKBUF_MIN < SOCKBUF_MAX && SOCKBUF_MAX <= i32::MAX as u32 / 2);
 const _: () = assert!(METRICS_FACT_LINE_MAX == 22 + 2 * KEY_MAX + 9 + 2 * VALUE_MAX + 5);
 const _: () = assert!(HTTP_RESP_MAX >= HTTP_RESP_HEAD_MAX + METRICS_BODY_MAX);
 const _: () = assert!(HTTP_RESP_MAX <= 32 * 1024);
