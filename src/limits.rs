@@ -98,9 +98,9 @@ pub const METRICS_FACT_LINE_MAX: usize = "tether_fact_info{key=\"".len()
     + "\"} 1\n".len();
 /// Everything but the fact lines: HELP/TYPE of every family, the other samples with u64
 /// values at their widest, and the build_info labels (host and id escaped at worst: a
-/// hostname byte that is not UTF-8 becomes U+FFFD, 3 bytes).
+/// hostname byte that is not UTF-8 becomes U+FFFD, 3 bytes). The 256: the publish counters.
 /// `metrics::tests::fixed_part_fits` proves the bound.
-pub const METRICS_FIXED_MAX: usize = 6144 + 3 * HOST_MAX + 2 * 32;
+pub const METRICS_FIXED_MAX: usize = 6144 + 256 + 3 * HOST_MAX + 2 * 32;
 /// The largest `/metrics` body: a full fact table of maximum-length keys and values that
 /// all need escaping, plus the fixed part.
 pub const METRICS_BODY_MAX: usize = METRICS_FIXED_MAX + MAX_FACTS * METRICS_FACT_LINE_MAX;
