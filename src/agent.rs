@@ -906,6 +906,63 @@ mod tests {
     }
 
     #[test]
+    fn publish_takes_one_set_or_del_line_and_counts() {
+        let t = Instant::now();
+        let mut a = agent(t, false);
+        for ok in [
+            &b"SET temp 21.5"[..],
+            b"SET temp 22\n",
+            b"set hum 40 ttl=60\r\n",
+            b"DEL gone",
+            b"SET x 1",
+            b"del x\n",
+        ] {
+            assert_eq!(
+                a.publish(t, ok),
+                Ok(()),
+                "{:?}",
+                String::from_utf8_lossy(ok)
+            );
+        }
+        assert_eq!(a.facts.get(b"temp").unwrap().value.as_slice(), b"22");
+        assert!(a.facts.get(b"x").is_none());
+        let long = [b'a'; 256];
+        for bad in [
+            &b""[..],
+            b"\n",
+            b"PING",
+            b"STATUS\n",
+            b"INTERVAL 9",
+            b"SET a 1\nSET b 2\n",
+            b"SET a 1\nDEL a",
+            b"SET bad/key 1",
+            b"SET k",
+            b"\xff\xfe",
+            &long,
+        ] {
+            assert!(
+                a.publish(t, bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!((a.stats.published, a.stats.publish_rejected), (6, 11));
+        assert_eq!(a.interval_secs, 5);
+        // The ttl works as over the control socket.
+        a.on_timer(t + Duration::from_secs(61), &mut FakeEnv::default());
+        assert!(a.facts.get(b"hum").is_none());
+        // A full table refuses, and keeps what it has.
+        for i in 0..crate::limits::MAX_FACTS {
+            let _ = a.publish(t, format!("SET f{i} v").as_bytes());
+        }
+        assert_eq!(
+            a.publish(t, b"SET one more").map_err(|e| e.code),
+            Err(ErrCode::Full)
+        );
+        assert_eq!(a.facts.get(b"temp").unwrap().value.as_slice(), b"22");
+    }
+
+    #[test]
     fn ct_eq_matches_eq() {
         assert!(ct_eq(b"abc", b"abc"));
         assert!(!ct_eq(b"abc", b"abd"));
