@@ -142,6 +142,7 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
     let unix =
         sys::unix::listen_unix(&sock_path, cfg.backlog, group).map_err(fatal(EX_UNAVAILABLE))?;
     let publish = open_publish(&cfg, &sock_path, group, now).inspect_err(|_| unix.remove())?;
+    sys::net::warn_capped_buf_sizes(std::os::fd::AsFd::as_fd(&unix.fd));
 
     let led = match &cfg.led {
         Some(p) => Some(sys::led::LedFile::open(p).map_err(|e| {

@@ -58,6 +58,36 @@ pub fn apply_buf_sizes(fd: BorrowedFd<'_>) -> Result<(), (&'static str, Errno)> 
     Ok(())
 }
 
+/// Logs one warning per option when the kernel kept less than twice the size asked for
+/// on `fd` (a start-up check: `net.core.rmem_max` / `wmem_max` cap what SO_RCVBUF and
+/// SO_SNDBUF may set, silently).
+pub fn warn_capped_buf_sizes(fd: BorrowedFd<'_>) {
+    let checks = [
+        (
+            "--rcvbuf",
+            &RCVBUF,
+            getsockopt(&fd, sockopt::RcvBuf),
+            "rmem_max",
+        ),
+        (
+            "--sndbuf",
+            &SNDBUF,
+            getsockopt(&fd, sockopt::SndBuf),
+            "wmem_max",
+        ),
+    ];
+    for (name, want, got, sysctl) in checks {
+        let want = want.load(Ordering::Relaxed) as usize;
+        match got {
+            Ok(got) if want != 0 && got < 2 * want => log::warn!(
+                "{name} {want}: the kernel kept {got} bytes, not {} (raise net.core.{sysctl})",
+                2 * want
+            ),
+            _ => {}
+        }
+    }
+}
+
 /// Opens a TCP listener. IPv6 sockets are IPV6_V6ONLY so v4 and v6 can share a port.
 pub fn tcp_listen(addr: SocketAddr, backlog: u16) -> Result<OwnedFd, SysError> {
     let fam = if addr.is_ipv4() {
