@@ -111,6 +111,37 @@ fn published_facts_show_in_get_keys_and_status_and_bad_datagrams_are_counted() {
 }
 
 #[test]
+fn file_descriptors_sent_along_are_closed_not_kept() {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+    use std::os::fd::AsRawFd;
+    let a = Agent::start(&[]);
+    let p = a.publish_path().unwrap();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", a.pid()))
+            .unwrap()
+            .count()
+    };
+    let before = fds();
+    let s = UnixDatagram::unbound().unwrap();
+    let files: Vec<std::fs::File> = (0..3)
+        .map(|_| std::fs::File::open("/dev/null").unwrap())
+        .collect();
+    let raw: Vec<i32> = files.iter().map(|f| f.as_raw_fd()).collect();
+    let to = UnixAddr::new(&p).unwrap();
+    for i in 0..50 {
+        let line = format!("SET passed {i}");
+        let iov = [std::io::IoSlice::new(line.as_bytes())];
+        let cmsg = [ControlMessage::ScmRights(&raw)];
+        sendmsg(s.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), Some(&to)).unwrap();
+    }
+    let st = wait_counted(&a, 50);
+    assert_eq!(st["published"], 50, "{st}");
+    assert_eq!(a.unix().req("GET passed"), "OK 49");
+    assert_eq!(fds(), before, "the agent kept file descriptors it was sent");
+    assert_eq!(st["allocs_since_ready"], 0, "{st}");
+}
+
+#[test]
 fn readme_examples_socat_and_python() {
     let a = Agent::start(&[]);
     let p = a.publish_path().unwrap();

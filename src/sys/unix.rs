@@ -219,7 +219,8 @@ pub fn recv_dgram(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<Option<Dgram>, E
                     let mut c = libc::CMSG_FIRSTHDR(&mh);
                     while !c.is_null() {
                         let data = libc::CMSG_DATA(c);
-                        let len = (*c).cmsg_len as usize - (data as usize - c as usize);
+                        let len =
+                            ((*c).cmsg_len as usize).saturating_sub(data as usize - c as usize);
                         match ((*c).cmsg_level, (*c).cmsg_type) {
                             (libc::SOL_SOCKET, libc::SCM_CREDENTIALS)
                                 if len >= std::mem::size_of::<libc::ucred>() =>
