@@ -258,8 +258,8 @@ fn a_flood_of_datagrams_does_not_starve_the_control_port() {
 fn a_deep_publish_backlog_is_read_a_bounded_number_per_turn() {
     // Systemd sets net.unix.max_dgram_qlen to 512 and a board may raise it: a deep queue
     // must not hold the control port up until it is drained. In a namespace of our own,
-    // the queue may hold tens of thousands of datagrams; the agent is stopped while they
-    // pile up, then a PING is sent and the agent continued.
+    // the queue may hold 50 000 datagrams (about 40 MB of kernel memory, for a moment);
+    // the agent is stopped while they pile up, then a PING is sent and the agent continued.
     if !can_netns() {
         return;
     }
@@ -273,7 +273,7 @@ fn a_deep_publish_backlog_is_read_a_bounded_number_per_turn() {
         &ns,
         "sysctl",
         "-qw",
-        "net.unix.max_dgram_qlen=100000"
+        "net.unix.max_dgram_qlen=50000"
     ]));
     let dir = temp_dir("pqueue");
     let args = loopback_agent_args(&dir.join("t.sock"), &["--no-beacon"]);
@@ -301,14 +301,17 @@ fn a_deep_publish_backlog_is_read_a_bounded_number_per_turn() {
     assert_eq!(c.line().unwrap(), "PONG");
     let took = t0.elapsed();
     let s = wait_counted(&a, queued);
+    let drained = t0.elapsed();
     let _ = sh(&["ip", "netns", "del", &ns]);
-    eprintln!("PONG after {took:?} with {queued} datagrams queued; {s}");
+    eprintln!("PONG after {took:?}, queue of {queued} datagrams drained after {drained:?}; {s}");
     assert!(queued > 20_000, "only {queued} datagrams queued");
     assert_eq!(s["published"].as_u64(), Some(queued), "{s}");
-    // Reading the whole queue first took 480 ms here (debug build); 32 a turn: 0.5 ms.
+    // The PING is answered long before the queue is drained (a ratio, so a loaded or
+    // emulated machine slows both sides alike). Measured on a quiet machine, debug build:
+    // PONG after 0.5 ms, drained after about 500 ms; reading all first: PONG after 480 ms.
     assert!(
-        took < slack(Duration::from_millis(50)),
-        "PONG after {took:?}"
+        took * 4 < drained,
+        "PONG after {took:?}, but the queue was drained after {drained:?}"
     );
 }
 
