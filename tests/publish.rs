@@ -242,7 +242,7 @@ fn a_flood_of_datagrams_does_not_starve_the_control_port() {
     eprintln!("{pings} PINGs during a flood of {sent} datagrams: worst round trip {worst:?}; {s}");
     assert!(sent > 1000, "the flood was only {sent} datagrams");
     assert!(
-        worst < slack(Duration::from_millis(250)),
+        worst < slack(Duration::from_millis(500)),
         "a PING waited {worst:?} during the flood"
     );
     // Every datagram the kernel took was read and counted, none lost or double-counted.
