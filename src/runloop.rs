@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 pub mod http;
 pub mod links;
+pub mod publish;
 
 /// Refused and closing connections wait here, read-and-discard, until the peer closes
 /// or this long passes: closing a socket with unread input sends RST, which would
@@ -42,7 +43,10 @@ const POLL_MAX: usize = 1
     + MAX_CLIENTS
     + LINGER_MAX
     + 1
-    + HTTP_POLL;
+    + HTTP_POLL
+    + PUBLISH_POLL;
+/// The publish socket (`--publish`).
+const PUBLISH_POLL: usize = 1;
 /// The metrics listeners and HTTP slots (`--metrics`).
 const HTTP_POLL: usize = crate::limits::MAX_METRICS_LISTENERS + crate::limits::HTTP_SLOTS;
 
@@ -105,6 +109,8 @@ pub struct Io {
     pub token_file: Option<std::path::PathBuf>,
     /// `--metrics` listeners (their connections are [`RunLoop::http`]'s).
     pub metrics: heapless::Vec<(OwnedFd, SocketAddr), { crate::limits::MAX_METRICS_LISTENERS }>,
+    /// `--publish`: the Unix datagram socket for publishers (None: `--no-publish`).
+    pub publish: Option<publish::Publish>,
     slots: Vec<Slot>,
     lingering: heapless::Vec<Linger, LINGER_MAX>,
     alloc_base: u64,
@@ -133,6 +139,7 @@ impl Io {
             off_info,
             token_file,
             metrics: heapless::Vec::new(),
+            publish: None,
             slots: (0..MAX_CLIENTS).map(|_| Slot::empty(now)).collect(),
             lingering: heapless::Vec::new(),
             alloc_base: 0,
@@ -162,6 +169,10 @@ impl Env for Io {
         }
         sep(w)?;
         net::write_socket_info(w, "unix-listen", self.unix.fd.as_fd())?;
+        if let Some(p) = &self.publish {
+            sep(w)?;
+            net::write_socket_info(w, "unix-publish", p.fd())?;
+        }
         for (fd, _) in &self.metrics {
             sep(w)?;
             net::write_socket_info(w, "http-listen", fd.as_fd())?;
@@ -228,6 +239,7 @@ enum Tok {
     Linger(std::os::fd::RawFd),
     HttpListen(usize),
     Http(usize, u32),
+    Publish,
 }
 
 /// systemd watchdog: send WATCHDOG=1 every `every`.
@@ -334,6 +346,9 @@ impl RunLoop {
                 for (fd, i, f) in self.io.links.fds() {
                     add(fd, PollFlags::POLLIN, Tok::Beacon(i, f));
                 }
+                if let Some(p) = &self.io.publish {
+                    add(p.fd(), PollFlags::POLLIN, Tok::Publish);
+                }
                 for (i, s) in self.io.slots.iter().enumerate() {
                     let Some(fd) = &s.fd else { continue };
                     let mut ev = PollFlags::empty();
@@ -373,6 +388,11 @@ impl RunLoop {
                     Tok::Tcp(i) => self.accept_all(now, Some(i)),
                     Tok::Unix => self.accept_all(now, None),
                     Tok::Beacon(i, f) => self.io.links.readable(now, i, f, &mut self.agent),
+                    Tok::Publish => {
+                        if let Some(p) = self.io.publish.as_mut() {
+                            p.readable(now, &mut self.agent);
+                        }
+                    }
                     Tok::Client(i, gen) => {
                         if self.io.slots[i].generation == gen {
                             self.client_ready(i, ev, now);
@@ -408,6 +428,9 @@ impl RunLoop {
             let _ = w.notifier.notify(b"STOPPING=1");
         }
         self.io.unix.remove();
+        if let Some(p) = &self.io.publish {
+            p.remove();
+        }
     }
 
     fn on_signals(&mut self) -> bool {

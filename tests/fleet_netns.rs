@@ -104,6 +104,7 @@ fn fleet(n: usize) -> Fleet {
             "600",
             "--beacon-family",
             "4",
+            "--no-publish",
         ];
         let mut c = tether_cmd_in(Some(ns), &args);
         c.stdin(Stdio::null())

@@ -56,6 +56,8 @@ pub fn open(device: Option<&str>, port: u16) -> Result<OwnedFd, (&'static str, E
         .map_err(|e| ("socket", e))?;
     setsockopt(&fd, sockopt::Broadcast, &true).map_err(|e| ("SO_BROADCAST", e))?;
     setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| ("SO_REUSEADDR", e))?;
+    // --rcvbuf / --sndbuf (set by the agent at start-up; unset in `tether scan`).
+    super::net::apply_buf_sizes(fd.as_fd())?;
     if let Some(d) = device {
         bind_to_device(fd.as_fd(), d).map_err(|e| ("SO_BINDTODEVICE", e))?;
     }
@@ -95,6 +97,8 @@ pub fn open6_any(device: Option<&str>, port: u16) -> Result<OwnedFd, (&'static s
         .map_err(|e| ("socket", e))?;
     setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(|e| ("IPV6_V6ONLY", e))?;
     setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| ("SO_REUSEADDR", e))?;
+    // --rcvbuf / --sndbuf (set by the agent at start-up; unset in `tether scan`).
+    super::net::apply_buf_sizes(fd.as_fd())?;
     if let Some(d) = device {
         bind_to_device(fd.as_fd(), d).map_err(|e| ("SO_BINDTODEVICE", e))?;
     }
