@@ -11,6 +11,7 @@ use crate::cli::{valid_ifname, ScanArgs};
 use crate::daemon::{Fatal, EX_CONFIG, EX_UNAVAILABLE, EX_USAGE};
 use crate::limits::{DATAGRAM_MAX, SCAN_PROBES, SCAN_RCVBUF, SCAN_SEQ_WINDOW};
 use crate::proto::beacon::{self, count_members, fields, unquote, FleetKey, Trust};
+use crate::proto::fixed::Fixed;
 use crate::proto::json;
 use crate::proto::wbuf::WBuf;
 use crate::sys::{iface, udp};
@@ -416,19 +417,21 @@ pub fn table(rows: &[&Board], now: Instant, silent_after: Duration, trust: bool)
         if trust { " TRUST" } else { "" }
     );
     for b in rows {
-        let temp = b.temp_c.map_or("-".to_string(), |t| format!("{t:.1}"));
+        let temp = b
+            .temp_c
+            .map_or("-".to_string(), |t| Fixed(t, 1).to_string());
         let seen = now.saturating_duration_since(b.heard).as_secs_f64();
         s += &format!(
-            "{:<16} {:<20} {:<15} {:>5} {:>7} {:>5.2} {:>6} {:>5} {:>5.1}s {:<6}{}\n",
+            "{:<16} {:<20} {:<15} {:>5} {:>7} {:>5} {:>6} {:>5} {:>5}s {:<6}{}\n",
             b.id,
             b.host,
             b.addr,
             b.port,
             human_secs(b.uptime),
-            b.load,
+            Fixed(b.load, 2),
             temp,
             b.facts,
-            seen,
+            Fixed(seen, 1),
             status(b, now, silent_after),
             if trust {
                 format!(" {}", b.trust.as_str())
@@ -467,8 +470,10 @@ pub fn to_json(rows: &[&Board], now: Instant, silent_after: Duration) -> String 
             }
             write!(
                 w,
-                ",\"port\":{},\"uptime\":{},\"load\":{:.2},\"temp_c\":",
-                b.port, b.uptime, b.load
+                ",\"port\":{},\"uptime\":{},\"load\":{},\"temp_c\":",
+                b.port,
+                b.uptime,
+                Fixed(b.load, 2)
             )?;
             json::write_opt_f1(&mut w, b.temp_c.map(|t| t as f32))?;
             write!(w, ",\"facts\":{},\"seq\":{},\"run\":", b.facts, b.seq)?;
@@ -478,8 +483,8 @@ pub fn to_json(rows: &[&Board], now: Instant, silent_after: Duration) -> String 
             }
             write!(
                 w,
-                ",\"seen_s\":{:.1},\"state\":\"{}\",\"trust\":\"{}\",\"dup_id\":{}}}",
-                now.saturating_duration_since(b.heard).as_secs_f64(),
+                ",\"seen_s\":{},\"state\":\"{}\",\"trust\":\"{}\",\"dup_id\":{}}}",
+                Fixed(now.saturating_duration_since(b.heard).as_secs_f64(), 1),
                 status(b, now, silent_after),
                 b.trust.as_str(),
                 b.dup_id
@@ -823,15 +828,15 @@ pub fn run(args: ScanArgs) -> Result<u8, Fatal> {
     if rows.is_empty() && args.prometheus_sd.is_some() {
         // The target file is the product: an empty fleet is a valid answer, not a failure.
         eprintln!(
-            "warning: no boards answered within {:.1}s; the target file lists none",
-            args.timeout
+            "warning: no boards answered within {}s; the target file lists none",
+            Fixed(args.timeout, 1)
         );
         return Ok(0);
     }
     if rows.is_empty() {
         let within = format!(
-            "within {:.1}s{}",
-            args.timeout,
+            "within {}s{}",
+            Fixed(args.timeout, 1),
             dev.map(|d| format!(" on {d}")).unwrap_or_default()
         );
         match boards.hidden(args.all) {
