@@ -4,7 +4,7 @@
 
 use crate::agent::{Agent, BeaconInfo, Config};
 use crate::cli::AgentConfig;
-use crate::runloop::{Io, RunLoop, Watchdog};
+use crate::runloop::{Devices, RunLoop, Watchdog};
 use crate::sys::{self, SysError};
 use std::io::Write;
 use std::time::Instant;
@@ -187,7 +187,7 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
             .map_or(crate::limits::DEFAULT_BEACON_PORT, |b| b.port),
         ..BeaconInfo::default()
     };
-    let mut io = Io::new(
+    let mut io = Devices::new(
         now,
         tcp,
         unix,
@@ -247,7 +247,7 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
 
 fn ready_line(rl: &RunLoop) -> String {
     let tcp: Vec<String> = rl.io.tcp.iter().map(|(_, a)| a.to_string()).collect();
-    let (state, info) = crate::agent::Env::beacon(&rl.io);
+    let (state, info) = rl.io.beacon_state();
     let beacon = if state == crate::agent::BeaconState::Off {
         "off".to_string()
     } else {

@@ -85,15 +85,33 @@ const E_UNKNOWN: Error = Error::new(ErrCode::BadCommand, "unknown command, try H
 const E_NO_ARGS: Error = Error::new(ErrCode::BadArgument, "this command takes no argument");
 const E_KEY: Error = Error::new(
     ErrCode::BadArgument,
-    "key must be 1-32 bytes of A-Z a-z 0-9 _ . -",
+    crate::limit_text!("key must be 1-", { KEY_MAX }, " bytes of A-Z a-z 0-9 _ . -"),
 );
-const E_VALUE: Error = Error::new(ErrCode::BadArgument, "value must be 1-64 printable bytes");
-const E_TTL: Error = Error::new(ErrCode::BadArgument, "ttl must be 1-31536000 seconds");
+const E_VALUE: Error = Error::new(
+    ErrCode::BadArgument,
+    crate::limit_text!("value must be 1-", { VALUE_MAX }, " printable bytes"),
+);
+const E_TTL: Error = Error::new(
+    ErrCode::BadArgument,
+    crate::limit_text!("ttl must be 1-", { TTL_MAX_SECS }, " seconds"),
+);
 const E_USAGE_GET: Error = Error::new(ErrCode::BadArgument, "usage: GET key");
 const E_USAGE_DEL: Error = Error::new(ErrCode::BadArgument, "usage: DEL key");
 const E_USAGE_SET: Error = Error::new(ErrCode::BadArgument, "usage: SET key value [ttl=SECS]");
-const E_INTERVAL: Error = Error::new(ErrCode::BadArgument, "interval must be 1-3600 seconds");
-const E_IDENTIFY: Error = Error::new(ErrCode::BadArgument, "identify takes 0-3600 seconds");
+const E_INTERVAL: Error = Error::new(
+    ErrCode::BadArgument,
+    crate::limit_text!(
+        "interval must be ",
+        { INTERVAL_MIN_SECS },
+        "-",
+        { INTERVAL_MAX_SECS },
+        " seconds"
+    ),
+);
+const E_IDENTIFY: Error = Error::new(
+    ErrCode::BadArgument,
+    crate::limit_text!("identify takes 0-", { IDENTIFY_MAX_SECS }, " seconds"),
+);
 
 fn trim(mut s: &[u8]) -> &[u8] {
     while let [b' ', rest @ ..] = s {
