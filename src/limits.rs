@@ -18,6 +18,9 @@ pub const READS_PER_TURN: usize = 16;
 /// most, so a reset does not destroy the last reply; at most this many at once.
 pub const LINGER_SECS: u64 = 2;
 pub const LINGER_MAX: usize = 16;
+/// A listener that had a connection waiting this recently is accepted from between the
+/// clients of a turn too (connection churn: see `RunLoop::run`).
+pub const CHURN_MS: u64 = 100;
 /// After EMFILE/ENFILE/ENOMEM on accept, accepting pauses this long instead of spinning.
 pub const ACCEPT_PAUSE_MS: u64 = 200;
 

@@ -9,7 +9,7 @@
 
 use crate::agent::{Agent, BeaconInfo, BeaconState, Board, Env, Led, Outcome, Transport};
 use crate::limits::{
-    ACCEPT_PAUSE_MS, LINGER_MAX, LINGER_SECS, MAX_CLIENTS, MAX_LISTENERS, READS_PER_TURN,
+    ACCEPT_PAUSE_MS, CHURN_MS, LINGER_MAX, LINGER_SECS, MAX_CLIENTS, MAX_LISTENERS, READS_PER_TURN,
 };
 use crate::proto::reply::{write_err, ErrCode, Error, TOO_LONG_TEXT};
 use crate::proto::request::parse;
@@ -39,6 +39,10 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(ACCEPT_PAUSE_MS);
 const POLL_MAX: usize = 1 + MAX_LISTENERS + 1 + 1 + MAX_CLIENTS + LINGER_MAX + 1 + HTTP_POLL;
 /// The metrics listeners and HTTP slots (`--metrics`).
 const HTTP_POLL: usize = crate::limits::MAX_METRICS_LISTENERS + crate::limits::HTTP_SLOTS;
+
+/// How long after a listener last had a connection waiting it counts as busy with new
+/// connections ("churn"), and is accepted from between the clients of a turn.
+const CHURN: Duration = Duration::from_millis(CHURN_MS);
 
 const E_TOO_LONG: Error = Error::new(ErrCode::TooLong, TOO_LONG_TEXT);
 const BUSY_LINE: &[u8] = b"ERR busy too many clients\n";
@@ -247,6 +251,10 @@ pub struct RunLoop {
     signals: Signals,
     idle: Option<Duration>,
     accept_paused_until: Option<Instant>,
+    /// When each control listener (the TCP ones, then the Unix one) last had a connection
+    /// waiting: within [`CHURN`] of that, it is accepted from again after every client
+    /// event of a turn, not only at the turn's start (see [`RunLoop::run`]).
+    accepted_at: [Option<Instant>; MAX_LISTENERS + 1],
     pub watchdog: Option<Watchdog>,
     /// `--metrics`: the HTTP listeners and their own slot table.
     pub http: http::Http,
@@ -263,6 +271,7 @@ impl RunLoop {
             signals,
             idle,
             accept_paused_until: None,
+            accepted_at: [None; MAX_LISTENERS + 1],
             watchdog: None,
             http: http::Http::off(),
         }
@@ -371,7 +380,8 @@ impl RunLoop {
     pub fn run(&mut self) -> Result<(), SysError> {
         let mut now = Instant::now();
         loop {
-            let timeout = match self.next_deadline(now) {
+            let due = self.next_deadline(now);
+            let timeout = match due {
                 None => PollTimeout::NONE,
                 Some(t) => {
                     // Round up so we never wake a millisecond early and spin.
@@ -390,8 +400,7 @@ impl RunLoop {
                     }
                 };
                 add(self.signals.as_fd(), PollFlags::POLLIN, Tok::Signal);
-                let accepting = self.accept_paused_until.is_none_or(|t| t <= now);
-                if accepting {
+                if self.accepting(now) {
                     for (i, (fd, _)) in self.io.tcp.iter().enumerate() {
                         add(fd.as_fd(), PollFlags::POLLIN, Tok::Tcp(i));
                     }
@@ -435,6 +444,11 @@ impl RunLoop {
             // Accept first: the small backlog is the scarce resource (a full accept queue
             // drops SYNs, which costs the peer a 1 s retransmit). A full client table is
             // rechecked for peers that already hung up (`reap_gone`) before refusing.
+            // While connections churn, accept again after every client: each reply this
+            // turn can send a short-lived client straight back to connect(), and more of
+            // them than the backlog holds would otherwise arrive before the next turn.
+            let churn =
+                self.accepting(now) && self.accepted_at.iter().flatten().any(|&t| now < t + CHURN);
             for &(tok, ev) in ready.iter() {
                 match tok {
                     Tok::Signal => stop |= self.on_signals(),
@@ -444,6 +458,9 @@ impl RunLoop {
                     Tok::Client(i, gen) => {
                         if self.conns[i].generation() == gen {
                             self.client_ready(i, ev, now);
+                            if churn {
+                                self.accept_churning(now);
+                            }
                         }
                     }
                     Tok::Linger(fd) => self.linger_readable(fd),
@@ -464,7 +481,11 @@ impl RunLoop {
                     }
                 }
             }
-            self.timers(now);
+            // Work done this turn only sets deadlines after `now` (a hold, an idle time, a
+            // pause), so timers wait for the turn whose poll was cut short by one.
+            if due.is_some_and(|d| d <= now) {
+                self.timers(now);
+            }
             if stop {
                 return Ok(());
             }
@@ -539,6 +560,22 @@ impl RunLoop {
         }
     }
 
+    fn accepting(&self, now: Instant) -> bool {
+        self.accept_paused_until.is_none_or(|t| t <= now)
+    }
+
+    /// Accepts from every control listener that had connections waiting within [`CHURN`].
+    fn accept_churning(&mut self, now: Instant) {
+        for k in 0..self.accepted_at.len() {
+            if self.accepted_at[k].is_some_and(|t| now < t + CHURN) && self.accepting(now) {
+                let tcp = (k < MAX_LISTENERS).then_some(k);
+                if tcp.is_none_or(|i| i < self.io.tcp.len()) {
+                    self.accept_all(now, tcp);
+                }
+            }
+        }
+    }
+
     fn accept_all(&mut self, now: Instant, tcp: Option<usize>) {
         loop {
             let (fd, transport) = match tcp {
@@ -546,7 +583,10 @@ impl RunLoop {
                 None => (self.io.unix.fd.as_fd(), Transport::Unix),
             };
             let conn = match net::accept(fd) {
-                Ok(Some(c)) => c,
+                Ok(Some(c)) => {
+                    self.accepted_at[tcp.unwrap_or(MAX_LISTENERS)] = Some(now);
+                    c
+                }
                 Ok(None) => return,
                 Err(e @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)) => {
                     log::warn!("accept: {}: pausing accepts", e.desc());

@@ -85,7 +85,7 @@ int main(int argc, char **argv) {
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (bind(ls, (struct sockaddr *)&a, sizeof a) || listen(ls, backlog)) { perror("listen"); return 71; }
     for (int i = 0; i < MAX_CLIENTS; i++) cl[i].fd = -1;
-    printf("ready\n");
+    printf("ready port=%s\n", argv[1]);
     fflush(stdout);
     struct pollfd pfd[1 + MAX_CLIENTS];
     int who[1 + MAX_CLIENTS];
