@@ -21,6 +21,9 @@ pub const LINGER_MAX: usize = 16;
 /// A listener that had a connection waiting this recently is accepted from between the
 /// clients of a turn too (connection churn: see `RunLoop::run`).
 pub const CHURN_MS: u64 = 100;
+/// Connections accepted while every client slot is taken wait at most until the end of
+/// the loop turn for one (hang-ups read in that turn free slots); this many at once.
+pub const ACCEPT_WAITING_MAX: usize = 16;
 /// After EMFILE/ENFILE/ENOMEM on accept, accepting pauses this long instead of spinning.
 pub const ACCEPT_PAUSE_MS: u64 = 200;
 

@@ -9,7 +9,8 @@
 
 use crate::agent::{Agent, BeaconInfo, BeaconState, Board, Env, Led, Outcome, Transport};
 use crate::limits::{
-    ACCEPT_PAUSE_MS, CHURN_MS, LINGER_MAX, LINGER_SECS, MAX_CLIENTS, MAX_LISTENERS, READS_PER_TURN,
+    ACCEPT_PAUSE_MS, ACCEPT_WAITING_MAX, CHURN_MS, LINGER_MAX, LINGER_SECS, MAX_CLIENTS,
+    MAX_LISTENERS, READS_PER_TURN,
 };
 use crate::proto::reply::{write_err, ErrCode, Error, TOO_LONG_TEXT};
 use crate::proto::request::parse;
@@ -255,6 +256,8 @@ pub struct RunLoop {
     /// waiting: within [`CHURN`] of that, it is accepted from again after every client
     /// event of a turn, not only at the turn's start (see [`RunLoop::run`]).
     accepted_at: [Option<Instant>; MAX_LISTENERS + 1],
+    /// Accepted this turn while every slot was taken: seated (or refused) at its end.
+    waiting: heapless::Vec<(OwnedFd, Transport), ACCEPT_WAITING_MAX>,
     pub watchdog: Option<Watchdog>,
     /// `--metrics`: the HTTP listeners and their own slot table.
     pub http: http::Http,
@@ -272,6 +275,7 @@ impl RunLoop {
             idle,
             accept_paused_until: None,
             accepted_at: [None; MAX_LISTENERS + 1],
+            waiting: heapless::Vec::new(),
             watchdog: None,
             http: http::Http::off(),
         }
@@ -481,6 +485,7 @@ impl RunLoop {
                     }
                 }
             }
+            self.seat_waiting(now);
             // Work done this turn only sets deadlines after `now` (a hold, an idle time, a
             // pause), so timers wait for the turn whose poll was cut short by one.
             if due.is_some_and(|d| d <= now) {
@@ -598,23 +603,51 @@ impl RunLoop {
                     return;
                 }
             };
-            let (tcp_n, unix_n) = self.clients();
-            if tcp_n + unix_n >= self.io.max_clients {
-                // Before refusing, free the slots of peers that already hung up but whose
-                // EOF this turn has not reached yet (their FIN can even trail our SYN).
-                self.reap_gone();
-            }
-            let (tcp_n, unix_n) = self.clients();
-            let free = self.conns.iter().position(|c| !c.is_open());
-            match free.filter(|_| tcp_n + unix_n < self.io.max_clients) {
-                Some(i) => {
-                    if transport == Transport::Unix {
-                        crate::sys::unix::log_peer(&conn);
-                    }
-                    self.conns[i].open(conn, transport, now);
-                    self.agent.stats.accepted += 1;
-                    log::debug!("client {i} connected ({transport:?})");
+            if self.waiting.is_empty() {
+                if let Some(i) = self.free_slot() {
+                    self.seat(i, conn, transport, now);
+                    continue;
                 }
+            }
+            // No slot now: the connection waits for the end of the turn, by when this
+            // turn's hang-ups have freed their slots. Accepting never waits for a slot,
+            // so the kernel's accept queue (the backlog) is always drained.
+            if self.waiting.is_full() {
+                self.seat_waiting(now);
+            }
+            let _ = self.waiting.push((conn, transport));
+        }
+    }
+
+    /// A free client slot, within `--max-clients`.
+    fn free_slot(&self) -> Option<usize> {
+        let (tcp_n, unix_n) = self.clients();
+        let free = self.conns.iter().position(|c| !c.is_open());
+        free.filter(|_| tcp_n + unix_n < self.io.max_clients)
+    }
+
+    fn seat(&mut self, i: usize, conn: OwnedFd, transport: Transport, now: Instant) {
+        if transport == Transport::Unix {
+            crate::sys::unix::log_peer(&conn);
+        }
+        self.conns[i].open(conn, transport, now);
+        self.agent.stats.accepted += 1;
+        log::debug!("client {i} connected ({transport:?})");
+    }
+
+    /// End of a turn: every waiting connection gets a slot, or `ERR busy` when the table
+    /// is truly full: checked again for peers that already hung up but whose EOF has not
+    /// been read yet (their FIN can even trail our SYN).
+    fn seat_waiting(&mut self, now: Instant) {
+        let mut reaped = false;
+        while !self.waiting.is_empty() {
+            let (conn, transport) = self.waiting.remove(0);
+            if self.free_slot().is_none() && !reaped {
+                self.reap_gone();
+                reaped = true;
+            }
+            match self.free_slot() {
+                Some(i) => self.seat(i, conn, transport, now),
                 None => {
                     self.agent.stats.refused_busy += 1;
                     log::debug!("client refused: table full");
