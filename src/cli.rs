@@ -6,6 +6,7 @@ use crate::limits::{
     INTERVAL_MAX_SECS, INTERVAL_MIN_SECS, MAX_CLIENTS, MAX_LISTENERS,
 };
 use crate::limits::{DEFAULT_METRICS_PORT, MAX_METRICS_LISTENERS};
+use crate::limits::{SOCKBUF_MAX, SOCKBUF_MIN};
 use argh::FromArgs;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -85,6 +86,18 @@ pub struct AgentArgs {
     /// serve Prometheus metrics over HTTP at GET /metrics on this address, repeatable (at most 2; off by default); IP:PORT, or IP alone for port 9545; port 0 picks a free port
     #[argh(option)]
     pub metrics: Vec<String>,
+    /// path of the Unix datagram socket where programs on the board publish facts, one SET or DEL line per datagram (default: publish.sock beside the control socket)
+    #[argh(option)]
+    pub publish: Option<PathBuf>,
+    /// do not open the publish socket
+    #[argh(switch)]
+    pub no_publish: bool,
+    /// SO_RCVBUF in bytes for every socket the agent opens (1024-4194304; Linux reports twice the value; default: the kernel's)
+    #[argh(option)]
+    pub rcvbuf: Option<u32>,
+    /// SO_SNDBUF in bytes for every socket the agent opens (1024-4194304; Linux reports twice the value; default: the kernel's)
+    #[argh(option)]
+    pub sndbuf: Option<u32>,
     /// more logging (-v debug, -vv trace); RUST_LOG overrides
     #[argh(switch, short = 'v')]
     pub verbose: u8,
@@ -106,6 +119,9 @@ pub struct CtlArgs {
     /// file holding the token: answer the agent's AUTH challenge first (the token itself is never sent)
     #[argh(option)]
     pub token_file: Option<PathBuf>,
+    /// send the command (SET or DEL only) as one datagram to the agent's publish socket (publish.sock beside the -s socket) and exit without waiting for an answer
+    #[argh(switch)]
+    pub dgram: bool,
     /// the command, e.g. PING, STATUS, SET room kitchen
     #[argh(positional, greedy)]
     pub words: Vec<String>,
@@ -169,6 +185,13 @@ pub struct AgentConfig {
     pub verbose: u8,
     /// `--metrics` addresses (empty: metrics off).
     pub metrics: Vec<SocketAddr>,
+    /// `--publish` path; None: beside the control socket (unless `no_publish`).
+    pub publish: Option<PathBuf>,
+    /// `--no-publish`.
+    pub no_publish: bool,
+    /// `--rcvbuf` / `--sndbuf` in bytes (None: the kernel's default).
+    pub rcvbuf: Option<u32>,
+    pub sndbuf: Option<u32>,
 }
 
 pub fn valid_ifname(n: &str) -> bool {
@@ -242,6 +265,16 @@ impl AgentArgs {
                 "at most {MAX_METRICS_LISTENERS} --metrics addresses"
             ));
         }
+        if self.publish.is_some() && self.no_publish {
+            return Err("--publish and --no-publish contradict each other".into());
+        }
+        for (name, v) in [("--rcvbuf", self.rcvbuf), ("--sndbuf", self.sndbuf)] {
+            if let Some(v) = v.filter(|v| !(SOCKBUF_MIN..=SOCKBUF_MAX).contains(v)) {
+                return Err(format!(
+                    "{name} {v}: expected {SOCKBUF_MIN}-{SOCKBUF_MAX} bytes"
+                ));
+            }
+        }
         let mut metrics = Vec::new();
         for m in &self.metrics {
             metrics.push(metrics_addr(m).ok_or_else(|| {
@@ -269,6 +302,10 @@ impl AgentArgs {
             thermal: self.thermal,
             verbose: self.verbose,
             metrics,
+            publish: self.publish,
+            no_publish: self.no_publish,
+            rcvbuf: self.rcvbuf,
+            sndbuf: self.sndbuf,
         })
     }
 }
@@ -305,6 +342,22 @@ mod tests {
         assert!(parse(&["--bogus"]).is_err());
         assert!(parse(&["--no-beacon"]).unwrap().beacon.is_none());
         assert_eq!(parse(&["-v", "-v"]).unwrap().verbose, 2);
+    }
+
+    #[test]
+    fn publish_and_buffer_sizes() {
+        let c = parse(&[]).unwrap();
+        assert!(c.publish.is_none() && !c.no_publish);
+        assert_eq!((c.rcvbuf, c.sndbuf), (None, None));
+        assert!(parse(&["--no-publish"]).unwrap().no_publish);
+        assert!(parse(&["--publish", "/x/p.sock", "--no-publish"]).is_err());
+        let c = parse(&["--rcvbuf", "1024", "--sndbuf", "4194304"]).unwrap();
+        assert_eq!((c.rcvbuf, c.sndbuf), (Some(1024), Some(4194304)));
+        for bad in ["1023", "4194305", "0"] {
+            assert!(parse(&["--rcvbuf", bad]).is_err(), "{bad}");
+            assert!(parse(&["--sndbuf", bad]).is_err(), "{bad}");
+        }
+        assert!(parse(&["--rcvbuf", "-1"]).is_err());
     }
 
     #[test]

@@ -125,6 +125,56 @@ fn exit_for(reply: &str) -> u8 {
     }
 }
 
+/// `tether ctl --dgram SET key value [ttl=SECS]` / `DEL key`: one datagram to the agent's
+/// publish socket (`publish.sock` beside the `-s` socket or the default one), no answer
+/// awaited. The line is checked with the agent's own parser first, since nothing comes
+/// back: a bad line or another command is a usage error (64). Exit 0 once the datagram is
+/// queued; 69 no socket or no agent there; 77 permission denied; 75 the agent's queue is
+/// full (the datagram was not sent).
+pub fn dgram(args: &CtlArgs) -> Result<u8, Fatal> {
+    use crate::proto::request::{parse, Request};
+    let usage = |m: String| Fatal {
+        code: EX_USAGE,
+        msg: m,
+    };
+    if args.connect.is_some() || args.token_file.is_some() {
+        return Err(usage(
+            "--dgram goes to the local publish socket: -c and --token-file do not apply".into(),
+        ));
+    }
+    let line = args.words.join(" ");
+    match parse(line.as_bytes()) {
+        Ok(Request::Set { .. } | Request::Del(_)) => {}
+        Ok(_) => {
+            return Err(usage(format!(
+                "--dgram sends only SET and DEL (nothing comes back); without --dgram: tether ctl {line}"
+            )))
+        }
+        Err(e) => return Err(usage(format!("--dgram {line:?}: {}", e.text))),
+    }
+    let ctl = args
+        .socket
+        .clone()
+        .unwrap_or_else(crate::sys::unix::default_socket_path);
+    let path = ctl.with_file_name("publish.sock");
+    let send = || {
+        let s = std::os::unix::net::UnixDatagram::unbound()?;
+        s.set_nonblocking(true)?;
+        s.send_to(format!("{line}\n").as_bytes(), &path)
+    };
+    match send() {
+        Ok(_) => Ok(0),
+        Err(e) if e.kind() == ErrorKind::WouldBlock => Err(Fatal {
+            code: EX_TEMPFAIL,
+            msg: format!(
+                "send {}: the agent's queue is full, not sent",
+                path.display()
+            ),
+        }),
+        Err(e) => Err(io_fatal(&format!("send {}", path.display()), e)),
+    }
+}
+
 /// Runs `tether ctl`; returns the exit code after printing the reply.
 pub fn run(args: CtlArgs) -> Result<u8, Fatal> {
     let usage = |m: String| Fatal {
@@ -136,6 +186,9 @@ pub fn run(args: CtlArgs) -> Result<u8, Fatal> {
     }
     if args.socket.is_some() && args.connect.is_some() {
         return Err(usage("-s and -c exclude each other".into()));
+    }
+    if args.dgram {
+        return dgram(&args);
     }
     if !(args.timeout > 0.0 && args.timeout < 1e6) {
         return Err(usage(format!(

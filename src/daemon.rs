@@ -81,6 +81,11 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
         msg: format!("getrandom: {e}"),
     })?;
     let signals = sys::signals::Signals::install().map_err(fatal(EX_OSERR))?;
+    // --rcvbuf / --sndbuf: before the first socket, so every socket gets them.
+    sys::net::set_buf_sizes(sys::net::BufSizes {
+        rcvbuf: cfg.rcvbuf,
+        sndbuf: cfg.sndbuf,
+    });
 
     let mut tcp = heapless::Vec::new();
     for addr in &cfg.listen {
@@ -136,10 +141,15 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
         .unwrap_or_else(sys::unix::default_socket_path);
     let unix =
         sys::unix::listen_unix(&sock_path, cfg.backlog, group).map_err(fatal(EX_UNAVAILABLE))?;
+    let publish = open_publish(&cfg, &sock_path, group, now).inspect_err(|_| unix.remove())?;
+    sys::net::warn_capped_buf_sizes(std::os::fd::AsFd::as_fd(&unix.fd));
 
     let led = match &cfg.led {
         Some(p) => Some(sys::led::LedFile::open(p).map_err(|e| {
             unix.remove();
+            if let Some(p) = &publish {
+                p.remove();
+            }
             fatal(EX_CONFIG)(e)
         })?),
         None => None,
@@ -200,6 +210,7 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
     );
     let metrics_on = !metrics.is_empty();
     io.metrics = metrics;
+    io.publish = publish;
     let mut rl = RunLoop::new(agent, io, signals, cfg.idle);
     if metrics_on {
         rl.http = crate::runloop::http::Http::new(now);
@@ -208,6 +219,9 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
         rl.reload_token();
         if !rl.agent.has_token() {
             rl.io.unix.remove();
+            if let Some(p) = &rl.io.publish {
+                p.remove();
+            }
             return Err(Fatal {
                 code: EX_CONFIG,
                 msg: format!("--token-file {}: missing, unreadable or empty", p.display()),
@@ -245,6 +259,37 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
     res.map_err(fatal(EX_OSERR))
 }
 
+/// The publish socket (`--publish`, default `publish.sock` beside the control socket),
+/// bound with the control socket's rules; None with `--no-publish`.
+fn open_publish(
+    cfg: &AgentConfig,
+    sock_path: &std::path::Path,
+    group: Option<nix::unistd::Gid>,
+    now: Instant,
+) -> Result<Option<crate::runloop::publish::Publish>, Fatal> {
+    if cfg.no_publish {
+        return Ok(None);
+    }
+    let path = cfg
+        .publish
+        .clone()
+        .unwrap_or_else(|| sock_path.with_file_name("publish.sock"));
+    if path == sock_path {
+        return Err(Fatal {
+            code: EX_USAGE,
+            msg: format!(
+                "--publish {}: the control socket's path (give --publish another path)",
+                path.display()
+            ),
+        });
+    }
+    let sock = sys::unix::bind_publish(&path, group).map_err(|e| Fatal {
+        code: EX_UNAVAILABLE,
+        msg: format!("--publish: {e}"),
+    })?;
+    Ok(Some(crate::runloop::publish::Publish::new(sock, now)))
+}
+
 fn ready_line(rl: &RunLoop) -> String {
     let tcp: Vec<String> = rl.io.tcp.iter().map(|(_, a)| a.to_string()).collect();
     let (state, info) = rl.io.beacon_state();
@@ -254,10 +299,15 @@ fn ready_line(rl: &RunLoop) -> String {
         format!("{}:{}", info.iface, info.port)
     };
     let mut line = format!(
-        "ready tcp={} unix={} beacon={beacon}",
+        "ready tcp={} unix={}",
         tcp.join(","),
         rl.io.unix.path.display()
     );
+    // Before beacon=: the line keeps ending in beacon= (or metrics=) as before.
+    if let Some(p) = &rl.io.publish {
+        line += &format!(" publish={}", p.sock.path.display());
+    }
+    line += &format!(" beacon={beacon}");
     if !rl.io.metrics.is_empty() {
         let m: Vec<String> = rl.io.metrics.iter().map(|(_, a)| a.to_string()).collect();
         line += &format!(" metrics={}", m.join(","));

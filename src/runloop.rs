@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 pub mod conn;
 pub mod http;
+pub mod publish;
 
 /// Refused and closing connections wait here, read-and-discard, until the peer closes
 /// or [`LINGER_SECS`] pass: closing a socket with unread input sends RST, which would
@@ -37,7 +38,10 @@ pub mod http;
 const LINGER: Duration = Duration::from_secs(LINGER_SECS);
 /// After EMFILE/ENFILE on accept, stop accepting this long instead of spinning.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(ACCEPT_PAUSE_MS);
-const POLL_MAX: usize = 1 + MAX_LISTENERS + 1 + 1 + MAX_CLIENTS + LINGER_MAX + 1 + HTTP_POLL;
+const POLL_MAX: usize =
+    1 + MAX_LISTENERS + 1 + 1 + MAX_CLIENTS + LINGER_MAX + 1 + HTTP_POLL + PUBLISH_POLL;
+/// The publish socket (`--publish`).
+const PUBLISH_POLL: usize = 1;
 /// The metrics listeners and HTTP slots (`--metrics`).
 const HTTP_POLL: usize = crate::limits::MAX_METRICS_LISTENERS + crate::limits::HTTP_SLOTS;
 
@@ -79,6 +83,8 @@ pub struct Devices {
     pub token_file: Option<std::path::PathBuf>,
     /// `--metrics` listeners (their connections are [`RunLoop::http`]'s).
     pub metrics: heapless::Vec<(OwnedFd, SocketAddr), { crate::limits::MAX_METRICS_LISTENERS }>,
+    /// `--publish`: the Unix datagram socket for publishers (None: `--no-publish`).
+    pub publish: Option<publish::Publish>,
     alloc_base: u64,
     max_clients: usize,
 }
@@ -105,6 +111,7 @@ impl Devices {
             off_info,
             token_file,
             metrics: heapless::Vec::new(),
+            publish: None,
             alloc_base: 0,
             max_clients,
         }
@@ -147,6 +154,10 @@ impl Env for Host<'_> {
         }
         sep(w)?;
         net::write_socket_info(w, "unix-listen", d.unix.fd.as_fd())?;
+        if let Some(p) = &d.publish {
+            sep(w)?;
+            net::write_socket_info(w, "unix-publish", p.fd())?;
+        }
         for (fd, _) in &d.metrics {
             sep(w)?;
             net::write_socket_info(w, "http-listen", fd.as_fd())?;
@@ -203,6 +214,7 @@ enum Tok {
     Linger(std::os::fd::RawFd),
     HttpListen(usize),
     Http(usize, u32),
+    Publish,
 }
 
 /// Every source of a deadline, named once: [`RunLoop::deadline`] says when each is due
@@ -421,6 +433,9 @@ impl RunLoop {
                 if let Some(fd) = self.io.beacon.as_ref().and_then(|b| b.fd()) {
                     add(fd, PollFlags::POLLIN, Tok::Beacon);
                 }
+                if let Some(p) = &self.io.publish {
+                    add(p.fd(), PollFlags::POLLIN, Tok::Publish);
+                }
                 for (i, c) in self.conns.iter().enumerate() {
                     if let Some(fd) = c.fd() {
                         add(fd, c.interest(now), Tok::Client(i, c.generation()));
@@ -459,6 +474,11 @@ impl RunLoop {
                     Tok::Tcp(i) => self.accept_all(now, Some(i)),
                     Tok::Unix => self.accept_all(now, None),
                     Tok::Beacon => self.beacon_readable(now),
+                    Tok::Publish => {
+                        if let Some(p) = self.io.publish.as_mut() {
+                            p.readable(now, &mut self.agent);
+                        }
+                    }
                     Tok::Client(i, gen) => {
                         if self.conns[i].generation() == gen {
                             self.client_ready(i, ev, now);
@@ -515,6 +535,9 @@ impl RunLoop {
             let _ = w.notifier.notify(b"STOPPING=1");
         }
         self.io.unix.remove();
+        if let Some(p) = &self.io.publish {
+            p.remove();
+        }
     }
 
     fn on_signals(&mut self) -> bool {
