@@ -18,6 +18,8 @@ pub const READS_PER_TURN: usize = 16;
 /// most, so a reset does not destroy the last reply; at most this many at once.
 pub const LINGER_SECS: u64 = 2;
 pub const LINGER_MAX: usize = 16;
+/// What a lingering connection sends is read into (and dropped from) a stack buffer this big.
+pub const LINGER_SINK: usize = 512;
 /// A listener that had a connection waiting this recently is accepted from between the
 /// clients of a turn too (connection churn: see `RunLoop::run`).
 pub const CHURN_MS: u64 = 100;

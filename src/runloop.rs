@@ -9,8 +9,8 @@
 
 use crate::agent::{Agent, BeaconInfo, BeaconState, Board, Env, Led, Outcome, Transport};
 use crate::limits::{
-    ACCEPT_PAUSE_MS, ACCEPT_WAITING_MAX, CHURN_MS, LINGER_MAX, LINGER_SECS, MAX_CLIENTS,
-    MAX_LISTENERS, READS_PER_TURN,
+    ACCEPT_PAUSE_MS, ACCEPT_WAITING_MAX, CHURN_MS, LINGER_MAX, LINGER_SECS, LINGER_SINK,
+    MAX_CLIENTS, MAX_LISTENERS, READS_PER_TURN,
 };
 use crate::proto::reply::{write_err, ErrCode, Error, TOO_LONG_TEXT};
 use crate::proto::request::parse;
@@ -697,7 +697,7 @@ impl RunLoop {
     fn linger(&mut self, fd: OwnedFd, now: Instant) {
         net::shutdown_write(fd.as_fd());
         // Whatever the peer already sent is discarded now; the rest as it comes.
-        let _ = net::recv(fd.as_fd(), &mut [0u8; 512]);
+        let _ = net::recv(fd.as_fd(), &mut [0u8; LINGER_SINK]);
         if self.lingering.is_full() {
             // Out of linger room: close the oldest.
             self.lingering.remove(0);
@@ -713,7 +713,7 @@ impl RunLoop {
             return;
         };
         let l = &self.lingering[i];
-        let mut sink = [0u8; 512];
+        let mut sink = [0u8; LINGER_SINK];
         let done = loop {
             match net::recv(l.fd.as_fd(), &mut sink) {
                 NetIo::Done(_) => continue,
@@ -805,7 +805,8 @@ impl RunLoop {
                     c.closing = true;
                     self.agent.stats.closed_too_long += 1;
                     self.agent.stats.errors += 1;
-                    let mut b = [0u8; 64];
+                    // `ERR <code> <text>\n`: the longest code is 12 bytes.
+                    let mut b = [0u8; TOO_LONG_TEXT.len() + 18];
                     let mut w = WBuf::new(&mut b);
                     let _ = write_err(&mut w, E_TOO_LONG);
                     if !c.queue_bytes(w.as_bytes()) {
