@@ -155,22 +155,21 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
         None => None,
     };
 
-    // The beacon interface: --iface, else the first up, non-loopback one with a broadcast address.
-    let beacon_iface = match &cfg.beacon {
-        None => None,
-        Some(bc) => {
-            let name = bc
-                .iface
-                .clone()
-                .or_else(|| sys::iface::default_beacon_iface().map(|n| n.to_string()));
-            if name.is_none() {
-                log::warn!("no interface is up with an IPv4 broadcast address: beacons are off (use --iface)");
+    // The beacon interfaces: --iface, else the first up, non-loopback one with a broadcast
+    // address, else the first with an IPv6 link-local address.
+    let beacon_ifaces: Vec<String> = match &cfg.beacon {
+        None => Vec::new(),
+        Some(bc) if !bc.ifaces.is_empty() => bc.ifaces.clone(),
+        Some(_) => match sys::iface::default_beacon_iface() {
+            Some(n) => vec![n.to_string()],
+            None => {
+                log::warn!("no interface is up with an IPv4 broadcast address or an IPv6 link-local address: beacons are off (use --iface)");
+                Vec::new()
             }
-            name
-        }
+        },
     };
     warn_placeholder_machine_id();
-    let id = board_id(beacon_iface.as_deref());
+    let id = board_id(beacon_ifaces.first().map(String::as_str));
     let core_cfg = Config {
         max_clients: cfg.max_clients,
         interval_secs: cfg.interval_secs,
@@ -178,18 +177,22 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
         plain_auth: cfg.plain_auth,
     };
     let agent = Agent::new(now, &id, &core_cfg);
-    let beacon: Option<Box<dyn crate::runloop::Beacon>> = match (&cfg.beacon, &beacon_iface) {
-        (Some(bc), Some(name)) => {
-            let ctl_port = tcp
-                .first()
-                .map_or(0, |(_, a): &(_, std::net::SocketAddr)| a.port());
-            let mut b = crate::beacon::Beacon::new(now, name, bc.port, ctl_port, run_id, fleet_key);
-            b.open(now);
-            b.set_metrics_port(metrics_port);
-            Some(Box::new(b))
-        }
-        _ => None,
-    };
+    let ctl_port = tcp
+        .first()
+        .map_or(0, |(_, a): &(_, std::net::SocketAddr)| a.port());
+    let bc = cfg.beacon.as_ref();
+    let mut links = crate::runloop::links::Links::new(
+        now,
+        &beacon_ifaces,
+        bc.map_or(crate::limits::DEFAULT_BEACON_PORT, |b| b.port),
+        bc.map(|b| b.families).unwrap_or_default(),
+        ctl_port,
+        metrics_port,
+        run_id,
+        fleet_key,
+        cfg.thermal.clone(),
+    );
+    links.open(now);
     let off_info = BeaconInfo {
         port: cfg
             .beacon
@@ -203,7 +206,7 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
         unix,
         led,
         cfg.thermal.clone(),
-        beacon,
+        links,
         off_info,
         cfg.token_file.clone(),
         cfg.max_clients,
@@ -292,11 +295,10 @@ fn open_publish(
 
 fn ready_line(rl: &RunLoop) -> String {
     let tcp: Vec<String> = rl.io.tcp.iter().map(|(_, a)| a.to_string()).collect();
-    let (state, info) = rl.io.beacon_state();
-    let beacon = if state == crate::agent::BeaconState::Off {
+    let beacon = if rl.io.links.is_empty() {
         "off".to_string()
     } else {
-        format!("{}:{}", info.iface, info.port)
+        rl.io.links.ready_field()
     };
     let mut line = format!(
         "ready tcp={} unix={}",

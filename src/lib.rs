@@ -4,7 +4,8 @@
 //!   main.rs ─ cli ─┬─ daemon ── runloop ──┬── agent ── facts      (IO-free core)
 //!                  │            (poll)    ├── metrics ─ agent     (IO-free: /metrics body)
 //!                  │                      │      └──── proto      (IO-free wire layer)
-//!                  ├─ ctl                 ├── beacon ── proto::beacon
+//!                  ├─ ctl                 ├── links ─── beacon ── proto::beacon
+//!                  │                      │   (sockets)  (IO-free: one Link per interface)
 //!                  └─ scan                └── sys (nix: sockets, signals, ioctl, /proc)
 //! ```
 //!
@@ -15,6 +16,9 @@
 //! - [`agent`] and [`facts`] are the IO-free core; time comes in as `now`, the world
 //!   through the [`agent::Env`] trait.
 //! - [`metrics`] renders `/metrics` from the core's state: IO-free like it.
+//! - [`beacon`] is the beacon's sans-IO state machine (one `Link` per interface): driven
+//!   by `now`, interface readings and datagrams, it returns datagrams to send and its next
+//!   deadline; `runloop::links` owns its sockets.
 //! - [`sys`] is the only module that calls nix's socket/signal/ioctl APIs.
 //! - [`runloop`] is the only caller of poll(2) and owns every fd.
 //! - [`daemon`], [`ctl`], [`scan`] are the subcommands; `main.rs` maps their errors to

@@ -8,6 +8,7 @@
 //! every fd and every poll).
 
 use crate::agent::{Agent, BeaconInfo, BeaconState, Board, Env, Led, Outcome, Transport};
+use crate::beacon::Family;
 use crate::limits::{
     ACCEPT_PAUSE_MS, ACCEPT_WAITING_MAX, CHURN_MS, LINGER_MAX, LINGER_SECS, LINGER_SINK,
     MAX_CLIENTS, MAX_LISTENERS, READS_PER_TURN,
@@ -30,6 +31,7 @@ use std::time::{Duration, Instant};
 
 pub mod conn;
 pub mod http;
+pub mod links;
 pub mod publish;
 
 /// Refused and closing connections wait here, read-and-discard, until the peer closes
@@ -38,8 +40,15 @@ pub mod publish;
 const LINGER: Duration = Duration::from_secs(LINGER_SECS);
 /// After EMFILE/ENFILE on accept, stop accepting this long instead of spinning.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(ACCEPT_PAUSE_MS);
-const POLL_MAX: usize =
-    1 + MAX_LISTENERS + 1 + 1 + MAX_CLIENTS + LINGER_MAX + 1 + HTTP_POLL + PUBLISH_POLL;
+const POLL_MAX: usize = 1
+    + MAX_LISTENERS
+    + 1
+    + 2 * crate::limits::MAX_BEACON_IFACES
+    + MAX_CLIENTS
+    + LINGER_MAX
+    + 1
+    + HTTP_POLL
+    + PUBLISH_POLL;
 /// The publish socket (`--publish`).
 const PUBLISH_POLL: usize = 1;
 /// The metrics listeners and HTTP slots (`--metrics`).
@@ -57,20 +66,6 @@ struct Linger {
     until: Instant,
 }
 
-/// A beacon hook: the run loop drives it but knows nothing of what it sends.
-pub trait Beacon {
-    fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>>;
-    /// When the next beacon is due, given the current interval.
-    fn next_deadline(&self, interval: Duration) -> Option<Instant>;
-    fn on_timer(&mut self, now: Instant, agent: &mut Agent, board: &mut dyn FnMut() -> Board);
-    fn on_readable(&mut self, now: Instant, agent: &mut Agent, board: &mut dyn FnMut() -> Board);
-    fn goodbye(&mut self, now: Instant, agent: &mut Agent, board: &mut dyn FnMut() -> Board);
-    fn state(&self) -> (BeaconState, &BeaconInfo);
-    /// SIGHUP: re-read the fleet key, if there is one.
-    fn reload_key(&mut self) {}
-    fn write_socket(&self, w: &mut WBuf<'_>) -> fmt::Result;
-}
-
 /// The listeners and devices the core reaches through [`Env`] (the client connections
 /// are [`RunLoop`]'s own table).
 pub struct Devices {
@@ -78,7 +73,8 @@ pub struct Devices {
     pub unix: UnixListener,
     pub led: Option<LedFile>,
     pub thermal: String,
-    pub beacon: Option<Box<dyn Beacon>>,
+    /// The beacon interfaces (empty with `--no-beacon` or no interface to beacon on).
+    pub links: links::Links,
     pub off_info: BeaconInfo,
     pub token_file: Option<std::path::PathBuf>,
     /// `--metrics` listeners (their connections are [`RunLoop::http`]'s).
@@ -97,7 +93,7 @@ impl Devices {
         unix: UnixListener,
         led: Option<LedFile>,
         thermal: String,
-        beacon: Option<Box<dyn Beacon>>,
+        links: links::Links,
         off_info: BeaconInfo,
         token_file: Option<std::path::PathBuf>,
         max_clients: usize,
@@ -107,7 +103,7 @@ impl Devices {
             unix,
             led,
             thermal,
-            beacon,
+            links,
             off_info,
             token_file,
             metrics: heapless::Vec::new(),
@@ -117,12 +113,11 @@ impl Devices {
         }
     }
 
-    /// The beacon's state as STATUS shows it.
+    /// The (first) beacon's state as STATUS shows it.
     pub fn beacon_state(&self) -> (BeaconState, &BeaconInfo) {
-        match &self.beacon {
-            Some(b) => b.state(),
-            None => (BeaconState::Off, &self.off_info),
-        }
+        self.links
+            .state(0)
+            .unwrap_or((BeaconState::Off, &self.off_info))
     }
 }
 
@@ -162,10 +157,7 @@ impl Env for Host<'_> {
             sep(w)?;
             net::write_socket_info(w, "http-listen", fd.as_fd())?;
         }
-        if let Some(b) = &d.beacon {
-            sep(w)?;
-            b.write_socket(w)?;
-        }
+        d.links.write_sockets(w, &mut sep)?;
         let mut r = Ok(());
         self.clients.each(|fd, t| {
             let kind = match t {
@@ -201,6 +193,10 @@ impl Env for Host<'_> {
     fn beacon(&self) -> (BeaconState, &BeaconInfo) {
         self.dev.beacon_state()
     }
+
+    fn beacons(&self, i: usize) -> Option<(BeaconState, &BeaconInfo)> {
+        self.dev.links.state(i)
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -208,7 +204,7 @@ enum Tok {
     Signal,
     Tcp(usize),
     Unix,
-    Beacon,
+    Beacon(usize, Family),
     Client(usize, u32),
     /// By fd number: the linger list may shift within a turn.
     Linger(std::os::fd::RawFd),
@@ -311,11 +307,7 @@ impl RunLoop {
     fn deadline(&self, t: Timer) -> Option<Instant> {
         match t {
             Timer::Agent => self.agent.next_deadline(),
-            Timer::Beacon => self
-                .io
-                .beacon
-                .as_ref()
-                .and_then(|b| b.next_deadline(self.interval())),
+            Timer::Beacon => self.io.links.next_deadline(self.interval()),
             Timer::Watchdog => self.watchdog.as_ref().and_then(|w| w.next),
             Timer::AcceptPause => self.accept_paused_until,
             Timer::Clients => self
@@ -340,12 +332,8 @@ impl RunLoop {
                 self.agent.on_timer(now, &mut host);
             }
             Timer::Beacon => {
-                let thermal = &self.io.thermal;
-                if let Some(b) = self.io.beacon.as_mut() {
-                    b.on_timer(now, &mut self.agent, &mut || {
-                        crate::sys::board::read(thermal)
-                    });
-                }
+                let interval = self.interval();
+                self.io.links.on_timer(now, interval, &mut self.agent);
             }
             Timer::Watchdog => {
                 if let Some(w) = self.watchdog.as_mut() {
@@ -430,8 +418,8 @@ impl RunLoop {
                         add(fd, ev, Tok::Http(i, gen));
                     }
                 }
-                if let Some(fd) = self.io.beacon.as_ref().and_then(|b| b.fd()) {
-                    add(fd, PollFlags::POLLIN, Tok::Beacon);
+                for (fd, i, f) in self.io.links.fds() {
+                    add(fd, PollFlags::POLLIN, Tok::Beacon(i, f));
                 }
                 if let Some(p) = &self.io.publish {
                     add(p.fd(), PollFlags::POLLIN, Tok::Publish);
@@ -473,7 +461,7 @@ impl RunLoop {
                     Tok::Signal => stop |= self.on_signals(),
                     Tok::Tcp(i) => self.accept_all(now, Some(i)),
                     Tok::Unix => self.accept_all(now, None),
-                    Tok::Beacon => self.beacon_readable(now),
+                    Tok::Beacon(i, f) => self.io.links.readable(now, i, f, &mut self.agent),
                     Tok::Publish => {
                         if let Some(p) = self.io.publish.as_mut() {
                             p.readable(now, &mut self.agent);
@@ -525,12 +513,7 @@ impl RunLoop {
             clients: &Table::all(&self.conns),
         };
         self.agent.shutdown(&mut host);
-        let thermal = self.io.thermal.clone();
-        if let Some(b) = self.io.beacon.as_mut() {
-            b.goodbye(now, &mut self.agent, &mut || {
-                crate::sys::board::read(&thermal)
-            });
-        }
+        self.io.links.goodbye(now, &mut self.agent);
         if let Some(w) = &self.watchdog {
             let _ = w.notifier.notify(b"STOPPING=1");
         }
@@ -550,9 +533,7 @@ impl RunLoop {
                 }
                 Event::Reload => {
                     self.reload_token();
-                    if let Some(b) = self.io.beacon.as_mut() {
-                        b.reload_key();
-                    }
+                    self.io.links.reload_key();
                 }
             }
         }
@@ -858,15 +839,6 @@ impl RunLoop {
                 }
             }
             _ => {}
-        }
-    }
-
-    fn beacon_readable(&mut self, now: Instant) {
-        let thermal = &self.io.thermal;
-        if let Some(b) = self.io.beacon.as_mut() {
-            b.on_readable(now, &mut self.agent, &mut || {
-                crate::sys::board::read(thermal)
-            });
         }
     }
 
