@@ -4,7 +4,7 @@
 
 use crate::agent::{Agent, BeaconInfo, Config};
 use crate::cli::AgentConfig;
-use crate::runloop::{Io, RunLoop, Watchdog};
+use crate::runloop::{Devices, RunLoop, Watchdog};
 use crate::sys::{self, SysError};
 use std::io::Write;
 use std::time::Instant;
@@ -200,7 +200,7 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
             .map_or(crate::limits::DEFAULT_BEACON_PORT, |b| b.port),
         ..BeaconInfo::default()
     };
-    let mut io = Io::new(
+    let mut io = Devices::new(
         now,
         tcp,
         unix,

@@ -3,15 +3,19 @@
 
 use super::{read_small, SysError};
 use crate::agent::Led;
+use crate::limits::{LED_BRIGHTNESS_MAX, LED_ON_MAX, LED_READ_MAX, LED_TRIGGER_MAX};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub struct LedFile {
     brightness: PathBuf,
     trigger: Option<PathBuf>,
-    on_value: heapless::Vec<u8, 8>,
+    on_value: heapless::Vec<u8, LED_ON_MAX>,
     /// What to put back: the old trigger name (sysfs) and the old brightness bytes.
-    saved: Option<(heapless::Vec<u8, 32>, heapless::Vec<u8, 16>)>,
+    saved: Option<(
+        heapless::Vec<u8, LED_TRIGGER_MAX>,
+        heapless::Vec<u8, LED_BRIGHTNESS_MAX>,
+    )>,
 }
 
 fn write_file(path: &Path, data: &[u8]) -> Result<(), &'static str> {
@@ -24,7 +28,7 @@ fn write_file(path: &Path, data: &[u8]) -> Result<(), &'static str> {
 }
 
 fn read_into<const N: usize>(path: &Path) -> heapless::Vec<u8, N> {
-    let mut buf = [0u8; 512];
+    let mut buf = [0u8; LED_READ_MAX];
     let mut v = heapless::Vec::new();
     if let Some(p) = path.to_str() {
         if let Some(n) = read_small(p, &mut buf) {
@@ -49,7 +53,7 @@ impl LedFile {
             .open(&brightness)
             .map_err(|e| SysError::msg(format!("--led {shown}: {e}")))?;
         let mut on_value = heapless::Vec::new();
-        let max = read_into::<8>(&path.join("max_brightness"));
+        let max = read_into::<LED_ON_MAX>(&path.join("max_brightness"));
         let max = max.trim_ascii();
         let _ = on_value.extend_from_slice(if path.is_dir() && !max.is_empty() {
             max
@@ -72,7 +76,7 @@ impl LedFile {
                     // A sysfs trigger file lists all triggers with the active one in [].
                     let mut trig = heapless::Vec::new();
                     if let Some(t) = &self.trigger {
-                        let all = read_into::<512>(t);
+                        let all = read_into::<LED_READ_MAX>(t);
                         if let Some(s) = all.iter().position(|&c| c == b'[') {
                             if let Some(e) = all[s..].iter().position(|&c| c == b']') {
                                 let _ = trig.extend_from_slice(&all[s + 1..s + e]);
@@ -80,7 +84,7 @@ impl LedFile {
                         }
                         write_file(t, b"none")?;
                     }
-                    self.saved = Some((trig, read_into::<16>(&self.brightness)));
+                    self.saved = Some((trig, read_into::<LED_BRIGHTNESS_MAX>(&self.brightness)));
                 }
                 let v: &[u8] = if cmd == Led::On {
                     &self.on_value
