@@ -10,6 +10,7 @@
 //! `_celsius`), `_total` for counters, `_info` gauges of 1 for text. The README lists them.
 
 use crate::agent::{Agent, BeaconState, Board, Env, VERSION};
+use crate::proto::fixed::Fixed;
 use crate::proto::prom::{family, label_value, single_u64, Kind};
 use crate::proto::wbuf::WBuf;
 use core::fmt::{self, Write};
@@ -216,7 +217,8 @@ pub fn render(
     {
         family(w, name, Kind::Gauge, help)?;
         // /proc/loadavg has two decimals; a load is never NaN.
-        writeln!(w, "{name} {:.2}", if v.is_finite() { v } else { 0.0 })?;
+        let v = if v.is_finite() { v } else { 0.0 };
+        writeln!(w, "{name} {}", Fixed(v.into(), 2))?;
     }
     single_u64(
         w,
@@ -239,7 +241,7 @@ pub fn render(
             Kind::Gauge,
             "Board temperature (--thermal); absent when unknown.",
         )?;
-        writeln!(w, "tether_temperature_celsius {t:.1}")?;
+        writeln!(w, "tether_temperature_celsius {}", Fixed(t.into(), 1))?;
     }
     family(
         w,

@@ -11,11 +11,11 @@ use crate::cli::{valid_ifname, ScanArgs};
 use crate::daemon::{Fatal, EX_CONFIG, EX_UNAVAILABLE, EX_USAGE};
 use crate::limits::{DATAGRAM_MAX, SCAN_PROBES, SCAN_RCVBUF, SCAN_SEQ_WINDOW};
 use crate::proto::beacon::{self, count_members, fields, unquote, FleetKey, Trust};
+use crate::proto::fixed::Fixed;
 use crate::proto::json;
 use crate::proto::wbuf::WBuf;
 use crate::sys::{iface, udp};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, OwnedFd};
@@ -160,17 +160,23 @@ fn host_port(addr: &str, port: u16) -> String {
 /// run it proves) the source address. A forger's rows never replace a signed board's.
 type RowKey = (Trust, String, String, Option<IpAddr>);
 
+/// Where `k` is (Ok) or belongs (Err) in `v`, kept sorted by key: a small sorted map.
+fn find<K: Ord, V>(v: &[(K, V)], k: &K) -> Result<usize, usize> {
+    v.binary_search_by(|(x, _)| x.cmp(k))
+}
+
 /// Every board heard so far, and what is needed to classify the next datagram.
 pub struct Boards {
     key: Option<FleetKey>,
     nonce: String,
-    pub rows: BTreeMap<RowKey, Board>,
-    /// Signed seqs seen per (id, run, source address), newest [`SCAN_SEQ_WINDOW`]: an agent
-    /// counts each socket's datagrams on its own (one per interface and family). A copy
-    /// re-sent from another address already fails `verify`.
-    seqs: BTreeMap<(String, String, IpAddr), BTreeSet<u64>>,
-    /// Ids already warned about as clones (one warning per id per run of scan).
-    warned: BTreeSet<String>,
+    /// The rows, sorted by their [`RowKey`].
+    rows: Vec<(RowKey, Board)>,
+    /// Signed seqs seen per (id, run, source address), newest [`SCAN_SEQ_WINDOW`], sorted:
+    /// an agent counts each socket's datagrams on its own (one per interface and family).
+    /// A copy re-sent from another address already fails `verify`.
+    seqs: Vec<((String, String, IpAddr), Vec<u64>)>,
+    /// Ids already warned about as clones (one warning per id per run of scan), sorted.
+    warned: Vec<String>,
 }
 
 impl Boards {
@@ -178,26 +184,32 @@ impl Boards {
         Boards {
             key,
             nonce,
-            rows: BTreeMap::new(),
-            seqs: BTreeMap::new(),
-            warned: BTreeSet::new(),
+            rows: Vec::new(),
+            seqs: Vec::new(),
+            warned: Vec::new(),
         }
     }
 
     /// True when this signed (id, run, seq) was seen before (or is older than the window).
     fn seen_before(&mut self, b: &Board, run: &str) -> bool {
-        let set = self
-            .seqs
-            .entry((b.id.clone(), run.to_string(), b.source))
-            .or_default();
+        let k = (b.id.clone(), run.to_string(), b.source);
+        let i = match find(&self.seqs, &k) {
+            Ok(i) => i,
+            Err(i) => {
+                self.seqs.insert(i, (k, Vec::new()));
+                i
+            }
+        };
+        let set = &mut self.seqs[i].1;
         if set.len() >= SCAN_SEQ_WINDOW && set.first().is_some_and(|&f| b.seq < f) {
             return true;
         }
-        if !set.insert(b.seq) {
-            return true;
+        match set.binary_search(&b.seq) {
+            Ok(_) => return true,
+            Err(at) => set.insert(at, b.seq),
         }
         if set.len() > SCAN_SEQ_WINDOW {
-            set.pop_first();
+            set.remove(0);
         }
         false
     }
@@ -222,7 +234,7 @@ impl Boards {
         let group = (!tied_to_run).then_some(b.source);
         if tied_to_run {
             // The same id from the same address under a new run is a restart, not a clone.
-            self.rows.retain(|k, r| {
+            self.rows.retain(|(k, r)| {
                 !(k.0 == b.trust && r.id == b.id && r.run != b.run && r.source == b.source)
             });
         }
@@ -249,9 +261,11 @@ impl Boards {
                 k = rk.clone();
             }
         }
+        let at = find(&self.rows, &k);
         // The same board heard at another address (another family or link): one row
         // listing every address, its IPv4 one in `addr`.
-        if let Some(old) = self.rows.get(&k) {
+        if let Ok(i) = at {
+            let old = &self.rows[i].1;
             let mut all: Vec<String> = old.addrs.clone();
             for a in b.addrs.drain(..) {
                 if !all.contains(&a) {
@@ -268,73 +282,94 @@ impl Boards {
                 b.source = old.source;
             }
         }
-        self.rows.insert(k, b);
+        match at {
+            Ok(i) => self.rows[i].1 = b,
+            Err(i) => self.rows.insert(i, (k, b)),
+        }
     }
 
     /// Marks ids carried by boards of different runs (clones); returns the ids not
-    /// warned about before.
+    /// warned about before, sorted.
     pub fn mark_clones(&mut self) -> Vec<String> {
-        let mut runs: BTreeMap<&str, BTreeSet<(&str, IpAddr)>> = BTreeMap::new();
-        for r in self.rows.values().filter(|r| believable(r.trust)) {
-            if let Some(run) = &r.run {
-                runs.entry(&r.id).or_default().insert((run, r.source));
+        // A clone: two believable rows of one id whose runs and addresses both differ.
+        let claims = |r: &Board| believable(r.trust) && r.run.is_some();
+        let mut dup: Vec<String> = Vec::new();
+        for (_, r) in self.rows.iter().filter(|(_, r)| claims(r)) {
+            let Err(at) = dup.binary_search(&r.id) else {
+                continue;
+            };
+            let clone = self
+                .rows
+                .iter()
+                .any(|(_, o)| claims(o) && o.id == r.id && o.run != r.run && o.source != r.source);
+            if clone {
+                dup.insert(at, r.id.clone());
             }
         }
-        let dup: BTreeSet<String> = runs
-            .into_iter()
-            .filter(|(_, s)| {
-                let runs: BTreeSet<_> = s.iter().map(|x| x.0).collect();
-                let addrs: BTreeSet<_> = s.iter().map(|x| x.1).collect();
-                runs.len() > 1 && addrs.len() > 1
-            })
-            .map(|(id, _)| id.to_string())
-            .collect();
-        for r in self.rows.values_mut() {
-            r.dup_id = believable(r.trust) && dup.contains(&r.id);
+        for (_, r) in self.rows.iter_mut() {
+            r.dup_id = believable(r.trust) && dup.binary_search(&r.id).is_ok();
         }
-        dup.into_iter()
-            .filter(|id| self.warned.insert(id.clone()))
-            .collect()
+        dup.retain(|id| match self.warned.binary_search(id) {
+            Ok(_) => false,
+            Err(at) => {
+                self.warned.insert(at, id.clone());
+                true
+            }
+        });
+        dup
     }
 
     /// The rows to print: with a key only signed boards unless `all`.
     pub fn shown(&self, all: bool) -> Vec<&Board> {
-        let mut v: Vec<&Board> = self
+        let v = self
             .rows
-            .values()
+            .iter()
+            .map(|(_, b)| b)
             .filter(|b| all || self.key.is_none() || b.trust == Trust::Signed)
             .collect();
-        v.sort_by(|a, b| {
+        sorted(v, |a, b| {
             a.host
                 .cmp(&b.host)
                 .then(a.id.cmp(&b.id))
                 .then(a.source.cmp(&b.source))
                 .then(a.trust.cmp(&b.trust))
-        });
-        v
+        })
     }
-}
 
-impl Boards {
     /// What a key hid from the listing, e.g. `hidden: 1 forged, 2 replayed (--all shows
     /// them)`; None when nothing was hidden.
     pub fn hidden(&self, all: bool) -> Option<String> {
         if all || self.key.is_none() {
             return None;
         }
-        let mut counts: BTreeMap<Trust, usize> = BTreeMap::new();
-        for r in self.rows.values().filter(|r| r.trust != Trust::Signed) {
-            *counts.entry(r.trust).or_default() += 1;
+        let mut list = String::new();
+        for t in [
+            Trust::Unsigned,
+            Trust::Forged,
+            Trust::Replayed,
+            Trust::Unchecked,
+        ] {
+            let n = self.rows.iter().filter(|(k, _)| k.0 == t).count();
+            if n > 0 {
+                if !list.is_empty() {
+                    list.push_str(", ");
+                }
+                list += &format!("{n} {}", t.as_str());
+            }
         }
-        if counts.is_empty() {
-            return None;
-        }
-        let list: Vec<String> = counts
-            .iter()
-            .map(|(t, n)| format!("{n} {}", t.as_str()))
-            .collect();
-        Some(format!("hidden: {} (--all shows them)", list.join(", ")))
+        (!list.is_empty()).then(|| format!("hidden: {list} (--all shows them)"))
     }
+}
+
+/// `rows` in `cmp`'s order (stable: ties keep their order). One sort for every listing,
+/// by binary insertion: a few thousand rows at most, and far less code than `sort_by`.
+fn sorted(rows: Vec<&Board>, cmp: fn(&Board, &Board) -> std::cmp::Ordering) -> Vec<&Board> {
+    let mut v: Vec<&Board> = Vec::with_capacity(rows.len());
+    for r in rows {
+        let at = v.partition_point(|x| cmp(x, r).is_le());
+        v.insert(at, r);
+    }
+    v
 }
 
 /// Rows whose id can be taken at its word for clone detection.
@@ -387,19 +422,21 @@ pub fn table(rows: &[&Board], now: Instant, silent_after: Duration, trust: bool)
         if trust { " TRUST" } else { "" }
     );
     for b in rows {
-        let temp = b.temp_c.map_or("-".to_string(), |t| format!("{t:.1}"));
+        let temp = b
+            .temp_c
+            .map_or("-".to_string(), |t| Fixed(t, 1).to_string());
         let seen = now.saturating_duration_since(b.heard).as_secs_f64();
         s += &format!(
-            "{:<16} {:<20} {:<15} {:>5} {:>7} {:>5.2} {:>6} {:>5} {:>5.1}s {:<6}{}\n",
+            "{:<16} {:<20} {:<15} {:>5} {:>7} {:>5} {:>6} {:>5} {:>5}s {:<6}{}\n",
             b.id,
             b.host,
             b.addr,
             b.port,
             human_secs(b.uptime),
-            b.load,
+            Fixed(b.load, 2),
             temp,
             b.facts,
-            seen,
+            Fixed(seen, 1),
             status(b, now, silent_after),
             if trust {
                 format!(" {}", b.trust.as_str())
@@ -438,8 +475,10 @@ pub fn to_json(rows: &[&Board], now: Instant, silent_after: Duration) -> String 
             }
             write!(
                 w,
-                ",\"port\":{},\"uptime\":{},\"load\":{:.2},\"temp_c\":",
-                b.port, b.uptime, b.load
+                ",\"port\":{},\"uptime\":{},\"load\":{},\"temp_c\":",
+                b.port,
+                b.uptime,
+                Fixed(b.load, 2)
             )?;
             json::write_opt_f1(&mut w, b.temp_c.map(|t| t as f32))?;
             write!(w, ",\"facts\":{},\"seq\":{},\"run\":", b.facts, b.seq)?;
@@ -449,8 +488,8 @@ pub fn to_json(rows: &[&Board], now: Instant, silent_after: Duration) -> String 
             }
             write!(
                 w,
-                ",\"seen_s\":{:.1},\"state\":\"{}\",\"trust\":\"{}\",\"dup_id\":{}}}",
-                now.saturating_duration_since(b.heard).as_secs_f64(),
+                ",\"seen_s\":{},\"state\":\"{}\",\"trust\":\"{}\",\"dup_id\":{}}}",
+                Fixed(now.saturating_duration_since(b.heard).as_secs_f64(), 1),
                 status(b, now, silent_after),
                 b.trust.as_str(),
                 b.dup_id
@@ -794,15 +833,15 @@ pub fn run(args: ScanArgs) -> Result<u8, Fatal> {
     if rows.is_empty() && args.prometheus_sd.is_some() {
         // The target file is the product: an empty fleet is a valid answer, not a failure.
         eprintln!(
-            "warning: no boards answered within {:.1}s; the target file lists none",
-            args.timeout
+            "warning: no boards answered within {}s; the target file lists none",
+            Fixed(args.timeout, 1)
         );
         return Ok(0);
     }
     if rows.is_empty() {
         let within = format!(
-            "within {:.1}s{}",
-            args.timeout,
+            "within {}s{}",
+            Fixed(args.timeout, 1),
             dev.map(|d| format!(" on {d}")).unwrap_or_default()
         );
         match boards.hidden(args.all) {
@@ -829,11 +868,13 @@ pub fn prometheus_sd<'b>(
     now: Instant,
     silent_after: Duration,
 ) -> String {
-    let mut up: Vec<&Board> = boards
-        .into_iter()
-        .filter(|b| b.metrics.is_some() && status(b, now, silent_after) == "up")
-        .collect();
-    up.sort_by(|a, b| a.id.cmp(&b.id).then(a.addr.cmp(&b.addr)));
+    let up = sorted(
+        boards
+            .into_iter()
+            .filter(|b| b.metrics.is_some() && status(b, now, silent_after) == "up")
+            .collect(),
+        |a, b| a.id.cmp(&b.id).then(a.addr.cmp(&b.addr)),
+    );
     let mut out = String::from("[");
     for b in up {
         let Some(port) = b.metrics else { continue };
@@ -912,6 +953,7 @@ fn update_sd(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn prometheus_sd_lists_up_boards_with_metrics_by_id() {

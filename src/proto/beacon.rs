@@ -14,6 +14,7 @@
 //! - [`fields`] walks the top-level members of a JSON object without allocating, for
 //!   `tether scan` and the tests.
 
+use super::fixed::Fixed;
 use super::wbuf::WBuf;
 use super::{hex, json};
 use crate::crypto;
@@ -77,8 +78,10 @@ pub fn encode<'f>(
         }
         write!(
             w,
-            ",\"uptime\":{},\"load\":{:.2},\"mem_avail_kb\":{},\"temp_c\":",
-            f.uptime, f.load, f.mem_avail_kb
+            ",\"uptime\":{},\"load\":{},\"mem_avail_kb\":{},\"temp_c\":",
+            f.uptime,
+            Fixed(f.load.into(), 2),
+            f.mem_avail_kb
         )?;
         json::write_opt_f1(&mut w, f.temp_c)?;
         if let Some(m) = f.metrics {

@@ -1,6 +1,7 @@
 //! JSON text helpers: string escaping into a [`WBuf`](super::wbuf::WBuf), and a tiny
 //! reader for the flat objects tether itself emits (used by `tether scan`).
 
+use super::fixed::Fixed;
 use core::fmt::{self, Write};
 
 /// Writes `s` as a JSON string literal, quotes included. Bytes that are not printable
@@ -36,7 +37,7 @@ pub fn write_str<W: Write>(w: &mut W, s: &[u8]) -> fmt::Result {
 /// Writes an optional float with one decimal, or `null`.
 pub fn write_opt_f1<W: Write>(w: &mut W, v: Option<f32>) -> fmt::Result {
     match v {
-        Some(v) if v.is_finite() => write!(w, "{:.1}", v),
+        Some(v) if v.is_finite() => write!(w, "{}", Fixed(v.into(), 1)),
         _ => w.write_str("null"),
     }
 }

@@ -10,10 +10,12 @@
 //! - [`reply`]: the fixed reply vocabulary (`PONG`, `OK ...`, `ERR <code> <text>`).
 //! - [`hex`]: lowercase hex encoding and strict decoding.
 //! - [`wbuf`] / [`json`]: a fixed-size `fmt::Write` buffer and JSON string escaping.
+//! - [`fixed`]: a float with N decimals as `{:.N}` writes it, without core's float formatting.
 //! - [`http`] / [`prom`]: the HTTP/1.1 request head parser and response heads for
 //!   `/metrics`, and the Prometheus text format writers (label escaping).
 
 pub mod beacon;
+pub mod fixed;
 pub mod hex;
 pub mod json;
 pub mod line;
