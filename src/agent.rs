@@ -11,6 +11,7 @@ use crate::limits::{
     IDENTIFY_DEFAULT_SECS, IDENTIFY_HALF_PERIOD_MS, ID_MAX, IFNAME_MAX, MAX_ADDRS, REPLY_MAX,
     TOKEN_MAX,
 };
+use crate::proto::fixed::Fixed;
 use crate::proto::line::{next_line, Frame};
 use crate::proto::reply::{write_err, write_ok, ErrCode, Error};
 use crate::proto::request::{parse, Request, HELP};
@@ -585,13 +586,13 @@ impl Agent {
         json::write_str(w, b.host.as_bytes())?;
         write!(
             w,
-            ",\"version\":\"{VERSION}\",\"uptime\":{},\"agent_uptime\":{},\"load\":{:.2},\"loadavg\":[{:.2},{:.2},{:.2}]",
+            ",\"version\":\"{VERSION}\",\"uptime\":{},\"agent_uptime\":{},\"load\":{},\"loadavg\":[{},{},{}]",
             b.uptime_s,
             self.uptime(now).as_secs(),
-            b.load[0],
-            b.load[0],
-            b.load[1],
-            b.load[2]
+            Fixed(b.load[0].into(), 2),
+            Fixed(b.load[0].into(), 2),
+            Fixed(b.load[1].into(), 2),
+            Fixed(b.load[2].into(), 2)
         )?;
         write!(
             w,
