@@ -1,11 +1,12 @@
-//! Command-line parsing (argh) and validation into plain config structs. Pure: no I/O
-//! beyond what argh needs, nothing here opens a socket.
+//! Command-line parsing (argh) and validation: every check that needs no I/O, for all
+//! three subcommands (`main.rs` turns an `Err` into one `error:` line and exit 64). Pure:
+//! no I/O beyond what argh needs, nothing here opens a socket or a file.
 
 use crate::limits::{
     DEFAULT_BACKLOG, DEFAULT_BEACON_PORT, DEFAULT_IDLE_SECS, DEFAULT_INTERVAL_SECS, IFNAME_MAX,
     INTERVAL_MAX_SECS, INTERVAL_MIN_SECS, MAX_CLIENTS, MAX_LISTENERS,
 };
-use crate::limits::{DEFAULT_METRICS_PORT, MAX_METRICS_LISTENERS};
+use crate::limits::{DEFAULT_METRICS_PORT, LINE_MAX, MAX_METRICS_LISTENERS};
 use argh::FromArgs;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -91,7 +92,8 @@ pub struct AgentArgs {
 }
 
 #[derive(FromArgs, Debug)]
-/// Send one command to an agent and print its reply.
+/// Send commands to an agent and print its replies: the command given as words; with no
+/// words, a prompt on a terminal, else one command per line of standard input.
 #[argh(subcommand, name = "ctl")]
 pub struct CtlArgs {
     /// the agent's Unix socket (default: the agent's default for this user)
@@ -100,13 +102,16 @@ pub struct CtlArgs {
     /// connect over TCP to HOST:PORT instead
     #[argh(option, short = 'c')]
     pub connect: Option<String>,
-    /// seconds to wait for the reply (default 5)
+    /// seconds to wait for the connection and each reply (default 5)
     #[argh(option, short = 't', default = "5.0")]
     pub timeout: f64,
     /// file holding the token: answer the agent's AUTH challenge first (the token itself is never sent)
     #[argh(option)]
     pub token_file: Option<PathBuf>,
-    /// the command, e.g. PING, STATUS, SET room kitchen
+    /// print STATUS, STATS and SOCKETS as the agent's one-line `OK {json}` even on a terminal
+    #[argh(switch)]
+    pub raw: bool,
+    /// the command, e.g. PING, STATUS, SET room kitchen (none: read commands from standard input)
     #[argh(positional, greedy)]
     pub words: Vec<String>,
 }
@@ -270,6 +275,46 @@ impl AgentArgs {
             verbose: self.verbose,
             metrics,
         })
+    }
+}
+
+/// `-t SECS` of ctl and scan: a positive number of seconds below `max`.
+fn seconds(secs: f64, max: f64) -> Result<Duration, String> {
+    if secs > 0.0 && secs < max {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(format!("-t {secs}: expected a positive number of seconds"))
+    }
+}
+
+impl CtlArgs {
+    /// Checks what can be checked without I/O; returns the timeout. With no words, ctl
+    /// reads its commands from standard input (a prompt on a terminal).
+    pub fn validate(&self) -> Result<Duration, String> {
+        if self.socket.is_some() && self.connect.is_some() {
+            return Err("-s and -c exclude each other".into());
+        }
+        let timeout = seconds(self.timeout, 1e6)?;
+        let line = self.words.join(" ");
+        if line.len() > LINE_MAX || line.contains('\n') {
+            return Err(format!(
+                "the command is longer than {LINE_MAX} bytes or has a newline"
+            ));
+        }
+        Ok(timeout)
+    }
+}
+
+impl ScanArgs {
+    /// Checks what can be checked without I/O; returns how long to listen per round.
+    pub fn validate(&self) -> Result<Duration, String> {
+        let wait = seconds(self.timeout, 86400.0)?;
+        if let Some(i) = &self.iface {
+            if !valid_ifname(i) {
+                return Err(format!("-i {i:?}: not a valid interface name"));
+            }
+        }
+        Ok(wait)
     }
 }
 

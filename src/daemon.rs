@@ -1,24 +1,19 @@
 //! `tether agent`: start-up. Opens every socket (all fallible work happens here, before
 //! the ready line), prints the ready line, notifies systemd, and hands over to the run
-//! loop. Start-up may allocate; the run loop may not.
+//! loop. Start-up may allocate; the run loop may not. [`run`] reads as the list of steps.
 
 use crate::agent::{Agent, BeaconInfo, Config};
 use crate::cli::AgentConfig;
+use crate::limits::{MAX_LISTENERS, MAX_METRICS_LISTENERS};
 use crate::runloop::{Io, RunLoop, Watchdog};
 use crate::sys::{self, SysError};
 use std::io::Write;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::Instant;
 
-/// A start-up failure and its sysexits code.
-pub struct Fatal {
-    pub code: u8,
-    pub msg: String,
-}
-
-pub const EX_USAGE: u8 = 64;
-pub const EX_UNAVAILABLE: u8 = 69;
-pub const EX_OSERR: u8 = 71;
-pub const EX_CONFIG: u8 = 78;
+use crate::exit::Fatal;
+use crate::exit::{EX_CONFIG, EX_OSERR, EX_UNAVAILABLE};
 
 fn fatal(code: u8) -> impl Fn(SysError) -> Fatal {
     move |e| Fatal {
@@ -63,102 +58,28 @@ fn warn_placeholder_machine_id() {
     }
 }
 
+/// TCP (or HTTP) listeners with the addresses they really got (port 0 resolved).
+type Listeners<const N: usize> = heapless::Vec<(OwnedFd, SocketAddr), N>;
+
+/// Runs the agent until SIGTERM/SIGINT: every fallible step first, then the ready line,
+/// then the run loop. A step that fails after the Unix socket exists removes it.
 pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
     let now = Instant::now();
-    let fleet_key = match &cfg.fleet_key {
-        Some(p) => Some(crate::beacon::Signing {
-            path: p.clone(),
-            key: crate::beacon::load_key(p).map_err(|msg| Fatal {
-                code: EX_CONFIG,
-                msg,
-            })?,
-        }),
-        None => None,
-    };
-    let mut run_id = [0u8; 8];
-    crate::crypto::fill_random(&mut run_id).map_err(|e| Fatal {
-        code: EX_OSERR,
-        msg: format!("getrandom: {e}"),
-    })?;
+    let fleet_key = load_fleet_key(&cfg)?;
+    let run_id = new_run_id()?;
     let signals = sys::signals::Signals::install().map_err(fatal(EX_OSERR))?;
-
-    let mut tcp = heapless::Vec::new();
-    for addr in &cfg.listen {
-        match sys::net::tcp_listen(*addr, cfg.backlog) {
-            Ok(fd) => {
-                let real = sys::net::local_inet(std::os::fd::AsFd::as_fd(&fd)).unwrap_or(*addr);
-                let _ = tcp.push((fd, real));
-            }
-            // The default [::] listener is skipped where the kernel has no IPv6.
-            Err(e)
-                if cfg.default_listen
-                    && addr.is_ipv6()
-                    && e.errno == Some(nix::errno::Errno::EAFNOSUPPORT) =>
-            {
-                log::warn!("IPv6 unavailable, listening on IPv4 only: {e}");
-            }
-            Err(e) => return Err(fatal(EX_UNAVAILABLE)(e)),
-        }
-    }
-
-    // --metrics: the HTTP listeners, opened before anything that leaves a file behind.
-    let mut metrics = heapless::Vec::new();
-    for addr in &cfg.metrics {
-        let fd = sys::net::tcp_listen(*addr, cfg.backlog).map_err(|e| Fatal {
-            code: EX_UNAVAILABLE,
-            msg: format!("--metrics: {e}"),
-        })?;
-        let real = sys::net::local_inet(std::os::fd::AsFd::as_fd(&fd)).unwrap_or(*addr);
-        let _ = metrics.push((fd, real));
-    }
-    // The beacon announces the first metrics port reachable from the LAN (not loopback).
-    let metrics_port = metrics
-        .iter()
-        .map(|(_, a): &(_, std::net::SocketAddr)| *a)
-        .find(|a| !a.ip().is_loopback())
-        .map(|a| a.port());
-
-    let group = match &cfg.socket_group {
-        Some(name) => match nix::unistd::Group::from_name(name) {
-            Ok(Some(g)) => Some(g.gid),
-            _ => {
-                return Err(Fatal {
-                    code: EX_CONFIG,
-                    msg: format!("--socket-group {name}: no such group"),
-                })
-            }
-        },
-        None => None,
-    };
-    let sock_path = cfg
-        .socket
-        .clone()
-        .unwrap_or_else(sys::unix::default_socket_path);
-    let unix =
-        sys::unix::listen_unix(&sock_path, cfg.backlog, group).map_err(fatal(EX_UNAVAILABLE))?;
-
-    let led = match &cfg.led {
-        Some(p) => Some(sys::led::LedFile::open(p).map_err(|e| {
+    let tcp = open_control_listeners(&cfg)?;
+    // Opened before anything that leaves a file behind.
+    let metrics = open_metrics_listeners(&cfg)?;
+    let unix = open_unix_socket(&cfg)?;
+    let led = match open_led(&cfg) {
+        Ok(led) => led,
+        Err(f) => {
             unix.remove();
-            fatal(EX_CONFIG)(e)
-        })?),
-        None => None,
-    };
-
-    // The beacon interface: --iface, else the first up, non-loopback one with a broadcast address.
-    let beacon_iface = match &cfg.beacon {
-        None => None,
-        Some(bc) => {
-            let name = bc
-                .iface
-                .clone()
-                .or_else(|| sys::iface::default_beacon_iface().map(|n| n.to_string()));
-            if name.is_none() {
-                log::warn!("no interface is up with an IPv4 broadcast address: beacons are off (use --iface)");
-            }
-            name
+            return Err(f);
         }
     };
+    let beacon_iface = beacon_iface(&cfg);
     warn_placeholder_machine_id();
     let id = board_id(beacon_iface.as_deref());
     let core_cfg = Config {
@@ -168,18 +89,15 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
         plain_auth: cfg.plain_auth,
     };
     let agent = Agent::new(now, &id, &core_cfg);
-    let beacon: Option<Box<dyn crate::runloop::Beacon>> = match (&cfg.beacon, &beacon_iface) {
-        (Some(bc), Some(name)) => {
-            let ctl_port = tcp
-                .first()
-                .map_or(0, |(_, a): &(_, std::net::SocketAddr)| a.port());
-            let mut b = crate::beacon::Beacon::new(now, name, bc.port, ctl_port, run_id, fleet_key);
-            b.open(now);
-            b.set_metrics_port(metrics_port);
-            Some(Box::new(b))
-        }
-        _ => None,
-    };
+    let beacon = open_beacon(
+        now,
+        &cfg,
+        beacon_iface.as_deref(),
+        &tcp,
+        &metrics,
+        run_id,
+        fleet_key,
+    );
     let off_info = BeaconInfo {
         port: cfg
             .beacon
@@ -204,18 +122,158 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
     if metrics_on {
         rl.http = crate::runloop::http::Http::new(now);
     }
-    if let Some(p) = &cfg.token_file {
-        rl.reload_token();
-        if !rl.agent.has_token() {
-            rl.io.unix.remove();
-            return Err(Fatal {
-                code: EX_CONFIG,
-                msg: format!("--token-file {}: missing, unreadable or empty", p.display()),
-            });
+    load_token(&mut rl, &cfg)?;
+    announce_ready(&mut rl, now, &id);
+    rl.mark_ready();
+    let res = rl.run();
+    rl.shutdown();
+    res.map_err(fatal(EX_OSERR))
+}
+
+/// `--fleet-key`: read now, so a missing or short key stops start-up.
+fn load_fleet_key(cfg: &AgentConfig) -> Result<Option<crate::beacon::Signing>, Fatal> {
+    let Some(p) = &cfg.fleet_key else {
+        return Ok(None);
+    };
+    let key = crate::beacon::load_key(p).map_err(|msg| Fatal::new(EX_CONFIG, msg))?;
+    Ok(Some(crate::beacon::Signing {
+        path: p.clone(),
+        key,
+    }))
+}
+
+/// This start's random `run` id (beacons carry it so scan tells clones and restarts apart).
+fn new_run_id() -> Result<[u8; 8], Fatal> {
+    let mut run_id = [0u8; 8];
+    crate::crypto::fill_random(&mut run_id)
+        .map_err(|e| Fatal::new(EX_OSERR, format!("getrandom: {e}")))?;
+    Ok(run_id)
+}
+
+/// `--listen`: the control port's TCP listeners.
+fn open_control_listeners(cfg: &AgentConfig) -> Result<Listeners<MAX_LISTENERS>, Fatal> {
+    let mut tcp = heapless::Vec::new();
+    for addr in &cfg.listen {
+        match sys::net::tcp_listen(*addr, cfg.backlog) {
+            Ok(fd) => {
+                let real = sys::net::local_inet(fd.as_fd()).unwrap_or(*addr);
+                let _ = tcp.push((fd, real));
+            }
+            // The default [::] listener is skipped where the kernel has no IPv6.
+            Err(e)
+                if cfg.default_listen
+                    && addr.is_ipv6()
+                    && e.errno == Some(nix::errno::Errno::EAFNOSUPPORT) =>
+            {
+                log::warn!("IPv6 unavailable, listening on IPv4 only: {e}");
+            }
+            Err(e) => return Err(fatal(EX_UNAVAILABLE)(e)),
         }
     }
+    Ok(tcp)
+}
 
-    let ready = ready_line(&rl);
+/// `--metrics`: the HTTP listeners.
+fn open_metrics_listeners(cfg: &AgentConfig) -> Result<Listeners<MAX_METRICS_LISTENERS>, Fatal> {
+    let mut metrics = heapless::Vec::new();
+    for addr in &cfg.metrics {
+        let fd = sys::net::tcp_listen(*addr, cfg.backlog)
+            .map_err(|e| Fatal::new(EX_UNAVAILABLE, format!("--metrics: {e}")))?;
+        let real = sys::net::local_inet(fd.as_fd()).unwrap_or(*addr);
+        let _ = metrics.push((fd, real));
+    }
+    Ok(metrics)
+}
+
+/// The Unix control socket, owned by `--socket-group` when given.
+fn open_unix_socket(cfg: &AgentConfig) -> Result<sys::unix::UnixListener, Fatal> {
+    let group = match &cfg.socket_group {
+        Some(name) => match nix::unistd::Group::from_name(name) {
+            Ok(Some(g)) => Some(g.gid),
+            _ => {
+                return Err(Fatal::new(
+                    EX_CONFIG,
+                    format!("--socket-group {name}: no such group"),
+                ))
+            }
+        },
+        None => None,
+    };
+    let sock_path = cfg
+        .socket
+        .clone()
+        .unwrap_or_else(sys::unix::default_socket_path);
+    sys::unix::listen_unix(&sock_path, cfg.backlog, group).map_err(fatal(EX_UNAVAILABLE))
+}
+
+/// `--led`, checked now so a typo fails start-up, not IDENTIFY.
+fn open_led(cfg: &AgentConfig) -> Result<Option<sys::led::LedFile>, Fatal> {
+    cfg.led
+        .as_ref()
+        .map(|p| sys::led::LedFile::open(p).map_err(fatal(EX_CONFIG)))
+        .transpose()
+}
+
+/// The beacon interface: `--iface`, else the first up, non-loopback one with a broadcast
+/// address; None with `--no-beacon` or when there is none.
+fn beacon_iface(cfg: &AgentConfig) -> Option<String> {
+    let bc = cfg.beacon.as_ref()?;
+    let name = bc
+        .iface
+        .clone()
+        .or_else(|| sys::iface::default_beacon_iface().map(|n| n.to_string()));
+    if name.is_none() {
+        log::warn!(
+            "no interface is up with an IPv4 broadcast address: beacons are off (use --iface)"
+        );
+    }
+    name
+}
+
+/// The beacon on `iface`, announcing the first control port and the first metrics port
+/// reachable from the LAN (not loopback).
+fn open_beacon(
+    now: Instant,
+    cfg: &AgentConfig,
+    iface: Option<&str>,
+    tcp: &Listeners<MAX_LISTENERS>,
+    metrics: &Listeners<MAX_METRICS_LISTENERS>,
+    run_id: [u8; 8],
+    fleet_key: Option<crate::beacon::Signing>,
+) -> Option<Box<dyn crate::runloop::Beacon>> {
+    let (bc, name) = (cfg.beacon.as_ref()?, iface?);
+    let ctl_port = tcp.first().map_or(0, |(_, a)| a.port());
+    let metrics_port = metrics
+        .iter()
+        .map(|(_, a)| *a)
+        .find(|a| !a.ip().is_loopback())
+        .map(|a| a.port());
+    let mut b = crate::beacon::Beacon::new(now, name, bc.port, ctl_port, run_id, fleet_key);
+    b.open(now);
+    b.set_metrics_port(metrics_port);
+    Some(Box::new(b))
+}
+
+/// `--token-file`: loaded now; a missing or empty token stops start-up.
+fn load_token(rl: &mut RunLoop, cfg: &AgentConfig) -> Result<(), Fatal> {
+    let Some(p) = &cfg.token_file else {
+        return Ok(());
+    };
+    rl.reload_token();
+    if rl.agent.has_token() {
+        return Ok(());
+    }
+    rl.io.unix.remove();
+    Err(Fatal::new(
+        EX_CONFIG,
+        format!("--token-file {}: missing, unreadable or empty", p.display()),
+    ))
+}
+
+/// Prints the ready line on stdout, logs it, and tells systemd (READY=1, STATUS=, and
+/// the watchdog when WatchdogSec= is set).
+fn announce_ready(rl: &mut RunLoop, now: Instant, id: &str) {
+    let ready = ready_line(rl);
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{ready}");
     let _ = out.flush();
@@ -238,11 +296,6 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
         Ok(None) => {}
         Err(e) => log::warn!("NOTIFY_SOCKET: {}", e.desc()),
     }
-
-    rl.mark_ready();
-    let res = rl.run();
-    rl.shutdown();
-    res.map_err(fatal(EX_OSERR))
 }
 
 fn ready_line(rl: &RunLoop) -> String {

@@ -31,6 +31,7 @@ pub mod cli;
 pub mod crypto;
 pub mod ctl;
 pub mod daemon;
+pub mod exit;
 pub mod facts;
 pub mod id;
 pub mod limits;

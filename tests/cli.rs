@@ -108,9 +108,12 @@ fn ctl_exit_codes() {
     let (code, out, _) = a.ctl(&["GET", "missing"]);
     assert_eq!(code, 1);
     assert!(out.starts_with("ERR not-found "), "{out}");
-    // 64: usage.
+    // No words and an empty stdin: nothing to send, nothing printed, 0.
     let sock = a.unix.to_str().unwrap();
-    let (code, _, err) = run(&["ctl", "-s", sock]);
+    let (code, out, err) = run(&["ctl", "-s", sock]);
+    assert_eq!((code, out.as_str(), err.as_str()), (0, "", ""));
+    // 64: usage.
+    let (code, _, err) = run(&["ctl", "-s", sock, "-t", "0", "PING"]);
     assert_eq!(code, 64, "{err}");
     assert_eq!(error_lines(&err).len(), 1, "{err}");
     let tcp = a.tcp_addr().to_string();
