@@ -386,7 +386,7 @@ impl crate::runloop::Beacon for Beacon {
 
     fn write_socket(&self, w: &mut WBuf<'_>) -> core::fmt::Result {
         match &self.sock {
-            Some((fd, _)) => net::write_socket_info(w, "udp-beacon", fd.as_fd()),
+            Some((fd, _)) => net::socket_info(fd.as_fd()).write(w, "udp-beacon"),
             None => {
                 w.write_str("{\"kind\":\"udp-beacon\",\"addr\":null,\"state\":")?;
                 crate::proto::json::write_str(w, self.state.as_str().as_bytes())?;

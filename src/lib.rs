@@ -4,8 +4,9 @@
 //!   main.rs ─ cli ─┬─ daemon ── runloop ──┬── agent ── facts      (IO-free core)
 //!                  │            (poll)    ├── metrics ─ agent     (IO-free: /metrics body)
 //!                  │                      │      └──── proto      (IO-free wire layer)
-//!                  ├─ ctl                 ├── beacon ── proto::beacon
-//!                  └─ scan                └── sys (nix: sockets, signals, ioctl, /proc)
+//!                  ├─ ctl (+ ctl::pretty) ├── beacon ── proto::beacon
+//!                  └─ scan (poll)         └── sys (nix: sockets, signals, ioctl, /proc)
+//!   exit: Fatal and the exit codes, for main.rs and the three subcommands
 //! ```
 //!
 //! Layers and who may import whom:
@@ -15,10 +16,13 @@
 //! - [`agent`] and [`facts`] are the IO-free core; time comes in as `now`, the world
 //!   through the [`agent::Env`] trait.
 //! - [`metrics`] renders `/metrics` from the core's state: IO-free like it.
-//! - [`sys`] is the only module that calls nix's socket/signal/ioctl APIs.
-//! - [`runloop`] is the only caller of poll(2) and owns every fd.
-//! - [`daemon`], [`ctl`], [`scan`] are the subcommands; `main.rs` maps their errors to
-//!   exit codes.
+//! - [`sys`] is the only module that calls nix's socket/signal/ioctl APIs; it reads and
+//!   writes the OS, and leaves every wire format to [`proto`].
+//! - [`runloop`] is the agent's only caller of poll(2) and owns every fd of the agent.
+//!   The client `tether scan` has a small poll of its own over its two UDP sockets.
+//! - [`daemon`], [`ctl`], [`scan`] are the subcommands; none imports another. [`cli`]
+//!   validates their options; [`exit`] holds [`exit::Fatal`] and every exit code, and
+//!   `main.rs` prints the one `error:` line and exits with the code.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::unwrap_used, clippy::expect_used)]

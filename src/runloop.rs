@@ -162,13 +162,13 @@ impl Env for Io {
         };
         for (fd, _) in &self.tcp {
             sep(w)?;
-            net::write_socket_info(w, "tcp-listen", fd.as_fd())?;
+            net::socket_info(fd.as_fd()).write(w, "tcp-listen")?;
         }
         sep(w)?;
-        net::write_socket_info(w, "unix-listen", self.unix.fd.as_fd())?;
+        net::socket_info(self.unix.fd.as_fd()).write(w, "unix-listen")?;
         for (fd, _) in &self.metrics {
             sep(w)?;
-            net::write_socket_info(w, "http-listen", fd.as_fd())?;
+            net::socket_info(fd.as_fd()).write(w, "http-listen")?;
         }
         if let Some(b) = &self.beacon {
             sep(w)?;
@@ -181,7 +181,7 @@ impl Env for Io {
                     Transport::Tcp => "tcp-client",
                     Transport::Unix => "unix-client",
                 };
-                net::write_socket_info(w, kind, fd.as_fd())?;
+                net::socket_info(fd.as_fd()).write(w, kind)?;
             }
         }
         Ok(())
