@@ -1,4 +1,4 @@
-//! The run loop: the only caller of poll(2). It owns every fd and the client table,
+//! The run loop: the agent's only caller of poll(2). It owns every fd and the client table,
 //! reads the clock once per turn, moves bytes between sockets and the core, and sleeps
 //! exactly until the next deadline. It parses nothing itself: framing and requests are
 //! `proto`'s, answers are `agent`'s. The `--metrics` HTTP connections have their own
