@@ -20,10 +20,11 @@ use crate::limits::{AUTH_NONCE_BYTES, LINE_MAX};
 use crate::proto::reply::ErrCode;
 use std::io::{BufRead, ErrorKind, IsTerminal, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-trait Stream: Read + Write {
+trait Stream: Read + Write + AsFd {
     fn set_timeout(&self, d: Duration) -> std::io::Result<()>;
 }
 impl Stream for UnixStream {
@@ -217,9 +218,34 @@ fn read_line(input: &mut impl BufRead) -> Option<String> {
     }
 }
 
-/// The prompt: one connection, one command per line, until `quit`, `exit` or EOF.
-/// ERR replies are shown and the session goes on; a lost connection ends it.
-fn interactive(s: &mut dyn Stream, to: &str, timeout: Duration, pretty: bool) -> Result<u8, Fatal> {
+/// The connection of a prompt or pipe session, reopened (and authenticated again) when
+/// the agent has closed it between two commands: an idle session outlives the agent's
+/// `--idle-timeout`, and an agent restart.
+struct Session<'a> {
+    args: &'a CtlArgs,
+    timeout: Duration,
+    stream: Box<dyn Stream>,
+}
+
+impl Session<'_> {
+    /// Sends one command and returns the reply. A connection found closed before the
+    /// command is sent is reopened first; the command itself is never sent twice.
+    fn send(&mut self, line: &str) -> Result<String, Fatal> {
+        if crate::sys::net::peer_gone(self.stream.as_fd()) {
+            eprintln!("(the agent closed the connection; reconnecting)");
+            let (mut stream, _) = connect(self.args, self.timeout)?;
+            if let Some(code) = login(stream.as_mut(), self.args, self.timeout)? {
+                return Err(Fatal::new(code, "AUTH refused on reconnecting"));
+            }
+            self.stream = stream;
+        }
+        exchange(self.stream.as_mut(), line, Instant::now() + self.timeout)
+    }
+}
+
+/// The prompt: one command per line, until `quit`, `exit` or EOF. ERR replies are shown
+/// and the session goes on; a connection that cannot be reopened ends it.
+fn interactive(mut s: Session<'_>, to: &str, pretty: bool) -> Result<u8, Fatal> {
     let mut input = std::io::stdin().lock();
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
@@ -244,7 +270,7 @@ fn interactive(s: &mut dyn Stream, to: &str, timeout: Duration, pretty: bool) ->
         let reply = if line.len() > LINE_MAX {
             too_long_reply()
         } else {
-            exchange(s, &line, Instant::now() + timeout)?
+            s.send(&line)?
         };
         let _ = show(&mut out, &line, &reply, pretty);
     }
@@ -252,12 +278,7 @@ fn interactive(s: &mut dyn Stream, to: &str, timeout: Duration, pretty: bool) ->
 
 /// Commands from a pipe or file: one per line (blank lines and `#` comments skipped),
 /// one reply per line. Every line is answered; the status is the first failure's.
-fn batch(
-    s: &mut dyn Stream,
-    input: &mut impl BufRead,
-    timeout: Duration,
-    pretty: bool,
-) -> Result<u8, Fatal> {
+fn batch(mut s: Session<'_>, input: &mut impl BufRead, pretty: bool) -> Result<u8, Fatal> {
     let mut out = std::io::stdout().lock();
     let mut first_failure = None;
     while let Some(line) = read_line(input) {
@@ -267,7 +288,7 @@ fn batch(
         let reply = if line.len() > LINE_MAX {
             too_long_reply()
         } else {
-            match exchange(s, &line, Instant::now() + timeout) {
+            match s.send(&line) {
                 Ok(r) => r,
                 Err(f) => return Err(Fatal::new(first_failure.unwrap_or(f.code), f.msg)),
             }
@@ -298,15 +319,15 @@ pub fn run(args: CtlArgs, timeout: Duration) -> Result<u8, Fatal> {
         return Ok(code);
     }
     if args.words.is_empty() {
+        let s = Session {
+            args: &args,
+            timeout,
+            stream,
+        };
         return if stdin_tty {
-            interactive(stream.as_mut(), &to, timeout, pretty)
+            interactive(s, &to, pretty)
         } else {
-            batch(
-                stream.as_mut(),
-                &mut std::io::stdin().lock(),
-                timeout,
-                pretty,
-            )
+            batch(s, &mut std::io::stdin().lock(), pretty)
         };
     }
     let line = args.words.join(" ");

@@ -129,6 +129,30 @@ fn interactive_prompt_keeps_one_authenticated_connection() {
 }
 
 #[test]
+fn an_idle_prompt_reconnects_and_authenticates_again() {
+    let (a, tf) = token_agent("s3cret\n", &["--idle-timeout", "1"]);
+    let tcp = a.tcp_addr().to_string();
+    let mut t = Tty::spawn(&["ctl", "-c", &tcp, "--token-file", tf.to_str().unwrap()]);
+    let mut at = t.expect_after(0, "tether> ");
+    t.type_line("SET a 1");
+    at = t.expect_after(at, "OK\ntether> ");
+    // The operator thinks longer than the agent's --idle-timeout.
+    assert!(wait_for(slack(Duration::from_secs(5)), || a.stats()
+        ["closed_idle"]
+        == 1));
+    t.type_line("SET a 2");
+    at = t.expect_after(
+        at,
+        "(the agent closed the connection; reconnecting)\nOK\ntether> ",
+    );
+    t.type_line("GET a");
+    t.expect_after(at, "OK 2\ntether> ");
+    t.type_line("exit");
+    assert_eq!(t.exit_code(), 0, "{}", t.seen);
+    assert_eq!(a.stats()["auth_failures"], 0);
+}
+
+#[test]
 fn interactive_prompt_leaves_on_eof() {
     let a = Agent::start(&[]);
     let mut t = Tty::spawn(&["ctl", "-s", a.unix.to_str().unwrap()]);
