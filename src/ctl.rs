@@ -46,10 +46,7 @@ fn io_fatal(what: &str, e: std::io::Error) -> Fatal {
         ErrorKind::PermissionDenied => EX_NOPERM,
         _ => EX_UNAVAILABLE,
     };
-    Fatal {
-        code,
-        msg: format!("{what}: {e}"),
-    }
+    Fatal::new(code, format!("{what}: {e}"))
 }
 
 /// Sends `line` and reads one reply line before `deadline`.
