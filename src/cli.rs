@@ -353,6 +353,27 @@ mod tests {
     }
 
     #[test]
+    fn ctl_and_scan_checks() {
+        let ctl = |a: &[&str]| CtlArgs::from_args(&["ctl"], a).unwrap().validate();
+        assert_eq!(ctl(&["PING"]).unwrap(), Duration::from_secs(5));
+        assert_eq!(
+            ctl(&[]).unwrap(),
+            Duration::from_secs(5),
+            "no words: a session"
+        );
+        assert_eq!(ctl(&["-t", "0.5"]).unwrap(), Duration::from_millis(500));
+        for bad in [&["-t", "0"][..], &["-t", "NaN"], &["-s", "a", "-c", "b:1"]] {
+            assert!(ctl(bad).is_err(), "{bad:?}");
+        }
+        assert!(ctl(&["SET", "k", &"v".repeat(LINE_MAX)]).is_err());
+        let scan = |a: &[&str]| ScanArgs::from_args(&["scan"], a).unwrap().validate();
+        assert_eq!(scan(&[]).unwrap(), Duration::from_secs(2));
+        assert!(scan(&["-t", "86400"]).is_err());
+        assert!(scan(&["-i", "a/b"]).is_err());
+        assert!(scan(&["-i", "eth0"]).is_ok());
+    }
+
+    #[test]
     fn metrics_addresses() {
         assert!(parse(&[]).unwrap().metrics.is_empty());
         let c = parse(&["--metrics", "0.0.0.0:9100", "--metrics", "::1"]).unwrap();
