@@ -10,8 +10,9 @@ use crate::limits::{
     AUTH_FAILS_PER_SEC, AUTH_FAIL_DELAY_MS, AUTH_NONCE_BYTES, AUTH_NONCE_SECS, HOST_MAX,
     IDENTIFY_DEFAULT_SECS, IDENTIFY_HALF_PERIOD_MS, IFNAME_MAX, MAX_ADDRS, TOKEN_MAX,
 };
+use crate::proto::line::{next_line, Frame};
 use crate::proto::reply::{write_err, write_ok, ErrCode, Error};
-use crate::proto::request::{Request, HELP};
+use crate::proto::request::{parse, Request, HELP};
 use crate::proto::wbuf::WBuf;
 use crate::proto::{hex, json};
 use core::fmt::{self, Write};
@@ -152,6 +153,9 @@ pub struct Stats {
     pub probes_answered: u64,
     pub probes_limited: u64,
     pub datagrams_dropped: u64,
+    /// Publish socket (`--publish`): datagrams applied, and datagrams refused.
+    pub published: u64,
+    pub publish_rejected: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
 }
@@ -210,6 +214,14 @@ const E_FULL: Error = Error::new(ErrCode::Full, "fact table is full");
 const E_NOT_FOUND: Error = Error::new(ErrCode::NotFound, "no such fact");
 const E_NO_LED: Error = Error::new(ErrCode::Unsupported, "no LED configured (--led)");
 const E_TOO_BIG: Error = Error::new(ErrCode::Busy, "reply too large");
+const E_PUBLISH_ONLY: Error = Error::new(
+    ErrCode::BadCommand,
+    "only SET and DEL can be published (the publish socket answers nothing)",
+);
+const E_PUBLISH_LINE: Error = Error::new(
+    ErrCode::TooLong,
+    "a datagram must be one line of at most 255 bytes",
+);
 
 impl Agent {
     pub fn new(now: Instant, id: &str, cfg: &Config) -> Self {
@@ -328,20 +340,14 @@ impl Agent {
                 })()),
                 None => (Err(E_NOT_FOUND), Outcome::Continue),
             },
-            Request::Set { key, value, ttl } => {
-                let expires = ttl.map(|t| now + Duration::from_secs(u64::from(t)));
-                match self.facts.set(key, value, expires) {
-                    Ok(()) => ok(write_ok(out)),
-                    Err(_) => (Err(E_FULL), Outcome::Continue),
-                }
-            }
-            Request::Del(k) => {
-                if self.facts.del(k) {
-                    ok(write_ok(out))
-                } else {
-                    (Err(E_NOT_FOUND), Outcome::Continue)
-                }
-            }
+            Request::Set { key, value, ttl } => match self.set_fact(now, key, value, ttl) {
+                Ok(()) => ok(write_ok(out)),
+                Err(e) => (Err(e), Outcome::Continue),
+            },
+            Request::Del(k) => match self.del_fact(k) {
+                Ok(()) => ok(write_ok(out)),
+                Err(e) => (Err(e), Outcome::Continue),
+            },
             Request::Interval(None) => ok(writeln!(out, "OK {}", self.interval_secs)),
             Request::Interval(Some(s)) => {
                 self.interval_secs = s;
@@ -354,6 +360,55 @@ impl Agent {
             Request::Auth(None) => ok_or(self.challenge(now, session, env, out)),
             Request::Auth(Some(given)) => self.auth(now, session, given, out),
         }
+    }
+
+    /// `SET key value [ttl=SECS]` (control connections and the publish socket).
+    fn set_fact(
+        &mut self,
+        now: Instant,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<u32>,
+    ) -> Result<(), Error> {
+        let expires = ttl.map(|t| now + Duration::from_secs(u64::from(t)));
+        self.facts.set(key, value, expires).map_err(|_| E_FULL)
+    }
+
+    /// `DEL key` (control connections and the publish socket).
+    fn del_fact(&mut self, key: &[u8]) -> Result<(), Error> {
+        if self.facts.del(key) {
+            Ok(())
+        } else {
+            Err(E_NOT_FOUND)
+        }
+    }
+
+    /// One datagram from the publish socket: exactly one `SET key value [ttl=SECS]` or
+    /// `DEL key` line in the control protocol's syntax, optionally ended by `\n` or `\r\n`.
+    /// Nothing is answered; the result says why a datagram was refused (for the log) and
+    /// is counted in STATS (`published` / `publish_rejected`). `DEL` of a fact that is
+    /// not there counts as published: the fact is gone, as the sender asked.
+    pub fn publish(&mut self, now: Instant, datagram: &[u8]) -> Result<(), Error> {
+        let res = match next_line(datagram) {
+            // One line and its terminator, nothing after it.
+            Frame::Line(l, used) if used == datagram.len() => Ok(l),
+            // No terminator at all.
+            Frame::Incomplete if datagram.len() <= crate::limits::LINE_MAX => Ok(datagram),
+            _ => Err(E_PUBLISH_LINE),
+        }
+        .and_then(|line| match parse(line)? {
+            Request::Set { key, value, ttl } => self.set_fact(now, key, value, ttl),
+            Request::Del(k) => match self.del_fact(k) {
+                Err(e) if e.code == ErrCode::NotFound => Ok(()),
+                r => r,
+            },
+            _ => Err(E_PUBLISH_ONLY),
+        });
+        match res {
+            Ok(()) => self.stats.published += 1,
+            Err(_) => self.stats.publish_rejected += 1,
+        }
+        res
     }
 
     /// `AUTH` alone: a fresh nonce for this connection, replacing any outstanding one.
@@ -571,6 +626,11 @@ impl Agent {
             w,
             "OK {{\"accepted\":{},\"refused_busy\":{},\"closed_idle\":{},\"closed_too_long\":{},\"closed_slow\":{},\"requests\":{},\"errors\":{},\"auth_failures\":{},",
             s.accepted, s.refused_busy, s.closed_idle, s.closed_too_long, s.closed_slow, s.requests, s.errors, s.auth_failures
+        )?;
+        write!(
+            w,
+            "\"published\":{},\"publish_rejected\":{},",
+            s.published, s.publish_rejected
         )?;
         writeln!(
             w,
@@ -843,6 +903,63 @@ mod tests {
         let later = later + Duration::from_secs(1);
         let (_, good) = challenge(&mut a, later, &mut s, b"tok", &mut env);
         assert_eq!(run(&mut a, later, &mut s, &good, &mut env), "OK\n");
+    }
+
+    #[test]
+    fn publish_takes_one_set_or_del_line_and_counts() {
+        let t = Instant::now();
+        let mut a = agent(t, false);
+        for ok in [
+            &b"SET temp 21.5"[..],
+            b"SET temp 22\n",
+            b"set hum 40 ttl=60\r\n",
+            b"DEL gone",
+            b"SET x 1",
+            b"del x\n",
+        ] {
+            assert_eq!(
+                a.publish(t, ok),
+                Ok(()),
+                "{:?}",
+                String::from_utf8_lossy(ok)
+            );
+        }
+        assert_eq!(a.facts.get(b"temp").unwrap().value.as_slice(), b"22");
+        assert!(a.facts.get(b"x").is_none());
+        let long = [b'a'; 256];
+        for bad in [
+            &b""[..],
+            b"\n",
+            b"PING",
+            b"STATUS\n",
+            b"INTERVAL 9",
+            b"SET a 1\nSET b 2\n",
+            b"SET a 1\nDEL a",
+            b"SET bad/key 1",
+            b"SET k",
+            b"\xff\xfe",
+            &long,
+        ] {
+            assert!(
+                a.publish(t, bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!((a.stats.published, a.stats.publish_rejected), (6, 11));
+        assert_eq!(a.interval_secs, 5);
+        // The ttl works as over the control socket.
+        a.on_timer(t + Duration::from_secs(61), &mut FakeEnv::default());
+        assert!(a.facts.get(b"hum").is_none());
+        // A full table refuses, and keeps what it has.
+        for i in 0..crate::limits::MAX_FACTS {
+            let _ = a.publish(t, format!("SET f{i} v").as_bytes());
+        }
+        assert_eq!(
+            a.publish(t, b"SET one more").map_err(|e| e.code),
+            Err(ErrCode::Full)
+        );
+        assert_eq!(a.facts.get(b"temp").unwrap().value.as_slice(), b"22");
     }
 
     #[test]

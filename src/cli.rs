@@ -7,6 +7,7 @@ use crate::limits::{
     INTERVAL_MAX_SECS, INTERVAL_MIN_SECS, MAX_CLIENTS, MAX_LISTENERS,
 };
 use crate::limits::{DEFAULT_METRICS_PORT, LINE_MAX, MAX_METRICS_LISTENERS};
+use crate::limits::{SOCKBUF_MAX, SOCKBUF_MIN};
 use argh::FromArgs;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -86,6 +87,18 @@ pub struct AgentArgs {
     /// serve Prometheus metrics over HTTP at GET /metrics on this address, repeatable (at most 2; off by default); IP:PORT, or IP alone for port 9545; port 0 picks a free port
     #[argh(option)]
     pub metrics: Vec<String>,
+    /// path of the Unix datagram socket where programs on the board publish facts, one SET or DEL line per datagram (default: publish.sock beside the control socket)
+    #[argh(option)]
+    pub publish: Option<PathBuf>,
+    /// do not open the publish socket
+    #[argh(switch)]
+    pub no_publish: bool,
+    /// SO_RCVBUF in bytes for every socket the agent opens (1024-4194304; Linux reports twice the value; default: the kernel's)
+    #[argh(option)]
+    pub rcvbuf: Option<u32>,
+    /// SO_SNDBUF in bytes for every socket the agent opens (1024-4194304; Linux reports twice the value; default: the kernel's)
+    #[argh(option)]
+    pub sndbuf: Option<u32>,
     /// more logging (-v debug, -vv trace); RUST_LOG overrides
     #[argh(switch, short = 'v')]
     pub verbose: u8,
@@ -111,6 +124,9 @@ pub struct CtlArgs {
     /// print STATUS, STATS and SOCKETS as the agent's one-line `OK {json}` even on a terminal
     #[argh(switch)]
     pub raw: bool,
+    /// send the command (SET or DEL only) as one datagram to the agent's publish socket (publish.sock beside the -s socket) and exit without waiting for an answer
+    #[argh(switch)]
+    pub dgram: bool,
     /// the command, e.g. PING, STATUS, SET room kitchen (none: read commands from standard input)
     #[argh(positional, greedy)]
     pub words: Vec<String>,
@@ -174,6 +190,13 @@ pub struct AgentConfig {
     pub verbose: u8,
     /// `--metrics` addresses (empty: metrics off).
     pub metrics: Vec<SocketAddr>,
+    /// `--publish` path; None: beside the control socket (unless `no_publish`).
+    pub publish: Option<PathBuf>,
+    /// `--no-publish`.
+    pub no_publish: bool,
+    /// `--rcvbuf` / `--sndbuf` in bytes (None: the kernel's default).
+    pub rcvbuf: Option<u32>,
+    pub sndbuf: Option<u32>,
 }
 
 pub fn valid_ifname(n: &str) -> bool {
@@ -247,6 +270,16 @@ impl AgentArgs {
                 "at most {MAX_METRICS_LISTENERS} --metrics addresses"
             ));
         }
+        if self.publish.is_some() && self.no_publish {
+            return Err("--publish and --no-publish contradict each other".into());
+        }
+        for (name, v) in [("--rcvbuf", self.rcvbuf), ("--sndbuf", self.sndbuf)] {
+            if let Some(v) = v.filter(|v| !(SOCKBUF_MIN..=SOCKBUF_MAX).contains(v)) {
+                return Err(format!(
+                    "{name} {v}: expected {SOCKBUF_MIN}-{SOCKBUF_MAX} bytes"
+                ));
+            }
+        }
         let mut metrics = Vec::new();
         for m in &self.metrics {
             metrics.push(metrics_addr(m).ok_or_else(|| {
@@ -274,6 +307,10 @@ impl AgentArgs {
             thermal: self.thermal,
             verbose: self.verbose,
             metrics,
+            publish: self.publish,
+            no_publish: self.no_publish,
+            rcvbuf: self.rcvbuf,
+            sndbuf: self.sndbuf,
         })
     }
 }
@@ -288,8 +325,9 @@ fn seconds(secs: f64, max: f64) -> Result<Duration, String> {
 }
 
 impl CtlArgs {
-    /// Checks what can be checked without I/O; returns the timeout. With no words, ctl
-    /// reads its commands from standard input (a prompt on a terminal).
+    /// Checks what can be checked without I/O (with `--dgram`, the line itself); returns
+    /// the timeout. With no words, ctl reads its commands from standard input (a prompt
+    /// on a terminal).
     pub fn validate(&self) -> Result<Duration, String> {
         if self.socket.is_some() && self.connect.is_some() {
             return Err("-s and -c exclude each other".into());
@@ -301,7 +339,28 @@ impl CtlArgs {
                 "the command is longer than {LINE_MAX} bytes or has a newline"
             ));
         }
+        if self.dgram {
+            check_dgram(self, &line)?;
+        }
         Ok(timeout)
+    }
+}
+
+/// `ctl --dgram`: only a well-formed SET or DEL, checked with the agent's own parser
+/// (nothing comes back to say it was wrong), and only to the local publish socket.
+fn check_dgram(args: &CtlArgs, line: &str) -> Result<(), String> {
+    use crate::proto::request::{parse, Request};
+    if args.connect.is_some() || args.token_file.is_some() {
+        return Err(
+            "--dgram goes to the local publish socket: -c and --token-file do not apply".into(),
+        );
+    }
+    match parse(line.as_bytes()) {
+        Ok(Request::Set { .. } | Request::Del(_)) => Ok(()),
+        Ok(_) => Err(format!(
+            "--dgram sends only SET and DEL (nothing comes back); without --dgram: tether ctl {line}"
+        )),
+        Err(e) => Err(format!("--dgram {line:?}: {}", e.text)),
     }
 }
 
@@ -371,6 +430,22 @@ mod tests {
         assert!(scan(&["-t", "86400"]).is_err());
         assert!(scan(&["-i", "a/b"]).is_err());
         assert!(scan(&["-i", "eth0"]).is_ok());
+    }
+
+    #[test]
+    fn publish_and_buffer_sizes() {
+        let c = parse(&[]).unwrap();
+        assert!(c.publish.is_none() && !c.no_publish);
+        assert_eq!((c.rcvbuf, c.sndbuf), (None, None));
+        assert!(parse(&["--no-publish"]).unwrap().no_publish);
+        assert!(parse(&["--publish", "/x/p.sock", "--no-publish"]).is_err());
+        let c = parse(&["--rcvbuf", "1024", "--sndbuf", "4194304"]).unwrap();
+        assert_eq!((c.rcvbuf, c.sndbuf), (Some(1024), Some(4194304)));
+        for bad in ["1023", "4194305", "0"] {
+            assert!(parse(&["--rcvbuf", bad]).is_err(), "{bad}");
+            assert!(parse(&["--sndbuf", bad]).is_err(), "{bad}");
+        }
+        assert!(parse(&["--rcvbuf", "-1"]).is_err());
     }
 
     #[test]

@@ -128,6 +128,36 @@ fn exit_for(reply: &str) -> u8 {
     }
 }
 
+/// `tether ctl --dgram SET key value [ttl=SECS]` / `DEL key`: one datagram to the agent's
+/// publish socket (`publish.sock` beside the `-s` socket or the default one), no answer
+/// awaited. [`CtlArgs::validate`] has checked the line with the agent's own parser, since
+/// nothing comes back. Exit 0 once the datagram is queued; 69 no socket or no agent
+/// there; 77 permission denied; 75 the agent's queue is full (the datagram was not sent).
+pub fn dgram(args: &CtlArgs) -> Result<u8, Fatal> {
+    let line = args.words.join(" ");
+    let ctl = args
+        .socket
+        .clone()
+        .unwrap_or_else(crate::sys::unix::default_socket_path);
+    let path = ctl.with_file_name("publish.sock");
+    let send = || {
+        let s = std::os::unix::net::UnixDatagram::unbound()?;
+        s.set_nonblocking(true)?;
+        s.send_to(format!("{line}\n").as_bytes(), &path)
+    };
+    match send() {
+        Ok(_) => Ok(0),
+        Err(e) if e.kind() == ErrorKind::WouldBlock => Err(Fatal::new(
+            EX_TEMPFAIL,
+            format!(
+                "send {}: the agent's queue is full, not sent",
+                path.display()
+            ),
+        )),
+        Err(e) => Err(io_fatal(&format!("send {}", path.display()), e)),
+    }
+}
+
 /// Connects to `-c HOST:PORT` over TCP, else to the Unix socket (`-s` or the default).
 fn connect(args: &CtlArgs, timeout: Duration) -> Result<(Box<dyn Stream>, String), Fatal> {
     match &args.connect {
@@ -309,6 +339,9 @@ fn batch(mut s: Session<'_>, input: &mut impl BufRead, pretty: bool) -> Result<u
 /// Runs `tether ctl` (`args` checked by [`CtlArgs::validate`], which gave `timeout`: the
 /// limit for connecting and for each reply); returns the exit code.
 pub fn run(args: CtlArgs, timeout: Duration) -> Result<u8, Fatal> {
+    if args.dgram {
+        return dgram(&args);
+    }
     let pretty = !args.raw && std::io::stdout().is_terminal();
     let stdin_tty = std::io::stdin().is_terminal();
     let (mut stream, to) = connect(&args, timeout)?;

@@ -13,7 +13,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::Instant;
 
 use crate::exit::Fatal;
-use crate::exit::{EX_CONFIG, EX_OSERR, EX_UNAVAILABLE};
+use crate::exit::{EX_CONFIG, EX_OSERR, EX_UNAVAILABLE, EX_USAGE};
+use crate::runloop::publish::Publish;
 
 fn fatal(code: u8) -> impl Fn(SysError) -> Fatal {
     move |e| Fatal {
@@ -62,20 +63,25 @@ fn warn_placeholder_machine_id() {
 type Listeners<const N: usize> = heapless::Vec<(OwnedFd, SocketAddr), N>;
 
 /// Runs the agent until SIGTERM/SIGINT: every fallible step first, then the ready line,
-/// then the run loop. A step that fails after the Unix socket exists removes it.
+/// then the run loop. A step that fails after the Unix sockets exist removes them.
 pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
     let now = Instant::now();
     let fleet_key = load_fleet_key(&cfg)?;
     let run_id = new_run_id()?;
     let signals = sys::signals::Signals::install().map_err(fatal(EX_OSERR))?;
+    // --rcvbuf / --sndbuf: before the first socket, so every socket gets them.
+    sys::net::set_buf_sizes(sys::net::BufSizes {
+        rcvbuf: cfg.rcvbuf,
+        sndbuf: cfg.sndbuf,
+    });
     let tcp = open_control_listeners(&cfg)?;
     // Opened before anything that leaves a file behind.
     let metrics = open_metrics_listeners(&cfg)?;
-    let unix = open_unix_socket(&cfg)?;
+    let (unix, publish) = open_local_sockets(&cfg, now)?;
     let led = match open_led(&cfg) {
         Ok(led) => led,
         Err(f) => {
-            unix.remove();
+            remove_socket_files(&unix, publish.as_ref());
             return Err(f);
         }
     };
@@ -118,6 +124,7 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
     );
     let metrics_on = !metrics.is_empty();
     io.metrics = metrics;
+    io.publish = publish;
     let mut rl = RunLoop::new(agent, io, signals, cfg.idle);
     if metrics_on {
         rl.http = crate::runloop::http::Http::new(now);
@@ -185,8 +192,12 @@ fn open_metrics_listeners(cfg: &AgentConfig) -> Result<Listeners<MAX_METRICS_LIS
     Ok(metrics)
 }
 
-/// The Unix control socket, owned by `--socket-group` when given.
-fn open_unix_socket(cfg: &AgentConfig) -> Result<sys::unix::UnixListener, Fatal> {
+/// The Unix control socket and the publish socket beside it, owned by `--socket-group`
+/// when given.
+fn open_local_sockets(
+    cfg: &AgentConfig,
+    now: Instant,
+) -> Result<(sys::unix::UnixListener, Option<Publish>), Fatal> {
     let group = match &cfg.socket_group {
         Some(name) => match nix::unistd::Group::from_name(name) {
             Ok(Some(g)) => Some(g.gid),
@@ -203,7 +214,48 @@ fn open_unix_socket(cfg: &AgentConfig) -> Result<sys::unix::UnixListener, Fatal>
         .socket
         .clone()
         .unwrap_or_else(sys::unix::default_socket_path);
-    sys::unix::listen_unix(&sock_path, cfg.backlog, group).map_err(fatal(EX_UNAVAILABLE))
+    let unix =
+        sys::unix::listen_unix(&sock_path, cfg.backlog, group).map_err(fatal(EX_UNAVAILABLE))?;
+    let publish = open_publish(cfg, &sock_path, group, now).inspect_err(|_| unix.remove())?;
+    sys::net::warn_capped_buf_sizes(unix.fd.as_fd());
+    Ok((unix, publish))
+}
+
+/// The publish socket (`--publish`, default `publish.sock` beside the control socket),
+/// bound with the control socket's rules; None with `--no-publish`.
+fn open_publish(
+    cfg: &AgentConfig,
+    sock_path: &std::path::Path,
+    group: Option<nix::unistd::Gid>,
+    now: Instant,
+) -> Result<Option<Publish>, Fatal> {
+    if cfg.no_publish {
+        return Ok(None);
+    }
+    let path = cfg
+        .publish
+        .clone()
+        .unwrap_or_else(|| sock_path.with_file_name("publish.sock"));
+    if path == sock_path {
+        return Err(Fatal::new(
+            EX_USAGE,
+            format!(
+                "--publish {}: the control socket's path (give --publish another path)",
+                path.display()
+            ),
+        ));
+    }
+    let sock = sys::unix::bind_publish(&path, group)
+        .map_err(|e| Fatal::new(EX_UNAVAILABLE, format!("--publish: {e}")))?;
+    Ok(Some(Publish::new(sock, now)))
+}
+
+/// Removes the socket files of a start-up that failed after creating them.
+fn remove_socket_files(unix: &sys::unix::UnixListener, publish: Option<&Publish>) {
+    unix.remove();
+    if let Some(p) = publish {
+        p.remove();
+    }
 }
 
 /// `--led`, checked now so a typo fails start-up, not IDENTIFY.
@@ -263,7 +315,7 @@ fn load_token(rl: &mut RunLoop, cfg: &AgentConfig) -> Result<(), Fatal> {
     if rl.agent.has_token() {
         return Ok(());
     }
-    rl.io.unix.remove();
+    remove_socket_files(&rl.io.unix, rl.io.publish.as_ref());
     Err(Fatal::new(
         EX_CONFIG,
         format!("--token-file {}: missing, unreadable or empty", p.display()),
@@ -307,10 +359,15 @@ fn ready_line(rl: &RunLoop) -> String {
         format!("{}:{}", info.iface, info.port)
     };
     let mut line = format!(
-        "ready tcp={} unix={} beacon={beacon}",
+        "ready tcp={} unix={}",
         tcp.join(","),
         rl.io.unix.path.display()
     );
+    // Before beacon=: the line keeps ending in beacon= (or metrics=) as before.
+    if let Some(p) = &rl.io.publish {
+        line += &format!(" publish={}", p.sock.path.display());
+    }
+    line += &format!(" beacon={beacon}");
     if !rl.io.metrics.is_empty() {
         let m: Vec<String> = rl.io.metrics.iter().map(|(_, a)| a.to_string()).collect();
         line += &format!(" metrics={}", m.join(","));

@@ -98,14 +98,28 @@ pub const METRICS_FACT_LINE_MAX: usize = "tether_fact_info{key=\"".len()
     + "\"} 1\n".len();
 /// Everything but the fact lines: HELP/TYPE of every family, the other samples with u64
 /// values at their widest, and the build_info labels (host and id escaped at worst: a
-/// hostname byte that is not UTF-8 becomes U+FFFD, 3 bytes).
+/// hostname byte that is not UTF-8 becomes U+FFFD, 3 bytes). The 256: the publish counters.
 /// `metrics::tests::fixed_part_fits` proves the bound.
-pub const METRICS_FIXED_MAX: usize = 6144 + 3 * HOST_MAX + 2 * 32;
+pub const METRICS_FIXED_MAX: usize = 6144 + 256 + 3 * HOST_MAX + 2 * 32;
 /// The largest `/metrics` body: a full fact table of maximum-length keys and values that
 /// all need escaping, plus the fixed part.
 pub const METRICS_BODY_MAX: usize = METRICS_FIXED_MAX + MAX_FACTS * METRICS_FACT_LINE_MAX;
 /// Per HTTP slot response buffer: the head and the largest body.
 pub const HTTP_RESP_MAX: usize = HTTP_RESP_HEAD_MAX + METRICS_BODY_MAX;
+
+/// The publish socket (`--publish`, a Unix datagram socket): datagrams read per loop
+/// turn, so a flood never starves the control port (the rest wait for the next turn).
+pub const PUBLISH_PER_TURN: usize = 32;
+/// Debug lines about published or rejected datagrams: at most this many per second
+/// (the rest are counted and the count is logged with the next line).
+pub const PUBLISH_LOG_PER_SEC: u32 = 10;
+/// Receive buffer for one publish datagram: a maximal line, `\r\n`, and one byte more
+/// so an oversized datagram is seen as such (MSG_TRUNC) and refused.
+pub const PUBLISH_DGRAM_MAX: usize = LINE_MAX + 2;
+
+/// `--rcvbuf` / `--sndbuf` bounds, in bytes (what the user asks; Linux reports twice that).
+pub const SOCKBUF_MIN: u32 = 1024;
+pub const SOCKBUF_MAX: u32 = 4 * 1024 * 1024;
 
 /// Rate limit for operator warnings that can repeat (interface flaps...).
 pub const WARN_EVERY_SECS: u64 = 60;
@@ -117,6 +131,8 @@ const _: () = assert!(DEFAULT_MAX_CLIENTS <= MAX_CLIENTS);
 const _: () =
     assert!(REPLY_MAX >= MAX_FACTS * (KEY_MAX + 2 * VALUE_MAX + 6) + MAX_ADDRS * 64 + 1024);
 const _: () = assert!(DATAGRAM_MAX >= 256);
+const _: () = assert!(PUBLISH_DGRAM_MAX == IN_BUF && PUBLISH_PER_TURN >= 1);
+const _: () = assert!(SOCKBUF_MIN < SOCKBUF_MAX && SOCKBUF_MAX <= i32::MAX as u32 / 2);
 const _: () = assert!(METRICS_FACT_LINE_MAX == 22 + 2 * KEY_MAX + 9 + 2 * VALUE_MAX + 5);
 const _: () = assert!(HTTP_RESP_MAX >= HTTP_RESP_HEAD_MAX + METRICS_BODY_MAX);
 const _: () = assert!(HTTP_RESP_MAX <= 32 * 1024);

@@ -58,7 +58,7 @@ impl Readings {
 }
 
 /// Every STATS counter as (metric name, help, value).
-fn counters(agent: &Agent) -> [(&'static str, &'static str, u64); 16] {
+fn counters(agent: &Agent) -> [(&'static str, &'static str, u64); 18] {
     let s = &agent.stats;
     [
         (
@@ -130,6 +130,16 @@ fn counters(agent: &Agent) -> [(&'static str, &'static str, u64); 16] {
             "tether_datagrams_dropped_total",
             "Malformed or oversized datagrams dropped.",
             s.datagrams_dropped,
+        ),
+        (
+            "tether_published_total",
+            "Datagrams on the publish socket applied (SET or DEL).",
+            s.published,
+        ),
+        (
+            "tether_publish_rejected_total",
+            "Datagrams on the publish socket refused (not one valid SET or DEL line).",
+            s.publish_rejected,
         ),
         (
             "tether_received_bytes_total",
@@ -371,6 +381,8 @@ mod tests {
             probes_answered: m,
             probes_limited: m,
             datagrams_dropped: m,
+            published: m,
+            publish_rejected: m,
             bytes_in: m,
             bytes_out: m,
         };

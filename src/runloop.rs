@@ -23,6 +23,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 pub mod http;
+pub mod publish;
 
 /// Refused and closing connections wait here, read-and-discard, until the peer closes
 /// or this long passes: closing a socket with unread input sends RST, which would
@@ -33,7 +34,10 @@ const LINGER_MAX: usize = 16;
 const READS_PER_TURN: usize = 16;
 /// After EMFILE/ENFILE on accept, stop accepting this long instead of spinning.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(200);
-const POLL_MAX: usize = 1 + MAX_LISTENERS + 1 + 1 + MAX_CLIENTS + LINGER_MAX + 1 + HTTP_POLL;
+const POLL_MAX: usize =
+    1 + MAX_LISTENERS + 1 + 1 + MAX_CLIENTS + LINGER_MAX + 1 + HTTP_POLL + PUBLISH_POLL;
+/// The publish socket (`--publish`).
+const PUBLISH_POLL: usize = 1;
 /// The metrics listeners and HTTP slots (`--metrics`).
 const HTTP_POLL: usize = crate::limits::MAX_METRICS_LISTENERS + crate::limits::HTTP_SLOTS;
 
@@ -109,6 +113,8 @@ pub struct Io {
     pub token_file: Option<std::path::PathBuf>,
     /// `--metrics` listeners (their connections are [`RunLoop::http`]'s).
     pub metrics: heapless::Vec<(OwnedFd, SocketAddr), { crate::limits::MAX_METRICS_LISTENERS }>,
+    /// `--publish`: the Unix datagram socket for publishers (None: `--no-publish`).
+    pub publish: Option<publish::Publish>,
     slots: Vec<Slot>,
     lingering: heapless::Vec<Linger, LINGER_MAX>,
     alloc_base: u64,
@@ -137,6 +143,7 @@ impl Io {
             off_info,
             token_file,
             metrics: heapless::Vec::new(),
+            publish: None,
             slots: (0..MAX_CLIENTS).map(|_| Slot::empty(now)).collect(),
             lingering: heapless::Vec::new(),
             alloc_base: 0,
@@ -166,6 +173,10 @@ impl Env for Io {
         }
         sep(w)?;
         net::socket_info(self.unix.fd.as_fd()).write(w, "unix-listen")?;
+        if let Some(p) = &self.publish {
+            sep(w)?;
+            net::socket_info(p.fd()).write(w, "unix-publish")?;
+        }
         for (fd, _) in &self.metrics {
             sep(w)?;
             net::socket_info(fd.as_fd()).write(w, "http-listen")?;
@@ -232,6 +243,7 @@ enum Tok {
     Linger(std::os::fd::RawFd),
     HttpListen(usize),
     Http(usize, u32),
+    Publish,
 }
 
 /// systemd watchdog: send WATCHDOG=1 every `every`.
@@ -340,6 +352,9 @@ impl RunLoop {
                 if let Some(fd) = self.io.beacon.as_ref().and_then(|b| b.fd()) {
                     add(fd, PollFlags::POLLIN, Tok::Beacon);
                 }
+                if let Some(p) = &self.io.publish {
+                    add(p.fd(), PollFlags::POLLIN, Tok::Publish);
+                }
                 for (i, s) in self.io.slots.iter().enumerate() {
                     let Some(fd) = &s.fd else { continue };
                     let mut ev = PollFlags::empty();
@@ -379,6 +394,11 @@ impl RunLoop {
                     Tok::Tcp(i) => self.accept_all(now, Some(i)),
                     Tok::Unix => self.accept_all(now, None),
                     Tok::Beacon => self.beacon_readable(now),
+                    Tok::Publish => {
+                        if let Some(p) = self.io.publish.as_mut() {
+                            p.readable(now, &mut self.agent);
+                        }
+                    }
                     Tok::Client(i, gen) => {
                         if self.io.slots[i].generation == gen {
                             self.client_ready(i, ev, now);
@@ -419,6 +439,9 @@ impl RunLoop {
             let _ = w.notifier.notify(b"STOPPING=1");
         }
         self.io.unix.remove();
+        if let Some(p) = &self.io.publish {
+            p.remove();
+        }
     }
 
     fn on_signals(&mut self) -> bool {

@@ -1,7 +1,8 @@
 //! No heap after start-up, proven on the real binary: well over 100 000 mixed requests
 //! (every command, every error path, TTL expiry, a full fact table, IDENTIFY, AUTH
 //! challenges with good and bad answers, plain AUTH refused, too long lines, refused and
-//! churning connections over TCP and Unix), and the agent's own
+//! churning connections over TCP and Unix, datagrams on the publish socket, good, garbage
+//! and oversized, with --rcvbuf/--sndbuf set), and the agent's own
 //! allocation counter (`allocs_since_ready` in STATS) is exactly 0 before and after.
 
 mod common;
@@ -219,6 +220,11 @@ fn no_heap_allocation_after_start_up() {
         tf.to_str().unwrap(),
         "--led",
         led.to_str().unwrap(),
+        // Large, so no slow reader is closed for a smaller send buffer than the default.
+        "--rcvbuf",
+        "4194304",
+        "--sndbuf",
+        "4194304",
     ]);
     assert_eq!(a.allocations(), 0, "allocations before any traffic");
     let requests_before = a.stats()["requests"].as_u64().unwrap();
@@ -310,7 +316,28 @@ fn no_heap_allocation_after_start_up() {
         }
         3 * (500 / scale)
     });
+    // The publish socket: SET/DEL datagrams, garbage and oversized ones (issue 10).
+    let pub_path = a.publish_path().expect("publish socket");
+    let publisher = std::thread::spawn(move || {
+        let s = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        let big = vec![b'x'; 1000];
+        let mut sent = 0u64;
+        for i in 0..20_000 / scale {
+            let d = match i % 5 {
+                0 => format!("SET p{} {i} ttl=1\n", i % 3).into_bytes(),
+                1 => format!("DEL p{}", i % 3).into_bytes(),
+                2 => b"\xff garbage\n".to_vec(),
+                3 => big.clone(),
+                _ => format!("SET p{} {i}", i % 3).into_bytes(),
+            };
+            // Blocking send: the kernel's queue is the back-pressure.
+            s.send_to(&d, &pub_path).unwrap();
+            sent += 1;
+        }
+        sent
+    });
     let mut total: usize = jobs.into_iter().map(|j| j.join().unwrap()).sum();
+    let published = publisher.join().unwrap();
     total += churn.join().unwrap();
     total += auth_fail.join().unwrap();
     total += auth_good.join().unwrap();
@@ -350,6 +377,16 @@ fn no_heap_allocation_after_start_up() {
     assert!(s["refused_busy"].as_u64().unwrap() > 0, "{s}");
     assert!(s["closed_too_long"].as_u64().unwrap() > 0, "{s}");
     assert!(s["auth_failures"].as_u64().unwrap() >= 4, "{s}");
+    assert_eq!(
+        s["published"].as_u64().unwrap() + s["publish_rejected"].as_u64().unwrap(),
+        published,
+        "{s}"
+    );
+    assert_eq!(
+        s["publish_rejected"].as_u64().unwrap(),
+        published * 2 / 5,
+        "{s}"
+    );
     let answered = s["requests"].as_u64().unwrap() - requests_before;
     assert!(answered as usize >= total, "{answered} < {total}");
     assert_eq!(

@@ -393,7 +393,7 @@ def check_led(g, token_file, secs=4):
 
 
 def check_beacon(g, mode, port):
-    m = re.search(r"ready tcp=(\S+) unix=(\S+) beacon=(\S+)", g.text())
+    m = re.search(r"ready tcp=(\S+) unix=(\S+)(?: publish=\S+)? beacon=(\S+)", g.text())
     ready_beacon = m.group(3) if m else None
     log(f"guest ready line: {m.group(0) if m else '(not seen on the console)'}")
     want = mode == "require" or (mode == "auto" and ready_beacon not in (None, "off"))

@@ -65,7 +65,8 @@ def main():
                     fail(f"{label}: agent exited ({agent.wait()}) before its ready line: {err}")
                 line += ch
             text = line.decode().strip()
-            m = re.fullmatch(r"ready tcp=(\S+) unix=(\S+) beacon=(\S+)", text)
+            # publish= (the publish socket, issue 10) sits between unix= and beacon=.
+            m = re.fullmatch(r"ready tcp=(\S+) unix=(\S+)(?: publish=\S+)? beacon=(\S+)", text)
             if not m:
                 fail(f"{label}: unexpected ready line {text!r}")
             if m.group(2) != sock or m.group(3) != "off":

@@ -10,6 +10,7 @@ exec >>/share/log 2>&1
 
 DEB=/share/tether.deb
 SOCK=/run/tether/tether.sock
+PUB=/run/tether/publish.sock
 DROPIN=/etc/systemd/system/tether.service.d
 pass=0 fail=0 t_start=$(date +%s%3N)
 
@@ -30,6 +31,10 @@ is_active() { [ "$(prop ActiveState)" = active ]; }
 pong_as() { # pong_as USER: `tether ctl PING` over the Unix socket as USER prints PONG
     local out
     out=$(T runuser -u "$1" -- tether ctl -s "$SOCK" -t 3 PING 2>&1) && [ "$out" = PONG ]
+}
+publish_as() { # publish_as USER: `tether ctl --dgram SET from_USER 1` as USER, then GET sees it
+    T runuser -u "$1" -- tether ctl -s "$SOCK" --dgram SET "from_$1" 1 \
+        && wait_for 3 bash -c "[ \"\$(tether ctl -s $SOCK GET from_$1)\" = 'OK 1' ]"
 }
 journal() { T journalctl --no-pager -q -u tether -o cat "$@"; }
 # fresh_start: start the unit again from a clean state (also clears the start rate limit,
@@ -85,7 +90,7 @@ wait_for 5 bash -c "journalctl -q -u tether -o cat | grep -q '^ready tcp='"
 ready=$(journal | grep -m1 '^ready tcp=')
 status=$(prop StatusText)
 if [ -n "$ready" ] && [ "$status" = "$ready" ]; then ok "StatusText is the ready line" "($status)"; else bad "StatusText is the ready line" "(StatusText='$status' ready='$ready')"; fi
-check "ready line names the socket, beacon off (no LAN here)" bash -c "[[ '$status' == *' unix=$SOCK beacon=off' ]]"
+check "ready line names the socket, the publish socket, beacon off (no LAN here), metrics on (the shipped defaults)" bash -c "[[ '$status' == *' unix=$SOCK publish=$PUB beacon=off metrics=0.0.0.0:9545'* ]]"
 check "journal shows the agent's log lines (stderr, info)" wait_for 5 bash -c "journalctl -q -u tether -o cat | grep -q 'ready tcp=.* id=[0-9a-f]\{16\} version='"
 
 # ---- 3. the socket: root, group member, non-member --------------------------------------
@@ -97,6 +102,11 @@ check "tether ctl PING as alice (member of group tether)" pong_as alice
 out=$(T runuser -u bob -- tether ctl -s "$SOCK" PING 2>&1); rc=$?
 if [ $rc -eq 77 ]; then ok "bob (not a member) is refused, exit 77" "($out)"; else bad "bob (not a member) is refused, exit 77" "(rc=$rc: $out)"; fi
 check "socket is tether:tether 0660, directory 0750" test "$(stat -c '%U:%G %a' "$SOCK") $(stat -c %a /run/tether)" = "tether:tether 660 750"
+# The publish socket beside it (issue 10): same owner and mode, usable under the hardening.
+check "publish socket is tether:tether 0660" test "$(stat -c '%U:%G %a' "$PUB")" = "tether:tether 660"
+check "alice publishes with tether ctl --dgram, GET sees it" publish_as alice
+out=$(T runuser -u bob -- tether ctl -s "$SOCK" --dgram SET from_bob 1 2>&1); rc=$?
+if [ $rc -eq 77 ]; then ok "bob may not publish, exit 77" "($out)"; else bad "bob may not publish, exit 77" "(rc=$rc: $out)"; fi
 
 # ---- 4. hardening of the running agent --------------------------------------------------
 pid=$(main_pid)
@@ -216,6 +226,7 @@ pid=$(main_pid)
 check "systemctl stop exits 0" T systemctl stop tether
 check "stopped cleanly: inactive, exit status 0, Result=success" test "$(prop ActiveState) $(prop ExecMainStatus) $(prop Result)" = "inactive 0 success"
 check "socket removed" test ! -e "$SOCK"
+check "publish socket removed" test ! -e "$PUB"
 check "journal: the agent said it was shutting down" wait_for 5 bash -c "journalctl -q -o cat _PID=$pid | grep -q 'SIGTERM: shutting down'"
 T systemctl start tether
 wait_for 10 is_active

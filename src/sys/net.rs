@@ -1,6 +1,7 @@
 //! Stream sockets: TCP listeners (v4 and v6-only), accept, non-blocking send/recv,
 //! and reading socket options back for SOCKETS (as a [`SocketInfo`]; the JSON is
-//! written by `proto::sockets`, not here).
+//! written by `proto::sockets`, not here). Also the agent's socket buffer sizes
+//! (`--rcvbuf` / `--sndbuf`), which every socket-opening function in `sys` applies.
 
 use super::SysError;
 use crate::proto::sockets::SocketInfo;
@@ -13,8 +14,80 @@ use nix::sys::socket::{
 use std::fmt::Write;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 pub const SOCK_FLAGS: SockFlag = SockFlag::SOCK_NONBLOCK.union(SockFlag::SOCK_CLOEXEC);
+
+/// `--rcvbuf` / `--sndbuf`: SO_RCVBUF / SO_SNDBUF for every socket the agent opens
+/// (None: the kernel's default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BufSizes {
+    pub rcvbuf: Option<u32>,
+    pub sndbuf: Option<u32>,
+}
+
+// One process-wide setting, written once at start-up before any socket is opened, and
+// read by every opening function here in `sys` (listeners, accepted clients, the publish
+// socket, beacon sockets reopened at run time, the notify socket). Process-wide rather
+// than an argument because the beacon reopens its sockets itself when an interface is
+// recreated. 0 = unset: `tether scan` and `tether ctl` never set it.
+static RCVBUF: AtomicU32 = AtomicU32::new(0);
+static SNDBUF: AtomicU32 = AtomicU32::new(0);
+
+/// Sets the buffer sizes every socket opened from now on gets (agent start-up only).
+pub fn set_buf_sizes(b: BufSizes) {
+    RCVBUF.store(b.rcvbuf.unwrap_or(0), Ordering::Relaxed);
+    SNDBUF.store(b.sndbuf.unwrap_or(0), Ordering::Relaxed);
+}
+
+/// Applies the sizes of [`set_buf_sizes`] to `fd` (nothing when unset). Listeners get them
+/// before `listen`, so TCP connections accepted from them inherit them (and a TCP window
+/// scale that matches); [`accept`] sets them again because Unix stream connections do not
+/// inherit a listener's buffers. Linux doubles the value (its bookkeeping overhead) and
+/// caps it at `net.core.rmem_max` / `wmem_max`: getsockopt reports what it kept.
+pub fn apply_buf_sizes(fd: BorrowedFd<'_>) -> Result<(), (&'static str, Errno)> {
+    let (r, s) = (
+        RCVBUF.load(Ordering::Relaxed),
+        SNDBUF.load(Ordering::Relaxed),
+    );
+    if r != 0 {
+        setsockopt(&fd, sockopt::RcvBuf, &(r as usize)).map_err(|e| ("SO_RCVBUF", e))?;
+    }
+    if s != 0 {
+        setsockopt(&fd, sockopt::SndBuf, &(s as usize)).map_err(|e| ("SO_SNDBUF", e))?;
+    }
+    Ok(())
+}
+
+/// Logs one warning per option when the kernel kept less than twice the size asked for
+/// on `fd` (a start-up check: `net.core.rmem_max` / `wmem_max` cap what SO_RCVBUF and
+/// SO_SNDBUF may set, silently).
+pub fn warn_capped_buf_sizes(fd: BorrowedFd<'_>) {
+    let checks = [
+        (
+            "--rcvbuf",
+            &RCVBUF,
+            getsockopt(&fd, sockopt::RcvBuf),
+            "rmem_max",
+        ),
+        (
+            "--sndbuf",
+            &SNDBUF,
+            getsockopt(&fd, sockopt::SndBuf),
+            "wmem_max",
+        ),
+    ];
+    for (name, want, got, sysctl) in checks {
+        let want = want.load(Ordering::Relaxed) as usize;
+        match got {
+            Ok(got) if want != 0 && got < 2 * want => log::warn!(
+                "{name} {want}: the kernel kept {got} bytes, not {} (raise net.core.{sysctl})",
+                2 * want
+            ),
+            _ => {}
+        }
+    }
+}
 
 /// Opens a TCP listener. IPv6 sockets are IPV6_V6ONLY so v4 and v6 can share a port.
 pub fn tcp_listen(addr: SocketAddr, backlog: u16) -> Result<OwnedFd, SysError> {
@@ -27,6 +100,7 @@ pub fn tcp_listen(addr: SocketAddr, backlog: u16) -> Result<OwnedFd, SysError> {
     let fd =
         socket::socket(fam, SockType::Stream, SOCK_FLAGS, None).map_err(|e| ctx("socket", e))?;
     setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| ctx("SO_REUSEADDR", e))?;
+    apply_buf_sizes(fd.as_fd()).map_err(|(what, e)| ctx(what, e))?;
     if addr.is_ipv6() {
         setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(|e| ctx("IPV6_V6ONLY", e))?;
     }
@@ -50,7 +124,11 @@ pub fn local_inet(fd: BorrowedFd<'_>) -> Option<SocketAddr> {
 pub fn accept(listener: BorrowedFd<'_>) -> Result<Option<OwnedFd>, Errno> {
     loop {
         match accept4(listener, SOCK_FLAGS) {
-            Ok(fd) => return Ok(Some(fd)),
+            Ok(fd) => {
+                // Best effort: a client keeps the kernel's sizes rather than being refused.
+                let _ = apply_buf_sizes(fd.as_fd());
+                return Ok(Some(fd));
+            }
             Err(Errno::EINTR) => continue,
             Err(Errno::EAGAIN) => return Ok(None),
             // The peer gave up between SYN and accept: not our problem, try the next one.

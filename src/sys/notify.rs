@@ -47,6 +47,7 @@ impl Notifier {
             SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
             None,
         )?;
+        super::net::apply_buf_sizes(std::os::fd::AsFd::as_fd(&fd)).map_err(|(_, e)| e)?;
         Ok(Some(Notifier { fd, addr }))
     }
 

@@ -9,7 +9,7 @@ use nix::sys::socket::{
     SockaddrIn,
 };
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 /// SO_BINDTODEVICE without allocating (nix's wrapper takes an OsString). Unprivileged on
 /// an unbound socket since Linux 5.7; a second call would need CAP_NET_RAW, so call once.
@@ -39,8 +39,10 @@ pub fn open(device: Option<&str>, port: u16) -> Result<OwnedFd, (&'static str, E
         .map_err(|e| ("socket", e))?;
     setsockopt(&fd, sockopt::Broadcast, &true).map_err(|e| ("SO_BROADCAST", e))?;
     setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| ("SO_REUSEADDR", e))?;
+    // --rcvbuf / --sndbuf (set by the agent at start-up; unset in `tether scan`).
+    super::net::apply_buf_sizes(fd.as_fd())?;
     if let Some(d) = device {
-        bind_to_device(std::os::fd::AsFd::as_fd(&fd), d).map_err(|e| ("SO_BINDTODEVICE", e))?;
+        bind_to_device(fd.as_fd(), d).map_err(|e| ("SO_BINDTODEVICE", e))?;
     }
     let sa = SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
     bind(fd.as_raw_fd(), &sa).map_err(|e| ("bind", e))?;

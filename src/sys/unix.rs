@@ -1,17 +1,23 @@
-//! The Unix control socket, done the way lldpd does it: tight umask before bind,
-//! mode 0660 in a 0750 directory, and a connect-probe before touching an existing path
-//! (a live agent there -> refuse; a stale socket -> unlink; a non-socket -> refuse).
+//! The Unix sockets, done the way lldpd does it: tight umask before bind, mode 0660 in a
+//! 0750 directory, and a connect-probe before touching an existing path (a live agent
+//! there -> refuse; a stale socket -> unlink; a non-socket -> refuse). The same rules for
+//! the control socket (stream) and the publish socket (datagram, `--publish`), whose
+//! datagrams are read here with the sender's credentials (SO_PASSCRED).
 
 use super::net::SOCK_FLAGS;
 use super::SysError;
 use nix::errno::Errno;
-use nix::sys::socket::{self, bind, listen, AddressFamily, Backlog, SockType, UnixAddr};
+use nix::libc;
+use nix::sys::socket::{
+    self, bind, listen, setsockopt, sockopt, AddressFamily, Backlog, SockType, UnixAddr,
+};
 use nix::sys::stat::{umask, Mode};
 use nix::unistd::{chown, Gid};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+/// A socket file this agent bound: the control listener, or the publish socket.
 pub struct UnixListener {
     pub fd: OwnedFd,
     pub path: PathBuf,
@@ -31,23 +37,48 @@ impl UnixListener {
 }
 
 /// Is an agent answering on `path`? Errors other than "nobody there" are returned.
-fn probe_live(path: &Path) -> Result<bool, SysError> {
-    let fd = socket::socket(AddressFamily::Unix, SockType::Stream, SOCK_FLAGS, None)
+/// `ty` is the type of socket we are about to bind there.
+fn probe_live(path: &Path, ty: SockType) -> Result<bool, SysError> {
+    let fd = socket::socket(AddressFamily::Unix, ty, SOCK_FLAGS, None)
         .map_err(|e| SysError::new("socket(AF_UNIX)", e))?;
     let addr = UnixAddr::new(path).map_err(|e| SysError::new(format!("{}", path.display()), e))?;
     match socket::connect(fd.as_raw_fd(), &addr) {
-        // EAGAIN: a live listener whose backlog is full.
-        Ok(()) | Err(Errno::EAGAIN) | Err(Errno::EINPROGRESS) => Ok(true),
+        // EAGAIN: a live listener whose backlog is full. EPROTOTYPE: a live socket of the
+        // other type (a stale file of any type is ECONNREFUSED).
+        Ok(()) | Err(Errno::EAGAIN | Errno::EINPROGRESS | Errno::EPROTOTYPE) => Ok(true),
         Err(Errno::ECONNREFUSED) | Err(Errno::ENOENT) => Ok(false),
         Err(e) => Err(SysError::new(format!("probe {}", path.display()), e)),
     }
 }
 
+/// The control socket: a stream listener at `path`.
 pub fn listen_unix(
     path: &Path,
     backlog: u16,
     group: Option<Gid>,
 ) -> Result<UnixListener, SysError> {
+    let sock = bind_path(path, SockType::Stream, group)?;
+    let bl = Backlog::new(i32::from(backlog)).map_err(|e| SysError::new("backlog", e))?;
+    if let Err(e) = listen(&sock.fd, bl) {
+        sock.remove();
+        return Err(SysError::new(format!("listen {}", path.display()), e));
+    }
+    Ok(sock)
+}
+
+/// The publish socket (`--publish`): a datagram socket at `path` that receives the
+/// sender's pid and uid with every datagram (SO_PASSCRED).
+pub fn bind_publish(path: &Path, group: Option<Gid>) -> Result<UnixListener, SysError> {
+    let sock = bind_path(path, SockType::Datagram, group)?;
+    if let Err(e) = setsockopt(&sock.fd, sockopt::PassCred, &true) {
+        sock.remove();
+        return Err(SysError::new(format!("SO_PASSCRED {}", path.display()), e));
+    }
+    Ok(sock)
+}
+
+/// Binds a Unix socket of type `ty` at `path` with the rules in the module doc.
+fn bind_path(path: &Path, ty: SockType, group: Option<Gid>) -> Result<UnixListener, SysError> {
     let shown = path.display();
     if path.as_os_str().len() > crate::limits::SOCK_PATH_MAX {
         return Err(SysError::msg(format!(
@@ -75,7 +106,7 @@ pub fn listen_unix(
             )));
         }
         Ok(_) => {
-            if probe_live(path)? {
+            if probe_live(path, ty)? {
                 return Err(SysError::msg(format!(
                     "another agent is already listening on {shown}"
                 )));
@@ -86,27 +117,30 @@ pub fn listen_unix(
         }
         Err(_) => {}
     }
-    let fd = socket::socket(AddressFamily::Unix, SockType::Stream, SOCK_FLAGS, None)
+    let fd = socket::socket(AddressFamily::Unix, ty, SOCK_FLAGS, None)
         .map_err(|e| SysError::new("socket(AF_UNIX)", e))?;
+    super::net::apply_buf_sizes(fd.as_fd()).map_err(|(what, e)| SysError::new(what, e))?;
     let addr = UnixAddr::new(path).map_err(|e| SysError::new(format!("{shown}"), e))?;
     // Tight umask so the socket is never, even briefly, more open than 0660.
     let old = umask(Mode::from_bits_truncate(0o117));
     let bound = bind(fd.as_raw_fd(), &addr);
     umask(old);
     bound.map_err(|e| SysError::new(format!("bind {shown}"), e))?;
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660));
-    if let Some(g) = group {
-        chown(path, None, Some(g)).map_err(|e| SysError::new(format!("chgrp {shown}"), e))?;
-    }
-    let bl = Backlog::new(i32::from(backlog)).map_err(|e| SysError::new("backlog", e))?;
-    listen(&fd, bl).map_err(|e| SysError::new(format!("listen {shown}"), e))?;
     let m =
         std::fs::symlink_metadata(path).map_err(|e| SysError::msg(format!("stat {shown}: {e}")))?;
-    Ok(UnixListener {
+    let sock = UnixListener {
         fd,
         path: path.to_path_buf(),
         ident: (m.dev(), m.ino()),
-    })
+    };
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660));
+    if let Some(g) = group {
+        if let Err(e) = chown(path, None, Some(g)) {
+            sock.remove();
+            return Err(SysError::new(format!("chgrp {shown}"), e));
+        }
+    }
+    Ok(sock)
 }
 
 /// The agent's default socket path for this user (also `tether ctl`'s default).
@@ -131,6 +165,83 @@ pub fn log_peer(fd: &OwnedFd) {
                 c.uid(),
                 c.gid()
             );
+        }
+    }
+}
+
+/// One datagram read by [`recv_dgram`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dgram {
+    /// Bytes stored in the caller's buffer.
+    pub len: usize,
+    /// The datagram was larger than the buffer (the rest is lost: MSG_TRUNC).
+    pub truncated: bool,
+    /// The sender's (pid, uid), from SCM_CREDENTIALS (SO_PASSCRED).
+    pub cred: Option<(i32, u32)>,
+}
+
+/// Room for SCM_CREDENTIALS plus a few stray fds, aligned for `cmsghdr`.
+#[repr(C, align(8))]
+struct CmsgBuf([u8; 128]);
+
+/// Reads one datagram into `buf` with its sender's credentials, without allocating.
+/// Ok(None) when none is waiting. File descriptors a sender passed (SCM_RIGHTS) are closed.
+pub fn recv_dgram(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<Option<Dgram>, Errno> {
+    let mut cbuf = CmsgBuf([0; 128]);
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    loop {
+        // SAFETY: an all-zero msghdr is valid (no name, no iov, no control).
+        let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
+        mh.msg_iov = &mut iov;
+        mh.msg_iovlen = 1;
+        mh.msg_control = cbuf.0.as_mut_ptr().cast();
+        mh.msg_controllen = cbuf.0.len() as _;
+        let flags = libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC;
+        // SAFETY: `iov` points into `buf` and `mh.msg_control` into `cbuf`, both valid for
+        // the lengths given and alive for the call.
+        let r = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut mh, flags) };
+        match Errno::result(r) {
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => return Ok(None),
+            Err(e) => return Err(e),
+            Ok(n) => {
+                let mut d = Dgram {
+                    len: (n as usize).min(buf.len()),
+                    truncated: mh.msg_flags & libc::MSG_TRUNC != 0,
+                    cred: None,
+                };
+                // SAFETY: `mh` is the header recvmsg just filled; the CMSG_* walk stays
+                // within msg_controllen, and each payload is read unaligned.
+                unsafe {
+                    let mut c = libc::CMSG_FIRSTHDR(&mh);
+                    while !c.is_null() {
+                        let data = libc::CMSG_DATA(c);
+                        let len =
+                            ((*c).cmsg_len as usize).saturating_sub(data as usize - c as usize);
+                        match ((*c).cmsg_level, (*c).cmsg_type) {
+                            (libc::SOL_SOCKET, libc::SCM_CREDENTIALS)
+                                if len >= std::mem::size_of::<libc::ucred>() =>
+                            {
+                                let u = std::ptr::read_unaligned(data.cast::<libc::ucred>());
+                                d.cred = Some((u.pid, u.uid));
+                            }
+                            (libc::SOL_SOCKET, libc::SCM_RIGHTS) => {
+                                let k = len / std::mem::size_of::<libc::c_int>();
+                                for i in 0..k {
+                                    let p = data.cast::<libc::c_int>().add(i);
+                                    drop(OwnedFd::from_raw_fd(std::ptr::read_unaligned(p)));
+                                }
+                            }
+                            _ => {}
+                        }
+                        c = libc::CMSG_NXTHDR(&mh, c);
+                    }
+                }
+                return Ok(Some(d));
+            }
         }
     }
 }

@@ -301,6 +301,22 @@ impl Agent {
         ok_json(&self.unix().req("STATS"))
     }
 
+    /// The publish socket from the ready line's `publish=` (None with `--no-publish`).
+    pub fn publish_path(&self) -> Option<PathBuf> {
+        self.ready
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("publish="))
+            .map(PathBuf::from)
+    }
+
+    /// Sends one datagram to the agent's publish socket.
+    pub fn publish(&self, datagram: &[u8]) {
+        let p = self.publish_path().expect("publish= in the ready line");
+        let s = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        s.send_to(datagram, &p)
+            .unwrap_or_else(|e| panic!("send to {}: {e}", p.display()));
+    }
+
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }

@@ -1,0 +1,87 @@
+//! The publish socket (`--publish`): a Unix datagram socket where programs on the board
+//! drop one `SET key value [ttl=SECS]` or `DEL key` line per datagram, and get nothing
+//! back. The core applies each datagram ([`Agent::publish`]); this module only reads them
+//! (a bounded number per loop turn, so a flood cannot starve the control port: the
+//! rest stay queued in the kernel for the next turn) and logs, at debug level and
+//! rate-limited, who sent what (SO_PASSCRED). Owned by the run loop, like every fd.
+
+use crate::agent::Agent;
+use crate::limits::{PUBLISH_DGRAM_MAX, PUBLISH_LOG_PER_SEC, PUBLISH_PER_TURN};
+use crate::sys::unix::{self, Dgram, UnixListener};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::{Duration, Instant};
+
+pub struct Publish {
+    pub sock: UnixListener,
+    /// Debug-log rate limit: (window start, lines logged in it, lines not logged).
+    log: (Instant, u32, u64),
+}
+
+impl Publish {
+    pub fn new(sock: UnixListener, now: Instant) -> Publish {
+        Publish {
+            sock,
+            log: (now, 0, 0),
+        }
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.sock.fd.as_fd()
+    }
+
+    /// Reads and applies at most [`PUBLISH_PER_TURN`] datagrams.
+    pub fn readable(&mut self, now: Instant, agent: &mut Agent) {
+        // One byte more than the largest valid datagram: a longer one is seen truncated.
+        let mut buf = [0u8; PUBLISH_DGRAM_MAX + 1];
+        for _ in 0..PUBLISH_PER_TURN {
+            let d = match unix::recv_dgram(self.sock.fd.as_fd(), &mut buf) {
+                Ok(Some(d)) => d,
+                Ok(None) => return,
+                Err(e) => {
+                    log::debug!("publish socket: recvmsg: {}", e.desc());
+                    return;
+                }
+            };
+            let res = if d.truncated || d.len > PUBLISH_DGRAM_MAX {
+                agent.stats.publish_rejected += 1;
+                Err("oversized datagram (one line of at most 255 bytes)")
+            } else {
+                agent.publish(now, &buf[..d.len]).map_err(|e| e.text)
+            };
+            if log::log_enabled!(log::Level::Debug) {
+                self.log(now, &d, &buf[..d.len.min(PUBLISH_DGRAM_MAX)], res);
+            }
+        }
+    }
+
+    /// One debug line per datagram, at most [`PUBLISH_LOG_PER_SEC`] a second.
+    fn log(&mut self, now: Instant, d: &Dgram, bytes: &[u8], res: Result<(), &str>) {
+        let (start, lines, hidden) = &mut self.log;
+        if now.saturating_duration_since(*start) >= Duration::from_secs(1) {
+            *start = now;
+            *lines = 0;
+        }
+        if *lines >= PUBLISH_LOG_PER_SEC {
+            *hidden += 1;
+            return;
+        }
+        *lines += 1;
+        let (pid, uid) = d.cred.unwrap_or((-1, u32::MAX));
+        let line = core::str::from_utf8(bytes.trim_ascii_end()).unwrap_or("(not UTF-8)");
+        match res {
+            Ok(()) => log::debug!("published by pid={pid} uid={uid}: {line:?}"),
+            Err(why) => {
+                log::debug!("publish datagram from pid={pid} uid={uid} dropped: {why}: {line:?}")
+            }
+        }
+        if *hidden > 0 {
+            log::debug!("({hidden} more publish datagrams not logged)");
+            *hidden = 0;
+        }
+    }
+
+    /// Removes the socket file (clean shutdown), if it is still ours.
+    pub fn remove(&self) {
+        self.sock.remove();
+    }
+}
