@@ -93,33 +93,7 @@ pub enum Led {
     Restore,
 }
 
-/// Beacon state as shown in STATUS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BeaconState {
-    Off,
-    Up,
-    Down,
-    Absent,
-}
-
-impl BeaconState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BeaconState::Off => "off",
-            BeaconState::Up => "up",
-            BeaconState::Down => "down",
-            BeaconState::Absent => "absent",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct BeaconInfo {
-    pub iface: heapless::String<IFNAME_MAX>,
-    pub port: u16,
-    pub seq: u64,
-    pub last_error: heapless::String<96>,
-}
+pub use crate::beacon::{BeaconInfo, BeaconState};
 
 /// Everything the core asks of the outside world.
 pub trait Env {
@@ -132,6 +106,10 @@ pub trait Env {
     /// Heap allocations since the agent became ready.
     fn allocations(&self) -> u64;
     fn beacon(&self) -> (BeaconState, &BeaconInfo);
+    /// Beacon interface `i` (STATUS `beacons`); None past the last.
+    fn beacons(&self, _i: usize) -> Option<(BeaconState, &BeaconInfo)> {
+        None
+    }
     /// Fills `buf` with unpredictable bytes (getrandom(2) in the agent).
     fn random(&mut self, buf: &mut [u8]) -> Result<(), &'static str>;
 }
@@ -556,6 +534,37 @@ impl Agent {
         Ok(())
     }
 
+    /// One beacon interface as STATUS shows it (`beacon`, each of `beacons`).
+    fn write_beacon(&self, w: &mut WBuf<'_>, state: BeaconState, info: &BeaconInfo) -> fmt::Result {
+        w.write_str("{\"state\":")?;
+        json::write_str(w, state.as_str().as_bytes())?;
+        w.write_str(",\"iface\":")?;
+        if info.iface.is_empty() {
+            w.write_str("null")?;
+        } else {
+            json::write_str(w, info.iface.as_bytes())?;
+        }
+        write!(
+            w,
+            ",\"port\":{},\"interval\":{},\"seq\":{},\"families\":[{}],\"last_error\":",
+            info.port,
+            self.interval_secs,
+            info.seq,
+            match (info.v4, info.v6) {
+                (true, true) => "4,6",
+                (true, false) => "4",
+                (false, true) => "6",
+                (false, false) => "",
+            }
+        )?;
+        if info.last_error.is_empty() {
+            w.write_str("null")?;
+        } else {
+            json::write_str(w, info.last_error.as_bytes())?;
+        }
+        w.write_char('}')
+    }
+
     fn write_status(&self, now: Instant, env: &mut dyn Env, w: &mut WBuf<'_>) -> fmt::Result {
         let b = env.board();
         w.write_str("OK {\"id\":")?;
@@ -591,25 +600,19 @@ impl Agent {
             write!(w, ",\"addr\":\"{addr}\"}}")?;
         }
         let (state, info) = env.beacon();
-        w.write_str("],\"beacon\":{\"state\":")?;
-        json::write_str(w, state.as_str().as_bytes())?;
-        w.write_str(",\"iface\":")?;
-        if info.iface.is_empty() {
-            w.write_str("null")?;
-        } else {
-            json::write_str(w, info.iface.as_bytes())?;
+        w.write_str("],\"beacon\":")?;
+        self.write_beacon(w, state, info)?;
+        w.write_str(",\"beacons\":[")?;
+        let mut i = 0;
+        while let Some((state, info)) = env.beacons(i) {
+            if i > 0 {
+                w.write_char(',')?;
+            }
+            self.write_beacon(w, state, info)?;
+            i += 1;
         }
-        write!(
-            w,
-            ",\"port\":{},\"interval\":{},\"seq\":{},\"last_error\":",
-            info.port, self.interval_secs, info.seq
-        )?;
-        if info.last_error.is_empty() {
-            w.write_str("null")?;
-        } else {
-            json::write_str(w, info.last_error.as_bytes())?;
-        }
-        w.write_str("},\"facts\":{")?;
+        w.write_char(']')?;
+        w.write_str(",\"facts\":{")?;
         self.write_facts(w)?;
         let (tcp, unix) = env.clients();
         writeln!(

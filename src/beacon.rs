@@ -1,27 +1,162 @@
-//! The status beacon: every interval, one datagram out of one named interface; probes
-//! answered by unicast, never larger than the probe, through a token bucket; a goodbye
-//! on shutdown. The interface may vanish, go down, come back or be recreated with a new
-//! index: each tick re-reads it and reopens the socket when its index changed.
+//! The status beacon of one interface as a sans-IO state machine ([`Link`]): no sockets,
+//! no clock reads, no heap. It is driven by `now`, by what the interface looks like now
+//! ([`Link::update`]), by received datagrams ([`Link::on_datagram`]) and by its own
+//! deadline ([`Link::poll_timeout`] / [`Link::on_tick`]); it answers with the sockets it
+//! wants open ([`Sockets`]) and the datagrams to send ([`Link::poll_transmit`]).
 //!
-//! With a fleet key every datagram (beacon, probe answer, goodbye) is signed (see
-//! `proto::beacon`); the key is re-read on SIGHUP, and a bad file then keeps the old key.
+//! What it decides:
+//! - every interval one beacon per open family: IPv4 to `255.255.255.255:port`, IPv6 to
+//!   `[ff02::1%iface]:port`; a goodbye on shutdown;
+//! - the interface state shown in STATUS: absent, down or up; an interface recreated with
+//!   a new index gets new sockets (SO_BINDTODEVICE ties a socket to an index);
+//! - probe answers: unicast back to the prober over the family the probe came in on,
+//!   never larger than the probe (no amplification), through a token bucket, and each
+//!   delayed by a random 0–[`PROBE_ANSWER_DELAY_MAX_MS`] ms so that a LAN full of boards
+//!   does not answer a scan in the same instant (RFC 6762 §6 does the same);
+//! - rate-limited operator warnings about the interface.
 //!
-//! Driven by the run loop through [`crate::runloop::Beacon`]; sockets through `sys::udp`,
-//! bytes through `proto::beacon`. No heap after start-up.
+//! The run loop (`runloop::links`) owns the sockets and moves bytes; `sys` opens them;
+//! `proto::beacon` encodes the bytes. With a fleet key every datagram is signed (see
+//! `proto::beacon`); the `addr` inside is the source address of that datagram, unscoped
+//! for IPv6 (a scope is local to each host).
 
-use crate::agent::{Agent, BeaconInfo, BeaconState, Board};
-use crate::limits::{DATAGRAM_MAX, FLEET_KEY_MAX, PROBE_BURST, PROBE_PER_SEC, WARN_EVERY_SECS};
-use crate::proto::beacon::{self, Fields, FleetKey};
-use crate::proto::wbuf::WBuf;
-use crate::sys::{iface, net, udp};
+use crate::agent::{Agent, Board, Stats};
+use crate::limits::{
+    DATAGRAM_MAX, FLEET_KEY_MAX, PROBE_ANSWER_DELAY_MAX_MS, PROBE_BURST, PROBE_PENDING_MAX,
+    PROBE_PER_SEC, WARN_EVERY_SECS,
+};
+use crate::proto::beacon::{self, Fields, FleetKey, NONCE_MAX};
+use crate::sys::iface::IfName;
 use core::fmt::Write;
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Datagrams read per readable event, so a flood costs bounded work per loop turn.
-const RECV_PER_TURN: usize = 32;
+/// Beacon state as shown in STATUS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BeaconState {
+    Off,
+    Up,
+    Down,
+    Absent,
+}
+
+impl BeaconState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BeaconState::Off => "off",
+            BeaconState::Up => "up",
+            BeaconState::Down => "down",
+            BeaconState::Absent => "absent",
+        }
+    }
+}
+
+/// One interface's beacon as shown in STATUS (`beacon`, `beacons`).
+#[derive(Debug, Clone, Default)]
+pub struct BeaconInfo {
+    pub iface: IfName,
+    pub port: u16,
+    pub seq: u64,
+    pub last_error: heapless::String<96>,
+    /// Families beaconing right now (sockets open).
+    pub v4: bool,
+    pub v6: bool,
+}
+
+/// `--beacon-family`: which IP families beacon and answer probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Families {
+    V4,
+    V6,
+    #[default]
+    Both,
+}
+
+impl Families {
+    pub fn parse(s: &str) -> Option<Families> {
+        match s {
+            "4" => Some(Families::V4),
+            "6" => Some(Families::V6),
+            "both" => Some(Families::Both),
+            _ => None,
+        }
+    }
+    pub fn v4(self) -> bool {
+        self != Families::V6
+    }
+    pub fn v6(self) -> bool {
+        self != Families::V4
+    }
+}
+
+/// An IP family of one of a link's sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+/// What the interface looks like now (read by the run loop through `sys::iface`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IfNow {
+    pub index: u32,
+    pub up: bool,
+    pub v4: Option<Ipv4Addr>,
+    /// A usable (not tentative) IPv6 link-local address.
+    pub v6: Option<Ipv6Addr>,
+    /// A link-local address still in duplicate address detection (usable in a second or
+    /// two): the link looks again after [`RECHECK`] instead of a whole interval.
+    pub v6_tentative: bool,
+}
+
+/// How soon a link re-reads an interface whose link-local address is still tentative.
+pub const RECHECK: Duration = Duration::from_secs(1);
+
+/// The sockets a link wants after [`Link::update`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sockets {
+    /// The interface is gone: close every socket.
+    None,
+    /// Down: keep what is open, open nothing.
+    Keep,
+    /// Up: sockets bound to interface `index`, one per wanted family. Sockets bound to
+    /// another index (the interface was recreated) must be replaced.
+    Want { index: u32, v4: bool, v6: bool },
+}
+
+/// What a datagram to send is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Beacon,
+    Bye,
+    Answer,
+}
+
+/// One datagram to send: the run loop encodes it with [`Link::encode`], sends it on the
+/// link's socket of `family` and reports with [`Link::on_sent`].
+#[derive(Debug, Clone)]
+pub struct Transmit {
+    pub family: Family,
+    pub to: SocketAddr,
+    pub kind: Kind,
+    /// At most this many bytes (a probe answer is never larger than its probe).
+    pub max: usize,
+    pub nonce: heapless::Vec<u8, NONCE_MAX>,
+}
+
+/// A probe answer waiting for its random delay.
+#[derive(Debug, Clone)]
+struct Pending {
+    due: Instant,
+    t: Transmit,
+}
+
+/// The fleet key and the file it came from (re-read on SIGHUP).
+pub struct Signing {
+    pub path: PathBuf,
+    pub key: FleetKey,
+}
 
 /// Reads a fleet key file (`--fleet-key`): its contents with surrounding whitespace
 /// trimmed, [`crate::limits::FLEET_KEY_MIN`]..=[`FLEET_KEY_MAX`] bytes. No heap on success.
@@ -40,224 +175,328 @@ pub fn load_key(path: &Path) -> Result<FleetKey, String> {
     key.map_err(|e| format!("--fleet-key {}: {e}", path.display()))
 }
 
-/// The fleet key and the file it came from (re-read on SIGHUP).
-pub struct Signing {
-    pub path: PathBuf,
-    pub key: FleetKey,
+impl Signing {
+    /// SIGHUP: re-reads the key file; a bad file keeps the old key.
+    pub fn reload(&mut self) {
+        match load_key(&self.path) {
+            Ok(k) if k == self.key => log::info!("fleet key {}: unchanged", self.path.display()),
+            Ok(k) => {
+                self.key = k;
+                log::info!("fleet key reloaded from {}", self.path.display());
+            }
+            Err(e) => log::warn!("{e}: keeping the previous fleet key"),
+        }
+    }
 }
 
-pub struct Beacon {
-    iface: iface::IfName,
-    port: u16,
-    ctl_port: u16,
-    /// Announced as `"metrics":PORT` (`--metrics`).
-    metrics_port: Option<u16>,
-    sock: Option<(OwnedFd, u32)>,
-    state: BeaconState,
+/// What every link's datagrams share: the board's identity and announced ports.
+pub struct Common<'a> {
+    pub agent: &'a Agent,
+    pub board: &'a Board,
+    pub ctl_port: u16,
+    pub metrics_port: Option<u16>,
+    pub run: &'a str,
+    pub key: Option<&'a FleetKey>,
+}
+
+/// ff02::1, all nodes on the link.
+pub const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+
+/// The beacon of one interface. See the module docs.
+pub struct Link {
+    families: Families,
     info: BeaconInfo,
+    state: BeaconState,
+    /// The index the sockets are (to be) bound to, when up.
+    index: Option<u32>,
+    addr4: Option<Ipv4Addr>,
+    addr6: Option<Ipv6Addr>,
     last_tick: Option<Instant>,
     /// When the first beacon is due (start-up).
     first_due: Instant,
     /// Token bucket for probe answers: (tokens, last refill).
     bucket: (u32, Instant),
     last_warn: Option<Instant>,
-    /// 16 hex digits, random per agent start: sent as `run` in every datagram.
-    run: heapless::String<16>,
-    signing: Option<Signing>,
+    /// Beacons (or goodbyes) queued for each family, sent by [`Link::poll_transmit`].
+    queued: [Option<Kind>; 2],
+    pending: heapless::Vec<Pending, PROBE_PENDING_MAX>,
+    /// When to re-read the interface before the next tick (a tentative address).
+    recheck: Option<Instant>,
+    /// xorshift32 state for the answer delay (seeded from the run id: no syscall).
+    rng: u32,
+    /// The next sequence number per family: each stream of datagrams out of one socket
+    /// counts +1 (a scanner remembers seqs per source address).
+    seq: [u64; 2],
 }
 
-impl Beacon {
-    pub fn new(
-        now: Instant,
-        iface: &str,
-        port: u16,
-        ctl_port: u16,
-        run: [u8; 8],
-        signing: Option<Signing>,
-    ) -> Beacon {
-        let mut hex = [0u8; 16];
-        crate::proto::hex::encode(&run, &mut hex);
-        let mut run = heapless::String::new();
-        let _ = run.push_str(core::str::from_utf8(&hex).unwrap_or("0000000000000000"));
-        let mut name = iface::IfName::new();
+fn fam_ix(f: Family) -> usize {
+    match f {
+        Family::V4 => 0,
+        Family::V6 => 1,
+    }
+}
+
+impl Link {
+    pub fn new(now: Instant, iface: &str, port: u16, families: Families, seed: u32) -> Link {
+        let mut name = IfName::new();
         let _ = name.push_str(iface);
-        let info = BeaconInfo {
-            iface: name.clone(),
-            port,
-            ..BeaconInfo::default()
-        };
-        Beacon {
-            iface: name,
-            port,
-            ctl_port,
-            metrics_port: None,
-            sock: None,
+        Link {
+            families,
+            info: BeaconInfo {
+                iface: name,
+                port,
+                ..BeaconInfo::default()
+            },
             state: BeaconState::Absent,
-            info,
+            index: None,
+            addr4: None,
+            addr6: None,
             last_tick: None,
             first_due: now,
             bucket: (PROBE_BURST, now),
             last_warn: None,
-            run,
-            signing,
+            queued: [None, None],
+            pending: heapless::Vec::new(),
+            rng: seed | 1,
+            seq: [0, 0],
+            recheck: None,
         }
     }
 
-    /// The metrics port the beacon announces (None: no `"metrics"` field).
-    pub fn set_metrics_port(&mut self, port: Option<u16>) {
-        self.metrics_port = port;
+    pub fn name(&self) -> &str {
+        &self.info.iface
     }
 
-    /// Opens the socket now (at start-up), so probes are answered from the ready line on.
-    /// The first beacon still goes out on the first loop turn.
-    pub fn open(&mut self, now: Instant) {
-        let _ = self.refresh(now);
+    pub fn port(&self) -> u16 {
+        self.info.port
     }
 
-    fn set_error(&mut self, now: Instant, what: &str, e: nix::errno::Errno) {
-        self.info.last_error.clear();
-        let _ = write!(self.info.last_error, "{what}: {}", e.desc());
-        self.warn(now);
+    pub fn state(&self) -> (BeaconState, &BeaconInfo) {
+        (self.state, &self.info)
     }
 
-    /// Warnings about the interface are rate-limited: one per state change, then at
-    /// most one per [`WARN_EVERY_SECS`].
-    fn warn(&mut self, now: Instant) {
-        let due = self.last_warn.is_none_or(|t| {
-            now.saturating_duration_since(t) >= Duration::from_secs(WARN_EVERY_SECS)
-        });
-        if due {
-            self.last_warn = Some(now);
-            if self.info.last_error.is_empty() {
-                log::warn!(
-                    "beacon on {}: interface {}; retrying every interval",
-                    self.iface,
-                    self.state.as_str()
-                );
-            } else {
-                log::warn!(
-                    "beacon on {}: {}; retrying every interval",
-                    self.iface,
-                    self.info.last_error
-                );
-            }
+    /// The next moment this link needs the loop: its next beacon or a delayed answer.
+    pub fn poll_timeout(&self, interval: Duration) -> Instant {
+        let tick = self.last_tick.map_or(self.first_due, |t| t + interval);
+        let tick = self.recheck.map_or(tick, |r| r.min(tick));
+        self.pending.iter().map(|p| p.due).fold(tick, Instant::min)
+    }
+
+    /// True when the periodic beacon is due.
+    pub fn tick_due(&self, now: Instant, interval: Duration) -> bool {
+        self.last_tick.map_or(self.first_due, |t| t + interval) <= now
+    }
+
+    /// True when the interface should be re-read before the next tick.
+    pub fn recheck_due(&self, now: Instant) -> bool {
+        self.recheck.is_some_and(|r| r <= now)
+    }
+
+    /// The interface as it is now; returns the sockets wanted.
+    pub fn update(&mut self, now: Instant, i: Option<IfNow>) -> Sockets {
+        self.recheck = i
+            .filter(|i| i.up && i.v6.is_none() && i.v6_tentative && self.families.v6())
+            .map(|_| now + RECHECK);
+        let Some(i) = i else {
+            self.index = None;
+            self.addr4 = None;
+            self.addr6 = None;
+            self.set_state(now, BeaconState::Absent);
+            return Sockets::None;
+        };
+        self.addr4 = i.v4;
+        self.addr6 = i.v6;
+        if !i.up {
+            self.set_state(now, BeaconState::Down);
+            return Sockets::Keep;
+        }
+        self.index = Some(i.index);
+        let v6 = self.families.v6() && i.v6.is_some();
+        // IPv4 goes out even without an address (as it always has), unless the link is
+        // IPv6-only: no IPv4 address but a link-local IPv6 one that beacons instead.
+        let v4 = self.families.v4() && (i.v4.is_some() || !v6);
+        Sockets::Want {
+            index: i.index,
+            v4,
+            v6,
         }
     }
 
-    fn set_state(&mut self, now: Instant, s: BeaconState) {
-        if s == self.state {
+    /// The run loop's report after reconciling its sockets with [`Sockets`]: which
+    /// families are open now, or the first error opening one.
+    pub fn opened(&mut self, now: Instant, v4: bool, v6: bool, err: Option<(&str, &str)>) {
+        self.info.v4 = v4;
+        self.info.v6 = v6;
+        if let Some((what, e)) = err {
+            self.queued = [None, None];
+            self.set_state(now, BeaconState::Down);
+            self.set_error(now, what, e);
+        } else if self.index.is_some() && (v4 || v6) {
+            self.set_state(now, BeaconState::Up);
+        } else if self.index.is_some() {
+            // `--beacon-family 6` on a link without a (usable) link-local address yet.
+            self.set_state(now, BeaconState::Down);
+            self.set_error(now, "no IPv6 link-local address", "waiting");
+        }
+    }
+
+    /// The periodic tick: queues one beacon per open family (call after [`Link::update`]
+    /// and the socket report).
+    pub fn on_tick(&mut self, now: Instant) {
+        self.last_tick = Some(now);
+        self.queue(Kind::Beacon);
+    }
+
+    /// Shutdown: queues a goodbye per open family.
+    pub fn goodbye(&mut self) {
+        self.pending.clear();
+        self.queue(Kind::Bye);
+    }
+
+    fn queue(&mut self, k: Kind) {
+        if self.state != BeaconState::Up {
             return;
         }
-        self.state = s;
-        if s == BeaconState::Up {
-            self.info.last_error.clear();
-            self.last_warn = None;
-            log::info!(
-                "beacon on {}: up, sending to 255.255.255.255:{}",
-                self.iface,
-                self.port
-            );
-        } else {
-            self.last_warn = None;
-            self.warn(now);
-        }
+        self.queued = [self.info.v4.then_some(k), self.info.v6.then_some(k)];
     }
 
-    /// Re-reads the interface and (re)opens the socket if needed. Returns its IPv4 address.
-    fn refresh(&mut self, now: Instant) -> Option<Option<Ipv4Addr>> {
-        let Some(info) = iface::info(&self.iface) else {
-            self.sock = None;
-            self.set_state(now, BeaconState::Absent);
-            return None;
-        };
-        if !info.up {
-            self.set_state(now, BeaconState::Down);
-            return None;
+    /// One datagram that arrived on this link's socket of `family`. Probes schedule a
+    /// delayed answer; other boards' beacons are ignored; anything else is counted.
+    pub fn on_datagram(
+        &mut self,
+        now: Instant,
+        family: Family,
+        d: &[u8],
+        from: SocketAddr,
+        stats: &mut Stats,
+    ) {
+        stats.bytes_in += d.len() as u64;
+        if d.len() > DATAGRAM_MAX {
+            stats.datagrams_dropped += 1;
+            log::debug!("dropped oversized datagram from {from}");
+            return;
         }
-        // SO_BINDTODEVICE ties the socket to an ifindex: a recreated interface needs a new one.
-        if self.sock.as_ref().is_none_or(|(_, idx)| *idx != info.index) {
-            self.sock = None;
-            match udp::open(Some(&self.iface), self.port) {
-                Ok(fd) => self.sock = Some((fd, info.index)),
-                Err((what, e)) => {
-                    self.set_state(now, BeaconState::Down);
-                    self.set_error(now, what, e);
-                    return None;
-                }
+        let Some(nonce) = beacon::parse_probe(d) else {
+            // Other boards' beacons arrive here too: not an error.
+            if !beacon::is_beacon(d) {
+                stats.datagrams_dropped += 1;
+                log::debug!("dropped malformed datagram ({} bytes) from {from}", d.len());
+            }
+            return;
+        };
+        if self.pending.is_full() || !self.take_token(now) {
+            stats.probes_limited += 1;
+            return;
+        }
+        let delay = u64::from(self.next_rand()) % (PROBE_ANSWER_DELAY_MAX_MS + 1);
+        let t = Transmit {
+            family,
+            to: from,
+            kind: Kind::Answer,
+            max: d.len(),
+            nonce: heapless::Vec::from_slice(nonce).unwrap_or_default(),
+        };
+        let _ = self.pending.push(Pending {
+            due: now + Duration::from_millis(delay),
+            t,
+        });
+    }
+
+    /// The next datagram to send now, if any: due answers first, then queued beacons.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        if let Some(i) = self.pending.iter().position(|p| p.due <= now) {
+            return Some(self.pending.swap_remove(i).t);
+        }
+        for f in [Family::V4, Family::V6] {
+            if let Some(kind) = self.queued[fam_ix(f)].take() {
+                let to = match f {
+                    Family::V4 => {
+                        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::BROADCAST, self.info.port))
+                    }
+                    Family::V6 => SocketAddr::V6(SocketAddrV6::new(
+                        ALL_NODES,
+                        self.info.port,
+                        0,
+                        self.index.unwrap_or(0),
+                    )),
+                };
+                return Some(Transmit {
+                    family: f,
+                    to,
+                    kind,
+                    max: DATAGRAM_MAX,
+                    nonce: heapless::Vec::new(),
+                });
             }
         }
-        self.set_state(now, BeaconState::Up);
-        Some(info.addr)
+        None
     }
 
-    /// The fixed beacon fields as of now; callers set `bye` / `nonce` as needed.
-    fn fields<'a>(
-        &'a self,
-        agent: &'a Agent,
-        board: &'a Board,
-        addr: Option<Ipv4Addr>,
-    ) -> Fields<'a> {
-        Fields {
-            id: agent.id(),
-            host: &board.host,
+    /// Encodes `t` into `out`; None when it cannot fit (then it is dropped).
+    pub fn encode(&self, t: &Transmit, c: &Common<'_>, out: &mut [u8]) -> Option<usize> {
+        let addr = match t.family {
+            Family::V4 => self.addr4.map(IpAddr::V4),
+            Family::V6 => self.addr6.map(IpAddr::V6),
+        };
+        let f = Fields {
+            id: c.agent.id(),
+            host: &c.board.host,
             addr,
-            iface: &self.iface,
-            port: self.ctl_port,
-            metrics: self.metrics_port,
-            seq: self.info.seq,
-            run: Some(&self.run),
-            uptime: board.uptime_s,
-            load: board.load[0],
-            mem_avail_kb: board.mem_avail_kb,
-            temp_c: board.temp_c,
-            bye: false,
-            nonce: None,
-        }
-    }
-
-    /// Encodes `f` with the agent's facts into `out`, at most `max` bytes, signed when
-    /// there is a fleet key.
-    fn encode(&self, out: &mut [u8], max: usize, f: &Fields<'_>, agent: &Agent) -> Option<usize> {
-        let facts = agent
+            iface: &self.info.iface,
+            port: c.ctl_port,
+            metrics: c.metrics_port,
+            seq: self.seq[fam_ix(t.family)],
+            run: Some(c.run),
+            uptime: c.board.uptime_s,
+            load: c.board.load[0],
+            mem_avail_kb: c.board.mem_avail_kb,
+            temp_c: c.board.temp_c,
+            bye: t.kind == Kind::Bye,
+            nonce: (t.kind == Kind::Answer).then_some(&t.nonce[..]),
+        };
+        let facts = c
+            .agent
             .facts
             .iter()
             .map(|f| (f.key.as_slice(), f.value.as_slice()));
-        let key = self.signing.as_ref().map(|s| &s.key);
-        beacon::encode_signed(out, max, f, facts, key)
+        beacon::encode_signed(out, t.max, &f, facts, c.key)
     }
 
-    fn send(
+    /// The outcome of sending `t` (`n` bytes); the family's seq advances on success.
+    pub fn on_sent(
         &mut self,
         now: Instant,
-        agent: &mut Agent,
-        board: &Board,
-        addr: Option<Ipv4Addr>,
-        bye: bool,
+        t: &Transmit,
+        r: Result<usize, &'static str>,
+        stats: &mut Stats,
     ) {
-        let mut out = [0u8; DATAGRAM_MAX];
-        let f = Fields {
-            bye,
-            ..self.fields(agent, board, addr)
-        };
-        let Some(n) = self.encode(&mut out, DATAGRAM_MAX, &f, agent) else {
-            return;
-        };
-        let Some((fd, _)) = &self.sock else { return };
-        let to = SocketAddrV4::new(Ipv4Addr::BROADCAST, self.port);
-        match udp::send_to(fd.as_fd(), &out[..n], to) {
-            Ok(_) => {
-                self.info.seq += 1;
-                agent.stats.beacons_sent += 1;
-                agent.stats.bytes_out += n as u64;
-                if !self.info.last_error.is_empty() {
+        match (r, t.kind) {
+            (Ok(n), kind) => {
+                self.seq[fam_ix(t.family)] += 1;
+                self.info.seq = self.seq[0].max(self.seq[1]);
+                stats.bytes_out += n as u64;
+                if kind == Kind::Answer {
+                    stats.probes_answered += 1;
+                } else {
+                    stats.beacons_sent += 1;
                     self.info.last_error.clear();
                 }
             }
-            Err(e) => {
-                agent.stats.beacon_errors += 1;
+            (Err(e), Kind::Answer) => log::debug!("probe answer to {}: {e}", t.to),
+            (Err(e), _) => {
+                stats.beacon_errors += 1;
                 self.set_error(now, "send", e);
             }
         }
+    }
+
+    fn next_rand(&mut self) -> u32 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.rng = x;
+        x
     }
 
     fn take_token(&mut self, now: Instant) -> bool {
@@ -281,117 +520,308 @@ impl Beacon {
         self.bucket = (tokens, last);
         ok
     }
+
+    fn set_error(&mut self, now: Instant, what: &str, e: &str) {
+        self.info.last_error.clear();
+        let _ = write!(self.info.last_error, "{what}: {e}");
+        self.warn(now);
+    }
+
+    /// Warnings about the interface are rate-limited: one per state change, then at
+    /// most one per [`WARN_EVERY_SECS`].
+    fn warn(&mut self, now: Instant) {
+        let due = self.last_warn.is_none_or(|t| {
+            now.saturating_duration_since(t) >= Duration::from_secs(WARN_EVERY_SECS)
+        });
+        if due {
+            self.last_warn = Some(now);
+            if self.info.last_error.is_empty() {
+                log::warn!(
+                    "beacon on {}: interface {}; retrying every interval",
+                    self.info.iface,
+                    self.state.as_str()
+                );
+            } else {
+                log::warn!(
+                    "beacon on {}: {}; retrying every interval",
+                    self.info.iface,
+                    self.info.last_error
+                );
+            }
+        }
+    }
+
+    fn set_state(&mut self, now: Instant, s: BeaconState) {
+        if s != BeaconState::Up {
+            self.queued = [None, None];
+        }
+        if s == self.state {
+            return;
+        }
+        self.state = s;
+        self.last_warn = None;
+        if s == BeaconState::Up {
+            self.info.last_error.clear();
+            log::info!(
+                "beacon on {}: up, sending to{}{}, port {}",
+                self.info.iface,
+                if self.info.v4 { " 255.255.255.255" } else { "" },
+                if self.info.v6 { " ff02::1" } else { "" },
+                self.info.port
+            );
+        } else {
+            self.warn(now);
+        }
+    }
 }
 
-impl crate::runloop::Beacon for Beacon {
-    fn fd(&self) -> Option<BorrowedFd<'_>> {
-        self.sock.as_ref().map(|(fd, _)| fd.as_fd())
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::Config;
+
+    const IV: Duration = Duration::from_secs(5);
+
+    fn up(index: u32) -> Option<IfNow> {
+        Some(IfNow {
+            index,
+            up: true,
+            v4: Some(Ipv4Addr::new(10, 0, 0, 1)),
+            v6: Some("fe80::1".parse().unwrap()),
+            v6_tentative: false,
+        })
     }
 
-    fn next_deadline(&self, interval: Duration) -> Option<Instant> {
-        Some(self.last_tick.map_or(self.first_due, |t| t + interval))
-    }
-
-    fn on_timer(&mut self, now: Instant, agent: &mut Agent, board: &mut dyn FnMut() -> Board) {
-        self.last_tick = Some(now);
-        if let Some(addr) = self.refresh(now) {
-            let b = board();
-            self.send(now, agent, &b, addr, false);
+    /// Applies `update` as the run loop would, with every open succeeding.
+    fn drive(l: &mut Link, now: Instant, i: Option<IfNow>) -> Sockets {
+        let s = l.update(now, i);
+        match s {
+            Sockets::None => l.opened(now, false, false, None),
+            Sockets::Keep => {}
+            Sockets::Want { v4, v6, .. } => l.opened(now, v4, v6, None),
         }
+        s
     }
 
-    fn on_readable(&mut self, now: Instant, agent: &mut Agent, board: &mut dyn FnMut() -> Board) {
-        let mut buf = [0u8; DATAGRAM_MAX + 1];
-        let mut board_cache: Option<Board> = None;
-        for _ in 0..RECV_PER_TURN {
-            let Some((fd, _)) = &self.sock else { return };
-            let (n, from) = match udp::recv_from(fd.as_fd(), &mut buf) {
-                Ok(Some(x)) => x,
-                Ok(None) => return,
-                Err(e) => {
-                    log::debug!("beacon recv: {}", e.desc());
-                    return;
-                }
-            };
-            agent.stats.bytes_in += n as u64;
-            let d = &buf[..n];
-            if n > DATAGRAM_MAX {
-                agent.stats.datagrams_dropped += 1;
-                log::debug!("dropped oversized datagram from {from}");
-                continue;
+    fn drain(l: &mut Link, now: Instant) -> Vec<Transmit> {
+        std::iter::from_fn(|| l.poll_transmit(now)).collect()
+    }
+
+    fn probe(nonce: &str) -> Vec<u8> {
+        let mut p = [0u8; DATAGRAM_MAX];
+        let n = beacon::write_probe(&mut p, nonce.as_bytes());
+        p[..n].to_vec()
+    }
+
+    #[test]
+    fn states_absent_down_up_recreated() {
+        let t0 = Instant::now();
+        let mut l = Link::new(t0, "eth0", 4546, Families::Both, 7);
+        assert_eq!(l.state().0, BeaconState::Absent);
+        assert_eq!(drive(&mut l, t0, None), Sockets::None);
+        assert_eq!(l.state().0, BeaconState::Absent);
+        l.on_tick(t0);
+        assert!(drain(&mut l, t0).is_empty(), "absent: nothing sent");
+        let s = drive(&mut l, t0, up(3));
+        assert_eq!(
+            s,
+            Sockets::Want {
+                index: 3,
+                v4: true,
+                v6: true
             }
-            let Some(nonce) = beacon::parse_probe(d) else {
-                // Other boards' beacons arrive here too: not an error.
-                if !beacon::is_beacon(d) {
-                    agent.stats.datagrams_dropped += 1;
-                    log::debug!("dropped malformed datagram ({n} bytes) from {from}");
-                }
-                continue;
-            };
-            if !self.take_token(now) {
-                agent.stats.probes_limited += 1;
-                continue;
-            }
-            let mut nonce_copy = [0u8; beacon::NONCE_MAX];
-            let nl = nonce.len();
-            nonce_copy[..nl].copy_from_slice(nonce);
-            let addr = iface::info(&self.iface).and_then(|i| i.addr);
-            let b = board_cache.get_or_insert_with(&mut *board);
-            let mut out = [0u8; DATAGRAM_MAX];
-            // Never answer with more bytes than the probe carried (no amplification).
-            let f = Fields {
-                nonce: Some(&nonce_copy[..nl]),
-                ..self.fields(agent, b, addr)
-            };
-            let Some(len) = self.encode(&mut out, n, &f, agent) else {
-                agent.stats.datagrams_dropped += 1;
-                continue;
-            };
-            let Some((fd, _)) = &self.sock else { return };
-            match udp::send_to(fd.as_fd(), &out[..len], from) {
-                Ok(_) => {
-                    self.info.seq += 1;
-                    agent.stats.probes_answered += 1;
-                    agent.stats.bytes_out += len as u64;
-                }
-                Err(e) => log::debug!("probe answer to {from}: {}", e.desc()),
-            }
-        }
+        );
+        assert_eq!(l.state().0, BeaconState::Up);
+        l.on_tick(t0);
+        let tx = drain(&mut l, t0);
+        assert_eq!(tx.len(), 2);
+        assert_eq!(tx[0].to, "255.255.255.255:4546".parse().unwrap());
+        assert_eq!(
+            tx[1].to,
+            SocketAddr::V6(SocketAddrV6::new(ALL_NODES, 4546, 0, 3))
+        );
+        // Down: sockets kept, nothing sent.
+        let mut down = up(3);
+        down.as_mut().unwrap().up = false;
+        assert_eq!(drive(&mut l, t0, down), Sockets::Keep);
+        assert_eq!(l.state().0, BeaconState::Down);
+        l.on_tick(t0);
+        assert!(drain(&mut l, t0).is_empty());
+        // Recreated with a new index: new sockets on the new index.
+        assert!(matches!(
+            drive(&mut l, t0, up(9)),
+            Sockets::Want { index: 9, .. }
+        ));
+        assert_eq!(l.state().0, BeaconState::Up);
+        // An open error: down, with the error shown.
+        l.update(t0, up(9));
+        l.opened(t0, false, false, Some(("bind", "Address in use")));
+        assert_eq!(l.state().0, BeaconState::Down);
+        assert_eq!(l.state().1.last_error.as_str(), "bind: Address in use");
     }
 
-    fn goodbye(&mut self, now: Instant, agent: &mut Agent, board: &mut dyn FnMut() -> Board) {
-        if let Some(addr) = self.refresh(now) {
-            let b = board();
-            self.send(now, agent, &b, addr, true);
-        }
-    }
-
-    fn state(&self) -> (BeaconState, &BeaconInfo) {
-        (self.state, &self.info)
-    }
-
-    fn reload_key(&mut self) {
-        let Some(s) = self.signing.as_mut() else {
-            return;
+    #[test]
+    fn families_and_ipv6_only_links() {
+        let t0 = Instant::now();
+        let only6_if = IfNow {
+            index: 2,
+            up: true,
+            v4: None,
+            v6: Some("fe80::2".parse().unwrap()),
+            v6_tentative: false,
         };
-        match load_key(&s.path) {
-            Ok(k) if k == s.key => log::info!("fleet key {}: unchanged", s.path.display()),
-            Ok(k) => {
-                s.key = k;
-                log::info!("fleet key reloaded from {}", s.path.display());
-            }
-            Err(e) => log::warn!("{e}: keeping the previous fleet key"),
-        }
+        let only6 = Some(only6_if);
+        let mut l = Link::new(t0, "v6", 4546, Families::Both, 1);
+        let want = |v4, v6| Sockets::Want { index: 2, v4, v6 };
+        assert_eq!(l.update(t0, only6), want(false, true));
+        let mut l4 = Link::new(t0, "v6", 4546, Families::V4, 1);
+        assert_eq!(l4.update(t0, only6), want(true, false));
+        let mut l6 = Link::new(t0, "v4", 4546, Families::V6, 1);
+        let no6_if = IfNow {
+            v6: None,
+            ..only6_if
+        };
+        let no6 = Some(no6_if);
+        assert_eq!(l6.update(t0, no6), want(false, false));
+        // No link-local address yet: IPv4 alone, even without an IPv4 address.
+        assert_eq!(l.update(t0, no6), want(true, false));
+        assert_eq!(
+            l.poll_timeout(IV),
+            t0,
+            "no recheck without a tentative address"
+        );
+        // One in duplicate address detection: looked at again after RECHECK, not a
+        // whole interval; once usable, no more rechecks.
+        let dad = Some(IfNow {
+            v6_tentative: true,
+            ..no6_if
+        });
+        l.on_tick(t0);
+        assert_eq!(l.update(t0, dad), want(true, false));
+        assert_eq!(l.poll_timeout(IV), t0 + RECHECK);
+        assert!(!l.recheck_due(t0) && l.recheck_due(t0 + RECHECK));
+        assert!(!l.tick_due(t0 + RECHECK, IV), "a recheck is not a beacon");
+        assert_eq!(l.update(t0 + RECHECK, only6), want(false, true));
+        assert_eq!(l.poll_timeout(IV), t0 + IV);
+        // --beacon-family 4 never waits for IPv6.
+        assert_eq!(l4.update(t0, dad), want(true, false));
+        assert!(l4.recheck.is_none());
     }
 
-    fn write_socket(&self, w: &mut WBuf<'_>) -> core::fmt::Result {
-        match &self.sock {
-            Some((fd, _)) => net::socket_info(fd.as_fd()).write(w, "udp-beacon"),
-            None => {
-                w.write_str("{\"kind\":\"udp-beacon\",\"addr\":null,\"state\":")?;
-                crate::proto::json::write_str(w, self.state.as_str().as_bytes())?;
-                w.write_char('}')
-            }
+    #[test]
+    fn deadlines_follow_the_interval_and_delayed_answers() {
+        let t0 = Instant::now();
+        let mut l = Link::new(t0, "eth0", 4546, Families::Both, 12345);
+        assert_eq!(l.poll_timeout(IV), t0, "first beacon at once");
+        assert!(l.tick_due(t0, IV));
+        drive(&mut l, t0, up(1));
+        l.on_tick(t0);
+        drain(&mut l, t0);
+        assert_eq!(l.poll_timeout(IV), t0 + IV);
+        assert!(!l.tick_due(t0 + IV - Duration::from_millis(1), IV));
+        assert!(l.tick_due(t0 + IV, IV));
+        // A probe: answered after 0-250 ms, not before its deadline.
+        let mut st = Stats::default();
+        let from: SocketAddr = "10.0.0.9:40000".parse().unwrap();
+        let t1 = t0 + Duration::from_secs(1);
+        let p = probe("n1");
+        l.on_datagram(t1, Family::V4, &p, from, &mut st);
+        let due = l.poll_timeout(IV);
+        assert!(due >= t1 && due <= t1 + Duration::from_millis(PROBE_ANSWER_DELAY_MAX_MS));
+        if due > t1 {
+            assert!(
+                l.poll_transmit(t1).is_none(),
+                "no answer before its deadline"
+            );
         }
+        let a = l.poll_transmit(due).expect("answer due");
+        assert_eq!((a.kind, a.to, a.max), (Kind::Answer, from, p.len()));
+        assert_eq!(&a.nonce[..], b"n1");
+        assert_eq!(l.poll_timeout(IV), t0 + IV);
+        // Delays vary between probes (not every board at the same instant).
+        let mut delays = std::collections::BTreeSet::new();
+        for i in 0..8u64 {
+            let t = t1 + Duration::from_secs(10 + i);
+            l.on_datagram(t, Family::V6, &p, from, &mut st);
+            delays.insert(l.pending[0].due - t);
+            drain(&mut l, t + Duration::from_secs(1));
+        }
+        assert!(delays.len() > 1, "{delays:?}");
+    }
+
+    #[test]
+    fn probes_are_rate_limited_and_garbage_counted() {
+        let t0 = Instant::now();
+        let mut l = Link::new(t0, "eth0", 4546, Families::Both, 5);
+        drive(&mut l, t0, up(1));
+        let mut st = Stats::default();
+        let from: SocketAddr = "[fe80::9%1]:40000".parse().unwrap();
+        let p = probe("x");
+        for _ in 0..20 {
+            l.on_datagram(t0, Family::V6, &p, from, &mut st);
+        }
+        assert_eq!(st.probes_limited, 20 - u64::from(PROBE_BURST));
+        l.on_datagram(t0, Family::V4, b"garbage", from, &mut st);
+        l.on_datagram(t0, Family::V4, &[b'x'; DATAGRAM_MAX + 1], from, &mut st);
+        l.on_datagram(t0, Family::V4, b"{\"tether\":1}", from, &mut st);
+        assert_eq!(st.datagrams_dropped, 2);
+        let later = t0 + Duration::from_secs(1);
+        let tx = drain(&mut l, later);
+        assert_eq!(tx.len(), PROBE_BURST as usize);
+        assert!(tx.iter().all(|t| t.family == Family::V6 && t.to == from));
+    }
+
+    #[test]
+    fn encodes_no_larger_than_the_probe_with_the_source_address() {
+        let t0 = Instant::now();
+        let cfg = Config {
+            max_clients: 16,
+            interval_secs: 5,
+            led: false,
+            plain_auth: false,
+        };
+        let agent = Agent::new(t0, "00aa", &cfg);
+        let mut board = Board::default();
+        let _ = board.host.push_str("pi");
+        let key = FleetKey::parse(b"a fleet key of some length").unwrap();
+        let mut l = Link::new(t0, "eth0", 4546, Families::Both, 5);
+        drive(&mut l, t0, up(1));
+        let mut st = Stats::default();
+        let from: SocketAddr = "[fe80::9%1]:40000".parse().unwrap();
+        let p = probe("nn");
+        l.on_datagram(t0, Family::V6, &p[..300], from, &mut st);
+        let t = l.poll_transmit(t0 + Duration::from_secs(1)).unwrap();
+        let c = Common {
+            agent: &agent,
+            board: &board,
+            ctl_port: 4545,
+            metrics_port: None,
+            run: "0011223344556677",
+            key: Some(&key),
+        };
+        let mut out = [0u8; DATAGRAM_MAX];
+        let n = l.encode(&t, &c, &mut out).unwrap();
+        assert!(n <= 300);
+        let src: IpAddr = "fe80::1".parse().unwrap();
+        assert_eq!(
+            beacon::verify(&out[..n], &key, src, Some(b"nn")),
+            beacon::Trust::Signed
+        );
+        l.on_sent(t0, &t, Ok(n), &mut st);
+        assert_eq!((st.probes_answered, l.state().1.seq), (1, 1));
+        // A send error is shown and counted.
+        l.on_tick(t0);
+        let b = l.poll_transmit(t0).unwrap();
+        l.on_sent(t0, &b, Err("Network is unreachable"), &mut st);
+        assert_eq!(st.beacon_errors, 1);
+        assert_eq!(
+            l.state().1.last_error.as_str(),
+            "send: Network is unreachable"
+        );
+        // Goodbye: one per open family.
+        l.goodbye();
+        let bye = drain(&mut l, t0);
+        assert_eq!(bye.len(), 2);
+        assert!(bye.iter().all(|t| t.kind == Kind::Bye));
     }
 }

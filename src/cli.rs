@@ -6,7 +6,7 @@ use crate::limits::{
     DEFAULT_BACKLOG, DEFAULT_BEACON_PORT, DEFAULT_IDLE_SECS, DEFAULT_INTERVAL_SECS, IFNAME_MAX,
     INTERVAL_MAX_SECS, INTERVAL_MIN_SECS, MAX_CLIENTS, MAX_LISTENERS,
 };
-use crate::limits::{DEFAULT_METRICS_PORT, LINE_MAX, MAX_METRICS_LISTENERS};
+use crate::limits::{DEFAULT_METRICS_PORT, LINE_MAX, MAX_BEACON_IFACES, MAX_METRICS_LISTENERS};
 use crate::limits::{SOCKBUF_MAX, SOCKBUF_MIN};
 use argh::FromArgs;
 use std::net::SocketAddr;
@@ -48,9 +48,12 @@ pub struct AgentArgs {
     /// close a client that sends nothing for this many seconds (default 60, 0 = never)
     #[argh(option, default = "DEFAULT_IDLE_SECS")]
     pub idle_timeout: u32,
-    /// beacon interface (default: the first up, non-loopback interface with an IPv4 broadcast address)
+    /// beacon interface, repeatable up to 4 (default: the first up, non-loopback interface with an IPv4 broadcast address, else the first with an IPv6 link-local address)
     #[argh(option)]
-    pub iface: Option<String>,
+    pub iface: Vec<String>,
+    /// beacon over IPv4 broadcast (4), IPv6 link-local multicast ff02::1 (6) or both (default both)
+    #[argh(option, default = "String::from(\"both\")")]
+    pub beacon_family: String,
     /// do not send status beacons or answer scans
     #[argh(switch)]
     pub no_beacon: bool,
@@ -165,8 +168,10 @@ pub struct ScanArgs {
 /// Beacon settings; `None` in [`AgentConfig::beacon`] means `--no-beacon`.
 #[derive(Debug, Clone)]
 pub struct BeaconConfig {
-    pub iface: Option<String>,
+    /// `--iface` names (empty: the default interface).
+    pub ifaces: Vec<String>,
     pub port: u16,
+    pub families: crate::beacon::Families,
 }
 
 /// A validated agent configuration.
@@ -254,7 +259,7 @@ impl AgentArgs {
                 self.interval
             ));
         }
-        if let Some(i) = &self.iface {
+        for i in &self.iface {
             if !valid_ifname(i) {
                 return Err(format!("--iface {i:?}: not a valid interface name"));
             }
@@ -262,6 +267,23 @@ impl AgentArgs {
                 return Err("--iface and --no-beacon contradict each other".into());
             }
         }
+        if self.iface.len() > MAX_BEACON_IFACES {
+            return Err(format!("at most {MAX_BEACON_IFACES} --iface interfaces"));
+        }
+        if let Some((i, _)) = self
+            .iface
+            .iter()
+            .enumerate()
+            .find(|(i, n)| self.iface[..*i].contains(n))
+        {
+            return Err(format!("--iface {}: given twice", self.iface[i]));
+        }
+        let families = crate::beacon::Families::parse(&self.beacon_family).ok_or_else(|| {
+            format!(
+                "--beacon-family {:?}: expected 4, 6 or both",
+                self.beacon_family
+            )
+        })?;
         if self.beacon_port == 0 {
             return Err("--beacon-port 0: expected 1-65535".into());
         }
@@ -294,8 +316,9 @@ impl AgentArgs {
             idle: (self.idle_timeout > 0)
                 .then(|| Duration::from_secs(u64::from(self.idle_timeout))),
             beacon: (!self.no_beacon).then_some(BeaconConfig {
-                iface: self.iface,
+                ifaces: self.iface,
                 port: self.beacon_port,
+                families,
             }),
             interval_secs: self.interval,
             socket: self.socket,

@@ -158,14 +158,38 @@ pub fn dgram(args: &CtlArgs) -> Result<u8, Fatal> {
     }
 }
 
+/// The addresses `-c HOST:PORT` names. Besides what `ToSocketAddrs` takes, a scoped IPv6
+/// address with an interface name, `[fe80::1%eth0]:4545` (as `tether scan` prints it).
+pub fn connect_addrs(hp: &str) -> Result<Vec<std::net::SocketAddr>, String> {
+    let scoped = hp
+        .strip_prefix('[')
+        .and_then(|r| r.split_once("]:"))
+        .and_then(|(host, port)| Some((host.split_once('%')?, port)));
+    if let Some(((ip, scope), port)) = scoped {
+        let ip: std::net::Ipv6Addr = ip
+            .parse()
+            .map_err(|_| format!("{ip}: not an IPv6 address"))?;
+        let port: u16 = port.parse().map_err(|_| format!("{port}: not a port"))?;
+        let index = match scope.parse::<u32>() {
+            Ok(i) => i,
+            Err(_) => {
+                crate::sys::iface::info(scope)
+                    .ok_or_else(|| format!("{scope}: no such interface"))?
+                    .index
+            }
+        };
+        return Ok(vec![std::net::SocketAddrV6::new(ip, port, 0, index).into()]);
+    }
+    hp.to_socket_addrs()
+        .map(|a| a.collect())
+        .map_err(|e| e.to_string())
+}
+
 /// Connects to `-c HOST:PORT` over TCP, else to the Unix socket (`-s` or the default).
 fn connect(args: &CtlArgs, timeout: Duration) -> Result<(Box<dyn Stream>, String), Fatal> {
     match &args.connect {
         Some(hp) => {
-            let addrs: Vec<_> = hp
-                .to_socket_addrs()
-                .map_err(|e| Fatal::usage(format!("-c {hp}: {e}")))?
-                .collect();
+            let addrs = connect_addrs(hp).map_err(|e| Fatal::usage(format!("-c {hp}: {e}")))?;
             let mut last = None;
             for a in addrs {
                 match TcpStream::connect_timeout(&a, timeout) {

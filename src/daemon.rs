@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use crate::exit::Fatal;
 use crate::exit::{EX_CONFIG, EX_OSERR, EX_UNAVAILABLE, EX_USAGE};
+use crate::runloop::links::Links;
 use crate::runloop::publish::Publish;
 
 fn fatal(code: u8) -> impl Fn(SysError) -> Fatal {
@@ -85,9 +86,9 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
             return Err(f);
         }
     };
-    let beacon_iface = beacon_iface(&cfg);
+    let beacon_ifaces = beacon_ifaces(&cfg);
     warn_placeholder_machine_id();
-    let id = board_id(beacon_iface.as_deref());
+    let id = board_id(beacon_ifaces.first().map(String::as_str));
     let core_cfg = Config {
         max_clients: cfg.max_clients,
         interval_secs: cfg.interval_secs,
@@ -95,15 +96,7 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
         plain_auth: cfg.plain_auth,
     };
     let agent = Agent::new(now, &id, &core_cfg);
-    let beacon = open_beacon(
-        now,
-        &cfg,
-        beacon_iface.as_deref(),
-        &tcp,
-        &metrics,
-        run_id,
-        fleet_key,
-    );
+    let links = open_beacons(now, &cfg, &beacon_ifaces, &tcp, &metrics, run_id, fleet_key);
     let off_info = BeaconInfo {
         port: cfg
             .beacon
@@ -117,7 +110,7 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
         unix,
         led,
         cfg.thermal.clone(),
-        beacon,
+        links,
         off_info,
         cfg.token_file.clone(),
         cfg.max_clients,
@@ -266,44 +259,54 @@ fn open_led(cfg: &AgentConfig) -> Result<Option<sys::led::LedFile>, Fatal> {
         .transpose()
 }
 
-/// The beacon interface: `--iface`, else the first up, non-loopback one with a broadcast
-/// address; None with `--no-beacon` or when there is none.
-fn beacon_iface(cfg: &AgentConfig) -> Option<String> {
-    let bc = cfg.beacon.as_ref()?;
-    let name = bc
-        .iface
-        .clone()
-        .or_else(|| sys::iface::default_beacon_iface().map(|n| n.to_string()));
-    if name.is_none() {
-        log::warn!(
-            "no interface is up with an IPv4 broadcast address: beacons are off (use --iface)"
-        );
+/// The beacon interfaces: `--iface` (repeatable), else the first up, non-loopback one with
+/// a broadcast address, else the first with an IPv6 link-local address; none with
+/// `--no-beacon` or when there is none.
+fn beacon_ifaces(cfg: &AgentConfig) -> Vec<String> {
+    match &cfg.beacon {
+        None => Vec::new(),
+        Some(bc) if !bc.ifaces.is_empty() => bc.ifaces.clone(),
+        Some(_) => match sys::iface::default_beacon_iface() {
+            Some(n) => vec![n.to_string()],
+            None => {
+                log::warn!("no interface is up with an IPv4 broadcast address or an IPv6 link-local address: beacons are off (use --iface)");
+                Vec::new()
+            }
+        },
     }
-    name
 }
 
-/// The beacon on `iface`, announcing the first control port and the first metrics port
-/// reachable from the LAN (not loopback).
-fn open_beacon(
+/// One beacon link per interface, announcing the first control port and the first
+/// metrics port reachable from the LAN (not loopback); their sockets opened.
+fn open_beacons(
     now: Instant,
     cfg: &AgentConfig,
-    iface: Option<&str>,
+    ifaces: &[String],
     tcp: &Listeners<MAX_LISTENERS>,
     metrics: &Listeners<MAX_METRICS_LISTENERS>,
     run_id: [u8; 8],
     fleet_key: Option<crate::beacon::Signing>,
-) -> Option<Box<dyn crate::runloop::Beacon>> {
-    let (bc, name) = (cfg.beacon.as_ref()?, iface?);
+) -> Links {
     let ctl_port = tcp.first().map_or(0, |(_, a)| a.port());
     let metrics_port = metrics
         .iter()
         .map(|(_, a)| *a)
         .find(|a| !a.ip().is_loopback())
         .map(|a| a.port());
-    let mut b = crate::beacon::Beacon::new(now, name, bc.port, ctl_port, run_id, fleet_key);
-    b.open(now);
-    b.set_metrics_port(metrics_port);
-    Some(Box::new(b))
+    let bc = cfg.beacon.as_ref();
+    let mut links = Links::new(
+        now,
+        ifaces,
+        bc.map_or(crate::limits::DEFAULT_BEACON_PORT, |b| b.port),
+        bc.map(|b| b.families).unwrap_or_default(),
+        ctl_port,
+        metrics_port,
+        run_id,
+        fleet_key,
+        cfg.thermal.clone(),
+    );
+    links.open(now);
+    links
 }
 
 /// `--token-file`: loaded now; a missing or empty token stops start-up.
@@ -352,11 +355,10 @@ fn announce_ready(rl: &mut RunLoop, now: Instant, id: &str) {
 
 fn ready_line(rl: &RunLoop) -> String {
     let tcp: Vec<String> = rl.io.tcp.iter().map(|(_, a)| a.to_string()).collect();
-    let (state, info) = crate::agent::Env::beacon(&rl.io);
-    let beacon = if state == crate::agent::BeaconState::Off {
+    let beacon = if rl.io.links.is_empty() {
         "off".to_string()
     } else {
-        format!("{}:{}", info.iface, info.port)
+        rl.io.links.ready_field()
     };
     let mut line = format!(
         "ready tcp={} unix={}",

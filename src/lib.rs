@@ -4,7 +4,8 @@
 //!   main.rs ─ cli ─┬─ daemon ── runloop ──┬── agent ── facts      (IO-free core)
 //!                  │            (poll)    ├── metrics ─ agent     (IO-free: /metrics body)
 //!                  │                      │      └──── proto      (IO-free wire layer)
-//!                  ├─ ctl (+ ctl::pretty) ├── beacon ── proto::beacon
+//!                  ├─ ctl (+ ctl::pretty) ├── links ─── beacon ── proto::beacon
+//!                  │                      │   (sockets)  (IO-free: one Link per interface)
 //!                  └─ scan (poll)         └── sys (nix: sockets, signals, ioctl, /proc)
 //!   exit: Fatal and the exit codes, for main.rs and the three subcommands
 //! ```
@@ -16,10 +17,13 @@
 //! - [`agent`] and [`facts`] are the IO-free core; time comes in as `now`, the world
 //!   through the [`agent::Env`] trait.
 //! - [`metrics`] renders `/metrics` from the core's state: IO-free like it.
+//! - [`beacon`] is the beacon's sans-IO state machine (one `Link` per interface): driven
+//!   by `now`, interface readings and datagrams, it returns datagrams to send and its next
+//!   deadline; `runloop::links` owns its sockets.
 //! - [`sys`] is the only module that calls nix's socket/signal/ioctl APIs; it reads and
 //!   writes the OS, and leaves every wire format to [`proto`].
 //! - [`runloop`] is the agent's only caller of poll(2) and owns every fd of the agent.
-//!   The client `tether scan` has a small poll of its own over its two UDP sockets.
+//!   The client `tether scan` has a small poll of its own over its UDP sockets.
 //! - [`daemon`], [`ctl`], [`scan`] are the subcommands; none imports another. [`cli`]
 //!   validates their options; [`exit`] holds [`exit::Fatal`] and every exit code, and
 //!   `main.rs` prints the one `error:` line and exits with the code.

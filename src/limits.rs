@@ -8,7 +8,7 @@ pub const LINE_MAX: usize = 255;
 /// Per-client input buffer: one maximal line plus `\r\n`.
 pub const IN_BUF: usize = LINE_MAX + 2;
 /// Largest single reply line, `\n` included. STATUS with a full fact table is the largest.
-pub const REPLY_MAX: usize = 8192;
+pub const REPLY_MAX: usize = 10240;
 /// Per-client output buffer. A client whose unread replies exceed this is closed.
 pub const OUT_BUF: usize = 16384;
 
@@ -47,6 +47,10 @@ pub const AUTH_NONCE_BYTES: usize = 16;
 
 /// Beacon datagram and probe size (both directions), in bytes.
 pub const DATAGRAM_MAX: usize = 512;
+/// Longest probe nonce echoed back in an answer.
+pub const NONCE_MAX: usize = 64;
+/// `tether scan`: signed seqs remembered per (id, run, source) to spot a re-sent datagram.
+pub const SCAN_SEQ_WINDOW: usize = 1024;
 /// Default beacon port and interval.
 pub const DEFAULT_BEACON_PORT: u16 = 4546;
 pub const DEFAULT_INTERVAL_SECS: u32 = 5;
@@ -56,6 +60,22 @@ pub const INTERVAL_MAX_SECS: u32 = 3600;
 /// Probe answers: a token bucket of this many replies, refilled at this rate per second.
 pub const PROBE_BURST: u32 = 8;
 pub const PROBE_PER_SEC: u32 = 4;
+/// Each probe answer waits a random 0..=this many ms (RFC 6762 §6), so a LAN full of
+/// boards does not answer a scan in the same instant.
+pub const PROBE_ANSWER_DELAY_MAX_MS: u64 = 250;
+/// Probe answers waiting for their delay, per interface: the bucket's burst and the few
+/// tokens it regains within one delay.
+pub const PROBE_PENDING_MAX: usize = PROBE_BURST as usize + 2;
+/// How many `--iface` beacon interfaces the agent accepts.
+pub const MAX_BEACON_IFACES: usize = 4;
+/// Datagrams read per readable beacon socket per loop turn (a flood costs bounded work).
+pub const BEACON_RECV_PER_TURN: usize = 32;
+/// `tether scan` asks for this receive buffer (SO_RCVBUF, SO_RCVBUFFORCE when permitted):
+/// room for a thousand full-size answers arriving at once.
+pub const SCAN_RCVBUF: usize = 4 * 1024 * 1024;
+/// Probes `tether scan` sends within its window (at the start, then spread over the
+/// first half), so a board whose answer or probe was lost still answers.
+pub const SCAN_PROBES: u32 = 3;
 
 /// IDENTIFY: default and longest blink, and the half-period of the blink.
 pub const IDENTIFY_DEFAULT_SECS: u32 = 15;
@@ -100,7 +120,9 @@ pub const METRICS_FACT_LINE_MAX: usize = "tether_fact_info{key=\"".len()
 /// values at their widest, and the build_info labels (host and id escaped at worst: a
 /// hostname byte that is not UTF-8 becomes U+FFFD, 3 bytes). The 256: the publish counters.
 /// `metrics::tests::fixed_part_fits` proves the bound.
-pub const METRICS_FIXED_MAX: usize = 6144 + 256 + 3 * HOST_MAX + 2 * 32;
+/// Plus `tether_beacon_iface_state`: 3 states per interface, its name escaped at worst.
+pub const METRICS_FIXED_MAX: usize =
+    6144 + 256 + 3 * HOST_MAX + 2 * 32 + MAX_BEACON_IFACES * 3 * (56 + 2 * IFNAME_MAX) + 256;
 /// The largest `/metrics` body: a full fact table of maximum-length keys and values that
 /// all need escaping, plus the fixed part.
 pub const METRICS_BODY_MAX: usize = METRICS_FIXED_MAX + MAX_FACTS * METRICS_FACT_LINE_MAX;
@@ -128,9 +150,18 @@ const _: () = assert!(IN_BUF >= LINE_MAX + 2);
 const _: () = assert!(OUT_BUF >= REPLY_MAX);
 const _: () = assert!(DEFAULT_MAX_CLIENTS <= MAX_CLIENTS);
 // STATUS lists every fact escaped at worst twice its size, plus the fixed fields and addresses.
-const _: () =
-    assert!(REPLY_MAX >= MAX_FACTS * (KEY_MAX + 2 * VALUE_MAX + 6) + MAX_ADDRS * 64 + 1024);
+// Each of `beacon` and the `beacons` list: names, numbers and a 96-byte error escaped.
+const _: () = assert!(
+    REPLY_MAX
+        >= MAX_FACTS * (KEY_MAX + 2 * VALUE_MAX + 6)
+            + MAX_ADDRS * 64
+            + 1024
+            + (MAX_BEACON_IFACES + 1) * 320
+);
 const _: () = assert!(DATAGRAM_MAX >= 256);
+const _: () = assert!(PROBE_PENDING_MAX > PROBE_BURST as usize);
+const _: () = assert!(NONCE_MAX + 16 < DATAGRAM_MAX);
+const _: () = assert!(PROBE_ANSWER_DELAY_MAX_MS <= 250);
 const _: () = assert!(PUBLISH_DGRAM_MAX == IN_BUF && PUBLISH_PER_TURN >= 1);
 const _: () = assert!(SOCKBUF_MIN < SOCKBUF_MAX && SOCKBUF_MAX <= i32::MAX as u32 / 2);
 const _: () = assert!(METRICS_FACT_LINE_MAX == 22 + 2 * KEY_MAX + 9 + 2 * VALUE_MAX + 5);

@@ -17,6 +17,7 @@ use std::time::Instant;
 
 #[cfg(doc)]
 use crate::limits::METRICS_BODY_MAX;
+use crate::limits::{IFNAME_MAX, MAX_BEACON_IFACES};
 
 /// Counters of the HTTP server itself, kept by the run loop.
 #[derive(Debug, Clone, Copy, Default)]
@@ -36,6 +37,8 @@ pub struct Readings {
     pub board: Board,
     pub beacon: Option<BeaconState>,
     pub beacon_seq: u64,
+    /// Every beacon interface (`--iface`) and its state.
+    pub links: heapless::Vec<(heapless::String<IFNAME_MAX>, BeaconState), MAX_BEACON_IFACES>,
     /// (tcp, unix) control clients connected now.
     pub clients: (usize, usize),
     pub allocations: u64,
@@ -47,10 +50,17 @@ impl Readings {
             let (st, info) = env.beacon();
             (Some(st), info.seq)
         };
+        let mut links = heapless::Vec::new();
+        while let Some((st, info)) = env.beacons(links.len()) {
+            if links.push((info.iface.clone(), st)).is_err() {
+                break;
+            }
+        }
         Readings {
             board: env.board(),
             beacon,
             beacon_seq,
+            links,
             clients: env.clients(),
             allocations: env.allocations(),
         }
@@ -245,6 +255,21 @@ pub fn render(
             u8::from(Some(s) == r.beacon)
         )?;
     }
+    if !r.links.is_empty() {
+        family(
+            w,
+            "tether_beacon_iface_state",
+            Kind::Gauge,
+            "Beacon state per --iface interface: 1 for the current state (up, down, absent), 0 for the others.",
+        )?;
+        for (name, st) in &r.links {
+            for s in &BEACON_STATES[1..] {
+                w.write_str("tether_beacon_iface_state{iface=")?;
+                label_value(w, name.as_bytes())?;
+                writeln!(w, ",state=\"{}\"}} {}", s.as_str(), u8::from(s == st))?;
+            }
+        }
+    }
     single_u64(
         w,
         "tether_beacon_interval_seconds",
@@ -353,6 +378,13 @@ mod tests {
             board: b,
             beacon: Some(BeaconState::Absent),
             beacon_seq: u64::MAX,
+            links: (0..MAX_BEACON_IFACES)
+                .map(|_| {
+                    let mut n = heapless::String::<IFNAME_MAX>::new();
+                    while n.push('"').is_ok() {}
+                    (n, BeaconState::Absent)
+                })
+                .collect(),
             clients: (usize::MAX, usize::MAX),
             allocations: u64::MAX,
         }
@@ -433,6 +465,43 @@ mod tests {
             s.len() * 10 >= METRICS_BODY_MAX * 9,
             "{} of {METRICS_BODY_MAX}",
             s.len()
+        );
+    }
+
+    #[test]
+    fn every_beacon_interface_has_its_state() {
+        let a = Agent::new(Instant::now(), "abc", &Config::default());
+        let name = |n: &str| {
+            let mut s = heapless::String::new();
+            let _ = s.push_str(n);
+            s
+        };
+        let r = Readings {
+            beacon: Some(BeaconState::Up),
+            links: [
+                (name("eth0"), BeaconState::Up),
+                (name("wlan0"), BeaconState::Down),
+            ]
+            .into_iter()
+            .collect(),
+            ..Readings::default()
+        };
+        let mut buf = vec![0u8; METRICS_BODY_MAX];
+        let mut w = WBuf::new(&mut buf);
+        let http = HttpStats::default();
+        render(&mut w, Instant::now(), &a, &r, &http).unwrap();
+        let s = String::from_utf8(w.as_bytes().to_vec()).unwrap();
+        for line in [
+            "tether_beacon_iface_state{iface=\"eth0\",state=\"up\"} 1\n",
+            "tether_beacon_iface_state{iface=\"eth0\",state=\"down\"} 0\n",
+            "tether_beacon_iface_state{iface=\"wlan0\",state=\"down\"} 1\n",
+            "tether_beacon_iface_state{iface=\"wlan0\",state=\"absent\"} 0\n",
+        ] {
+            assert!(s.contains(line), "{line} in {s}");
+        }
+        assert_eq!(
+            s.matches("# TYPE tether_beacon_iface_state gauge").count(),
+            1
         );
     }
 

@@ -5,6 +5,7 @@
 //! slot table in [`http`] (a submodule: the loop still owns every fd and every poll).
 
 use crate::agent::{Agent, BeaconInfo, BeaconState, Board, Env, Led, Outcome, Session, Transport};
+use crate::beacon::Family;
 use crate::limits::{IN_BUF, LINE_MAX, MAX_CLIENTS, MAX_LISTENERS, OUT_BUF, REPLY_MAX};
 use crate::proto::line::{next_line, Frame};
 use crate::proto::reply::{write_err, ErrCode, Error};
@@ -23,6 +24,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 pub mod http;
+pub mod links;
 pub mod publish;
 
 /// Refused and closing connections wait here, read-and-discard, until the peer closes
@@ -34,8 +36,15 @@ const LINGER_MAX: usize = 16;
 const READS_PER_TURN: usize = 16;
 /// After EMFILE/ENFILE on accept, stop accepting this long instead of spinning.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(200);
-const POLL_MAX: usize =
-    1 + MAX_LISTENERS + 1 + 1 + MAX_CLIENTS + LINGER_MAX + 1 + HTTP_POLL + PUBLISH_POLL;
+const POLL_MAX: usize = 1
+    + MAX_LISTENERS
+    + 1
+    + 2 * crate::limits::MAX_BEACON_IFACES
+    + MAX_CLIENTS
+    + LINGER_MAX
+    + 1
+    + HTTP_POLL
+    + PUBLISH_POLL;
 /// The publish socket (`--publish`).
 const PUBLISH_POLL: usize = 1;
 /// The metrics listeners and HTTP slots (`--metrics`).
@@ -88,27 +97,14 @@ struct Linger {
     until: Instant,
 }
 
-/// A beacon hook: the run loop drives it but knows nothing of what it sends.
-pub trait Beacon {
-    fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>>;
-    /// When the next beacon is due, given the current interval.
-    fn next_deadline(&self, interval: Duration) -> Option<Instant>;
-    fn on_timer(&mut self, now: Instant, agent: &mut Agent, board: &mut dyn FnMut() -> Board);
-    fn on_readable(&mut self, now: Instant, agent: &mut Agent, board: &mut dyn FnMut() -> Board);
-    fn goodbye(&mut self, now: Instant, agent: &mut Agent, board: &mut dyn FnMut() -> Board);
-    fn state(&self) -> (BeaconState, &BeaconInfo);
-    /// SIGHUP: re-read the fleet key, if there is one.
-    fn reload_key(&mut self) {}
-    fn write_socket(&self, w: &mut WBuf<'_>) -> fmt::Result;
-}
-
 /// The fds and devices the core reaches through [`Env`].
 pub struct Io {
     pub tcp: heapless::Vec<(OwnedFd, SocketAddr), MAX_LISTENERS>,
     pub unix: UnixListener,
     pub led: Option<LedFile>,
     pub thermal: String,
-    pub beacon: Option<Box<dyn Beacon>>,
+    /// The beacon interfaces (empty with `--no-beacon` or no interface to beacon on).
+    pub links: links::Links,
     pub off_info: BeaconInfo,
     pub token_file: Option<std::path::PathBuf>,
     /// `--metrics` listeners (their connections are [`RunLoop::http`]'s).
@@ -129,7 +125,7 @@ impl Io {
         unix: UnixListener,
         led: Option<LedFile>,
         thermal: String,
-        beacon: Option<Box<dyn Beacon>>,
+        links: links::Links,
         off_info: BeaconInfo,
         token_file: Option<std::path::PathBuf>,
         max_clients: usize,
@@ -139,7 +135,7 @@ impl Io {
             unix,
             led,
             thermal,
-            beacon,
+            links,
             off_info,
             token_file,
             metrics: heapless::Vec::new(),
@@ -181,10 +177,7 @@ impl Env for Io {
             sep(w)?;
             net::socket_info(fd.as_fd()).write(w, "http-listen")?;
         }
-        if let Some(b) = &self.beacon {
-            sep(w)?;
-            b.write_socket(w)?;
-        }
+        self.links.write_sockets(w, &mut sep)?;
         for s in &self.slots {
             if let Some(fd) = &s.fd {
                 sep(w)?;
@@ -225,10 +218,13 @@ impl Env for Io {
     }
 
     fn beacon(&self) -> (BeaconState, &BeaconInfo) {
-        match &self.beacon {
-            Some(b) => b.state(),
-            None => (BeaconState::Off, &self.off_info),
-        }
+        self.links
+            .state(0)
+            .unwrap_or((BeaconState::Off, &self.off_info))
+    }
+
+    fn beacons(&self, i: usize) -> Option<(BeaconState, &BeaconInfo)> {
+        self.links.state(i)
     }
 }
 
@@ -237,7 +233,7 @@ enum Tok {
     Signal,
     Tcp(usize),
     Unix,
-    Beacon,
+    Beacon(usize, Family),
     Client(usize, u32),
     /// By fd number: the linger list may shift within a turn.
     Linger(std::os::fd::RawFd),
@@ -295,9 +291,7 @@ impl RunLoop {
                 d = Some(d.map_or(t, |x| x.min(t)));
             }
         };
-        if let Some(b) = &self.io.beacon {
-            take(b.next_deadline(self.interval()));
-        }
+        take(self.io.links.next_deadline(self.interval()));
         take(self.watchdog.as_ref().and_then(|w| w.next));
         take(self.accept_paused_until);
         for s in self.io.slots.iter().filter(|s| s.fd.is_some()) {
@@ -349,8 +343,8 @@ impl RunLoop {
                         add(fd, ev, Tok::Http(i, gen));
                     }
                 }
-                if let Some(fd) = self.io.beacon.as_ref().and_then(|b| b.fd()) {
-                    add(fd, PollFlags::POLLIN, Tok::Beacon);
+                for (fd, i, f) in self.io.links.fds() {
+                    add(fd, PollFlags::POLLIN, Tok::Beacon(i, f));
                 }
                 if let Some(p) = &self.io.publish {
                     add(p.fd(), PollFlags::POLLIN, Tok::Publish);
@@ -393,7 +387,7 @@ impl RunLoop {
                     Tok::Signal => stop |= self.on_signals(),
                     Tok::Tcp(i) => self.accept_all(now, Some(i)),
                     Tok::Unix => self.accept_all(now, None),
-                    Tok::Beacon => self.beacon_readable(now),
+                    Tok::Beacon(i, f) => self.io.links.readable(now, i, f, &mut self.agent),
                     Tok::Publish => {
                         if let Some(p) = self.io.publish.as_mut() {
                             p.readable(now, &mut self.agent);
@@ -429,12 +423,7 @@ impl RunLoop {
     pub fn shutdown(&mut self) {
         let now = Instant::now();
         self.agent.shutdown(&mut self.io);
-        let thermal = self.io.thermal.clone();
-        if let Some(b) = self.io.beacon.as_mut() {
-            b.goodbye(now, &mut self.agent, &mut || {
-                crate::sys::board::read(&thermal)
-            });
-        }
+        self.io.links.goodbye(now, &mut self.agent);
         if let Some(w) = &self.watchdog {
             let _ = w.notifier.notify(b"STOPPING=1");
         }
@@ -454,9 +443,7 @@ impl RunLoop {
                 }
                 Event::Reload => {
                     self.reload_token();
-                    if let Some(b) = self.io.beacon.as_mut() {
-                        b.reload_key();
-                    }
+                    self.io.links.reload_key();
                 }
             }
         }
@@ -757,15 +744,6 @@ impl RunLoop {
         }
     }
 
-    fn beacon_readable(&mut self, now: Instant) {
-        let thermal = &self.io.thermal;
-        if let Some(b) = self.io.beacon.as_mut() {
-            b.on_readable(now, &mut self.agent, &mut || {
-                crate::sys::board::read(thermal)
-            });
-        }
-    }
-
     fn timers(&mut self, now: Instant) {
         if self.agent.next_deadline().is_some_and(|t| t <= now) {
             self.agent.on_timer(now, &mut self.io);
@@ -773,16 +751,14 @@ impl RunLoop {
         if self.accept_paused_until.is_some_and(|t| t <= now) {
             self.accept_paused_until = None;
         }
+        let interval = self.interval();
+        if self
+            .io
+            .links
+            .next_deadline(interval)
+            .is_some_and(|t| t <= now)
         {
-            let interval = self.interval();
-            let thermal = &self.io.thermal;
-            if let Some(b) = self.io.beacon.as_mut() {
-                if b.next_deadline(interval).is_some_and(|t| t <= now) {
-                    b.on_timer(now, &mut self.agent, &mut || {
-                        crate::sys::board::read(thermal)
-                    });
-                }
-            }
+            self.io.links.on_timer(now, interval, &mut self.agent);
         }
         if let Some(w) = self.watchdog.as_mut() {
             if let (Some(next), Some(every)) = (w.next, w.every) {

@@ -9,7 +9,7 @@
 
 use crate::cli::ScanArgs;
 use crate::exit::{Fatal, EX_CANTCREAT, EX_CONFIG, EX_OSERR, EX_UNAVAILABLE};
-use crate::limits::DATAGRAM_MAX;
+use crate::limits::{DATAGRAM_MAX, SCAN_PROBES, SCAN_RCVBUF, SCAN_SEQ_WINDOW};
 use crate::proto::beacon::{self, count_members, fields, unquote, FleetKey, Trust};
 use crate::proto::json;
 use crate::proto::wbuf::WBuf;
@@ -17,7 +17,7 @@ use crate::sys::{iface, udp};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -27,8 +27,13 @@ pub struct Board {
     pub id: String,
     pub host: String,
     /// The embedded `addr` without a key (as before); the datagram's source with one.
+    /// Over IPv6 always the scoped source, `fe80::…%IFACE` (reachable as it is). A board
+    /// heard over both families shows its IPv4 address here.
     pub addr: String,
-    pub source: Ipv4Addr,
+    /// Every address the board was heard at (IPv4 first), as `addr` writes them.
+    pub addrs: Vec<String>,
+    /// The datagram's source address (IPv6 without its scope).
+    pub source: IpAddr,
     pub port: u16,
     /// The metrics port the beacon announced (`"metrics":PORT`), if any.
     pub metrics: Option<u16>,
@@ -83,15 +88,16 @@ fn num<T: std::str::FromStr>(v: &[u8]) -> Option<T> {
 
 /// Decodes a beacon datagram; None unless it is a well-formed tether beacon. Its trust is
 /// [`Trust::Unchecked`] until [`Boards::ingest`] checks it.
-pub fn decode(d: &[u8], from: SocketAddrV4, now: Instant) -> Option<Board> {
+pub fn decode(d: &[u8], from: SocketAddr, now: Instant) -> Option<Board> {
     if !beacon::is_beacon(d) {
         return None;
     }
     let mut b = Board {
         id: String::new(),
         host: String::new(),
-        addr: from.ip().to_string(),
-        source: *from.ip(),
+        addr: scoped(from),
+        addrs: Vec::new(),
+        source: from.ip(),
         port: 0,
         metrics: None,
         uptime: 0,
@@ -111,7 +117,7 @@ pub fn decode(d: &[u8], from: SocketAddrV4, now: Instant) -> Option<Board> {
             b"tether" => version = num::<u32>(v),
             b"id" => b.id = text(v),
             b"host" => b.host = text(v),
-            b"addr" if v != b"null" => b.addr = text(v),
+            b"addr" if v != b"null" && from.is_ipv4() => b.addr = text(v),
             b"port" => b.port = num(v).unwrap_or(0),
             b"metrics" => b.metrics = num(v).filter(|&p: &u16| p != 0),
             b"uptime" => b.uptime = num(v).unwrap_or(0),
@@ -124,23 +130,45 @@ pub fn decode(d: &[u8], from: SocketAddrV4, now: Instant) -> Option<Board> {
             _ => {}
         }
     }
+    b.addrs.push(b.addr.clone());
     (version == Some(1) && !b.id.is_empty()).then_some(b)
 }
 
-/// How many seqs per run are remembered to spot a re-sent datagram.
-const SEQ_WINDOW: usize = 1024;
+/// A source address as a user can reach it: IPv4 as is, IPv6 link-local with the
+/// receiving interface's name as its scope (`fe80::1%eth0`).
+pub fn scoped(from: SocketAddr) -> String {
+    match from {
+        SocketAddr::V4(a) => a.ip().to_string(),
+        SocketAddr::V6(a) if a.scope_id() != 0 => match iface::name_of_index(a.scope_id()) {
+            Some(n) => format!("{}%{n}", a.ip()),
+            None => format!("{}%{}", a.ip(), a.scope_id()),
+        },
+        SocketAddr::V6(a) => a.ip().to_string(),
+    }
+}
+
+/// `addr:port` for a URL or a connect string: IPv6 in brackets.
+fn host_port(addr: &str, port: u16) -> String {
+    if addr.contains(':') {
+        format!("[{addr}]:{port}")
+    } else {
+        format!("{addr}:{port}")
+    }
+}
 
 /// One row's identity: trust class, id, run, and (when the datagram cannot be tied to a
 /// run it proves) the source address. A forger's rows never replace a signed board's.
-type RowKey = (Trust, String, String, Option<Ipv4Addr>);
+type RowKey = (Trust, String, String, Option<IpAddr>);
 
 /// Every board heard so far, and what is needed to classify the next datagram.
 pub struct Boards {
     key: Option<FleetKey>,
     nonce: String,
     pub rows: BTreeMap<RowKey, Board>,
-    /// Signed seqs seen per (id, run), newest [`SEQ_WINDOW`].
-    seqs: BTreeMap<(String, String), BTreeSet<u64>>,
+    /// Signed seqs seen per (id, run, source address), newest [`SCAN_SEQ_WINDOW`]: an agent
+    /// counts each socket's datagrams on its own (one per interface and family). A copy
+    /// re-sent from another address already fails `verify`.
+    seqs: BTreeMap<(String, String, IpAddr), BTreeSet<u64>>,
     /// Ids already warned about as clones (one warning per id per run of scan).
     warned: BTreeSet<String>,
 }
@@ -160,28 +188,29 @@ impl Boards {
     fn seen_before(&mut self, b: &Board, run: &str) -> bool {
         let set = self
             .seqs
-            .entry((b.id.clone(), run.to_string()))
+            .entry((b.id.clone(), run.to_string(), b.source))
             .or_default();
-        if set.len() >= SEQ_WINDOW && set.first().is_some_and(|&f| b.seq < f) {
+        if set.len() >= SCAN_SEQ_WINDOW && set.first().is_some_and(|&f| b.seq < f) {
             return true;
         }
         if !set.insert(b.seq) {
             return true;
         }
-        if set.len() > SEQ_WINDOW {
+        if set.len() > SCAN_SEQ_WINDOW {
             set.pop_first();
         }
         false
     }
 
     /// Classifies one datagram from `from` and files it under its row.
-    pub fn ingest(&mut self, d: &[u8], from: SocketAddrV4, now: Instant) {
+    pub fn ingest(&mut self, d: &[u8], from: SocketAddr, now: Instant) {
         let Some(mut b) = decode(d, from, now) else {
             return;
         };
         if let Some(key) = &self.key {
-            b.trust = beacon::verify(d, key, *from.ip(), Some(self.nonce.as_bytes()));
-            b.addr = from.ip().to_string();
+            b.trust = beacon::verify(d, key, from.ip(), Some(self.nonce.as_bytes()));
+            b.addr = scoped(from);
+            b.addrs = vec![b.addr.clone()];
             if b.trust == Trust::Signed {
                 let run = b.run.clone().unwrap_or_default();
                 if self.seen_before(&b, &run) {
@@ -197,19 +226,55 @@ impl Boards {
                 !(k.0 == b.trust && r.id == b.id && r.run != b.run && r.source == b.source)
             });
         }
-        let k = (
+        let mut k = (
             b.trust,
             b.id.clone(),
             b.run.clone().unwrap_or_default(),
             group,
         );
+        if !tied_to_run {
+            // Rows that cannot be tied to a run are per source address; the same datagram
+            // stream heard over the other family (IPv4 and IPv6 of one sender) joins the
+            // row of that family unless the row has another address of this family.
+            let v4 = b.source.is_ipv4();
+            let other = self.rows.iter().find(|(rk, r)| {
+                (rk.0, &rk.1, &rk.2) == (k.0, &k.1, &k.2)
+                    && rk.3.is_some_and(|s| s.is_ipv4() != v4)
+                    && r.addrs
+                        .iter()
+                        .filter(|a| a.contains(':') != v4)
+                        .all(|a| *a == b.addr)
+            });
+            if let Some((rk, _)) = other {
+                k = rk.clone();
+            }
+        }
+        // The same board heard at another address (another family or link): one row
+        // listing every address, its IPv4 one in `addr`.
+        if let Some(old) = self.rows.get(&k) {
+            let mut all: Vec<String> = old.addrs.clone();
+            for a in b.addrs.drain(..) {
+                if !all.contains(&a) {
+                    all.push(a);
+                }
+            }
+            // IPv4 first, each family in the order heard.
+            let (v4, v6): (Vec<String>, Vec<String>) =
+                all.into_iter().partition(|a| !a.contains(':'));
+            b.addrs = v4;
+            b.addrs.extend(v6);
+            b.addr = b.addrs[0].clone();
+            if old.source.is_ipv4() && !b.source.is_ipv4() {
+                b.source = old.source;
+            }
+        }
         self.rows.insert(k, b);
     }
 
     /// Marks ids carried by boards of different runs (clones); returns the ids not
     /// warned about before.
     pub fn mark_clones(&mut self) -> Vec<String> {
-        let mut runs: BTreeMap<&str, BTreeSet<(&str, Ipv4Addr)>> = BTreeMap::new();
+        let mut runs: BTreeMap<&str, BTreeSet<(&str, IpAddr)>> = BTreeMap::new();
         for r in self.rows.values().filter(|r| believable(r.trust)) {
             if let Some(run) = &r.run {
                 runs.entry(&r.id).or_default().insert((run, r.source));
@@ -349,7 +414,7 @@ pub fn table(rows: &[&Board], now: Instant, silent_after: Duration, trust: bool)
 pub fn to_json(rows: &[&Board], now: Instant, silent_after: Duration) -> String {
     let mut out = String::from("[");
     for (i, b) in rows.iter().enumerate() {
-        let mut buf = vec![0u8; 1024];
+        let mut buf = vec![0u8; 2048];
         let mut w = WBuf::new(&mut buf);
         let _ = (|| -> std::fmt::Result {
             use std::fmt::Write as _;
@@ -359,6 +424,14 @@ pub fn to_json(rows: &[&Board], now: Instant, silent_after: Duration) -> String 
             json::write_str(&mut w, b.host.as_bytes())?;
             w.write_str(",\"addr\":")?;
             json::write_str(&mut w, b.addr.as_bytes())?;
+            w.write_str(",\"addrs\":[")?;
+            for (i, a) in b.addrs.iter().enumerate() {
+                if i > 0 {
+                    w.write_char(',')?;
+                }
+                json::write_str(&mut w, a.as_bytes())?;
+            }
+            w.write_char(']')?;
             match b.metrics {
                 Some(m) => write!(w, ",\"metrics\":{m}")?,
                 None => w.write_str(",\"metrics\":null")?,
@@ -405,11 +478,28 @@ fn nonce() -> Result<String, Fatal> {
 }
 
 struct Scanner {
-    probe_sock: OwnedFd,
-    listen_sock: Option<OwnedFd>,
+    /// Probes go out of these and answers come back to them; ordinary beacons arrive
+    /// on the listening ones (port `port`). Every one counts kernel drops (SO_RXQ_OVFL).
+    socks: Vec<Sock>,
     port: u16,
-    /// Probe destinations: see [`probe_targets`].
+    /// IPv4 probe destinations: see [`probe_targets`].
     targets: Vec<Ipv4Addr>,
+    /// IPv6: ff02::1 scoped to each interface with a link-local address.
+    targets6: Vec<u32>,
+}
+
+struct Sock {
+    fd: OwnedFd,
+    /// Sends the probe (IPv4 or IPv6), or only listens.
+    probe: Option<Family>,
+    /// The kernel's running count of datagrams dropped on this socket (SO_RXQ_OVFL).
+    dropped: u32,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
 }
 
 /// With `-i`, the limited broadcast (the socket is bound to that interface). Without, also
@@ -432,21 +522,96 @@ fn probe_targets(iface_given: bool) -> Vec<Ipv4Addr> {
     t
 }
 
+/// The interfaces to probe over IPv6 (their indexes): `-i`'s, else every up,
+/// non-loopback interface with a link-local address.
+fn probe_targets6(dev: Option<&str>) -> Vec<u32> {
+    let mut names: Vec<String> = match dev {
+        Some(d) => vec![d.to_string()],
+        None => {
+            let mut v = heapless::Vec::new();
+            iface::ipv6_addrs(&mut v);
+            v.iter().map(|(n, _)| n.to_string()).collect()
+        }
+    };
+    names.dedup();
+    let mut t = Vec::new();
+    for n in names {
+        let Some(i) = iface::info(&n).filter(|i| i.up && !i.loopback) else {
+            continue;
+        };
+        if iface::link_local(&n).is_some() && !t.contains(&i.index) {
+            t.push(i.index);
+        }
+    }
+    t
+}
+
 impl Scanner {
+    /// Opens the sockets of both families (a family that cannot open is left out: an
+    /// IPv4-only or IPv6-only host still scans). Err only when no probe socket opened.
+    fn open(dev: Option<&str>, port: u16) -> Result<Scanner, String> {
+        let mut socks = Vec::new();
+        let mut last = String::new();
+        let mut add = |r: Result<OwnedFd, (&'static str, nix::errno::Errno)>,
+                       probe: Option<Family>| match r {
+            Ok(fd) => {
+                let _ = udp::grow_rcvbuf(fd.as_fd(), SCAN_RCVBUF);
+                let _ = nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::RxqOvfl, &1);
+                socks.push(Sock {
+                    fd,
+                    probe,
+                    dropped: 0,
+                });
+            }
+            Err((what, e)) if probe.is_some() => last = format!("scan socket: {what}: {e}"),
+            Err(_) => {}
+        };
+        add(udp::open(dev, 0), Some(Family::V4));
+        // Also hear ordinary beacons (boards that rate-limit our probe still show up).
+        add(udp::open(dev, port), None);
+        let targets6 = probe_targets6(dev);
+        if !targets6.is_empty() {
+            add(udp::open6_any(dev, 0), Some(Family::V6));
+            add(udp::open6_any(dev, port), None);
+        }
+        if !socks.iter().any(|s| s.probe.is_some()) {
+            return Err(last);
+        }
+        Ok(Scanner {
+            socks,
+            port,
+            targets: probe_targets(dev.is_some()),
+            targets6,
+        })
+    }
+
     /// Sends one probe to every target; Err (the last error) only when none went out.
     fn probe(&self, nonce: &str) -> Result<(), String> {
         let mut p = [0u8; DATAGRAM_MAX];
         let n = beacon::write_probe(&mut p, nonce.as_bytes());
         let mut sent = false;
         let mut last = String::new();
-        for &t in &self.targets {
-            match udp::send_to(
-                self.probe_sock.as_fd(),
-                &p[..n],
-                SocketAddrV4::new(t, self.port),
-            ) {
-                Ok(_) => sent = true,
-                Err(e) => last = format!("send probe to {t}: {e}"),
+        for s in &self.socks {
+            let to: Vec<SocketAddr> = match s.probe {
+                None => continue,
+                Some(Family::V4) => self
+                    .targets
+                    .iter()
+                    .map(|&t| SocketAddr::V4(SocketAddrV4::new(t, self.port)))
+                    .collect(),
+                Some(Family::V6) => self
+                    .targets6
+                    .iter()
+                    .map(|&i| {
+                        SocketAddr::V6(SocketAddrV6::new(crate::beacon::ALL_NODES, self.port, 0, i))
+                    })
+                    .collect(),
+            };
+            for t in to {
+                match udp::send_to(s.fd.as_fd(), &p[..n], t) {
+                    Ok(_) => sent = true,
+                    Err(e) => last = format!("send probe to {t}: {e}"),
+                }
             }
         }
         if sent {
@@ -456,22 +621,35 @@ impl Scanner {
         }
     }
 
-    /// Collects datagrams until `until`.
-    fn collect(&self, until: Instant, boards: &mut Boards) {
+    /// Collects datagrams until `until`, probing again at each of `reprobe` (the
+    /// instants still to come).
+    fn collect(
+        &mut self,
+        until: Instant,
+        boards: &mut Boards,
+        nonce: &str,
+        reprobe: &mut Vec<Instant>,
+    ) {
         let mut buf = [0u8; DATAGRAM_MAX + 1];
         loop {
             let now = Instant::now();
             if now >= until {
                 return;
             }
-            let ms = until
+            if reprobe.first().is_some_and(|&t| t <= now) {
+                reprobe.remove(0);
+                let _ = self.probe(nonce);
+            }
+            let next = reprobe.first().map_or(until, |&t| t.min(until));
+            let ms = next
                 .saturating_duration_since(now)
                 .as_millis()
                 .clamp(1, 60_000) as i32;
-            let mut fds = vec![PollFd::new(self.probe_sock.as_fd(), PollFlags::POLLIN)];
-            if let Some(l) = &self.listen_sock {
-                fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
-            }
+            let mut fds: Vec<PollFd<'_>> = self
+                .socks
+                .iter()
+                .map(|s| PollFd::new(s.fd.as_fd(), PollFlags::POLLIN))
+                .collect();
             if poll(
                 &mut fds,
                 PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
@@ -481,9 +659,12 @@ impl Scanner {
                 continue;
             }
             drop(fds);
-            let socks = std::iter::once(&self.probe_sock).chain(self.listen_sock.as_ref());
-            for s in socks {
-                while let Ok(Some((n, from))) = udp::recv_from(s.as_fd(), &mut buf) {
+            for s in self.socks.iter_mut() {
+                while let Ok(Some((n, from, dropped))) = udp::recv_counting(s.fd.as_fd(), &mut buf)
+                {
+                    if let Some(d) = dropped {
+                        s.dropped = s.dropped.max(d);
+                    }
                     if n > DATAGRAM_MAX {
                         continue;
                     }
@@ -492,6 +673,19 @@ impl Scanner {
             }
         }
     }
+
+    /// Answers the kernel dropped for want of buffer room, over all sockets.
+    fn dropped(&self) -> u64 {
+        self.socks.iter().map(|s| u64::from(s.dropped)).sum()
+    }
+}
+
+/// When to probe again within a window of `wait` after `start`: [`SCAN_PROBES`] probes
+/// in all, spread over the first half, so the answers to the last still arrive in time.
+fn reprobe_times(start: Instant, wait: Duration) -> Vec<Instant> {
+    (1..SCAN_PROBES)
+        .map(|k| start + wait / 2 * k / SCAN_PROBES.max(1))
+        .collect()
 }
 
 /// Prints one `warning:` line per newly found cloned id.
@@ -520,18 +714,10 @@ pub fn run(args: ScanArgs, wait: Duration) -> Result<u8, Fatal> {
         }
     }
     let dev = args.iface.as_deref();
-    let probe_sock = udp::open(dev, 0).map_err(|(what, e)| Fatal {
+    let mut sc = Scanner::open(dev, args.port).map_err(|msg| Fatal {
         code: EX_UNAVAILABLE,
-        msg: format!("scan socket: {what}: {e}"),
+        msg,
     })?;
-    // Also hear ordinary beacons (boards that rate-limit our probe still show up).
-    let listen_sock = udp::open(dev, args.port).ok();
-    let sc = Scanner {
-        probe_sock,
-        listen_sock,
-        port: args.port,
-        targets: probe_targets(dev.is_some()),
-    };
     let checked = key.is_some();
     let nonce = nonce()?;
     let mut boards = Boards::new(key, nonce.clone());
@@ -539,7 +725,8 @@ pub fn run(args: ScanArgs, wait: Duration) -> Result<u8, Fatal> {
     if let Err(e) = sc.probe(&nonce) {
         eprintln!("warning: {e}; listening for beacons only");
     }
-    sc.collect(Instant::now() + wait, &mut boards);
+    let mut reprobe = reprobe_times(Instant::now(), wait);
+    sc.collect(Instant::now() + wait, &mut boards, &nonce, &mut reprobe);
     warn_clones(&mut boards);
     let mut sd_last = None;
     if let Some(p) = &args.prometheus_sd {
@@ -573,9 +760,16 @@ pub fn run(args: ScanArgs, wait: Duration) -> Result<u8, Fatal> {
                 return Ok(0);
             }
             let _ = sc.probe(&nonce);
-            sc.collect(Instant::now() + wait, &mut boards);
+            let mut reprobe = reprobe_times(Instant::now(), wait);
+            sc.collect(Instant::now() + wait, &mut boards, &nonce, &mut reprobe);
             warn_clones(&mut boards);
         }
+    }
+    if sc.dropped() > 0 {
+        eprintln!(
+            "warning: the kernel dropped {} answers (receive buffer full); some boards may be missing",
+            sc.dropped()
+        );
     }
     let now = Instant::now();
     let rows = boards.shown(args.all);
@@ -632,7 +826,7 @@ pub fn prometheus_sd<'b>(
         let r = (|| -> std::fmt::Result {
             use std::fmt::Write as _;
             w.write_str("{\"targets\":[")?;
-            json::write_str(&mut w, format!("{}:{port}", b.addr).as_bytes())?;
+            json::write_str(&mut w, host_port(&b.addr, port).as_bytes())?;
             w.write_str("],\"labels\":{\"tether_id\":")?;
             json::write_str(&mut w, b.id.as_bytes())?;
             w.write_str(",\"tether_host\":")?;
@@ -714,7 +908,7 @@ mod tests {
             let d = format!(
                 "{{\"tether\":1,\"id\":\"{id}\",\"host\":\"h-{id}\\\"\",\"addr\":\"10.0.0.1\",\"port\":4545{m},\"bye\":{bye}}}"
             );
-            let from = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 4546);
+            let from = SocketAddr::from(([10, 0, 0, 1], 4546));
             decode(d.as_bytes(), from, now - Duration::from_secs(age)).unwrap()
         };
         let mut m = BTreeMap::new();
@@ -776,7 +970,7 @@ mod tests {
         let mut out = [0u8; 512];
         let facts = [(b"a".as_slice(), b"1".as_slice()), (b"b", b"2")];
         let n = beacon::encode(&mut out, 512, &f, facts.iter().copied()).unwrap();
-        let from = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 9), 4546);
+        let from = SocketAddr::from(([10, 0, 0, 9], 4546));
         let b = decode(&out[..n], from, Instant::now()).unwrap();
         assert_eq!(
             (b.id.as_str(), b.host.as_str(), b.addr.as_str()),
@@ -796,7 +990,7 @@ mod tests {
         let f = beacon::Fields {
             id,
             host: "pi",
-            addr: Some(Ipv4Addr::from(addr)),
+            addr: Some(IpAddr::from(addr)),
             iface: "eth0",
             port: 4545,
             seq,
@@ -814,8 +1008,8 @@ mod tests {
         out[..n].to_vec()
     }
 
-    fn from(a: [u8; 4]) -> SocketAddrV4 {
-        SocketAddrV4::new(Ipv4Addr::from(a), 4546)
+    fn from(a: [u8; 4]) -> SocketAddr {
+        SocketAddr::from((a, 4546))
     }
 
     #[test]

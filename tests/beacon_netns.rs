@@ -122,25 +122,7 @@ impl Drop for Net {
 
 /// Collects every datagram arriving on UDP port 4546 in `ns` for `secs`.
 fn listen(ns: &str, secs: f64) -> std::thread::JoinHandle<Vec<(Vec<u8>, SocketAddr)>> {
-    let (tx, rx) = mpsc::channel();
-    let h = in_ns(ns, move || {
-        let s = UdpSocket::bind("0.0.0.0:4546").expect("bind 4546");
-        tx.send(()).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let end = Instant::now() + Duration::from_secs_f64(secs);
-        let mut got = Vec::new();
-        let mut buf = [0u8; 2048];
-        while Instant::now() < end {
-            if let Ok((n, from)) = s.recv_from(&mut buf) {
-                got.push((buf[..n].to_vec(), from));
-            }
-        }
-        got
-    });
-    rx.recv_timeout(Duration::from_secs(5))
-        .expect("listener ready");
-    h
+    listen_udp(ns, "0.0.0.0:4546", secs)
 }
 
 fn json(d: &[u8]) -> serde_json::Value {

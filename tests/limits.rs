@@ -182,7 +182,15 @@ fn reset_mid_reply_never_kills_the_agent() {
         drop(u);
     }
     assert!(a.alive(), "agent died");
-    assert_eq!(a.tcp().req("PING"), "PONG");
+    // The 40 aborted peers may still hold slots until the agent has seen their resets (under
+    // qemu-user on a loaded machine that takes a moment): a new client may briefly get
+    // `ERR busy`, but must get PONG as soon as they are gone, well within 5 s.
+    let mut last = String::new();
+    let served = wait_for(slack(Duration::from_secs(5)), || {
+        last = a.tcp().req("PING");
+        last == "PONG"
+    });
+    assert!(served, "no PONG after the resets: last reply {last:?}");
     assert_eq!(a.unix().req("PING"), "PONG");
     let (st, _) = a.stop();
     assert_eq!(st.code(), Some(0));

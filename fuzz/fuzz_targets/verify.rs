@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use std::net::Ipv4Addr;
+
 use tether::limits::DATAGRAM_MAX;
 use tether::proto::beacon::{sign, verify, FleetKey, Trust, SIG_OVERHEAD};
 
@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(key) = FleetKey::parse(raw_key) else {
         return;
     };
-    let src = Ipv4Addr::new(10, 0, 0, 1);
+    let src = std::net::IpAddr::from([10, 0, 0, 1]);
     let _ = verify(d, &key, src, None);
     let _ = verify(d, &key, src, Some(b"nonce"));
 

@@ -19,18 +19,18 @@ use super::{hex, json};
 use crate::crypto;
 use crate::limits::{DATAGRAM_MAX, FLEET_KEY_MAX, FLEET_KEY_MIN};
 use core::fmt::Write;
-use core::net::Ipv4Addr;
+use core::net::IpAddr;
 
 pub const PROBE_PREFIX: &[u8] = b"TETHER? ";
-/// Longest nonce echoed back in an answer.
-pub const NONCE_MAX: usize = 64;
+pub use crate::limits::NONCE_MAX;
 
 /// The fixed part of a beacon (facts come separately).
 #[derive(Debug, Clone, Copy)]
 pub struct Fields<'a> {
     pub id: &'a str,
     pub host: &'a str,
-    pub addr: Option<core::net::Ipv4Addr>,
+    /// The datagram's source address (IPv6 without a scope: a scope is local to a host).
+    pub addr: Option<IpAddr>,
     pub iface: &'a str,
     pub port: u16,
     pub seq: u64,
@@ -235,7 +235,10 @@ impl Trust {
 /// Classifies beacon datagram `d` that arrived from `source`. `nonce` is the scanner's
 /// own probe nonce: a signed answer to any other nonce was captured and re-sent.
 /// Pure: no I/O, no heap, no panic on any input (fuzzed).
-pub fn verify(d: &[u8], key: &FleetKey, source: Ipv4Addr, nonce: Option<&[u8]>) -> Trust {
+///
+/// `source` is compared with the embedded `addr` as an address only: an IPv6 source's
+/// scope (the interface it arrived on, local to the receiver) is not part of it.
+pub fn verify(d: &[u8], key: &FleetKey, source: IpAddr, nonce: Option<&[u8]>) -> Trust {
     let mut has_sig = false;
     let mut addr = None;
     let mut their_nonce = None;
@@ -270,7 +273,7 @@ pub fn verify(d: &[u8], key: &FleetKey, source: Ipv4Addr, nonce: Option<&[u8]>) 
     }
     let named = addr
         .and_then(|a| core::str::from_utf8(a).ok())
-        .and_then(|a| a.parse::<Ipv4Addr>().ok());
+        .and_then(|a| a.parse::<IpAddr>().ok());
     let foreign_nonce = matches!((their_nonce, nonce), (Some(t), Some(o)) if t != o);
     if named != Some(source) || foreign_nonce {
         return Trust::Replayed;
@@ -445,7 +448,7 @@ mod tests {
         Fields {
             id: "0123456789abcdef",
             host: "pi-kitchen",
-            addr: Some(core::net::Ipv4Addr::new(10, 9, 8, 7)),
+            addr: Some(IpAddr::from([10, 9, 8, 7])),
             iface: "eth0",
             port: 4545,
             seq: 7,
@@ -514,7 +517,7 @@ mod tests {
         let other = FleetKey::parse(b"another key, 16+ bytes").unwrap();
         assert_eq!(FleetKey::parse(b" short \n"), Err(KeyError::Short(5)));
         assert_eq!(FleetKey::parse(&[b'k'; 300]), Err(KeyError::Long));
-        let src = Ipv4Addr::new(10, 9, 8, 7);
+        let src = IpAddr::from([10, 9, 8, 7]);
         let v = [b'v'; 60];
         let keys: Vec<String> = (0..8).map(|i| format!("key{i}")).collect();
         let facts: Vec<(&[u8], &[u8])> = keys.iter().map(|k| (k.as_bytes(), &v[..])).collect();
@@ -541,7 +544,7 @@ mod tests {
         assert_eq!(verify(d, &key, src, None), Trust::Signed);
         assert_eq!(verify(d, &other, src, None), Trust::Forged);
         assert_eq!(
-            verify(d, &key, Ipv4Addr::new(10, 9, 8, 8), None),
+            verify(d, &key, IpAddr::from([10, 9, 8, 8]), None),
             Trust::Replayed
         );
         for i in 0..n {
@@ -567,6 +570,29 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_beacons_sign_their_unscoped_source_address() {
+        let key = FleetKey::parse(b"0123456789abcdef-fleet").unwrap();
+        let ll: IpAddr = "fe80::5054:ff:fe12:3456".parse().unwrap();
+        let f = Fields {
+            addr: Some(ll),
+            ..base()
+        };
+        let mut out = [0u8; 512];
+        let n = encode_signed(&mut out, 512, &f, core::iter::empty(), Some(&key)).unwrap();
+        let d = &out[..n];
+        let m: Vec<_> = fields(d).collect();
+        let addr = m.iter().find(|x| x.0 == b"addr").unwrap().1;
+        assert_eq!(addr, b"\"fe80::5054:ff:fe12:3456\"", "no scope inside");
+        assert_eq!(verify(d, &key, ll, None), Trust::Signed);
+        let other: IpAddr = "fe80::1".parse().unwrap();
+        assert_eq!(verify(d, &key, other, None), Trust::Replayed);
+        assert_eq!(
+            verify(d, &key, IpAddr::from([10, 9, 8, 7]), None),
+            Trust::Replayed
+        );
+    }
+
+    #[test]
     fn a_tag_made_by_another_hmac_implementation_verifies() {
         // fuzz/seeds/verify/signed was signed by Python's hmac module following the
         // README's rule: byte 0 = key length - 16, the key, then the datagram.
@@ -575,7 +601,7 @@ mod tests {
         let key = FleetKey::parse(&seed[1..1 + klen]).unwrap();
         let d = &seed[1 + klen..];
         assert_eq!(
-            verify(d, &key, Ipv4Addr::new(10, 0, 0, 1), None),
+            verify(d, &key, IpAddr::from([10, 0, 0, 1]), None),
             Trust::Signed
         );
     }

@@ -1,6 +1,6 @@
 //! Network interfaces, read with ioctl(2) into fixed buffers (getifaddrs(3) would malloc):
 //! the IPv4 address list (SIOCGIFCONF), one interface's flags / index / broadcast / MAC,
-//! and IPv6 addresses from /proc/net/if_inet6.
+//! and IPv6 addresses (with their flags: link-local, tentative) from /proc/net/if_inet6.
 
 use crate::limits::{IFNAME_MAX, MAX_ADDRS};
 use nix::libc;
@@ -148,48 +148,101 @@ pub fn ipv4_addrs(out: &mut heapless::Vec<(IfName, IpAddr), MAX_ADDRS>) {
     }
 }
 
-/// IPv6 addresses from /proc/net/if_inet6 (`hex32 idx plen scope flags name` per line).
-pub fn ipv6_addrs(out: &mut heapless::Vec<(IfName, IpAddr), MAX_ADDRS>) {
-    let mut buf = [0u8; 2048];
+/// Calls `f(name, addr, flags)` for every line of /proc/net/if_inet6
+/// (`hex32 idx plen scope flags name`). No heap.
+fn each_inet6(mut f: impl FnMut(&[u8], Ipv6Addr, u32) -> bool) {
+    let mut buf = [0u8; 4096];
     let Some(n) = super::read_small("/proc/net/if_inet6", &mut buf) else {
         return;
     };
     for line in buf[..n].split(|&b| b == b'\n') {
         let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
-        let (Some(hex), Some(name)) = (words.next(), words.nth(4)) else {
+        let (Some(hex), Some(flags), Some(name)) = (words.next(), words.nth(3), words.next())
+        else {
             continue;
         };
-        if hex.len() != 32 {
-            continue;
-        }
         let mut bytes = [0u8; 16];
-        let ok = hex.chunks(2).zip(bytes.iter_mut()).all(|(h, b)| {
-            core::str::from_utf8(h)
-                .ok()
-                .and_then(|s| u8::from_str_radix(s, 16).ok())
-                .map(|v| *b = v)
-                .is_some()
-        });
-        if ok {
-            let mut nm = IfName::new();
-            for &c in name {
-                let _ = nm.push(char::from(c));
-            }
-            if out.push((nm, IpAddr::V6(Ipv6Addr::from(bytes)))).is_err() {
-                return;
+        let flags = core::str::from_utf8(flags)
+            .ok()
+            .and_then(|s| u32::from_str_radix(s, 16).ok());
+        if hex.len() == 32 && crate::proto::hex::decode_lower(hex, &mut bytes) {
+            if let Some(flags) = flags {
+                if !f(name, Ipv6Addr::from(bytes), flags) {
+                    return;
+                }
             }
         }
     }
 }
 
+/// IPv6 addresses from /proc/net/if_inet6.
+pub fn ipv6_addrs(out: &mut heapless::Vec<(IfName, IpAddr), MAX_ADDRS>) {
+    each_inet6(|name, a, _| {
+        let mut nm = IfName::new();
+        for &c in name {
+            let _ = nm.push(char::from(c));
+        }
+        out.push((nm, IpAddr::V6(a))).is_ok()
+    });
+}
+
+/// Kernel address flags (include/uapi/linux/if_addr.h): not usable as a source yet/ever.
+const IFA_F_DADFAILED: u32 = 0x08;
+const IFA_F_TENTATIVE: u32 = 0x40;
+
+/// The interface's IPv6 link-local address: (the usable one, if any; whether one is
+/// still tentative, i.e. duplicate address detection has not finished).
+pub fn link_local_state(name: &str) -> (Option<Ipv6Addr>, bool) {
+    let (mut usable, mut tentative) = (None, false);
+    each_inet6(|n, a, flags| {
+        if n == name.as_bytes() && a.segments()[0] & 0xffc0 == 0xfe80 {
+            if flags & (IFA_F_TENTATIVE | IFA_F_DADFAILED) == 0 {
+                usable = Some(a);
+                return false;
+            }
+            tentative |= flags & IFA_F_DADFAILED == 0;
+        }
+        true
+    });
+    (usable, tentative)
+}
+
+/// The interface's usable IPv6 link-local address (fe80::/10, duplicate address
+/// detection finished), if it has one.
+pub fn link_local(name: &str) -> Option<Ipv6Addr> {
+    link_local_state(name).0
+}
+
+/// The name of interface `index` (for a scoped IPv6 address), if it exists.
+pub fn name_of_index(index: u32) -> Option<IfName> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` has IF_NAMESIZE bytes, as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    (!p.is_null()).then(|| name_of(&buf))
+}
+
 /// The default beacon interface: the first that is up, not loopback, and has an IPv4
-/// broadcast address.
+/// broadcast address; otherwise the first up, non-loopback one with an IPv6 link-local
+/// address.
 pub fn default_beacon_iface() -> Option<IfName> {
+    let usable = |n: &str| info(n).filter(|i| i.up && !i.loopback);
     let mut v = heapless::Vec::new();
     ipv4_addrs(&mut v);
-    v.iter()
+    if let Some(n) = v
+        .iter()
         .map(|(n, _)| n)
-        .find(|n| info(n).is_some_and(|i| i.up && !i.loopback && i.broadcast.is_some()))
+        .find(|n| usable(n).is_some_and(|i| i.broadcast.is_some()))
+    {
+        return Some(n.clone());
+    }
+    let mut v6 = heapless::Vec::new();
+    ipv6_addrs(&mut v6);
+    v6.iter()
+        .map(|(n, _)| n)
+        .find(|n| {
+            let (ll, tentative) = link_local_state(n);
+            usable(n).is_some() && (ll.is_some() || tentative)
+        })
         .cloned()
 }
 

@@ -1,15 +1,32 @@
-//! Datagram sockets for the beacon and the scanner: SO_BROADCAST, and SO_BINDTODEVICE set
-//! once, before bind, so traffic enters and leaves through exactly one interface.
+//! Datagram sockets for the beacon and the scanner: SO_BROADCAST (IPv4) or a link-local
+//! multicast interface with hop limit 1 (IPv6), and SO_BINDTODEVICE set once, before
+//! bind, so traffic enters and leaves through exactly one interface. Addresses in and out
+//! are `std::net::SocketAddr`; an IPv6 one carries its scope (interface index).
 
 use super::net::SOCK_FLAGS;
 use nix::errno::Errno;
 use nix::libc;
 use nix::sys::socket::{
-    self, bind, recvfrom, sendto, setsockopt, sockopt, AddressFamily, MsgFlags, SockType,
-    SockaddrIn,
+    self, bind, sendto, setsockopt, sockopt, AddressFamily, MsgFlags, SockType, SockaddrIn,
+    SockaddrIn6,
 };
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+/// setsockopt(2) with an int value, for options nix does not wrap.
+fn set_int(fd: BorrowedFd<'_>, level: i32, opt: i32, v: i32) -> Result<(), Errno> {
+    // SAFETY: `v` is a valid c_int that outlives the call; its size is passed.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            opt,
+            (&v as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    Errno::result(r).map(drop)
+}
 
 /// SO_BINDTODEVICE without allocating (nix's wrapper takes an OsString). Unprivileged on
 /// an unbound socket since Linux 5.7; a second call would need CAP_NET_RAW, so call once.
@@ -49,34 +66,153 @@ pub fn open(device: Option<&str>, port: u16) -> Result<OwnedFd, (&'static str, E
     Ok(fd)
 }
 
-pub fn send_to(fd: BorrowedFd<'_>, buf: &[u8], to: SocketAddrV4) -> Result<usize, Errno> {
-    let sa = SockaddrIn::from(to);
+/// An IPv6 UDP socket bound to `[::]:port` on one device (IPV6_V6ONLY), sending its
+/// multicast out of interface `index` with hop limit 1 (link-local only).
+pub fn open6(device: &str, port: u16, index: u32) -> Result<OwnedFd, (&'static str, Errno)> {
+    let fd = open6_any(Some(device), port)?;
+    set_multicast6(fd.as_fd(), index)?;
+    // Our own beacons would only wake us: do not loop them back.
+    set_int(fd.as_fd(), libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_LOOP, 0)
+        .map_err(|e| ("IPV6_MULTICAST_LOOP", e))?;
+    Ok(fd)
+}
+
+/// IPV6_MULTICAST_IF = `index` and IPV6_MULTICAST_HOPS = 1.
+pub fn set_multicast6(fd: BorrowedFd<'_>, index: u32) -> Result<(), (&'static str, Errno)> {
+    set_int(
+        fd,
+        libc::IPPROTO_IPV6,
+        libc::IPV6_MULTICAST_IF,
+        index as i32,
+    )
+    .map_err(|e| ("IPV6_MULTICAST_IF", e))?;
+    set_int(fd, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_HOPS, 1)
+        .map_err(|e| ("IPV6_MULTICAST_HOPS", e))
+}
+
+/// An IPv6 UDP socket (IPV6_V6ONLY, hop limit 1 for multicast) bound to `[::]:port`,
+/// tied to `device` when given (`tether scan`; the agent's sockets start from it).
+pub fn open6_any(device: Option<&str>, port: u16) -> Result<OwnedFd, (&'static str, Errno)> {
+    let fd = socket::socket(AddressFamily::Inet6, SockType::Datagram, SOCK_FLAGS, None)
+        .map_err(|e| ("socket", e))?;
+    setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(|e| ("IPV6_V6ONLY", e))?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| ("SO_REUSEADDR", e))?;
+    // --rcvbuf / --sndbuf (set by the agent at start-up; unset in `tether scan`).
+    super::net::apply_buf_sizes(fd.as_fd())?;
+    if let Some(d) = device {
+        bind_to_device(fd.as_fd(), d).map_err(|e| ("SO_BINDTODEVICE", e))?;
+    }
+    set_int(fd.as_fd(), libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_HOPS, 1)
+        .map_err(|e| ("IPV6_MULTICAST_HOPS", e))?;
+    let sa = SockaddrIn6::from(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0));
+    bind(fd.as_raw_fd(), &sa).map_err(|e| ("bind", e))?;
+    Ok(fd)
+}
+
+/// Asks for a receive buffer of `bytes` (SO_RCVBUFFORCE when permitted, which passes
+/// net.core.rmem_max, else SO_RCVBUF); returns what the kernel granted.
+pub fn grow_rcvbuf(fd: BorrowedFd<'_>, bytes: usize) -> usize {
+    if setsockopt(&fd, sockopt::RcvBufForce, &bytes).is_err() {
+        let _ = setsockopt(&fd, sockopt::RcvBuf, &bytes);
+    }
+    nix::sys::socket::getsockopt(&fd, sockopt::RcvBuf).unwrap_or(0)
+}
+
+pub fn send_to(fd: BorrowedFd<'_>, buf: &[u8], to: SocketAddr) -> Result<usize, Errno> {
+    let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
     loop {
-        match sendto(
-            fd.as_raw_fd(),
-            buf,
-            &sa,
-            MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
-        ) {
+        let r = match to {
+            SocketAddr::V4(a) => sendto(fd.as_raw_fd(), buf, &SockaddrIn::from(a), flags),
+            SocketAddr::V6(a) => sendto(fd.as_raw_fd(), buf, &SockaddrIn6::from(a), flags),
+        };
+        match r {
             Err(Errno::EINTR) => continue,
             r => return r,
         }
     }
 }
 
+/// A received source address as std's, with an IPv6 scope kept.
+fn storage_to_std(sa: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(sa.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says this storage holds a sockaddr_in, which fits in it.
+            let a: libc::sockaddr_in =
+                unsafe { std::ptr::read_unaligned((sa as *const libc::sockaddr_storage).cast()) };
+            let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this storage holds a sockaddr_in6, which fits in it.
+            let a: libc::sockaddr_in6 =
+                unsafe { std::ptr::read_unaligned((sa as *const libc::sockaddr_storage).cast()) };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+                u32::from_be(a.sin6_flowinfo),
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
 /// One datagram: Ok(None) when none is waiting. `buf` one byte larger than the largest
 /// datagram you accept lets the caller see oversized ones (n == buf.len()).
-pub fn recv_from(
+pub fn recv_from(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<Option<(usize, SocketAddr)>, Errno> {
+    Ok(recv_counting(fd, buf)?.map(|(n, a, _)| (n, a)))
+}
+
+/// Like [`recv_from`], plus the socket's count of datagrams the kernel dropped for want
+/// of buffer room, when SO_RXQ_OVFL is on and the kernel attached it. recvmsg(2) by hand
+/// with a fixed control buffer: no heap, and no decoder for every kind of message.
+pub fn recv_counting(
     fd: BorrowedFd<'_>,
     buf: &mut [u8],
-) -> Result<Option<(usize, SocketAddrV4)>, Errno> {
+) -> Result<Option<(usize, SocketAddr, Option<u32>)>, Errno> {
     loop {
-        match recvfrom::<SockaddrIn>(fd.as_raw_fd(), buf) {
-            Ok((n, Some(sa))) => return Ok(Some((n, SocketAddrV4::new(sa.ip(), sa.port())))),
-            Ok((_, None)) => continue,
+        // SAFETY: all-zero is a valid sockaddr_storage.
+        let mut sa: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // Room for one cmsghdr and a u32, 8-byte aligned.
+        let mut ctl = [0u64; 4];
+        // SAFETY: all-zero is a valid msghdr; the pointers set below stay valid for the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = (&mut sa as *mut libc::sockaddr_storage).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = ctl.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&ctl) as _;
+        // SAFETY: `msg` describes buffers (`sa`, `buf`, `ctl`) that outlive the call.
+        let r = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
+        let n = match Errno::result(r) {
+            Ok(n) => n as usize,
             Err(Errno::EINTR) => continue,
             Err(Errno::EAGAIN) => return Ok(None),
             Err(e) => return Err(e),
+        };
+        let mut dropped = None;
+        // SAFETY: the CMSG_* walk stays within `msg_controllen` bytes of `ctl`, which
+        // the kernel filled; the data of an SO_RXQ_OVFL message is one u32.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SO_RXQ_OVFL {
+                    dropped = Some(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<u32>()));
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+        }
+        match storage_to_std(&sa) {
+            Some(a) => return Ok(Some((n, a, dropped))),
+            None => continue,
         }
     }
 }

@@ -604,3 +604,43 @@ pub fn in_ns<T: Send + 'static>(
         f()
     })
 }
+
+/// Collects every datagram arriving at `bind` (`0.0.0.0:4546` or `[::]:4546`) in network
+/// namespace `ns` for `secs`; returns once the socket is bound. The IPv6 one is IPv6-only,
+/// so both can listen on one port at once.
+pub fn listen_udp(
+    ns: &str,
+    bind: &str,
+    secs: f64,
+) -> std::thread::JoinHandle<Vec<(Vec<u8>, SocketAddr)>> {
+    use std::net::UdpSocket;
+    let (tx, rx) = mpsc::channel();
+    let bind = bind.to_string();
+    let h = in_ns(ns, move || {
+        let s = match bind.strip_prefix("[::]:") {
+            Some(port) => {
+                let port = port.parse().expect("a port");
+                let fd = tether::sys::udp::open6_any(None, port).expect("bind [::]");
+                let s = UdpSocket::from(fd);
+                s.set_nonblocking(false).unwrap();
+                s
+            }
+            None => UdpSocket::bind(&bind).expect("bind"),
+        };
+        tx.send(()).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let end = Instant::now() + Duration::from_secs_f64(secs);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        while Instant::now() < end {
+            if let Ok((n, from)) = s.recv_from(&mut buf) {
+                got.push((buf[..n].to_vec(), from));
+            }
+        }
+        got
+    });
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("listener ready");
+    h
+}

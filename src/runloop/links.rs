@@ -1,0 +1,298 @@
+//! The beacon links' I/O: one [`Link`] state machine per `--iface`, with the sockets it
+//! asks for (IPv4 and IPv6, each bound to the interface with SO_BINDTODEVICE). This is
+//! the run loop's side of `crate::beacon`: it reads the interface (`sys::iface`), opens
+//! and closes sockets (`sys::udp`), reads the board once per batch of datagrams
+//! (`sys::board`) and moves bytes; every decision is the state machine's. It calls no
+//! poll(2) itself: the run loop polls [`Links::fds`] and calls back. No heap after
+//! start-up.
+
+use crate::agent::{Agent, BeaconInfo, BeaconState, Board};
+use crate::beacon::{Common, Families, Family, IfNow, Link, Signing, Sockets};
+use crate::limits::{BEACON_RECV_PER_TURN, DATAGRAM_MAX, MAX_BEACON_IFACES};
+use crate::proto::wbuf::WBuf;
+use crate::sys::{iface, net, udp};
+use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// One interface: its state machine and the sockets it wants.
+struct Entry {
+    link: Link,
+    /// (socket, ifindex it is bound to) per family.
+    v4: Option<(OwnedFd, u32)>,
+    v6: Option<(OwnedFd, u32)>,
+}
+
+/// Every beacon interface, the sockets, and what their datagrams share.
+pub struct Links {
+    entries: heapless::Vec<Entry, MAX_BEACON_IFACES>,
+    ctl_port: u16,
+    metrics_port: Option<u16>,
+    /// 16 hex digits, random per agent start: sent as `run` in every datagram.
+    run: heapless::String<16>,
+    signing: Option<Signing>,
+    /// The sysfs file the board's temperature comes from (`--thermal`).
+    thermal: String,
+}
+
+impl Links {
+    /// Beacons on `ifaces` (at most [`MAX_BEACON_IFACES`]; more are ignored).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        now: Instant,
+        ifaces: &[String],
+        port: u16,
+        families: Families,
+        ctl_port: u16,
+        metrics_port: Option<u16>,
+        run: [u8; 8],
+        signing: Option<Signing>,
+        thermal: String,
+    ) -> Links {
+        let mut hex = [0u8; 16];
+        crate::proto::hex::encode(&run, &mut hex);
+        let mut run_s = heapless::String::new();
+        let _ = run_s.push_str(core::str::from_utf8(&hex).unwrap_or("0000000000000000"));
+        let seed = u32::from_le_bytes([run[0], run[1], run[2], run[3]]);
+        let mut entries = heapless::Vec::new();
+        for (i, name) in ifaces.iter().enumerate() {
+            let link = Link::new(now, name, port, families, seed.wrapping_add(i as u32));
+            let _ = entries.push(Entry {
+                link,
+                v4: None,
+                v6: None,
+            });
+        }
+        Links {
+            entries,
+            ctl_port,
+            metrics_port,
+            run: run_s,
+            signing,
+            thermal,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Interface `i`'s state, as STATUS shows it.
+    pub fn state(&self, i: usize) -> Option<(BeaconState, &BeaconInfo)> {
+        self.entries.get(i).map(|e| e.link.state())
+    }
+
+    /// Opens the sockets now (at start-up), so probes are answered from the ready line
+    /// on. The first beacons still go out on the first loop turn.
+    pub fn open(&mut self, now: Instant) {
+        for e in self.entries.iter_mut() {
+            e.refresh(now);
+        }
+    }
+
+    /// The earliest deadline of all links.
+    pub fn next_deadline(&self, interval: Duration) -> Option<Instant> {
+        self.entries
+            .iter()
+            .map(|e| e.link.poll_timeout(interval))
+            .min()
+    }
+
+    /// The sockets to poll for input, with (link, family) to hand back to [`Links::readable`].
+    pub fn fds(&self) -> impl Iterator<Item = (BorrowedFd<'_>, usize, Family)> {
+        self.entries.iter().enumerate().flat_map(|(i, e)| {
+            let v4 = e.v4.as_ref().map(|(fd, _)| (fd.as_fd(), i, Family::V4));
+            let v6 = e.v6.as_ref().map(|(fd, _)| (fd.as_fd(), i, Family::V6));
+            v4.into_iter().chain(v6)
+        })
+    }
+
+    /// Timers: ticks that are due (the interface re-read first), then every datagram due.
+    pub fn on_timer(&mut self, now: Instant, interval: Duration, agent: &mut Agent) {
+        for e in self.entries.iter_mut() {
+            if e.link.tick_due(now, interval) {
+                e.refresh(now);
+                e.link.on_tick(now);
+            } else if e.link.recheck_due(now) {
+                e.refresh(now);
+            }
+        }
+        self.transmit(now, agent);
+    }
+
+    /// Socket (`i`, `family`) is readable: reads a bounded number of datagrams.
+    pub fn readable(&mut self, now: Instant, i: usize, family: Family, agent: &mut Agent) {
+        let Some(e) = self.entries.get_mut(i) else {
+            return;
+        };
+        let mut buf = [0u8; DATAGRAM_MAX + 1];
+        for _ in 0..BEACON_RECV_PER_TURN {
+            let Some(fd) = e.sock(family) else { return };
+            match udp::recv_from(fd, &mut buf) {
+                Ok(Some((n, from))) => {
+                    e.link
+                        .on_datagram(now, family, &buf[..n], from, &mut agent.stats)
+                }
+                Ok(None) => break,
+                Err(err) => {
+                    log::debug!("beacon recv: {}", err.desc());
+                    break;
+                }
+            }
+        }
+        // Answers with no delay drawn go out now; the others at their deadline.
+        self.transmit(now, agent);
+    }
+
+    /// Shutdown: a goodbye on every link that is up.
+    pub fn goodbye(&mut self, now: Instant, agent: &mut Agent) {
+        for e in self.entries.iter_mut() {
+            e.refresh(now);
+            e.link.goodbye();
+        }
+        self.transmit(now, agent);
+    }
+
+    /// SIGHUP: re-read the fleet key, if there is one.
+    pub fn reload_key(&mut self) {
+        if let Some(s) = self.signing.as_mut() {
+            s.reload();
+        }
+    }
+
+    /// Sends every datagram the links have due, reading the board at most once.
+    fn transmit(&mut self, now: Instant, agent: &mut Agent) {
+        let mut board: Option<Board> = None;
+        let mut out = [0u8; DATAGRAM_MAX];
+        for e in self.entries.iter_mut() {
+            while let Some(t) = e.link.poll_transmit(now) {
+                let b = board.get_or_insert_with(|| crate::sys::board::read(&self.thermal));
+                let c = Common {
+                    agent,
+                    board: b,
+                    ctl_port: self.ctl_port,
+                    metrics_port: self.metrics_port,
+                    run: &self.run,
+                    key: self.signing.as_ref().map(|s| &s.key),
+                };
+                let Some(n) = e.link.encode(&t, &c, &mut out) else {
+                    agent.stats.datagrams_dropped += 1;
+                    continue;
+                };
+                let Some(fd) = e.sock(t.family) else { continue };
+                let r = udp::send_to(fd, &out[..n], t.to)
+                    .map(|_| n)
+                    .map_err(|e| e.desc());
+                e.link.on_sent(now, &t, r, &mut agent.stats);
+            }
+        }
+    }
+
+    /// SOCKETS entries: one per open socket, or one per link with none open.
+    pub fn write_sockets(
+        &self,
+        w: &mut WBuf<'_>,
+        sep: &mut dyn FnMut(&mut WBuf<'_>) -> fmt::Result,
+    ) -> fmt::Result {
+        use fmt::Write;
+        for e in &self.entries {
+            let mut any = false;
+            for fd in [e.sock(Family::V4), e.sock(Family::V6)]
+                .into_iter()
+                .flatten()
+            {
+                any = true;
+                sep(w)?;
+                net::socket_info(fd).write(w, "udp-beacon")?;
+            }
+            if !any {
+                sep(w)?;
+                w.write_str("{\"kind\":\"udp-beacon\",\"addr\":null,\"state\":")?;
+                crate::proto::json::write_str(w, e.link.state().0.as_str().as_bytes())?;
+                w.write_char('}')?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `NAME:PORT` per interface, comma-separated (the ready line's `beacon=`).
+    pub fn ready_field(&self) -> String {
+        let v: Vec<String> = self
+            .entries
+            .iter()
+            .map(|e| format!("{}:{}", e.link.name(), e.link.port()))
+            .collect();
+        v.join(",")
+    }
+}
+
+impl Entry {
+    fn sock(&self, f: Family) -> Option<BorrowedFd<'_>> {
+        let s = match f {
+            Family::V4 => &self.v4,
+            Family::V6 => &self.v6,
+        };
+        s.as_ref().map(|(fd, _)| fd.as_fd())
+    }
+
+    /// Re-reads the interface, feeds the state machine and opens or closes sockets as
+    /// it asks.
+    fn refresh(&mut self, now: Instant) {
+        let mut owned = iface::IfName::new();
+        let _ = owned.push_str(self.link.name());
+        let name = owned.as_str();
+        let now_if = iface::info(name).map(|i| {
+            let (v6, v6_tentative) = iface::link_local_state(name);
+            IfNow {
+                index: i.index,
+                up: i.up,
+                v4: i.addr,
+                v6,
+                v6_tentative,
+            }
+        });
+        let mut err = None;
+        match self.link.update(now, now_if) {
+            Sockets::None => {
+                self.v4 = None;
+                self.v6 = None;
+            }
+            Sockets::Keep => return,
+            Sockets::Want { index, v4, v6 } => {
+                let port = self.link.port();
+                // SO_BINDTODEVICE ties a socket to an ifindex: a recreated interface
+                // needs new sockets.
+                let mut want = |slot: &mut Option<(OwnedFd, u32)>, on: bool, f: Family| {
+                    if !on {
+                        *slot = None;
+                        return;
+                    }
+                    if slot.as_ref().is_some_and(|(_, i)| *i == index) {
+                        return;
+                    }
+                    *slot = None;
+                    let r = match f {
+                        Family::V4 => udp::open(Some(name), port),
+                        Family::V6 => udp::open6(name, port, index),
+                    };
+                    match r {
+                        Ok(fd) => *slot = Some((fd, index)),
+                        Err((what, e)) => {
+                            if err.is_none() {
+                                err = Some((what, e.desc()));
+                            }
+                        }
+                    }
+                };
+                want(&mut self.v4, v4, Family::V4);
+                want(&mut self.v6, v6, Family::V6);
+            }
+        }
+        let (v4, v6) = (self.v4.is_some(), self.v6.is_some());
+        self.link.opened(now, v4, v6, err);
+    }
+}

@@ -1,0 +1,466 @@
+//! More links (issue 10) across real network namespaces: beacons on two interfaces to
+//! two peers, an IPv6-only link (scan finds the board at its scoped link-local address,
+//! ctl reaches it there), and `--beacon-family`. Root only; skipped otherwise (fails
+//! under CI). All traffic stays inside the namespaces the tests create.
+//!
+//! ```text
+//!   ns P1            ns A (agent)              ns P2
+//!   p1 10.233.1.2 <-veth-> a1 10.233.1.1
+//!                          a2 10.233.2.1 <-veth-> p2 10.233.2.2
+//!   (IPv6-only test: a1 and p1 without IPv4, link-local addresses only)
+//! ```
+
+mod common;
+use common::*;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+struct Net {
+    ns: Vec<String>,
+    tag: String,
+}
+
+impl Net {
+    /// Namespaces `a`, `p1`, `p2` (DAD off, so link-local addresses are usable at once).
+    fn new(tag: &str) -> Net {
+        Net::with_dad(tag, false)
+    }
+
+    /// Like [`Net::new`]; with `dad` the kernel's duplicate address detection stays on
+    /// (a new link-local address is tentative for a second or two, as on a real board).
+    fn with_dad(tag: &str, dad: bool) -> Net {
+        let id = std::process::id() % 100_000;
+        let tag = format!("{tag}{id}");
+        let ns: Vec<String> = ["a", "p1", "p2"]
+            .iter()
+            .map(|x| format!("tl{x}{tag}"))
+            .collect();
+        for n in &ns {
+            let _ = sh(&["ip", "netns", "del", n]);
+            assert!(sh(&["ip", "netns", "add", n]), "ip netns add {n}");
+            assert!(sh(&["ip", "-n", n, "link", "set", "lo", "up"]));
+            for k in ["default", "all"] {
+                let key = format!("net.ipv6.conf.{k}.accept_dad={}", u8::from(dad));
+                assert!(sh(&["ip", "netns", "exec", n, "sysctl", "-qw", &key]));
+            }
+        }
+        Net { ns, tag }
+    }
+
+    fn a(&self) -> &str {
+        &self.ns[0]
+    }
+
+    fn peer(&self, i: usize) -> &str {
+        &self.ns[i]
+    }
+
+    /// The agent's end of link `i` (1 or 2) and the peer's.
+    fn ifs(&self, i: usize) -> (String, String) {
+        (format!("a{i}{}", self.tag), format!("p{i}{}", self.tag))
+    }
+
+    /// Link `i` between A and peer 1 or 2 (odd or even `i`), with IPv4 addresses unless
+    /// `v6_only`.
+    fn link(&self, i: usize, v6_only: bool) {
+        self.link_with(i, v6_only, true);
+    }
+
+    /// [`Net::link`]; waits for the agent side's link-local address only with `wait_a`.
+    fn link_with(&self, i: usize, v6_only: bool, wait_a: bool) {
+        let (a, p) = self.ifs(i);
+        let peer = 2 - i % 2;
+        assert!(sh(&[
+            "ip",
+            "link",
+            "add",
+            &a,
+            "netns",
+            self.a(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &p,
+            "netns",
+            self.peer(peer)
+        ]));
+        if !v6_only {
+            for (ns, dev, host) in [(self.a(), &a, 1), (self.peer(peer), &p, 2)] {
+                let addr = format!("10.233.{i}.{host}/24");
+                assert!(sh(&[
+                    "ip", "-n", ns, "addr", "add", &addr, "brd", "+", "dev", dev
+                ]));
+            }
+        }
+        assert!(sh(&["ip", "-n", self.a(), "link", "set", &a, "up"]));
+        assert!(sh(&["ip", "-n", self.peer(peer), "link", "set", &p, "up"]));
+        for (ns, dev) in [(self.a(), &a), (self.peer(peer), &p)] {
+            if ns == self.a() && !wait_a {
+                continue;
+            }
+            assert!(
+                wait_for(Duration::from_secs(10), || link_local(ns, dev).is_some()),
+                "no link-local address on {dev}"
+            );
+        }
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for n in &self.ns {
+            let _ = sh(&["ip", "netns", "del", n]);
+        }
+    }
+}
+
+/// The usable (not tentative) link-local address of `dev` in `ns`.
+fn link_local(ns: &str, dev: &str) -> Option<String> {
+    let out = std::process::Command::new("ip")
+        .args([
+            "-n", ns, "-6", "-o", "addr", "show", "dev", dev, "scope", "link",
+        ])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = text.lines().find(|l| !l.contains("tentative"))?;
+    let w: Vec<&str> = line.split_whitespace().collect();
+    let i = w.iter().position(|x| *x == "inet6")?;
+    Some(w[i + 1].split('/').next()?.to_string())
+}
+
+fn listen(ns: &str, bind: &str, secs: f64) -> std::thread::JoinHandle<Vec<(Vec<u8>, SocketAddr)>> {
+    listen_udp(ns, bind, secs)
+}
+
+fn beacons(got: &[(Vec<u8>, SocketAddr)]) -> Vec<serde_json::Value> {
+    got.iter()
+        .filter(|(d, _)| d.starts_with(b"{"))
+        .map(|(d, _)| serde_json::from_slice(d).expect("beacon JSON"))
+        .collect()
+}
+
+fn start(net: &Net, extra: &[&str]) -> Agent {
+    let dir = temp_dir("links");
+    let mut args = loopback_agent_args(&dir.join("t.sock"), extra);
+    // Reachable from the peers (the namespaces are private).
+    if let Some(i) = args.iter().position(|a| a == "--listen") {
+        args[i + 1] = "[::]:4545".into();
+    }
+    Agent::spawn_in(Some(net.a()), &args, dir, &[])
+        .unwrap_or_else(|f| panic!("agent failed: {:?} {} {}", f.status, f.stdout, f.stderr))
+}
+
+fn status(a: &Agent) -> serde_json::Value {
+    ok_json(&a.unix().req("STATUS"))
+}
+
+#[test]
+fn two_links_each_peer_hears_only_its_own_beacon_and_ifdown_leaves_the_other() {
+    if !can_netns() {
+        return;
+    }
+    let net = Net::new("t");
+    net.link(1, false);
+    net.link(2, false);
+    let ((a1, _), (a2, _)) = (net.ifs(1), net.ifs(2));
+    let secs = 3.5 * slack(Duration::from_secs(1)).as_secs_f64();
+    let on1 = listen(net.peer(1), "0.0.0.0:4546", secs);
+    let on2 = listen(net.peer(2), "0.0.0.0:4546", secs);
+    let on1v6 = listen(net.peer(1), "[::]:4546", secs);
+    let a = start(&net, &["--iface", &a1, "--iface", &a2, "--interval", "1"]);
+    assert!(
+        a.ready.contains(&format!(" beacon={a1}:4546,{a2}:4546")),
+        "{}",
+        a.ready
+    );
+    let (g1, g2, g1v6) = (
+        on1.join().unwrap(),
+        on2.join().unwrap(),
+        on1v6.join().unwrap(),
+    );
+    for (got, me, from) in [(&g1, &a1, "10.233.1.1"), (&g2, &a2, "10.233.2.1")] {
+        let bs = beacons(got);
+        assert!(bs.len() >= 2, "{me}: {} beacons", bs.len());
+        assert!(
+            bs.iter().all(|b| b["iface"] == me.as_str()),
+            "{me} heard another link's beacon: {bs:?}"
+        );
+        assert!(got.iter().all(|(_, f)| f.ip().to_string() == from));
+    }
+    // IPv6 beacons on link 1 too, from its link-local address, which they carry.
+    let ll = link_local(net.a(), &a1).unwrap();
+    let b6 = beacons(&g1v6);
+    assert!(b6.len() >= 2, "IPv6 beacons on {a1}: {}", b6.len());
+    assert!(b6
+        .iter()
+        .all(|b| b["iface"] == a1.as_str() && b["addr"] == ll.as_str()));
+    assert!(g1v6
+        .iter()
+        .all(|(_, f)| f.ip().to_string() == ll && f.is_ipv6()));
+
+    let s = status(&a);
+    let list = s["beacons"].as_array().expect("beacons list");
+    assert_eq!(list.len(), 2, "{s}");
+    assert_eq!(s["beacon"], list[0], "beacon is the first interface");
+    for (b, me) in list.iter().zip([&a1, &a2]) {
+        assert_eq!(b["iface"], me.as_str());
+        assert_eq!(b["state"], "up");
+        assert_eq!(b["port"], 4546);
+        assert_eq!(b["families"], serde_json::json!([4, 6]));
+    }
+
+    // ifdown of link 1: its peer hears nothing more, the other keeps hearing beacons.
+    assert!(sh(&["ip", "-n", net.a(), "link", "set", &a1, "down"]));
+    assert!(wait_for(Duration::from_secs(5), || status(&a)["beacons"]
+        [0]["state"]
+        == "down"));
+    let on1 = listen(net.peer(1), "0.0.0.0:4546", secs);
+    let on2 = listen(net.peer(2), "0.0.0.0:4546", secs);
+    let (g1, g2) = (on1.join().unwrap(), on2.join().unwrap());
+    assert!(beacons(&g1).is_empty(), "beacon on a down link: {g1:?}");
+    assert!(beacons(&g2).len() >= 2, "the other link stopped beaconing");
+    let s = status(&a);
+    assert_eq!(s["beacons"][1]["state"], "up", "{s}");
+    assert_eq!(s["beacon"]["state"], "down", "{s}");
+    a.stop();
+}
+
+#[test]
+fn ipv6_only_link_scan_finds_the_board_and_ctl_reaches_its_scoped_address() {
+    if !can_netns() {
+        return;
+    }
+    let net = Net::new("s");
+    net.link(1, true);
+    let (a1, p1) = net.ifs(1);
+    // No --iface: the default is the first interface with an IPv6 link-local address.
+    let a = start(&net, &["--interval", "1"]);
+    assert!(
+        a.ready.contains(&format!(" beacon={a1}:4546")),
+        "{}",
+        a.ready
+    );
+    let s = status(&a);
+    assert_eq!(s["beacon"]["state"], "up", "{s}");
+    assert_eq!(s["beacon"]["families"], serde_json::json!([6]), "{s}");
+
+    let ll = link_local(net.a(), &a1).unwrap();
+    let want = format!("{ll}%{p1}");
+    let out = tether_cmd_in(Some(net.peer(1)), &["scan", "-i", &p1, "-t", "1", "--json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "scan: {err}");
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["addr"], want.as_str(), "{rows:?}");
+    assert_eq!(rows[0]["addrs"], serde_json::json!([want]));
+    assert_eq!(rows[0]["id"], s["id"]);
+    // Without -i too (every interface with a link-local address is probed).
+    let out = tether_cmd_in(Some(net.peer(1)), &["scan", "-t", "1", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows[0]["addr"], want.as_str(), "{rows:?}");
+
+    // ctl reaches the board at the scoped address scan printed.
+    let port = rows[0]["port"].as_u64().unwrap();
+    let target = format!("[{want}]:{port}");
+    let out = tether_cmd_in(Some(net.peer(1)), &["ctl", "-c", &target, "STATUS"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "ctl -c {target}: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(ok_json(text.trim())["id"], s["id"]);
+    // A scope that names no interface is a usage error.
+    let bad = format!("[{ll}%nosuchif9]:{port}");
+    let out = tether_cmd_in(Some(net.peer(1)), &["ctl", "-c", &bad, "PING"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+
+    // Probes over IPv6 are answered by unicast over IPv6, no larger than the probe.
+    let answers = in_ns(net.peer(1), move || {
+        let s = UdpSocket::bind("[::]:0").unwrap();
+        let mut p = b"TETHER? v6probe".to_vec();
+        p.resize(300, b' ');
+        let idx = tether::sys::iface::info(&p1).expect("peer link").index;
+        let to: SocketAddr = format!("[ff02::1%{idx}]:4546").parse().unwrap();
+        s.send_to(&p, to).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+        let mut buf = [0u8; 2048];
+        let mut got = Vec::new();
+        while let Ok((n, from)) = s.recv_from(&mut buf) {
+            got.push((buf[..n].to_vec(), from));
+        }
+        got
+    })
+    .join()
+    .unwrap();
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert!(answers[0].0.len() <= 300);
+    assert_eq!(answers[0].1.ip().to_string(), ll);
+    let b: serde_json::Value = serde_json::from_slice(&answers[0].0).unwrap();
+    assert_eq!(b["nonce"], "v6probe");
+    a.stop();
+}
+
+#[test]
+fn beacon_family_4_sends_no_ipv6_and_6_no_ipv4() {
+    if !can_netns() {
+        return;
+    }
+    let net = Net::new("f");
+    net.link(1, false);
+    let (a1, _) = net.ifs(1);
+    let secs = 2.5 * slack(Duration::from_secs(1)).as_secs_f64();
+    for (fam, v4_heard, v6_heard) in [("4", true, false), ("6", false, true)] {
+        let on4 = listen(net.peer(1), "0.0.0.0:4546", secs);
+        let on6 = listen(net.peer(1), "[::]:4546", secs);
+        let a = start(
+            &net,
+            &["--iface", &a1, "--interval", "1", "--beacon-family", fam],
+        );
+        let (g4, g6) = (on4.join().unwrap(), on6.join().unwrap());
+        assert_eq!(
+            !beacons(&g4).is_empty(),
+            v4_heard,
+            "family {fam}: IPv4 {g4:?}"
+        );
+        assert_eq!(
+            !beacons(&g6).is_empty(),
+            v6_heard,
+            "family {fam}: IPv6 {g6:?}"
+        );
+        let want = if fam == "4" { [4] } else { [6] };
+        assert_eq!(status(&a)["beacon"]["families"], serde_json::json!(want));
+        a.stop();
+    }
+    // A bad family is a usage error.
+    let (code, _, err) = run(&["agent", "--no-beacon", "--beacon-family", "5"]);
+    assert_eq!(code, 64, "{err}");
+    assert_eq!(error_lines(&err).len(), 1, "{err}");
+}
+
+#[test]
+fn no_heap_after_ready_with_four_interfaces_and_both_families() {
+    if !can_netns() {
+        return;
+    }
+    let net = Net::new("z");
+    for i in 1..=4 {
+        net.link(i, false);
+    }
+    let names: Vec<String> = (1..=4).map(|i| net.ifs(i).0).collect();
+    let mut args = vec!["--interval", "1"];
+    for n in &names {
+        args.extend(["--iface", n.as_str()]);
+    }
+    let a = start(&net, &args);
+    let want: Vec<String> = names.iter().map(|n| format!("{n}:4546")).collect();
+    assert!(
+        a.ready.contains(&format!(" beacon={}", want.join(","))),
+        "{}",
+        a.ready
+    );
+    // Five interfaces are refused.
+    let (code, _, err) = run(&[
+        "agent", "--iface", "a", "--iface", "b", "--iface", "c", "--iface", "d", "--iface", "e",
+    ]);
+    assert_eq!((code, error_lines(&err).len()), (64, 1), "{err}");
+
+    assert!(wait_for(Duration::from_secs(5), || {
+        let s = status(&a);
+        (0..4).all(|i| s["beacons"][i]["families"] == serde_json::json!([4, 6]))
+    }));
+    // Scans over both families from both peers, garbage over both, a link down and up.
+    for round in 0..3 {
+        for (peer, dev) in [(1, net.ifs(1).1), (2, net.ifs(2).1)] {
+            let out = tether_cmd_in(Some(net.peer(peer)), &["scan", "-t", "0.5", "--json"])
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(0));
+            let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let addrs = rows[0]["addrs"].as_array().unwrap();
+            assert!(addrs.len() >= 2, "seen over both families: {rows}");
+            assert!(
+                rows[0]["addr"].as_str().unwrap().starts_with("10.233."),
+                "{rows}"
+            );
+            let dev2 = dev.clone();
+            in_ns(net.peer(peer), move || {
+                let idx = tether::sys::iface::info(&dev2).unwrap().index;
+                let s4 = UdpSocket::bind("0.0.0.0:0").unwrap();
+                s4.set_broadcast(true).unwrap();
+                let s6 = UdpSocket::bind("[::]:0").unwrap();
+                let to6: SocketAddr = format!("[ff02::1%{idx}]:4546").parse().unwrap();
+                for junk in [&b"garbage"[..], &[b'x'; 600][..]] {
+                    let _ = s4.send_to(junk, ("255.255.255.255", 4546));
+                    let _ = s6.send_to(junk, to6);
+                }
+            })
+            .join()
+            .unwrap();
+        }
+        if round == 1 {
+            assert!(sh(&["ip", "-n", net.a(), "link", "set", &names[2], "down"]));
+            std::thread::sleep(Duration::from_millis(1500));
+            assert!(sh(&["ip", "-n", net.a(), "link", "set", &names[2], "up"]));
+        }
+    }
+    let _ = a.unix().req("SOCKETS");
+    let st = a.stats();
+    assert!(st["probes_answered"].as_u64().unwrap() >= 6, "{st}");
+    assert!(st["datagrams_dropped"].as_u64().unwrap() >= 8, "{st}");
+    assert_eq!(st["allocs_since_ready"], 0, "{st}");
+    a.stop();
+}
+
+#[test]
+fn a_board_started_during_duplicate_address_detection_is_found_over_ipv6() {
+    if !can_netns() {
+        return;
+    }
+    let net = Net::with_dad("d", true);
+    net.link_with(1, true, false);
+    let (a1, p1) = net.ifs(1);
+    // Started at once: the link-local address is still tentative. No --iface: the
+    // tentative address already makes this the default interface.
+    let a = start(&net, &["--interval", "600"]);
+    assert!(
+        a.ready.contains(&format!(" beacon={a1}:4546")),
+        "{}",
+        a.ready
+    );
+    // Within seconds (not the 600 s interval) the IPv6 socket is open and probes answered.
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            status(&a)["beacon"]["families"] == serde_json::json!([6])
+        }),
+        "{}",
+        status(&a)
+    );
+    let out = tether_cmd_in(Some(net.peer(1)), &["scan", "-i", &p1, "-t", "1", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ll = link_local(net.a(), &a1).unwrap();
+    assert_eq!(rows[0]["addr"], format!("{ll}%{p1}").as_str(), "{rows}");
+    a.stop();
+}
