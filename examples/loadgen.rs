@@ -3,10 +3,16 @@
 //!
 //! ```text
 //! loadgen port                                  print a free loopback TCP port
-//! loadgen bench --tether ADDR --tether-pid PID --redis ADDR --redis-pid PID [--rounds N]
-//!               [--storm N] [--storm-conc C] [--scale F]
-//!     interleaved rounds of: 1x1 latency, 8x16 pipelined, 16x1, connect storm; prints
-//!     markdown table rows (measure | tether | redis | ratio | target | met).
+//! loadgen bench --tether ADDR --tether-pid PID --cref ADDR --cref-pid PID --redis ADDR
+//!               --redis-pid PID [--rounds N] [--storm N] [--storm-conc C,C..]
+//!               [--storm-rounds N] [--scale F]
+//!     interleaved rounds of: 1x1 latency, 8x16 pipelined, 16x1, connect storms; prints
+//!     markdown table rows (measure | tether | C poll | tether÷C | redis | tether÷redis |
+//!     target | met). The C poll(2) server (benches/c/pingserver.c) is optional.
+//! loadgen load --addr ADDR [--conns 8] [--depth 16] [--requests N]
+//!     one PING load run against a tether-protocol server (for `perf record`).
+//! loadgen storm --addr ADDR [--conc 12] [--count 2000]
+//!     one connect storm against a tether-protocol server.
 //! loadgen scrape --tether ADDR --tether-pid PID --peer ADDR --peer-pid PID [--rounds N]
 //!               [--secs S] [--conc C]
 //!     `GET /metrics` over kept-alive connections, C concurrent scrapers (default 4), S
@@ -29,25 +35,28 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Copy, PartialEq)]
 enum Proto {
     Tether,
+    /// benches/c/pingserver.c: same line protocol as tether's PING.
+    C,
     Redis,
 }
 
 impl Proto {
     fn ping(self) -> &'static [u8] {
         match self {
-            Proto::Tether => b"PING\n",
+            Proto::Tether | Proto::C => b"PING\n",
             Proto::Redis => b"PING\r\n",
         }
     }
     fn pong(self) -> &'static [u8] {
         match self {
-            Proto::Tether => b"PONG\n",
+            Proto::Tether | Proto::C => b"PONG\n",
             Proto::Redis => b"+PONG\r\n",
         }
     }
     fn name(self) -> &'static str {
         match self {
             Proto::Tether => "tether",
+            Proto::C => "C poll",
             Proto::Redis => "redis",
         }
     }
@@ -80,6 +89,43 @@ fn main() {
             println!("{}", l.local_addr().unwrap().port());
         }
         Some("bench") => bench(&a),
+        Some("load") => {
+            let ad: SocketAddr = opt(&a, "--addr")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| die("--addr ADDR required"));
+            let (c, d) = (opt_num(&a, "--conns", 8), opt_num(&a, "--depth", 16));
+            let r = load(
+                ad,
+                Proto::Tether,
+                c,
+                d,
+                opt_num(&a, "--requests", 1_000_000),
+            );
+            println!(
+                "{c}x{d}: {} requests in {:.2} s, {:.0} req/s, {} errors",
+                r.requests,
+                r.secs,
+                r.requests as f64 / r.secs,
+                r.errors
+            );
+        }
+        Some("storm") => {
+            let ad: SocketAddr = opt(&a, "--addr")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| die("--addr ADDR required"));
+            let conc = opt_num(&a, "--conc", 12);
+            let st = storm(ad, Proto::Tether, opt_num(&a, "--count", 2000), conc);
+            println!(
+                "storm x{conc}: {:.0} conn/s, {} ok, {} busy, {} failures, slowest connect {:.1} ms, slowest total {:.1} ms {:?}",
+                (st.ok + st.busy) as f64 / st.secs,
+                st.ok,
+                st.busy,
+                st.failures,
+                st.slowest_connect.as_secs_f64() * 1000.0,
+                st.slowest_total.as_secs_f64() * 1000.0,
+                st.reasons
+            );
+        }
         Some("soak") => soak(&a),
         Some("scrape") => scrape_bench(&a),
         _ => {
@@ -94,8 +140,20 @@ extern "C" {
     fn sysconf(name: i32) -> i64;
 }
 
-/// utime + stime of `pid`, in seconds.
+/// CPU time of `pid` in seconds: the scheduler's nanosecond count from
+/// /proc/PID/schedstat (user + system of its main thread, which is the whole server for
+/// tether and the C server), else utime + stime in clock ticks from /proc/PID/stat.
 fn cpu_secs(pid: u32) -> f64 {
+    if let Some(ns) = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+    {
+        return ns as f64 / 1e9;
+    }
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the `(comm)`; utime and stime are fields 14 and 15 (1-based).
     let rest = s.rsplit_once(')').map(|x| x.1).unwrap_or("");
@@ -194,11 +252,20 @@ fn load(addr: SocketAddr, p: Proto, conns: usize, depth: usize, total: u64) -> R
 struct Storm {
     secs: f64,
     ok: u64,
+    /// `ERR busy`: every client slot was taken (not a failure of the server).
+    busy: u64,
     failures: u64,
     slowest_connect: Duration,
     slowest_total: Duration,
     reasons: Vec<String>,
 }
+
+enum StormErr {
+    /// `ERR busy`, after connecting in this long.
+    Busy(Duration),
+    Fail(String),
+}
+use StormErr::{Busy, Fail};
 
 /// `count` times connect -> PING -> PONG -> close, `conc` at a time.
 fn storm(addr: SocketAddr, p: Proto, count: usize, conc: usize) -> Storm {
@@ -211,29 +278,42 @@ fn storm(addr: SocketAddr, p: Proto, count: usize, conc: usize) -> Storm {
             let out = out.clone();
             std::thread::spawn(move || {
                 let mut buf = [0u8; 64];
-                while next.fetch_add(1, Ordering::Relaxed) < count {
+                loop {
+                    let seq = next.fetch_add(1, Ordering::Relaxed);
+                    if seq >= count {
+                        break;
+                    }
                     let t = Instant::now();
-                    let r = (|| -> Result<Duration, String> {
-                        let mut s = connect(addr).map_err(|e| format!("connect: {e}"))?;
+                    let r = (|| -> Result<Duration, StormErr> {
+                        let mut s = connect(addr).map_err(|e| Fail(format!("connect: {e}")))?;
                         let tc = t.elapsed();
-                        s.write_all(p.ping()).map_err(|e| format!("send: {e}"))?;
+                        s.write_all(p.ping())
+                            .map_err(|e| Fail(format!("send: {e}")))?;
                         let mut got = 0;
                         while !buf[..got].contains(&b'\n') && got < buf.len() {
                             match s.read(&mut buf[got..]) {
-                                Ok(0) => return Err("EOF before reply".into()),
+                                Ok(0) => return Err(Fail("EOF before reply".into())),
                                 Ok(k) => got += k,
-                                Err(e) => return Err(format!("recv: {e}")),
+                                Err(e) => return Err(Fail(format!("recv: {e}"))),
                             }
                         }
+                        if buf[..got].starts_with(b"ERR busy") {
+                            return Err(Busy(tc));
+                        }
                         if &buf[..got] != p.pong() {
-                            return Err(format!(
+                            return Err(Fail(format!(
                                 "reply {:?}",
                                 String::from_utf8_lossy(&buf[..got]).trim_end()
-                            ));
+                            )));
                         }
                         Ok(tc)
                     })();
                     let total = t.elapsed();
+                    if std::env::var_os("LOADGEN_SLOW").is_some()
+                        && total > Duration::from_millis(100)
+                    {
+                        eprintln!("slow: connect #{seq} took {total:?}");
+                    }
                     let mut o = out.lock().unwrap();
                     o.slowest_total = o.slowest_total.max(total);
                     match r {
@@ -241,7 +321,11 @@ fn storm(addr: SocketAddr, p: Proto, count: usize, conc: usize) -> Storm {
                             o.ok += 1;
                             o.slowest_connect = o.slowest_connect.max(tc);
                         }
-                        Err(e) => {
+                        Err(Busy(tc)) => {
+                            o.busy += 1;
+                            o.slowest_connect = o.slowest_connect.max(tc);
+                        }
+                        Err(Fail(e)) => {
                             o.failures += 1;
                             if o.reasons.len() < 5 && !o.reasons.contains(&e) {
                                 o.reasons.push(e);
@@ -288,6 +372,9 @@ struct Side {
     errors: u64,
     cpu: f64,
     cpu_requests: u64,
+    /// CPU per request of each round, 8x16 and 16x1 apart (for the per-round ratios).
+    cpu_8x16: Vec<f64>,
+    cpu_16x1: Vec<f64>,
     storms: Vec<StormAgg>,
     requests: u64,
 }
@@ -296,6 +383,7 @@ struct Side {
 struct StormAgg {
     rate: Vec<f64>,
     fail: u64,
+    busy: u64,
     slowest_connect: Duration,
     slowest_total: Duration,
     reasons: Vec<String>,
@@ -313,64 +401,82 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
-fn row(measure: &str, t: f64, r: f64, target: &str, met: Option<bool>) {
-    let ratio = if r > 0.0 && t.is_finite() && r.is_finite() {
+fn ratio(t: f64, r: f64) -> String {
+    if r > 0.0 && t.is_finite() && r.is_finite() {
         format!("{:.2}", t / r)
     } else {
         "-".into()
-    };
-    let met = match met {
+    }
+}
+
+fn met_text(met: Option<bool>) -> &'static str {
+    match met {
         Some(true) => "yes",
         Some(false) => "**NO**",
         None => "",
-    };
+    }
+}
+
+fn row(measure: &str, t: f64, r: f64, target: &str, met: Option<bool>) {
     println!(
-        "| {measure} | {} | {} | {ratio} | {target} | {met} |",
+        "| {measure} | {} | {} | {} | {target} | {} |",
         fmt_num(t),
-        fmt_num(r)
+        fmt_num(r),
+        ratio(t, r),
+        met_text(met)
+    );
+}
+
+/// A row of the main table: tether, the C poll(2) server, redis (NaN: not measured).
+fn row3(measure: &str, v: [f64; 3], target: &str, met: Option<bool>) {
+    println!(
+        "| {measure} | {} | {} | {} | {} | {} | {target} | {} |",
+        fmt_num(v[0]),
+        fmt_num(v[1]),
+        ratio(v[0], v[1]),
+        fmt_num(v[2]),
+        ratio(v[0], v[2]),
+        met_text(met)
     );
 }
 
 fn bench(a: &[String]) {
-    let addr = |n: &str| -> SocketAddr {
-        opt(a, n)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| die(&format!("{n} ADDR required")))
-    };
-    let sides = [
-        (
-            Proto::Tether,
-            addr("--tether"),
-            opt_num(a, "--tether-pid", 0u32),
-        ),
-        (
-            Proto::Redis,
-            addr("--redis"),
-            opt_num(a, "--redis-pid", 0u32),
-        ),
-    ];
+    let addr = |n: &str| -> Option<SocketAddr> { opt(a, n).and_then(|v| v.parse().ok()) };
+    let need = |n: &str| addr(n).unwrap_or_else(|| die(&format!("{n} ADDR required")));
+    let sides: Vec<(Proto, SocketAddr, u32)> = [
+        (Proto::Tether, Some(need("--tether")), "--tether-pid"),
+        (Proto::C, addr("--cref"), "--cref-pid"),
+        (Proto::Redis, Some(need("--redis")), "--redis-pid"),
+    ]
+    .into_iter()
+    .filter_map(|(p, ad, pid)| ad.map(|ad| (p, ad, opt_num(a, pid, 0u32))))
+    .collect();
+    // Index of each of tether, C, redis in `sides` (C may be absent).
+    let slot = |p: Proto| sides.iter().position(|s| s.0 == p);
     let rounds: usize = opt_num(a, "--rounds", 5);
     let scale: f64 = opt_num(a, "--scale", 1.0);
     let storm_n: usize = opt_num(a, "--storm", 2000);
+    let storm_rounds: usize = opt_num(a, "--storm-rounds", 5);
     let concs: Vec<usize> = opt(a, "--storm-conc")
-        .unwrap_or_else(|| "8".into())
+        .unwrap_or_else(|| "12,64".into())
         .split(',')
         .filter_map(|c| c.trim().parse().ok())
         .collect();
     let n = |x: f64| ((x * scale) as u64).max(1000);
-    let mut res: [Side; 2] = Default::default();
+    let mut res: Vec<Side> = sides.iter().map(|_| Side::default()).collect();
+    let k = sides.len();
 
-    // Warm-up: both servers' caches, the kernel's socket paths, our threads.
-    for (p, ad, _) in sides {
+    // Warm-up: every server's caches, the kernel's socket paths, our threads.
+    for &(p, ad, _) in &sides {
         let _ = load(ad, p, 1, 1, 2000);
         let _ = load(ad, p, 8, 16, 20_000);
     }
     for round in 0..rounds {
-        // Alternate who goes first, so neither always runs on a warmer machine.
-        let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-        for &k in &order {
-            let (p, ad, pid) = sides[k];
-            let s = &mut res[k];
+        // Rotate who goes first, so no side always runs on a warmer (or busier) machine.
+        for j in 0..k {
+            let idx = (round + j) % k;
+            let (p, ad, pid) = sides[idx];
+            let s = &mut res[idx];
             let c0 = cpu_secs(pid);
             let r = load(ad, p, 1, 1, n(20_000.0));
             s.errors += r.errors;
@@ -379,15 +485,20 @@ fn bench(a: &[String]) {
             l.sort_unstable();
             s.lat_p99_rounds.push(pct(&l, 0.99));
             s.lat1.extend(r.lat);
+            let c1 = cpu_secs(pid);
             let r = load(ad, p, 8, 16, n(200_000.0));
+            let c2 = cpu_secs(pid);
             s.errors += r.errors;
             s.requests += r.requests;
             s.rps_8x16.push(r.requests as f64 / r.secs);
+            s.cpu_8x16.push((c2 - c1) / r.requests.max(1) as f64);
             let r2 = load(ad, p, 16, 1, n(100_000.0));
+            let c3 = cpu_secs(pid);
             s.errors += r2.errors;
             s.requests += r2.requests;
             s.rps_16x1.push(r2.requests as f64 / r2.secs);
-            s.cpu += cpu_secs(pid) - c0;
+            s.cpu_16x1.push((c3 - c2) / r2.requests.max(1) as f64);
+            s.cpu += c3 - c0;
             s.cpu_requests += l.len() as u64 + r.requests + r2.requests;
             eprintln!(
                 "round {} {:6}: 1x1 p99 {:.1} us, 8x16 {:.0} req/s, 16x1 {:.0} req/s",
@@ -400,19 +511,19 @@ fn bench(a: &[String]) {
         }
     }
     // Connect storms last, interleaved too (TIME_WAIT from one does not hit the other's port).
-    let storm_rounds = rounds.clamp(1, 3);
     for side in res.iter_mut() {
         side.storms = vec![StormAgg::default(); concs.len()];
     }
     for round in 0..storm_rounds {
         for (ci, &conc) in concs.iter().enumerate() {
-            let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-            for &k in &order {
-                let (p, ad, _) = sides[k];
+            for j in 0..k {
+                let idx = (round + j) % k;
+                let (p, ad, _) = sides[idx];
                 let st = storm(ad, p, storm_n, conc);
-                let s = &mut res[k].storms[ci];
-                s.rate.push(st.ok as f64 / st.secs);
+                let s = &mut res[idx].storms[ci];
+                s.rate.push((st.ok + st.busy) as f64 / st.secs);
                 s.fail += st.failures;
+                s.busy += st.busy;
                 s.slowest_connect = s.slowest_connect.max(st.slowest_connect);
                 s.slowest_total = s.slowest_total.max(st.slowest_total);
                 for r in st.reasons {
@@ -421,10 +532,11 @@ fn bench(a: &[String]) {
                     }
                 }
                 eprintln!(
-                    "storm {} x{conc} {:6}: {:.0} conn/s, {} failures, slowest connect {:.1} ms",
+                    "storm {} x{conc} {:6}: {:.0} conn/s, {} busy, {} failures, slowest connect {:.1} ms",
                     round + 1,
                     p.name(),
-                    st.ok as f64 / st.secs,
+                    (st.ok + st.busy) as f64 / st.secs,
+                    st.busy,
                     st.failures,
                     st.slowest_connect.as_secs_f64() * 1000.0
                 );
@@ -432,99 +544,140 @@ fn bench(a: &[String]) {
         }
     }
 
-    let [t, r] = &mut res;
-    t.lat1.sort_unstable();
-    r.lat1.sort_unstable();
+    // One figure per side (NaN for a side not measured).
+    let fig = |res: &mut Vec<Side>, f: &dyn Fn(&mut Side) -> f64| -> [f64; 3] {
+        [Proto::Tether, Proto::C, Proto::Redis].map(|p| match slot(p) {
+            Some(i) => f(&mut res[i]),
+            None => f64::NAN,
+        })
+    };
+    for s in res.iter_mut() {
+        s.lat1.sort_unstable();
+    }
     let us = |v: f64| v / 1000.0;
-    let (tp50, rp50) = (us(pct(&t.lat1, 0.5)), us(pct(&r.lat1, 0.5)));
-    let (tp99, rp99) = (us(pct(&t.lat1, 0.99)), us(pct(&r.lat1, 0.99)));
-    row("1×1 latency p50, µs", tp50, rp50, "", None);
-    row(
+    let p50 = fig(&mut res, &|s| us(pct(&s.lat1, 0.5)));
+    let p99 = fig(&mut res, &|s| us(pct(&s.lat1, 0.99)));
+    row3("1×1 latency p50, µs", p50, "", None);
+    row3(
         "1×1 latency p99, µs (all rounds pooled)",
-        tp99,
-        rp99,
+        p99,
         "≤ redis",
-        Some(tp99 <= rp99),
+        Some(p99[0] <= p99[2]),
     );
-    let (tm, rm) = (
-        us(median(&mut t.lat_p99_rounds)),
-        us(median(&mut r.lat_p99_rounds)),
-    );
-    row("1×1 latency p99, µs (median of rounds)", tm, rm, "", None);
-    let (t8, r8) = (median(&mut t.rps_8x16), median(&mut r.rps_8x16));
-    row(
+    let p99m = fig(&mut res, &|s| us(median(&mut s.lat_p99_rounds)));
+    row3("1×1 latency p99, µs (median of rounds)", p99m, "", None);
+    // Throughput against the C server: the median of the per-round ratios (rounds are
+    // back to back, so a ratio cancels what the machine did in that round).
+    let per_round = |res: &Vec<Side>, f: &dyn Fn(&Side) -> &Vec<f64>, inverse: bool| -> f64 {
+        match slot(Proto::C) {
+            Some(c) => {
+                let mut r: Vec<f64> = f(&res[0])
+                    .iter()
+                    .zip(f(&res[c]).iter())
+                    .map(|(t, c)| if inverse { c / t } else { t / c })
+                    .collect();
+                median(&mut r)
+            }
+            None => f64::NAN,
+        }
+    };
+    let want_c = |r: f64, ok: bool| if r.is_finite() { Some(ok) } else { None };
+    let r8 = per_round(&res, &|s| &s.rps_8x16, false);
+    let t8 = fig(&mut res, &|s| median(&mut s.rps_8x16.clone()));
+    row3(
         "8×16 pipelined, req/s (median of rounds)",
         t8,
-        r8,
-        "≥ redis",
-        Some(t8 >= r8),
+        "≥ redis (÷ C: per-round rows)",
+        Some(t8[0] >= t8[2]),
     );
-    let (t16, r16) = (median(&mut t.rps_16x1), median(&mut r.rps_16x1));
-    row(
+    let r16 = per_round(&res, &|s| &s.rps_16x1, false);
+    let t16 = fig(&mut res, &|s| median(&mut s.rps_16x1.clone()));
+    row3(
         "16×1, req/s (median of rounds)",
         t16,
-        r16,
-        "≥ redis",
-        Some(t16 >= r16),
+        "≥ redis (÷ C: per-round rows)",
+        Some(t16[0] >= t16[2]),
     );
-    let cpu = |s: &Side| s.cpu * 1000.0 / (s.cpu_requests as f64 / 100_000.0);
-    row(
-        "server CPU per 100k requests, ms (utime+stime)",
-        cpu(t),
-        cpu(r),
-        "",
-        None,
+    let cpu = fig(&mut res, &|s| {
+        s.cpu * 1000.0 / (s.cpu_requests as f64 / 100_000.0)
+    });
+    row3(
+        "server CPU per 100k requests, ms (schedstat, all three workloads)",
+        cpu,
+        "≤ C",
+        want_c(cpu[1], cpu[0] <= cpu[1]),
     );
-    row(
-        "load errors (all runs)",
-        t.errors as f64,
-        r.errors as f64,
-        "0",
-        Some(t.errors == 0),
+    let c8 = per_round(&res, &|s| &s.cpu_8x16, true);
+    let c16 = per_round(&res, &|s| &s.cpu_16x1, true);
+    println!(
+        "| tether ÷ C, median of per-round ratios: 8×16 throughput | {} | | | | | ≥ 1.0 | {} |",
+        fmt_num(r8),
+        met_text(want_c(r8, r8 >= 1.0))
     );
+    println!(
+        "| tether ÷ C, median of per-round ratios: 16×1 throughput | {} | | | | | ≥ 1.0 | {} |",
+        fmt_num(r16),
+        met_text(want_c(r16, r16 >= 1.0))
+    );
+    println!(
+        "| tether ÷ C, median of per-round ratios: CPU per request, 8×16 | {} | | | | | ≤ 1.0 | {} |",
+        fmt_num(1.0 / c8),
+        met_text(want_c(c8, c8 >= 1.0))
+    );
+    println!(
+        "| tether ÷ C, median of per-round ratios: CPU per request, 16×1 | {} | | | | | ≤ 1.0 | {} |",
+        fmt_num(1.0 / c16),
+        met_text(want_c(c16, c16 >= 1.0))
+    );
+    let errs = fig(&mut res, &|s| s.errors as f64);
+    row3("load errors (all runs)", errs, "0", Some(errs[0] == 0.0));
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    for (ci, conc) in concs.iter().enumerate() {
-        let (ts, rs) = (&mut t.storms[ci], &mut r.storms[ci]);
+    for (ci, &conc) in concs.iter().enumerate() {
         let what = format!("storm {storm_n}× connect→PING→PONG→close, {conc} at a time, backlog 8");
-        row(
+        let rate = fig(&mut res, &|s| median(&mut s.storms[ci].rate));
+        row3(
             &format!("{what}: connects/s (median of {storm_rounds})"),
-            median(&mut ts.rate),
-            median(&mut rs.rate),
+            rate,
             "",
             None,
         );
-        row(
-            &format!("{what}: failures (all {storm_rounds})"),
-            ts.fail as f64,
-            rs.fail as f64,
+        let busy = fig(&mut res, &|s| s.storms[ci].busy as f64);
+        // `ERR busy` is right only when more connectors than client slots (16) exist.
+        row3(
+            &format!("{what}: `ERR busy` answers (all {storm_rounds})"),
+            busy,
+            if conc <= 16 { "0" } else { "" },
+            (conc <= 16).then_some(busy[0] == 0.0),
+        );
+        let fail = fig(&mut res, &|s| s.storms[ci].fail as f64);
+        row3(
+            &format!("{what}: other failures (all {storm_rounds})"),
+            fail,
             "0",
-            Some(ts.fail == 0),
+            Some(fail[0] == 0.0),
         );
-        // Up to backlog+1 connects fit the accept queue; beyond that the kernel drops SYNs
-        // of any server that is not scheduled in time (1 s retransmit): shown, not a target.
-        let within = *conc <= 8;
-        row(
+        let sc = fig(&mut res, &|s| ms(s.storms[ci].slowest_connect));
+        row3(
             &format!("{what}: slowest connect, ms"),
-            ms(ts.slowest_connect),
-            ms(rs.slowest_connect),
-            if within { "< 1000" } else { "" },
-            within.then_some(ts.slowest_connect < Duration::from_secs(1)),
+            sc,
+            "< 100",
+            Some(sc[0] < 100.0),
         );
-        row(
-            &format!("{what}: slowest connect→PONG, ms"),
-            ms(ts.slowest_total),
-            ms(rs.slowest_total),
-            "",
-            None,
-        );
+        let st = fig(&mut res, &|s| ms(s.storms[ci].slowest_total));
+        row3(&format!("{what}: slowest connect→reply, ms"), st, "", None);
     }
-    println!("REQUESTS tether={} redis={}", t.requests, r.requests);
-    for (name, s) in [("tether", &*t), ("redis", &*r)] {
+    println!(
+        "REQUESTS tether={} redis={}",
+        res[0].requests,
+        slot(Proto::Redis).map_or(0, |i| res[i].requests)
+    );
+    for (i, &(p, _, _)) in sides.iter().enumerate() {
         for (ci, conc) in concs.iter().enumerate() {
-            if !s.storms[ci].reasons.is_empty() {
+            if !res[i].storms[ci].reasons.is_empty() {
                 println!(
-                    "STORM_FAILURES {name} ({conc} at a time): {}",
-                    s.storms[ci].reasons.join("; ")
+                    "STORM_FAILURES {} ({conc} at a time): {}",
+                    p.name(),
+                    res[i].storms[ci].reasons.join("; ")
                 );
             }
         }

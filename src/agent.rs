@@ -8,7 +8,8 @@
 use crate::facts::Facts;
 use crate::limits::{
     AUTH_FAILS_PER_SEC, AUTH_FAIL_DELAY_MS, AUTH_NONCE_BYTES, AUTH_NONCE_SECS, HOST_MAX,
-    IDENTIFY_DEFAULT_SECS, IDENTIFY_HALF_PERIOD_MS, IFNAME_MAX, MAX_ADDRS, TOKEN_MAX,
+    IDENTIFY_DEFAULT_SECS, IDENTIFY_HALF_PERIOD_MS, ID_MAX, IFNAME_MAX, MAX_ADDRS, REPLY_MAX,
+    TOKEN_MAX,
 };
 use crate::proto::line::{next_line, Frame};
 use crate::proto::reply::{write_err, write_ok, ErrCode, Error};
@@ -70,6 +71,9 @@ pub enum Outcome {
     Close,
     /// Process nothing more from this client until the given time (failed AUTH).
     HoldUntil(Instant),
+    /// The reply did not fit `out`, which had less room than [`REPLY_MAX`]: nothing was
+    /// written (the run loop closes a client that lets its replies pile up so).
+    NoRoom,
 }
 
 /// A snapshot of the board, read by the run loop from /proc and /sys.
@@ -158,7 +162,7 @@ pub struct Agent {
     pub facts: Facts,
     pub stats: Stats,
     pub interval_secs: u32,
-    id: heapless::String<32>,
+    id: heapless::String<ID_MAX>,
     token: Option<heapless::Vec<u8, TOKEN_MAX>>,
     led: bool,
     plain_auth: bool,
@@ -204,7 +208,7 @@ const E_PUBLISH_LINE: Error = Error::new(
 impl Agent {
     pub fn new(now: Instant, id: &str, cfg: &Config) -> Self {
         let mut sid = heapless::String::new();
-        for c in id.chars().take(32) {
+        for c in id.chars().take(ID_MAX) {
             let _ = sid.push(c);
         }
         Agent {
@@ -249,7 +253,8 @@ impl Agent {
     }
 
     /// Answers one request line's worth of parsed input. The reply (exactly one line) is
-    /// written into `out`; if it does not fit, `out` holds `ERR busy reply too large`.
+    /// written into `out`. If it does not fit: when `out` had room for [`REPLY_MAX`] bytes,
+    /// `out` holds `ERR busy reply too large`; with less room, nothing and [`Outcome::NoRoom`].
     pub fn handle(
         &mut self,
         now: Instant,
@@ -260,6 +265,7 @@ impl Agent {
     ) -> Outcome {
         self.stats.requests += 1;
         let start = out.len();
+        let small = out.remaining() < REPLY_MAX;
         let (res, outcome) = match req {
             Err(e) => (Err(e), Outcome::Continue),
             Ok(r) if r.mutates() && !session.may_mutate() => (Err(E_DENIED), Outcome::Continue),
@@ -268,6 +274,9 @@ impl Agent {
         let res = match res {
             Ok(()) if out.overflowed() => {
                 out.truncate(start);
+                if small {
+                    return Outcome::NoRoom;
+                }
                 Err(E_TOO_BIG)
             }
             r => r,
@@ -276,7 +285,10 @@ impl Agent {
             out.truncate(start);
             self.stats.errors += 1;
             // An ERR line is short: it always fits a buffer that can hold any reply.
-            let _ = write_err(out, e);
+            if write_err(out, e).is_err() {
+                out.truncate(start);
+                return Outcome::NoRoom;
+            }
         }
         outcome
     }

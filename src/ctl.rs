@@ -17,7 +17,7 @@ use crate::agent::AUTH_CHALLENGE_PREFIX;
 use crate::cli::CtlArgs;
 use crate::exit::{Fatal, EX_CONFIG, EX_ERR, EX_NOPERM, EX_PROTOCOL, EX_TEMPFAIL, EX_UNAVAILABLE};
 use crate::limits::{AUTH_NONCE_BYTES, LINE_MAX};
-use crate::proto::reply::ErrCode;
+use crate::proto::reply::{ErrCode, TOO_LONG_TEXT};
 use std::io::{BufRead, ErrorKind, IsTerminal, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::fd::AsFd;
@@ -255,7 +255,7 @@ fn show(out: &mut impl Write, line: &str, reply: &str, pretty: bool) -> std::io:
 /// the line, because the agent would also close the connection.
 fn too_long_reply() -> String {
     format!(
-        "ERR {} line exceeds {LINE_MAX} bytes (not sent)",
+        "ERR {} {TOO_LONG_TEXT} (not sent)",
         ErrCode::TooLong.as_str()
     )
 }

@@ -5,7 +5,7 @@
 use crate::agent::{Agent, BeaconInfo, Config};
 use crate::cli::AgentConfig;
 use crate::limits::{MAX_LISTENERS, MAX_METRICS_LISTENERS};
-use crate::runloop::{Io, RunLoop, Watchdog};
+use crate::runloop::{Devices, RunLoop, Watchdog};
 use crate::sys::{self, SysError};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -104,7 +104,7 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
             .map_or(crate::limits::DEFAULT_BEACON_PORT, |b| b.port),
         ..BeaconInfo::default()
     };
-    let mut io = Io::new(
+    let mut io = Devices::new(
         now,
         tcp,
         unix,

@@ -12,6 +12,23 @@ pub const REPLY_MAX: usize = 10240;
 /// Per-client output buffer. A client whose unread replies exceed this is closed.
 pub const OUT_BUF: usize = 16384;
 
+/// Reads per control client per turn, so one fast client cannot starve the others.
+pub const READS_PER_TURN: usize = 16;
+/// Closing and refused connections are half-closed and drained ("lingered") this long at
+/// most, so a reset does not destroy the last reply; at most this many at once.
+pub const LINGER_SECS: u64 = 2;
+pub const LINGER_MAX: usize = 16;
+/// What a lingering connection sends is read into (and dropped from) a stack buffer this big.
+pub const LINGER_SINK: usize = 512;
+/// A listener that had a connection waiting this recently is accepted from between the
+/// clients of a turn too (connection churn: see `RunLoop::run`).
+pub const CHURN_MS: u64 = 100;
+/// Connections accepted while every client slot is taken wait at most until the end of
+/// the loop turn for one (hang-ups read in that turn free slots); this many at once.
+pub const ACCEPT_WAITING_MAX: usize = 16;
+/// After EMFILE/ENFILE/ENOMEM on accept, accepting pauses this long instead of spinning.
+pub const ACCEPT_PAUSE_MS: u64 = 200;
+
 /// Compile-time capacity of the client table (TCP and Unix clients together).
 pub const MAX_CLIENTS: usize = 16;
 /// Default for `--max-clients`.
@@ -89,6 +106,15 @@ pub const MAX_ADDRS: usize = 16;
 pub const HOST_MAX: usize = 64;
 /// Longest Unix socket path (sun_path minus the NUL).
 pub const SOCK_PATH_MAX: usize = 107;
+/// The board id as reported (STATUS, beacon): at most this many characters.
+pub const ID_MAX: usize = 32;
+
+/// IDENTIFY LED (`--led`): the "on" brightness written, a saved trigger name and a saved
+/// brightness, in bytes; and the most read from any one LED file.
+pub const LED_ON_MAX: usize = 8;
+pub const LED_TRIGGER_MAX: usize = 32;
+pub const LED_BRIGHTNESS_MAX: usize = 16;
+pub const LED_READ_MAX: usize = 512;
 
 /// Prometheus metrics over HTTP (`--metrics ADDR`, issue 9).
 /// How many `--metrics` addresses the agent accepts.
@@ -146,6 +172,88 @@ pub const SOCKBUF_MAX: u32 = 4 * 1024 * 1024;
 /// Rate limit for operator warnings that can repeat (interface flaps...).
 pub const WARN_EVERY_SECS: u64 = 60;
 
+/// One piece of a text that spells out limits: see [`crate::limit_text`].
+pub enum Piece {
+    S(&'static str),
+    N(u64),
+}
+
+const fn digits(mut n: u64) -> usize {
+    let mut d = 1;
+    while n >= 10 {
+        n /= 10;
+        d += 1;
+    }
+    d
+}
+
+/// The length of the text [`text_bytes`] writes.
+pub const fn text_len(p: &[Piece]) -> usize {
+    let (mut i, mut len) = (0, 0);
+    while i < p.len() {
+        len += match p[i] {
+            Piece::S(s) => s.len(),
+            Piece::N(n) => digits(n),
+        };
+        i += 1;
+    }
+    len
+}
+
+/// The pieces as one text (numbers in decimal), at compile time.
+pub const fn text_bytes<const L: usize>(p: &[Piece]) -> [u8; L] {
+    let mut out = [0u8; L];
+    let (mut i, mut at) = (0, 0);
+    while i < p.len() {
+        match p[i] {
+            Piece::S(s) => {
+                let b = s.as_bytes();
+                let mut k = 0;
+                while k < b.len() {
+                    out[at] = b[k];
+                    at += 1;
+                    k += 1;
+                }
+            }
+            Piece::N(mut n) => {
+                let d = digits(n);
+                let mut k = d;
+                while k > 0 {
+                    out[at + k - 1] = b'0' + (n % 10) as u8;
+                    n /= 10;
+                    k -= 1;
+                }
+                at += d;
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// A `&'static str` built at compile time from string literals and `{limits}`, so that
+/// error texts never spell a limit by hand:
+/// `limit_text!("line exceeds ", {LINE_MAX}, " bytes")` is `"line exceeds 255 bytes"`.
+#[macro_export]
+macro_rules! limit_text {
+    (@p [$($acc:tt)*]) => { &[$($acc)*] };
+    (@p [$($acc:tt)*] $s:literal $(, $($rest:tt)*)?) => {
+        $crate::limit_text!(@p [$($acc)* $crate::limits::Piece::S($s),] $($($rest)*)?)
+    };
+    (@p [$($acc:tt)*] {$n:expr} $(, $($rest:tt)*)?) => {
+        $crate::limit_text!(@p [$($acc)* $crate::limits::Piece::N($n as u64),] $($($rest)*)?)
+    };
+    ($($t:tt)*) => {{
+        const P: &[$crate::limits::Piece] = $crate::limit_text!(@p [] $($t)*);
+        const L: usize = $crate::limits::text_len(P);
+        const B: [u8; L] = $crate::limits::text_bytes::<L>(P);
+        match core::str::from_utf8(&B) {
+            Ok(s) => s,
+            Err(_) => panic!("limit_text: not UTF-8"),
+        }
+    }};
+}
+
 const _: () = assert!(IN_BUF >= LINE_MAX + 2);
 const _: () = assert!(OUT_BUF >= REPLY_MAX);
 const _: () = assert!(DEFAULT_MAX_CLIENTS <= MAX_CLIENTS);
@@ -169,3 +277,19 @@ const _: () = assert!(HTTP_RESP_MAX >= HTTP_RESP_HEAD_MAX + METRICS_BODY_MAX);
 const _: () = assert!(HTTP_RESP_MAX <= 32 * 1024);
 const _: () = assert!(HTTP_HEAD_MAX >= 256);
 const _: () = assert!(DEFAULT_METRICS_PORT >= 9100 && DEFAULT_METRICS_PORT <= 9999);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_text_spells_the_numbers() {
+        const T: &str = crate::limit_text!("line exceeds ", { LINE_MAX }, " bytes");
+        assert_eq!(T, "line exceeds 255 bytes");
+        assert_eq!(
+            crate::limit_text!({ 0 }, "-", { u64::MAX }),
+            "0-18446744073709551615"
+        );
+        assert_eq!(crate::limit_text!("a", { 7 }), "a7");
+    }
+}

@@ -1,14 +1,19 @@
 //! The run loop: the agent's only caller of poll(2). It owns every fd and the client table,
 //! reads the clock once per turn, moves bytes between sockets and the core, and sleeps
 //! exactly until the next deadline. It parses nothing itself: framing and requests are
-//! `proto`'s, answers are `agent`'s. The `--metrics` HTTP connections have their own
-//! slot table in [`http`] (a submodule: the loop still owns every fd and every poll).
+//! `proto`'s, answers are `agent`'s. It maps poll results to events on the control
+//! connections ([`conn::Conn`]: buffers, framing in place, replies written in place), the
+//! listeners, the beacon and the deadline sources ([`Timer`]). The `--metrics` HTTP
+//! connections have their own slot table in [`http`] (a submodule: the loop still owns
+//! every fd and every poll).
 
-use crate::agent::{Agent, BeaconInfo, BeaconState, Board, Env, Led, Outcome, Session, Transport};
+use crate::agent::{Agent, BeaconInfo, BeaconState, Board, Env, Led, Outcome, Transport};
 use crate::beacon::Family;
-use crate::limits::{IN_BUF, LINE_MAX, MAX_CLIENTS, MAX_LISTENERS, OUT_BUF, REPLY_MAX};
-use crate::proto::line::{next_line, Frame};
-use crate::proto::reply::{write_err, ErrCode, Error};
+use crate::limits::{
+    ACCEPT_PAUSE_MS, ACCEPT_WAITING_MAX, CHURN_MS, LINGER_MAX, LINGER_SECS, LINGER_SINK,
+    MAX_CLIENTS, MAX_LISTENERS, READS_PER_TURN,
+};
+use crate::proto::reply::{write_err, ErrCode, Error, TOO_LONG_TEXT};
 use crate::proto::request::parse;
 use crate::proto::wbuf::WBuf;
 use crate::sys::led::LedFile;
@@ -16,6 +21,7 @@ use crate::sys::net::{self, Io as NetIo};
 use crate::sys::signals::{Event, Signals};
 use crate::sys::unix::UnixListener;
 use crate::sys::SysError;
+use conn::{Conn, Flushed, Next, Read, Table};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::fmt;
@@ -23,19 +29,17 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+pub mod conn;
 pub mod http;
 pub mod links;
 pub mod publish;
 
 /// Refused and closing connections wait here, read-and-discard, until the peer closes
-/// or this long passes: closing a socket with unread input sends RST, which would
+/// or [`LINGER_SECS`] pass: closing a socket with unread input sends RST, which would
 /// destroy our last reply (`ERR busy`, `ERR too-long`, QUIT's `OK`) before it is read.
-const LINGER: Duration = Duration::from_secs(2);
-const LINGER_MAX: usize = 16;
-/// Reads per client per turn, so one fast client cannot starve the others.
-const READS_PER_TURN: usize = 16;
+const LINGER: Duration = Duration::from_secs(LINGER_SECS);
 /// After EMFILE/ENFILE on accept, stop accepting this long instead of spinning.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(200);
+const ACCEPT_PAUSE: Duration = Duration::from_millis(ACCEPT_PAUSE_MS);
 const POLL_MAX: usize = 1
     + MAX_LISTENERS
     + 1
@@ -50,55 +54,21 @@ const PUBLISH_POLL: usize = 1;
 /// The metrics listeners and HTTP slots (`--metrics`).
 const HTTP_POLL: usize = crate::limits::MAX_METRICS_LISTENERS + crate::limits::HTTP_SLOTS;
 
-const E_TOO_LONG: Error = Error::new(ErrCode::TooLong, "line exceeds 255 bytes");
+/// How long after a listener last had a connection waiting it counts as busy with new
+/// connections ("churn"), and is accepted from between the clients of a turn.
+const CHURN: Duration = Duration::from_millis(CHURN_MS);
+
+const E_TOO_LONG: Error = Error::new(ErrCode::TooLong, TOO_LONG_TEXT);
 const BUSY_LINE: &[u8] = b"ERR busy too many clients\n";
-const _: () = assert!(LINE_MAX < IN_BUF);
-
-struct Slot {
-    fd: Option<OwnedFd>,
-    /// Bumped on every accept into this slot: a poll result taken before a slot was
-    /// reused in the same turn must not be applied to the new connection.
-    generation: u32,
-    session: Session,
-    inbuf: [u8; IN_BUF],
-    in_len: usize,
-    out: [u8; OUT_BUF],
-    out_start: usize,
-    out_end: usize,
-    last_rx: Instant,
-    hold_until: Option<Instant>,
-    closing: bool,
-}
-
-impl Slot {
-    fn empty(now: Instant) -> Slot {
-        Slot {
-            fd: None,
-            generation: 0,
-            session: Session::new(Transport::Tcp),
-            inbuf: [0; IN_BUF],
-            in_len: 0,
-            out: [0; OUT_BUF],
-            out_start: 0,
-            out_end: 0,
-            last_rx: now,
-            hold_until: None,
-            closing: false,
-        }
-    }
-
-    fn held(&self, now: Instant) -> bool {
-        self.hold_until.is_some_and(|t| t > now)
-    }
-}
 
 struct Linger {
     fd: OwnedFd,
     until: Instant,
 }
 
-/// The fds and devices the core reaches through [`Env`].
-pub struct Io {
+/// The listeners and devices the core reaches through [`Env`] (the client connections
+/// are [`RunLoop`]'s own table).
+pub struct Devices {
     pub tcp: heapless::Vec<(OwnedFd, SocketAddr), MAX_LISTENERS>,
     pub unix: UnixListener,
     pub led: Option<LedFile>,
@@ -111,16 +81,14 @@ pub struct Io {
     pub metrics: heapless::Vec<(OwnedFd, SocketAddr), { crate::limits::MAX_METRICS_LISTENERS }>,
     /// `--publish`: the Unix datagram socket for publishers (None: `--no-publish`).
     pub publish: Option<publish::Publish>,
-    slots: Vec<Slot>,
-    lingering: heapless::Vec<Linger, LINGER_MAX>,
     alloc_base: u64,
     max_clients: usize,
 }
 
-impl Io {
+impl Devices {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        now: Instant,
+        _now: Instant,
         tcp: heapless::Vec<(OwnedFd, SocketAddr), MAX_LISTENERS>,
         unix: UnixListener,
         led: Option<LedFile>,
@@ -129,8 +97,8 @@ impl Io {
         off_info: BeaconInfo,
         token_file: Option<std::path::PathBuf>,
         max_clients: usize,
-    ) -> Io {
-        Io {
+    ) -> Devices {
+        Devices {
             tcp,
             unix,
             led,
@@ -140,17 +108,28 @@ impl Io {
             token_file,
             metrics: heapless::Vec::new(),
             publish: None,
-            slots: (0..MAX_CLIENTS).map(|_| Slot::empty(now)).collect(),
-            lingering: heapless::Vec::new(),
             alloc_base: 0,
             max_clients,
         }
     }
+
+    /// The (first) beacon's state as STATUS shows it.
+    pub fn beacon_state(&self) -> (BeaconState, &BeaconInfo) {
+        self.links
+            .state(0)
+            .unwrap_or((BeaconState::Off, &self.off_info))
+    }
 }
 
-impl Env for Io {
+/// What the core reaches through [`Env`]: the devices and a view of the client table.
+struct Host<'a> {
+    dev: &'a mut Devices,
+    clients: &'a Table<'a>,
+}
+
+impl Env for Host<'_> {
     fn board(&mut self) -> Board {
-        crate::sys::board::read(&self.thermal)
+        crate::sys::board::read(&self.dev.thermal)
     }
 
     fn write_sockets(&mut self, w: &mut WBuf<'_>) -> fmt::Result {
@@ -163,54 +142,48 @@ impl Env for Io {
                 fmt::Write::write_char(w, ',')
             }
         };
-        for (fd, _) in &self.tcp {
+        let d = &*self.dev;
+        for (fd, _) in &d.tcp {
             sep(w)?;
             net::socket_info(fd.as_fd()).write(w, "tcp-listen")?;
         }
         sep(w)?;
-        net::socket_info(self.unix.fd.as_fd()).write(w, "unix-listen")?;
-        if let Some(p) = &self.publish {
+        net::socket_info(d.unix.fd.as_fd()).write(w, "unix-listen")?;
+        if let Some(p) = &d.publish {
             sep(w)?;
             net::socket_info(p.fd()).write(w, "unix-publish")?;
         }
-        for (fd, _) in &self.metrics {
+        for (fd, _) in &d.metrics {
             sep(w)?;
             net::socket_info(fd.as_fd()).write(w, "http-listen")?;
         }
-        self.links.write_sockets(w, &mut sep)?;
-        for s in &self.slots {
-            if let Some(fd) = &s.fd {
-                sep(w)?;
-                let kind = match s.session.transport {
-                    Transport::Tcp => "tcp-client",
-                    Transport::Unix => "unix-client",
-                };
-                net::socket_info(fd.as_fd()).write(w, kind)?;
-            }
-        }
-        Ok(())
+        d.links.write_sockets(w, &mut sep)?;
+        let mut r = Ok(());
+        self.clients.each(|fd, t| {
+            let kind = match t {
+                Transport::Tcp => "tcp-client",
+                Transport::Unix => "unix-client",
+            };
+            r = r
+                .and_then(|_| sep(w))
+                .and_then(|_| net::socket_info(fd).write(w, kind));
+        });
+        r
     }
 
     fn clients(&self) -> (usize, usize) {
-        let mut c = (0, 0);
-        for s in self.slots.iter().filter(|s| s.fd.is_some()) {
-            match s.session.transport {
-                Transport::Tcp => c.0 += 1,
-                Transport::Unix => c.1 += 1,
-            }
-        }
-        c
+        self.clients.counts()
     }
 
     fn led(&mut self, cmd: Led) -> Result<(), &'static str> {
-        match &mut self.led {
+        match &mut self.dev.led {
             Some(l) => l.set(cmd),
             None => Err("no LED"),
         }
     }
 
     fn allocations(&self) -> u64 {
-        crate::alloc_count::allocations().saturating_sub(self.alloc_base)
+        crate::alloc_count::allocations().saturating_sub(self.dev.alloc_base)
     }
 
     fn random(&mut self, buf: &mut [u8]) -> Result<(), &'static str> {
@@ -218,13 +191,11 @@ impl Env for Io {
     }
 
     fn beacon(&self) -> (BeaconState, &BeaconInfo) {
-        self.links
-            .state(0)
-            .unwrap_or((BeaconState::Off, &self.off_info))
+        self.dev.beacon_state()
     }
 
     fn beacons(&self, i: usize) -> Option<(BeaconState, &BeaconInfo)> {
-        self.links.state(i)
+        self.dev.links.state(i)
     }
 }
 
@@ -242,6 +213,38 @@ enum Tok {
     Publish,
 }
 
+/// Every source of a deadline, named once: [`RunLoop::deadline`] says when each is due
+/// and [`RunLoop::fire`] what happens then (as quinn-proto's `Timer`). A new source is a
+/// new variant, and both matches must answer for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    /// The core's own: fact TTLs, IDENTIFY blinking, AUTH bookkeeping.
+    Agent,
+    Beacon,
+    /// systemd `WATCHDOG=1`.
+    Watchdog,
+    /// Accepting resumes after EMFILE and friends.
+    AcceptPause,
+    /// A client's AUTH hold ends or its idle time runs out.
+    Clients,
+    /// A lingering connection is given up.
+    Linger,
+    /// `--metrics` HTTP timeouts.
+    Http,
+}
+
+impl Timer {
+    const ALL: [Timer; 7] = [
+        Timer::Agent,
+        Timer::Beacon,
+        Timer::Watchdog,
+        Timer::AcceptPause,
+        Timer::Clients,
+        Timer::Linger,
+        Timer::Http,
+    ];
+}
+
 /// systemd watchdog: send WATCHDOG=1 every `every`.
 pub struct Watchdog {
     pub notifier: crate::sys::notify::Notifier,
@@ -251,25 +254,36 @@ pub struct Watchdog {
 
 pub struct RunLoop {
     pub agent: Agent,
-    pub io: Io,
+    pub io: Devices,
+    conns: Vec<Conn>,
+    lingering: heapless::Vec<Linger, LINGER_MAX>,
     signals: Signals,
-    scratch: Box<[u8; REPLY_MAX]>,
     idle: Option<Duration>,
     accept_paused_until: Option<Instant>,
+    /// When each control listener (the TCP ones, then the Unix one) last had a connection
+    /// waiting: within [`CHURN`] of that, it is accepted from again after every client
+    /// event of a turn, not only at the turn's start (see [`RunLoop::run`]).
+    accepted_at: [Option<Instant>; MAX_LISTENERS + 1],
+    /// Accepted this turn while every slot was taken: seated (or refused) at its end.
+    waiting: heapless::Vec<(OwnedFd, Transport), ACCEPT_WAITING_MAX>,
     pub watchdog: Option<Watchdog>,
     /// `--metrics`: the HTTP listeners and their own slot table.
     pub http: http::Http,
 }
 
 impl RunLoop {
-    pub fn new(agent: Agent, io: Io, signals: Signals, idle: Option<Duration>) -> RunLoop {
+    pub fn new(agent: Agent, io: Devices, signals: Signals, idle: Option<Duration>) -> RunLoop {
+        let now = Instant::now();
         RunLoop {
             agent,
             io,
+            conns: (0..MAX_CLIENTS).map(|_| Conn::new(now)).collect(),
+            lingering: heapless::Vec::new(),
             signals,
-            scratch: Box::new([0; REPLY_MAX]),
             idle,
             accept_paused_until: None,
+            accepted_at: [None; MAX_LISTENERS + 1],
+            waiting: heapless::Vec::new(),
             watchdog: None,
             http: http::Http::off(),
         }
@@ -284,32 +298,94 @@ impl RunLoop {
         self.io.alloc_base = crate::alloc_count::allocations();
     }
 
-    fn next_deadline(&self, now: Instant) -> Option<Instant> {
-        let mut d = self.agent.next_deadline();
-        let mut take = |t: Option<Instant>| {
-            if let Some(t) = t {
-                d = Some(d.map_or(t, |x| x.min(t)));
+    /// (tcp, unix) clients connected now.
+    pub fn clients(&self) -> (usize, usize) {
+        Table::all(&self.conns).counts()
+    }
+
+    /// When `t` is next due, if at all.
+    fn deadline(&self, t: Timer) -> Option<Instant> {
+        match t {
+            Timer::Agent => self.agent.next_deadline(),
+            Timer::Beacon => self.io.links.next_deadline(self.interval()),
+            Timer::Watchdog => self.watchdog.as_ref().and_then(|w| w.next),
+            Timer::AcceptPause => self.accept_paused_until,
+            Timer::Clients => self
+                .conns
+                .iter()
+                .filter(|c| c.is_open())
+                .filter_map(|c| c.deadline(self.idle))
+                .min(),
+            Timer::Linger => self.lingering.iter().map(|l| l.until).min(),
+            Timer::Http => self.http.next_deadline(),
+        }
+    }
+
+    /// `t` is due: do its work.
+    fn fire(&mut self, t: Timer, now: Instant) {
+        match t {
+            Timer::Agent => {
+                let mut host = Host {
+                    dev: &mut self.io,
+                    clients: &Table::all(&self.conns),
+                };
+                self.agent.on_timer(now, &mut host);
             }
-        };
-        take(self.io.links.next_deadline(self.interval()));
-        take(self.watchdog.as_ref().and_then(|w| w.next));
-        take(self.accept_paused_until);
-        for s in self.io.slots.iter().filter(|s| s.fd.is_some()) {
-            take(s.hold_until);
-            take(self.idle.map(|i| s.last_rx + i));
+            Timer::Beacon => {
+                let interval = self.interval();
+                self.io.links.on_timer(now, interval, &mut self.agent);
+            }
+            Timer::Watchdog => {
+                if let Some(w) = self.watchdog.as_mut() {
+                    let _ = w.notifier.notify(b"WATCHDOG=1");
+                    w.next = w.every.map(|e| now + e);
+                }
+            }
+            Timer::AcceptPause => self.accept_paused_until = None,
+            Timer::Clients => {
+                for i in 0..self.conns.len() {
+                    let c = &self.conns[i];
+                    if !c.is_open() {
+                        continue;
+                    }
+                    if self.idle.is_some_and(|d| now >= c.last_rx + d) {
+                        self.agent.stats.closed_idle += 1;
+                        self.close(i, "idle timeout");
+                    } else if c.hold_until.is_some_and(|t| t <= now) {
+                        // A held client's pending lines are answered as soon as the hold ends.
+                        self.conns[i].hold_until = None;
+                        self.process(i, now);
+                        self.flush(i, now);
+                    }
+                }
+            }
+            Timer::Linger => self.lingering.retain(|l| l.until > now),
+            Timer::Http => self.http.timers(now),
         }
-        for l in &self.io.lingering {
-            take(Some(l.until));
+    }
+
+    fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        Timer::ALL
+            .iter()
+            .filter_map(|&t| self.deadline(t))
+            .min()
+            .map(|t| t.max(now))
+    }
+
+    fn timers(&mut self, now: Instant) {
+        for t in Timer::ALL {
+            if self.deadline(t).is_some_and(|d| d <= now) {
+                self.fire(t, now);
+            }
         }
-        take(self.http.next_deadline());
-        d.map(|t| t.max(now))
     }
 
     /// Runs until SIGTERM/SIGINT. Only a failing poll(2) is an error.
     pub fn run(&mut self) -> Result<(), SysError> {
         let mut now = Instant::now();
         loop {
-            let timeout = match self.next_deadline(now) {
+            let due = self.next_deadline(now);
+            let timeout = match due {
                 None => PollTimeout::NONE,
                 Some(t) => {
                     // Round up so we never wake a millisecond early and spin.
@@ -328,8 +404,7 @@ impl RunLoop {
                     }
                 };
                 add(self.signals.as_fd(), PollFlags::POLLIN, Tok::Signal);
-                let accepting = self.accept_paused_until.is_none_or(|t| t <= now);
-                if accepting {
+                if self.accepting(now) {
                     for (i, (fd, _)) in self.io.tcp.iter().enumerate() {
                         add(fd.as_fd(), PollFlags::POLLIN, Tok::Tcp(i));
                     }
@@ -349,18 +424,12 @@ impl RunLoop {
                 if let Some(p) = &self.io.publish {
                     add(p.fd(), PollFlags::POLLIN, Tok::Publish);
                 }
-                for (i, s) in self.io.slots.iter().enumerate() {
-                    let Some(fd) = &s.fd else { continue };
-                    let mut ev = PollFlags::empty();
-                    if !s.closing && !s.held(now) && s.in_len < IN_BUF {
-                        ev |= PollFlags::POLLIN;
+                for (i, c) in self.conns.iter().enumerate() {
+                    if let Some(fd) = c.fd() {
+                        add(fd, c.interest(now), Tok::Client(i, c.generation()));
                     }
-                    if s.out_end > s.out_start {
-                        ev |= PollFlags::POLLOUT;
-                    }
-                    add(fd.as_fd(), ev, Tok::Client(i, s.generation));
                 }
-                for l in self.io.lingering.iter() {
+                for l in self.lingering.iter() {
                     add(
                         l.fd.as_fd(),
                         PollFlags::POLLIN,
@@ -382,6 +451,11 @@ impl RunLoop {
             // Accept first: the small backlog is the scarce resource (a full accept queue
             // drops SYNs, which costs the peer a 1 s retransmit). A full client table is
             // rechecked for peers that already hung up (`reap_gone`) before refusing.
+            // While connections churn, accept again after every client: each reply this
+            // turn can send a short-lived client straight back to connect(), and more of
+            // them than the backlog holds would otherwise arrive before the next turn.
+            let churn =
+                self.accepting(now) && self.accepted_at.iter().flatten().any(|&t| now < t + CHURN);
             for &(tok, ev) in ready.iter() {
                 match tok {
                     Tok::Signal => stop |= self.on_signals(),
@@ -394,17 +468,24 @@ impl RunLoop {
                         }
                     }
                     Tok::Client(i, gen) => {
-                        if self.io.slots[i].generation == gen {
+                        if self.conns[i].generation() == gen {
                             self.client_ready(i, ev, now);
+                            if churn {
+                                self.accept_churning(now);
+                            }
                         }
                     }
                     Tok::Linger(fd) => self.linger_readable(fd),
                     Tok::HttpListen(i) => self.accept_http(now, i),
                     Tok::Http(i, gen) => {
                         if self.http.generation(i) == gen {
-                            let (agent, io) = (&self.agent, &mut self.io);
+                            let (agent, io, conns) = (&self.agent, &mut self.io, &self.conns);
                             let mut render = |w: &mut WBuf<'_>, hs: &crate::metrics::HttpStats| {
-                                let r = crate::metrics::Readings::read(io);
+                                let mut host = Host {
+                                    dev: io,
+                                    clients: &Table::all(conns),
+                                };
+                                let r = crate::metrics::Readings::read(&mut host);
                                 crate::metrics::render(w, now, agent, &r, hs)
                             };
                             self.http.ready(i, ev, now, &mut render);
@@ -412,7 +493,12 @@ impl RunLoop {
                     }
                 }
             }
-            self.timers(now);
+            self.seat_waiting(now);
+            // Work done this turn only sets deadlines after `now` (a hold, an idle time, a
+            // pause), so timers wait for the turn whose poll was cut short by one.
+            if due.is_some_and(|d| d <= now) {
+                self.timers(now);
+            }
             if stop {
                 return Ok(());
             }
@@ -422,7 +508,11 @@ impl RunLoop {
     /// Orderly shutdown: goodbye beacon, LED restored, socket file removed.
     pub fn shutdown(&mut self) {
         let now = Instant::now();
-        self.agent.shutdown(&mut self.io);
+        let mut host = Host {
+            dev: &mut self.io,
+            clients: &Table::all(&self.conns),
+        };
+        self.agent.shutdown(&mut host);
         self.io.links.goodbye(now, &mut self.agent);
         if let Some(w) = &self.watchdog {
             let _ = w.notifier.notify(b"STOPPING=1");
@@ -479,6 +569,22 @@ impl RunLoop {
         }
     }
 
+    fn accepting(&self, now: Instant) -> bool {
+        self.accept_paused_until.is_none_or(|t| t <= now)
+    }
+
+    /// Accepts from every control listener that had connections waiting within [`CHURN`].
+    fn accept_churning(&mut self, now: Instant) {
+        for k in 0..self.accepted_at.len() {
+            if self.accepted_at[k].is_some_and(|t| now < t + CHURN) && self.accepting(now) {
+                let tcp = (k < MAX_LISTENERS).then_some(k);
+                if tcp.is_none_or(|i| i < self.io.tcp.len()) {
+                    self.accept_all(now, tcp);
+                }
+            }
+        }
+    }
+
     fn accept_all(&mut self, now: Instant, tcp: Option<usize>) {
         loop {
             let (fd, transport) = match tcp {
@@ -486,7 +592,10 @@ impl RunLoop {
                 None => (self.io.unix.fd.as_fd(), Transport::Unix),
             };
             let conn = match net::accept(fd) {
-                Ok(Some(c)) => c,
+                Ok(Some(c)) => {
+                    self.accepted_at[tcp.unwrap_or(MAX_LISTENERS)] = Some(now);
+                    c
+                }
                 Ok(None) => return,
                 Err(e @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)) => {
                     log::warn!("accept: {}: pausing accepts", e.desc());
@@ -498,32 +607,51 @@ impl RunLoop {
                     return;
                 }
             };
-            let (tcp_n, unix_n) = self.io.clients();
-            if tcp_n + unix_n >= self.io.max_clients {
-                // Before refusing, free the slots of peers that already hung up but whose
-                // EOF this turn has not reached yet (their FIN can even trail our SYN).
-                self.reap_gone();
-            }
-            let (tcp_n, unix_n) = self.io.clients();
-            let free = self.io.slots.iter().position(|s| s.fd.is_none());
-            match free.filter(|_| tcp_n + unix_n < self.io.max_clients) {
-                Some(i) => {
-                    if transport == Transport::Unix {
-                        crate::sys::unix::log_peer(&conn);
-                    }
-                    let s = &mut self.io.slots[i];
-                    s.fd = Some(conn);
-                    s.generation = s.generation.wrapping_add(1);
-                    s.session = Session::new(transport);
-                    s.in_len = 0;
-                    s.out_start = 0;
-                    s.out_end = 0;
-                    s.last_rx = now;
-                    s.hold_until = None;
-                    s.closing = false;
-                    self.agent.stats.accepted += 1;
-                    log::debug!("client {i} connected ({transport:?})");
+            if self.waiting.is_empty() {
+                if let Some(i) = self.free_slot() {
+                    self.seat(i, conn, transport, now);
+                    continue;
                 }
+            }
+            // No slot now: the connection waits for the end of the turn, by when this
+            // turn's hang-ups have freed their slots. Accepting never waits for a slot,
+            // so the kernel's accept queue (the backlog) is always drained.
+            if self.waiting.is_full() {
+                self.seat_waiting(now);
+            }
+            let _ = self.waiting.push((conn, transport));
+        }
+    }
+
+    /// A free client slot, within `--max-clients`.
+    fn free_slot(&self) -> Option<usize> {
+        let (tcp_n, unix_n) = self.clients();
+        let free = self.conns.iter().position(|c| !c.is_open());
+        free.filter(|_| tcp_n + unix_n < self.io.max_clients)
+    }
+
+    fn seat(&mut self, i: usize, conn: OwnedFd, transport: Transport, now: Instant) {
+        if transport == Transport::Unix {
+            crate::sys::unix::log_peer(&conn);
+        }
+        self.conns[i].open(conn, transport, now);
+        self.agent.stats.accepted += 1;
+        log::debug!("client {i} connected ({transport:?})");
+    }
+
+    /// End of a turn: every waiting connection gets a slot, or `ERR busy` when the table
+    /// is truly full: checked again for peers that already hung up but whose EOF has not
+    /// been read yet (their FIN can even trail our SYN).
+    fn seat_waiting(&mut self, now: Instant) {
+        let mut reaped = false;
+        while !self.waiting.is_empty() {
+            let (conn, transport) = self.waiting.remove(0);
+            if self.free_slot().is_none() && !reaped {
+                self.reap_gone();
+                reaped = true;
+            }
+            match self.free_slot() {
+                Some(i) => self.seat(i, conn, transport, now),
                 None => {
                     self.agent.stats.refused_busy += 1;
                     log::debug!("client refused: table full");
@@ -537,10 +665,10 @@ impl RunLoop {
     }
 
     fn reap_gone(&mut self) {
-        for i in 0..self.io.slots.len() {
-            let s = &self.io.slots[i];
-            let gone = s.fd.as_ref().is_some_and(|fd| net::peer_gone(fd.as_fd()));
-            if gone && s.in_len == 0 {
+        for i in 0..self.conns.len() {
+            let c = &self.conns[i];
+            let gone = c.fd().is_some_and(net::peer_gone);
+            if gone && !c.has_input() {
                 self.close(i, "peer closed");
             }
         }
@@ -550,53 +678,43 @@ impl RunLoop {
     fn linger(&mut self, fd: OwnedFd, now: Instant) {
         net::shutdown_write(fd.as_fd());
         // Whatever the peer already sent is discarded now; the rest as it comes.
-        let _ = net::recv(fd.as_fd(), &mut self.scratch[..]);
-        if self.io.lingering.is_full() {
+        let _ = net::recv(fd.as_fd(), &mut [0u8; LINGER_SINK]);
+        if self.lingering.is_full() {
             // Out of linger room: close the oldest.
-            self.io.lingering.remove(0);
+            self.lingering.remove(0);
         }
-        let _ = self.io.lingering.push(Linger {
+        let _ = self.lingering.push(Linger {
             fd,
             until: now + LINGER,
         });
     }
 
     fn linger_readable(&mut self, raw: std::os::fd::RawFd) {
-        let Some(i) = self
-            .io
-            .lingering
-            .iter()
-            .position(|l| l.fd.as_raw_fd() == raw)
-        else {
+        let Some(i) = self.lingering.iter().position(|l| l.fd.as_raw_fd() == raw) else {
             return;
         };
-        let l = &self.io.lingering[i];
+        let l = &self.lingering[i];
+        let mut sink = [0u8; LINGER_SINK];
         let done = loop {
-            match net::recv(l.fd.as_fd(), &mut self.scratch[..]) {
+            match net::recv(l.fd.as_fd(), &mut sink) {
                 NetIo::Done(_) => continue,
                 NetIo::WouldBlock => break false,
                 NetIo::Closed => break true,
             }
         };
         if done {
-            self.io.lingering.remove(i);
+            self.lingering.remove(i);
         }
     }
 
     fn close(&mut self, i: usize, why: &str) {
-        let s = &mut self.io.slots[i];
-        if s.fd.take().is_some() {
+        if self.conns[i].reset().is_some() {
             log::debug!("client {i} closed: {why}");
         }
-        s.in_len = 0;
-        s.out_start = 0;
-        s.out_end = 0;
-        s.closing = false;
-        s.hold_until = None;
     }
 
     fn client_ready(&mut self, i: usize, ev: PollFlags, now: Instant) {
-        if self.io.slots[i].fd.is_none() {
+        if !self.conns[i].is_open() {
             return;
         }
         if ev.intersects(PollFlags::POLLOUT) {
@@ -615,24 +733,23 @@ impl RunLoop {
 
     fn read_client(&mut self, i: usize, now: Instant) {
         for _ in 0..READS_PER_TURN {
-            let s = &mut self.io.slots[i];
-            let Some(fd) = &s.fd else { return };
-            if s.closing || s.held(now) || s.in_len >= IN_BUF {
+            let c = &mut self.conns[i];
+            if !c.is_open() {
+                return;
+            }
+            if !c.reading(now) {
                 break;
             }
-            let room = IN_BUF - s.in_len;
-            match net::recv(fd.as_fd(), &mut s.inbuf[s.in_len..]) {
-                NetIo::Done(n) => {
-                    s.in_len += n;
-                    s.last_rx = now;
+            match c.read(now) {
+                Read::Got { n, filled } => {
                     self.agent.stats.bytes_in += n as u64;
                     self.process(i, now);
-                    if n < room {
+                    if !filled {
                         break;
                     }
                 }
-                NetIo::WouldBlock => break,
-                NetIo::Closed => {
+                Read::WouldBlock => break,
+                Read::Closed => {
                     // Answer what was complete before EOF, then go.
                     self.process(i, now);
                     self.flush(i, now);
@@ -644,148 +761,85 @@ impl RunLoop {
         self.flush(i, now);
     }
 
-    /// Answers every complete line in slot `i`'s input buffer.
+    /// Answers every complete line in connection `i`'s input buffer, writing the replies
+    /// straight into its output buffer.
     fn process(&mut self, i: usize, now: Instant) {
         loop {
-            let s = &mut self.io.slots[i];
-            if s.fd.is_none() || s.closing || s.held(now) {
+            let c = &mut self.conns[i];
+            if !c.is_open() || c.closing || c.held(now) {
                 return;
             }
-            s.hold_until = None;
-            let mut line = [0u8; IN_BUF];
-            let (len, used) = match next_line(&s.inbuf[..s.in_len]) {
-                Frame::Incomplete => return,
-                Frame::TooLong => {
-                    s.in_len = 0;
-                    s.closing = true;
-                    self.agent.stats.closed_too_long += 1;
-                    self.agent.stats.errors += 1;
-                    let mut w = WBuf::new(&mut self.scratch[..]);
-                    let _ = write_err(&mut w, E_TOO_LONG);
-                    let n = w.len();
-                    self.queue(i, n, now);
-                    return;
-                }
-                Frame::Line(l, used) => {
-                    line[..l.len()].copy_from_slice(l);
-                    (l.len(), used)
-                }
-            };
-            s.inbuf.copy_within(used..s.in_len, 0);
-            s.in_len -= used;
-            let mut session = s.session;
-            let mut w = WBuf::new(&mut self.scratch[..]);
-            let outcome =
-                self.agent
-                    .handle(now, &mut session, parse(&line[..len]), &mut self.io, &mut w);
-            let n = w.len();
-            let s = &mut self.io.slots[i];
-            s.session = session;
-            match outcome {
-                Outcome::Continue => {}
-                Outcome::Close => s.closing = true,
-                Outcome::HoldUntil(t) => s.hold_until = Some(t),
-            }
-            if !self.queue(i, n, now) {
-                return;
-            }
-        }
-    }
-
-    /// Appends the first `n` bytes of the scratch buffer to slot `i`'s output. A client
-    /// whose output buffer cannot take the reply even after a flush is closed.
-    fn queue(&mut self, i: usize, n: usize, now: Instant) -> bool {
-        let fits = |s: &Slot| OUT_BUF - (s.out_end - s.out_start) >= n;
-        if !fits(&self.io.slots[i]) {
-            self.flush(i, now);
-        }
-        let s = &mut self.io.slots[i];
-        if s.fd.is_none() {
-            return false;
-        }
-        if !fits(s) {
-            self.agent.stats.closed_slow += 1;
-            self.close(i, "output buffer full (client does not read)");
-            return false;
-        }
-        if OUT_BUF - s.out_end < n {
-            s.out.copy_within(s.out_start..s.out_end, 0);
-            s.out_end -= s.out_start;
-            s.out_start = 0;
-        }
-        s.out[s.out_end..s.out_end + n].copy_from_slice(&self.scratch[..n]);
-        s.out_end += n;
-        true
-    }
-
-    fn flush(&mut self, i: usize, now: Instant) {
-        let s = &mut self.io.slots[i];
-        let Some(fd) = &s.fd else { return };
-        while s.out_start < s.out_end {
-            match net::send(fd.as_fd(), &s.out[s.out_start..s.out_end]) {
-                NetIo::Done(n) => {
-                    s.out_start += n;
-                    self.agent.stats.bytes_out += n as u64;
-                }
-                NetIo::WouldBlock => return,
-                NetIo::Closed => {
-                    self.close(i, "send failed");
-                    return;
-                }
-            }
-        }
-        s.out_start = 0;
-        s.out_end = 0;
-        if s.closing {
-            if let Some(fd) = s.fd.take() {
-                self.close(i, "closing");
-                self.linger(fd, now);
-            }
-        }
-    }
-
-    fn timers(&mut self, now: Instant) {
-        if self.agent.next_deadline().is_some_and(|t| t <= now) {
-            self.agent.on_timer(now, &mut self.io);
-        }
-        if self.accept_paused_until.is_some_and(|t| t <= now) {
-            self.accept_paused_until = None;
-        }
-        let interval = self.interval();
-        if self
-            .io
-            .links
-            .next_deadline(interval)
-            .is_some_and(|t| t <= now)
-        {
-            self.io.links.on_timer(now, interval, &mut self.agent);
-        }
-        if let Some(w) = self.watchdog.as_mut() {
-            if let (Some(next), Some(every)) = (w.next, w.every) {
-                if next <= now {
-                    let _ = w.notifier.notify(b"WATCHDOG=1");
-                    w.next = Some(now + every);
-                }
-            }
-        }
-        for i in 0..self.io.slots.len() {
-            let s = &self.io.slots[i];
-            if s.fd.is_none() {
-                continue;
-            }
-            if self.idle.is_some_and(|d| now >= s.last_rx + d) {
-                self.agent.stats.closed_idle += 1;
-                self.close(i, "idle timeout");
-                continue;
-            }
-            if s.hold_until.is_some_and(|t| t <= now) {
-                // A held client's pending lines are answered as soon as the hold ends.
-                self.process(i, now);
+            c.hold_until = None;
+            if !c.make_room() {
+                // The largest reply may not fit: send what waits first. What is left
+                // after that is the room the next reply gets (see `Outcome::NoRoom`).
                 self.flush(i, now);
             }
+            let c = &mut self.conns[i];
+            if !c.is_open() {
+                return;
+            }
+            c.make_room();
+            let line = match c.next_request() {
+                Next::Incomplete => return,
+                Next::TooLong => {
+                    c.closing = true;
+                    self.agent.stats.closed_too_long += 1;
+                    self.agent.stats.errors += 1;
+                    // `ERR <code> <text>\n`: the longest code is 12 bytes.
+                    let mut b = [0u8; TOO_LONG_TEXT.len() + 18];
+                    let mut w = WBuf::new(&mut b);
+                    let _ = write_err(&mut w, E_TOO_LONG);
+                    if !c.queue_bytes(w.as_bytes()) {
+                        self.agent.stats.closed_slow += 1;
+                        self.close(i, "output buffer full (client does not read)");
+                    }
+                    return;
+                }
+                Next::Line(l) => l,
+            };
+            let (agent, io) = (&mut self.agent, &mut self.io);
+            let outcome = Conn::queue_reply(&mut self.conns, i, line, |line, session, w, t| {
+                let mut host = Host {
+                    dev: io,
+                    clients: t,
+                };
+                agent.handle(now, session, parse(line), &mut host, w)
+            });
+            let c = &mut self.conns[i];
+            match outcome {
+                Outcome::Continue => {}
+                Outcome::Close => c.closing = true,
+                Outcome::HoldUntil(t) => c.hold_until = Some(t),
+                Outcome::NoRoom => {
+                    self.agent.stats.closed_slow += 1;
+                    self.close(i, "output buffer full (client does not read)");
+                    return;
+                }
+            }
         }
-        self.io.lingering.retain(|l| l.until > now);
-        self.http.timers(now);
+    }
+
+    /// Sends connection `i`'s queued replies; a closing one that has sent its last reply
+    /// is closed and lingered, a failed one closed.
+    fn flush(&mut self, i: usize, now: Instant) {
+        let c = &mut self.conns[i];
+        if !c.is_open() {
+            return;
+        }
+        let f = c.flush();
+        let (Flushed::All(n) | Flushed::Partly(n) | Flushed::Failed(n)) = f;
+        self.agent.stats.bytes_out += n as u64;
+        match f {
+            Flushed::Failed(_) => self.close(i, "send failed"),
+            Flushed::All(_) if self.conns[i].closing => {
+                if let Some(fd) = self.conns[i].reset() {
+                    log::debug!("client {i} closed: closing");
+                    self.linger(fd, now);
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Accepts every waiting connection on metrics listener `li` (see [`http::Http`]).

@@ -333,3 +333,44 @@ fn closed_clients_never_cause_busy() {
         "{busy} of 200 connects were refused with at most 4 open at once"
     );
 }
+
+/// Issue 12: more connectors than the backlog holds, as many as `--max-clients`, each
+/// connect→PING→PONG→close. A connection accepted while answered ones still hold every
+/// slot waits for the end of the loop turn (when their hang-ups free the slots) instead of
+/// being refused, and accepting never waits for a slot.
+#[test]
+fn connectors_beyond_the_backlog_are_all_answered_issue_12() {
+    let a = Agent::start(&["--backlog", "1", "--max-clients", "6"]);
+    let addr = a.tcp_addr();
+    let threads: Vec<_> = (0..6)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let (mut refused, mut slowest) = (0, Duration::ZERO);
+                for _ in 0..150 {
+                    let t = Instant::now();
+                    let mut c = Client::tcp(addr);
+                    slowest = slowest.max(t.elapsed());
+                    if c.req("PING") != "PONG" {
+                        refused += 1;
+                    }
+                }
+                (refused, slowest)
+            })
+        })
+        .collect();
+    let (mut refused, mut slowest) = (0, Duration::ZERO);
+    for t in threads {
+        let (r, s) = t.join().unwrap();
+        refused += r;
+        slowest = slowest.max(s);
+    }
+    assert_eq!(
+        refused, 0,
+        "{refused} of 900 connects were not answered PONG"
+    );
+    // A SYN dropped by a full accept queue costs 1 s; how often that happens depends on
+    // how fast this machine schedules the agent (scripts/bench measures it), so it is
+    // reported, not asserted.
+    eprintln!("slowest connect: {slowest:?}");
+    assert_eq!(a.stats()["refused_busy"].as_u64(), Some(0));
+}

@@ -2,7 +2,11 @@
 //! `OK <payload>` or `ERR <code> <human text>`, ended by `\n`.
 
 use super::wbuf::WBuf;
+use crate::limits::LINE_MAX;
 use core::fmt::{self, Write};
+
+/// The text of `ERR too-long`.
+pub const TOO_LONG_TEXT: &str = crate::limit_text!("line exceeds ", { LINE_MAX }, " bytes");
 
 /// The fixed set of error codes a client can see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,11 +67,7 @@ mod tests {
     fn err_line_shape() {
         let mut b = [0u8; 64];
         let mut w = WBuf::new(&mut b);
-        write_err(
-            &mut w,
-            Error::new(ErrCode::TooLong, "line exceeds 255 bytes"),
-        )
-        .unwrap();
+        write_err(&mut w, Error::new(ErrCode::TooLong, TOO_LONG_TEXT)).unwrap();
         assert_eq!(w.as_bytes(), b"ERR too-long line exceeds 255 bytes\n");
     }
 }

@@ -76,6 +76,35 @@ const COMMANDS: [(&str, Cmd); 13] = [
     ("QUIT", Cmd::Quit),
 ];
 
+/// A command word folded to a number: up to 8 bytes, each with bit 5 cleared (ASCII
+/// upper case for letters), and the length in the top byte's place. Command names are
+/// letters only, and a byte folds to a given capital letter only if it is that letter in
+/// either case, so equal keys mean equal words, case aside. Longer words never match.
+const fn fold(w: &[u8]) -> u64 {
+    if w.len() > 8 {
+        return u64::MAX;
+    }
+    let mut k = (w.len() as u64) << 60;
+    let mut i = 0;
+    while i < w.len() {
+        k |= ((w[i] & !0x20) as u64) << (8 * i);
+        i += 1;
+    }
+    k
+}
+
+/// [`COMMANDS`] folded once, at compile time: finding a command compares integers, with
+/// no per-byte call.
+const FOLDED: [(u64, Cmd); COMMANDS.len()] = {
+    let mut t = [(0, Cmd::Ping); COMMANDS.len()];
+    let mut i = 0;
+    while i < COMMANDS.len() {
+        t[i] = (fold(COMMANDS[i].0.as_bytes()), COMMANDS[i].1);
+        i += 1;
+    }
+    t
+};
+
 /// The HELP payload.
 pub const HELP: &str =
     "PING HELP STATUS GET KEYS SET DEL INTERVAL IDENTIFY STATS SOCKETS AUTH QUIT";
@@ -85,15 +114,33 @@ const E_UNKNOWN: Error = Error::new(ErrCode::BadCommand, "unknown command, try H
 const E_NO_ARGS: Error = Error::new(ErrCode::BadArgument, "this command takes no argument");
 const E_KEY: Error = Error::new(
     ErrCode::BadArgument,
-    "key must be 1-32 bytes of A-Z a-z 0-9 _ . -",
+    crate::limit_text!("key must be 1-", { KEY_MAX }, " bytes of A-Z a-z 0-9 _ . -"),
 );
-const E_VALUE: Error = Error::new(ErrCode::BadArgument, "value must be 1-64 printable bytes");
-const E_TTL: Error = Error::new(ErrCode::BadArgument, "ttl must be 1-31536000 seconds");
+const E_VALUE: Error = Error::new(
+    ErrCode::BadArgument,
+    crate::limit_text!("value must be 1-", { VALUE_MAX }, " printable bytes"),
+);
+const E_TTL: Error = Error::new(
+    ErrCode::BadArgument,
+    crate::limit_text!("ttl must be 1-", { TTL_MAX_SECS }, " seconds"),
+);
 const E_USAGE_GET: Error = Error::new(ErrCode::BadArgument, "usage: GET key");
 const E_USAGE_DEL: Error = Error::new(ErrCode::BadArgument, "usage: DEL key");
 const E_USAGE_SET: Error = Error::new(ErrCode::BadArgument, "usage: SET key value [ttl=SECS]");
-const E_INTERVAL: Error = Error::new(ErrCode::BadArgument, "interval must be 1-3600 seconds");
-const E_IDENTIFY: Error = Error::new(ErrCode::BadArgument, "identify takes 0-3600 seconds");
+const E_INTERVAL: Error = Error::new(
+    ErrCode::BadArgument,
+    crate::limit_text!(
+        "interval must be ",
+        { INTERVAL_MIN_SECS },
+        "-",
+        { INTERVAL_MAX_SECS },
+        " seconds"
+    ),
+);
+const E_IDENTIFY: Error = Error::new(
+    ErrCode::BadArgument,
+    crate::limit_text!("identify takes 0-", { IDENTIFY_MAX_SECS }, " seconds"),
+);
 
 fn trim(mut s: &[u8]) -> &[u8] {
     while let [b' ', rest @ ..] = s {
@@ -199,9 +246,10 @@ pub fn parse(line: &[u8]) -> Result<Request<'_>, Error> {
     if cmd_word.is_empty() {
         return Err(E_EMPTY);
     }
-    let cmd = COMMANDS
+    let key = fold(cmd_word);
+    let cmd = FOLDED
         .iter()
-        .find(|(name, _)| name.as_bytes().eq_ignore_ascii_case(cmd_word))
+        .find(|&&(k, _)| k == key)
         .map(|&(_, c)| c)
         .ok_or(E_UNKNOWN)?;
     let no_args = |r: Request<'static>| {
@@ -245,6 +293,20 @@ mod tests {
         assert_eq!(code(b"PINGX"), ErrCode::BadCommand);
         assert_eq!(code(b""), ErrCode::BadCommand);
         assert_eq!(code(b"PING extra"), ErrCode::BadArgument);
+    }
+
+    #[test]
+    fn folding_matches_letters_only() {
+        for (name, _) in COMMANDS {
+            assert!(name.len() <= 8 && name.bytes().all(|b| b.is_ascii_uppercase()));
+            assert_eq!(fold(name.as_bytes()), fold(name.to_lowercase().as_bytes()));
+        }
+        // Bytes one bit 5 away from a letter that are not letters: no match.
+        assert_eq!(code(b"P\x09NG"), ErrCode::BadCommand);
+        assert_eq!(code(b"\xd0ING"), ErrCode::BadCommand);
+        assert_eq!(code(b"PIN"), ErrCode::BadCommand);
+        assert_eq!(code(b"PINGPINGPING"), ErrCode::BadCommand);
+        assert_eq!(parse(b"IdEnTiFy"), Ok(Request::Identify(None)));
     }
 
     #[test]

@@ -101,7 +101,7 @@ pub enum Accepted {
     Pause(Errno),
 }
 
-/// The HTTP slot table (the listeners are [`super::Io::metrics`]). Empty (and
+/// The HTTP slot table (the listeners are [`super::Devices::metrics`]). Empty (and
 /// allocation-free) when `--metrics` is not given.
 pub struct Http {
     slots: Vec<Slot>,

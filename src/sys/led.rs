@@ -4,15 +4,19 @@
 
 use super::{read_small, SysError};
 use crate::agent::Led;
+use crate::limits::{LED_BRIGHTNESS_MAX, LED_ON_MAX, LED_READ_MAX, LED_TRIGGER_MAX};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub struct LedFile {
     brightness: PathBuf,
     trigger: Option<PathBuf>,
-    on_value: heapless::Vec<u8, 8>,
+    on_value: heapless::Vec<u8, LED_ON_MAX>,
     /// What to put back: the old trigger name (sysfs) and the old brightness bytes.
-    saved: Option<(heapless::Vec<u8, 32>, heapless::Vec<u8, 16>)>,
+    saved: Option<(
+        heapless::Vec<u8, LED_TRIGGER_MAX>,
+        heapless::Vec<u8, LED_BRIGHTNESS_MAX>,
+    )>,
 }
 
 fn write_file(path: &Path, data: &[u8]) -> Result<(), &'static str> {
@@ -25,7 +29,7 @@ fn write_file(path: &Path, data: &[u8]) -> Result<(), &'static str> {
 }
 
 fn read_into<const N: usize>(path: &Path) -> heapless::Vec<u8, N> {
-    let mut buf = [0u8; 512];
+    let mut buf = [0u8; LED_READ_MAX];
     let mut v = heapless::Vec::new();
     if let Some(p) = path.to_str() {
         if let Some(n) = read_small(p, &mut buf) {
@@ -60,7 +64,7 @@ impl LedFile {
             .open(&brightness)
             .map_err(|e| SysError::msg(format!("--led {shown}: {e}")))?;
         let mut on_value = heapless::Vec::new();
-        let max = dir.map(|d| read_into::<8>(&d.join("max_brightness")));
+        let max = dir.map(|d| read_into::<LED_ON_MAX>(&d.join("max_brightness")));
         let max = max.as_ref().map_or(&[][..], |m| m.trim_ascii());
         let _ = on_value.extend_from_slice(if !max.is_empty() { max } else { b"1" });
         let _ = on_value.push(b'\n');
@@ -79,7 +83,7 @@ impl LedFile {
                     // A sysfs trigger file lists all triggers with the active one in [].
                     let mut trig = heapless::Vec::new();
                     if let Some(t) = &self.trigger {
-                        let all = read_into::<512>(t);
+                        let all = read_into::<LED_READ_MAX>(t);
                         if let Some(s) = all.iter().position(|&c| c == b'[') {
                             if let Some(e) = all[s..].iter().position(|&c| c == b']') {
                                 let _ = trig.extend_from_slice(&all[s + 1..s + e]);
@@ -87,7 +91,7 @@ impl LedFile {
                         }
                         write_file(t, b"none")?;
                     }
-                    self.saved = Some((trig, read_into::<16>(&self.brightness)));
+                    self.saved = Some((trig, read_into::<LED_BRIGHTNESS_MAX>(&self.brightness)));
                 }
                 let v: &[u8] = if cmd == Led::On {
                     &self.on_value
