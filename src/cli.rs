@@ -1,11 +1,12 @@
-//! Command-line parsing (argh) and validation into plain config structs. Pure: no I/O
-//! beyond what argh needs, nothing here opens a socket.
+//! Command-line parsing (argh) and validation: every check that needs no I/O, for all
+//! three subcommands (`main.rs` turns an `Err` into one `error:` line and exit 64). Pure:
+//! no I/O beyond what argh needs, nothing here opens a socket or a file.
 
 use crate::limits::{
     DEFAULT_BACKLOG, DEFAULT_BEACON_PORT, DEFAULT_IDLE_SECS, DEFAULT_INTERVAL_SECS, IFNAME_MAX,
     INTERVAL_MAX_SECS, INTERVAL_MIN_SECS, MAX_CLIENTS, MAX_LISTENERS,
 };
-use crate::limits::{DEFAULT_METRICS_PORT, MAX_BEACON_IFACES, MAX_METRICS_LISTENERS};
+use crate::limits::{DEFAULT_METRICS_PORT, LINE_MAX, MAX_BEACON_IFACES, MAX_METRICS_LISTENERS};
 use crate::limits::{SOCKBUF_MAX, SOCKBUF_MIN};
 use argh::FromArgs;
 use std::net::SocketAddr;
@@ -107,7 +108,8 @@ pub struct AgentArgs {
 }
 
 #[derive(FromArgs, Debug)]
-/// Send one command to an agent and print its reply.
+/// Send commands to an agent and print its replies: the command given as words; with no
+/// words, a prompt on a terminal, else one command per line of standard input.
 #[argh(subcommand, name = "ctl")]
 pub struct CtlArgs {
     /// the agent's Unix socket (default: the agent's default for this user)
@@ -116,16 +118,19 @@ pub struct CtlArgs {
     /// connect over TCP to HOST:PORT instead
     #[argh(option, short = 'c')]
     pub connect: Option<String>,
-    /// seconds to wait for the reply (default 5)
+    /// seconds to wait for the connection and each reply (default 5)
     #[argh(option, short = 't', default = "5.0")]
     pub timeout: f64,
     /// file holding the token: answer the agent's AUTH challenge first (the token itself is never sent)
     #[argh(option)]
     pub token_file: Option<PathBuf>,
+    /// print STATUS, STATS and SOCKETS as the agent's one-line `OK {json}` even on a terminal
+    #[argh(switch)]
+    pub raw: bool,
     /// send the command (SET or DEL only) as one datagram to the agent's publish socket (publish.sock beside the -s socket) and exit without waiting for an answer
     #[argh(switch)]
     pub dgram: bool,
-    /// the command, e.g. PING, STATUS, SET room kitchen
+    /// the command, e.g. PING, STATUS, SET room kitchen (none: read commands from standard input)
     #[argh(positional, greedy)]
     pub words: Vec<String>,
 }
@@ -333,6 +338,70 @@ impl AgentArgs {
     }
 }
 
+/// `-t SECS` of ctl and scan: a positive number of seconds below `max`. The message does
+/// not echo the float: formatting an f64 would link core's float printer (about 8 KiB of
+/// the aarch64 binary) for this one line.
+fn seconds(secs: f64, max: u32) -> Result<Duration, String> {
+    if secs > 0.0 && secs < f64::from(max) {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(format!("-t: expected a positive number of seconds below {max}"))
+    }
+}
+
+impl CtlArgs {
+    /// Checks what can be checked without I/O (with `--dgram`, the line itself); returns
+    /// the timeout. With no words, ctl reads its commands from standard input (a prompt
+    /// on a terminal).
+    pub fn validate(&self) -> Result<Duration, String> {
+        if self.socket.is_some() && self.connect.is_some() {
+            return Err("-s and -c exclude each other".into());
+        }
+        let timeout = seconds(self.timeout, 1_000_000)?;
+        let line = self.words.join(" ");
+        if line.len() > LINE_MAX || line.contains('\n') {
+            return Err(format!(
+                "the command is longer than {LINE_MAX} bytes or has a newline"
+            ));
+        }
+        if self.dgram {
+            check_dgram(self, &line)?;
+        }
+        Ok(timeout)
+    }
+}
+
+/// `ctl --dgram`: only a well-formed SET or DEL, checked with the agent's own parser
+/// (nothing comes back to say it was wrong), and only to the local publish socket.
+fn check_dgram(args: &CtlArgs, line: &str) -> Result<(), String> {
+    use crate::proto::request::{parse, Request};
+    if args.connect.is_some() || args.token_file.is_some() {
+        return Err(
+            "--dgram goes to the local publish socket: -c and --token-file do not apply".into(),
+        );
+    }
+    match parse(line.as_bytes()) {
+        Ok(Request::Set { .. } | Request::Del(_)) => Ok(()),
+        Ok(_) => Err(format!(
+            "--dgram sends only SET and DEL (nothing comes back); without --dgram: tether ctl {line}"
+        )),
+        Err(e) => Err(format!("--dgram {line:?}: {}", e.text)),
+    }
+}
+
+impl ScanArgs {
+    /// Checks what can be checked without I/O; returns how long to listen per round.
+    pub fn validate(&self) -> Result<Duration, String> {
+        let wait = seconds(self.timeout, 86_400)?;
+        if let Some(i) = &self.iface {
+            if !valid_ifname(i) {
+                return Err(format!("-i {i:?}: not a valid interface name"));
+            }
+        }
+        Ok(wait)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,6 +434,27 @@ mod tests {
         assert!(parse(&["--bogus"]).is_err());
         assert!(parse(&["--no-beacon"]).unwrap().beacon.is_none());
         assert_eq!(parse(&["-v", "-v"]).unwrap().verbose, 2);
+    }
+
+    #[test]
+    fn ctl_and_scan_checks() {
+        let ctl = |a: &[&str]| CtlArgs::from_args(&["ctl"], a).unwrap().validate();
+        assert_eq!(ctl(&["PING"]).unwrap(), Duration::from_secs(5));
+        assert_eq!(
+            ctl(&[]).unwrap(),
+            Duration::from_secs(5),
+            "no words: a session"
+        );
+        assert_eq!(ctl(&["-t", "0.5"]).unwrap(), Duration::from_millis(500));
+        for bad in [&["-t", "0"][..], &["-t", "NaN"], &["-s", "a", "-c", "b:1"]] {
+            assert!(ctl(bad).is_err(), "{bad:?}");
+        }
+        assert!(ctl(&["SET", "k", &"v".repeat(LINE_MAX)]).is_err());
+        let scan = |a: &[&str]| ScanArgs::from_args(&["scan"], a).unwrap().validate();
+        assert_eq!(scan(&[]).unwrap(), Duration::from_secs(2));
+        assert!(scan(&["-t", "86400"]).is_err());
+        assert!(scan(&["-i", "a/b"]).is_err());
+        assert!(scan(&["-i", "eth0"]).is_ok());
     }
 
     #[test]

@@ -1,24 +1,30 @@
-//! `tether ctl`: send one command, print the one-line reply, exit with a sysexits code
-//! (0 ok, 1 the agent answered ERR, 64 usage, 69 unreachable, 75 timeout, 76 not tether's
-//! protocol, 77 denied).
+//! `tether ctl`: talk to an agent the way chronyc, wpa_cli or redis-cli do.
+//! - With command words: send that one command, print the reply, exit.
+//! - With none, stdin a terminal: a `tether> ` prompt on one connection (authenticated
+//!   once with `--token-file`) until `quit`, `exit` or EOF.
+//! - With none, stdin not a terminal: one command per input line, one reply per line;
+//!   the exit status is the first failure's.
+//!
+//! Exit codes ([`crate::exit`]): 0 ok, 1 the agent answered ERR, 64 usage, 69
+//! unreachable, 75 timeout, 76 not tether's protocol, 77 denied, 78 unreadable token file.
+//! STATUS, STATS and SOCKETS print as indented text when stdout is a terminal (see
+//! [`pretty`]), as the agent's one-line `OK {json}` with `--raw` or into a pipe.
 //! A client process, so it may allocate and block (with a deadline).
+
+pub mod pretty;
 
 use crate::agent::AUTH_CHALLENGE_PREFIX;
 use crate::cli::CtlArgs;
-use crate::daemon::{Fatal, EX_UNAVAILABLE, EX_USAGE};
+use crate::exit::{Fatal, EX_CONFIG, EX_ERR, EX_NOPERM, EX_PROTOCOL, EX_TEMPFAIL, EX_UNAVAILABLE};
 use crate::limits::{AUTH_NONCE_BYTES, LINE_MAX};
-use std::io::{ErrorKind, Read, Write};
+use crate::proto::reply::{ErrCode, TOO_LONG_TEXT};
+use std::io::{BufRead, ErrorKind, IsTerminal, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-pub const EX_ERR: u8 = 1;
-pub const EX_TEMPFAIL: u8 = 75;
-pub const EX_NOPERM: u8 = 77;
-/// The agent answered something that is not tether's protocol.
-pub const EX_PROTOCOL: u8 = 76;
-
-trait Stream: Read + Write {
+trait Stream: Read + Write + AsFd {
     fn set_timeout(&self, d: Duration) -> std::io::Result<()>;
 }
 impl Stream for UnixStream {
@@ -40,10 +46,7 @@ fn io_fatal(what: &str, e: std::io::Error) -> Fatal {
         ErrorKind::PermissionDenied => EX_NOPERM,
         _ => EX_UNAVAILABLE,
     };
-    Fatal {
-        code,
-        msg: format!("{what}: {e}"),
-    }
+    Fatal::new(code, format!("{what}: {e}"))
 }
 
 /// Sends `line` and reads one reply line before `deadline`.
@@ -127,31 +130,11 @@ fn exit_for(reply: &str) -> u8 {
 
 /// `tether ctl --dgram SET key value [ttl=SECS]` / `DEL key`: one datagram to the agent's
 /// publish socket (`publish.sock` beside the `-s` socket or the default one), no answer
-/// awaited. The line is checked with the agent's own parser first, since nothing comes
-/// back: a bad line or another command is a usage error (64). Exit 0 once the datagram is
-/// queued; 69 no socket or no agent there; 77 permission denied; 75 the agent's queue is
-/// full (the datagram was not sent).
+/// awaited. [`CtlArgs::validate`] has checked the line with the agent's own parser, since
+/// nothing comes back. Exit 0 once the datagram is queued; 69 no socket or no agent
+/// there; 77 permission denied; 75 the agent's queue is full (the datagram was not sent).
 pub fn dgram(args: &CtlArgs) -> Result<u8, Fatal> {
-    use crate::proto::request::{parse, Request};
-    let usage = |m: String| Fatal {
-        code: EX_USAGE,
-        msg: m,
-    };
-    if args.connect.is_some() || args.token_file.is_some() {
-        return Err(usage(
-            "--dgram goes to the local publish socket: -c and --token-file do not apply".into(),
-        ));
-    }
     let line = args.words.join(" ");
-    match parse(line.as_bytes()) {
-        Ok(Request::Set { .. } | Request::Del(_)) => {}
-        Ok(_) => {
-            return Err(usage(format!(
-                "--dgram sends only SET and DEL (nothing comes back); without --dgram: tether ctl {line}"
-            )))
-        }
-        Err(e) => return Err(usage(format!("--dgram {line:?}: {}", e.text))),
-    }
     let ctl = args
         .socket
         .clone()
@@ -164,18 +147,17 @@ pub fn dgram(args: &CtlArgs) -> Result<u8, Fatal> {
     };
     match send() {
         Ok(_) => Ok(0),
-        Err(e) if e.kind() == ErrorKind::WouldBlock => Err(Fatal {
-            code: EX_TEMPFAIL,
-            msg: format!(
+        Err(e) if e.kind() == ErrorKind::WouldBlock => Err(Fatal::new(
+            EX_TEMPFAIL,
+            format!(
                 "send {}: the agent's queue is full, not sent",
                 path.display()
             ),
-        }),
+        )),
         Err(e) => Err(io_fatal(&format!("send {}", path.display()), e)),
     }
 }
 
-/// Runs `tether ctl`; returns the exit code after printing the reply.
 /// The addresses `-c HOST:PORT` names. Besides what `ToSocketAddrs` takes, a scoped IPv6
 /// address with an interface name, `[fe80::1%eth0]:4545` (as `tether scan` prints it).
 pub fn connect_addrs(hp: &str) -> Result<Vec<std::net::SocketAddr>, String> {
@@ -203,53 +185,22 @@ pub fn connect_addrs(hp: &str) -> Result<Vec<std::net::SocketAddr>, String> {
         .map_err(|e| e.to_string())
 }
 
-pub fn run(args: CtlArgs) -> Result<u8, Fatal> {
-    let usage = |m: String| Fatal {
-        code: EX_USAGE,
-        msg: m,
-    };
-    if args.words.is_empty() {
-        return Err(usage("no command given (try: tether ctl PING)".into()));
-    }
-    if args.socket.is_some() && args.connect.is_some() {
-        return Err(usage("-s and -c exclude each other".into()));
-    }
-    if args.dgram {
-        return dgram(&args);
-    }
-    if !(args.timeout > 0.0 && args.timeout < 1e6) {
-        return Err(usage(format!(
-            "-t {}: expected a positive number of seconds",
-            args.timeout
-        )));
-    }
-    let line = args.words.join(" ");
-    if line.len() > LINE_MAX || line.contains('\n') {
-        return Err(usage(format!(
-            "the command is longer than {LINE_MAX} bytes or has a newline"
-        )));
-    }
-    let timeout = Duration::from_secs_f64(args.timeout);
-    let deadline = Instant::now() + timeout;
-    let mut stream: Box<dyn Stream> = match &args.connect {
+/// Connects to `-c HOST:PORT` over TCP, else to the Unix socket (`-s` or the default).
+fn connect(args: &CtlArgs, timeout: Duration) -> Result<(Box<dyn Stream>, String), Fatal> {
+    match &args.connect {
         Some(hp) => {
-            let addrs = connect_addrs(hp).map_err(|e| usage(format!("-c {hp}: {e}")))?;
+            let addrs = connect_addrs(hp).map_err(|e| Fatal::usage(format!("-c {hp}: {e}")))?;
             let mut last = None;
-            let mut conn = None;
             for a in addrs {
                 match TcpStream::connect_timeout(&a, timeout) {
-                    Ok(s) => {
-                        conn = Some(s);
-                        break;
-                    }
+                    Ok(s) => return Ok((Box::new(s), hp.clone())),
                     Err(e) => last = Some(e),
                 }
             }
-            match (conn, last) {
-                (Some(s), _) => Box::new(s),
-                (None, Some(e)) => return Err(io_fatal(&format!("connect {hp}"), e)),
-                (None, None) => return Err(usage(format!("-c {hp}: no address"))),
-            }
+            Err(match last {
+                Some(e) => io_fatal(&format!("connect {hp}"), e),
+                None => Fatal::usage(format!("-c {hp}: no address")),
+            })
         }
         None => {
             let p = args
@@ -258,21 +209,183 @@ pub fn run(args: CtlArgs) -> Result<u8, Fatal> {
                 .unwrap_or_else(crate::sys::unix::default_socket_path);
             let s = UnixStream::connect(&p)
                 .map_err(|e| io_fatal(&format!("connect {}", p.display()), e))?;
-            Box::new(s)
-        }
-    };
-    if let Some(tf) = &args.token_file {
-        let token = std::fs::read(tf).map_err(|e| Fatal {
-            code: crate::daemon::EX_CONFIG,
-            msg: format!("--token-file {}: {e}", tf.display()),
-        })?;
-        let reply = authenticate(stream.as_mut(), token.trim_ascii(), deadline)?;
-        if reply != "OK" {
-            println!("{reply}");
-            return Ok(exit_for(&reply).max(EX_ERR));
+            Ok((Box::new(s), p.display().to_string()))
         }
     }
-    let reply = exchange(stream.as_mut(), &line, deadline)?;
+}
+
+/// `--token-file`: answers the AUTH challenge. `Some(code)` when the agent refused (its
+/// reply is printed), None when authenticated or when there is no token file.
+fn login(s: &mut dyn Stream, args: &CtlArgs, timeout: Duration) -> Result<Option<u8>, Fatal> {
+    let Some(tf) = &args.token_file else {
+        return Ok(None);
+    };
+    let token = std::fs::read(tf)
+        .map_err(|e| Fatal::new(EX_CONFIG, format!("--token-file {}: {e}", tf.display())))?;
+    let reply = authenticate(s, token.trim_ascii(), Instant::now() + timeout)?;
+    if reply == "OK" {
+        return Ok(None);
+    }
     println!("{reply}");
+    Ok(Some(exit_for(&reply).max(EX_ERR)))
+}
+
+/// The commands whose `OK {json}` reply is shown as indented text on a terminal.
+fn is_json_command(line: &str) -> bool {
+    let word = line.split_ascii_whitespace().next().unwrap_or("");
+    ["STATUS", "STATS", "SOCKETS"]
+        .iter()
+        .any(|c| c.eq_ignore_ascii_case(word))
+}
+
+/// Prints one reply: indented text for STATUS/STATS/SOCKETS when `pretty`, else as is.
+fn show(out: &mut impl Write, line: &str, reply: &str, pretty: bool) -> std::io::Result<()> {
+    let text = reply
+        .strip_prefix("OK ")
+        .filter(|_| pretty && is_json_command(line))
+        .and_then(pretty::render);
+    match text {
+        Some(t) => out.write_all(t.as_bytes()),
+        None => writeln!(out, "{reply}"),
+    }?;
+    out.flush()
+}
+
+/// What the agent would answer to a line it cannot take; said here instead of sending
+/// the line, because the agent would also close the connection.
+fn too_long_reply() -> String {
+    format!(
+        "ERR {} {TOO_LONG_TEXT} (not sent)",
+        ErrCode::TooLong.as_str()
+    )
+}
+
+/// One input line, without its line end; None at EOF. Invalid UTF-8 is replaced.
+fn read_line(input: &mut impl BufRead) -> Option<String> {
+    let mut raw = Vec::new();
+    match input.read_until(b'\n', &mut raw) {
+        Ok(0) | Err(_) => None,
+        Ok(_) => Some(String::from_utf8_lossy(&raw).trim().to_string()),
+    }
+}
+
+/// The connection of a prompt or pipe session, reopened (and authenticated again) when
+/// the agent has closed it between two commands: an idle session outlives the agent's
+/// `--idle-timeout`, and an agent restart.
+struct Session<'a> {
+    args: &'a CtlArgs,
+    timeout: Duration,
+    stream: Box<dyn Stream>,
+}
+
+impl Session<'_> {
+    /// Sends one command and returns the reply. A connection found closed before the
+    /// command is sent is reopened first; the command itself is never sent twice.
+    fn send(&mut self, line: &str) -> Result<String, Fatal> {
+        if crate::sys::net::peer_gone(self.stream.as_fd()) {
+            eprintln!("(the agent closed the connection; reconnecting)");
+            let (mut stream, _) = connect(self.args, self.timeout)?;
+            if let Some(code) = login(stream.as_mut(), self.args, self.timeout)? {
+                return Err(Fatal::new(code, "AUTH refused on reconnecting"));
+            }
+            self.stream = stream;
+        }
+        exchange(self.stream.as_mut(), line, Instant::now() + self.timeout)
+    }
+}
+
+/// The prompt: one command per line, until `quit`, `exit` or EOF. ERR replies are shown
+/// and the session goes on; a connection that cannot be reopened ends it.
+fn interactive(mut s: Session<'_>, to: &str, pretty: bool) -> Result<u8, Fatal> {
+    let mut input = std::io::stdin().lock();
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "connected to {to}; HELP lists the commands, quit or Ctrl-D leaves"
+    );
+    loop {
+        let _ = out.write_all(b"tether> ").and_then(|_| out.flush());
+        let Some(line) = read_line(&mut input) else {
+            let _ = writeln!(out);
+            return Ok(0);
+        };
+        if line.is_empty() {
+            continue;
+        }
+        if ["quit", "exit"]
+            .iter()
+            .any(|q| q.eq_ignore_ascii_case(&line))
+        {
+            return Ok(0);
+        }
+        let reply = if line.len() > LINE_MAX {
+            too_long_reply()
+        } else {
+            s.send(&line)?
+        };
+        let _ = show(&mut out, &line, &reply, pretty);
+    }
+}
+
+/// Commands from a pipe or file: one per line (blank lines and `#` comments skipped),
+/// one reply per line. Every line is answered; the status is the first failure's.
+fn batch(mut s: Session<'_>, input: &mut impl BufRead, pretty: bool) -> Result<u8, Fatal> {
+    let mut out = std::io::stdout().lock();
+    let mut first_failure = None;
+    while let Some(line) = read_line(input) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let reply = if line.len() > LINE_MAX {
+            too_long_reply()
+        } else {
+            match s.send(&line) {
+                Ok(r) => r,
+                Err(f) => return Err(Fatal::new(first_failure.unwrap_or(f.code), f.msg)),
+            }
+        };
+        if show(&mut out, &line, &reply, pretty).is_err() {
+            // stdout closed (`| head`): nobody reads the rest.
+            break;
+        }
+        let code = exit_for(&reply);
+        if code != 0 && first_failure.is_none() {
+            first_failure = Some(code);
+        }
+        // The agent closes after QUIT's OK.
+        if line.eq_ignore_ascii_case("QUIT") {
+            break;
+        }
+    }
+    Ok(first_failure.unwrap_or(0))
+}
+
+/// Runs `tether ctl` (`args` checked by [`CtlArgs::validate`], which gave `timeout`: the
+/// limit for connecting and for each reply); returns the exit code.
+pub fn run(args: CtlArgs, timeout: Duration) -> Result<u8, Fatal> {
+    if args.dgram {
+        return dgram(&args);
+    }
+    let pretty = !args.raw && std::io::stdout().is_terminal();
+    let stdin_tty = std::io::stdin().is_terminal();
+    let (mut stream, to) = connect(&args, timeout)?;
+    if let Some(code) = login(stream.as_mut(), &args, timeout)? {
+        return Ok(code);
+    }
+    if args.words.is_empty() {
+        let s = Session {
+            args: &args,
+            timeout,
+            stream,
+        };
+        return if stdin_tty {
+            interactive(s, &to, pretty)
+        } else {
+            batch(s, &mut std::io::stdin().lock(), pretty)
+        };
+    }
+    let line = args.words.join(" ");
+    let reply = exchange(stream.as_mut(), &line, Instant::now() + timeout)?;
+    let _ = show(&mut std::io::stdout().lock(), &line, &reply, pretty);
     Ok(exit_for(&reply))
 }

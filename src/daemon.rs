@@ -1,24 +1,21 @@
 //! `tether agent`: start-up. Opens every socket (all fallible work happens here, before
 //! the ready line), prints the ready line, notifies systemd, and hands over to the run
-//! loop. Start-up may allocate; the run loop may not.
+//! loop. Start-up may allocate; the run loop may not. [`run`] reads as the list of steps.
 
 use crate::agent::{Agent, BeaconInfo, Config};
 use crate::cli::AgentConfig;
+use crate::limits::{MAX_LISTENERS, MAX_METRICS_LISTENERS};
 use crate::runloop::{Devices, RunLoop, Watchdog};
 use crate::sys::{self, SysError};
 use std::io::Write;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::Instant;
 
-/// A start-up failure and its sysexits code.
-pub struct Fatal {
-    pub code: u8,
-    pub msg: String,
-}
-
-pub const EX_USAGE: u8 = 64;
-pub const EX_UNAVAILABLE: u8 = 69;
-pub const EX_OSERR: u8 = 71;
-pub const EX_CONFIG: u8 = 78;
+use crate::exit::Fatal;
+use crate::exit::{EX_CONFIG, EX_OSERR, EX_UNAVAILABLE, EX_USAGE};
+use crate::runloop::links::Links;
+use crate::runloop::publish::Publish;
 
 fn fatal(code: u8) -> impl Fn(SysError) -> Fatal {
     move |e| Fatal {
@@ -63,111 +60,33 @@ fn warn_placeholder_machine_id() {
     }
 }
 
+/// TCP (or HTTP) listeners with the addresses they really got (port 0 resolved).
+type Listeners<const N: usize> = heapless::Vec<(OwnedFd, SocketAddr), N>;
+
+/// Runs the agent until SIGTERM/SIGINT: every fallible step first, then the ready line,
+/// then the run loop. A step that fails after the Unix sockets exist removes them.
 pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
     let now = Instant::now();
-    let fleet_key = match &cfg.fleet_key {
-        Some(p) => Some(crate::beacon::Signing {
-            path: p.clone(),
-            key: crate::beacon::load_key(p).map_err(|msg| Fatal {
-                code: EX_CONFIG,
-                msg,
-            })?,
-        }),
-        None => None,
-    };
-    let mut run_id = [0u8; 8];
-    crate::crypto::fill_random(&mut run_id).map_err(|e| Fatal {
-        code: EX_OSERR,
-        msg: format!("getrandom: {e}"),
-    })?;
+    let fleet_key = load_fleet_key(&cfg)?;
+    let run_id = new_run_id()?;
     let signals = sys::signals::Signals::install().map_err(fatal(EX_OSERR))?;
     // --rcvbuf / --sndbuf: before the first socket, so every socket gets them.
     sys::net::set_buf_sizes(sys::net::BufSizes {
         rcvbuf: cfg.rcvbuf,
         sndbuf: cfg.sndbuf,
     });
-
-    let mut tcp = heapless::Vec::new();
-    for addr in &cfg.listen {
-        match sys::net::tcp_listen(*addr, cfg.backlog) {
-            Ok(fd) => {
-                let real = sys::net::local_inet(std::os::fd::AsFd::as_fd(&fd)).unwrap_or(*addr);
-                let _ = tcp.push((fd, real));
-            }
-            // The default [::] listener is skipped where the kernel has no IPv6.
-            Err(e)
-                if cfg.default_listen
-                    && addr.is_ipv6()
-                    && e.errno == Some(nix::errno::Errno::EAFNOSUPPORT) =>
-            {
-                log::warn!("IPv6 unavailable, listening on IPv4 only: {e}");
-            }
-            Err(e) => return Err(fatal(EX_UNAVAILABLE)(e)),
+    let tcp = open_control_listeners(&cfg)?;
+    // Opened before anything that leaves a file behind.
+    let metrics = open_metrics_listeners(&cfg)?;
+    let (unix, publish) = open_local_sockets(&cfg, now)?;
+    let led = match open_led(&cfg) {
+        Ok(led) => led,
+        Err(f) => {
+            remove_socket_files(&unix, publish.as_ref());
+            return Err(f);
         }
-    }
-
-    // --metrics: the HTTP listeners, opened before anything that leaves a file behind.
-    let mut metrics = heapless::Vec::new();
-    for addr in &cfg.metrics {
-        let fd = sys::net::tcp_listen(*addr, cfg.backlog).map_err(|e| Fatal {
-            code: EX_UNAVAILABLE,
-            msg: format!("--metrics: {e}"),
-        })?;
-        let real = sys::net::local_inet(std::os::fd::AsFd::as_fd(&fd)).unwrap_or(*addr);
-        let _ = metrics.push((fd, real));
-    }
-    // The beacon announces the first metrics port reachable from the LAN (not loopback).
-    let metrics_port = metrics
-        .iter()
-        .map(|(_, a): &(_, std::net::SocketAddr)| *a)
-        .find(|a| !a.ip().is_loopback())
-        .map(|a| a.port());
-
-    let group = match &cfg.socket_group {
-        Some(name) => match nix::unistd::Group::from_name(name) {
-            Ok(Some(g)) => Some(g.gid),
-            _ => {
-                return Err(Fatal {
-                    code: EX_CONFIG,
-                    msg: format!("--socket-group {name}: no such group"),
-                })
-            }
-        },
-        None => None,
     };
-    let sock_path = cfg
-        .socket
-        .clone()
-        .unwrap_or_else(sys::unix::default_socket_path);
-    let unix =
-        sys::unix::listen_unix(&sock_path, cfg.backlog, group).map_err(fatal(EX_UNAVAILABLE))?;
-    let publish = open_publish(&cfg, &sock_path, group, now).inspect_err(|_| unix.remove())?;
-    sys::net::warn_capped_buf_sizes(std::os::fd::AsFd::as_fd(&unix.fd));
-
-    let led = match &cfg.led {
-        Some(p) => Some(sys::led::LedFile::open(p).map_err(|e| {
-            unix.remove();
-            if let Some(p) = &publish {
-                p.remove();
-            }
-            fatal(EX_CONFIG)(e)
-        })?),
-        None => None,
-    };
-
-    // The beacon interfaces: --iface, else the first up, non-loopback one with a broadcast
-    // address, else the first with an IPv6 link-local address.
-    let beacon_ifaces: Vec<String> = match &cfg.beacon {
-        None => Vec::new(),
-        Some(bc) if !bc.ifaces.is_empty() => bc.ifaces.clone(),
-        Some(_) => match sys::iface::default_beacon_iface() {
-            Some(n) => vec![n.to_string()],
-            None => {
-                log::warn!("no interface is up with an IPv4 broadcast address or an IPv6 link-local address: beacons are off (use --iface)");
-                Vec::new()
-            }
-        },
-    };
+    let beacon_ifaces = beacon_ifaces(&cfg);
     warn_placeholder_machine_id();
     let id = board_id(beacon_ifaces.first().map(String::as_str));
     let core_cfg = Config {
@@ -177,22 +96,7 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
         plain_auth: cfg.plain_auth,
     };
     let agent = Agent::new(now, &id, &core_cfg);
-    let ctl_port = tcp
-        .first()
-        .map_or(0, |(_, a): &(_, std::net::SocketAddr)| a.port());
-    let bc = cfg.beacon.as_ref();
-    let mut links = crate::runloop::links::Links::new(
-        now,
-        &beacon_ifaces,
-        bc.map_or(crate::limits::DEFAULT_BEACON_PORT, |b| b.port),
-        bc.map(|b| b.families).unwrap_or_default(),
-        ctl_port,
-        metrics_port,
-        run_id,
-        fleet_key,
-        cfg.thermal.clone(),
-    );
-    links.open(now);
+    let links = open_beacons(now, &cfg, &beacon_ifaces, &tcp, &metrics, run_id, fleet_key);
     let off_info = BeaconInfo {
         port: cfg
             .beacon
@@ -218,21 +122,213 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
     if metrics_on {
         rl.http = crate::runloop::http::Http::new(now);
     }
-    if let Some(p) = &cfg.token_file {
-        rl.reload_token();
-        if !rl.agent.has_token() {
-            rl.io.unix.remove();
-            if let Some(p) = &rl.io.publish {
-                p.remove();
+    load_token(&mut rl, &cfg)?;
+    announce_ready(&mut rl, now, &id);
+    rl.mark_ready();
+    let res = rl.run();
+    rl.shutdown();
+    res.map_err(fatal(EX_OSERR))
+}
+
+/// `--fleet-key`: read now, so a missing or short key stops start-up.
+fn load_fleet_key(cfg: &AgentConfig) -> Result<Option<crate::beacon::Signing>, Fatal> {
+    let Some(p) = &cfg.fleet_key else {
+        return Ok(None);
+    };
+    let key = crate::beacon::load_key(p).map_err(|msg| Fatal::new(EX_CONFIG, msg))?;
+    Ok(Some(crate::beacon::Signing {
+        path: p.clone(),
+        key,
+    }))
+}
+
+/// This start's random `run` id (beacons carry it so scan tells clones and restarts apart).
+fn new_run_id() -> Result<[u8; 8], Fatal> {
+    let mut run_id = [0u8; 8];
+    crate::crypto::fill_random(&mut run_id)
+        .map_err(|e| Fatal::new(EX_OSERR, format!("getrandom: {e}")))?;
+    Ok(run_id)
+}
+
+/// `--listen`: the control port's TCP listeners.
+fn open_control_listeners(cfg: &AgentConfig) -> Result<Listeners<MAX_LISTENERS>, Fatal> {
+    let mut tcp = heapless::Vec::new();
+    for addr in &cfg.listen {
+        match sys::net::tcp_listen(*addr, cfg.backlog) {
+            Ok(fd) => {
+                let real = sys::net::local_inet(fd.as_fd()).unwrap_or(*addr);
+                let _ = tcp.push((fd, real));
             }
-            return Err(Fatal {
-                code: EX_CONFIG,
-                msg: format!("--token-file {}: missing, unreadable or empty", p.display()),
-            });
+            // The default [::] listener is skipped where the kernel has no IPv6.
+            Err(e)
+                if cfg.default_listen
+                    && addr.is_ipv6()
+                    && e.errno == Some(nix::errno::Errno::EAFNOSUPPORT) =>
+            {
+                log::warn!("IPv6 unavailable, listening on IPv4 only: {e}");
+            }
+            Err(e) => return Err(fatal(EX_UNAVAILABLE)(e)),
         }
     }
+    Ok(tcp)
+}
 
-    let ready = ready_line(&rl);
+/// `--metrics`: the HTTP listeners.
+fn open_metrics_listeners(cfg: &AgentConfig) -> Result<Listeners<MAX_METRICS_LISTENERS>, Fatal> {
+    let mut metrics = heapless::Vec::new();
+    for addr in &cfg.metrics {
+        let fd = sys::net::tcp_listen(*addr, cfg.backlog)
+            .map_err(|e| Fatal::new(EX_UNAVAILABLE, format!("--metrics: {e}")))?;
+        let real = sys::net::local_inet(fd.as_fd()).unwrap_or(*addr);
+        let _ = metrics.push((fd, real));
+    }
+    Ok(metrics)
+}
+
+/// The Unix control socket and the publish socket beside it, owned by `--socket-group`
+/// when given.
+fn open_local_sockets(
+    cfg: &AgentConfig,
+    now: Instant,
+) -> Result<(sys::unix::UnixListener, Option<Publish>), Fatal> {
+    let group = match &cfg.socket_group {
+        Some(name) => match nix::unistd::Group::from_name(name) {
+            Ok(Some(g)) => Some(g.gid),
+            _ => {
+                return Err(Fatal::new(
+                    EX_CONFIG,
+                    format!("--socket-group {name}: no such group"),
+                ))
+            }
+        },
+        None => None,
+    };
+    let sock_path = cfg
+        .socket
+        .clone()
+        .unwrap_or_else(sys::unix::default_socket_path);
+    let unix =
+        sys::unix::listen_unix(&sock_path, cfg.backlog, group).map_err(fatal(EX_UNAVAILABLE))?;
+    let publish = open_publish(cfg, &sock_path, group, now).inspect_err(|_| unix.remove())?;
+    sys::net::warn_capped_buf_sizes(unix.fd.as_fd());
+    Ok((unix, publish))
+}
+
+/// The publish socket (`--publish`, default `publish.sock` beside the control socket),
+/// bound with the control socket's rules; None with `--no-publish`.
+fn open_publish(
+    cfg: &AgentConfig,
+    sock_path: &std::path::Path,
+    group: Option<nix::unistd::Gid>,
+    now: Instant,
+) -> Result<Option<Publish>, Fatal> {
+    if cfg.no_publish {
+        return Ok(None);
+    }
+    let path = cfg
+        .publish
+        .clone()
+        .unwrap_or_else(|| sock_path.with_file_name("publish.sock"));
+    if path == sock_path {
+        return Err(Fatal::new(
+            EX_USAGE,
+            format!(
+                "--publish {}: the control socket's path (give --publish another path)",
+                path.display()
+            ),
+        ));
+    }
+    let sock = sys::unix::bind_publish(&path, group)
+        .map_err(|e| Fatal::new(EX_UNAVAILABLE, format!("--publish: {e}")))?;
+    Ok(Some(Publish::new(sock, now)))
+}
+
+/// Removes the socket files of a start-up that failed after creating them.
+fn remove_socket_files(unix: &sys::unix::UnixListener, publish: Option<&Publish>) {
+    unix.remove();
+    if let Some(p) = publish {
+        p.remove();
+    }
+}
+
+/// `--led`, checked now so a typo fails start-up, not IDENTIFY.
+fn open_led(cfg: &AgentConfig) -> Result<Option<sys::led::LedFile>, Fatal> {
+    cfg.led
+        .as_ref()
+        .map(|p| sys::led::LedFile::open(p).map_err(fatal(EX_CONFIG)))
+        .transpose()
+}
+
+/// The beacon interfaces: `--iface` (repeatable), else the first up, non-loopback one with
+/// a broadcast address, else the first with an IPv6 link-local address; none with
+/// `--no-beacon` or when there is none.
+fn beacon_ifaces(cfg: &AgentConfig) -> Vec<String> {
+    match &cfg.beacon {
+        None => Vec::new(),
+        Some(bc) if !bc.ifaces.is_empty() => bc.ifaces.clone(),
+        Some(_) => match sys::iface::default_beacon_iface() {
+            Some(n) => vec![n.to_string()],
+            None => {
+                log::warn!("no interface is up with an IPv4 broadcast address or an IPv6 link-local address: beacons are off (use --iface)");
+                Vec::new()
+            }
+        },
+    }
+}
+
+/// One beacon link per interface, announcing the first control port and the first
+/// metrics port reachable from the LAN (not loopback); their sockets opened.
+fn open_beacons(
+    now: Instant,
+    cfg: &AgentConfig,
+    ifaces: &[String],
+    tcp: &Listeners<MAX_LISTENERS>,
+    metrics: &Listeners<MAX_METRICS_LISTENERS>,
+    run_id: [u8; 8],
+    fleet_key: Option<crate::beacon::Signing>,
+) -> Links {
+    let ctl_port = tcp.first().map_or(0, |(_, a)| a.port());
+    let metrics_port = metrics
+        .iter()
+        .map(|(_, a)| *a)
+        .find(|a| !a.ip().is_loopback())
+        .map(|a| a.port());
+    let bc = cfg.beacon.as_ref();
+    let mut links = Links::new(
+        now,
+        ifaces,
+        bc.map_or(crate::limits::DEFAULT_BEACON_PORT, |b| b.port),
+        bc.map(|b| b.families).unwrap_or_default(),
+        ctl_port,
+        metrics_port,
+        run_id,
+        fleet_key,
+        cfg.thermal.clone(),
+    );
+    links.open(now);
+    links
+}
+
+/// `--token-file`: loaded now; a missing or empty token stops start-up.
+fn load_token(rl: &mut RunLoop, cfg: &AgentConfig) -> Result<(), Fatal> {
+    let Some(p) = &cfg.token_file else {
+        return Ok(());
+    };
+    rl.reload_token();
+    if rl.agent.has_token() {
+        return Ok(());
+    }
+    remove_socket_files(&rl.io.unix, rl.io.publish.as_ref());
+    Err(Fatal::new(
+        EX_CONFIG,
+        format!("--token-file {}: missing, unreadable or empty", p.display()),
+    ))
+}
+
+/// Prints the ready line on stdout, logs it, and tells systemd (READY=1, STATUS=, and
+/// the watchdog when WatchdogSec= is set).
+fn announce_ready(rl: &mut RunLoop, now: Instant, id: &str) {
+    let ready = ready_line(rl);
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{ready}");
     let _ = out.flush();
@@ -255,42 +351,6 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
         Ok(None) => {}
         Err(e) => log::warn!("NOTIFY_SOCKET: {}", e.desc()),
     }
-
-    rl.mark_ready();
-    let res = rl.run();
-    rl.shutdown();
-    res.map_err(fatal(EX_OSERR))
-}
-
-/// The publish socket (`--publish`, default `publish.sock` beside the control socket),
-/// bound with the control socket's rules; None with `--no-publish`.
-fn open_publish(
-    cfg: &AgentConfig,
-    sock_path: &std::path::Path,
-    group: Option<nix::unistd::Gid>,
-    now: Instant,
-) -> Result<Option<crate::runloop::publish::Publish>, Fatal> {
-    if cfg.no_publish {
-        return Ok(None);
-    }
-    let path = cfg
-        .publish
-        .clone()
-        .unwrap_or_else(|| sock_path.with_file_name("publish.sock"));
-    if path == sock_path {
-        return Err(Fatal {
-            code: EX_USAGE,
-            msg: format!(
-                "--publish {}: the control socket's path (give --publish another path)",
-                path.display()
-            ),
-        });
-    }
-    let sock = sys::unix::bind_publish(&path, group).map_err(|e| Fatal {
-        code: EX_UNAVAILABLE,
-        msg: format!("--publish: {e}"),
-    })?;
-    Ok(Some(crate::runloop::publish::Publish::new(sock, now)))
 }
 
 fn ready_line(rl: &RunLoop) -> String {

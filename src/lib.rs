@@ -4,9 +4,10 @@
 //!   main.rs ─ cli ─┬─ daemon ── runloop ──┬── agent ── facts      (IO-free core)
 //!                  │            (poll)    ├── metrics ─ agent     (IO-free: /metrics body)
 //!                  │                      │      └──── proto      (IO-free wire layer)
-//!                  ├─ ctl                 ├── links ─── beacon ── proto::beacon
+//!                  ├─ ctl (+ ctl::pretty) ├── links ─── beacon ── proto::beacon
 //!                  │                      │   (sockets)  (IO-free: one Link per interface)
-//!                  └─ scan                └── sys (nix: sockets, signals, ioctl, /proc)
+//!                  └─ scan (poll)         └── sys (nix: sockets, signals, ioctl, /proc)
+//!   exit: Fatal and the exit codes, for main.rs and the three subcommands
 //! ```
 //!
 //! Layers and who may import whom:
@@ -19,10 +20,13 @@
 //! - [`beacon`] is the beacon's sans-IO state machine (one `Link` per interface): driven
 //!   by `now`, interface readings and datagrams, it returns datagrams to send and its next
 //!   deadline; `runloop::links` owns its sockets.
-//! - [`sys`] is the only module that calls nix's socket/signal/ioctl APIs.
-//! - [`runloop`] is the only caller of poll(2) and owns every fd.
-//! - [`daemon`], [`ctl`], [`scan`] are the subcommands; `main.rs` maps their errors to
-//!   exit codes.
+//! - [`sys`] is the only module that calls nix's socket/signal/ioctl APIs; it reads and
+//!   writes the OS, and leaves every wire format to [`proto`].
+//! - [`runloop`] is the agent's only caller of poll(2) and owns every fd of the agent.
+//!   The client `tether scan` has a small poll of its own over its UDP sockets.
+//! - [`daemon`], [`ctl`], [`scan`] are the subcommands; none imports another. [`cli`]
+//!   validates their options; [`exit`] holds [`exit::Fatal`] and every exit code, and
+//!   `main.rs` prints the one `error:` line and exits with the code.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::unwrap_used, clippy::expect_used)]
@@ -35,6 +39,7 @@ pub mod cli;
 pub mod crypto;
 pub mod ctl;
 pub mod daemon;
+pub mod exit;
 pub mod facts;
 pub mod id;
 pub mod limits;

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 use tether::cli::{Cmd, Top};
-use tether::daemon::{Fatal, EX_USAGE};
+use tether::exit::{Fatal, EX_USAGE};
 
 #[global_allocator]
 static ALLOC: tether::alloc_count::Counting = tether::alloc_count::Counting;
@@ -20,11 +20,6 @@ fn init_logging(verbose: u8) {
         .format_timestamp(None)
         .target(env_logger::Target::Stderr)
         .init();
-}
-
-fn fail(f: Fatal) -> ExitCode {
-    eprintln!("error: {}", f.msg);
-    ExitCode::from(f.code)
 }
 
 fn main() -> ExitCode {
@@ -50,35 +45,29 @@ fn main() -> ExitCode {
         println!("tether {}", tether::agent::VERSION);
         return ExitCode::SUCCESS;
     }
-    match top.cmd {
-        None => {
-            eprintln!("error: no subcommand given (try {prog} --help)");
-            ExitCode::from(EX_USAGE)
-        }
+    let res = match top.cmd {
+        None => Err(Fatal::usage(format!(
+            "no subcommand given (try {prog} --help)"
+        ))),
         Some(Cmd::Agent(a)) => {
             let verbose = a.verbose;
-            let cfg = match a.validate() {
-                Ok(c) => c,
-                Err(m) => {
-                    return fail(Fatal {
-                        code: EX_USAGE,
-                        msg: m,
-                    })
-                }
-            };
-            init_logging(verbose);
-            match tether::daemon::run(cfg) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(f) => fail(f),
-            }
+            a.validate().map_err(Fatal::usage).and_then(|cfg| {
+                init_logging(verbose);
+                tether::daemon::run(cfg).map(|()| 0)
+            })
         }
-        Some(Cmd::Ctl(c)) => match tether::ctl::run(c) {
-            Ok(code) => ExitCode::from(code),
-            Err(f) => fail(f),
-        },
-        Some(Cmd::Scan(s)) => match tether::scan::run(s) {
-            Ok(code) => ExitCode::from(code),
-            Err(f) => fail(f),
-        },
+        Some(Cmd::Ctl(c)) => (c.validate())
+            .map_err(Fatal::usage)
+            .and_then(|timeout| tether::ctl::run(c, timeout)),
+        Some(Cmd::Scan(s)) => (s.validate())
+            .map_err(Fatal::usage)
+            .and_then(|wait| tether::scan::run(s, wait)),
+    };
+    match res {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("error: {}", f.msg);
+            ExitCode::from(f.code)
+        }
     }
 }

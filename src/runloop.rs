@@ -1,4 +1,4 @@
-//! The run loop: the only caller of poll(2). It owns every fd and the client table,
+//! The run loop: the agent's only caller of poll(2). It owns every fd and the client table,
 //! reads the clock once per turn, moves bytes between sockets and the core, and sleeps
 //! exactly until the next deadline. It parses nothing itself: framing and requests are
 //! `proto`'s, answers are `agent`'s. It maps poll results to events on the control
@@ -145,17 +145,17 @@ impl Env for Host<'_> {
         let d = &*self.dev;
         for (fd, _) in &d.tcp {
             sep(w)?;
-            net::write_socket_info(w, "tcp-listen", fd.as_fd())?;
+            net::socket_info(fd.as_fd()).write(w, "tcp-listen")?;
         }
         sep(w)?;
-        net::write_socket_info(w, "unix-listen", d.unix.fd.as_fd())?;
+        net::socket_info(d.unix.fd.as_fd()).write(w, "unix-listen")?;
         if let Some(p) = &d.publish {
             sep(w)?;
-            net::write_socket_info(w, "unix-publish", p.fd())?;
+            net::socket_info(p.fd()).write(w, "unix-publish")?;
         }
         for (fd, _) in &d.metrics {
             sep(w)?;
-            net::write_socket_info(w, "http-listen", fd.as_fd())?;
+            net::socket_info(fd.as_fd()).write(w, "http-listen")?;
         }
         d.links.write_sockets(w, &mut sep)?;
         let mut r = Ok(());
@@ -166,7 +166,7 @@ impl Env for Host<'_> {
             };
             r = r
                 .and_then(|_| sep(w))
-                .and_then(|_| net::write_socket_info(w, kind, fd));
+                .and_then(|_| net::socket_info(fd).write(w, kind));
         });
         r
     }

@@ -7,8 +7,8 @@
 //! is one. With `--fleet-key` each datagram is classified by `proto::beacon::verify` (plus
 //! the seq memory kept here) and only `signed` boards are listed unless `--all`.
 
-use crate::cli::{valid_ifname, ScanArgs};
-use crate::daemon::{Fatal, EX_CONFIG, EX_UNAVAILABLE, EX_USAGE};
+use crate::cli::ScanArgs;
+use crate::exit::{Fatal, EX_CANTCREAT, EX_CONFIG, EX_OSERR, EX_UNAVAILABLE};
 use crate::limits::{DATAGRAM_MAX, SCAN_PROBES, SCAN_RCVBUF, SCAN_SEQ_WINDOW};
 use crate::proto::beacon::{self, count_members, fields, unquote, FleetKey, Trust};
 use crate::proto::fixed::Fixed;
@@ -508,7 +508,7 @@ pub fn to_json(rows: &[&Board], now: Instant, silent_after: Duration) -> String 
 fn nonce() -> Result<String, Fatal> {
     let mut b = [0u8; 8];
     crate::crypto::fill_random(&mut b).map_err(|e| Fatal {
-        code: crate::daemon::EX_OSERR,
+        code: EX_OSERR,
         msg: format!("getrandom: {e}"),
     })?;
     let mut hex = [0u8; 16];
@@ -734,18 +734,9 @@ fn warn_clones(boards: &mut Boards) {
     }
 }
 
-/// Runs `tether scan`; returns the exit code.
-pub fn run(args: ScanArgs) -> Result<u8, Fatal> {
-    let usage = |m: String| Fatal {
-        code: EX_USAGE,
-        msg: m,
-    };
-    if !(args.timeout > 0.0 && args.timeout < 86400.0) {
-        return Err(usage(format!(
-            "-t {}: expected a positive number of seconds",
-            args.timeout
-        )));
-    }
+/// Runs `tether scan` (`args` checked by [`ScanArgs::validate`], which gave `wait`);
+/// returns the exit code.
+pub fn run(args: ScanArgs, wait: Duration) -> Result<u8, Fatal> {
     let key = match &args.fleet_key {
         Some(p) => Some(crate::beacon::load_key(p).map_err(|msg| Fatal {
             code: EX_CONFIG,
@@ -754,9 +745,6 @@ pub fn run(args: ScanArgs) -> Result<u8, Fatal> {
         None => None,
     };
     if let Some(i) = &args.iface {
-        if !valid_ifname(i) {
-            return Err(usage(format!("-i {i:?}: not a valid interface name")));
-        }
         if iface::info(i).is_none() {
             return Err(Fatal {
                 code: EX_UNAVAILABLE,
@@ -772,7 +760,6 @@ pub fn run(args: ScanArgs) -> Result<u8, Fatal> {
     let checked = key.is_some();
     let nonce = nonce()?;
     let mut boards = Boards::new(key, nonce.clone());
-    let wait = Duration::from_secs_f64(args.timeout);
     let silent_after = wait.max(Duration::from_secs(15));
     if let Err(e) = sc.probe(&nonce) {
         eprintln!("warning: {e}; listening for beacons only");
@@ -855,9 +842,6 @@ pub fn run(args: ScanArgs) -> Result<u8, Fatal> {
     }
     Ok(0)
 }
-
-/// sysexits: cannot create an output file (`--prometheus-sd`).
-pub const EX_CANTCREAT: u8 = 73;
 
 /// `--prometheus-sd`: Prometheus file_sd JSON listing every board of `boards` that is up
 /// (not gone silent, no goodbye) and announces a metrics port, sorted by id (then address):

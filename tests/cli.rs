@@ -30,6 +30,7 @@ fn tcp_port_in_use_is_one_error_line() {
 
 #[test]
 fn bad_options_exit_64_with_one_error_line() {
+    let long = "k".repeat(300);
     let cases: &[&[&str]] = &[
         &["agent", "--bogus"],
         &["agent", "--max-clients", "17"],
@@ -41,7 +42,15 @@ fn bad_options_exit_64_with_one_error_line() {
         &["agent", "--iface", "a/b"],
         &["frobnicate"],
         &["ctl", "--bogus", "PING"],
+        // ctl's and scan's checks (src/cli.rs), before any socket is opened.
+        &["ctl", "-t", "0", "PING"],
+        &["ctl", "-t", "-1"],
+        &["ctl", "-s", "/nonexistent", "-c", "127.0.0.1:1", "PING"],
+        &["ctl", "GET", &long],
         &["scan", "--bogus"],
+        &["scan", "-t", "0"],
+        &["scan", "-t", "1e9"],
+        &["scan", "-i", "a/b"],
     ];
     for args in cases {
         let t0 = Instant::now();
@@ -108,9 +117,12 @@ fn ctl_exit_codes() {
     let (code, out, _) = a.ctl(&["GET", "missing"]);
     assert_eq!(code, 1);
     assert!(out.starts_with("ERR not-found "), "{out}");
-    // 64: usage.
+    // No words and an empty stdin: nothing to send, nothing printed, 0.
     let sock = a.unix.to_str().unwrap();
-    let (code, _, err) = run(&["ctl", "-s", sock]);
+    let (code, out, err) = run(&["ctl", "-s", sock]);
+    assert_eq!((code, out.as_str(), err.as_str()), (0, "", ""));
+    // 64: usage.
+    let (code, _, err) = run(&["ctl", "-s", sock, "-t", "0", "PING"]);
     assert_eq!(code, 64, "{err}");
     assert_eq!(error_lines(&err).len(), 1, "{err}");
     let tcp = a.tcp_addr().to_string();

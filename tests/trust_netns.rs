@@ -492,3 +492,50 @@ fn bad_fleet_key_is_exit_78_for_agent_and_scan() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn prometheus_sd_with_a_fleet_key_lists_only_signed_boards() {
+    if !can_netns() {
+        return;
+    }
+    let lan = Lan::new("p", 73, 2, false);
+    let key = lan.file("key", KEY);
+    let other = lan.file("other", "a-different-fleet-key-0000");
+    let m = ["--metrics", "0.0.0.0:0", "--fleet-key"];
+    let boards: Vec<Agent> = [&key, &other]
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let mid = lan.file(&format!("mid{i}"), &format!("{:032x}\n", 0xd00 + i));
+            lan.board(i + 1, &mid, &[&m[..], &[k.to_str().unwrap()]].concat())
+        })
+        .collect();
+    let port = |a: &Agent| {
+        let m = a
+            .ready
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("metrics="));
+        m.and_then(|m| m.rsplit(':').next()).unwrap().to_string()
+    };
+    let sd = lan.dir.join("targets.json");
+    let sd_arg = sd.to_str().unwrap();
+    let targets = |args: &[&str]| {
+        let (code, _, err) = lan.scan(&[&["--prometheus-sd", sd_arg, "-t", "2"], args].concat());
+        assert_eq!(code, 0, "{err}");
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&sd).unwrap()).unwrap();
+        let mut t: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["targets"][0].to_string())
+            .collect();
+        t.sort();
+        t
+    };
+    // Without a key both boards serve metrics and are listed ...
+    let signed = format!("\"10.241.73.1:{}\"", port(&boards[0]));
+    let forged = format!("\"10.241.73.2:{}\"", port(&boards[1]));
+    assert_eq!(targets(&[]), [signed.clone(), forged]);
+    // ... with it, only the board signed with that key (board 2 signs with another).
+    assert_eq!(targets(&["--fleet-key", key.to_str().unwrap()]), [signed]);
+}

@@ -1,5 +1,6 @@
-//! JSON text helpers: string escaping into a [`WBuf`](super::wbuf::WBuf), and a tiny
-//! reader for the flat objects tether itself emits (used by `tether scan`).
+//! JSON writing helpers: string escaping and optional floats into any `fmt::Write`
+//! (a [`WBuf`](super::wbuf::WBuf) in the agent). Writing only: the reader `tether scan`
+//! uses for beacons is [`super::beacon::fields`].
 
 use super::fixed::Fixed;
 use core::fmt::{self, Write};

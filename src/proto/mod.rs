@@ -1,8 +1,8 @@
 //! The wire layer: pure functions over bytes. No I/O, no clock, no heap, no panics.
 //!
-//! Contract (checked by the unit tests and by `tests/fuzz_parsers.rs` / `fuzz/`): every
-//! function here accepts any byte slice and returns a value or an error; none indexes
-//! out of bounds or overflows. Writers write into caller-owned fixed buffers and report
+//! Contract (checked by the unit tests, by `tests/parser_random.rs` and by the cargo-fuzz
+//! targets in `fuzz/fuzz_targets/`): every function here accepts any byte slice and
+//! returns a value or an error; none indexes out of bounds or overflows. Writers write into caller-owned fixed buffers and report
 //! overflow instead of growing.
 //!
 //! - [`line`]: splitting a client's byte stream into request lines.
@@ -11,6 +11,9 @@
 //! - [`hex`]: lowercase hex encoding and strict decoding.
 //! - [`wbuf`] / [`json`]: a fixed-size `fmt::Write` buffer and JSON string escaping.
 //! - [`fixed`]: a float with N decimals as `{:.N}` writes it, without core's float formatting.
+//! - [`sockets`]: one SOCKETS item (a socket's address and options) as JSON.
+//! - [`beacon`]: the beacon datagram and scan probe, their HMAC tags, and the reader
+//!   for the flat JSON objects tether itself emits (used by `tether scan`).
 //! - [`http`] / [`prom`]: the HTTP/1.1 request head parser and response heads for
 //!   `/metrics`, and the Prometheus text format writers (label escaping).
 
@@ -21,6 +24,7 @@ pub mod json;
 pub mod line;
 pub mod reply;
 pub mod request;
+pub mod sockets;
 pub mod wbuf;
 
 // `/metrics` over HTTP (`--metrics`).

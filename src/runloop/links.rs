@@ -207,7 +207,7 @@ impl Links {
             {
                 any = true;
                 sep(w)?;
-                net::write_socket_info(w, "udp-beacon", fd)?;
+                net::socket_info(fd).write(w, "udp-beacon")?;
             }
             if !any {
                 sep(w)?;

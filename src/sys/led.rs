@@ -1,5 +1,6 @@
-//! The IDENTIFY LED: a `/sys/class/leds/NAME` directory (trigger set to `none` while
-//! blinking, restored after) or a plain brightness file (a regular file in tests).
+//! The IDENTIFY LED: a `/sys/class/leds/NAME` directory, or its `brightness` file (then
+//! treated as the directory: trigger set to `none` while blinking, restored after), or a
+//! plain brightness file with no `trigger` beside it (a regular file in tests).
 
 use super::{read_small, SysError};
 use crate::agent::Led;
@@ -42,24 +43,30 @@ impl LedFile {
     /// Checks the path at start-up, so a typo is an error then, not at IDENTIFY time.
     pub fn open(path: &Path) -> Result<LedFile, SysError> {
         let shown = path.display();
-        let (brightness, trigger) = if path.is_dir() {
-            let t = path.join("trigger");
-            (path.join("brightness"), t.exists().then_some(t))
-        } else {
-            (path.to_path_buf(), None)
+        // `.../leds/ACT/brightness` (the form the docs suggest) is the LED's directory:
+        // the kernel drops the trigger at the first brightness write, so it must be saved.
+        let dir = match path.parent() {
+            _ if path.is_dir() => Some(path),
+            Some(d) if path.file_name() == Some("brightness".as_ref()) => {
+                Some(d).filter(|d| d.join("trigger").exists())
+            }
+            _ => None,
+        };
+        let (brightness, trigger) = match dir {
+            Some(d) => {
+                let t = d.join("trigger");
+                (d.join("brightness"), t.exists().then_some(t))
+            }
+            None => (path.to_path_buf(), None),
         };
         std::fs::OpenOptions::new()
             .write(true)
             .open(&brightness)
             .map_err(|e| SysError::msg(format!("--led {shown}: {e}")))?;
         let mut on_value = heapless::Vec::new();
-        let max = read_into::<LED_ON_MAX>(&path.join("max_brightness"));
-        let max = max.trim_ascii();
-        let _ = on_value.extend_from_slice(if path.is_dir() && !max.is_empty() {
-            max
-        } else {
-            b"1"
-        });
+        let max = dir.map(|d| read_into::<LED_ON_MAX>(&d.join("max_brightness")));
+        let max = max.as_ref().map_or(&[][..], |m| m.trim_ascii());
+        let _ = on_value.extend_from_slice(if !max.is_empty() { max } else { b"1" });
         let _ = on_value.push(b'\n');
         Ok(LedFile {
             brightness,
@@ -140,6 +147,23 @@ mod tests {
         );
         led.set(Led::Restore).unwrap();
         assert_eq!(std::fs::read_to_string(d.join("trigger")).unwrap(), "mmc0");
+
+        // Its brightness file (`--led /sys/class/leds/ACT/brightness`) is the same LED:
+        // the trigger is saved and put back too.
+        std::fs::write(d.join("trigger"), "none [heartbeat] timer\n").unwrap();
+        let mut led = LedFile::open(&d.join("brightness")).unwrap();
+        led.set(Led::On).unwrap();
+        assert_eq!(std::fs::read_to_string(d.join("trigger")).unwrap(), "none");
+        assert_eq!(
+            std::fs::read_to_string(d.join("brightness")).unwrap(),
+            "255\n"
+        );
+        led.set(Led::Off).unwrap();
+        led.set(Led::Restore).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(d.join("trigger")).unwrap(),
+            "heartbeat"
+        );
         let _ = std::fs::remove_dir_all(&dir);
         assert!(LedFile::open(&dir.join("missing")).is_err());
     }

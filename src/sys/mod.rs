@@ -1,6 +1,7 @@
 //! The operating-system edge: the only module that calls nix's socket, signal and ioctl
-//! APIs (poll(2) itself is called only by `runloop`). Everything here is thin: open,
-//! configure, read back. No protocol logic lives here.
+//! APIs (poll(2) itself is called by `runloop`, and by the client `scan`). Everything
+//! here is thin: open, configure, read back. No protocol logic lives here: what is read
+//! back is handed up as plain data (e.g. [`net::socket_info`]) for `proto` to encode.
 //!
 //! Every fd this module creates is non-blocking and close-on-exec. Functions used after
 //! start-up do not allocate: paths and names go through fixed stack buffers.

@@ -1,16 +1,17 @@
 //! Stream sockets: TCP listeners (v4 and v6-only), accept, non-blocking send/recv,
-//! and reading socket options back for SOCKETS. Also the agent's socket buffer sizes
+//! and reading socket options back for SOCKETS (as a [`SocketInfo`]; the JSON is
+//! written by `proto::sockets`, not here). Also the agent's socket buffer sizes
 //! (`--rcvbuf` / `--sndbuf`), which every socket-opening function in `sys` applies.
 
 use super::SysError;
-use crate::proto::json;
+use crate::proto::sockets::SocketInfo;
 use crate::proto::wbuf::WBuf;
 use nix::errno::Errno;
 use nix::sys::socket::{
     self, accept4, bind, getsockname, getsockopt, listen, setsockopt, sockopt, AddressFamily,
     Backlog, MsgFlags, SockFlag, SockType, SockaddrLike, SockaddrStorage,
 };
-use std::fmt::{self, Write};
+use std::fmt::Write;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -215,11 +216,10 @@ pub fn bound_device(fd: BorrowedFd<'_>, out: &mut [u8; 16]) -> usize {
     out[..n].iter().position(|&b| b == 0).unwrap_or(n)
 }
 
-/// Writes one SOCKETS item: kind, address and the options read back with getsockopt.
-pub fn write_socket_info(w: &mut WBuf<'_>, kind: &str, fd: BorrowedFd<'_>) -> fmt::Result {
-    w.write_str("{\"kind\":")?;
-    json::write_str(w, kind.as_bytes())?;
-    w.write_str(",\"addr\":")?;
+/// Reads back what SOCKETS shows of a socket: its address and options (getsockname,
+/// getsockopt), without allocating. [`SocketInfo::write`] turns it into JSON.
+pub fn socket_info(fd: BorrowedFd<'_>) -> SocketInfo {
+    let mut info = SocketInfo::default();
     let mut abuf = [0u8; 128];
     let mut a = WBuf::new(&mut abuf);
     let sa: Result<SockaddrStorage, _> = getsockname(fd.as_raw_fd());
@@ -242,32 +242,15 @@ pub fn write_socket_info(w: &mut WBuf<'_>, kind: &str, fd: BorrowedFd<'_>) -> fm
             let _ = a.write_str("?");
         }
     }
-    json::write_str(w, a.as_bytes())?;
+    let _ = info.addr.extend_from_slice(a.as_bytes());
     let fd = &fd.as_fd();
-    let flag = |r: nix::Result<bool>| match r {
-        Ok(true) => "true",
-        Ok(false) => "false",
-        Err(_) => "null",
-    };
-    write!(
-        w,
-        ",\"accept_conn\":{},\"reuse_addr\":{}",
-        flag(getsockopt(fd, sockopt::AcceptConn)),
-        flag(getsockopt(fd, sockopt::ReuseAddr)),
-    )?;
+    info.accept_conn = getsockopt(fd, sockopt::AcceptConn).ok();
+    info.reuse_addr = getsockopt(fd, sockopt::ReuseAddr).ok();
     let num = |r: nix::Result<usize>| r.map(|v| v as i64).unwrap_or(-1);
-    write!(
-        w,
-        ",\"rcvbuf\":{},\"sndbuf\":{},\"device\":",
-        num(getsockopt(fd, sockopt::RcvBuf)),
-        num(getsockopt(fd, sockopt::SndBuf))
-    )?;
+    info.rcvbuf = num(getsockopt(fd, sockopt::RcvBuf));
+    info.sndbuf = num(getsockopt(fd, sockopt::SndBuf));
     let mut dev = [0u8; 16];
     let n = bound_device(*fd, &mut dev);
-    if n == 0 {
-        w.write_str("null")?;
-    } else {
-        json::write_str(w, &dev[..n])?;
-    }
-    w.write_char('}')
+    let _ = info.device.extend_from_slice(&dev[..n]);
+    info
 }

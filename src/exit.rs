@@ -1,0 +1,43 @@
+//! Exit codes and [`Fatal`], the one error type every subcommand hands back to `main.rs`.
+//! The codes are sysexits.h's (plus 1 for "the agent answered ERR"); `main.rs` prints
+//! `error: MSG` and exits with the code. Imports nothing: any layer may use it.
+
+/// A failure that ends the process: its exit code and a one-line message.
+#[derive(Debug)]
+pub struct Fatal {
+    pub code: u8,
+    pub msg: String,
+}
+
+impl Fatal {
+    pub fn new(code: u8, msg: impl Into<String>) -> Fatal {
+        Fatal {
+            code,
+            msg: msg.into(),
+        }
+    }
+
+    /// A bad command line (64).
+    pub fn usage(msg: impl Into<String>) -> Fatal {
+        Fatal::new(EX_USAGE, msg)
+    }
+}
+
+/// `tether ctl`: the agent answered `ERR ...`.
+pub const EX_ERR: u8 = 1;
+/// A bad option or argument.
+pub const EX_USAGE: u8 = 64;
+/// The agent (or an interface, or a socket) is not there.
+pub const EX_UNAVAILABLE: u8 = 69;
+/// The operating system refused something tether cannot do without (signals, getrandom).
+pub const EX_OSERR: u8 = 71;
+/// An output file cannot be written (`scan --prometheus-sd`).
+pub const EX_CANTCREAT: u8 = 73;
+/// No reply in time.
+pub const EX_TEMPFAIL: u8 = 75;
+/// The peer answered something that is not tether's protocol.
+pub const EX_PROTOCOL: u8 = 76;
+/// Permission denied (the socket's mode, `ERR denied`).
+pub const EX_NOPERM: u8 = 77;
+/// A named file is missing or wrong (token, fleet key, LED, group).
+pub const EX_CONFIG: u8 = 78;

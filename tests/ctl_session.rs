@@ -1,0 +1,239 @@
+//! `tether ctl` as operators use chronyc or redis-cli (issue 11, item 4): a prompt on a
+//! terminal (driven here through a real pseudo-terminal from openpty(3)), one command per
+//! line from a pipe or file, and STATUS/STATS/SOCKETS as indented text on a terminal.
+
+mod common;
+
+use common::*;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// `tether ARGS...` with stdin, stdout and stderr on a fresh pseudo-terminal: the child
+/// sees a terminal, the test types into and reads from the master side.
+struct Tty {
+    child: Child,
+    master: File,
+    output: mpsc::Receiver<Vec<u8>>,
+    /// Everything read so far, `\r` removed (the terminal turns `\n` into `\r\n`).
+    seen: String,
+}
+
+impl Tty {
+    fn spawn(args: &[&str]) -> Tty {
+        let (mut m, mut s) = (-1, -1);
+        // SAFETY: openpty writes two fds into the two ints; the name, termios and winsize
+        // pointers may be null.
+        let r = unsafe {
+            nix::libc::openpty(
+                &mut m,
+                &mut s,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: both fds were just opened by openpty and are owned by nobody else.
+        let (master, slave) = unsafe { (OwnedFd::from_raw_fd(m), OwnedFd::from_raw_fd(s)) };
+        let mut cmd = tether_cmd(args);
+        cmd.stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(Stdio::from(slave.try_clone().unwrap()))
+            .stderr(Stdio::from(slave));
+        let child = cmd.spawn().expect("spawn tether ctl");
+        // The parent's copies of the slave must go, or the master never sees EOF/EIO.
+        drop(cmd);
+        let master = File::from(master);
+        let mut reader = master.try_clone().unwrap();
+        let (tx, output) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Tty {
+            child,
+            master,
+            output,
+            seen: String::new(),
+        }
+    }
+
+    /// Waits until the output holds `text` after position `from`; returns the position
+    /// just past it. Panics with everything seen when it does not come.
+    fn expect_after(&mut self, from: usize, text: &str) -> usize {
+        let end = Instant::now() + slack(Duration::from_secs(10));
+        loop {
+            if let Some(i) = self.seen[from..].find(text) {
+                return from + i + text.len();
+            }
+            let left = end.saturating_duration_since(Instant::now());
+            match self.output.recv_timeout(left) {
+                Ok(b) => self.seen += &String::from_utf8_lossy(&b).replace('\r', ""),
+                Err(_) => panic!("{text:?} never came; the terminal showed:\n{}", self.seen),
+            }
+        }
+    }
+
+    fn type_line(&mut self, line: &str) {
+        self.master.write_all(line.as_bytes()).unwrap();
+        self.master.write_all(b"\n").unwrap();
+    }
+
+    fn exit_code(&mut self) -> i32 {
+        wait_timeout(&mut self.child, slack(Duration::from_secs(10)))
+            .code()
+            .unwrap_or(-1)
+    }
+}
+
+#[test]
+fn interactive_prompt_keeps_one_authenticated_connection() {
+    let (a, tf) = token_agent("s3cret\n", &[]);
+    let tcp = a.tcp_addr().to_string();
+    let mut t = Tty::spawn(&["ctl", "-c", &tcp, "--token-file", tf.to_str().unwrap()]);
+    let mut at = t.expect_after(0, &format!("connected to {tcp}"));
+    at = t.expect_after(at, "tether> ");
+    // SET over TCP needs AUTH: it works because the session authenticated once.
+    t.type_line("SET room kitchen");
+    at = t.expect_after(at, "SET room kitchen\nOK\ntether> ");
+    // An ERR is shown and the session goes on.
+    t.type_line("BOGUS");
+    at = t.expect_after(at, "ERR bad-command");
+    at = t.expect_after(at, "tether> ");
+    t.type_line("");
+    t.type_line("ping");
+    at = t.expect_after(at, "PONG\ntether> ");
+    // STATUS is indented text on a terminal, not the one-line JSON.
+    t.type_line("STATUS");
+    at = t.expect_after(at, "\nid: ");
+    at = t.expect_after(at, "\nfacts:\n  room: kitchen\n");
+    at = t.expect_after(at, "tether> ");
+    // One connection for the whole session, and no failed AUTH.
+    t.type_line("STATS");
+    let stats_from = at;
+    at = t.expect_after(at, "tether> ");
+    let stats = &t.seen[stats_from..at];
+    assert!(stats.contains("\naccepted: 1\n"), "{stats}");
+    assert!(stats.contains("\nauth_failures: 0\n"), "{stats}");
+    assert!(!stats.contains('{'), "{stats}");
+    t.type_line("quit");
+    assert_eq!(t.exit_code(), 0, "{}", t.seen);
+    assert_eq!(a.stats()["accepted"], 2, "the session and this STATS");
+}
+
+#[test]
+fn an_idle_prompt_reconnects_and_authenticates_again() {
+    let (a, tf) = token_agent("s3cret\n", &["--idle-timeout", "1"]);
+    let tcp = a.tcp_addr().to_string();
+    let mut t = Tty::spawn(&["ctl", "-c", &tcp, "--token-file", tf.to_str().unwrap()]);
+    let mut at = t.expect_after(0, "tether> ");
+    t.type_line("SET a 1");
+    at = t.expect_after(at, "OK\ntether> ");
+    // The operator thinks longer than the agent's --idle-timeout.
+    assert!(wait_for(slack(Duration::from_secs(5)), || a.stats()
+        ["closed_idle"]
+        == 1));
+    t.type_line("SET a 2");
+    at = t.expect_after(
+        at,
+        "(the agent closed the connection; reconnecting)\nOK\ntether> ",
+    );
+    t.type_line("GET a");
+    t.expect_after(at, "OK 2\ntether> ");
+    t.type_line("exit");
+    assert_eq!(t.exit_code(), 0, "{}", t.seen);
+    assert_eq!(a.stats()["auth_failures"], 0);
+}
+
+#[test]
+fn interactive_prompt_leaves_on_eof() {
+    let a = Agent::start(&[]);
+    let mut t = Tty::spawn(&["ctl", "-s", a.unix.to_str().unwrap()]);
+    let at = t.expect_after(0, "tether> ");
+    t.master.write_all(&[4]).unwrap(); // Ctrl-D: EOF at the start of a line
+                                       // The prompt's line is ended, so the shell's prompt starts on a fresh line.
+    t.expect_after(at, "\n");
+    assert_eq!(t.exit_code(), 0, "{}", t.seen);
+}
+
+#[test]
+fn one_command_on_a_terminal_is_pretty_unless_raw() {
+    let a = Agent::start(&[]);
+    let sock = a.unix.to_str().unwrap();
+    let mut t = Tty::spawn(&["ctl", "-s", sock, "SOCKETS"]);
+    t.expect_after(0, "sockets:\n  - kind: tcp-listen\n    addr: 127.0.0.1:");
+    assert_eq!(t.exit_code(), 0);
+    assert!(!t.seen.contains("tether> "), "{}", t.seen);
+
+    let mut t = Tty::spawn(&["ctl", "-s", sock, "--raw", "STATUS"]);
+    t.expect_after(0, "OK {\"id\":");
+    assert_eq!(t.exit_code(), 0);
+    assert_eq!(t.seen.lines().count(), 1, "{}", t.seen);
+}
+
+/// `tether ctl ARGS... < FILE` with stdout a pipe: (exit code, stdout, stderr).
+fn ctl_from_file(args: &[&str], commands: &str) -> (i32, String, String) {
+    let f = temp_dir("ctl-batch").join("commands");
+    std::fs::write(&f, commands).unwrap();
+    let mut c = tether_cmd(args);
+    c.stdin(File::open(&f).unwrap());
+    let out = c.output().expect("run tether ctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_file_of_commands_gets_one_reply_per_line_and_the_first_failure() {
+    let a = Agent::start(&[]);
+    let sock = a.unix.to_str().unwrap();
+    let long = format!("SET k {}", "x".repeat(300));
+    let commands = format!(
+        "# comments and blank lines are skipped\nSET room kitchen\n\nGET room\nGET missing\n\
+         {long}\nSTATUS\nPING\r\nKEYS\n"
+    );
+    let (code, out, err) = ctl_from_file(&["ctl", "-s", sock], &commands);
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(err, "");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 7, "{out}");
+    assert_eq!(lines[0], "OK");
+    assert_eq!(lines[1], "OK kitchen");
+    assert!(lines[2].starts_with("ERR not-found "), "{out}");
+    assert!(lines[3].starts_with("ERR too-long "), "{out}");
+    // Into a pipe, STATUS stays the raw one-line JSON.
+    assert_eq!(ok_json(lines[4])["facts"]["room"], "kitchen");
+    assert_eq!(lines[5], "PONG");
+    assert_eq!(lines[6], "OK room");
+    // All on one connection (plus the STATS below).
+    assert_eq!(a.stats()["accepted"], 2);
+
+    // The first failure decides: denied (77) before a plain ERR (1).
+    let tcp = a.tcp_addr().to_string();
+    let (code, out, _) = ctl_from_file(&["ctl", "-c", &tcp], "SET a b\nGET nope\nPING\n");
+    assert_eq!(code, 77, "{out}");
+    assert_eq!(out.lines().count(), 3, "{out}");
+    // All good: 0; QUIT ends the batch (the agent closes after it).
+    let (code, out, _) = ctl_from_file(&["ctl", "-s", sock], "PING\nQUIT\nPING\n");
+    assert_eq!((code, out.as_str()), (0, "PONG\nOK\n"));
+}
+
+#[test]
+fn no_agent_ends_the_batch_with_69() {
+    let a = Agent::start(&[]);
+    let sock = a.unix.to_string_lossy().into_owned();
+    let (status, _) = a.stop();
+    assert!(status.success());
+    let (code, out, err) = ctl_from_file(&["ctl", "-s", &sock], "PING\n");
+    assert_eq!((code, out.as_str()), (69, ""), "{err}");
+    assert_eq!(error_lines(&err).len(), 1, "{err}");
+}
