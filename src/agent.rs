@@ -7,9 +7,9 @@
 
 use crate::facts::Facts;
 use crate::limits::{
-    AUTH_FAILS_PER_SEC, AUTH_FAIL_DELAY_MS, AUTH_NONCE_BYTES, AUTH_NONCE_SECS, HOST_MAX,
-    IDENTIFY_DEFAULT_SECS, IDENTIFY_HALF_PERIOD_MS, ID_MAX, IFNAME_MAX, MAX_ADDRS, REPLY_MAX,
-    TOKEN_MAX,
+    AUTH_FAILS_PER_SEC, AUTH_FAIL_DELAY_MS, AUTH_NONCE_BYTES, AUTH_NONCE_SECS, BEACON_ERROR_MAX,
+    HOST_MAX, IDENTIFY_DEFAULT_SECS, IDENTIFY_HALF_PERIOD_MS, ID_MAX, IFNAME_MAX, MAX_ADDRS,
+    REPLY_MAX, TOKEN_MAX,
 };
 use crate::proto::fixed::Fixed;
 use crate::proto::line::{next_line, Frame};
@@ -98,7 +98,37 @@ pub enum Led {
     Restore,
 }
 
-pub use crate::beacon::{BeaconInfo, BeaconState};
+/// Beacon state as shown in STATUS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BeaconState {
+    Off,
+    Up,
+    Down,
+    Absent,
+}
+
+impl BeaconState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BeaconState::Off => "off",
+            BeaconState::Up => "up",
+            BeaconState::Down => "down",
+            BeaconState::Absent => "absent",
+        }
+    }
+}
+
+/// One interface's beacon as shown in STATUS (`beacon`, `beacons`).
+#[derive(Debug, Clone, Default)]
+pub struct BeaconInfo {
+    pub iface: heapless::String<IFNAME_MAX>,
+    pub port: u16,
+    pub seq: u64,
+    pub last_error: heapless::String<BEACON_ERROR_MAX>,
+    /// Families beaconing right now (sockets open).
+    pub v4: bool,
+    pub v6: bool,
+}
 
 /// Everything the core asks of the outside world.
 pub trait Env {

@@ -20,7 +20,7 @@
 //! `proto::beacon`); the `addr` inside is the source address of that datagram, unscoped
 //! for IPv6 (a scope is local to each host).
 
-use crate::agent::{Agent, Board, Stats};
+use crate::agent::{Agent, BeaconInfo, BeaconState, Board, Stats};
 use crate::limits::{
     DATAGRAM_MAX, FLEET_KEY_MAX, PROBE_ANSWER_DELAY_MAX_MS, PROBE_BURST, PROBE_PENDING_MAX,
     PROBE_PER_SEC, WARN_EVERY_SECS,
@@ -31,38 +31,6 @@ use core::fmt::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// Beacon state as shown in STATUS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BeaconState {
-    Off,
-    Up,
-    Down,
-    Absent,
-}
-
-impl BeaconState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BeaconState::Off => "off",
-            BeaconState::Up => "up",
-            BeaconState::Down => "down",
-            BeaconState::Absent => "absent",
-        }
-    }
-}
-
-/// One interface's beacon as shown in STATUS (`beacon`, `beacons`).
-#[derive(Debug, Clone, Default)]
-pub struct BeaconInfo {
-    pub iface: IfName,
-    pub port: u16,
-    pub seq: u64,
-    pub last_error: heapless::String<96>,
-    /// Families beaconing right now (sockets open).
-    pub v4: bool,
-    pub v6: bool,
-}
 
 /// `--beacon-family`: which IP families beacon and answer probes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -345,7 +345,9 @@ fn seconds(secs: f64, max: u32) -> Result<Duration, String> {
     if secs > 0.0 && secs < f64::from(max) {
         Ok(Duration::from_secs_f64(secs))
     } else {
-        Err(format!("-t: expected a positive number of seconds below {max}"))
+        Err(format!(
+            "-t: expected a positive number of seconds below {max}"
+        ))
     }
 }
 

@@ -101,6 +101,8 @@ pub const IDENTIFY_HALF_PERIOD_MS: u64 = 250;
 
 /// Interface names (IFNAMSIZ - 1) and how many addresses STATUS lists.
 pub const IFNAME_MAX: usize = 15;
+/// The last beacon socket error kept for STATUS (`last_error`), cut at a char boundary.
+pub const BEACON_ERROR_MAX: usize = 96;
 pub const MAX_ADDRS: usize = 16;
 /// Longest hostname we report (HOST_NAME_MAX).
 pub const HOST_MAX: usize = 64;
