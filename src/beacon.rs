@@ -295,12 +295,18 @@ impl Link {
     pub fn opened(&mut self, now: Instant, v4: bool, v6: bool, err: Option<(&str, &str)>) {
         self.info.v4 = v4;
         self.info.v6 = v6;
-        if let Some((what, e)) = err {
+        if self.index.is_some() && (v4 || v6) {
+            self.set_state(now, BeaconState::Up);
+            match err {
+                // One family failed (a kernel without IPv6, or qemu-user, which has no
+                // IPV6_MULTICAST_IF): beacon on the other, show why, retry each interval.
+                Some((what, e)) => self.set_error(now, what, e),
+                None => self.info.last_error.clear(),
+            }
+        } else if let Some((what, e)) = err {
             self.queued = [None, None];
             self.set_state(now, BeaconState::Down);
             self.set_error(now, what, e);
-        } else if self.index.is_some() && (v4 || v6) {
-            self.set_state(now, BeaconState::Up);
         } else if self.index.is_some() {
             // `--beacon-family 6` on a link without a (usable) link-local address yet.
             self.set_state(now, BeaconState::Down);
@@ -626,6 +632,34 @@ mod tests {
         l.opened(t0, false, false, Some(("bind", "Address in use")));
         assert_eq!(l.state().0, BeaconState::Down);
         assert_eq!(l.state().1.last_error.as_str(), "bind: Address in use");
+    }
+
+    #[test]
+    fn one_family_failing_leaves_the_other_beaconing() {
+        let t0 = Instant::now();
+        let mut l = Link::new(t0, "eth0", 4546, Families::Both, 7);
+        l.update(t0, up(3));
+        l.opened(
+            t0,
+            true,
+            false,
+            Some(("IPV6_MULTICAST_IF", "Protocol not available")),
+        );
+        assert_eq!(l.state().0, BeaconState::Up);
+        assert_eq!(
+            l.state().1.last_error.as_str(),
+            "IPV6_MULTICAST_IF: Protocol not available"
+        );
+        l.on_tick(t0);
+        let tx = drain(&mut l, t0);
+        assert_eq!(tx.len(), 1, "IPv4 only");
+        assert_eq!(tx[0].to, "255.255.255.255:4546".parse().unwrap());
+        l.goodbye();
+        assert_eq!(drain(&mut l, t0).len(), 1, "a goodbye over IPv4");
+        // The retry that works clears the error.
+        l.update(t0, up(3));
+        l.opened(t0, true, true, None);
+        assert_eq!(l.state().1.last_error.as_str(), "");
     }
 
     #[test]

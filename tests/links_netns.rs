@@ -3,6 +3,12 @@
 //! ctl reaches it there), and `--beacon-family`. Root only; skipped otherwise (fails
 //! under CI). All traffic stays inside the namespaces the tests create.
 //!
+//! Under qemu-user (scripts/test-aarch64, test-arm) these tests say so and return: qemu-user
+//! does not emulate IPV6_MULTICAST_IF, so an emulated agent beacons over IPv4 only (it
+//! reports `IPV6_MULTICAST_IF: Protocol not available` in `last_error` and keeps IPv4
+//! going, which `beacon::tests::one_family_failing_leaves_the_other_beaconing` and the
+//! emulated beacon_netns suite check). The same code runs here natively in the same CI run.
+//!
 //! ```text
 //!   ns P1            ns A (agent)              ns P2
 //!   p1 10.233.1.2 <-veth-> a1 10.233.1.1
@@ -14,6 +20,14 @@ mod common;
 use common::*;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
+
+/// True (after saying why) when these IPv6 tests cannot run: under qemu-user.
+fn no_ipv6_multicast_here() -> bool {
+    if emulated() {
+        eprintln!("skipped under qemu-user: it does not emulate IPV6_MULTICAST_IF (IPv6 beacons); the native suite runs this test");
+    }
+    emulated()
+}
 
 struct Net {
     ns: Vec<String>,
@@ -158,6 +172,9 @@ fn status(a: &Agent) -> serde_json::Value {
 
 #[test]
 fn two_links_each_peer_hears_only_its_own_beacon_and_ifdown_leaves_the_other() {
+    if no_ipv6_multicast_here() {
+        return;
+    }
     if !can_netns() {
         return;
     }
@@ -229,6 +246,9 @@ fn two_links_each_peer_hears_only_its_own_beacon_and_ifdown_leaves_the_other() {
 
 #[test]
 fn ipv6_only_link_scan_finds_the_board_and_ctl_reaches_its_scoped_address() {
+    if no_ipv6_multicast_here() {
+        return;
+    }
     if !can_netns() {
         return;
     }
@@ -317,6 +337,9 @@ fn ipv6_only_link_scan_finds_the_board_and_ctl_reaches_its_scoped_address() {
 
 #[test]
 fn beacon_family_4_sends_no_ipv6_and_6_no_ipv4() {
+    if no_ipv6_multicast_here() {
+        return;
+    }
     if !can_netns() {
         return;
     }
@@ -354,6 +377,9 @@ fn beacon_family_4_sends_no_ipv6_and_6_no_ipv4() {
 
 #[test]
 fn no_heap_after_ready_with_four_interfaces_and_both_families() {
+    if no_ipv6_multicast_here() {
+        return;
+    }
     if !can_netns() {
         return;
     }
@@ -428,6 +454,9 @@ fn no_heap_after_ready_with_four_interfaces_and_both_families() {
 
 #[test]
 fn a_board_started_during_duplicate_address_detection_is_found_over_ipv6() {
+    if no_ipv6_multicast_here() {
+        return;
+    }
     if !can_netns() {
         return;
     }
