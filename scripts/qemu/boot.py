@@ -88,6 +88,10 @@ class Cpio:
         return self.buf.getvalue()
 
 
+# The agent's ready line (publish= sits between unix= and beacon= since issue 10);
+# smoke.py uses it too.
+READY = re.compile(r"ready tcp=(\S+) unix=(\S+)(?: publish=\S+)? beacon=(\S+)")
+
 INIT = r"""#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -393,7 +397,7 @@ def check_led(g, token_file, secs=4):
 
 
 def check_beacon(g, mode, port):
-    m = re.search(r"ready tcp=(\S+) unix=(\S+)(?: publish=\S+)? beacon=(\S+)", g.text())
+    m = READY.search(g.text())
     ready_beacon = m.group(3) if m else None
     log(f"guest ready line: {m.group(0) if m else '(not seen on the console)'}")
     want = mode == "require" or (mode == "auto" and ready_beacon not in (None, "off"))

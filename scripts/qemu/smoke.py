@@ -12,7 +12,6 @@ Only loopback and a Unix socket in a private temp dir are used. Prints one line 
 """
 import argparse
 import os
-import re
 import select
 import shlex
 import signal
@@ -20,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from boot import READY  # the ready line's pattern, one copy (boot.py, same folder)
 
 
 def fail(msg):
@@ -65,8 +66,7 @@ def main():
                     fail(f"{label}: agent exited ({agent.wait()}) before its ready line: {err}")
                 line += ch
             text = line.decode().strip()
-            # publish= (the publish socket, issue 10) sits between unix= and beacon=.
-            m = re.fullmatch(r"ready tcp=(\S+) unix=(\S+)(?: publish=\S+)? beacon=(\S+)", text)
+            m = READY.fullmatch(text)
             if not m:
                 fail(f"{label}: unexpected ready line {text!r}")
             if m.group(2) != sock or m.group(3) != "off":
