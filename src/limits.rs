@@ -20,9 +20,6 @@ pub const LINGER_SECS: u64 = 2;
 pub const LINGER_MAX: usize = 16;
 /// What a lingering connection sends is read into (and dropped from) a stack buffer this big.
 pub const LINGER_SINK: usize = 512;
-/// A listener that had a connection waiting this recently is accepted from between the
-/// clients of a turn too (connection churn: see `RunLoop::run`).
-pub const CHURN_MS: u64 = 100;
 /// Connections accepted while every client slot is taken wait at most until the end of
 /// the loop turn for one (hang-ups read in that turn free slots); this many at once.
 pub const ACCEPT_WAITING_MAX: usize = 16;

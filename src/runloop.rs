@@ -10,8 +10,8 @@
 use crate::agent::{Agent, BeaconInfo, BeaconState, Board, Env, Led, Outcome, Transport};
 use crate::beacon::Family;
 use crate::limits::{
-    ACCEPT_PAUSE_MS, ACCEPT_WAITING_MAX, CHURN_MS, LINGER_MAX, LINGER_SECS, LINGER_SINK,
-    MAX_CLIENTS, MAX_LISTENERS, READS_PER_TURN,
+    ACCEPT_PAUSE_MS, ACCEPT_WAITING_MAX, LINGER_MAX, LINGER_SECS, LINGER_SINK, MAX_CLIENTS,
+    MAX_LISTENERS, READS_PER_TURN,
 };
 use crate::proto::reply::{write_err, ErrCode, Error, TOO_LONG_TEXT};
 use crate::proto::request::parse;
@@ -53,10 +53,6 @@ const POLL_MAX: usize = 1
 const PUBLISH_POLL: usize = 1;
 /// The metrics listeners and HTTP slots (`--metrics`).
 const HTTP_POLL: usize = crate::limits::MAX_METRICS_LISTENERS + crate::limits::HTTP_SLOTS;
-
-/// How long after a listener last had a connection waiting it counts as busy with new
-/// connections ("churn"), and is accepted from between the clients of a turn.
-const CHURN: Duration = Duration::from_millis(CHURN_MS);
 
 const E_TOO_LONG: Error = Error::new(ErrCode::TooLong, TOO_LONG_TEXT);
 const BUSY_LINE: &[u8] = b"ERR busy too many clients\n";
@@ -255,15 +251,17 @@ pub struct Watchdog {
 pub struct RunLoop {
     pub agent: Agent,
     pub io: Devices,
-    conns: Vec<Conn>,
+    conns: Box<[Conn]>,
     lingering: heapless::Vec<Linger, LINGER_MAX>,
     signals: Signals,
     idle: Option<Duration>,
     accept_paused_until: Option<Instant>,
-    /// When each control listener (the TCP ones, then the Unix one) last had a connection
-    /// waiting: within [`CHURN`] of that, it is accepted from again after every client
-    /// event of a turn, not only at the turn's start (see [`RunLoop::run`]).
-    accepted_at: [Option<Instant>; MAX_LISTENERS + 1],
+    /// When [`Timer::Clients`] runs next: never later than the earliest hold end or idle
+    /// timeout of an open client. Reading from a client only moves its idle timeout later,
+    /// so this is not recomputed per request or per turn: a new client or hold can only
+    /// bring it earlier ([`RunLoop::client_due`]), and the timer itself, when it runs,
+    /// makes it exact again.
+    clients_due: Option<Instant>,
     /// Accepted this turn while every slot was taken: seated (or refused) at its end.
     waiting: heapless::Vec<(OwnedFd, Transport), ACCEPT_WAITING_MAX>,
     pub watchdog: Option<Watchdog>,
@@ -282,7 +280,7 @@ impl RunLoop {
             signals,
             idle,
             accept_paused_until: None,
-            accepted_at: [None; MAX_LISTENERS + 1],
+            clients_due: None,
             waiting: heapless::Vec::new(),
             watchdog: None,
             http: http::Http::off(),
@@ -310,12 +308,7 @@ impl RunLoop {
             Timer::Beacon => self.io.links.next_deadline(self.interval()),
             Timer::Watchdog => self.watchdog.as_ref().and_then(|w| w.next),
             Timer::AcceptPause => self.accept_paused_until,
-            Timer::Clients => self
-                .conns
-                .iter()
-                .filter(|c| c.is_open())
-                .filter_map(|c| c.deadline(self.idle))
-                .min(),
+            Timer::Clients => self.clients_due,
             Timer::Linger => self.lingering.iter().map(|l| l.until).min(),
             Timer::Http => self.http.next_deadline(),
         }
@@ -358,6 +351,13 @@ impl RunLoop {
                         self.flush(i, now);
                     }
                 }
+                // Exact again: from here on it only moves later (see `clients_due`).
+                self.clients_due = self
+                    .conns
+                    .iter()
+                    .filter(|c| c.is_open())
+                    .filter_map(|c| c.deadline(self.idle))
+                    .min();
             }
             Timer::Linger => self.lingering.retain(|l| l.until > now),
             Timer::Http => self.http.timers(now),
@@ -403,27 +403,10 @@ impl RunLoop {
                         let _ = toks.push(t);
                     }
                 };
-                add(self.signals.as_fd(), PollFlags::POLLIN, Tok::Signal);
-                if self.accepting(now) {
-                    for (i, (fd, _)) in self.io.tcp.iter().enumerate() {
-                        add(fd.as_fd(), PollFlags::POLLIN, Tok::Tcp(i));
-                    }
-                    add(self.io.unix.fd.as_fd(), PollFlags::POLLIN, Tok::Unix);
-                    for (i, (fd, _)) in self.io.metrics.iter().enumerate() {
-                        add(fd.as_fd(), PollFlags::POLLIN, Tok::HttpListen(i));
-                    }
-                }
-                for i in 0..self.http.slot_count() {
-                    if let Some((fd, gen, ev)) = self.http.interest(i) {
-                        add(fd, ev, Tok::Http(i, gen));
-                    }
-                }
-                for (fd, i, f) in self.io.links.fds() {
-                    add(fd, PollFlags::POLLIN, Tok::Beacon(i, f));
-                }
-                if let Some(p) = &self.io.publish {
-                    add(p.fd(), PollFlags::POLLIN, Tok::Publish);
-                }
+                // Busy fds first: poll(2) stops registering wait-queue entries after the
+                // first fd it finds ready, so clients with input spare the listeners and the
+                // signalfd, which are rarely ready, that work on every turn. (They are still
+                // handled first: see the accept pass below.)
                 for (i, c) in self.conns.iter().enumerate() {
                     if let Some(fd) = c.fd() {
                         add(fd, c.interest(now), Tok::Client(i, c.generation()));
@@ -436,6 +419,27 @@ impl RunLoop {
                         Tok::Linger(l.fd.as_raw_fd()),
                     );
                 }
+                for i in 0..self.http.slot_count() {
+                    if let Some((fd, gen, ev)) = self.http.interest(i) {
+                        add(fd, ev, Tok::Http(i, gen));
+                    }
+                }
+                for (fd, i, f) in self.io.links.fds() {
+                    add(fd, PollFlags::POLLIN, Tok::Beacon(i, f));
+                }
+                if let Some(p) = &self.io.publish {
+                    add(p.fd(), PollFlags::POLLIN, Tok::Publish);
+                }
+                if self.accepting(now) {
+                    for (i, (fd, _)) in self.io.tcp.iter().enumerate() {
+                        add(fd.as_fd(), PollFlags::POLLIN, Tok::Tcp(i));
+                    }
+                    add(self.io.unix.fd.as_fd(), PollFlags::POLLIN, Tok::Unix);
+                    for (i, (fd, _)) in self.io.metrics.iter().enumerate() {
+                        add(fd.as_fd(), PollFlags::POLLIN, Tok::HttpListen(i));
+                    }
+                }
+                add(self.signals.as_fd(), PollFlags::POLLIN, Tok::Signal);
                 match poll(&mut fds, timeout) {
                     Ok(_) | Err(Errno::EINTR) => {}
                     Err(e) => return Err(SysError::new("poll", e)),
@@ -451,16 +455,18 @@ impl RunLoop {
             // Accept first: the small backlog is the scarce resource (a full accept queue
             // drops SYNs, which costs the peer a 1 s retransmit). A full client table is
             // rechecked for peers that already hung up (`reap_gone`) before refusing.
-            // While connections churn, accept again after every client: each reply this
-            // turn can send a short-lived client straight back to connect(), and more of
-            // them than the backlog holds would otherwise arrive before the next turn.
-            let churn =
-                self.accepting(now) && self.accepted_at.iter().flatten().any(|&t| now < t + CHURN);
-            for &(tok, ev) in ready.iter() {
+            for &(tok, _) in ready.iter() {
                 match tok {
                     Tok::Signal => stop |= self.on_signals(),
                     Tok::Tcp(i) => self.accept_all(now, Some(i)),
                     Tok::Unix => self.accept_all(now, None),
+                    Tok::HttpListen(i) => self.accept_http(now, i),
+                    _ => {}
+                }
+            }
+            for &(tok, ev) in ready.iter() {
+                match tok {
+                    Tok::Signal | Tok::Tcp(_) | Tok::Unix | Tok::HttpListen(_) => {}
                     Tok::Beacon(i, f) => self.io.links.readable(now, i, f, &mut self.agent),
                     Tok::Publish => {
                         if let Some(p) = self.io.publish.as_mut() {
@@ -470,13 +476,9 @@ impl RunLoop {
                     Tok::Client(i, gen) => {
                         if self.conns[i].generation() == gen {
                             self.client_ready(i, ev, now);
-                            if churn {
-                                self.accept_churning(now);
-                            }
                         }
                     }
                     Tok::Linger(fd) => self.linger_readable(fd),
-                    Tok::HttpListen(i) => self.accept_http(now, i),
                     Tok::Http(i, gen) => {
                         if self.http.generation(i) == gen {
                             let (agent, io, conns) = (&self.agent, &mut self.io, &self.conns);
@@ -573,18 +575,6 @@ impl RunLoop {
         self.accept_paused_until.is_none_or(|t| t <= now)
     }
 
-    /// Accepts from every control listener that had connections waiting within [`CHURN`].
-    fn accept_churning(&mut self, now: Instant) {
-        for k in 0..self.accepted_at.len() {
-            if self.accepted_at[k].is_some_and(|t| now < t + CHURN) && self.accepting(now) {
-                let tcp = (k < MAX_LISTENERS).then_some(k);
-                if tcp.is_none_or(|i| i < self.io.tcp.len()) {
-                    self.accept_all(now, tcp);
-                }
-            }
-        }
-    }
-
     fn accept_all(&mut self, now: Instant, tcp: Option<usize>) {
         loop {
             let (fd, transport) = match tcp {
@@ -592,10 +582,7 @@ impl RunLoop {
                 None => (self.io.unix.fd.as_fd(), Transport::Unix),
             };
             let conn = match net::accept(fd) {
-                Ok(Some(c)) => {
-                    self.accepted_at[tcp.unwrap_or(MAX_LISTENERS)] = Some(now);
-                    c
-                }
+                Ok(Some(c)) => c,
                 Ok(None) => return,
                 Err(e @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)) => {
                     log::warn!("accept: {}: pausing accepts", e.desc());
@@ -623,6 +610,11 @@ impl RunLoop {
         }
     }
 
+    /// A client deadline at `t`: [`Timer::Clients`] runs no later.
+    fn client_due(&mut self, t: Instant) {
+        self.clients_due = Some(self.clients_due.map_or(t, |d| d.min(t)));
+    }
+
     /// A free client slot, within `--max-clients`.
     fn free_slot(&self) -> Option<usize> {
         let (tcp_n, unix_n) = self.clients();
@@ -635,6 +627,9 @@ impl RunLoop {
             crate::sys::unix::log_peer(&conn);
         }
         self.conns[i].open(conn, transport, now);
+        if let Some(t) = self.conns[i].deadline(self.idle) {
+            self.client_due(t);
+        }
         self.agent.stats.accepted += 1;
         log::debug!("client {i} connected ({transport:?})");
     }
@@ -764,22 +759,24 @@ impl RunLoop {
     /// Answers every complete line in connection `i`'s input buffer, writing the replies
     /// straight into its output buffer.
     fn process(&mut self, i: usize, now: Instant) {
+        let c = &mut self.conns[i];
+        if !c.is_open() || c.closing || c.held(now) {
+            return;
+        }
+        c.hold_until = None;
         loop {
             let c = &mut self.conns[i];
-            if !c.is_open() || c.closing || c.held(now) {
-                return;
-            }
-            c.hold_until = None;
             if !c.make_room() {
                 // The largest reply may not fit: send what waits first. What is left
                 // after that is the room the next reply gets (see `Outcome::NoRoom`).
                 self.flush(i, now);
+                let c = &mut self.conns[i];
+                if !c.is_open() {
+                    return;
+                }
+                c.make_room();
             }
             let c = &mut self.conns[i];
-            if !c.is_open() {
-                return;
-            }
-            c.make_room();
             let line = match c.next_request() {
                 Next::Incomplete => return,
                 Next::TooLong => {
@@ -806,15 +803,19 @@ impl RunLoop {
                 };
                 agent.handle(now, session, parse(line), &mut host, w)
             });
+            // Only `Continue` reads on: a closing or held connection answers nothing more
+            // this turn.
             let c = &mut self.conns[i];
             match outcome {
                 Outcome::Continue => {}
-                Outcome::Close => c.closing = true,
-                Outcome::HoldUntil(t) => c.hold_until = Some(t),
+                Outcome::Close => return c.closing = true,
+                Outcome::HoldUntil(t) => {
+                    c.hold_until = Some(t);
+                    return self.client_due(t);
+                }
                 Outcome::NoRoom => {
                     self.agent.stats.closed_slow += 1;
-                    self.close(i, "output buffer full (client does not read)");
-                    return;
+                    return self.close(i, "output buffer full (client does not read)");
                 }
             }
         }

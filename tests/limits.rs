@@ -232,13 +232,30 @@ fn idle_client_is_closed_after_the_timeout() {
         took < slack(Duration::from_secs(3)),
         "closed after {took:?}"
     );
-    // A client that keeps talking is not idle.
+    // A client that keeps talking is not idle, and one that connects while it talks
+    // still times out on time (the loop does not recompute client deadlines per request:
+    // a new client must bring the next sweep forward).
     let mut busy = a.unix();
-    for _ in 0..6 {
+    let mut late: Option<(Client, Instant)> = None;
+    for i in 0..6 {
         assert_eq!(busy.req("PING"), "PONG");
         std::thread::sleep(Duration::from_millis(300));
+        if i == 1 {
+            let mut c = a.tcp();
+            c.set_timeout(slack(Duration::from_secs(5)));
+            assert_eq!(c.req("PING"), "PONG");
+            late = Some((c, Instant::now()));
+        }
     }
     assert_eq!(busy.req("PING"), "PONG");
+    let (mut c, t0) = late.unwrap();
+    assert!(c.closed(), "late idle client not closed");
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_millis(800), "closed after {took:?}");
+    assert!(
+        took < slack(Duration::from_secs(3)),
+        "closed after {took:?}"
+    );
     let s = ok_json(&busy.req("STATS"));
     assert!(s["closed_idle"].as_u64().unwrap() >= 1, "{s}");
 }

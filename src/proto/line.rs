@@ -17,7 +17,13 @@ pub enum Frame<'a> {
 }
 
 pub fn next_line(buf: &[u8]) -> Frame<'_> {
-    match buf.iter().position(|&b| b == b'\n') {
+    // A plain index loop: this runs for every request, and the binary is built for size,
+    // which leaves iterator adaptors as calls.
+    let mut nl = 0;
+    while nl < buf.len() && buf[nl] != b'\n' {
+        nl += 1;
+    }
+    match (nl < buf.len()).then_some(nl) {
         Some(nl) => {
             let mut line = &buf[..nl];
             if let [rest @ .., b'\r'] = line {

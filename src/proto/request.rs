@@ -77,14 +77,14 @@ const COMMANDS: [(&str, Cmd); 13] = [
 ];
 
 /// A command word folded to a number: up to 8 bytes, each with bit 5 cleared (ASCII
-/// upper case for letters), and the length in the top byte's place. Command names are
-/// letters only, and a byte folds to a given capital letter only if it is that letter in
-/// either case, so equal keys mean equal words, case aside. Longer words never match.
+/// upper case for letters). Command names are letters only, and a byte folds to a given
+/// capital letter only if it is that letter in either case, so a word of the same length
+/// with an equal key is the same command, case aside. Longer words never match.
 const fn fold(w: &[u8]) -> u64 {
     if w.len() > 8 {
         return u64::MAX;
     }
-    let mut k = (w.len() as u64) << 60;
+    let mut k = 0;
     let mut i = 0;
     while i < w.len() {
         k |= ((w[i] & !0x20) as u64) << (8 * i);
@@ -93,13 +93,14 @@ const fn fold(w: &[u8]) -> u64 {
     k
 }
 
-/// [`COMMANDS`] folded once, at compile time: finding a command compares integers, with
-/// no per-byte call.
-const FOLDED: [(u64, Cmd); COMMANDS.len()] = {
-    let mut t = [(0, Cmd::Ping); COMMANDS.len()];
+/// [`COMMANDS`] folded once, at compile time, with their lengths: finding a command
+/// compares integers, with no per-byte call.
+const FOLDED: [(u64, usize, Cmd); COMMANDS.len()] = {
+    let mut t = [(0, 0, Cmd::Ping); COMMANDS.len()];
     let mut i = 0;
     while i < COMMANDS.len() {
-        t[i] = (fold(COMMANDS[i].0.as_bytes()), COMMANDS[i].1);
+        let name = COMMANDS[i].0.as_bytes();
+        t[i] = (fold(name), name.len(), COMMANDS[i].1);
         i += 1;
     }
     t
@@ -142,23 +143,31 @@ const E_IDENTIFY: Error = Error::new(
     crate::limit_text!("identify takes 0-", { IDENTIFY_MAX_SECS }, " seconds"),
 );
 
-fn trim(mut s: &[u8]) -> &[u8] {
-    while let [b' ', rest @ ..] = s {
-        s = rest;
+fn trim(s: &[u8]) -> &[u8] {
+    let (mut a, mut b) = (0, s.len());
+    while a < b && s[a] == b' ' {
+        a += 1;
     }
-    while let [rest @ .., b' '] = s {
-        s = rest;
+    while b > a && s[b - 1] == b' ' {
+        b -= 1;
     }
-    s
+    &s[a..b]
 }
 
 /// Splits off the first space-separated word: (word, rest with leading spaces removed).
+/// Plain index loops: this runs for every request, and the binary is built for size, which
+/// leaves iterator adaptors as calls.
 fn word(s: &[u8]) -> (&[u8], &[u8]) {
-    let s = trim(s);
-    match s.iter().position(|&b| b == b' ') {
-        Some(i) => (&s[..i], trim(&s[i..])),
-        None => (s, &[]),
+    let mut a = 0;
+    while a < s.len() && s[a] == b' ' {
+        a += 1;
     }
+    let mut b = a;
+    while b < s.len() && s[b] != b' ' {
+        b += 1;
+    }
+    let rest = if b == s.len() { &[][..] } else { trim(&s[b..]) };
+    (&s[a..b], rest)
 }
 
 /// A decimal u32 with no sign, no spaces and no overflow.
@@ -247,11 +256,14 @@ pub fn parse(line: &[u8]) -> Result<Request<'_>, Error> {
         return Err(E_EMPTY);
     }
     let key = fold(cmd_word);
-    let cmd = FOLDED
-        .iter()
-        .find(|&&(k, _)| k == key)
-        .map(|&(_, c)| c)
-        .ok_or(E_UNKNOWN)?;
+    let mut i = 0;
+    let cmd = loop {
+        match FOLDED.get(i) {
+            Some(&(k, n, c)) if k == key && n == cmd_word.len() => break c,
+            Some(_) => i += 1,
+            None => return Err(E_UNKNOWN),
+        }
+    };
     let no_args = |r: Request<'static>| {
         if rest.is_empty() {
             Ok(r)
@@ -306,6 +318,10 @@ mod tests {
         assert_eq!(code(b"\xd0ING"), ErrCode::BadCommand);
         assert_eq!(code(b"PIN"), ErrCode::BadCommand);
         assert_eq!(code(b"PINGPINGPING"), ErrCode::BadCommand);
+        // An 8-byte word has no spare bits for its length: a non-letter last byte must
+        // not pass for a letter (0xCC is 'L' with bit 7 set).
+        assert_eq!(code(b"INTERVA\xcc"), ErrCode::BadCommand);
+        assert_eq!(code(b"PING\0"), ErrCode::BadCommand);
         assert_eq!(parse(b"IdEnTiFy"), Ok(Request::Identify(None)));
     }
 

@@ -49,13 +49,21 @@ impl<'a> WBuf<'a> {
     }
 
     pub fn push_bytes(&mut self, b: &[u8]) -> fmt::Result {
-        if self.overflow || b.len() > self.remaining() {
-            self.overflow = true;
-            return Err(fmt::Error);
+        let free = self.buf.get_mut(self.len..).unwrap_or_default();
+        match free.get_mut(..b.len()) {
+            Some(dst) if !self.overflow => {
+                // Most pieces are a few bytes: a plain loop, not a call into memcpy.
+                for (d, s) in dst.iter_mut().zip(b) {
+                    *d = *s;
+                }
+                self.len += b.len();
+                Ok(())
+            }
+            _ => {
+                self.overflow = true;
+                Err(fmt::Error)
+            }
         }
-        self.buf[self.len..self.len + b.len()].copy_from_slice(b);
-        self.len += b.len();
-        Ok(())
     }
 }
 
