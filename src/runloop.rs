@@ -275,7 +275,9 @@ impl RunLoop {
         RunLoop {
             agent,
             io,
-            conns: (0..MAX_CLIENTS).map(|_| Conn::new(now)).collect(),
+            conns: Conn::buffers(MAX_CLIENTS)
+                .map(|b| Conn::new(now, b))
+                .collect(),
             lingering: heapless::Vec::new(),
             signals,
             idle,
