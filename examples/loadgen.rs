@@ -257,8 +257,13 @@ struct Storm {
     failures: u64,
     slowest_connect: Duration,
     slowest_total: Duration,
+    /// Connects that took longer than [`SLOW_CONNECT`] (a SYN retransmit, in practice).
+    slow: u64,
     reasons: Vec<String>,
 }
+
+/// A connect slower than this counts as stalled (the storm target).
+const SLOW_CONNECT: Duration = Duration::from_millis(100);
 
 enum StormErr {
     /// `ERR busy`, after connecting in this long.
@@ -316,6 +321,9 @@ fn storm(addr: SocketAddr, p: Proto, count: usize, conc: usize) -> Storm {
                     }
                     let mut o = out.lock().unwrap();
                     o.slowest_total = o.slowest_total.max(total);
+                    if let Ok(tc) | Err(Busy(tc)) = r {
+                        o.slow += u64::from(tc > SLOW_CONNECT);
+                    }
                     match r {
                         Ok(tc) => {
                             o.ok += 1;
@@ -384,6 +392,9 @@ struct StormAgg {
     rate: Vec<f64>,
     fail: u64,
     busy: u64,
+    slow: u64,
+    /// Storms with at least one slow connect.
+    slow_storms: u64,
     slowest_connect: Duration,
     slowest_total: Duration,
     reasons: Vec<String>,
@@ -524,6 +535,8 @@ fn bench(a: &[String]) {
                 s.rate.push((st.ok + st.busy) as f64 / st.secs);
                 s.fail += st.failures;
                 s.busy += st.busy;
+                s.slow += st.slow;
+                s.slow_storms += u64::from(st.slow > 0);
                 s.slowest_connect = s.slowest_connect.max(st.slowest_connect);
                 s.slowest_total = s.slowest_total.max(st.slowest_total);
                 for r in st.reasons {
@@ -665,6 +678,21 @@ fn bench(a: &[String]) {
         );
         let st = fig(&mut res, &|s| ms(s.storms[ci].slowest_total));
         row3(&format!("{what}: slowest connect→reply, ms"), st, "", None);
+        let n = storm_n * storm_rounds;
+        let slow = fig(&mut res, &|s| s.storms[ci].slow as f64);
+        row3(
+            &format!("{what}: connects over 100 ms, of {n}"),
+            slow,
+            "0",
+            Some(slow[0] == 0.0),
+        );
+        let ss = fig(&mut res, &|s| s.storms[ci].slow_storms as f64);
+        row3(
+            &format!("{what}: storms with a connect over 100 ms, of {storm_rounds}"),
+            ss,
+            "0",
+            Some(ss[0] == 0.0),
+        );
     }
     println!(
         "REQUESTS tether={} redis={}",

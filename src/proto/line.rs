@@ -16,6 +16,7 @@ pub enum Frame<'a> {
     TooLong,
 }
 
+#[inline(always)]
 pub fn next_line(buf: &[u8]) -> Frame<'_> {
     // A plain index loop: this runs for every request, and the binary is built for size,
     // which leaves iterator adaptors as calls.

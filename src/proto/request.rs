@@ -80,6 +80,7 @@ const COMMANDS: [(&str, Cmd); 13] = [
 /// upper case for letters). Command names are letters only, and a byte folds to a given
 /// capital letter only if it is that letter in either case, so a word of the same length
 /// with an equal key is the same command, case aside. Longer words never match.
+#[inline(always)]
 const fn fold(w: &[u8]) -> u64 {
     if w.len() > 8 {
         return u64::MAX;
@@ -157,6 +158,7 @@ fn trim(s: &[u8]) -> &[u8] {
 /// Splits off the first space-separated word: (word, rest with leading spaces removed).
 /// Plain index loops: this runs for every request, and the binary is built for size, which
 /// leaves iterator adaptors as calls.
+#[inline(always)]
 fn word(s: &[u8]) -> (&[u8], &[u8]) {
     let mut a = 0;
     while a < s.len() && s[a] == b' ' {
@@ -250,6 +252,7 @@ fn parse_set(rest: &[u8]) -> Result<Request<'_>, Error> {
 }
 
 /// Parses one request line (terminator already removed).
+#[inline(always)]
 pub fn parse(line: &[u8]) -> Result<Request<'_>, Error> {
     let (cmd_word, rest) = word(line);
     if cmd_word.is_empty() {

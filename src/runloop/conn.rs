@@ -241,6 +241,7 @@ impl Conn {
 
     /// Frames the next request in place. An incomplete line moves to the front of the
     /// buffer (the only copy, and only of a partial line).
+    #[inline(always)]
     pub fn next_request(&mut self) -> Next {
         match next_line(&self.inbuf[self.in_start..self.in_end]) {
             Frame::Line(l, used) => {
@@ -267,6 +268,7 @@ impl Conn {
 
     /// Room for the largest reply at the free end of the output buffer, moving unsent
     /// bytes to the front when that makes it. False: only a flush can make room.
+    #[inline(always)]
     pub fn make_room(&mut self) -> bool {
         if OUT_BUF - self.out_end >= REPLY_MAX {
             return true;
