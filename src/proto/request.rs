@@ -76,22 +76,28 @@ const COMMANDS: [(&str, Cmd); 13] = [
     ("QUIT", Cmd::Quit),
 ];
 
-/// A command word folded to a number: up to 8 bytes, each with bit 5 cleared (ASCII
-/// upper case for letters). Command names are letters only, and a byte folds to a given
-/// capital letter only if it is that letter in either case, so a word of the same length
-/// with an equal key is the same command, case aside. Longer words never match.
-#[inline(always)]
+/// A command word folded to a number: its first 8 bytes, each with bit 5 cleared (ASCII
+/// upper case for letters). Command names are letters only, at most 8 of them, and a byte
+/// folds to a given capital letter only if it is that letter in either case, so a word of
+/// the same length with an equal key is the same command, case aside.
 const fn fold(w: &[u8]) -> u64 {
-    if w.len() > 8 {
-        return u64::MAX;
-    }
     let mut k = 0;
     let mut i = 0;
     while i < w.len() {
-        k |= ((w[i] & !0x20) as u64) << (8 * i);
+        k = fold_byte(k, i, w[i]);
         i += 1;
     }
     k
+}
+
+/// Byte `i` of a word folded into `k` (see [`fold`]).
+#[inline(always)]
+const fn fold_byte(k: u64, i: usize, b: u8) -> u64 {
+    if i < 8 {
+        k | (((b & !0x20) as u64) << (8 * i))
+    } else {
+        k
+    }
 }
 
 /// [`COMMANDS`] folded once, at compile time, with their lengths: finding a command
@@ -156,20 +162,28 @@ fn trim(s: &[u8]) -> &[u8] {
 }
 
 /// Splits off the first space-separated word: (word, rest with leading spaces removed).
-/// Plain index loops: this runs for every request, and the binary is built for size, which
-/// leaves iterator adaptors as calls.
 #[inline(always)]
 fn word(s: &[u8]) -> (&[u8], &[u8]) {
+    let (w, _, rest) = split_word(s);
+    (w, rest)
+}
+
+/// [`word`], with the word's [`fold`] computed in the same pass (for the command word;
+/// unused, it costs nothing once inlined). Plain index loops: this runs for every request,
+/// and the binary is built for size, which leaves iterator adaptors as calls.
+#[inline(always)]
+fn split_word(s: &[u8]) -> (&[u8], u64, &[u8]) {
     let mut a = 0;
     while a < s.len() && s[a] == b' ' {
         a += 1;
     }
-    let mut b = a;
+    let (mut b, mut key) = (a, 0);
     while b < s.len() && s[b] != b' ' {
+        key = fold_byte(key, b - a, s[b]);
         b += 1;
     }
     let rest = if b == s.len() { &[][..] } else { trim(&s[b..]) };
-    (&s[a..b], rest)
+    (&s[a..b], key, rest)
 }
 
 /// A decimal u32 with no sign, no spaces and no overflow.
@@ -254,11 +268,10 @@ fn parse_set(rest: &[u8]) -> Result<Request<'_>, Error> {
 /// Parses one request line (terminator already removed).
 #[inline(always)]
 pub fn parse(line: &[u8]) -> Result<Request<'_>, Error> {
-    let (cmd_word, rest) = word(line);
+    let (cmd_word, key, rest) = split_word(line);
     if cmd_word.is_empty() {
         return Err(E_EMPTY);
     }
-    let key = fold(cmd_word);
     let mut i = 0;
     let cmd = loop {
         match FOLDED.get(i) {

@@ -176,11 +176,13 @@ impl Conn {
         self.fd.as_ref().map(|f| f.as_fd())
     }
 
+    #[inline(always)]
     pub fn held(&self, now: Instant) -> bool {
         self.hold_until.is_some_and(|t| t > now)
     }
 
     /// Is its input to be read and answered now?
+    #[inline(always)]
     pub fn reading(&self, now: Instant) -> bool {
         !self.closing && !self.held(now) && self.in_end - self.in_start < IN_BUF
     }
