@@ -49,14 +49,14 @@ impl<'a> WBuf<'a> {
     }
 
     pub fn push_bytes(&mut self, b: &[u8]) -> fmt::Result {
-        let free = self.buf.get_mut(self.len..).unwrap_or_default();
-        match free.get_mut(..b.len()) {
+        let end = self.len + b.len();
+        match self.buf.get_mut(self.len..end) {
             Some(dst) if !self.overflow => {
                 // Most pieces are a few bytes: a plain loop, not a call into memcpy.
                 for (d, s) in dst.iter_mut().zip(b) {
                     *d = *s;
                 }
-                self.len += b.len();
+                self.len = end;
                 Ok(())
             }
             _ => {
@@ -68,6 +68,7 @@ impl<'a> WBuf<'a> {
 }
 
 impl fmt::Write for WBuf<'_> {
+    #[inline(always)]
     fn write_str(&mut self, s: &str) -> fmt::Result {
         self.push_bytes(s.as_bytes())
     }
