@@ -335,7 +335,7 @@ impl Agent {
         let ok = |r: fmt::Result| (r.map_err(|_| E_TOO_BIG), Outcome::Continue);
         let ok_or = |r: Result<(), Error>| (r, Outcome::Continue);
         match req {
-            Request::Ping => ok(out.write_str("PONG\n")),
+            Request::Ping => ok(out.push_fixed(b"PONG\n")),
             Request::Help => ok(writeln!(out, "OK {HELP}")),
             Request::Quit => (write_ok(out).map_err(|_| E_TOO_BIG), Outcome::Close),
             Request::Status => ok(self.write_status(now, env, out)),

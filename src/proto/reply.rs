@@ -56,7 +56,7 @@ pub fn write_err(w: &mut WBuf<'_>, e: Error) -> fmt::Result {
 
 /// Writes `OK\n`.
 pub fn write_ok(w: &mut WBuf<'_>) -> fmt::Result {
-    w.write_str("OK\n")
+    w.push_fixed(b"OK\n")
 }
 
 #[cfg(test)]
