@@ -304,6 +304,7 @@ impl RunLoop {
     }
 
     /// When `t` is next due, if at all.
+    #[inline(always)]
     fn deadline(&self, t: Timer) -> Option<Instant> {
         match t {
             Timer::Agent => self.agent.next_deadline(),
