@@ -140,18 +140,18 @@ extern "C" {
     fn sysconf(name: i32) -> i64;
 }
 
-/// CPU time of `pid` in seconds: the scheduler's nanosecond count from
-/// /proc/PID/schedstat (user + system of its main thread, which is the whole server for
-/// tether and the C server), else utime + stime in clock ticks from /proc/PID/stat.
+/// CPU time of `pid` in seconds: the scheduler's nanosecond counts from
+/// /proc/PID/task/*/schedstat, summed over its threads (user + system; tether, the C
+/// server and redis's event loop are one thread, node_exporter is many), else utime +
+/// stime in clock ticks from /proc/PID/stat.
 fn cpu_secs(pid: u32) -> f64 {
-    if let Some(ns) = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-    {
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).ok().map(|d| {
+        d.flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .sum::<u64>()
+    });
+    if let Some(ns) = threads.filter(|&ns| ns > 0) {
         return ns as f64 / 1e9;
     }
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
