@@ -145,12 +145,14 @@ extern "C" {
 /// server and redis's event loop are one thread, node_exporter is many), else utime +
 /// stime in clock ticks from /proc/PID/stat.
 fn cpu_secs(pid: u32) -> f64 {
-    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).ok().map(|d| {
-        d.flatten()
-            .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-            .sum::<u64>()
-    });
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()
+        .map(|d| {
+            d.flatten()
+                .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+                .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+                .sum::<u64>()
+        });
     if let Some(ns) = threads.filter(|&ns| ns > 0) {
         return ns as f64 / 1e9;
     }

@@ -64,8 +64,10 @@ impl Session {
     }
 }
 
-/// What the run loop does with the connection after a reply.
+/// What the run loop does with the connection after a reply. `repr(u8)`: a tag byte, not
+/// a niche in the `Instant` (matched once per request).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Outcome {
     Continue,
     /// Flush the reply, then close.

@@ -7,7 +7,10 @@ use crate::limits::{
     IDENTIFY_MAX_SECS, INTERVAL_MAX_SECS, INTERVAL_MIN_SECS, KEY_MAX, TTL_MAX_SECS, VALUE_MAX,
 };
 
+/// `repr(u8)`: a tag byte, so telling the variants apart on the hot path is one compare
+/// (the default layout keeps the tag in a niche of a slice pointer and needed several).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Request<'a> {
     Ping,
     Help,
