@@ -811,14 +811,19 @@ impl RunLoop {
             let c = &mut self.conns[i];
             match outcome {
                 Outcome::Continue => {}
-                Outcome::Close => return c.closing = true,
+                Outcome::Close => {
+                    c.closing = true;
+                    return;
+                }
                 Outcome::HoldUntil(t) => {
                     c.hold_until = Some(t);
-                    return self.client_due(t);
+                    self.client_due(t);
+                    return;
                 }
                 Outcome::NoRoom => {
                     self.agent.stats.closed_slow += 1;
-                    return self.close(i, "output buffer full (client does not read)");
+                    self.close(i, "output buffer full (client does not read)");
+                    return;
                 }
             }
         }

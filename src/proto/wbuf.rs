@@ -65,9 +65,7 @@ impl<'a> WBuf<'a> {
             }
         }
     }
-}
 
-impl WBuf<'_> {
     /// [`WBuf::push_bytes`] for a piece whose length is known at compile time (a fixed
     /// reply such as `PONG`): inlined, the copy is a store or two instead of a loop.
     #[inline(always)]
