@@ -82,7 +82,8 @@ pub const PROBE_ANSWER_DELAY_MAX_MS: u64 = 250;
 pub const PROBE_PENDING_MAX: usize = PROBE_BURST as usize + 2;
 /// How many `--iface` beacon interfaces the agent accepts.
 pub const MAX_BEACON_IFACES: usize = 4;
-/// Datagrams read per readable beacon socket per loop turn (a flood costs bounded work).
+/// Datagrams read per readable beacon socket per loop turn, in the agent and in `tether
+/// scan` (a flood costs bounded work, and the clock is looked at again after each batch).
 pub const BEACON_RECV_PER_TURN: usize = 32;
 /// `tether scan` asks for this receive buffer (SO_RCVBUF, SO_RCVBUFFORCE when permitted):
 /// room for a thousand full-size answers arriving at once.

@@ -9,7 +9,9 @@
 
 use crate::cli::ScanArgs;
 use crate::exit::{Fatal, EX_CANTCREAT, EX_CONFIG, EX_OSERR, EX_UNAVAILABLE};
-use crate::limits::{DATAGRAM_MAX, SCAN_PROBES, SCAN_RCVBUF, SCAN_SEQ_WINDOW};
+use crate::limits::{
+    BEACON_RECV_PER_TURN, DATAGRAM_MAX, SCAN_PROBES, SCAN_RCVBUF, SCAN_SEQ_WINDOW,
+};
 use crate::proto::beacon::{self, count_members, fields, unquote, FleetKey, Trust};
 use crate::proto::fixed::Fixed;
 use crate::proto::json;
@@ -698,9 +700,14 @@ impl Scanner {
                 continue;
             }
             drop(fds);
+            // A bounded number per socket, then back to the clock: a LAN flooded faster
+            // than the datagrams are checked must not keep the scan past its window.
             for s in self.socks.iter_mut() {
-                while let Ok(Some((n, from, dropped))) = udp::recv_counting(s.fd.as_fd(), &mut buf)
-                {
+                for _ in 0..BEACON_RECV_PER_TURN {
+                    let Ok(Some((n, from, dropped))) = udp::recv_counting(s.fd.as_fd(), &mut buf)
+                    else {
+                        break;
+                    };
                     if let Some(d) = dropped {
                         s.dropped = s.dropped.max(d);
                     }

@@ -539,3 +539,49 @@ fn prometheus_sd_with_a_fleet_key_lists_only_signed_boards() {
     // ... with it, only the board signed with that key (board 2 signs with another).
     assert_eq!(targets(&["--fleet-key", key.to_str().unwrap()]), [signed]);
 }
+
+#[test]
+fn a_flood_of_forged_beacons_does_not_keep_scan_past_its_window() {
+    // Every forged beacon costs the scanner an HMAC; a sender faster than that must not
+    // keep `tether scan -t 1` reading past its one-second window.
+    if !can_netns() {
+        return;
+    }
+    let lan = Lan::new("h", 74, 1, true);
+    let forger = lan.forger.clone().unwrap();
+    let key = lan.file("key", KEY);
+    let mid = lan.file("mid", &format!("{:032x}\n", 0xf100d));
+    let board = lan.board(1, &mid, &["--fleet-key", key.to_str().unwrap()]);
+    let mut forged = capture(&forger, vec![lan.addr(1)]).remove(0);
+    let n = forged.len();
+    forged[n - 66..n - 2].fill(b'0');
+    let scanner = std::net::SocketAddr::from((lan.addr(100), 4546));
+    let flood_for = slack(Duration::from_secs(8));
+    let flood = in_ns(&forger, move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        let end = Instant::now() + flood_for;
+        let mut sent = 0u64;
+        while Instant::now() < end {
+            for _ in 0..64 {
+                sent += u64::from(s.send_to(&forged, scanner).is_ok());
+            }
+        }
+        sent
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    let (code, rows, err) = lan.scan_json(&["--fleet-key", key.to_str().unwrap(), "-t", "1"]);
+    let took = t0.elapsed();
+    let flooding = !flood.is_finished();
+    let sent = flood.join().unwrap();
+    eprintln!("scan -t 1 under a flood of {sent} forged beacons took {took:?}");
+    assert!(
+        took < slack(Duration::from_secs(3)),
+        "scan -t 1 took {took:?}"
+    );
+    assert!(flooding, "the flood ended before the scan did: {took:?}");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(field(&rows, "addr"), ["10.241.74.1"], "{rows:?}");
+    let stats = board.unix().req("STATS");
+    assert_eq!(json_u64(&stats, "allocs_since_ready"), Some(0), "{stats}");
+}

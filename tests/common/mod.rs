@@ -586,7 +586,11 @@ pub fn can_netns() -> bool {
     // SAFETY: geteuid has no preconditions.
     let why = if unsafe { geteuid() } != 0 {
         "network namespace tests need root"
-    } else if !sh(&["ip", "netns", "list"]) {
+    } else if !Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
         "`ip netns` unavailable (install iproute2)"
     } else {
         return true;
