@@ -53,35 +53,11 @@ pub struct Board {
 }
 
 /// A JSON string value as text: quotes removed and escapes undone (`\"` is `"`), so a
-/// name that needed escaping is not escaped twice when scan writes it out again.
+/// name that needed escaping is not escaped twice when scan writes it out again. With a
+/// malformed escape, the text as it came.
 fn text(v: &[u8]) -> String {
-    let raw = String::from_utf8_lossy(unquote(v).unwrap_or(v)).into_owned();
-    if !raw.contains('\\') {
-        return raw;
-    }
-    let mut out = String::with_capacity(raw.len());
-    let mut it = raw.chars();
-    while let Some(c) = it.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match it.next() {
-            Some('n') => out.push('\n'),
-            Some('r') => out.push('\r'),
-            Some('t') => out.push('\t'),
-            Some('b') => out.push('\u{8}'),
-            Some('f') => out.push('\u{c}'),
-            Some('u') => {
-                let hex: String = it.by_ref().take(4).collect();
-                let ch = u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32);
-                out.push(ch.unwrap_or(char::REPLACEMENT_CHARACTER));
-            }
-            Some(other) => out.push(other),
-            None => {}
-        }
-    }
-    out
+    let body = unquote(v).unwrap_or(v);
+    json::unescape(body).unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
 }
 
 fn num<T: std::str::FromStr>(v: &[u8]) -> Option<T> {

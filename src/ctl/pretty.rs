@@ -101,36 +101,17 @@ impl Reader<'_> {
         if self.s.get(self.i) != Some(&b'"') {
             return None;
         }
-        self.i += 1;
-        let mut out = Vec::new();
+        let start = self.i + 1;
+        let mut end = start;
         loop {
-            let c = *self.s.get(self.i)?;
-            self.i += 1;
-            match c {
-                b'"' => return Some(String::from_utf8_lossy(&out).into_owned()),
-                b'\\' => {
-                    let e = *self.s.get(self.i)?;
-                    self.i += 1;
-                    let ch = match e {
-                        b'n' => '\n',
-                        b'r' => '\r',
-                        b't' => '\t',
-                        b'b' => '\u{8}',
-                        b'f' => '\u{c}',
-                        b'u' => {
-                            let hex = self.s.get(self.i..self.i + 4)?;
-                            self.i += 4;
-                            let n = u32::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
-                            char::from_u32(n).unwrap_or(char::REPLACEMENT_CHARACTER)
-                        }
-                        other => char::from(other),
-                    };
-                    let mut b = [0u8; 4];
-                    out.extend_from_slice(ch.encode_utf8(&mut b).as_bytes());
-                }
-                _ => out.push(c),
+            match *self.s.get(end)? {
+                b'"' => break,
+                b'\\' => end += 2,
+                _ => end += 1,
             }
         }
+        self.i = end + 1;
+        crate::proto::json::unescape(&self.s[start..end])
     }
 }
 

@@ -1,6 +1,7 @@
-//! JSON writing helpers: string escaping and optional floats into any `fmt::Write`
-//! (a [`WBuf`](super::wbuf::WBuf) in the agent). Writing only: the reader `tether scan`
-//! uses for beacons is [`super::beacon::fields`].
+//! JSON helpers: string escaping and optional floats into any `fmt::Write` (a
+//! [`WBuf`](super::wbuf::WBuf) in the agent), and the one string unescaper the clients
+//! share ([`unescape`]: `tether scan` for beacons, `tether ctl`'s pretty printer). The
+//! reader `tether scan` uses for beacon members is [`super::beacon::fields`].
 
 use super::fixed::Fixed;
 use core::fmt::{self, Write};
@@ -35,6 +36,48 @@ pub fn write_str<W: Write>(w: &mut W, s: &[u8]) -> fmt::Result {
     w.write_char('"')
 }
 
+/// The text of a JSON string literal's body (what lies between its quotes) with the
+/// escapes undone; bytes that are not UTF-8 become U+FFFD. None for a `\u` escape that is
+/// not four hex digits naming a character, or a backslash at the end: the caller decides
+/// what to show instead. Client side (it allocates).
+pub fn unescape(body: &[u8]) -> Option<String> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut i = 0;
+    while i < body.len() {
+        let c = body[i];
+        i += 1;
+        if c != b'\\' {
+            out.push(c);
+            continue;
+        }
+        let e = *body.get(i)?;
+        i += 1;
+        let ch = match e {
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'u' => {
+                let hex = body.get(i..i + 4)?;
+                i += 4;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
+                let n = u32::from_str_radix(core::str::from_utf8(hex).ok()?, 16).ok()?;
+                char::from_u32(n)?
+            }
+            // `\"`, `\\`, `\/` and anything else: the byte itself.
+            other => {
+                out.push(other);
+                continue;
+            }
+        };
+        out.extend_from_slice(ch.encode_utf8(&mut [0; 4]).as_bytes());
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
 /// Writes an optional float with one decimal, or `null`.
 pub fn write_opt_f1<W: Write>(w: &mut W, v: Option<f32>) -> fmt::Result {
     match v {
@@ -53,6 +96,35 @@ mod tests {
         let mut w = WBuf::new(&mut b);
         write_str(&mut w, s).unwrap();
         String::from_utf8(w.as_bytes().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn unescape_undoes_what_write_str_does_and_standard_escapes() {
+        for s in [
+            "plain",
+            "q\"uote",
+            "back\\slash",
+            "line\nfeed\r\t",
+            "sl/ash",
+        ] {
+            let lit = esc(s.as_bytes());
+            assert_eq!(unescape(&lit.as_bytes()[1..lit.len() - 1]).unwrap(), s);
+        }
+        let u = |b: &[u8]| unescape(b).unwrap();
+        assert_eq!(u(br"\u00e9t\u00E9 \/ \b\f"), "\u{e9}t\u{e9} / \u{8}\u{c}");
+        assert_eq!(
+            u("\\\u{e9}".as_bytes()),
+            "\u{e9}",
+            "escaped UTF-8 character"
+        );
+        assert_eq!(u(b"\xff\xfe"), "\u{fffd}\u{fffd}", "not UTF-8");
+    }
+
+    #[test]
+    fn unescape_refuses_malformed_escapes() {
+        for bad in [&br"a\u12"[..], br"a\u+041b", br"a\ud800z", br"a\"] {
+            assert_eq!(unescape(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]
