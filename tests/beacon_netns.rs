@@ -272,7 +272,7 @@ fn beacon_leaves_only_its_interface_and_scan_finds_it() {
     for args in [&["-i", &net.vb][..], &[]] {
         let mut argv = vec!["scan", "-t", "1", "--json"];
         argv.extend_from_slice(args);
-        let out = tether_cmd_in(Some(&net.b), &argv).output().unwrap();
+        let out = tether_cmd_in(Some(&net.b), &argv).output_bounded();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "scan {args:?}: {err}");
         let list = json(&out.stdout);
@@ -284,9 +284,7 @@ fn beacon_leaves_only_its_interface_and_scan_finds_it() {
         assert_eq!(rows[0]["port"].as_u64().unwrap(), port);
         assert_eq!(rows[0]["facts"], 1);
     }
-    let table = tether_cmd_in(Some(&net.b), &["scan", "-i", &net.vb, "-t", "1"])
-        .output()
-        .unwrap();
+    let table = tether_cmd_in(Some(&net.b), &["scan", "-i", &net.vb, "-t", "1"]).output_bounded();
     let t = String::from_utf8_lossy(&table.stdout);
     assert!(t.starts_with("ID "), "{t}");
     assert!(t.contains(&id) && t.contains("10.231.0.1"), "{t}");

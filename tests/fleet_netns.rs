@@ -143,8 +143,7 @@ fn scan_lists_every_board_of_a_250_board_lan() {
             Some(&f.scanner),
             &["scan", "-i", "br0", "-t", "2", "--json"],
         )
-        .output()
-        .unwrap();
+        .output_bounded();
         let secs = t.elapsed().as_secs_f64();
         let err = String::from_utf8_lossy(&out.stderr);
         let rows: serde_json::Value = serde_json::from_slice(&out.stdout)

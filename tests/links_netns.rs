@@ -135,8 +135,7 @@ fn link_local(ns: &str, dev: &str) -> Option<String> {
         .args([
             "-n", ns, "-6", "-o", "addr", "show", "dev", dev, "scope", "link",
         ])
-        .output()
-        .ok()?;
+        .output_bounded();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let line = text.lines().find(|l| !l.contains("tentative"))?;
     let w: Vec<&str> = line.split_whitespace().collect();
@@ -269,8 +268,7 @@ fn ipv6_only_link_scan_finds_the_board_and_ctl_reaches_its_scoped_address() {
     let ll = link_local(net.a(), &a1).unwrap();
     let want = format!("{ll}%{p1}");
     let out = tether_cmd_in(Some(net.peer(1)), &["scan", "-i", &p1, "-t", "1", "--json"])
-        .output()
-        .unwrap();
+        .output_bounded();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "scan: {err}");
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -280,9 +278,7 @@ fn ipv6_only_link_scan_finds_the_board_and_ctl_reaches_its_scoped_address() {
     assert_eq!(rows[0]["addrs"], serde_json::json!([want]));
     assert_eq!(rows[0]["id"], s["id"]);
     // Without -i too (every interface with a link-local address is probed).
-    let out = tether_cmd_in(Some(net.peer(1)), &["scan", "-t", "1", "--json"])
-        .output()
-        .unwrap();
+    let out = tether_cmd_in(Some(net.peer(1)), &["scan", "-t", "1", "--json"]).output_bounded();
     assert_eq!(out.status.code(), Some(0));
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rows[0]["addr"], want.as_str(), "{rows:?}");
@@ -290,9 +286,7 @@ fn ipv6_only_link_scan_finds_the_board_and_ctl_reaches_its_scoped_address() {
     // ctl reaches the board at the scoped address scan printed.
     let port = rows[0]["port"].as_u64().unwrap();
     let target = format!("[{want}]:{port}");
-    let out = tether_cmd_in(Some(net.peer(1)), &["ctl", "-c", &target, "STATUS"])
-        .output()
-        .unwrap();
+    let out = tether_cmd_in(Some(net.peer(1)), &["ctl", "-c", &target, "STATUS"]).output_bounded();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         out.status.code(),
@@ -303,9 +297,7 @@ fn ipv6_only_link_scan_finds_the_board_and_ctl_reaches_its_scoped_address() {
     assert_eq!(ok_json(text.trim())["id"], s["id"]);
     // A scope that names no interface is a usage error.
     let bad = format!("[{ll}%nosuchif9]:{port}");
-    let out = tether_cmd_in(Some(net.peer(1)), &["ctl", "-c", &bad, "PING"])
-        .output()
-        .unwrap();
+    let out = tether_cmd_in(Some(net.peer(1)), &["ctl", "-c", &bad, "PING"]).output_bounded();
     assert_eq!(out.status.code(), Some(64));
 
     // Probes over IPv6 are answered by unicast over IPv6, no larger than the probe.
@@ -413,8 +405,7 @@ fn no_heap_after_ready_with_four_interfaces_and_both_families() {
     for round in 0..3 {
         for (peer, dev) in [(1, net.ifs(1).1), (2, net.ifs(2).1)] {
             let out = tether_cmd_in(Some(net.peer(peer)), &["scan", "-t", "0.5", "--json"])
-                .output()
-                .unwrap();
+                .output_bounded();
             assert_eq!(out.status.code(), Some(0));
             let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
             let addrs = rows[0]["addrs"].as_array().unwrap();
@@ -480,8 +471,7 @@ fn a_board_started_during_duplicate_address_detection_is_found_over_ipv6() {
         status(&a)
     );
     let out = tether_cmd_in(Some(net.peer(1)), &["scan", "-i", &p1, "-t", "1", "--json"])
-        .output()
-        .unwrap();
+        .output_bounded();
     assert_eq!(
         out.status.code(),
         Some(0),

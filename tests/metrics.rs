@@ -501,8 +501,7 @@ fn promtool_ok(tool: &str, args: &[&str], dir: &std::path::Path) -> String {
     let out = Command::new(tool)
         .args(args)
         .current_dir(dir)
-        .output()
-        .unwrap();
+        .output_bounded();
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "promtool {args:?}: {text}");

@@ -269,7 +269,7 @@ fn prometheus_discovers_scrapes_and_forgets_three_boards() {
             "--prometheus-sd",
             &p,
         ];
-        tether_cmd_in(Some(&net.scanner), &args).output().unwrap()
+        tether_cmd_in(Some(&net.scanner), &args).output_bounded()
     };
     let empty = dir.join("empty.json");
     let out = sd_once(&empty);

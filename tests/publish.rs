@@ -324,7 +324,7 @@ fn ctl_dgram(sock: &Path, words: &[&str], uid: Option<u32>) -> (i32, String) {
         std::os::unix::process::CommandExt::uid(&mut c, u);
         std::os::unix::process::CommandExt::gid(&mut c, u);
     }
-    let out = c.output().unwrap();
+    let out = c.output_bounded();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.stdout.is_empty(), "--dgram prints nothing on stdout");
     (out.status.code().unwrap_or(-1), err)
@@ -360,9 +360,7 @@ fn ctl_dgram_exit_codes() {
         assert_eq!(code, 64, "{words:?}: {err}");
         assert_eq!(error_lines(&err).len(), 1, "{err}");
     }
-    let c = tether_cmd(&["ctl", "-c", "127.0.0.1:1", "--dgram", "SET", "a", "1"])
-        .output()
-        .unwrap();
+    let c = tether_cmd(&["ctl", "-c", "127.0.0.1:1", "--dgram", "SET", "a", "1"]).output_bounded();
     assert_eq!(c.status.code(), Some(64));
     assert_eq!(
         a.stats()["publish_rejected"],

@@ -132,9 +132,7 @@ impl Lan {
 
     /// `tether scan ARGS` in the scanner namespace: (exit code, stdout, stderr).
     fn scan(&self, args: &[&str]) -> (i32, String, String) {
-        let out = tether_cmd_in(Some(&self.scanner), &[&["scan"], args].concat())
-            .output()
-            .unwrap();
+        let out = tether_cmd_in(Some(&self.scanner), &[&["scan"], args].concat()).output_bounded();
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),

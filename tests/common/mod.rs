@@ -355,25 +355,49 @@ pub fn wait_timeout(child: &mut Child, d: Duration) -> ExitStatus {
     }
 }
 
+/// `Command::output` with a bound: a child still running after a minute (five under
+/// emulation) is killed and the test fails, naming it, instead of hanging the whole suite.
+/// Stdin is /dev/null, as with `output`.
+pub trait OutputBounded {
+    fn output_bounded(&mut self) -> std::process::Output;
+}
+
+impl OutputBounded for Command {
+    fn output_bounded(&mut self) -> std::process::Output {
+        self.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = self
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", self.get_program()));
+        let drain = |r: Option<Box<dyn Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut v = Vec::new();
+                if let Some(mut r) = r {
+                    let _ = r.read_to_end(&mut v);
+                }
+                v
+            })
+        };
+        let out = drain(child.stdout.take().map(|r| Box::new(r) as _));
+        let err = drain(child.stderr.take().map(|r| Box::new(r) as _));
+        let status = wait_timeout(&mut child, slack(Duration::from_secs(60)));
+        std::process::Output {
+            status,
+            stdout: out.join().unwrap_or_default(),
+            stderr: err.join().unwrap_or_default(),
+        }
+    }
+}
+
 /// Runs `tether ARGS...` to completion (bounded): (exit code, stdout, stderr).
 pub fn run<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (i32, String, String) {
-    let mut c = tether_cmd(args);
-    c.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().expect("spawn tether");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let mut o = String::new();
-    let _ = out.read_to_string(&mut o);
-    let status = wait_timeout(&mut child, slack(Duration::from_secs(30)));
-    let e = t.join().unwrap_or_default();
-    (status.code().unwrap_or(-1), o, e)
+    let out = tether_cmd(args).output_bounded();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Finds `"key":NUMBER` in a one-line JSON reply.
