@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 /// The three namespaces; deleted on drop (which also deletes their veths).
 struct Net {
-    a: String,
-    b: String,
-    c: String,
+    a: Netns,
+    b: Netns,
+    c: Netns,
     va: String,
     vb: String,
 }
@@ -28,7 +28,7 @@ struct Net {
 impl Net {
     fn new(tag: &str) -> Net {
         let id = std::process::id() % 100_000;
-        let n = |x: &str| format!("tt{x}{tag}{id}");
+        let n = |x: &str| Netns::new(format!("tt{x}{tag}{id}"));
         let net = Net {
             a: n("a"),
             b: n("b"),
@@ -36,87 +36,20 @@ impl Net {
             va: format!("va{tag}{id}"),
             vb: format!("vb{tag}{id}"),
         };
-        for ns in [&net.a, &net.b, &net.c] {
-            let _ = sh(&["ip", "netns", "del", ns]);
-            assert!(sh(&["ip", "netns", "add", ns]), "ip netns add {ns}");
-            assert!(sh(&["ip", "-n", ns, "link", "set", "lo", "up"]));
-        }
         net.make_va();
         let vx = format!("vx{tag}{id}");
         let vy = format!("vy{tag}{id}");
-        assert!(sh(&[
-            "ip", "link", "add", &vx, "netns", &net.a, "type", "veth", "peer", "name", &vy,
-            "netns", &net.c
-        ]));
-        assert!(sh(&[
-            "ip",
-            "-n",
-            &net.a,
-            "addr",
-            "add",
-            "10.232.0.1/24",
-            "brd",
-            "+",
-            "dev",
-            &vx
-        ]));
-        assert!(sh(&[
-            "ip",
-            "-n",
-            &net.c,
-            "addr",
-            "add",
-            "10.232.0.2/24",
-            "brd",
-            "+",
-            "dev",
-            &vy
-        ]));
-        assert!(sh(&["ip", "-n", &net.a, "link", "set", &vx, "up"]));
-        assert!(sh(&["ip", "-n", &net.c, "link", "set", &vy, "up"]));
+        veth(&net.a, &vx, &net.c, &vy);
+        net.a.addr_up(&vx, "10.232.0.1/24");
+        net.c.addr_up(&vy, "10.232.0.2/24");
         net
     }
 
     /// (Re)creates the va/vb pair: a recreated interface gets a new index.
     fn make_va(&self) {
-        assert!(sh(&[
-            "ip", "link", "add", &self.va, "netns", &self.a, "type", "veth", "peer", "name",
-            &self.vb, "netns", &self.b
-        ]));
-        assert!(sh(&[
-            "ip",
-            "-n",
-            &self.a,
-            "addr",
-            "add",
-            "10.231.0.1/24",
-            "brd",
-            "+",
-            "dev",
-            &self.va
-        ]));
-        assert!(sh(&[
-            "ip",
-            "-n",
-            &self.b,
-            "addr",
-            "add",
-            "10.231.0.2/24",
-            "brd",
-            "+",
-            "dev",
-            &self.vb
-        ]));
-        assert!(sh(&["ip", "-n", &self.a, "link", "set", &self.va, "up"]));
-        assert!(sh(&["ip", "-n", &self.b, "link", "set", &self.vb, "up"]));
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for ns in [&self.a, &self.b, &self.c] {
-            let _ = sh(&["ip", "netns", "del", ns]);
-        }
+        veth(&self.a, &self.va, &self.b, &self.vb);
+        self.a.addr_up(&self.va, "10.231.0.1/24");
+        self.b.addr_up(&self.vb, "10.231.0.2/24");
     }
 }
 
@@ -395,9 +328,7 @@ fn absent_interface_at_start_and_no_default_interface() {
     drop(a);
 
     // A namespace with nothing but loopback: no default interface, beacons off, agent runs.
-    let lonely = format!("ttl{}", std::process::id() % 100_000);
-    let _ = sh(&["ip", "netns", "del", &lonely]);
-    assert!(sh(&["ip", "netns", "add", &lonely]));
+    let lonely = Netns::new(format!("ttl{}", std::process::id() % 100_000));
     let dir = temp_dir("nodefault2");
     let args = loopback_agent_args(&dir.join("t.sock"), &[]);
     let a =
@@ -405,7 +336,7 @@ fn absent_interface_at_start_and_no_default_interface() {
     assert!(a.ready.ends_with(" beacon=off"), "{}", a.ready);
     assert_eq!(beacon_state(&a), "off");
     let (status, err) = a.stop();
-    let _ = sh(&["ip", "netns", "del", &lonely]);
+    drop(lonely);
     assert_eq!(status.code(), Some(0));
     assert!(err.contains("beacons are off"), "{err}");
 }

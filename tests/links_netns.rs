@@ -30,7 +30,7 @@ fn no_ipv6_multicast_here() -> bool {
 }
 
 struct Net {
-    ns: Vec<String>,
+    ns: Vec<Netns>,
     tag: String,
 }
 
@@ -45,17 +45,14 @@ impl Net {
     fn with_dad(tag: &str, dad: bool) -> Net {
         let id = std::process::id() % 100_000;
         let tag = format!("{tag}{id}");
-        let ns: Vec<String> = ["a", "p1", "p2"]
+        let ns: Vec<Netns> = ["a", "p1", "p2"]
             .iter()
-            .map(|x| format!("tl{x}{tag}"))
+            .map(|x| Netns::new(format!("tl{x}{tag}")))
             .collect();
         for n in &ns {
-            let _ = sh(&["ip", "netns", "del", n]);
-            assert!(sh(&["ip", "netns", "add", n]), "ip netns add {n}");
-            assert!(sh(&["ip", "-n", n, "link", "set", "lo", "up"]));
             for k in ["default", "all"] {
                 let key = format!("net.ipv6.conf.{k}.accept_dad={}", u8::from(dad));
-                assert!(sh(&["ip", "netns", "exec", n, "sysctl", "-qw", &key]));
+                assert!(sh(&["ip", "netns", "exec", &**n, "sysctl", "-qw", &key]));
             }
         }
         Net { ns, tag }
@@ -84,31 +81,15 @@ impl Net {
     fn link_with(&self, i: usize, v6_only: bool, wait_a: bool) {
         let (a, p) = self.ifs(i);
         let peer = 2 - i % 2;
-        assert!(sh(&[
-            "ip",
-            "link",
-            "add",
-            &a,
-            "netns",
-            self.a(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &p,
-            "netns",
-            self.peer(peer)
-        ]));
-        if !v6_only {
-            for (ns, dev, host) in [(self.a(), &a, 1), (self.peer(peer), &p, 2)] {
-                let addr = format!("10.233.{i}.{host}/24");
-                assert!(sh(&[
-                    "ip", "-n", ns, "addr", "add", &addr, "brd", "+", "dev", dev
-                ]));
+        let (ns_a, ns_p) = (&self.ns[0], &self.ns[peer]);
+        veth(ns_a, &a, ns_p, &p);
+        for (ns, dev, host) in [(ns_a, &a, 1), (ns_p, &p, 2)] {
+            if v6_only {
+                ns.ip(&["link", "set", dev, "up"]);
+            } else {
+                ns.addr_up(dev, &format!("10.233.{i}.{host}/24"));
             }
         }
-        assert!(sh(&["ip", "-n", self.a(), "link", "set", &a, "up"]));
-        assert!(sh(&["ip", "-n", self.peer(peer), "link", "set", &p, "up"]));
         for (ns, dev) in [(self.a(), &a), (self.peer(peer), &p)] {
             if ns == self.a() && !wait_a {
                 continue;
@@ -117,14 +98,6 @@ impl Net {
                 wait_for(Duration::from_secs(10), || link_local(ns, dev).is_some()),
                 "no link-local address on {dev}"
             );
-        }
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for n in &self.ns {
-            let _ = sh(&["ip", "netns", "del", n]);
         }
     }
 }

@@ -63,8 +63,8 @@ fn can_run() -> bool {
 
 /// The namespaces, the bridge and the veths; deleted on drop.
 struct Net {
-    agents: Vec<String>,
-    scanner: String,
+    agents: Vec<Netns>,
+    scanner: Netns,
     bridge: String,
 }
 
@@ -72,37 +72,31 @@ impl Net {
     fn new() -> Net {
         let id = std::process::id() % 100_000;
         let net = Net {
-            agents: (0..3).map(|i| format!("tpa{i}n{id}")).collect(),
-            scanner: format!("tpsn{id}"),
+            agents: (0..3).map(|i| Netns::new(format!("tpa{i}n{id}"))).collect(),
+            scanner: Netns::new(format!("tpsn{id}")),
             bridge: format!("tpbr{id}"),
         };
-        for ns in net.agents.iter().chain([&net.scanner]) {
-            let _ = sh(&["ip", "netns", "del", ns]);
-            assert!(sh(&["ip", "netns", "add", ns]), "ip netns add {ns}");
-            assert!(sh(&["ip", "-n", ns, "link", "set", "lo", "up"]));
-        }
-        let s = net.scanner.as_str();
-        let br = net.bridge.as_str();
-        assert!(sh(&["ip", "-n", s, "link", "add", br, "type", "bridge"]));
-        let cidr = format!("{SCANNER_IP}/24");
-        assert!(sh(&[
-            "ip", "-n", s, "addr", "add", &cidr, "brd", "+", "dev", br
-        ]));
-        assert!(sh(&["ip", "-n", s, "link", "set", br, "up"]));
-        for (i, ns) in net.agents.iter().enumerate() {
-            let (inner, outer) = (net.iface(i), format!("tpo{i}n{id}"));
-            assert!(sh(&[
-                "ip", "link", "add", &inner, "netns", ns, "type", "veth", "peer", "name", &outer,
-                "netns", s
-            ]));
-            assert!(sh(&["ip", "-n", s, "link", "set", &outer, "master", br]));
-            assert!(sh(&["ip", "-n", s, "link", "set", &outer, "up"]));
-            let cidr = format!("{}/24", Net::addr(i));
-            assert!(sh(&[
-                "ip", "-n", ns, "addr", "add", &cidr, "brd", "+", "dev", &inner
-            ]));
-            assert!(sh(&["ip", "-n", ns, "link", "set", &inner, "up"]));
-        }
+        let names: Vec<(String, String, String)> = (0..3)
+            .map(|i| {
+                (
+                    net.iface(i),
+                    format!("tpo{i}n{id}"),
+                    format!("{}/24", Net::addr(i)),
+                )
+            })
+            .collect();
+        let members: Vec<(&Netns, &str, &str, &str)> = net
+            .agents
+            .iter()
+            .zip(&names)
+            .map(|(n, (dev, outer, cidr))| (n, dev.as_str(), outer.as_str(), cidr.as_str()))
+            .collect();
+        bridge_lan(
+            &net.scanner,
+            &net.bridge,
+            &format!("{SCANNER_IP}/24"),
+            &members,
+        );
         net
     }
 
@@ -112,14 +106,6 @@ impl Net {
 
     fn addr(i: usize) -> String {
         format!("10.233.0.{}", i + 1)
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for ns in self.agents.iter().chain([&self.scanner]) {
-            let _ = sh(&["ip", "netns", "del", ns]);
-        }
     }
 }
 
@@ -141,7 +127,7 @@ fn start_agent(net: &Net, i: usize, dir: &Path) -> Agent {
     let mid = adir.join("machine-id");
     std::fs::write(&mid, format!("{:032x}\n", 0x7e7e_0000_u128 + i as u128)).unwrap();
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &net.agents[i], "sh", "-c"])
+    cmd.args(["netns", "exec", &*net.agents[i], "sh", "-c"])
         .arg("mount --bind \"$0\" /etc/machine-id && exec \"$@\"")
         .arg(&mid)
         .args(runner())
@@ -333,7 +319,7 @@ fn prometheus_discovers_scrapes_and_forgets_three_boards() {
     let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
     let prom = Proc(
         Command::new("ip")
-            .args(["netns", "exec", &net.scanner, "prometheus"])
+            .args(["netns", "exec", &*net.scanner, "prometheus"])
             .arg(format!("--config.file={}", cfg.display()))
             .arg(format!("--storage.tsdb.path={}", data.display()))
             .arg(format!("--web.listen-address={SCANNER_IP}:9090"))
@@ -345,7 +331,7 @@ fn prometheus_discovers_scrapes_and_forgets_three_boards() {
     );
 
     let want: Vec<String> = (0..3).map(|i| format!("{}:9545", Net::addr(i))).collect();
-    let ns = net.scanner.clone();
+    let ns = net.scanner.to_string();
     let deadline = t0 + Duration::from_secs(60);
     let prom_log = || std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default();
     let mut t_file = None;

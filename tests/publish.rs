@@ -263,9 +263,7 @@ fn a_deep_publish_backlog_is_read_a_bounded_number_per_turn() {
     if !can_netns() {
         return;
     }
-    let ns = format!("tpq{}", std::process::id() % 100_000);
-    let _ = sh(&["ip", "netns", "del", &ns]);
-    assert!(sh(&["ip", "netns", "add", &ns]));
+    let ns = Netns::new(format!("tpq{}", std::process::id() % 100_000));
     assert!(sh(&[
         "ip",
         "netns",
@@ -302,7 +300,7 @@ fn a_deep_publish_backlog_is_read_a_bounded_number_per_turn() {
     let took = t0.elapsed();
     let s = wait_counted(&a, queued);
     let drained = t0.elapsed();
-    let _ = sh(&["ip", "netns", "del", &ns]);
+    drop(ns);
     eprintln!("PONG after {took:?}, queue of {queued} datagrams drained after {drained:?}; {s}");
     assert!(queued > 20_000, "only {queued} datagrams queued");
     assert_eq!(s["published"].as_u64(), Some(queued), "{s}");
@@ -561,8 +559,8 @@ fn rcvbuf_and_sndbuf_on_every_socket_and_out_of_range_refused() {
 // ---- the beacon part: two namespaces and a veth pair ----
 
 struct Pair {
-    a: String,
-    b: String,
+    a: Netns,
+    b: Netns,
     va: String,
 }
 
@@ -570,35 +568,15 @@ impl Pair {
     fn new(tag: &str) -> Pair {
         let id = std::process::id() % 100_000;
         let p = Pair {
-            a: format!("tpa{tag}{id}"),
-            b: format!("tpb{tag}{id}"),
+            a: Netns::new(format!("tpa{tag}{id}")),
+            b: Netns::new(format!("tpb{tag}{id}")),
             va: format!("pa{tag}{id}"),
         };
         let vb = format!("pb{tag}{id}");
-        for ns in [&p.a, &p.b] {
-            let _ = sh(&["ip", "netns", "del", ns]);
-            assert!(sh(&["ip", "netns", "add", ns]), "ip netns add {ns}");
-            assert!(sh(&["ip", "-n", ns, "link", "set", "lo", "up"]));
-        }
-        assert!(sh(&[
-            "ip", "link", "add", &p.va, "netns", &p.a, "type", "veth", "peer", "name", &vb,
-            "netns", &p.b
-        ]));
-        for (ns, dev, addr) in [(&p.a, &p.va, "10.233.0.1/24"), (&p.b, &vb, "10.233.0.2/24")] {
-            assert!(sh(&[
-                "ip", "-n", ns, "addr", "add", addr, "brd", "+", "dev", dev
-            ]));
-            assert!(sh(&["ip", "-n", ns, "link", "set", dev, "up"]));
-        }
+        veth(&p.a, &p.va, &p.b, &vb);
+        p.a.addr_up(&p.va, "10.233.0.1/24");
+        p.b.addr_up(&vb, "10.233.0.2/24");
         p
-    }
-}
-
-impl Drop for Pair {
-    fn drop(&mut self) {
-        for ns in [&self.a, &self.b] {
-            let _ = sh(&["ip", "netns", "del", ns]);
-        }
     }
 }
 

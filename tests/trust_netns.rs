@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 
 /// The namespaces of one test; deleted on drop (their veths and the bridge go with them).
 struct Lan {
-    scanner: String,
-    boards: Vec<String>,
-    forger: Option<String>,
+    scanner: Netns,
+    boards: Vec<Netns>,
+    forger: Option<Netns>,
     /// Third octet of 10.241.T.0/24: one subnet per test.
     subnet: u8,
     dir: PathBuf,
@@ -34,7 +34,7 @@ struct Lan {
 impl Lan {
     fn new(tag: &str, subnet: u8, boards: usize, forger: bool) -> Lan {
         let id = std::process::id() % 100_000;
-        let ns = |x: &str| format!("tk{tag}{x}{id}");
+        let ns = |x: &str| Netns::new(format!("tk{tag}{x}{id}"));
         let lan = Lan {
             scanner: ns("s"),
             boards: (1..=boards).map(|i| ns(&format!("b{i}"))).collect(),
@@ -42,58 +42,30 @@ impl Lan {
             subnet,
             dir: temp_dir(&format!("trust{tag}")),
         };
-        let br = format!("br{tag}{id}");
-        for n in lan.all() {
-            if Path::new(&format!("/run/netns/{n}")).exists() {
-                let _ = sh(&["ip", "netns", "del", n]);
-            }
-            assert!(sh(&["ip", "netns", "add", n]), "ip netns add {n}");
-            assert!(sh(&["ip", "-n", n, "link", "set", "lo", "up"]));
-        }
-        let s = &lan.scanner;
-        assert!(sh(&["ip", "-n", s, "link", "add", &br, "type", "bridge"]));
-        let addr = lan.addr(100);
-        assert!(sh(&[
-            "ip",
-            "-n",
-            s,
-            "addr",
-            "add",
-            &format!("{addr}/24"),
-            "brd",
-            "+",
-            "dev",
-            &br
-        ]));
-        assert!(sh(&["ip", "-n", s, "link", "set", &br, "up"]));
-        let members: Vec<(String, u8)> = lan
+        let hosts: Vec<(&Netns, u8)> = lan
             .boards
             .iter()
-            .enumerate()
-            .map(|(i, b)| (b.clone(), i as u8 + 1))
-            .chain(lan.forger.clone().map(|f| (f, 9)))
+            .zip(1..)
+            .chain(lan.forger.iter().map(|f| (f, 9)))
             .collect();
-        for (n, host) in members {
-            let (inner, outer) = (lan.ifname(host), format!("p{tag}{host}{id}"));
-            assert!(sh(&[
-                "ip", "link", "add", &inner, "netns", &n, "type", "veth", "peer", "name", &outer,
-                "netns", s
-            ]));
-            assert!(sh(&["ip", "-n", s, "link", "set", &outer, "master", &br]));
-            assert!(sh(&["ip", "-n", s, "link", "set", &outer, "up"]));
-            let a = format!("{}/24", lan.addr(host));
-            assert!(sh(&[
-                "ip", "-n", &n, "addr", "add", &a, "brd", "+", "dev", &inner
-            ]));
-            assert!(sh(&["ip", "-n", &n, "link", "set", &inner, "up"]));
-        }
+        let names: Vec<(String, String, String)> = hosts
+            .iter()
+            .map(|&(_, h)| {
+                (
+                    lan.ifname(h),
+                    format!("p{tag}{h}{id}"),
+                    format!("{}/24", lan.addr(h)),
+                )
+            })
+            .collect();
+        let members: Vec<(&Netns, &str, &str, &str)> = hosts
+            .iter()
+            .zip(&names)
+            .map(|(&(n, _), (dev, outer, cidr))| (n, dev.as_str(), outer.as_str(), cidr.as_str()))
+            .collect();
+        let hub = format!("{}/24", lan.addr(100));
+        bridge_lan(&lan.scanner, &format!("br{tag}{id}"), &hub, &members);
         lan
-    }
-
-    fn all(&self) -> impl Iterator<Item = &String> {
-        std::iter::once(&self.scanner)
-            .chain(&self.boards)
-            .chain(&self.forger)
     }
 
     fn addr(&self, host: u8) -> Ipv4Addr {
@@ -121,7 +93,7 @@ impl Lan {
         );
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.boards[n - 1]]);
+        cmd.args(["netns", "exec", &*self.boards[n - 1]]);
         cmd.args(["unshare", "-m", "--propagation", "private", "sh", "-c"]);
         cmd.arg("mount --bind \"$0\" /etc/machine-id && exec \"$@\"");
         cmd.arg(machine_id);
@@ -151,9 +123,6 @@ impl Lan {
 
 impl Drop for Lan {
     fn drop(&mut self) {
-        for n in self.all() {
-            let _ = sh(&["ip", "netns", "del", n]);
-        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -217,7 +186,7 @@ fn fleet_key_signs_and_scan_tells_signed_forged_altered_replayed() {
         return;
     }
     let lan = Lan::new("g", 71, 3, true);
-    let forger = lan.forger.clone().unwrap();
+    let forger = lan.forger.as_deref().unwrap();
     let keyfiles: Vec<PathBuf> = (1..=3)
         .map(|i| lan.file(&format!("key{i}"), &format!("  {KEY}\n")))
         .collect();
@@ -234,7 +203,7 @@ fn fleet_key_signs_and_scan_tells_signed_forged_altered_replayed() {
     );
 
     // What the agents send follows the documented wire rule, run and sig included.
-    let got = capture(&forger, vec![lan.addr(1), lan.addr(2)]);
+    let got = capture(forger, vec![lan.addr(1), lan.addr(2)]);
     for d in &got {
         assert!(d.len() <= 512);
         assert!(
@@ -279,7 +248,7 @@ fn fleet_key_signs_and_scan_tells_signed_forged_altered_replayed() {
     made_up[n - 66..n - 2].fill(b'0');
     let bcast = Ipv4Addr::new(10, 241, lan.subnet, 255);
     let until = Instant::now() + slack(Duration::from_secs(9));
-    let forging = in_ns(&forger, move || {
+    let forging = in_ns(forger, move || {
         let s = UdpSocket::bind("0.0.0.0:0").unwrap();
         s.set_broadcast(true).unwrap();
         while Instant::now() < until {
@@ -546,16 +515,16 @@ fn a_flood_of_forged_beacons_does_not_keep_scan_past_its_window() {
         return;
     }
     let lan = Lan::new("h", 74, 1, true);
-    let forger = lan.forger.clone().unwrap();
+    let forger = lan.forger.as_deref().unwrap();
     let key = lan.file("key", KEY);
     let mid = lan.file("mid", &format!("{:032x}\n", 0xf100d));
     let board = lan.board(1, &mid, &["--fleet-key", key.to_str().unwrap()]);
-    let mut forged = capture(&forger, vec![lan.addr(1)]).remove(0);
+    let mut forged = capture(forger, vec![lan.addr(1)]).remove(0);
     let n = forged.len();
     forged[n - 66..n - 2].fill(b'0');
     let scanner = std::net::SocketAddr::from((lan.addr(100), 4546));
     let flood_for = slack(Duration::from_secs(8));
-    let flood = in_ns(&forger, move || {
+    let flood = in_ns(forger, move || {
         let s = UdpSocket::bind("0.0.0.0:0").unwrap();
         let end = Instant::now() + flood_for;
         let mut sent = 0u64;

@@ -627,6 +627,80 @@ pub fn can_netns() -> bool {
     false
 }
 
+/// A network namespace a test made, with loopback up; deleted (with its veths and
+/// bridges) when dropped, also when the test fails half-way. A stale one of the same name,
+/// left by a killed run, is deleted first. Derefs to its name.
+pub struct Netns(String);
+
+impl Netns {
+    pub fn new(name: impl Into<String>) -> Netns {
+        let name = name.into();
+        if Path::new(&format!("/run/netns/{name}")).exists() {
+            let _ = sh(&["ip", "netns", "del", &name]);
+        }
+        assert!(sh(&["ip", "netns", "add", &name]), "ip netns add {name}");
+        let ns = Netns(name);
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n NS ARGS...`; the test fails if it does.
+    pub fn ip(&self, args: &[&str]) {
+        let mut argv = vec!["ip", "-n", &self.0];
+        argv.extend_from_slice(args);
+        assert!(sh(&argv), "{}", argv.join(" "));
+    }
+
+    /// Gives `dev` the address `cidr` (broadcast derived) and brings it up.
+    pub fn addr_up(&self, dev: &str, cidr: &str) {
+        self.ip(&["addr", "add", cidr, "brd", "+", "dev", dev]);
+        self.ip(&["link", "set", dev, "up"]);
+    }
+}
+
+impl std::ops::Deref for Netns {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Netns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = sh(&["ip", "netns", "del", &self.0]);
+    }
+}
+
+/// A veth pair: `a_dev` in `a`, `b_dev` in `b` (both down, no address).
+pub fn veth(a: &Netns, a_dev: &str, b: &Netns, b_dev: &str) {
+    assert!(
+        sh(&[
+            "ip", "link", "add", a_dev, "netns", a, "type", "veth", "peer", "name", b_dev, "netns",
+            b
+        ]),
+        "veth {a_dev}@{a} -- {b_dev}@{b}"
+    );
+}
+
+/// One LAN: bridge `br` in `hub` with address `hub_cidr`, and for each member
+/// `(namespace, its device, the hub-side device, its cidr)` a veth to the bridge, up.
+pub fn bridge_lan(hub: &Netns, br: &str, hub_cidr: &str, members: &[(&Netns, &str, &str, &str)]) {
+    hub.ip(&["link", "add", br, "type", "bridge"]);
+    hub.addr_up(br, hub_cidr);
+    for &(ns, dev, outer, cidr) in members {
+        veth(ns, dev, hub, outer);
+        hub.ip(&["link", "set", outer, "master", br]);
+        hub.ip(&["link", "set", outer, "up"]);
+        ns.addr_up(dev, cidr);
+    }
+}
+
 /// Runs `f` on a thread that has joined network namespace `ns`; sockets it makes live there.
 pub fn in_ns<T: Send + 'static>(
     ns: &str,
