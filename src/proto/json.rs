@@ -6,12 +6,16 @@
 use super::fixed::Fixed;
 use core::fmt::{self, Write};
 
-/// Writes `s` as a JSON string literal, quotes included. Bytes that are not printable
-/// ASCII are written as `\u00XX`, so any input gives valid one-line JSON.
+/// Writes `s` as a JSON string literal, quotes included, in printable ASCII: a UTF-8
+/// character outside it is written as `\uXXXX` (a surrogate pair above U+FFFF), so any JSON
+/// reader gets the text back; a byte that is not part of valid UTF-8 is written as
+/// `\ufffd`. Never longer than six bytes per input byte, so any input gives valid one-line
+/// JSON within the buffers sized for that.
 pub fn write_str<W: Write>(w: &mut W, s: &[u8]) -> fmt::Result {
     w.write_char('"')?;
-    let mut start = 0;
-    for (i, &c) in s.iter().enumerate() {
+    let (mut start, mut i) = (0, 0);
+    while i < s.len() {
+        let c = s[i];
         let esc: Option<&str> = match c {
             b'"' => Some("\\\""),
             b'\\' => Some("\\\\"),
@@ -21,19 +25,43 @@ pub fn write_str<W: Write>(w: &mut W, s: &[u8]) -> fmt::Result {
             0x20..=0x7e => None,
             _ => Some(""),
         };
-        if let Some(e) = esc {
-            // The run before `i` is printable ASCII, hence valid UTF-8.
-            w.write_str(core::str::from_utf8(&s[start..i]).map_err(|_| fmt::Error)?)?;
-            if e.is_empty() {
-                write!(w, "\\u{:04x}", c)?;
-            } else {
-                w.write_str(e)?;
+        let Some(e) = esc else {
+            i += 1;
+            continue;
+        };
+        // The run before `i` is printable ASCII, hence valid UTF-8.
+        w.write_str(core::str::from_utf8(&s[start..i]).map_err(|_| fmt::Error)?)?;
+        i += 1;
+        if !e.is_empty() {
+            w.write_str(e)?;
+        } else if c < 0x80 {
+            write!(w, "\\u{:04x}", c)?;
+        } else {
+            let ch = utf8_char(&s[i - 1..]);
+            i += ch.map_or(0, |ch| ch.len_utf8() - 1);
+            let mut units = [0u16; 2];
+            for u in ch
+                .unwrap_or(char::REPLACEMENT_CHARACTER)
+                .encode_utf16(&mut units)
+            {
+                write!(w, "\\u{:04x}", u)?;
             }
-            start = i + 1;
         }
+        start = i;
     }
     w.write_str(core::str::from_utf8(&s[start..]).map_err(|_| fmt::Error)?)?;
     w.write_char('"')
+}
+
+/// The UTF-8 character `s` starts with, if it starts with a valid one.
+fn utf8_char(s: &[u8]) -> Option<char> {
+    let n = match s.first()? {
+        0xc2..=0xdf => 2,
+        0xe0..=0xef => 3,
+        0xf0..=0xf4 => 4,
+        _ => return None,
+    };
+    core::str::from_utf8(s.get(..n)?).ok()?.chars().next()
 }
 
 /// The text of a JSON string literal's body (what lies between its quotes) with the
@@ -59,13 +87,18 @@ pub fn unescape(body: &[u8]) -> Option<String> {
             b'b' => '\u{8}',
             b'f' => '\u{c}',
             b'u' => {
-                let hex = body.get(i..i + 4)?;
+                let hi = hex4(body.get(i..i + 4)?)?;
                 i += 4;
-                if !hex.iter().all(u8::is_ascii_hexdigit) {
-                    return None;
+                match hi {
+                    // A surrogate pair: the low half must follow as `\uDC00`-`\uDFFF`.
+                    0xd800..=0xdbff => {
+                        let lo = body.get(i..i + 6).filter(|e| e.starts_with(b"\\u"));
+                        let lo = hex4(&lo?[2..]).filter(|lo| (0xdc00..=0xdfff).contains(lo))?;
+                        i += 6;
+                        char::from_u32(0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00))?
+                    }
+                    n => char::from_u32(n)?,
                 }
-                let n = u32::from_str_radix(core::str::from_utf8(hex).ok()?, 16).ok()?;
-                char::from_u32(n)?
             }
             // `\"`, `\\`, `\/` and anything else: the byte itself.
             other => {
@@ -76,6 +109,14 @@ pub fn unescape(body: &[u8]) -> Option<String> {
         out.extend_from_slice(ch.encode_utf8(&mut [0; 4]).as_bytes());
     }
     Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Four hex digits (no sign, no spaces) as a number.
+fn hex4(h: &[u8]) -> Option<u32> {
+    if h.len() != 4 || !h.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    u32::from_str_radix(core::str::from_utf8(h).ok()?, 16).ok()
 }
 
 /// Writes an optional float with one decimal, or `null`.
@@ -118,11 +159,47 @@ mod tests {
             "escaped UTF-8 character"
         );
         assert_eq!(u(b"\xff\xfe"), "\u{fffd}\u{fffd}", "not UTF-8");
+        assert_eq!(u(br"\ud83d\ude00!"), "\u{1f600}!", "a surrogate pair");
+    }
+
+    #[test]
+    fn utf8_text_is_written_as_code_points_any_json_reader_gets_back() {
+        for text in ["café", "pi-küche-😀", "日本", "\u{7f}\u{80}"] {
+            let lit = esc(text.as_bytes());
+            assert!(lit.bytes().all(|b| (0x20..0x7f).contains(&b)), "{lit}");
+            let body = &lit.as_bytes()[1..lit.len() - 1];
+            assert_eq!(unescape(body).as_deref(), Some(text), "{lit}");
+            let other: String = serde_json::from_str(&lit).unwrap();
+            assert_eq!(other, text, "serde_json reads {lit}");
+        }
+        // Not UTF-8: one U+FFFD per bad byte, never more than six bytes out per byte in.
+        for bad in [
+            &b"\xc3"[..],
+            b"\xe2\x82",
+            b"\xed\xa0\x80",
+            b"\xf5\x80\x80\x80",
+            b"a\xc0\xafb",
+        ] {
+            let lit = esc(bad);
+            assert!(lit.len() - 2 <= 6 * bad.len(), "{lit}");
+            let got: String = serde_json::from_str(&lit).unwrap();
+            let want: String = bad
+                .iter()
+                .map(|&b| if b < 0x80 { char::from(b) } else { '\u{fffd}' })
+                .collect();
+            assert_eq!(got, want, "{lit}");
+        }
     }
 
     #[test]
     fn unescape_refuses_malformed_escapes() {
-        for bad in [&br"a\u12"[..], br"a\u+041b", br"a\ud800z", br"a\"] {
+        for bad in [
+            &br"a\u12"[..],
+            br"a\u+041b",
+            br"a\ud800z",
+            br"a\ude00",
+            br"a\",
+        ] {
             assert_eq!(unescape(bad), None, "{}", String::from_utf8_lossy(bad));
         }
     }
@@ -131,6 +208,6 @@ mod tests {
     fn escapes_quotes_backslashes_and_control_bytes() {
         assert_eq!(esc(b"plain"), "\"plain\"");
         assert_eq!(esc(b"a\"b\\c"), "\"a\\\"b\\\\c\"");
-        assert_eq!(esc(b"x\x00\xffy"), "\"x\\u0000\\u00ffy\"");
+        assert_eq!(esc(b"x\x00\xffy"), "\"x\\u0000\\ufffdy\"");
     }
 }
