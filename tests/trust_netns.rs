@@ -86,6 +86,11 @@ impl Lan {
 
     /// Starts board `n` (1-based) with `machine_id` bind-mounted on /etc/machine-id.
     fn board(&self, n: usize, machine_id: &Path, extra: &[&str]) -> Agent {
+        self.board_as(n, machine_id, None, extra)
+    }
+
+    /// [`Lan::board`], with its own host name (a UTS namespace) when given.
+    fn board_as(&self, n: usize, machine_id: &Path, host: Option<&str>, extra: &[&str]) -> Agent {
         let dir = temp_dir("trustboard");
         let mut args = loopback_agent_args(
             &dir.join("t.sock"),
@@ -94,8 +99,21 @@ impl Lan {
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &*self.boards[n - 1]]);
-        cmd.args(["unshare", "-m", "--propagation", "private", "sh", "-c"]);
-        cmd.arg("mount --bind \"$0\" /etc/machine-id && exec \"$@\"");
+        cmd.args([
+            "unshare",
+            "-m",
+            "-u",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+        ]);
+        cmd.arg(concat!(
+            "mount --bind \"$0\" /etc/machine-id && ",
+            "{ [ -z \"$BOARD_HOST\" ] || printf %s \"$BOARD_HOST\" > /proc/sys/kernel/hostname; } && ",
+            "exec \"$@\""
+        ));
+        cmd.env("BOARD_HOST", host.unwrap_or(""));
         cmd.arg(machine_id);
         cmd.args(runner()).arg(BIN).args(&args);
         Agent::spawn_command(cmd, dir, &[])
@@ -551,4 +569,26 @@ fn a_flood_of_forged_beacons_does_not_keep_scan_past_its_window() {
     assert_eq!(field(&rows, "addr"), ["10.241.74.1"], "{rows:?}");
     let stats = board.unix().req("STATS");
     assert_eq!(json_u64(&stats, "allocs_since_ready"), Some(0), "{stats}");
+}
+
+#[test]
+fn a_non_ascii_host_name_reaches_status_and_scan_intact() {
+    // The agent writes JSON in printable ASCII; a UTF-8 host name must come back out of
+    // any JSON reader (and scan's own) as the same name, not one escape per byte.
+    if !can_netns() {
+        return;
+    }
+    let lan = Lan::new("u", 75, 1, false);
+    let mid = lan.file("mid", &format!("{:032x}\n", 0x75));
+    let name = "pi-k\u{fc}che-\u{1f600}";
+    let board = lan.board_as(1, &mid, Some(name), &[]);
+    let status = board.unix().req("STATUS");
+    assert!(status.is_ascii(), "{status}");
+    assert_eq!(ok_json(&status)["host"], name, "{status}");
+    let (code, rows, err) = lan.scan_json(&["-t", "1"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(field(&rows, "host"), [name], "{rows:?}");
+    let (code, table, err) = lan.scan(&["-t", "1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(table.contains(name), "{table}");
 }

@@ -26,8 +26,14 @@ pub fn read(thermal: &str) -> Board {
     let mut b = Board::default();
     let mut buf = [0u8; 2048];
     if let Some(n) = read_small("/proc/sys/kernel/hostname", &mut buf) {
-        for &c in buf[..n].trim_ascii() {
-            let _ = b.host.push(char::from(c));
+        // UTF-8 as the kernel holds it (up to 64 bytes); a byte that is not UTF-8 is U+FFFD.
+        'host: for chunk in buf[..n].trim_ascii().utf8_chunks() {
+            let bad = (!chunk.invalid().is_empty()).then_some(char::REPLACEMENT_CHARACTER);
+            for ch in chunk.valid().chars().chain(bad) {
+                if b.host.push(ch).is_err() {
+                    break 'host;
+                }
+            }
         }
     }
     if let Some(n) = read_small("/proc/uptime", &mut buf) {
