@@ -13,55 +13,39 @@ use core::fmt::{self, Write};
 /// JSON within the buffers sized for that.
 pub fn write_str<W: Write>(w: &mut W, s: &[u8]) -> fmt::Result {
     w.write_char('"')?;
-    let (mut start, mut i) = (0, 0);
-    while i < s.len() {
-        let c = s[i];
-        let esc: Option<&str> = match c {
-            b'"' => Some("\\\""),
-            b'\\' => Some("\\\\"),
-            b'\n' => Some("\\n"),
-            b'\r' => Some("\\r"),
-            b'\t' => Some("\\t"),
-            0x20..=0x7e => None,
-            _ => Some(""),
-        };
-        let Some(e) = esc else {
-            i += 1;
-            continue;
-        };
-        // The run before `i` is printable ASCII, hence valid UTF-8.
-        w.write_str(core::str::from_utf8(&s[start..i]).map_err(|_| fmt::Error)?)?;
-        i += 1;
-        if !e.is_empty() {
-            w.write_str(e)?;
-        } else if c < 0x80 {
-            write!(w, "\\u{:04x}", c)?;
-        } else {
-            let ch = utf8_char(&s[i - 1..]);
-            i += ch.map_or(0, |ch| ch.len_utf8() - 1);
-            let mut units = [0u16; 2];
-            for u in ch
-                .unwrap_or(char::REPLACEMENT_CHARACTER)
-                .encode_utf16(&mut units)
-            {
-                write!(w, "\\u{:04x}", u)?;
-            }
+    for chunk in s.utf8_chunks() {
+        write_text(w, chunk.valid())?;
+        for _ in chunk.invalid() {
+            w.write_str("\\ufffd")?;
         }
-        start = i;
     }
-    w.write_str(core::str::from_utf8(&s[start..]).map_err(|_| fmt::Error)?)?;
     w.write_char('"')
 }
 
-/// The UTF-8 character `s` starts with, if it starts with a valid one.
-fn utf8_char(s: &[u8]) -> Option<char> {
-    let n = match s.first()? {
-        0xc2..=0xdf => 2,
-        0xe0..=0xef => 3,
-        0xf0..=0xf4 => 4,
-        _ => return None,
-    };
-    core::str::from_utf8(s.get(..n)?).ok()?.chars().next()
+/// The body of [`write_str`] for text that is valid UTF-8.
+fn write_text<W: Write>(w: &mut W, t: &str) -> fmt::Result {
+    let mut start = 0;
+    for (i, ch) in t.char_indices() {
+        let esc = match ch {
+            '"' => "\\\"",
+            '\\' => "\\\\",
+            '\n' => "\\n",
+            '\r' => "\\r",
+            '\t' => "\\t",
+            ' '..='~' => continue,
+            _ => "",
+        };
+        w.write_str(&t[start..i])?;
+        if esc.is_empty() {
+            for u in ch.encode_utf16(&mut [0; 2]) {
+                write!(w, "\\u{:04x}", u)?;
+            }
+        } else {
+            w.write_str(esc)?;
+        }
+        start = i + ch.len_utf8();
+    }
+    w.write_str(&t[start..])
 }
 
 /// The text of a JSON string literal's body (what lies between its quotes) with the
