@@ -76,20 +76,11 @@ impl Net {
             scanner: Netns::new(format!("tpsn{id}")),
             bridge: format!("tpbr{id}"),
         };
-        let names: Vec<(String, String, String)> = (0..3)
-            .map(|i| {
-                (
-                    net.iface(i),
-                    format!("tpo{i}n{id}"),
-                    format!("{}/24", Net::addr(i)),
-                )
+        let members: Vec<(&Netns, String, String, String)> = (net.agents.iter().enumerate())
+            .map(|(i, n)| {
+                let cidr = format!("{}/24", Net::addr(i));
+                (n, net.iface(i), format!("tpo{i}n{id}"), cidr)
             })
-            .collect();
-        let members: Vec<(&Netns, &str, &str, &str)> = net
-            .agents
-            .iter()
-            .zip(&names)
-            .map(|(n, (dev, outer, cidr))| (n, dev.as_str(), outer.as_str(), cidr.as_str()))
             .collect();
         bridge_lan(
             &net.scanner,

@@ -42,26 +42,15 @@ impl Lan {
             subnet,
             dir: temp_dir(&format!("trust{tag}")),
         };
-        let hosts: Vec<(&Netns, u8)> = lan
+        let members: Vec<(&Netns, String, String, String)> = lan
             .boards
             .iter()
             .zip(1..)
             .chain(lan.forger.iter().map(|f| (f, 9)))
-            .collect();
-        let names: Vec<(String, String, String)> = hosts
-            .iter()
-            .map(|&(_, h)| {
-                (
-                    lan.ifname(h),
-                    format!("p{tag}{h}{id}"),
-                    format!("{}/24", lan.addr(h)),
-                )
+            .map(|(n, h)| {
+                let cidr = format!("{}/24", lan.addr(h));
+                (n, lan.ifname(h), format!("p{tag}{h}{id}"), cidr)
             })
-            .collect();
-        let members: Vec<(&Netns, &str, &str, &str)> = hosts
-            .iter()
-            .zip(&names)
-            .map(|(&(n, _), (dev, outer, cidr))| (n, dev.as_str(), outer.as_str(), cidr.as_str()))
             .collect();
         let hub = format!("{}/24", lan.addr(100));
         bridge_lan(&lan.scanner, &format!("br{tag}{id}"), &hub, &members);

@@ -355,33 +355,40 @@ pub fn wait_timeout(child: &mut Child, d: Duration) -> ExitStatus {
     }
 }
 
-/// `Command::output` with a bound: a child still running after a minute (five under
-/// emulation) is killed and the test fails, naming it, instead of hanging the whole suite.
-/// Stdin is /dev/null, as with `output`.
+/// `Command::output` with a bound: a child still running after `limit` is killed and the
+/// test fails, naming it, instead of hanging the whole suite. Stdin is /dev/null, as with
+/// `output`.
 pub trait OutputBounded {
-    fn output_bounded(&mut self) -> std::process::Output;
+    fn output_within(&mut self, limit: Duration) -> std::process::Output;
+
+    /// [`OutputBounded::output_within`] a minute (five under emulation).
+    fn output_bounded(&mut self) -> std::process::Output {
+        self.output_within(slack(Duration::from_secs(60)))
+    }
+}
+
+/// Reads `r` to its end on a thread of its own.
+fn drain<R: Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut v = Vec::new();
+        if let Some(mut r) = r {
+            let _ = r.read_to_end(&mut v);
+        }
+        v
+    })
 }
 
 impl OutputBounded for Command {
-    fn output_bounded(&mut self) -> std::process::Output {
+    fn output_within(&mut self, limit: Duration) -> std::process::Output {
         self.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = self
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {:?}: {e}", self.get_program()));
-        let drain = |r: Option<Box<dyn Read + Send>>| {
-            std::thread::spawn(move || {
-                let mut v = Vec::new();
-                if let Some(mut r) = r {
-                    let _ = r.read_to_end(&mut v);
-                }
-                v
-            })
-        };
-        let out = drain(child.stdout.take().map(|r| Box::new(r) as _));
-        let err = drain(child.stderr.take().map(|r| Box::new(r) as _));
-        let status = wait_timeout(&mut child, slack(Duration::from_secs(60)));
+        let out = drain(child.stdout.take());
+        let err = drain(child.stderr.take());
+        let status = wait_timeout(&mut child, limit);
         std::process::Output {
             status,
             stdout: out.join().unwrap_or_default(),
@@ -392,7 +399,7 @@ impl OutputBounded for Command {
 
 /// Runs `tether ARGS...` to completion (bounded): (exit code, stdout, stderr).
 pub fn run<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (i32, String, String) {
-    let out = tether_cmd(args).output_bounded();
+    let out = tether_cmd(args).output_within(slack(Duration::from_secs(30)));
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -690,10 +697,15 @@ pub fn veth(a: &Netns, a_dev: &str, b: &Netns, b_dev: &str) {
 
 /// One LAN: bridge `br` in `hub` with address `hub_cidr`, and for each member
 /// `(namespace, its device, the hub-side device, its cidr)` a veth to the bridge, up.
-pub fn bridge_lan(hub: &Netns, br: &str, hub_cidr: &str, members: &[(&Netns, &str, &str, &str)]) {
+pub fn bridge_lan(
+    hub: &Netns,
+    br: &str,
+    hub_cidr: &str,
+    members: &[(&Netns, String, String, String)],
+) {
     hub.ip(&["link", "add", br, "type", "bridge"]);
     hub.addr_up(br, hub_cidr);
-    for &(ns, dev, outer, cidr) in members {
+    for (ns, dev, outer, cidr) in members {
         veth(ns, dev, hub, outer);
         hub.ip(&["link", "set", outer, "master", br]);
         hub.ip(&["link", "set", outer, "up"]);
