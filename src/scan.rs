@@ -15,7 +15,6 @@ use crate::limits::{
 use crate::proto::beacon::{self, count_members, fields, unquote, FleetKey, Trust};
 use crate::proto::fixed::Fixed;
 use crate::proto::json;
-use crate::proto::wbuf::WBuf;
 use crate::sys::{iface, udp};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::io::Write;
@@ -64,10 +63,29 @@ fn num<T: std::str::FromStr>(v: &[u8]) -> Option<T> {
     std::str::from_utf8(v).ok()?.parse().ok()
 }
 
-/// Decodes a beacon datagram; None unless it is a well-formed tether beacon. Its trust is
-/// [`Trust::Unchecked`] until [`Boards::ingest`] checks it.
+/// True when `d` is one whole JSON object: [`fields`] (which stops at the first syntax
+/// error) reads its members up to the closing `}`, and only whitespace follows.
+fn whole_object(d: &[u8]) -> bool {
+    let trim = |s: &[u8]| -> usize {
+        let ws = |c: &u8| matches!(c, b' ' | b'\t' | b'\n' | b'\r');
+        s.iter().rposition(|c| !ws(c)).map_or(0, |i| i + 1)
+    };
+    let Some(body) = d[..trim(d)].strip_suffix(b"}") else {
+        return false;
+    };
+    let body = &body[..trim(body)];
+    // The last member read must end where the body does (the same place, not the same
+    // bytes): a syntax error after it would leave something in between.
+    fields(d)
+        .last()
+        .is_some_and(|(_, v)| v.as_ptr_range().end == body.as_ptr_range().end)
+}
+
+/// Decodes a beacon datagram; None unless it is a well-formed tether beacon: one whole
+/// JSON object of version 1 with an id and a port. Its trust is [`Trust::Unchecked`] until
+/// [`Boards::ingest`] checks it.
 pub fn decode(d: &[u8], from: SocketAddr, now: Instant) -> Option<Board> {
-    if !beacon::is_beacon(d) {
+    if !beacon::is_beacon(d) || !whole_object(d) {
         return None;
     }
     let mut b = Board {
@@ -109,7 +127,7 @@ pub fn decode(d: &[u8], from: SocketAddr, now: Instant) -> Option<Board> {
         }
     }
     b.addrs.push(b.addr.clone());
-    (version == Some(1) && !b.id.is_empty()).then_some(b)
+    (version == Some(1) && !b.id.is_empty() && b.port != 0).then_some(b)
 }
 
 /// A source address as a user can reach it: IPv4 as is, IPv6 link-local with the
@@ -355,8 +373,9 @@ fn believable(t: Trust) -> bool {
     matches!(t, Trust::Signed | Trust::Unsigned | Trust::Unchecked)
 }
 
-/// The one warning line for a cloned id.
+/// The one warning line for a cloned id (shown [`printable`]).
 fn clone_warning(id: &str) -> String {
+    let id = printable(id);
     format!(
         "warning: id {id} is carried by more than one board (different runs at different \
          addresses): likely cloned /etc/machine-id (one SD-card image); on each clone run \
@@ -383,7 +402,16 @@ fn status(b: &Board, now: Instant, silent_after: Duration) -> &'static str {
     }
 }
 
-/// The table; with a key a TRUST column is added at the end.
+/// `s` for a terminal: each control character (C0, DEL, C1) shown as `?`, so a board's
+/// row stays one line and a name it sent cannot reach the terminal as a control sequence.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// The table; with a key a TRUST column is added at the end. Text a board sent (id, host,
+/// address) is shown [`printable`].
 pub fn table(rows: &[&Board], now: Instant, silent_after: Duration, trust: bool) -> String {
     let mut s = format!(
         "{:<16} {:<20} {:<15} {:>5} {:>7} {:>5} {:>6} {:>5} {:>6} {:<6}{}\n",
@@ -406,9 +434,9 @@ pub fn table(rows: &[&Board], now: Instant, silent_after: Duration, trust: bool)
         let seen = now.saturating_duration_since(b.heard).as_secs_f64();
         s += &format!(
             "{:<16} {:<20} {:<15} {:>5} {:>7} {:>5} {:>6} {:>5} {:>5}s {:<6}{}\n",
-            b.id,
-            b.host,
-            b.addr,
+            printable(&b.id),
+            printable(&b.host),
+            printable(&b.addr),
             b.port,
             human_secs(b.uptime),
             Fixed(b.load, 2),
@@ -426,11 +454,15 @@ pub fn table(rows: &[&Board], now: Instant, silent_after: Duration, trust: bool)
     s
 }
 
+/// The rows as a JSON array, one object per board. Written straight into the String, which
+/// grows: every row is whole however long its strings are once escaped.
 pub fn to_json(rows: &[&Board], now: Instant, silent_after: Duration) -> String {
-    let mut out = String::from("[");
+    let mut w = String::from("[");
     for (i, b) in rows.iter().enumerate() {
-        let mut buf = vec![0u8; 2048];
-        let mut w = WBuf::new(&mut buf);
+        if i > 0 {
+            w.push(',');
+        }
+        // Writing to a String cannot fail.
         let _ = (|| -> std::fmt::Result {
             use std::fmt::Write as _;
             w.write_str("{\"id\":")?;
@@ -473,13 +505,9 @@ pub fn to_json(rows: &[&Board], now: Instant, silent_after: Duration) -> String 
                 b.dup_id
             )
         })();
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&String::from_utf8_lossy(w.as_bytes()));
     }
-    out.push(']');
-    out
+    w.push(']');
+    w
 }
 
 /// 16 random hex digits for the probe.
@@ -842,12 +870,14 @@ pub fn prometheus_sd<'b>(
             .collect(),
         |a, b| a.id.cmp(&b.id).then(a.addr.cmp(&b.addr)),
     );
-    let mut out = String::from("[");
+    let mut w = String::from("[");
     for b in up {
         let Some(port) = b.metrics else { continue };
-        let mut buf = vec![0u8; 512];
-        let mut w = WBuf::new(&mut buf);
-        let r = (|| -> std::fmt::Result {
+        if w.len() > 1 {
+            w.push(',');
+        }
+        // Into the String as in `to_json`: it grows, so no board is left out.
+        let _ = (|| -> std::fmt::Result {
             use std::fmt::Write as _;
             w.write_str("{\"targets\":[")?;
             json::write_str(&mut w, host_port(&b.addr, port).as_bytes())?;
@@ -857,16 +887,9 @@ pub fn prometheus_sd<'b>(
             json::write_str(&mut w, b.host.as_bytes())?;
             w.write_str("}}")
         })();
-        if r.is_err() {
-            continue;
-        }
-        if out.len() > 1 {
-            out.push(',');
-        }
-        out.push_str(&String::from_utf8_lossy(w.as_bytes()));
     }
-    out.push(']');
-    out
+    w.push(']');
+    w
 }
 
 /// Replaces `path` atomically: a temp file in the same directory, written and synced,
@@ -1064,6 +1087,131 @@ mod tests {
         bs.ingest(&datagram("id2", "new", a, 0, None), from(a), now);
         assert!(bs.mark_clones().is_empty());
         assert_eq!(bs.shown(false).len(), 1);
+    }
+
+    /// A datagram of `head`, `fill` repeated to 512 bytes, `tail` (as a forger sends it).
+    fn filled(head: &[u8], fill: u8, tail: &[u8]) -> Vec<u8> {
+        let mut d = head.to_vec();
+        d.resize(512 - tail.len(), fill);
+        d.extend_from_slice(tail);
+        d
+    }
+
+    #[test]
+    fn scan_json_is_valid_however_much_the_strings_escape() {
+        let now = Instant::now();
+        let (head, tail) = (
+            b"{\"tether\":1,\"id\":\"f0f0\",\"host\":\"".as_slice(),
+            b"\",\"addr\":\"10.9.0.66\",\"port\":4545,\"seq\":1,\"run\":\"00aa\"}".as_slice(),
+        );
+        let n = 512 - head.len() - tail.len();
+        // Raw control bytes (6 bytes each once escaped) and bytes that are not UTF-8.
+        for (fill, host) in [(1u8, "\u{1}"), (0xff, "\u{fffd}")] {
+            let mut b = decode(&filled(head, fill, tail), from([10, 9, 0, 66]), now).unwrap();
+            assert_eq!(b.host, host.repeat(n));
+            let rows = [&b];
+            let v: serde_json::Value =
+                serde_json::from_str(&to_json(&rows, now, Duration::from_secs(15))).unwrap();
+            assert_eq!(v[0]["host"], host.repeat(n));
+            assert_eq!(
+                (v[0]["id"].as_str(), v[0]["port"].as_u64()),
+                (Some("f0f0"), Some(4545))
+            );
+            // Far longer than any datagram: still whole.
+            b.id = "\u{7f}\u{1b}".repeat(2000);
+            b.run = Some("\u{fffd}\"\\".repeat(2000));
+            let rows = [&b, &b];
+            let v: serde_json::Value =
+                serde_json::from_str(&to_json(&rows, now, Duration::from_secs(15))).unwrap();
+            assert_eq!(v[1]["id"], b.id.as_str());
+            assert_eq!(v[1]["run"], b.run.as_deref().unwrap());
+            assert_eq!(v[1]["host"], host.repeat(n));
+            // The file_sd file too: such a board is listed, not left out.
+            b.metrics = Some(9100);
+            let sd = prometheus_sd([&b], now, Duration::from_secs(15));
+            let v: serde_json::Value = serde_json::from_str(&sd).unwrap();
+            assert_eq!(v[0]["labels"]["tether_id"], b.id.as_str());
+            assert_eq!(v[0]["labels"]["tether_host"], host.repeat(n));
+        }
+    }
+
+    #[test]
+    fn only_whole_beacons_with_a_port_are_boards() {
+        let (now, a) = (Instant::now(), from([10, 0, 0, 1]));
+        let d = datagram(
+            "c0ffee00c0ffee00",
+            "1111111111111111",
+            [10, 0, 0, 1],
+            7,
+            None,
+        );
+        assert_eq!(decode(&d, a, now).unwrap().port, 4545);
+        let mut spaced = d.clone();
+        spaced.extend_from_slice(b" \r\n");
+        assert!(
+            decode(&spaced, a, now).is_some(),
+            "trailing whitespace is allowed"
+        );
+        // A real beacon cut anywhere (at 100 bytes the reviewer's case) is not a board.
+        for k in 0..d.len() {
+            assert!(decode(&d[..k], a, now).is_none(), "{k}");
+        }
+        for bad in [
+            b"{\"tether\":1,\"id\":\"badfacts00000000\",\"host\":\"brokenfacts\",\"facts\":{{{{"
+                .as_slice(),
+            b"{\"tether\":1,\"id\":\"garbageafterid00\"XXXXXXXXXXXXXXX",
+            b"{\"tether\":1,\"id\":\"x\",\"port\":4545,}",
+            b"{\"tether\":1,\"id\":\"x\",\"port\":4545,\"a\":1 junk 4545}",
+            b"{\"tether\":1,\"id\":\"x\",\"port\":4545}}",
+            b"{\"tether\":1,\"id\":\"x\",\"port\":4545} x",
+            b"{\"tether\":1,\"id\":\"x\",\"host\":\"no port\"}",
+            b"{\"tether\":1,\"id\":\"x\",\"port\":0}",
+            b"{\"tether\":1,\"id\":\"x\",\"port\":65536}",
+        ] {
+            let shown = String::from_utf8_lossy(bad);
+            assert!(decode(bad, a, now).is_none(), "{shown}");
+        }
+        let mut bs = Boards::new(None, "n".into());
+        bs.ingest(&d[..100], a, now);
+        assert!(bs.shown(true).is_empty());
+    }
+
+    #[test]
+    fn the_table_shows_control_characters_as_question_marks() {
+        let (now, a) = (Instant::now(), from([10, 9, 0, 66]));
+        let sent = |id: &str, host: &[u8], addr: &str| {
+            let mut d = format!("{{\"tether\":1,\"id\":\"{id}\",\"host\":\"").into_bytes();
+            d.extend_from_slice(host);
+            d.extend_from_slice(format!("\",\"addr\":\"{addr}\",\"port\":4545}}").as_bytes());
+            decode(&d, a, now).unwrap()
+        };
+        let esc = sent("f3", b"x\x1b[2J\x1b]0;pwned\x07", "10.9.0.66");
+        let row = sent(
+            "f2",
+            b"evil\nf9dc1469d10fd16e pi-kitchen 192.168.1.23 4545",
+            "1\\u009b0",
+        );
+        let kind = sent(
+            "a\\u007fb\\u0085",
+            "pi-k\u{fc}che-\u{1f600}".as_bytes(),
+            "10.9.0.67",
+        );
+        let t = table(&[&esc, &row, &kind], now, Duration::from_secs(15), false);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 4, "a header and one line per board: {t}");
+        let controls = t.chars().filter(|c| c.is_control());
+        assert!(controls.eq(['\n'; 4]), "only the line ends: {t:?}");
+        assert!(lines[1].starts_with("f3               x?[2J?]0;pwned?      10.9.0.66 "));
+        assert!(lines[2].starts_with("f2               evil?f9dc1469d10fd16e pi-kitchen"));
+        assert!(lines[2].contains(" 1?0 "), "{t}");
+        assert!(
+            lines[3].starts_with("a?b?             pi-k\u{fc}che-\u{1f600} "),
+            "{t}"
+        );
+        assert_eq!(
+            clone_warning("a\u{1b}]0;x\u{7}").split_whitespace().nth(2),
+            Some("a?]0;x?")
+        );
     }
 
     #[test]
