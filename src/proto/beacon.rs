@@ -60,44 +60,19 @@ pub fn encode<'f>(
 ) -> Option<usize> {
     let cap = max.min(DATAGRAM_MAX).min(out.len());
     let mut w = WBuf::new(&mut out[..cap]);
-    let head = (|| {
-        w.write_str("{\"tether\":1,\"id\":")?;
-        json::write_str(&mut w, f.id.as_bytes())?;
-        w.write_str(",\"host\":")?;
-        json::write_str(&mut w, f.host.as_bytes())?;
-        match f.addr {
-            Some(a) => write!(w, ",\"addr\":\"{a}\"")?,
-            None => w.write_str(",\"addr\":null")?,
+    // The host name gives way before the beacon does: a long name of characters written
+    // as `\uXXXX` escapes (up to 6 bytes each) beside a long interface name, a nonce and a
+    // signature would not fit otherwise. Measured without it, then cut (whole characters)
+    // to the room left.
+    if write_head(&mut w, f, f.host).is_err() || w.remaining() < TAIL_RESERVE {
+        w.truncate(0);
+        write_head(&mut w, f, "").ok()?;
+        let room = (w.remaining() + 2).checked_sub(TAIL_RESERVE)?;
+        w.truncate(0);
+        write_head(&mut w, f, json::prefix_within(f.host, room)).ok()?;
+        if w.remaining() < TAIL_RESERVE {
+            return None;
         }
-        w.write_str(",\"iface\":")?;
-        json::write_str(&mut w, f.iface.as_bytes())?;
-        write!(w, ",\"port\":{},\"seq\":{}", f.port, f.seq)?;
-        if let Some(r) = f.run {
-            w.write_str(",\"run\":")?;
-            json::write_str(&mut w, r.as_bytes())?;
-        }
-        write!(
-            w,
-            ",\"uptime\":{},\"load\":{},\"mem_avail_kb\":{},\"temp_c\":",
-            f.uptime,
-            Fixed(f.load.into(), 2),
-            f.mem_avail_kb
-        )?;
-        json::write_opt_f1(&mut w, f.temp_c)?;
-        if let Some(m) = f.metrics {
-            write!(w, ",\"metrics\":{m}")?;
-        }
-        if f.bye {
-            w.write_str(",\"bye\":true")?;
-        }
-        if let Some(n) = f.nonce {
-            w.write_str(",\"nonce\":")?;
-            json::write_str(&mut w, n)?;
-        }
-        w.write_str(",\"facts\":{")
-    })();
-    if head.is_err() || w.remaining() < TAIL_RESERVE {
-        return None;
     }
     let mut omitted = 0u32;
     let mut first = true;
@@ -120,6 +95,44 @@ pub fn encode<'f>(
     }
     write!(w, "}},\"facts_omitted\":{omitted}}}").ok()?;
     Some(w.len())
+}
+
+/// The fixed fields of a beacon up to the opening of `"facts"`, with `host` for its host.
+fn write_head(w: &mut WBuf<'_>, f: &Fields<'_>, host: &str) -> core::fmt::Result {
+    w.write_str("{\"tether\":1,\"id\":")?;
+    json::write_str(w, f.id.as_bytes())?;
+    w.write_str(",\"host\":")?;
+    json::write_str(w, host.as_bytes())?;
+    match f.addr {
+        Some(a) => write!(w, ",\"addr\":\"{a}\"")?,
+        None => w.write_str(",\"addr\":null")?,
+    }
+    w.write_str(",\"iface\":")?;
+    json::write_str(w, f.iface.as_bytes())?;
+    write!(w, ",\"port\":{},\"seq\":{}", f.port, f.seq)?;
+    if let Some(r) = f.run {
+        w.write_str(",\"run\":")?;
+        json::write_str(w, r.as_bytes())?;
+    }
+    write!(
+        w,
+        ",\"uptime\":{},\"load\":{},\"mem_avail_kb\":{},\"temp_c\":",
+        f.uptime,
+        Fixed(f.load.into(), 2),
+        f.mem_avail_kb
+    )?;
+    json::write_opt_f1(w, f.temp_c)?;
+    if let Some(m) = f.metrics {
+        write!(w, ",\"metrics\":{m}")?;
+    }
+    if f.bye {
+        w.write_str(",\"bye\":true")?;
+    }
+    if let Some(n) = f.nonce {
+        w.write_str(",\"nonce\":")?;
+        json::write_str(w, n)?;
+    }
+    w.write_str(",\"facts\":{")
 }
 
 /// Bytes the tag adds: `,"sig":"` + 64 hex digits + `"` (the closing `}` is shared).
@@ -483,6 +496,59 @@ mod tests {
         assert_eq!(get(b"facts"), Some(b"{\"room\":\"kitchen\"}".as_slice()));
         assert_eq!(get(b"facts_omitted"), Some(b"0".as_slice()));
         assert_eq!(count_members(get(b"facts").unwrap()), 1);
+    }
+
+    #[test]
+    fn the_host_gives_way_so_the_longest_fixed_fields_still_fit_a_signed_answer() {
+        // Every fixed field at its longest: a 64-byte host of two-byte characters (each
+        // written as a 6-byte escape), a 15-byte interface, the longest IPv6 address and
+        // numbers, a 64-byte nonce, `--metrics` and a signature, in a 512-byte answer.
+        let nonce = [b'n'; NONCE_MAX];
+        let host = "é".repeat(32);
+        let f = Fields {
+            host: &host,
+            addr: Some("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap()),
+            iface: "enx0123456789ab",
+            port: 65535,
+            seq: u64::MAX,
+            uptime: u64::MAX,
+            load: 99999.99,
+            mem_avail_kb: u64::MAX,
+            temp_c: Some(-273.1),
+            metrics: Some(65535),
+            nonce: Some(&nonce),
+            ..base()
+        };
+        let key = FleetKey::parse(b"fleet-key-number-one-0123456789").unwrap();
+        let mut out = [0u8; DATAGRAM_MAX];
+        let facts = [(b"room".as_slice(), b"kitchen".as_slice())];
+        let n = encode_signed(
+            &mut out,
+            DATAGRAM_MAX,
+            &f,
+            facts.iter().copied(),
+            Some(&key),
+        )
+        .expect("the fixed fields always fit");
+        let d = &out[..n];
+        let src = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap();
+        assert_eq!(verify(d, &key, src, Some(&nonce)), Trust::Signed);
+        let v: serde_json::Value = serde_json::from_slice(d).unwrap();
+        let cut = v["host"].as_str().unwrap();
+        assert!(
+            !cut.is_empty() && host.starts_with(cut) && cut.len() < host.len(),
+            "{cut}"
+        );
+        assert_eq!(v["iface"], "enx0123456789ab");
+        assert_eq!(v["facts_omitted"], 1, "facts give way first");
+        // A host that fits is never cut.
+        let f = Fields {
+            host: "pi-küche",
+            ..f
+        };
+        let n = encode_signed(&mut out, DATAGRAM_MAX, &f, [].into_iter(), Some(&key)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out[..n]).unwrap();
+        assert_eq!(v["host"], "pi-küche");
     }
 
     #[test]

@@ -22,6 +22,27 @@ pub fn write_str<W: Write>(w: &mut W, s: &[u8]) -> fmt::Result {
     w.write_char('"')
 }
 
+/// The longest prefix of `s`, in whole characters, that [`write_str`] writes in at most
+/// `n` bytes, quotes included (for a field that must give way, such as a beacon's host).
+pub fn prefix_within(s: &str, n: usize) -> &str {
+    /// Counts what would be written.
+    struct Len(usize);
+    impl Write for Len {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            self.0 += s.len();
+            Ok(())
+        }
+    }
+    let mut len = Len(2);
+    for (i, ch) in s.char_indices() {
+        let _ = write_text(&mut len, ch.encode_utf8(&mut [0; 4]));
+        if len.0 > n {
+            return &s[..i];
+        }
+    }
+    s
+}
+
 /// The body of [`write_str`] for text that is valid UTF-8.
 fn write_text<W: Write>(w: &mut W, t: &str) -> fmt::Result {
     let mut start = 0;
@@ -121,6 +142,29 @@ mod tests {
         let mut w = WBuf::new(&mut b);
         write_str(&mut w, s).unwrap();
         String::from_utf8(w.as_bytes().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn prefix_within_cuts_at_whole_characters_by_written_length() {
+        for (s, n, want) in [
+            ("pi-kitchen", 12, "pi-kitchen"),
+            ("pi-kitchen", 11, "pi-kitche"),
+            ("pi-kitchen", 2, ""),
+            ("pi-kitchen", 0, ""),
+            ("küche", 8, "k"),
+            ("küche", 9, "kü"),
+            ("a\"b", 4, "a"),
+            ("a\"b", 5, "a\""),
+            ("a😀", 14, "a"),
+            ("a😀", 15, "a😀"),
+        ] {
+            let got = prefix_within(s, n);
+            assert_eq!(got, want, "{s:?} in {n}");
+            let mut b = [0u8; 64];
+            let mut w = WBuf::new(&mut b);
+            write_str(&mut w, got.as_bytes()).unwrap();
+            assert!(w.len() <= n.max(2), "{s:?} in {n}: {}", w.len());
+        }
     }
 
     #[test]
