@@ -71,6 +71,8 @@ pub struct IfNow {
     pub index: u32,
     pub up: bool,
     pub v4: Option<Ipv4Addr>,
+    /// Its IPv4 broadcast address (answers are never sent there).
+    pub broadcast4: Option<Ipv4Addr>,
     /// A usable (not tentative) IPv6 link-local address.
     pub v6: Option<Ipv6Addr>,
     /// A link-local address still in duplicate address detection (usable in a second or
@@ -175,9 +177,13 @@ pub struct Link {
     families: Families,
     info: BeaconInfo,
     state: BeaconState,
+    /// False until the interface was first looked at: that look reports its state even
+    /// when it is the initial one (an `--iface` absent from the start is warned about).
+    looked: bool,
     /// The index the sockets are (to be) bound to, when up.
     index: Option<u32>,
     addr4: Option<Ipv4Addr>,
+    broadcast4: Option<Ipv4Addr>,
     addr6: Option<Ipv6Addr>,
     last_tick: Option<Instant>,
     /// When the first beacon is due (start-up).
@@ -216,8 +222,10 @@ impl Link {
                 ..BeaconInfo::default()
             },
             state: BeaconState::Absent,
+            looked: false,
             index: None,
             addr4: None,
+            broadcast4: None,
             addr6: None,
             last_tick: None,
             first_due: now,
@@ -268,11 +276,13 @@ impl Link {
         let Some(i) = i else {
             self.index = None;
             self.addr4 = None;
+            self.broadcast4 = None;
             self.addr6 = None;
             self.set_state(now, BeaconState::Absent);
             return Sockets::None;
         };
         self.addr4 = i.v4;
+        self.broadcast4 = i.broadcast4;
         self.addr6 = i.v6;
         if !i.up {
             self.set_state(now, BeaconState::Down);
@@ -358,6 +368,12 @@ impl Link {
             }
             return;
         };
+        if !self.answerable(from) {
+            // Spoofed: an answer there would reach every host (one datagram, N answers).
+            stats.datagrams_dropped += 1;
+            log::debug!("dropped probe from {from}: not a unicast sender");
+            return;
+        }
         if self.pending.is_full() || !self.take_token(now) {
             stats.probes_limited += 1;
             return;
@@ -374,6 +390,22 @@ impl Link {
             due: now + Duration::from_millis(delay),
             t,
         });
+    }
+
+    /// Does an answer to `from` reach that one sender? Not when the source is a broadcast
+    /// (the limited one or this link's), multicast or unspecified address, or port 0:
+    /// probes name their sender, and only the SPEC's "unicast to the sender" is answered.
+    fn answerable(&self, from: SocketAddr) -> bool {
+        from.port() != 0
+            && match from.ip() {
+                IpAddr::V4(a) => {
+                    !(a.is_unspecified()
+                        || a.is_broadcast()
+                        || a.is_multicast()
+                        || Some(a) == self.broadcast4)
+                }
+                IpAddr::V6(a) => !(a.is_unspecified() || a.is_multicast()),
+            }
     }
 
     /// The next datagram to send now, if any: due answers first, then queued beacons.
@@ -529,9 +561,10 @@ impl Link {
         if s != BeaconState::Up {
             self.queued = [None, None];
         }
-        if s == self.state {
+        if s == self.state && self.looked {
             return;
         }
+        self.looked = true;
         self.state = s;
         self.last_warn = None;
         if s == BeaconState::Up {
@@ -561,6 +594,7 @@ mod tests {
             index,
             up: true,
             v4: Some(Ipv4Addr::new(10, 0, 0, 1)),
+            broadcast4: Some(Ipv4Addr::new(10, 0, 0, 255)),
             v6: Some("fe80::1".parse().unwrap()),
             v6_tentative: false,
         })
@@ -669,6 +703,7 @@ mod tests {
             index: 2,
             up: true,
             v4: None,
+            broadcast4: None,
             v6: Some("fe80::2".parse().unwrap()),
             v6_tentative: false,
         };
@@ -749,6 +784,42 @@ mod tests {
             drain(&mut l, t + Duration::from_secs(1));
         }
         assert!(delays.len() > 1, "{delays:?}");
+    }
+
+    #[test]
+    fn probes_from_no_single_sender_are_not_answered() {
+        // A spoofed broadcast or multicast source would make every board answer every
+        // host (SPEC: the answer goes by unicast to the sender).
+        let t0 = Instant::now();
+        let mut l = Link::new(t0, "eth0", 4546, Families::Both, 5);
+        drive(&mut l, t0, up(1));
+        let mut st = Stats::default();
+        let p = probe("x");
+        let spoofed = [
+            "10.0.0.255:40000",
+            "255.255.255.255:40000",
+            "0.0.0.0:40000",
+            "224.0.0.1:40000",
+            "10.0.0.9:0",
+            "[ff02::1]:40000",
+            "[::]:40000",
+        ];
+        for from in spoofed {
+            let fam = if from.starts_with('[') {
+                Family::V6
+            } else {
+                Family::V4
+            };
+            l.on_datagram(t0, fam, &p, from.parse().unwrap(), &mut st);
+        }
+        assert_eq!(st.datagrams_dropped, spoofed.len() as u64);
+        assert!(drain(&mut l, t0 + Duration::from_secs(1)).is_empty());
+        // The board's neighbour on the same subnet is answered.
+        let from: SocketAddr = "10.0.0.9:40000".parse().unwrap();
+        l.on_datagram(t0, Family::V4, &p, from, &mut st);
+        let tx = drain(&mut l, t0 + Duration::from_secs(2));
+        assert_eq!(tx.len(), 1);
+        assert_eq!(tx[0].to, from);
     }
 
     #[test]

@@ -251,6 +251,7 @@ impl Entry {
                 index: i.index,
                 up: i.up,
                 v4: i.addr,
+                broadcast4: i.broadcast,
                 v6,
                 v6_tentative,
             }
