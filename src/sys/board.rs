@@ -9,6 +9,14 @@ fn first_f32(b: &[u8]) -> Option<f32> {
     core::str::from_utf8(w).ok()?.parse().ok()
 }
 
+/// The whole seconds of `/proc/uptime`'s first field (`12345.67 ...`), read as an integer:
+/// an f32 has 24 bits, so after 194 days of uptime it would step by 2 s, then 4 s, 8 s.
+fn uptime_secs(b: &[u8]) -> Option<u64> {
+    let w = b.split(|&c| c == b' ' || c == b'\n').next()?;
+    let whole = w.split(|&c| c == b'.').next()?;
+    core::str::from_utf8(whole).ok()?.parse().ok()
+}
+
 fn meminfo_kb(buf: &[u8], key: &[u8]) -> u64 {
     buf.split(|&c| c == b'\n')
         .find(|l| l.starts_with(key))
@@ -37,7 +45,7 @@ pub fn read(thermal: &str) -> Board {
         }
     }
     if let Some(n) = read_small("/proc/uptime", &mut buf) {
-        b.uptime_s = first_f32(&buf[..n]).map_or(0, |v| v as u64);
+        b.uptime_s = uptime_secs(&buf[..n]).unwrap_or(0);
     }
     if let Some(n) = read_small("/proc/loadavg", &mut buf) {
         let mut w = buf[..n].split(|&c| c == b' ');
@@ -73,6 +81,11 @@ mod tests {
     #[test]
     fn parses_proc_formats() {
         assert_eq!(first_f32(b"12345.67 999.0\n"), Some(12345.67));
+        // Past 2^24 s (194 days) every second still counts.
+        assert_eq!(uptime_secs(b"100036455.14 98.0\n"), Some(100036455));
+        assert_eq!(uptime_secs(b"100036456.99 98.0\n"), Some(100036456));
+        assert_eq!(uptime_secs(b"7 1\n"), Some(7));
+        assert_eq!(uptime_secs(b"x.5 1\n"), None);
         let mi = b"MemTotal:        1000 kB\nMemFree: 5 kB\nMemAvailable:     750 kB\n";
         assert_eq!(meminfo_kb(mi, b"MemTotal:"), 1000);
         assert_eq!(meminfo_kb(mi, b"MemAvailable:"), 750);
