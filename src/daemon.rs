@@ -309,20 +309,16 @@ fn open_beacons(
     links
 }
 
-/// `--token-file`: loaded now; a missing or empty token stops start-up.
+/// `--token-file`: loaded now; a missing, empty or too long token stops start-up (one
+/// `error:` line saying which).
 fn load_token(rl: &mut RunLoop, cfg: &AgentConfig) -> Result<(), Fatal> {
     let Some(p) = &cfg.token_file else {
         return Ok(());
     };
-    rl.reload_token();
-    if rl.agent.has_token() {
-        return Ok(());
-    }
-    remove_socket_files(&rl.io.unix, rl.io.publish.as_ref());
-    Err(Fatal::new(
-        EX_CONFIG,
-        format!("--token-file {}: missing, unreadable or empty", p.display()),
-    ))
+    rl.read_token().map_err(|e| {
+        remove_socket_files(&rl.io.unix, rl.io.publish.as_ref());
+        Fatal::new(EX_CONFIG, format!("--token-file {}: {e}", p.display()))
+    })
 }
 
 /// Prints the ready line on stdout, logs it, and tells systemd (READY=1, STATUS=, and

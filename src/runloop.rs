@@ -11,7 +11,7 @@ use crate::agent::{Agent, BeaconInfo, BeaconState, Board, Env, Led, Outcome, Tra
 use crate::beacon::Family;
 use crate::limits::{
     ACCEPT_PAUSE_MS, ACCEPT_WAITING_MAX, LINGER_MAX, LINGER_SECS, LINGER_SINK, MAX_CLIENTS,
-    MAX_LISTENERS, READS_PER_TURN,
+    MAX_LISTENERS, READS_PER_TURN, TOKEN_MAX,
 };
 use crate::proto::reply::{write_err, ErrCode, Error, TOO_LONG_TEXT};
 use crate::proto::request::parse;
@@ -207,6 +207,24 @@ enum Tok {
     HttpListen(usize),
     Http(usize, u32),
     Publish,
+}
+
+/// Why `--token-file` gives no token (AUTH is then disabled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoToken {
+    Unreadable,
+    Empty,
+    TooLong,
+}
+
+impl fmt::Display for NoToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NoToken::Unreadable => f.write_str("missing or unreadable"),
+            NoToken::Empty => f.write_str("empty"),
+            NoToken::TooLong => write!(f, "longer than {TOKEN_MAX} bytes"),
+        }
+    }
 }
 
 /// Every source of a deadline, named once: [`RunLoop::deadline`] says when each is due
@@ -547,31 +565,33 @@ impl RunLoop {
 
     /// Re-reads `--token-file` (SIGHUP). A missing or empty file disables AUTH.
     pub fn reload_token(&mut self) {
-        let Some(p) = self.io.token_file.as_ref().and_then(|p| p.to_str()) else {
+        let Some(p) = self.io.token_file.clone() else {
             return;
         };
-        let mut buf = [0u8; crate::limits::TOKEN_MAX + 2];
-        match crate::sys::read_small(p, &mut buf) {
-            Some(n) if n <= crate::limits::TOKEN_MAX + 1 => {
-                self.agent.set_token(Some(&buf[..n]));
-                if self.agent.has_token() {
-                    log::info!("token reloaded from {p}");
-                } else {
-                    log::warn!("token file {p} is empty: AUTH disabled");
-                }
-            }
-            Some(_) => {
-                log::warn!(
-                    "token file {p} is longer than {} bytes: AUTH disabled",
-                    crate::limits::TOKEN_MAX
-                );
-                self.agent.set_token(None);
-            }
-            None => {
-                log::warn!("cannot read token file {p}: AUTH disabled");
-                self.agent.set_token(None);
-            }
+        match self.read_token() {
+            Ok(()) => log::info!("token reloaded from {}", p.display()),
+            Err(e) => log::warn!("token file {}: {e}; AUTH disabled", p.display()),
         }
+    }
+
+    /// Reads `--token-file`, when one is set, into the agent. On Err AUTH is disabled and
+    /// the error says why (start-up makes it fatal, SIGHUP a warning).
+    pub fn read_token(&mut self) -> Result<(), NoToken> {
+        let Some(p) = self.io.token_file.as_ref() else {
+            return Ok(());
+        };
+        let mut buf = [0u8; TOKEN_MAX + 2];
+        let r = match p.to_str().and_then(|p| crate::sys::read_small(p, &mut buf)) {
+            None => Err(NoToken::Unreadable),
+            Some(n) if n > TOKEN_MAX + 1 => Err(NoToken::TooLong),
+            Some(n) => match buf[..n].trim_ascii().len() {
+                0 => Err(NoToken::Empty),
+                l if l > TOKEN_MAX => Err(NoToken::TooLong),
+                _ => Ok(&buf[..n]),
+            },
+        };
+        self.agent.set_token(r.ok());
+        r.map(|_| ())
     }
 
     fn accepting(&self, now: Instant) -> bool {
@@ -748,11 +768,12 @@ impl RunLoop {
                 }
                 Read::WouldBlock => break,
                 Read::Closed => {
-                    // Answer what was complete before EOF, then go.
+                    // EOF (or a reset: then the flush below fails). A peer that only
+                    // half-closed still reads: every complete line is answered, and the
+                    // connection closes when the replies are out (see `flush`).
+                    self.conns[i].eof = true;
                     self.process(i, now);
-                    self.flush(i, now);
-                    self.close(i, "peer closed");
-                    return;
+                    break;
                 }
             }
         }
@@ -847,6 +868,7 @@ impl RunLoop {
                     self.linger(fd, now);
                 }
             }
+            Flushed::All(_) if self.conns[i].finished() => self.close(i, "peer closed"),
             _ => {}
         }
     }

@@ -292,3 +292,29 @@ fn the_token_never_crosses_the_wire() {
         assert!(!wire.windows(8).any(|w| w == piece), "{text}");
     }
 }
+
+#[test]
+fn a_bad_token_file_stops_start_up_with_one_line_saying_why() {
+    let dir = temp_dir("badtoken");
+    let empty = dir.join("empty");
+    std::fs::write(&empty, " \n").unwrap();
+    let long = dir.join("long");
+    std::fs::write(&long, format!("{}\n", "a".repeat(129))).unwrap();
+    let missing = dir.join("missing");
+    for (f, why) in [
+        (&missing, "missing or unreadable"),
+        (&empty, "empty"),
+        (&long, "longer than 128 bytes"),
+    ] {
+        let f = f.to_str().unwrap();
+        let Err(e) = Agent::try_start(&["--token-file", f]) else {
+            panic!("started with --token-file {f}");
+        };
+        assert_eq!(e.status.code(), Some(78), "{}", e.stderr);
+        assert_eq!(e.stderr, format!("error: --token-file {f}: {why}\n"));
+    }
+    // 128 bytes is a token.
+    std::fs::write(&long, format!("{}\n", "a".repeat(128))).unwrap();
+    let a = Agent::start(&["--token-file", long.to_str().unwrap()]);
+    assert_eq!(a.unix().req("PING"), "PONG");
+}

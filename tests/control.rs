@@ -335,6 +335,31 @@ fn pipelined_requests_get_one_reply_each_in_order() {
 }
 
 #[test]
+fn a_client_that_half_closes_still_gets_every_reply() {
+    // `printf 'PING\n...' | nc -N`: the requests, then shutdown(SHUT_WR), then read.
+    // Small socket buffers (a small board's) so the replies cannot all leave at once;
+    // 1500 replies (7.5 KB) still fit the 16 KiB output buffer.
+    let a = Agent::start(&["--sndbuf", "1024", "--rcvbuf", "1024"]);
+    for mut c in [a.tcp(), a.unix()] {
+        c.send("PING\n".repeat(1500).as_bytes()).unwrap();
+        match &c.s {
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write).unwrap(),
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write).unwrap(),
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        for i in 0..1500 {
+            let got = c.line().unwrap_or_else(|e| panic!("reply {i}: {e}"));
+            assert_eq!(got, "PONG", "reply {i}");
+        }
+        // Then a clean end: nothing more, no half line.
+        let end = c.line().unwrap_err();
+        assert_eq!(end.kind(), std::io::ErrorKind::UnexpectedEof, "{end}");
+    }
+    let stats = a.unix().req("STATS");
+    assert!(stats.contains("\"closed_slow\":0"), "{stats}");
+}
+
+#[test]
 fn tcp_is_read_only_until_auth_and_unix_is_not() {
     let (a, _tf) = token_agent("s3cret\n", &[]);
     let mut t = a.tcp();

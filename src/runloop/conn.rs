@@ -42,6 +42,10 @@ pub struct Conn {
     pub hold_until: Option<Instant>,
     /// The last reply is queued; flush it, then close (and linger).
     pub closing: bool,
+    /// The peer has sent everything (EOF: it closed, or half-closed and may still read).
+    /// Nothing more is read; complete lines are answered and the connection closes once
+    /// their replies are sent ([`Conn::finished`]).
+    pub eof: bool,
 }
 
 /// What one [`Conn::read`] gave.
@@ -141,6 +145,7 @@ impl Conn {
             last_rx: now,
             hold_until: None,
             closing: false,
+            eof: false,
         }
     }
 
@@ -161,6 +166,7 @@ impl Conn {
         self.out_end = 0;
         self.hold_until = None;
         self.closing = false;
+        self.eof = false;
         self.fd.take()
     }
 
@@ -184,7 +190,17 @@ impl Conn {
     /// Is its input to be read and answered now?
     #[inline(always)]
     pub fn reading(&self, now: Instant) -> bool {
-        !self.closing && !self.held(now) && self.in_end - self.in_start < IN_BUF
+        !self.closing && !self.eof && !self.held(now) && self.in_end - self.in_start < IN_BUF
+    }
+
+    /// After EOF: is every complete line answered (what is left is at most a partial
+    /// line, which can never be completed)? Then, with its replies sent, it closes.
+    pub fn finished(&self) -> bool {
+        self.eof
+            && !matches!(
+                next_line(&self.inbuf[self.in_start..self.in_end]),
+                Frame::Line(..)
+            )
     }
 
     pub fn has_input(&self) -> bool {
