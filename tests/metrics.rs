@@ -57,15 +57,23 @@ fn connect(addr: SocketAddr) -> TcpStream {
 
 /// Reads one response (head, then exactly Content-Length body bytes unless `head_only`).
 fn read_resp(s: &mut TcpStream, head_only: bool) -> Resp {
+    try_read_resp(s, head_only).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`read_resp`], with what went wrong (EOF, reset, timeout) as an `Err` instead of a panic.
+fn try_read_resp(s: &mut TcpStream, head_only: bool) -> Result<Resp, String> {
     let mut buf = Vec::new();
     let mut b = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
-        let n = s.read(&mut b).expect("read response head");
-        assert!(
-            n == 1,
-            "EOF inside a response head: {:?}",
-            String::from_utf8_lossy(&buf)
-        );
+        let n = s
+            .read(&mut b)
+            .map_err(|e| format!("read response head: {e}"))?;
+        if n != 1 {
+            return Err(format!(
+                "EOF inside a response head: {:?}",
+                String::from_utf8_lossy(&buf)
+            ));
+        }
         buf.push(b[0]);
     }
     let head = String::from_utf8(buf).unwrap();
@@ -82,9 +90,10 @@ fn read_resp(s: &mut TcpStream, head_only: bool) -> Resp {
             .parse()
             .unwrap();
         r.body = vec![0; len];
-        s.read_exact(&mut r.body).expect("read body");
+        s.read_exact(&mut r.body)
+            .map_err(|e| format!("read body: {e}"))?;
     }
-    r
+    Ok(r)
 }
 
 fn request(addr: SocketAddr, raw: &[u8]) -> Resp {
@@ -323,6 +332,60 @@ fn a_scrape_flood_never_takes_control_slots_and_a_full_control_table_never_block
         assert_eq!(read_resp(h, false).status, 200);
     }
     // Kept-alive idle connections give their slot up to a new scraper.
+    assert_eq!(get(m).status, 200);
+    let body = get(m).text();
+    assert!(body.contains("tether_http_refused_total 1\n"), "{body}");
+}
+
+/// The state letter of process `pid` in /proc (S asleep, T stopped, R running, ...).
+fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+#[test]
+fn a_kept_alive_request_already_sent_keeps_its_slot_and_the_newcomer_gets_503() {
+    let (a, m) = agent_with_metrics(&[]);
+    const SCRAPE: &[u8] = b"GET /metrics HTTP/1.1\r\n\r\n";
+    // Four kept-alive connections, each answered once: every slot is idle.
+    let mut kept: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = connect(m);
+            s.write_all(SCRAPE).unwrap();
+            assert_eq!(read_resp(&mut s, false).status, 200);
+            s
+        })
+        .collect();
+    // While the agent is stopped, each sends its next scrape and a fifth connects and
+    // sends one too: when it runs again, the next request of all four is already there
+    // (unread, in the kernel) in the same turn as the newcomer. It is stopped asleep in
+    // poll, its turn over: not between two reads of a connection.
+    let state = || proc_state(a.pid());
+    let asleep = wait_for(slack(Duration::from_secs(5)), || state() == Some('S'));
+    assert!(asleep, "the agent does not go back to poll: {:?}", state());
+    a.signal(19); // SIGSTOP
+    let stopped = wait_for(slack(Duration::from_secs(5)), || state() == Some('T'));
+    assert!(stopped, "the agent did not stop: {:?}", state());
+    for s in kept.iter_mut() {
+        s.write_all(SCRAPE).unwrap();
+    }
+    let mut newcomer = connect(m);
+    newcomer.write_all(SCRAPE).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    a.signal(18); // SIGCONT
+
+    // Every slot has a request in progress: the four are answered, the newcomer refused.
+    let outcome = |s: &mut TcpStream| match try_read_resp(s, false) {
+        Ok(r) => r.status.to_string(),
+        Err(e) => e,
+    };
+    let got: Vec<String> = kept
+        .iter_mut()
+        .chain([&mut newcomer])
+        .map(outcome)
+        .collect();
+    assert_eq!(got, ["200", "200", "200", "200", "503"]);
+    // Idle again, the kept-alive connections give a slot up to the next scraper.
     assert_eq!(get(m).status, 200);
     let body = get(m).text();
     assert!(body.contains("tether_http_refused_total 1\n"), "{body}");

@@ -77,14 +77,16 @@ impl Slot {
         }
     }
 
-    /// Kept alive and waiting for a next request that has not begun.
+    /// Kept alive and waiting for a next request that has not begun: not in the slot's
+    /// buffer, and not arrived on the socket either (the run loop accepts before it reads,
+    /// so a request can be waiting there, unread, when a new connection wants the slot).
     fn idle(&self) -> bool {
-        self.fd.is_some() && self.phase == Phase::Head && self.in_len == 0 && self.served > 0
-    }
-
-    /// Its slot may go to a new connection: answered and closing, or idle between requests.
-    fn evictable(&self) -> bool {
-        self.idle() || (self.fd.is_some() && self.phase == Phase::Drain)
+        self.fd.as_ref().is_some_and(|fd| {
+            self.phase == Phase::Head
+                && self.in_len == 0
+                && self.served > 0
+                && net::unread(fd.as_fd()) == 0
+        })
     }
 }
 
@@ -178,9 +180,14 @@ impl Http {
         let free = self.slots.iter().position(|s| s.fd.is_none()).or_else(|| {
             // A connection that already had its answers gives its slot up: closing ones
             // first, then the kept-alive one idle the longest.
-            let i = (0..self.slots.len())
-                .filter(|&i| self.slots[i].evictable())
-                .min_by_key(|&i| (self.slots[i].idle(), self.slots[i].deadline))?;
+            let (_, _, i) = (0..self.slots.len())
+                .filter_map(|i| {
+                    let s = &self.slots[i];
+                    let idle = s.idle();
+                    let closing = s.fd.is_some() && s.phase == Phase::Drain;
+                    (idle || closing).then_some((idle, s.deadline, i))
+                })
+                .min()?;
             log::debug!("http client {i} gives its slot up (answered; lingering)");
             evicted = self.slots[i].fd.take();
             self.close(i, "");

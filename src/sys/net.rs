@@ -174,6 +174,19 @@ pub fn peer_gone(fd: BorrowedFd<'_>) -> bool {
     }
 }
 
+/// How many bytes have arrived on `fd` and are not read yet (FIONREAD); 0 when it
+/// cannot tell. Reads nothing.
+pub fn unread(fd: BorrowedFd<'_>) -> usize {
+    let mut n: nix::libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int to `n`, which is valid and outlives the call.
+    let r = unsafe { nix::libc::ioctl(fd.as_raw_fd(), nix::libc::FIONREAD, &mut n) };
+    if r == 0 {
+        usize::try_from(n).unwrap_or(0)
+    } else {
+        0
+    }
+}
+
 /// Sends without ever raising SIGPIPE.
 pub fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> Io {
     loop {
