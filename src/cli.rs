@@ -7,7 +7,7 @@ use crate::limits::{
     INTERVAL_MAX_SECS, INTERVAL_MIN_SECS, MAX_CLIENTS, MAX_LISTENERS,
 };
 use crate::limits::{DEFAULT_METRICS_PORT, LINE_MAX, MAX_BEACON_IFACES, MAX_METRICS_LISTENERS};
-use crate::limits::{SOCKBUF_MAX, SOCKBUF_MIN};
+use crate::limits::{SOCKBUF_MAX, SOCKBUF_MIN, SOCK_PATH_MAX};
 use argh::FromArgs;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -295,6 +295,8 @@ impl AgentArgs {
         if self.publish.is_some() && self.no_publish {
             return Err("--publish and --no-publish contradict each other".into());
         }
+        sock_path("--socket", self.socket.as_deref())?;
+        sock_path("--publish", self.publish.as_deref())?;
         for (name, v) in [("--rcvbuf", self.rcvbuf), ("--sndbuf", self.sndbuf)] {
             if let Some(v) = v.filter(|v| !(SOCKBUF_MIN..=SOCKBUF_MAX).contains(v)) {
                 return Err(format!(
@@ -338,17 +340,27 @@ impl AgentArgs {
     }
 }
 
-/// `-t SECS` of ctl and scan: a positive number of seconds below `max`. The message does
+/// A Unix socket path option (agent `--socket`, `--publish`; ctl `-s`): at most
+/// [`SOCK_PATH_MAX`] bytes, what sun_path holds, since a longer one can be neither bound
+/// nor connected to. The message gives the length, not the path (which may hold a newline).
+fn sock_path(option: &str, path: Option<&std::path::Path>) -> Result<(), String> {
+    match path.map(|p| p.as_os_str().len()) {
+        Some(n) if n > SOCK_PATH_MAX => Err(format!(
+            "{option}: the path is {n} bytes; a Unix socket path holds at most {SOCK_PATH_MAX}"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `-t SECS` of ctl and scan: at least a millisecond (less would be a zero timeout, which
+/// sockets refuse or take as "wait forever") and below `max` seconds. The message does
 /// not echo the float: formatting an f64 would link core's float printer (about 8 KiB of
 /// the aarch64 binary) for this one line.
 fn seconds(secs: f64, max: u32) -> Result<Duration, String> {
-    if secs > 0.0 && secs < f64::from(max) {
-        Ok(Duration::from_secs_f64(secs))
-    } else {
-        Err(format!(
-            "-t: expected a positive number of seconds below {max}"
-        ))
-    }
+    (secs > 0.0 && secs < f64::from(max))
+        .then(|| Duration::from_secs_f64(secs))
+        .filter(|d| *d >= Duration::from_millis(1))
+        .ok_or_else(|| format!("-t: expected at least 0.001 and below {max} seconds"))
 }
 
 impl CtlArgs {
@@ -359,6 +371,7 @@ impl CtlArgs {
         if self.socket.is_some() && self.connect.is_some() {
             return Err("-s and -c exclude each other".into());
         }
+        sock_path("-s", self.socket.as_deref())?;
         let timeout = seconds(self.timeout, 1_000_000)?;
         let line = self.words.join(" ");
         if line.len() > LINE_MAX || line.contains('\n') {
@@ -448,9 +461,16 @@ mod tests {
             "no words: a session"
         );
         assert_eq!(ctl(&["-t", "0.5"]).unwrap(), Duration::from_millis(500));
+        assert_eq!(ctl(&["-t", "0.001"]).unwrap(), Duration::from_millis(1));
         for bad in [&["-t", "0"][..], &["-t", "NaN"], &["-s", "a", "-c", "b:1"]] {
             assert!(ctl(bad).is_err(), "{bad:?}");
         }
+        for bad in ["0.0009", "1e-12", "5e-324"] {
+            assert!(ctl(&["-t", bad]).is_err(), "{bad}");
+        }
+        let path = |n: usize| format!("/{}", "s".repeat(n - 1));
+        assert!(ctl(&["-s", &path(SOCK_PATH_MAX)]).is_ok());
+        assert!(ctl(&["-s", &path(SOCK_PATH_MAX + 1)]).is_err());
         assert!(ctl(&["SET", "k", &"v".repeat(LINE_MAX)]).is_err());
         let scan = |a: &[&str]| ScanArgs::from_args(&["scan"], a).unwrap().validate();
         assert_eq!(scan(&[]).unwrap(), Duration::from_secs(2));
@@ -473,6 +493,11 @@ mod tests {
             assert!(parse(&["--sndbuf", bad]).is_err(), "{bad}");
         }
         assert!(parse(&["--rcvbuf", "-1"]).is_err());
+        let path = |n: usize| format!("/{}", "s".repeat(n - 1));
+        for opt in ["--socket", "--publish"] {
+            assert!(parse(&[opt, &path(SOCK_PATH_MAX)]).is_ok(), "{opt}");
+            assert!(parse(&[opt, &path(SOCK_PATH_MAX + 1)]).is_err(), "{opt}");
+        }
     }
 
     #[test]

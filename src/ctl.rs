@@ -18,10 +18,12 @@ use crate::cli::CtlArgs;
 use crate::exit::{Fatal, EX_CONFIG, EX_ERR, EX_NOPERM, EX_PROTOCOL, EX_TEMPFAIL, EX_UNAVAILABLE};
 use crate::limits::{AUTH_NONCE_BYTES, LINE_MAX};
 use crate::proto::reply::{ErrCode, TOO_LONG_TEXT};
+use nix::errno::Errno;
 use std::io::{BufRead, ErrorKind, IsTerminal, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 trait Stream: Read + Write + AsFd {
@@ -185,6 +187,30 @@ pub fn connect_addrs(hp: &str) -> Result<Vec<std::net::SocketAddr>, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Connects to the Unix stream socket at `path` within `timeout`. Linux's connect on a
+/// Unix stream socket waits while the listener's accept queue is full (an agent that is
+/// stopped or wedged): forever by default, at most SO_SNDTIMEO when that is set, and then
+/// fails with EAGAIN, which is said here as the timeout it is (as TCP's connect says it).
+fn connect_unix(path: &Path, timeout: Duration) -> std::io::Result<UnixStream> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let s = UnixStream::from(fd);
+    s.set_timeout(timeout)?;
+    match nix::sys::socket::connect(s.as_raw_fd(), &UnixAddr::new(path)?) {
+        Ok(()) => Ok(s),
+        Err(Errno::EAGAIN) => Err(std::io::Error::new(
+            ErrorKind::TimedOut,
+            "connection timed out",
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Connects to `-c HOST:PORT` over TCP, else to the Unix socket (`-s` or the default).
 fn connect(args: &CtlArgs, timeout: Duration) -> Result<(Box<dyn Stream>, String), Fatal> {
     match &args.connect {
@@ -207,7 +233,7 @@ fn connect(args: &CtlArgs, timeout: Duration) -> Result<(Box<dyn Stream>, String
                 .socket
                 .clone()
                 .unwrap_or_else(crate::sys::unix::default_socket_path);
-            let s = UnixStream::connect(&p)
+            let s = connect_unix(&p, timeout)
                 .map_err(|e| io_fatal(&format!("connect {}", p.display()), e))?;
             Ok((Box::new(s), p.display().to_string()))
         }

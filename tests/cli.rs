@@ -45,11 +45,14 @@ fn bad_options_exit_64_with_one_error_line() {
         // ctl's and scan's checks (src/cli.rs), before any socket is opened.
         &["ctl", "-t", "0", "PING"],
         &["ctl", "-t", "-1"],
+        &["ctl", "-t", "1e-12", "PING"],
+        &["ctl", "-t", "0.0009", "PING"],
         &["ctl", "-s", "/nonexistent", "-c", "127.0.0.1:1", "PING"],
         &["ctl", "GET", &long],
         &["scan", "--bogus"],
         &["scan", "-t", "0"],
         &["scan", "-t", "1e9"],
+        &["scan", "-t", "1e-12"],
         &["scan", "-i", "a/b"],
     ];
     for args in cases {
@@ -207,5 +210,59 @@ fn ctl_token_file_auths_first() {
     assert_eq!(code, 77, "{out}");
     assert!(out.starts_with("ERR denied"), "{out}");
     assert_eq!(a.unix().req("GET a"), "OK b");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `-t` below a millisecond would be a zero timeout: refused (64) before anything is
+/// sent, over Unix and TCP alike; a millisecond itself is fine.
+#[test]
+fn ctl_timeout_below_a_millisecond_is_refused_before_sending() {
+    let a = Agent::start(&[]);
+    let sock = a.unix.to_str().unwrap();
+    let tcp = a.tcp_addr().to_string();
+    for to in [["-s", sock], ["-c", &tcp]] {
+        let (code, out, err) = run(&["ctl", "-t", "1e-12", to[0], to[1], "SET", "k", "v"]);
+        assert_eq!((code, out.as_str()), (64, ""), "{to:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{to:?}: {err}");
+        assert!(err.starts_with("error: -t: "), "{to:?}: {err}");
+        let (code, out, err) = run(&["ctl", "-t", "0.001", to[0], to[1], "PING"]);
+        assert_eq!((code, out.as_str()), (0, "PONG\n"), "{to:?}: {err}");
+    }
+    assert_eq!(a.unix().req("GET k"), "ERR not-found no such fact");
+}
+
+/// A Unix socket path longer than sun_path holds (107 bytes) is a bad option: 64 and one
+/// `error:` line naming the option and the limit, for ctl `-s` and agent `--socket` and
+/// `--publish`. A path of exactly 107 bytes works.
+#[test]
+fn over_long_socket_paths_exit_64() {
+    let dir = temp_dir("sock-path");
+    let fill = 107 - dir.as_os_str().len() - "/.sock".len();
+    let at_limit = dir.join(format!("{}.sock", "s".repeat(fill)));
+    let over = dir.join(format!("{}.sock", "s".repeat(fill + 1)));
+    assert_eq!(at_limit.as_os_str().len(), 107);
+    let over = over.to_str().unwrap();
+    let (code, out, err) = run(&["ctl", "-s", over, "PING"]);
+    assert_eq!((code, out.as_str()), (64, ""), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: -s: ") && err.contains("107"),
+        "{err}"
+    );
+    for opt in ["--socket", "--publish"] {
+        let f = agent_fails(&[opt, over]);
+        assert_eq!(f.status.code(), Some(64), "{opt}: {}", f.stderr);
+        assert_eq!(f.stderr.lines().count(), 1, "{opt}: {}", f.stderr);
+        assert!(
+            f.stderr.starts_with(&format!("error: {opt}: ")) && f.stderr.contains("107"),
+            "{opt}: {}",
+            f.stderr
+        );
+        assert!(!std::path::Path::new(over).exists(), "{opt}: {over} made");
+    }
+    let a = Agent::start(&["--socket", at_limit.to_str().unwrap()]);
+    assert_eq!(a.unix, at_limit);
+    assert_eq!(a.ctl(&["PING"]).1, "PONG\n");
+    drop(a);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -119,3 +119,52 @@ fn sigterm_removes_the_socket_and_exits_0() {
 fn sigint_removes_the_socket_and_exits_0() {
     stops_cleanly_on(2);
 }
+
+/// A stopped agent whose accept queue is full: `ctl -t 1` gives up connecting after
+/// about a second with 75 and one `error:` line (Linux's connect on a Unix stream socket
+/// would otherwise wait for room in the queue forever).
+#[test]
+fn ctl_connect_to_a_stopped_agent_times_out_with_75() {
+    use nix::sys::signal::Signal;
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    use std::os::fd::AsRawFd;
+    let a = Agent::start(&["--backlog", "1", "--no-publish"]);
+    a.signal(Signal::SIGSTOP as i32);
+    // Non-blocking connects until the queue is full (EAGAIN); held open until the end.
+    let addr = UnixAddr::new(&a.unix).unwrap();
+    let mut held = Vec::new();
+    let full = (0..64).any(|_| {
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let r = connect(fd.as_raw_fd(), &addr);
+        held.push(fd);
+        r == Err(nix::errno::Errno::EAGAIN)
+    });
+    assert!(
+        full,
+        "the accept queue never filled ({} connects)",
+        held.len()
+    );
+    let sock = a.unix.to_str().unwrap();
+    let t0 = Instant::now();
+    let out = tether_cmd(&["ctl", "-t", "1", "-s", sock, "PING"])
+        .output_within(slack(Duration::from_secs(10)));
+    let took = t0.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{err}");
+    assert_eq!(out.stdout, b"", "{err}");
+    let errs = error_lines(&err);
+    assert_eq!(errs.len(), 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(errs[0].contains("timed out"), "{err}");
+    assert!(took >= Duration::from_millis(900), "gave up after {took:?}");
+    assert!(took < slack(Duration::from_secs(5)), "took {took:?}");
+    a.signal(Signal::SIGCONT as i32);
+    drop(held);
+    assert_eq!(a.unix().req("PING"), "PONG");
+}
