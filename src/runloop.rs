@@ -11,7 +11,7 @@ use crate::agent::{Agent, BeaconInfo, BeaconState, Board, Env, Led, Outcome, Tra
 use crate::beacon::Family;
 use crate::limits::{
     ACCEPT_PAUSE_MS, ACCEPT_WAITING_MAX, LINGER_MAX, LINGER_SECS, LINGER_SINK, MAX_CLIENTS,
-    MAX_LISTENERS, READS_PER_TURN, TOKEN_MAX,
+    MAX_LISTENERS, READS_PER_TURN, TOKEN_MAX, WARN_EVERY_SECS,
 };
 use crate::proto::reply::{write_err, ErrCode, Error, TOO_LONG_TEXT};
 use crate::proto::request::parse;
@@ -274,6 +274,8 @@ pub struct RunLoop {
     signals: Signals,
     idle: Option<Duration>,
     accept_paused_until: Option<Instant>,
+    /// When running out of fds was last said in the log ([`RunLoop::pause_accepts`]).
+    accept_warned: Option<Instant>,
     /// When [`Timer::Clients`] runs next: never later than the earliest hold end or idle
     /// timeout of an open client. Reading from a client only moves its idle timeout later,
     /// so this is not recomputed per request or per turn: a new client or hold can only
@@ -300,6 +302,7 @@ impl RunLoop {
             signals,
             idle,
             accept_paused_until: None,
+            accept_warned: None,
             clients_due: None,
             waiting: heapless::Vec::new(),
             watchdog: None,
@@ -608,8 +611,7 @@ impl RunLoop {
                 Ok(Some(c)) => c,
                 Ok(None) => return,
                 Err(e @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)) => {
-                    log::warn!("accept: {}: pausing accepts", e.desc());
-                    self.accept_paused_until = Some(now + ACCEPT_PAUSE);
+                    self.pause_accepts(now, "", e);
                     return;
                 }
                 Err(e) => {
@@ -630,6 +632,20 @@ impl RunLoop {
                 self.seat_waiting(now);
             }
             let _ = self.waiting.push((conn, transport));
+        }
+    }
+
+    /// Out of fds or memory: accepting stops for [`ACCEPT_PAUSE`]. Said in the log the first
+    /// time and then at most once per [`WARN_EVERY_SECS`] while it lasts (it can last as
+    /// long as something else holds the fds: one line every 200 ms would flood the journal).
+    fn pause_accepts(&mut self, now: Instant, what: &str, e: Errno) {
+        self.accept_paused_until = Some(now + ACCEPT_PAUSE);
+        let due = self.accept_warned.is_none_or(|t| {
+            now.saturating_duration_since(t) >= Duration::from_secs(WARN_EVERY_SECS)
+        });
+        if due {
+            self.accept_warned = Some(now);
+            log::warn!("accept{what}: {}: pausing accepts", e.desc());
         }
     }
 
@@ -883,8 +899,7 @@ impl RunLoop {
                     self.linger(fd, now)
                 }
                 http::Accepted::Pause(e) => {
-                    log::warn!("accept (metrics): {}: pausing accepts", e.desc());
-                    self.accept_paused_until = Some(now + ACCEPT_PAUSE);
+                    self.pause_accepts(now, " (metrics)", e);
                     return;
                 }
             }

@@ -388,3 +388,51 @@ fn connectors_beyond_the_backlog_are_all_answered_issue_12() {
     eprintln!("slowest connect: {slowest:?}");
     assert_eq!(a.stats()["refused_busy"].as_u64(), Some(0));
 }
+
+#[test]
+fn out_of_fds_pauses_accepts_says_so_once_and_recovers() {
+    // RLIMIT_NOFILE 24: the agent's own fds plus a few clients. Forty connections wait in
+    // the accept queue (backlog 64) while accept4 fails with EMFILE: accepting pauses
+    // (200 ms at a time) instead of spinning, and the log says so once, not every pause.
+    let dir = temp_dir("emfile");
+    let args = loopback_agent_args(&dir.join("t.sock"), &["--no-beacon", "--backlog", "64"]);
+    let mut cmd = tether_cmd_in(None, &args);
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            let lim = nix::libc::rlimit {
+                rlim_cur: 24,
+                rlim_max: 24,
+            };
+            match nix::libc::setrlimit(nix::libc::RLIMIT_NOFILE, &lim) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+    let a = Agent::spawn_command(cmd, dir, &[]).unwrap_or_else(|f| panic!("{}", f.stderr));
+    let held: Vec<TcpStream> = (0..40)
+        .map(|_| TcpStream::connect(a.tcp_addr()).unwrap())
+        .collect();
+    std::thread::sleep(slack(Duration::from_secs(2)));
+    drop(held);
+    // The fds come back: a new client is served.
+    let end = Instant::now() + slack(Duration::from_secs(5));
+    loop {
+        let mut c = Client::tcp(a.tcp_addr());
+        c.set_timeout(slack(Duration::from_millis(500)));
+        let ok = c.send(b"PING\n").is_ok() && c.line().is_ok_and(|l| l == "PONG");
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < end, "no PONG after the connections closed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, err) = a.stop();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert_eq!(
+        err.matches("pausing accepts").count(),
+        1,
+        "one warning while out of fds: {err}"
+    );
+}
