@@ -225,8 +225,13 @@ fn ctl_timeout_below_a_millisecond_is_refused_before_sending() {
         assert_eq!((code, out.as_str()), (64, ""), "{to:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{to:?}: {err}");
         assert!(err.starts_with("error: -t: "), "{to:?}: {err}");
+        // 1 ms is a valid timeout: PONG, or (emulated, slow) a timeout, never a bad option.
         let (code, out, err) = run(&["ctl", "-t", "0.001", to[0], to[1], "PING"]);
-        assert_eq!((code, out.as_str()), (0, "PONG\n"), "{to:?}: {err}");
+        match code {
+            0 => assert_eq!(out, "PONG\n"),
+            75 => assert!(err.contains("timed out"), "{to:?}: {err}"),
+            _ => panic!("{to:?}: -t 0.001 gave {code}: {err}"),
+        }
     }
     assert_eq!(a.unix().req("GET k"), "ERR not-found no such fact");
 }
