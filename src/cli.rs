@@ -7,7 +7,7 @@ use crate::limits::{
     INTERVAL_MAX_SECS, INTERVAL_MIN_SECS, MAX_CLIENTS, MAX_LISTENERS,
 };
 use crate::limits::{DEFAULT_METRICS_PORT, LINE_MAX, MAX_BEACON_IFACES, MAX_METRICS_LISTENERS};
-use crate::limits::{SOCKBUF_MAX, SOCKBUF_MIN, SOCK_PATH_MAX};
+use crate::limits::{FILE_PATH_MAX, SOCKBUF_MAX, SOCKBUF_MIN, SOCK_PATH_MAX};
 use argh::FromArgs;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -295,8 +295,16 @@ impl AgentArgs {
         if self.publish.is_some() && self.no_publish {
             return Err("--publish and --no-publish contradict each other".into());
         }
-        sock_path("--socket", self.socket.as_deref())?;
-        sock_path("--publish", self.publish.as_deref())?;
+        path_at_most("--socket", self.socket.as_deref(), SOCK_PATH_MAX)?;
+        path_at_most("--publish", self.publish.as_deref(), SOCK_PATH_MAX)?;
+        for (option, path) in [
+            ("--thermal", Some(std::path::Path::new(&self.thermal))),
+            ("--led", self.led.as_deref()),
+            ("--token-file", self.token_file.as_deref()),
+            ("--fleet-key", self.fleet_key.as_deref()),
+        ] {
+            path_at_most(option, path, FILE_PATH_MAX)?;
+        }
         for (name, v) in [("--rcvbuf", self.rcvbuf), ("--sndbuf", self.sndbuf)] {
             if let Some(v) = v.filter(|v| !(SOCKBUF_MIN..=SOCKBUF_MAX).contains(v)) {
                 return Err(format!(
@@ -340,13 +348,15 @@ impl AgentArgs {
     }
 }
 
-/// A Unix socket path option (agent `--socket`, `--publish`; ctl `-s`): at most
-/// [`SOCK_PATH_MAX`] bytes, what sun_path holds, since a longer one can be neither bound
-/// nor connected to. The message gives the length, not the path (which may hold a newline).
-fn sock_path(option: &str, path: Option<&std::path::Path>) -> Result<(), String> {
+/// A path option no longer than `max` bytes. Unix socket paths (agent `--socket`,
+/// `--publish`; ctl `-s`): [`SOCK_PATH_MAX`], what sun_path holds, since a longer one can be
+/// neither bound nor connected to. Files the agent opens after start-up: [`FILE_PATH_MAX`],
+/// so that opening them never allocates. The message gives the length, not the path
+/// (which may hold a newline).
+fn path_at_most(option: &str, path: Option<&std::path::Path>, max: usize) -> Result<(), String> {
     match path.map(|p| p.as_os_str().len()) {
-        Some(n) if n > SOCK_PATH_MAX => Err(format!(
-            "{option}: the path is {n} bytes; a Unix socket path holds at most {SOCK_PATH_MAX}"
+        Some(n) if n > max => Err(format!(
+            "{option}: the path is {n} bytes, over the {max} this option allows"
         )),
         _ => Ok(()),
     }
@@ -371,7 +381,7 @@ impl CtlArgs {
         if self.socket.is_some() && self.connect.is_some() {
             return Err("-s and -c exclude each other".into());
         }
-        sock_path("-s", self.socket.as_deref())?;
+        path_at_most("-s", self.socket.as_deref(), SOCK_PATH_MAX)?;
         let timeout = seconds(self.timeout, 1_000_000)?;
         let line = self.words.join(" ");
         if line.len() > LINE_MAX || line.contains('\n') {

@@ -104,6 +104,11 @@ pub const BEACON_ERROR_MAX: usize = 96;
 pub const MAX_ADDRS: usize = 16;
 /// Longest hostname we report (HOST_NAME_MAX).
 pub const HOST_MAX: usize = 64;
+/// Longest path of a file the agent opens after start-up (`--thermal`, `--led` and the files
+/// inside an LED directory; `--token-file` and `--fleet-key`, re-read on SIGHUP). std opens
+/// a path shorter than 384 bytes through a C string on the stack and allocates for a longer
+/// one, on every read; this leaves room for `/max_brightness` inside an `--led` directory.
+pub const FILE_PATH_MAX: usize = 360;
 /// Longest Unix socket path (sun_path minus the NUL).
 pub const SOCK_PATH_MAX: usize = 107;
 /// The board id as reported (STATUS, beacon): at most this many characters.

@@ -23,7 +23,20 @@ fn init_logging(verbose: u8) {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
+    // argh reads &str: an argument that is not UTF-8 (a Latin-1 file name, say) is a
+    // usage error here, not the panic std::env::args() would make of it.
+    let mut args = Vec::new();
+    for (i, a) in std::env::args_os().enumerate() {
+        match a.into_string() {
+            Ok(a) => args.push(a),
+            Err(a) if i == 0 => args.push(a.to_string_lossy().into_owned()),
+            Err(a) => {
+                let shown = a.to_string_lossy().escape_debug().to_string();
+                eprintln!("error: argument {i} is not valid UTF-8: {shown}");
+                return ExitCode::from(EX_USAGE);
+            }
+        }
+    }
     let prog = args
         .first()
         .map_or("tether", |s| s.rsplit('/').next().unwrap_or(s));

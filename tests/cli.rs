@@ -271,3 +271,40 @@ fn over_long_socket_paths_exit_64() {
     drop(a);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn an_argument_that_is_not_utf8_is_one_error_line_not_a_panic() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let latin1 = OsStr::from_bytes(b"/tmp/k\xfcche.sock");
+    for args in [
+        vec![
+            OsStr::new("ctl"),
+            OsStr::new("-s"),
+            latin1,
+            OsStr::new("PING"),
+        ],
+        vec![
+            OsStr::new("ctl"),
+            OsStr::new("GET"),
+            OsStr::from_bytes(b"\xff"),
+        ],
+        vec![
+            OsStr::new("agent"),
+            OsStr::new("--no-beacon"),
+            OsStr::new("--socket"),
+            latin1,
+        ],
+        vec![
+            OsStr::new("scan"),
+            OsStr::new("-i"),
+            OsStr::from_bytes(b"\xe90"),
+        ],
+    ] {
+        let (code, out, err) = run(&args);
+        assert_eq!((code, out.as_str()), (64, ""), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("error: argument "), "{args:?}: {err}");
+        assert!(err.contains("is not valid UTF-8"), "{args:?}: {err}");
+    }
+}

@@ -436,3 +436,34 @@ fn out_of_fds_pauses_accepts_says_so_once_and_recovers() {
         "one warning while out of fds: {err}"
     );
 }
+
+#[test]
+fn a_thermal_path_that_is_a_fifo_does_not_stop_the_agent_and_a_long_one_is_refused() {
+    // A FIFO would block open(2) until someone writes to it: every file the agent reads
+    // after start-up is opened non-blocking, so STATUS has no temperature and the agent
+    // and its other clients go on.
+    let dir = temp_dir("fifo");
+    let fifo = dir.join("temp");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let a = Agent::start(&["--thermal", fifo.to_str().unwrap()]);
+    let mut c = a.unix();
+    let s = c.req("STATUS");
+    assert!(s.contains("\"temp_c\":null"), "{s}");
+    assert_eq!(a.tcp().req("PING"), "PONG");
+    let stats = c.req("STATS");
+    assert_eq!(json_u64(&stats, "allocs_since_ready"), Some(0), "{stats}");
+    // A path so long that opening it would allocate on every read: refused at start.
+    let long = format!("/{}", "t".repeat(400));
+    let Err(f) = Agent::try_start(&["--thermal", &long]) else {
+        panic!("started with a 401-byte --thermal");
+    };
+    assert_eq!(f.status.code(), Some(64), "{}", f.stderr);
+    assert_eq!(
+        f.stderr,
+        "error: --thermal: the path is 401 bytes, over the 360 this option allows\n"
+    );
+}

@@ -20,9 +20,12 @@ pub struct LedFile {
 }
 
 fn write_file(path: &Path, data: &[u8]) -> Result<(), &'static str> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking, as `read_small`: a FIFO without a reader fails instead of blocking.
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .truncate(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
         .open(path)
         .map_err(|_| "cannot open the LED file")?;
     f.write_all(data).map_err(|_| "cannot write the LED file")

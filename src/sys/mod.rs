@@ -50,10 +50,17 @@ impl fmt::Display for SysError {
     }
 }
 
-/// Reads a small file into `buf` without allocating; returns the bytes read.
+/// Reads a small file into `buf` without allocating; returns the bytes read. Opened
+/// non-blocking: a path that is a FIFO (a mistake in `--thermal`, say) reads as nothing
+/// or fails instead of stopping the whole agent in open(2) or read(2).
 pub fn read_small(path: &str, buf: &mut [u8]) -> Option<usize> {
     use std::io::Read;
-    let mut f = std::fs::File::open(path).ok()?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
     let mut n = 0;
     while n < buf.len() {
         match f.read(&mut buf[n..]) {
