@@ -475,6 +475,12 @@ impl RunLoop {
                 }
             }
             now = Instant::now();
+            // Facts whose TTL has passed go before any request of this turn is answered
+            // (or a beacon or a scrape is written): GET never sees an expired fact. The
+            // other timers run at the end of the turn (below).
+            if self.deadline(Timer::Agent).is_some_and(|d| d <= now) {
+                self.fire(Timer::Agent, now);
+            }
             let mut stop = false;
             // Accept first: the small backlog is the scarce resource (a full accept queue
             // drops SYNs, which costs the peer a 1 s retransmit). A full client table is

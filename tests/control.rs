@@ -450,3 +450,21 @@ fn sighup_rereads_the_token_file() {
     assert!(r.starts_with("ERR denied"), "old token still works: {r}");
     assert_eq!(a.unix().req("GET k"), "OK v");
 }
+
+#[test]
+fn a_fact_past_its_ttl_is_gone_for_a_request_in_the_same_turn() {
+    // The TTL runs out while the agent is stopped; GET and KEYS arrive before it resumes,
+    // so they are read in the very turn whose deadline is the expiry.
+    let a = Agent::start(&[]);
+    let mut c = a.unix();
+    assert_eq!(c.req("SET k v ttl=1"), "OK");
+    assert_eq!(c.req("GET k"), "OK v");
+    a.signal(19); // SIGSTOP
+    std::thread::sleep(Duration::from_millis(1500));
+    c.send(b"GET k\nKEYS\n").unwrap();
+    a.signal(18); // SIGCONT
+    assert_eq!(c.line().unwrap(), "ERR not-found no such fact");
+    assert_eq!(c.line().unwrap(), "OK");
+    let stats = c.req("STATS");
+    assert_eq!(json_u64(&stats, "facts_expired"), Some(1), "{stats}");
+}
