@@ -304,8 +304,10 @@ impl Agent {
             Ok(r) if r.mutates() && !session.may_mutate() => (Err(E_DENIED), Outcome::Continue),
             Ok(r) => self.answer(now, session, r, env, out),
         };
+        // An answer that overflowed `out` is no answer, whatever error its writer turned the
+        // overflow into.
         let res = match res {
-            Ok(()) if out.overflowed() => {
+            _ if out.overflowed() => {
                 out.truncate(start);
                 if small {
                     return Outcome::NoRoom;

@@ -467,3 +467,25 @@ fn a_thermal_path_that_is_a_fifo_does_not_stop_the_agent_and_a_long_one_is_refus
         "error: --thermal: the path is 401 bytes, over the 360 this option allows\n"
     );
 }
+
+#[test]
+fn pipelining_past_the_output_buffer_closes_instead_of_answering_err_too_large() {
+    // 40 STATUS replies (about 600 bytes each) do not fit a 16 KiB output buffer plus a
+    // 1 KiB socket buffer when the client reads only after sending them all: it is a
+    // client that does not read (README: closed when the output buffer cannot take the
+    // next reply). Every reply it gets is whole and right; none is `ERR busy reply too
+    // large`, which is for a reply larger than any buffer.
+    let a = Agent::start(&["--sndbuf", "1024"]);
+    let mut c = a.unix();
+    c.send("STATUS\n".repeat(40).as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut got = 0;
+    while let Ok(l) = c.line() {
+        assert!(l.starts_with("OK {\"id\":"), "reply {got}: {l}");
+        got += 1;
+    }
+    assert!((1..40).contains(&got), "{got} replies");
+    let stats = a.stats();
+    assert_eq!(stats["closed_slow"], 1, "{stats}");
+    assert_eq!(stats["errors"], 0, "{stats}");
+}
