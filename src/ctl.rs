@@ -51,7 +51,23 @@ fn io_fatal(what: &str, e: std::io::Error) -> Fatal {
     Fatal::new(code, format!("{what}: {e}"))
 }
 
-/// Sends `line` and reads one reply line before `deadline`.
+/// Is `reply` one of the protocol's: `PONG`, `OK`, `OK <payload>` or `ERR <code> <text>`?
+fn is_reply(reply: &str) -> bool {
+    matches!(reply, "PONG" | "OK") || reply.starts_with("OK ") || reply.starts_with("ERR ")
+}
+
+/// The peer answered `line` with `reply`, which is not what a tether agent answers (76).
+/// The reply is quoted, so a stranger's control characters reach the terminal escaped.
+fn not_protocol(line: &str, expected: &str, reply: &str) -> Fatal {
+    let command = line.split_ascii_whitespace().next().unwrap_or_default();
+    Fatal::new(
+        EX_PROTOCOL,
+        format!("{command}: expected {expected}, got {reply:?} (not tether's protocol)"),
+    )
+}
+
+/// Sends `line` and reads one reply line before `deadline`. A line that is not one of
+/// the protocol's replies ([`is_reply`]) is an error (76), the peer is not a tether agent.
 fn exchange(s: &mut dyn Stream, line: &str, deadline: Instant) -> Result<String, Fatal> {
     s.write_all(line.as_bytes())
         .and_then(|_| s.write_all(b"\n"))
@@ -81,7 +97,11 @@ fn exchange(s: &mut dyn Stream, line: &str, deadline: Instant) -> Result<String,
                     if reply.last() == Some(&b'\r') {
                         reply.pop();
                     }
-                    return Ok(String::from_utf8_lossy(&reply).into_owned());
+                    let reply = String::from_utf8_lossy(&reply).into_owned();
+                    if !is_reply(&reply) {
+                        return Err(not_protocol(line, "PONG, OK or ERR", &reply));
+                    }
+                    return Ok(reply);
                 }
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -105,13 +125,8 @@ fn authenticate(s: &mut dyn Stream, token: &[u8], deadline: Instant) -> Result<S
     };
     let mut raw = [0u8; AUTH_NONCE_BYTES];
     if !crate::proto::hex::decode(nonce.as_bytes(), &mut raw) {
-        return Err(Fatal {
-            code: EX_PROTOCOL,
-            msg: format!(
-                "AUTH: expected OK and a {}-digit nonce, got {reply:?}",
-                2 * AUTH_NONCE_BYTES
-            ),
-        });
+        let expected = format!("OK and a {}-digit nonce", 2 * AUTH_NONCE_BYTES);
+        return Err(not_protocol("AUTH", &expected, &reply));
     }
     let tag = crate::crypto::hmac_sha256(token, &[AUTH_CHALLENGE_PREFIX, nonce.as_bytes()]);
     let mut answer = [0u8; 64];
@@ -120,13 +135,13 @@ fn authenticate(s: &mut dyn Stream, token: &[u8], deadline: Instant) -> Result<S
     exchange(s, &line, deadline)
 }
 
+/// The exit code for a reply [`exchange`] returned: 0 for `PONG` and `OK`, 77 for
+/// `ERR denied`, 1 for any other `ERR`.
 fn exit_for(reply: &str) -> u8 {
-    if reply.starts_with("ERR denied") {
-        EX_NOPERM
-    } else if reply.starts_with("ERR") {
-        EX_ERR
-    } else {
-        0
+    match reply.strip_prefix("ERR ") {
+        Some(e) if e.split(' ').next() == Some(ErrCode::Denied.as_str()) => EX_NOPERM,
+        Some(_) => EX_ERR,
+        None => 0,
     }
 }
 
@@ -286,12 +301,21 @@ fn too_long_reply() -> String {
     )
 }
 
-/// One input line, without its line end; None at EOF. Invalid UTF-8 is replaced.
+/// One input line as it is, less its line end (`\n` or `\r\n`); None at EOF. Invalid
+/// UTF-8 is replaced.
 fn read_line(input: &mut impl BufRead) -> Option<String> {
     let mut raw = Vec::new();
     match input.read_until(b'\n', &mut raw) {
         Ok(0) | Err(_) => None,
-        Ok(_) => Some(String::from_utf8_lossy(&raw).trim().to_string()),
+        Ok(_) => {
+            if raw.last() == Some(&b'\n') {
+                raw.pop();
+                if raw.last() == Some(&b'\r') {
+                    raw.pop();
+                }
+            }
+            Some(String::from_utf8_lossy(&raw).into_owned())
+        }
     }
 }
 
@@ -335,12 +359,12 @@ fn interactive(mut s: Session<'_>, to: &str, pretty: bool) -> Result<u8, Fatal> 
             let _ = writeln!(out);
             return Ok(0);
         };
-        if line.is_empty() {
+        if line.trim().is_empty() {
             continue;
         }
         if ["quit", "exit"]
             .iter()
-            .any(|q| q.eq_ignore_ascii_case(&line))
+            .any(|q| q.eq_ignore_ascii_case(line.trim()))
         {
             return Ok(0);
         }
@@ -353,13 +377,15 @@ fn interactive(mut s: Session<'_>, to: &str, pretty: bool) -> Result<u8, Fatal> 
     }
 }
 
-/// Commands from a pipe or file: one per line (blank lines and `#` comments skipped),
-/// one reply per line. Every line is answered; the status is the first failure's.
+/// Commands from a pipe or file: one per line, sent as it is (blank lines and `#`
+/// comments skipped), one reply per line. Every line is answered; the status is the first
+/// failure's.
 fn batch(mut s: Session<'_>, input: &mut impl BufRead, pretty: bool) -> Result<u8, Fatal> {
     let mut out = std::io::stdout().lock();
     let mut first_failure = None;
     while let Some(line) = read_line(input) {
-        if line.is_empty() || line.starts_with('#') {
+        let text = line.trim();
+        if text.is_empty() || text.starts_with('#') {
             continue;
         }
         let reply = if line.len() > LINE_MAX {
@@ -378,8 +404,8 @@ fn batch(mut s: Session<'_>, input: &mut impl BufRead, pretty: bool) -> Result<u
         if code != 0 && first_failure.is_none() {
             first_failure = Some(code);
         }
-        // The agent closes after QUIT's OK.
-        if line.eq_ignore_ascii_case("QUIT") {
+        // The agent closes after QUIT's OK (it ignores spaces around the command).
+        if line.trim_matches(' ').eq_ignore_ascii_case("QUIT") {
             break;
         }
     }

@@ -178,6 +178,19 @@ fn one_command_on_a_terminal_is_pretty_unless_raw() {
     assert_eq!(t.seen.lines().count(), 1, "{}", t.seen);
 }
 
+#[test]
+fn on_a_terminal_an_empty_reply_is_none_and_a_non_json_one_is_shown_as_it_came() {
+    let (sock, _) = fake_peer("OK {}");
+    let mut t = Tty::spawn(&["ctl", "-s", sock.to_str().unwrap(), "STATUS"]);
+    t.expect_after(0, "(none)\n");
+    assert_eq!(t.exit_code(), 0);
+
+    let (sock, _) = fake_peer(r#"OK {"a":NaN,"b":01}"#);
+    let mut t = Tty::spawn(&["ctl", "-s", sock.to_str().unwrap(), "STATS"]);
+    t.expect_after(0, "OK {\"a\":NaN,\"b\":01}\n");
+    assert_eq!(t.exit_code(), 0);
+}
+
 /// `tether ctl ARGS... < FILE` with stdout a pipe: (exit code, stdout, stderr).
 fn ctl_from_file(args: &[&str], commands: &str) -> (i32, String, String) {
     let f = temp_dir("ctl-batch").join("commands");
@@ -236,4 +249,191 @@ fn no_agent_ends_the_batch_with_69() {
     let (code, out, err) = ctl_from_file(&["ctl", "-s", &sock], "PING\n");
     assert_eq!((code, out.as_str()), (69, ""), "{err}");
     assert_eq!(error_lines(&err).len(), 1, "{err}");
+}
+
+/// A stand-in for an agent on a Unix socket in a fresh directory: answers every line of
+/// every connection with `reply` and reports each line it got, without its `\n`.
+fn fake_peer(reply: &str) -> (std::path::PathBuf, mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let sock = temp_dir("fake-peer").join("fake.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let reply = format!("{reply}\n");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut lines = std::io::BufReader::new(conn.try_clone().unwrap());
+            let mut line = Vec::new();
+            while lines.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
+                let _ = tx.send(String::from_utf8_lossy(&line).into_owned());
+                line.clear();
+                if conn.write_all(reply.as_bytes()).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    (sock, rx)
+}
+
+#[test]
+fn a_peer_that_does_not_speak_tethers_protocol_is_76() {
+    for (reply, code) in [
+        ("SSH-2.0-OpenSSH_9.2p1", 76),
+        ("HTTP/1.0 400 Bad Request", 76),
+        ("PONGS", 76),
+        ("OKAY", 76),
+        ("", 76),
+        ("PONG", 0),
+        ("OK", 0),
+        ("OK {\"a\":1}", 0),
+        ("ERR bad-command no such command", 1),
+        ("ERR denied read only", 77),
+    ] {
+        let (sock, _) = fake_peer(reply);
+        let sock = sock.to_str().unwrap();
+        let (got, out, err) = run(&["ctl", "-s", sock, "PING"]);
+        assert_eq!(got, code, "{reply:?}: {out}{err}");
+        if code == 76 {
+            // Not shown as if it were an answer: one error line, the reply quoted in it.
+            assert_eq!(out, "", "{reply:?}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert_eq!(error_lines(&err).len(), 1, "{err}");
+            assert!(err.contains("not tether's protocol"), "{err}");
+            assert!(err.contains(&format!("{reply:?}")), "{err}");
+        } else {
+            assert_eq!((out, err), (format!("{reply}\n"), String::new()));
+        }
+    }
+
+    // A pipe session ends at the first such reply: nothing more is sent to that peer.
+    let (sock, got) = fake_peer("HTTP/1.0 400 Bad Request");
+    let sock = sock.to_str().unwrap();
+    let (code, out, err) = ctl_from_file(&["ctl", "-s", sock], "PING\nSET a b\n");
+    assert_eq!((code, out.as_str()), (76, ""), "{err}");
+    assert_eq!(error_lines(&err).len(), 1, "{err}");
+    assert_eq!(got.try_iter().collect::<Vec<_>>(), ["PING"]);
+
+    // The AUTH challenge answered by something else than tether: 76 too.
+    let tf = temp_dir("fake-token").join("token");
+    std::fs::write(&tf, "s3cret\n").unwrap();
+    let (sock, _) = fake_peer("SSH-2.0-OpenSSH_9.2p1");
+    let (code, out, err) = run(&[
+        "ctl",
+        "-s",
+        sock.to_str().unwrap(),
+        "--token-file",
+        tf.to_str().unwrap(),
+        "PING",
+    ]);
+    assert_eq!((code, out.as_str()), (76, ""), "{err}");
+    assert_eq!(error_lines(&err).len(), 1, "{err}");
+}
+
+#[test]
+fn a_file_of_commands_is_sent_as_is_less_its_line_ends() {
+    let (sock, got) = fake_peer("OK");
+    let (code, out, err) = ctl_from_file(
+        &["ctl", "-s", sock.to_str().unwrap()],
+        "PING\t\n  GET a  \nPING\r\n\n \t\n# a comment\nKEYS",
+    );
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (0, "OK\nOK\nOK\nOK\n", "")
+    );
+    assert_eq!(
+        got.try_iter().collect::<Vec<_>>(),
+        ["PING\t", "  GET a  ", "PING", "KEYS"]
+    );
+}
+
+/// The options `tether SUB --help` lists: each option's names (`-s`, `--socket`) and
+/// whether it takes a value (its usage line shows `<...>` after it).
+fn help_options(sub: &str) -> Vec<(Vec<String>, bool)> {
+    let (code, help, err) = run(&[sub, "--help"]);
+    assert_eq!(code, 0, "{err}");
+    let usage = help.lines().next().unwrap();
+    help.lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with('-'))
+        .map(|l| {
+            let names: Vec<String> = l
+                .split("  ")
+                .next()
+                .unwrap()
+                .split(", ")
+                .filter(|n| n.starts_with('-'))
+                .map(String::from)
+                .collect();
+            let takes_value = usage.contains(&format!("[{} <", names[0]));
+            (names, takes_value)
+        })
+        .collect()
+}
+
+/// What board/tether.bash-completion offers for each of `lines` (the words of a command
+/// line, the last one being completed): one line of candidates, space-separated, each.
+fn complete(lines: &[Vec<String>]) -> Vec<String> {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/board/tether.bash-completion");
+    let mut script = format!(". {file}\n");
+    for words in lines {
+        let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+        script += &format!(
+            "COMP_WORDS=({}); COMP_CWORD={}; COMPREPLY=(); _tether; echo \"${{COMPREPLY[*]}}\"\n",
+            quoted.join(" "),
+            words.len() - 1
+        );
+    }
+    let out = std::process::Command::new("bash")
+        .args(["--norc", "--noprofile", "-c", &script])
+        .current_dir(temp_dir("completion"))
+        .output()
+        .expect("run bash");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let got: Vec<String> = text.lines().map(String::from).collect();
+    assert_eq!(got.len(), lines.len(), "{text}");
+    got
+}
+
+#[test]
+fn bash_completion_knows_every_option_and_which_take_a_value() {
+    let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    for sub in ["agent", "ctl", "scan"] {
+        let opts = help_options(sub);
+        let mut all: Vec<&str> = opts
+            .iter()
+            .flat_map(|(n, _)| n)
+            .map(String::as_str)
+            .collect();
+        all.sort();
+        let offered = &complete(&[words(&["tether", sub, "-"])])[0];
+        let mut offered: Vec<&str> = offered.split(' ').collect();
+        offered.sort();
+        assert_eq!(offered, all, "tether {sub} -<TAB>");
+
+        // After an option that takes a value, no option names: the value comes next
+        // (file names, interfaces, or nothing to offer). And ctl's command words still
+        // come after the option and its value.
+        for (names, _) in opts.iter().filter(|o| o.1) {
+            for name in names {
+                let mut lines = vec![words(&["tether", sub, name, ""])];
+                if sub == "ctl" {
+                    lines.push(words(&["tether", sub, name, "x", "PI"]));
+                }
+                let got = complete(&lines);
+                assert!(
+                    got[0].split(' ').all(|c| !c.starts_with('-')),
+                    "tether {sub} {name} <TAB> offers {:?}",
+                    got[0]
+                );
+                if sub == "ctl" {
+                    assert_eq!(got[1], "PING", "tether ctl {name} x PI<TAB>");
+                }
+            }
+        }
+    }
 }

@@ -90,7 +90,7 @@ impl Reader<'_> {
                     self.i += 1;
                 }
                 let word = std::str::from_utf8(&self.s[start..self.i]).ok()?;
-                let ok = matches!(word, "true" | "false" | "null") || word.parse::<f64>().is_ok();
+                let ok = matches!(word, "true" | "false" | "null") || is_number(word.as_bytes());
                 ok.then(|| Value::Bare(word.to_string()))
             }
         }
@@ -113,6 +113,35 @@ impl Reader<'_> {
         self.i = end + 1;
         crate::proto::json::unescape(&self.s[start..end])
     }
+}
+
+/// Is `w` a number as JSON writes one (RFC 8259):
+/// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`? (Not `NaN`, `inf`, `01`, `+1`, `1.`.)
+fn is_number(w: &[u8]) -> bool {
+    let digits = |w: &[u8]| w.iter().take_while(|c| c.is_ascii_digit()).count();
+    let mut i = usize::from(w.first() == Some(&b'-'));
+    match digits(&w[i..]) {
+        0 => return false,
+        n if n > 1 && w[i] == b'0' => return false,
+        n => i += n,
+    }
+    if w.get(i) == Some(&b'.') {
+        match digits(&w[i + 1..]) {
+            0 => return false,
+            n => i += 1 + n,
+        }
+    }
+    if matches!(w.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(w.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        match digits(&w[i..]) {
+            0 => return false,
+            n => i += n,
+        }
+    }
+    i == w.len()
 }
 
 /// `s` with control characters escaped (`\n`, `\u{1b}`), so a peer cannot move the
@@ -173,11 +202,12 @@ fn members(out: &mut String, m: &[(String, Value)], indent: usize) {
 }
 
 /// The lines of a block value at `indent`: an object's members, or a list's items each
-/// behind `- ` (an object item's first member on the dash's line).
+/// behind `- ` (an object item's first member on the dash's line). Anything else, an
+/// empty object or list included, is one [`inline`] line.
 fn nested(out: &mut String, v: &Value, indent: usize) {
     match v {
-        Value::Obj(m) => members(out, m, indent),
-        Value::Arr(items) => {
+        Value::Obj(m) if !m.is_empty() => members(out, m, indent),
+        Value::Arr(items) if !items.is_empty() => {
             for item in items {
                 let mut sub = String::new();
                 if block(item) {
@@ -224,6 +254,13 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_object_or_list_is_none_not_nothing() {
+        for empty in ["{}", "[]", " { } ", "[ ]"] {
+            assert_eq!(render(empty).unwrap(), "(none)\n", "{empty:?}");
+        }
+    }
+
+    #[test]
     fn anything_else_is_refused() {
         for bad in [
             "",
@@ -236,6 +273,31 @@ mod tests {
             "\"\\u12\"",
         ] {
             assert_eq!(render(bad), None, "{bad:?}");
+        }
+        // Numbers as RFC 8259 writes them, nothing Rust's f64 parser also takes.
+        for bad in [
+            "NaN",
+            "inf",
+            "-inf",
+            "Infinity",
+            "01",
+            "-01",
+            "+1",
+            "1.",
+            ".5",
+            "-",
+            "1e",
+            "1e+",
+            "1.e5",
+            "0x10",
+            "1_0",
+            "[1,01]",
+            "{\"a\":+1}",
+        ] {
+            assert_eq!(render(bad), None, "{bad:?}");
+        }
+        for good in ["0", "-0", "10", "1.5", "-0.5e-3", "1e5", "1E+5", "2.50E-07"] {
+            assert_eq!(render(good), Some(format!("{good}\n")), "{good:?}");
         }
         let deep = "[".repeat(100) + &"]".repeat(100);
         assert_eq!(render(&deep), None);
