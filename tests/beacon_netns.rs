@@ -325,6 +325,21 @@ fn absent_interface_at_start_and_no_default_interface() {
     assert!(a.ready.ends_with(" beacon=nosuch0:4546"), "{}", a.ready);
     wait_state(&a, "absent", slack(Duration::from_secs(3)));
     assert_eq!(a.unix().req("PING"), "PONG");
+    // SOCKETS: the interface with no socket has the same keys as any socket.
+    let socks = a.unix().req("SOCKETS");
+    let v = json(socks.strip_prefix("OK ").unwrap().as_bytes());
+    let b: Vec<_> = v["sockets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == "udp-beacon")
+        .collect();
+    assert_eq!(b.len(), 1, "{socks}");
+    for k in ["addr", "accept_conn", "reuse_addr", "rcvbuf", "sndbuf"] {
+        assert!(b[0][k].is_null(), "{k}: {socks}");
+    }
+    assert_eq!(b[0]["device"], "nosuch0", "{socks}");
+    assert_eq!(b[0]["state"], "absent", "{socks}");
     // A mistyped --iface is said once in the log, not only in STATUS.
     let (status, err) = a.stop();
     assert_eq!(status.code(), Some(0));

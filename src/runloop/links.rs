@@ -211,7 +211,14 @@ impl Links {
             }
             if !any {
                 sep(w)?;
-                w.write_str("{\"kind\":\"udp-beacon\",\"addr\":null,\"state\":")?;
+                // No socket while the interface is down or absent: the same keys, null
+                // where a socket would answer, the interface as its device, and why.
+                w.write_str(
+                    "{\"kind\":\"udp-beacon\",\"addr\":null,\"accept_conn\":null,\
+                     \"reuse_addr\":null,\"rcvbuf\":null,\"sndbuf\":null,\"device\":",
+                )?;
+                crate::proto::json::write_str(w, e.link.name().as_bytes())?;
+                w.write_str(",\"state\":")?;
                 crate::proto::json::write_str(w, e.link.state().0.as_str().as_bytes())?;
                 w.write_char('}')?;
             }
