@@ -574,12 +574,13 @@ impl RunLoop {
 
     /// Re-reads `--token-file` (SIGHUP). A missing or empty file disables AUTH.
     pub fn reload_token(&mut self) {
-        let Some(p) = self.io.token_file.clone() else {
+        let r = self.read_token();
+        let Some(p) = self.io.token_file.as_ref().map(|p| p.display()) else {
             return;
         };
-        match self.read_token() {
-            Ok(()) => log::info!("token reloaded from {}", p.display()),
-            Err(e) => log::warn!("token file {}: {e}; AUTH disabled", p.display()),
+        match r {
+            Ok(()) => log::info!("token reloaded from {p}"),
+            Err(e) => log::warn!("token file {p}: {e}; AUTH disabled"),
         }
     }
 

@@ -449,6 +449,12 @@ fn sighup_rereads_the_token_file() {
     let r = a.tcp().auth("old-token");
     assert!(r.starts_with("ERR denied"), "old token still works: {r}");
     assert_eq!(a.unix().req("GET k"), "OK v");
+    // Reloading is steady-state work: no allocation, a good file or an empty one.
+    std::fs::write(&tf, "").unwrap();
+    a.signal(1);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(a.tcp().auth("new-token").starts_with("ERR "), "AUTH off");
+    assert_eq!(a.stats()["allocs_since_ready"], 0);
 }
 
 #[test]
