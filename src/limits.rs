@@ -115,7 +115,8 @@ pub const SOCK_PATH_MAX: usize = 107;
 pub const ID_MAX: usize = 32;
 
 /// IDENTIFY LED (`--led`): the "on" brightness written, a saved trigger name and a saved
-/// brightness, in bytes; and the most read from any one LED file.
+/// brightness, in bytes; and the most read from an LED file at a time (the trigger list
+/// is read in pieces of this size).
 pub const LED_ON_MAX: usize = 8;
 pub const LED_TRIGGER_MAX: usize = 32;
 pub const LED_BRIGHTNESS_MAX: usize = 16;

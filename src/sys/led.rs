@@ -19,15 +19,52 @@ pub struct LedFile {
     )>,
 }
 
-fn write_file(path: &Path, data: &[u8]) -> Result<(), &'static str> {
+/// Opened for writing (emptied first with `truncate`, for the plain files tests and boards
+/// without sysfs use), non-blocking: a FIFO without a reader fails instead of blocking.
+fn open_w(path: &Path, truncate: bool) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    // Non-blocking, as `read_small`: a FIFO without a reader fails instead of blocking.
-    let mut f = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .write(true)
-        .truncate(true)
+        .truncate(truncate)
         .custom_flags(nix::libc::O_NONBLOCK)
         .open(path)
-        .map_err(|_| "cannot open the LED file")?;
+}
+
+/// The active trigger in a sysfs `trigger` file, the name between `[` and `]`: read a
+/// piece at a time, since the list of every trigger the kernel has can pass a page (it
+/// grows with CPUs, PHYs, mmc hosts, rfkill switches).
+fn active_trigger(path: &Path) -> heapless::Vec<u8, LED_TRIGGER_MAX> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut name = heapless::Vec::new();
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)
+    else {
+        return name;
+    };
+    let mut buf = [0u8; LED_READ_MAX];
+    let mut inside = false;
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) | Err(_) => return heapless::Vec::new(),
+            Ok(n) => n,
+        };
+        for &c in &buf[..n] {
+            match c {
+                b'[' => inside = true,
+                b']' if inside => return name,
+                // A name longer than any trigger's: not a trigger file after all.
+                _ if inside && name.push(c).is_err() => return heapless::Vec::new(),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn write_file(path: &Path, data: &[u8]) -> Result<(), &'static str> {
+    let mut f = open_w(path, true).map_err(|_| "cannot open the LED file")?;
     f.write_all(data).map_err(|_| "cannot write the LED file")
 }
 
@@ -45,7 +82,6 @@ fn read_into<const N: usize>(path: &Path) -> heapless::Vec<u8, N> {
 impl LedFile {
     /// Checks the path at start-up, so a typo is an error then, not at IDENTIFY time.
     pub fn open(path: &Path) -> Result<LedFile, SysError> {
-        let shown = path.display();
         // `.../leds/ACT/brightness` (the form the docs suggest) is the LED's directory:
         // the kernel drops the trigger at the first brightness write, so it must be saved.
         let dir = match path.parent() {
@@ -62,10 +98,10 @@ impl LedFile {
             }
             None => (path.to_path_buf(), None),
         };
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&brightness)
-            .map_err(|e| SysError::msg(format!("--led {shown}: {e}")))?;
+        // Both files IDENTIFY writes must be writable now, or the agent does not start.
+        for f in [Some(&brightness), trigger.as_ref()].into_iter().flatten() {
+            open_w(f, false).map_err(|e| SysError::msg(format!("--led {}: {e}", f.display())))?;
+        }
         let mut on_value = heapless::Vec::new();
         let max = dir.map(|d| read_into::<LED_ON_MAX>(&d.join("max_brightness")));
         let max = max.as_ref().map_or(&[][..], |m| m.trim_ascii());
@@ -82,16 +118,12 @@ impl LedFile {
     pub fn set(&mut self, cmd: Led) -> Result<(), &'static str> {
         match cmd {
             Led::On | Led::Off => {
-                if self.saved.is_none() {
+                let first = self.saved.is_none();
+                if first {
                     // A sysfs trigger file lists all triggers with the active one in [].
                     let mut trig = heapless::Vec::new();
                     if let Some(t) = &self.trigger {
-                        let all = read_into::<LED_READ_MAX>(t);
-                        if let Some(s) = all.iter().position(|&c| c == b'[') {
-                            if let Some(e) = all[s..].iter().position(|&c| c == b']') {
-                                let _ = trig.extend_from_slice(&all[s + 1..s + e]);
-                            }
-                        }
+                        trig = active_trigger(t);
                         write_file(t, b"none")?;
                     }
                     self.saved = Some((trig, read_into::<LED_BRIGHTNESS_MAX>(&self.brightness)));
@@ -101,7 +133,12 @@ impl LedFile {
                 } else {
                     b"0\n"
                 };
-                write_file(&self.brightness, v)
+                let r = write_file(&self.brightness, v);
+                if r.is_err() && first {
+                    // IDENTIFY fails: the trigger it took away goes back now.
+                    let _ = self.set(Led::Restore);
+                }
+                r
             }
             Led::Restore => match self.saved.take() {
                 Some((trig, bright)) => {
@@ -169,5 +206,56 @@ mod tests {
         );
         let _ = std::fs::remove_dir_all(&dir);
         assert!(LedFile::open(&dir.join("missing")).is_err());
+    }
+
+    /// A sysfs-like LED directory in a fresh temp dir.
+    fn led_dir(tag: &str, trigger: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("tether-led-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("brightness"), "0\n").unwrap();
+        std::fs::write(d.join("trigger"), trigger).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_trigger_list_longer_than_a_read_is_still_restored() {
+        // Real lists grow with CPUs, PHYs and mmc hosts; the active one can come late.
+        let mut list: String = (0..120).map(|i| format!("trigger{i:03} ")).collect();
+        list += "[mmc0] rfkill0\n";
+        assert!(list.len() > 2 * LED_READ_MAX);
+        let d = led_dir("long", &list);
+        let mut led = LedFile::open(&d).unwrap();
+        led.set(Led::On).unwrap();
+        led.set(Led::Restore).unwrap();
+        assert_eq!(std::fs::read_to_string(d.join("trigger")).unwrap(), "mmc0");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_failed_identify_puts_the_trigger_back_and_an_unwritable_led_fails_at_start() {
+        let d = led_dir("fail", "none [heartbeat] timer\n");
+        let mut led = LedFile::open(&d).unwrap();
+        // The brightness file becomes something no one can write (a directory: root
+        // ignores file modes).
+        std::fs::remove_file(d.join("brightness")).unwrap();
+        std::fs::create_dir(d.join("brightness")).unwrap();
+        assert!(led.set(Led::On).is_err());
+        assert_eq!(
+            std::fs::read_to_string(d.join("trigger")).unwrap(),
+            "heartbeat"
+        );
+        // At start-up each file IDENTIFY writes must be writable: brightness...
+        assert!(LedFile::open(&d).is_err());
+        // ...and the trigger.
+        std::fs::remove_dir(d.join("brightness")).unwrap();
+        std::fs::write(d.join("brightness"), "0\n").unwrap();
+        std::fs::remove_file(d.join("trigger")).unwrap();
+        std::fs::create_dir(d.join("trigger")).unwrap();
+        let e = LedFile::open(&d)
+            .err()
+            .expect("an unwritable trigger is refused");
+        assert!(e.to_string().contains("trigger"), "{e}");
+        let _ = std::fs::remove_dir_all(&d);
     }
 }
