@@ -456,3 +456,198 @@ fn a_board_started_during_duplicate_address_detection_is_found_over_ipv6() {
     assert_eq!(rows[0]["addr"], format!("{ll}%{p1}").as_str(), "{rows}");
     a.stop();
 }
+
+/// `args` inside namespace `ns`: a loopback agent (no `--iface` unless `extra` has one).
+fn start_in(ns: &str, extra: &[&str]) -> Agent {
+    let dir = temp_dir("links");
+    let args = loopback_agent_args(&dir.join("t.sock"), extra);
+    Agent::spawn_in(Some(ns), &args, dir, &[])
+        .unwrap_or_else(|f| panic!("agent failed: {:?} {} {}", f.status, f.stdout, f.stderr))
+}
+
+/// The ready line ends with `beacon=IFACE:4546`: `iface` is the one beacon interface.
+fn assert_ready_beacon(a: &Agent, iface: &str) {
+    let want = format!(" beacon={iface}:4546");
+    assert!(a.ready.ends_with(&want), "{}", a.ready);
+}
+
+/// A namespace with `lo` up and the kernel's duplicate address detection off.
+fn lone_ns(tag: &str) -> Netns {
+    let ns = Netns::new(format!("tl{tag}{}", std::process::id() % 100_000));
+    ns.ip(&["link", "set", "lo", "up"]);
+    for k in ["default", "all"] {
+        let key = format!("net.ipv6.conf.{k}.accept_dad=0");
+        assert!(sh(&["ip", "netns", "exec", &ns, "sysctl", "-qw", &key]));
+    }
+    ns
+}
+
+/// "éth0" in UTF-8: five bytes, not ASCII.
+const UTF8_IF: &str = "\u{e9}th0";
+
+/// A namespace whose one link is the veth `éth0` (its peer `peer0` beside it), with an
+/// IPv4 broadcast address.
+fn utf8_ns(tag: &str) -> Netns {
+    let ns = lone_ns(tag);
+    ns.ip(&[
+        "link", "add", "name", UTF8_IF, "type", "veth", "peer", "name", "peer0",
+    ]);
+    ns.ip(&["link", "set", "peer0", "up"]);
+    ns.addr_up(UTF8_IF, "10.233.9.1/24");
+    ns
+}
+
+#[test]
+fn a_utf8_interface_name_is_shown_as_it_is_and_is_the_default_beacon_interface() {
+    if no_ipv6_multicast_here() || !can_netns() {
+        return;
+    }
+    let ns = utf8_ns("u");
+    let a = start_in(&ns, &["--interval", "1"]);
+    assert_ready_beacon(&a, UTF8_IF);
+    assert!(
+        wait_for(Duration::from_secs(5), || status(&a)["beacon"]["state"]
+            == "up"),
+        "{}",
+        status(&a)
+    );
+    let s = status(&a);
+    assert_eq!(s["beacon"]["iface"], UTF8_IF, "{s}");
+    let addrs = s["addresses"].as_array().expect("addresses");
+    let on = |fam: &str| {
+        addrs
+            .iter()
+            .any(|x| x["iface"] == UTF8_IF && x["addr"].as_str().unwrap().contains(fam))
+    };
+    assert!(
+        on("10.233.9.1") && on("fe80:"),
+        "IPv4 and IPv6 on {UTF8_IF}: {s}"
+    );
+    // Every name as the kernel holds it: no byte shown as a Latin-1 character.
+    let names: Vec<&str> = addrs.iter().map(|x| x["iface"].as_str().unwrap()).collect();
+    assert!(
+        names.iter().all(|n| ["lo", "peer0", UTF8_IF].contains(n)),
+        "{names:?}"
+    );
+    assert_eq!(a.stats()["allocs_since_ready"], 0);
+    a.stop();
+}
+
+#[test]
+fn a_utf8_interface_name_can_be_given_with_iface() {
+    if no_ipv6_multicast_here() || !can_netns() {
+        return;
+    }
+    let ns = utf8_ns("v");
+    let a = start_in(&ns, &["--iface", UTF8_IF, "--interval", "1"]);
+    assert_ready_beacon(&a, UTF8_IF);
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            let s = status(&a);
+            s["beacon"]["state"] == "up" && s["beacon"]["families"] == serde_json::json!([4, 6])
+        }),
+        "{}",
+        status(&a)
+    );
+    assert_eq!(status(&a)["beacon"]["iface"], UTF8_IF);
+    a.stop();
+}
+
+/// The byte offset of `dev`'s link-local line in the namespace's /proc/net/if_inet6.
+fn if_inet6_offset(ns: &str, dev: &str) -> Option<usize> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "cat", "/proc/net/if_inet6"])
+        .output_bounded();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        if line.starts_with("fe80") && line.split_whitespace().last() == Some(dev) {
+            return Some(at);
+        }
+        at += line.len();
+    }
+    None
+}
+
+#[test]
+fn the_link_local_address_is_found_among_hundreds_of_ipv6_addresses() {
+    if no_ipv6_multicast_here() || !can_netns() {
+        return;
+    }
+    let ns = lone_ns("m");
+    ns.ip(&[
+        "link", "add", "big0", "type", "veth", "peer", "name", "big1",
+    ]);
+    ns.ip(&["link", "set", "big0", "up"]);
+    ns.ip(&["link", "set", "big1", "up"]);
+    let dir = temp_dir("links");
+    let batch = dir.join("addrs");
+    let lines: String = (1..=300)
+        .map(|i| format!("addr add 2001:db8:1::{i:x}/128 dev big0 nodad\n"))
+        .collect();
+    std::fs::write(&batch, lines).unwrap();
+    ns.ip(&["-batch", batch.to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    // The file is hashed by address: make the beacon interface's line lie past its
+    // first 4 KiB (a new veth, a new link-local address, until it does).
+    let mut placed = false;
+    for _ in 0..20 {
+        ns.ip(&[
+            "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
+        ]);
+        ns.ip(&["link", "set", "eth1", "up"]);
+        ns.ip(&["link", "set", "eth0", "up"]);
+        assert!(wait_for(Duration::from_secs(5), || link_local(&ns, "eth0").is_some()));
+        if if_inet6_offset(&ns, "eth0").is_some_and(|o| o > 4096) {
+            placed = true;
+            break;
+        }
+        ns.ip(&["link", "del", "eth0"]);
+    }
+    assert!(placed, "eth0's link-local line stays in the first 4 KiB");
+    let a = start_in(
+        &ns,
+        &["--iface", "eth0", "--beacon-family", "6", "--interval", "1"],
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            let b = &status(&a)["beacon"];
+            b["state"] == "up" && b["families"] == serde_json::json!([6])
+        }),
+        "{}",
+        status(&a)
+    );
+    assert_eq!(a.stats()["allocs_since_ready"], 0);
+    a.stop();
+}
+
+#[test]
+fn the_default_beacon_interface_is_found_behind_more_than_16_addresses() {
+    if !can_netns() {
+        return;
+    }
+    let ns = lone_ns("l");
+    // IPv4 only: no link-local address makes an interface the default instead.
+    for k in ["default", "all"] {
+        let key = format!("net.ipv6.conf.{k}.disable_ipv6=1");
+        assert!(sh(&["ip", "netns", "exec", &ns, "sysctl", "-qw", &key]));
+    }
+    for i in 2..=17 {
+        ns.ip(&["addr", "add", &format!("127.0.1.{i}/8"), "dev", "lo"]);
+    }
+    ns.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
+    ]);
+    ns.ip(&["link", "set", "eth1", "up"]);
+    ns.addr_up("eth0", "10.233.8.1/24");
+    let a = start_in(&ns, &["--interval", "1"]);
+    assert_ready_beacon(&a, "eth0");
+    let s = status(&a);
+    assert_eq!(s["beacon"]["state"], "up", "{s}");
+    assert_eq!(s["beacon"]["families"], serde_json::json!([4]), "{s}");
+    // STATUS lists the first 16 addresses: here all on lo.
+    let addrs = s["addresses"].as_array().expect("addresses");
+    assert_eq!(addrs.len(), 16, "{s}");
+    assert!(addrs.iter().all(|x| x["iface"] == "lo"), "{s}");
+    a.stop();
+}

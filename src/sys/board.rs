@@ -34,15 +34,9 @@ pub fn read(thermal: &str) -> Board {
     let mut b = Board::default();
     let mut buf = [0u8; 2048];
     if let Some(n) = read_small("/proc/sys/kernel/hostname", &mut buf) {
-        // UTF-8 as the kernel holds it (up to 64 bytes); a byte that is not UTF-8 is U+FFFD.
-        'host: for chunk in buf[..n].trim_ascii().utf8_chunks() {
-            let bad = (!chunk.invalid().is_empty()).then_some(char::REPLACEMENT_CHARACTER);
-            for ch in chunk.valid().chars().chain(bad) {
-                if b.host.push(ch).is_err() {
-                    break 'host;
-                }
-            }
-        }
+        // As the kernel holds it (up to 64 bytes), less the line end.
+        let name = &buf[..n];
+        super::push_lossy(&mut b.host, name.strip_suffix(b"\n").unwrap_or(name));
     }
     if let Some(n) = read_small("/proc/uptime", &mut buf) {
         b.uptime_s = uptime_secs(&buf[..n]).unwrap_or(0);

@@ -1,6 +1,9 @@
 //! Network interfaces, read with ioctl(2) into fixed buffers (getifaddrs(3) would malloc):
 //! the IPv4 address list (SIOCGIFCONF), one interface's flags / index / broadcast / MAC,
-//! and IPv6 addresses (with their flags: link-local, tentative) from /proc/net/if_inet6.
+//! IPv6 addresses (with their flags: link-local, tentative) from /proc/net/if_inet6, and
+//! every interface's name from /proc/net/dev (both read in chunks, whatever their length).
+//! Names are the kernel's bytes: looked up as they are, shown as UTF-8 (U+FFFD for a byte
+//! that is not).
 
 use crate::limits::{IFNAME_MAX, MAX_ADDRS};
 use nix::libc;
@@ -21,12 +24,23 @@ fn ctl_socket() -> Option<OwnedFd> {
     .ok()
 }
 
-fn name_of(raw: &[libc::c_char]) -> IfName {
+/// An interface name as the kernel holds it (up to IFNAMSIZ - 1 bytes, any but NUL, `/`,
+/// `:` and white space), to show: see [`super::push_lossy`].
+fn display_name(bytes: &[u8]) -> IfName {
     let mut n = IfName::new();
-    for &c in raw.iter().take_while(|&&c| c != 0) {
-        let _ = n.push(char::from(c as u8));
-    }
+    super::push_lossy(&mut n, bytes);
     n
+}
+
+/// A NUL-terminated name in a kernel buffer, to show.
+fn name_of(raw: &[libc::c_char]) -> IfName {
+    let mut bytes = [0u8; libc::IFNAMSIZ];
+    let mut n = 0;
+    for (d, &c) in bytes.iter_mut().zip(raw.iter().take_while(|&&c| c != 0)) {
+        *d = c as u8;
+        n += 1;
+    }
+    display_name(&bytes[..n])
 }
 
 fn ifreq_for(name: &str) -> Option<libc::ifreq> {
@@ -151,39 +165,74 @@ pub fn ipv4_addrs(out: &mut heapless::Vec<(IfName, IpAddr), MAX_ADDRS>) {
 /// Calls `f(name, addr, flags)` for every line of /proc/net/if_inet6
 /// (`hex32 idx plen scope flags name`). No heap.
 fn each_inet6(mut f: impl FnMut(&[u8], Ipv6Addr, u32) -> bool) {
-    let mut buf = [0u8; 4096];
-    let Some(n) = super::read_small("/proc/net/if_inet6", &mut buf) else {
-        return;
-    };
-    for line in buf[..n].split(|&b| b == b'\n') {
+    each_line("/proc/net/if_inet6", |line| {
         let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
         let (Some(hex), Some(flags), Some(name)) = (words.next(), words.nth(3), words.next())
         else {
-            continue;
+            return true;
         };
         let mut bytes = [0u8; 16];
         let flags = core::str::from_utf8(flags)
             .ok()
             .and_then(|s| u32::from_str_radix(s, 16).ok());
-        if hex.len() == 32 && crate::proto::hex::decode_lower(hex, &mut bytes) {
-            if let Some(flags) = flags {
-                if !f(name, Ipv6Addr::from(bytes), flags) {
-                    return;
-                }
+        match flags {
+            Some(flags) if hex.len() == 32 && crate::proto::hex::decode_lower(hex, &mut bytes) => {
+                f(name, Ipv6Addr::from(bytes), flags)
             }
+            _ => true,
+        }
+    });
+}
+
+/// The longest line [`each_line`] passes on; a longer one is skipped. An if_inet6 line is
+/// at most 32 + 4 * 3 + 1 + 15 bytes, a /proc/net/dev line 6 + 1 + 16 * 21 (every counter
+/// at its widest). Less than half of [`each_line`]'s buffer, so a read always has room.
+const LINE_MAX: usize = 512;
+
+/// Calls `f` for every line (without its newline) of a /proc file of any length, read in
+/// chunks on the stack, until `f` returns false. No heap.
+fn each_line(path: &str, mut f: impl FnMut(&[u8]) -> bool) {
+    use std::io::Read;
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return;
+    };
+    let mut buf = [0u8; 1024];
+    // `buf[..held]`: the start of a line whose end has not been read yet.
+    let (mut held, mut skipping) = (0, false);
+    loop {
+        let n = match file.read(&mut buf[held..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        };
+        if n == 0 {
+            // The last line, if it has no newline.
+            if held > 0 && !skipping {
+                f(&buf[..held]);
+            }
+            return;
+        }
+        let end = held + n;
+        let mut start = 0;
+        while let Some(i) = buf[start..end].iter().position(|&b| b == b'\n') {
+            let line = &buf[start..start + i];
+            if !std::mem::take(&mut skipping) && line.len() <= LINE_MAX && !f(line) {
+                return;
+            }
+            start += i + 1;
+        }
+        buf.copy_within(start..end, 0);
+        held = end - start;
+        if held > LINE_MAX {
+            // Too long to be a line we read: drop it up to its newline.
+            (held, skipping) = (0, true);
         }
     }
 }
 
 /// IPv6 addresses from /proc/net/if_inet6.
 pub fn ipv6_addrs(out: &mut heapless::Vec<(IfName, IpAddr), MAX_ADDRS>) {
-    each_inet6(|name, a, _| {
-        let mut nm = IfName::new();
-        for &c in name {
-            let _ = nm.push(char::from(c));
-        }
-        out.push((nm, IpAddr::V6(a))).is_ok()
-    });
+    each_inet6(|name, a, _| out.push((display_name(name), IpAddr::V6(a))).is_ok());
 }
 
 /// Kernel address flags (include/uapi/linux/if_addr.h): not usable as a source yet/ever.
@@ -221,29 +270,42 @@ pub fn name_of_index(index: u32) -> Option<IfName> {
     (!p.is_null()).then(|| name_of(&buf))
 }
 
-/// The default beacon interface: the first that is up, not loopback, and has an IPv4
-/// broadcast address; otherwise the first up, non-loopback one with an IPv6 link-local
-/// address.
+/// Calls `f` with the name of every interface (/proc/net/dev: all of them, in the kernel's
+/// order, whatever their addresses) until it returns false.
+fn each_iface(mut f: impl FnMut(&[u8]) -> bool) {
+    // Two heading lines without a `:`, then `  name: counters…` (a name holds no `:` nor
+    // white space).
+    each_line("/proc/net/dev", |line| {
+        match line.iter().position(|&b| b == b':') {
+            Some(i) => f(line[..i].trim_ascii_start()),
+            None => true,
+        }
+    });
+}
+
+/// The default beacon interface, chosen among all interfaces: the first that is up, not
+/// loopback, and has an IPv4 broadcast address; otherwise the first up, non-loopback one
+/// with an IPv6 link-local address (or one still tentative). A name that is not UTF-8
+/// cannot be passed on as text and is passed over. Runs at start-up only.
 pub fn default_beacon_iface() -> Option<IfName> {
     let usable = |n: &str| info(n).filter(|i| i.up && !i.loopback);
-    let mut v = heapless::Vec::new();
-    ipv4_addrs(&mut v);
-    if let Some(n) = v
-        .iter()
-        .map(|(n, _)| n)
-        .find(|n| usable(n).is_some_and(|i| i.broadcast.is_some()))
-    {
-        return Some(n.clone());
-    }
-    let mut v6 = heapless::Vec::new();
-    ipv6_addrs(&mut v6);
-    v6.iter()
-        .map(|(n, _)| n)
-        .find(|n| {
+    let find = |pick: &dyn Fn(&str) -> bool| {
+        let mut found = None;
+        each_iface(|raw| {
+            match core::str::from_utf8(raw) {
+                Ok(n) if pick(n) => found = Some(display_name(raw)),
+                _ => {}
+            }
+            found.is_none()
+        });
+        found
+    };
+    find(&|n| usable(n).is_some_and(|i| i.broadcast.is_some())).or_else(|| {
+        find(&|n| {
             let (ll, tentative) = link_local_state(n);
             usable(n).is_some() && (ll.is_some() || tentative)
         })
-        .cloned()
+    })
 }
 
 #[cfg(test)]
@@ -261,5 +323,51 @@ mod tests {
             .iter()
             .any(|(n, a)| n.as_str() == "lo" && *a == IpAddr::V4(Ipv4Addr::LOCALHOST)));
         assert!(info("nosuchif0").is_none());
+    }
+
+    #[test]
+    fn names_keep_their_utf8_and_show_other_bytes_as_replacement_chars() {
+        assert_eq!(display_name("\u{e9}th0".as_bytes()).as_str(), "\u{e9}th0");
+        assert_eq!(display_name(b"a\xffb\xc3").as_str(), "a\u{fffd}b\u{fffd}");
+        // Cut at the last char that fits: 15 bytes hold five U+FFFD.
+        assert_eq!(display_name(&[0xff; 15]).as_str(), "\u{fffd}".repeat(5));
+        let raw: Vec<libc::c_char> = b"\xc3\xa9th0\0junk".iter().map(|&b| b as _).collect();
+        assert_eq!(name_of(&raw).as_str(), "\u{e9}th0");
+    }
+
+    #[test]
+    fn each_line_reads_a_file_of_any_length_in_chunks() {
+        let mut want: Vec<Vec<u8>> = (0..400)
+            .map(|i| format!("line {i} {}", "x".repeat(i % 97)).into_bytes())
+            .collect();
+        want.insert(7, vec![b'L'; 3000]);
+        want.push(b"last, without a newline".to_vec());
+        let path = std::env::temp_dir().join(format!("tether-each-line-{}", std::process::id()));
+        std::fs::write(&path, want.join(&b'\n')).unwrap();
+        let mut got = Vec::new();
+        each_line(path.to_str().unwrap(), |l| {
+            got.push(l.to_vec());
+            true
+        });
+        let mut stopped = 0;
+        each_line(path.to_str().unwrap(), |_| {
+            stopped += 1;
+            stopped < 3
+        });
+        std::fs::remove_file(&path).unwrap();
+        want.remove(7); // longer than LINE_MAX: skipped whole
+        assert_eq!(got, want);
+        assert_eq!(stopped, 3);
+    }
+
+    #[test]
+    fn every_interface_is_walked_and_loopback_is_never_the_default() {
+        let mut names = Vec::new();
+        each_iface(|n| {
+            names.push(n.to_vec());
+            true
+        });
+        assert!(names.iter().any(|n| n == b"lo"), "{names:?}");
+        assert_ne!(default_beacon_iface().as_deref(), Some("lo"));
     }
 }

@@ -50,6 +50,21 @@ impl fmt::Display for SysError {
     }
 }
 
+/// Appends `bytes` (a name as the kernel holds it: a host or interface name) to `out` as
+/// text, without allocating: UTF-8 as it is, each byte sequence that is not UTF-8 as
+/// U+FFFD (as `String::from_utf8_lossy`); stops at the last char that fits. For display
+/// only: a name shown with U+FFFD no longer names its interface.
+pub fn push_lossy<const N: usize>(out: &mut heapless::String<N>, bytes: &[u8]) {
+    for chunk in bytes.utf8_chunks() {
+        let bad = (!chunk.invalid().is_empty()).then_some(char::REPLACEMENT_CHARACTER);
+        for ch in chunk.valid().chars().chain(bad) {
+            if out.push(ch).is_err() {
+                return;
+            }
+        }
+    }
+}
+
 /// Reads a small file into `buf` without allocating; returns the bytes read. Opened
 /// non-blocking: a path that is a FIFO (a mistake in `--thermal`, say) reads as nothing
 /// or fails instead of stopping the whole agent in open(2) or read(2).
