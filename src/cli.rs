@@ -210,7 +210,7 @@ pub fn valid_ifname(n: &str) -> bool {
         && n != "."
         && n != ".."
         && n.bytes()
-            .all(|c| c.is_ascii_graphic() && c != b'/' && c != b':')
+            .all(|c| (c.is_ascii_graphic() || !c.is_ascii()) && c != b'/' && c != b':')
 }
 
 /// A `--metrics` address: `IP:PORT`, or an IP alone for [`DEFAULT_METRICS_PORT`].
@@ -295,8 +295,8 @@ impl AgentArgs {
         if self.publish.is_some() && self.no_publish {
             return Err("--publish and --no-publish contradict each other".into());
         }
-        path_at_most("--socket", self.socket.as_deref(), SOCK_PATH_MAX)?;
-        path_at_most("--publish", self.publish.as_deref(), SOCK_PATH_MAX)?;
+        sock_path("--socket", self.socket.as_deref())?;
+        sock_path("--publish", self.publish.as_deref())?;
         for (option, path) in [
             ("--thermal", Some(std::path::Path::new(&self.thermal))),
             ("--led", self.led.as_deref()),
@@ -362,6 +362,20 @@ fn path_at_most(option: &str, path: Option<&std::path::Path>, max: usize) -> Res
     }
 }
 
+/// A Unix socket path option: not empty (Linux would bind an abstract address instead), no
+/// control character (the path is in the ready line and systemd's STATUS=, where a newline
+/// would start a line or a field of its own), at most [`SOCK_PATH_MAX`] bytes.
+fn sock_path(option: &str, path: Option<&std::path::Path>) -> Result<(), String> {
+    let bytes = path.map_or(&[][..], |p| p.as_os_str().as_encoded_bytes());
+    if path.is_some() && bytes.is_empty() {
+        return Err(format!("{option}: an empty path"));
+    }
+    if bytes.iter().any(u8::is_ascii_control) {
+        return Err(format!("{option}: the path holds a control character"));
+    }
+    path_at_most(option, path, SOCK_PATH_MAX)
+}
+
 /// `-t SECS` of ctl and scan: at least a millisecond (less would be a zero timeout, which
 /// sockets refuse or take as "wait forever") and below `max` seconds. The message does
 /// not echo the float: formatting an f64 would link core's float printer (about 8 KiB of
@@ -381,7 +395,7 @@ impl CtlArgs {
         if self.socket.is_some() && self.connect.is_some() {
             return Err("-s and -c exclude each other".into());
         }
-        path_at_most("-s", self.socket.as_deref(), SOCK_PATH_MAX)?;
+        sock_path("-s", self.socket.as_deref())?;
         let timeout = seconds(self.timeout, 1_000_000)?;
         let line = self.words.join(" ");
         if line.len() > LINE_MAX || line.contains('\n') {

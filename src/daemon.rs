@@ -185,6 +185,13 @@ fn open_metrics_listeners(cfg: &AgentConfig) -> Result<Listeners<MAX_METRICS_LIS
     Ok(metrics)
 }
 
+/// May this process give its files to group `g`? Root may; anyone else only to a group
+/// it is in (the effective group or a supplementary one).
+fn may_use_group(g: nix::unistd::Gid) -> bool {
+    use nix::unistd::{getegid, geteuid, getgroups};
+    geteuid().is_root() || getegid() == g || getgroups().is_ok_and(|gs| gs.contains(&g))
+}
+
 /// The Unix control socket and the publish socket beside it, owned by `--socket-group`
 /// when given.
 fn open_local_sockets(
@@ -193,7 +200,15 @@ fn open_local_sockets(
 ) -> Result<(sys::unix::UnixListener, Option<Publish>), Fatal> {
     let group = match &cfg.socket_group {
         Some(name) => match nix::unistd::Group::from_name(name) {
-            Ok(Some(g)) => Some(g.gid),
+            // chgrp(2) to a group needs root (CAP_CHOWN) or membership: checked now, so
+            // a group this user may not use is a configuration error like an unknown one.
+            Ok(Some(g)) if may_use_group(g.gid) => Some(g.gid),
+            Ok(Some(_)) => {
+                return Err(Fatal::new(
+                    EX_CONFIG,
+                    format!("--socket-group {name}: this user is neither root nor in it"),
+                ))
+            }
             _ => {
                 return Err(Fatal::new(
                     EX_CONFIG,

@@ -54,6 +54,16 @@ fn bad_options_exit_64_with_one_error_line() {
         &["scan", "-t", "1e9"],
         &["scan", "-t", "1e-12"],
         &["scan", "-i", "a/b"],
+        // Socket paths: empty (an abstract address), or with a newline (the ready line
+        // and systemd's STATUS= would gain a line).
+        &["agent", "--no-beacon", "--socket", ""],
+        &[
+            "agent",
+            "--no-beacon",
+            "--publish",
+            "/tmp/p\nWATCHDOG=trigger",
+        ],
+        &["ctl", "-s", "", "PING"],
     ];
     for args in cases {
         let t0 = Instant::now();
@@ -307,4 +317,43 @@ fn an_argument_that_is_not_utf8_is_one_error_line_not_a_panic() {
         assert!(err.starts_with("error: argument "), "{args:?}: {err}");
         assert!(err.contains("is not valid UTF-8"), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn a_socket_group_this_user_may_not_use_is_a_configuration_error() {
+    // chgrp(2) needs root or membership: a user outside the group gets 78 and one line
+    // before any socket is made (it was 69, "chgrp ...: EPERM", after binding).
+    if !nix::unistd::geteuid().is_root() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "under CI: needs root"
+        );
+        eprintln!("SKIP: needs root to run the agent as nobody");
+        return;
+    }
+    let dir = temp_dir("group");
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let sock = dir.join("t.sock");
+    let args = [
+        "agent",
+        "--no-beacon",
+        "--listen",
+        "127.0.0.1:0",
+        "--socket",
+        sock.to_str().unwrap(),
+        "--socket-group",
+        "root",
+    ];
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"]);
+    cmd.arg(tether_cmd(&args).get_program());
+    cmd.args(tether_cmd(&args).get_args());
+    let out = cmd.output_within(slack(Duration::from_secs(30)));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert_eq!(
+        err,
+        "error: --socket-group root: this user is neither root nor in it\n"
+    );
+    assert!(!sock.exists());
 }

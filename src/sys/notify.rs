@@ -89,7 +89,9 @@ fn watchdog_from(usec: Option<&OsStr>, pid: Option<&OsStr>, own_pid: u32) -> Opt
     if usec == 0 {
         return None;
     }
-    Some(Duration::from_micros(usec / 2))
+    // Half the limit, as sd_watchdog_enabled(3) advises; never under a millisecond (a
+    // WATCHDOG_USEC of 1 would make every turn of the loop a watchdog turn: a busy loop).
+    Some(Duration::from_micros(usec / 2).max(Duration::from_millis(1)))
 }
 
 #[cfg(test)]
@@ -198,6 +200,12 @@ mod tests {
         assert_eq!(watchdog_from(None, None, 42), None);
         assert_eq!(watchdog_from(Some(os("")), None, 42), None);
         assert_eq!(watchdog_from(Some(os("0")), None, 42), None);
+        let ms = Some(Duration::from_millis(1));
+        assert_eq!(
+            watchdog_from(Some(os("1")), None, 42),
+            ms,
+            "not a busy loop"
+        );
         assert_eq!(watchdog_from(Some(os("-5")), None, 42), None);
         assert_eq!(watchdog_from(Some(os("abc")), None, 42), None);
     }
