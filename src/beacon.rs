@@ -22,8 +22,8 @@
 
 use crate::agent::{Agent, BeaconInfo, BeaconState, Board, Stats};
 use crate::limits::{
-    DATAGRAM_MAX, FLEET_KEY_MAX, PROBE_ANSWER_DELAY_MAX_MS, PROBE_BURST, PROBE_PENDING_MAX,
-    PROBE_PER_SEC, WARN_EVERY_SECS,
+    warn_due, DATAGRAM_MAX, FLEET_KEY_MAX, PROBE_ANSWER_DELAY_MAX_MS, PROBE_BURST,
+    PROBE_PENDING_MAX, PROBE_PER_SEC,
 };
 use crate::proto::beacon::{self, Fields, FleetKey, NONCE_MAX};
 use crate::sys::iface::IfName;
@@ -534,13 +534,9 @@ impl Link {
     }
 
     /// Warnings about the interface are rate-limited: one per state change, then at
-    /// most one per [`WARN_EVERY_SECS`].
+    /// most one per [`crate::limits::WARN_EVERY_SECS`] ([`warn_due`]).
     fn warn(&mut self, now: Instant) {
-        let due = self.last_warn.is_none_or(|t| {
-            now.saturating_duration_since(t) >= Duration::from_secs(WARN_EVERY_SECS)
-        });
-        if due {
-            self.last_warn = Some(now);
+        if warn_due(&mut self.last_warn, now) {
             if self.info.last_error.is_empty() {
                 log::warn!(
                     "beacon on {}: interface {}; retrying every interval",

@@ -178,6 +178,17 @@ pub const SOCKBUF_MAX: u32 = 4 * 1024 * 1024;
 /// Rate limit for operator warnings that can repeat (interface flaps...).
 pub const WARN_EVERY_SECS: u64 = 60;
 
+/// Is a repeating warning to be said now? The first time, then at most once per
+/// [`WARN_EVERY_SECS`]; `last` is when it was last said (None: never, or reset).
+pub fn warn_due(last: &mut Option<std::time::Instant>, now: std::time::Instant) -> bool {
+    let every = std::time::Duration::from_secs(WARN_EVERY_SECS);
+    let due = last.is_none_or(|t| now.saturating_duration_since(t) >= every);
+    if due {
+        *last = Some(now);
+    }
+    due
+}
+
 /// One piece of a text that spells out limits: see [`crate::limit_text`].
 pub enum Piece {
     S(&'static str),

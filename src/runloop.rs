@@ -11,7 +11,7 @@ use crate::agent::{Agent, BeaconInfo, BeaconState, Board, Env, Led, Outcome, Tra
 use crate::beacon::Family;
 use crate::limits::{
     ACCEPT_PAUSE_MS, ACCEPT_WAITING_MAX, LINGER_MAX, LINGER_SECS, LINGER_SINK, MAX_CLIENTS,
-    MAX_LISTENERS, READS_PER_TURN, TOKEN_MAX, WARN_EVERY_SECS,
+    MAX_LISTENERS, READS_PER_TURN, TOKEN_MAX,
 };
 use crate::proto::reply::{write_err, ErrCode, Error, TOO_LONG_TEXT};
 use crate::proto::request::parse;
@@ -643,15 +643,11 @@ impl RunLoop {
     }
 
     /// Out of fds or memory: accepting stops for [`ACCEPT_PAUSE`]. Said in the log the first
-    /// time and then at most once per [`WARN_EVERY_SECS`] while it lasts (it can last as
+    /// time and then at most once per [`crate::limits::WARN_EVERY_SECS`] while it lasts (it can last as
     /// long as something else holds the fds: one line every 200 ms would flood the journal).
     fn pause_accepts(&mut self, now: Instant, what: &str, e: Errno) {
         self.accept_paused_until = Some(now + ACCEPT_PAUSE);
-        let due = self.accept_warned.is_none_or(|t| {
-            now.saturating_duration_since(t) >= Duration::from_secs(WARN_EVERY_SECS)
-        });
-        if due {
-            self.accept_warned = Some(now);
+        if crate::limits::warn_due(&mut self.accept_warned, now) {
             log::warn!("accept{what}: {}: pausing accepts", e.desc());
         }
     }
