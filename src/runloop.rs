@@ -477,8 +477,11 @@ impl RunLoop {
             now = Instant::now();
             // Facts whose TTL has passed go before any request of this turn is answered
             // (or a beacon or a scrape is written): GET never sees an expired fact. The
-            // other timers run at the end of the turn (below).
-            if self.deadline(Timer::Agent).is_some_and(|d| d <= now) {
+            // other timers run at the end of the turn (below). `due` is the earliest of all:
+            // the agent's own deadline is looked up only in a turn where one is due.
+            if due.is_some_and(|d| d <= now)
+                && self.deadline(Timer::Agent).is_some_and(|d| d <= now)
+            {
                 self.fire(Timer::Agent, now);
             }
             let mut stop = false;
