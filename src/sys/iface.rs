@@ -193,7 +193,7 @@ const LINE_MAX: usize = 512;
 /// chunks on the stack, until `f` returns false. No heap.
 fn each_line(path: &str, mut f: impl FnMut(&[u8]) -> bool) {
     use std::io::Read;
-    let Ok(mut file) = std::fs::File::open(path) else {
+    let Ok(mut file) = super::open_read(path) else {
         return;
     };
     let mut buf = [0u8; 1024];

@@ -35,13 +35,8 @@ fn open_w(path: &Path, truncate: bool) -> std::io::Result<std::fs::File> {
 /// grows with CPUs, PHYs, mmc hosts, rfkill switches).
 fn active_trigger(path: &Path) -> heapless::Vec<u8, LED_TRIGGER_MAX> {
     use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
     let mut name = heapless::Vec::new();
-    let Ok(mut f) = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NONBLOCK)
-        .open(path)
-    else {
+    let Ok(mut f) = super::open_read(path) else {
         return name;
     };
     let mut buf = [0u8; LED_READ_MAX];

@@ -65,17 +65,21 @@ pub fn push_lossy<const N: usize>(out: &mut heapless::String<N>, bytes: &[u8]) {
     }
 }
 
-/// Reads a small file into `buf` without allocating; returns the bytes read. Opened
-/// non-blocking: a path that is a FIFO (a mistake in `--thermal`, say) reads as nothing
-/// or fails instead of stopping the whole agent in open(2) or read(2).
-pub fn read_small(path: &str, buf: &mut [u8]) -> Option<usize> {
-    use std::io::Read;
+/// Opens a file the agent reads (/proc, /sys, `--thermal`, the LED's, key files), for
+/// reading and non-blocking: a path that is a FIFO (a mistake in `--thermal`, say) reads
+/// as nothing or fails instead of stopping the whole agent in open(2) or read(2).
+pub fn open_read(path: impl AsRef<std::path::Path>) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NONBLOCK)
         .open(path)
-        .ok()?;
+}
+
+/// Reads a small file into `buf` without allocating ([`open_read`]); returns the bytes read.
+pub fn read_small(path: &str, buf: &mut [u8]) -> Option<usize> {
+    use std::io::Read;
+    let mut f = open_read(path).ok()?;
     let mut n = 0;
     while n < buf.len() {
         match f.read(&mut buf[n..]) {
