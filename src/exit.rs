@@ -23,6 +23,15 @@ impl Fatal {
     }
 }
 
+/// `s` for a terminal: each control character (C0, DEL, C1) shown as `?`, so a line stays
+/// one line and text from elsewhere (a board's name, an argument) cannot reach the
+/// terminal as a control sequence.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 /// `tether ctl`: the agent answered `ERR ...`.
 pub const EX_ERR: u8 = 1;
 /// A bad option or argument.

@@ -31,10 +31,7 @@ fn main() -> ExitCode {
             Ok(a) => args.push(a),
             Err(a) if i == 0 => args.push(a.to_string_lossy().into_owned()),
             Err(a) => {
-                // Control characters as '?': the error stays one line.
-                let shown: String = (a.to_string_lossy().chars())
-                    .map(|c| if c.is_control() { '?' } else { c })
-                    .collect();
+                let shown = tether::exit::printable(&a.to_string_lossy());
                 eprintln!("error: argument {i} is not valid UTF-8: {shown}");
                 return ExitCode::from(EX_USAGE);
             }

@@ -8,7 +8,7 @@
 //! the seq memory kept here) and only `signed` boards are listed unless `--all`.
 
 use crate::cli::ScanArgs;
-use crate::exit::{Fatal, EX_CANTCREAT, EX_CONFIG, EX_OSERR, EX_UNAVAILABLE};
+use crate::exit::{printable, Fatal, EX_CANTCREAT, EX_CONFIG, EX_OSERR, EX_UNAVAILABLE};
 use crate::limits::{
     BEACON_RECV_PER_TURN, DATAGRAM_MAX, SCAN_PROBES, SCAN_RCVBUF, SCAN_SEQ_WINDOW,
 };
@@ -400,14 +400,6 @@ fn status(b: &Board, now: Instant, silent_after: Duration) -> &'static str {
     } else {
         "up"
     }
-}
-
-/// `s` for a terminal: each control character (C0, DEL, C1) shown as `?`, so a board's
-/// row stays one line and a name it sent cannot reach the terminal as a control sequence.
-fn printable(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
 }
 
 /// The table; with a key a TRUST column is added at the end. Text a board sent (id, host,
