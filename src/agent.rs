@@ -13,7 +13,7 @@ use crate::limits::{
 };
 use crate::proto::fixed::Fixed;
 use crate::proto::line::{next_line, Frame};
-use crate::proto::reply::{write_err, write_ok, ErrCode, Error};
+use crate::proto::reply::{write_err, write_ok, write_pong, ErrCode, Error};
 use crate::proto::request::{parse, Request, HELP};
 use crate::proto::wbuf::WBuf;
 use crate::proto::{hex, json};
@@ -48,6 +48,8 @@ pub struct Session {
     pub authed: bool,
     /// The outstanding AUTH challenge, if any. Expiry is checked when it is answered.
     pub challenge: Option<Challenge>,
+    /// A failed AUTH holds the connection's next request until then.
+    pub hold_until: Option<Instant>,
 }
 
 impl Session {
@@ -56,7 +58,14 @@ impl Session {
             transport,
             authed: false,
             challenge: None,
+            hold_until: None,
         }
+    }
+
+    /// Is the connection held now (see [`Session::hold_until`])?
+    #[inline(always)]
+    pub fn held(&self, now: Instant) -> bool {
+        self.hold_until.is_some_and(|t| t > now)
     }
 
     fn may_mutate(&self) -> bool {
@@ -64,16 +73,16 @@ impl Session {
     }
 }
 
-/// What the run loop does with the connection after a reply. `repr(u8)`: a tag byte, not
-/// a niche in the `Instant` (matched once per request).
+/// What the run loop does with the connection after a reply: one byte (matched once per
+/// request).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Outcome {
     Continue,
     /// Flush the reply, then close.
     Close,
-    /// Process nothing more from this client until the given time (failed AUTH).
-    HoldUntil(Instant),
+    /// Process nothing more from this client until its [`Session::hold_until`] (failed AUTH).
+    Hold,
     /// The reply did not fit `out`, which had less room than [`REPLY_MAX`]: nothing was
     /// written (the run loop closes a client that lets its replies pile up so).
     NoRoom,
@@ -301,9 +310,17 @@ impl Agent {
         let small = out.remaining() < REPLY_MAX;
         let (res, outcome) = match req {
             Err(e) => (Err(e), Outcome::Continue),
+            Ok(Request::Ping) => {
+                // An overflow is sticky: it is seen in `out` below.
+                let _ = write_pong(out);
+                (Ok(()), Outcome::Continue)
+            }
             Ok(r) if r.mutates() && !session.may_mutate() => (Err(E_DENIED), Outcome::Continue),
             Ok(r) => self.answer(now, session, r, env, out),
         };
+        if res.is_ok() && !out.overflowed() {
+            return outcome;
+        }
         // An answer that overflowed `out` is no answer, whatever error its writer turned the
         // overflow into.
         let res = match res {
@@ -328,6 +345,11 @@ impl Agent {
         outcome
     }
 
+    /// The reply to a well-formed, permitted request. Never inlined: [`Agent::handle`] is
+    /// inlined into the run loop's per-line loop, and the optimiser would otherwise set
+    /// up the state of every command there once per batch of lines (PING, the one that
+    /// comes in batches, is answered in `handle` itself).
+    #[inline(never)]
     fn answer(
         &mut self,
         now: Instant,
@@ -339,7 +361,7 @@ impl Agent {
         let ok = |r: fmt::Result| (r.map_err(|_| E_TOO_BIG), Outcome::Continue);
         let ok_or = |r: Result<(), Error>| (r, Outcome::Continue);
         match req {
-            Request::Ping => ok(out.push_fixed(b"PONG\n")),
+            Request::Ping => ok(write_pong(out)),
             Request::Help => ok(writeln!(out, "OK {HELP}")),
             Request::Quit => (write_ok(out).map_err(|_| E_TOO_BIG), Outcome::Close),
             Request::Status => ok(self.write_status(now, env, out)),
@@ -502,8 +524,8 @@ impl Agent {
             Err(e) => {
                 self.auth_window.1 += 1;
                 self.stats.auth_failures += 1;
-                let hold = now + Duration::from_millis(AUTH_FAIL_DELAY_MS);
-                (Err(e), Outcome::HoldUntil(hold))
+                session.hold_until = Some(now + Duration::from_millis(AUTH_FAIL_DELAY_MS));
+                (Err(e), Outcome::Hold)
             }
         }
     }

@@ -21,7 +21,7 @@ use crate::sys::net::{self, Io as NetIo};
 use crate::sys::signals::{Event, Signals};
 use crate::sys::unix::UnixListener;
 use crate::sys::SysError;
-use conn::{Conn, Flushed, Next, Read, Table};
+use conn::{Conn, Flushed, Read, Stop, Table};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::fmt;
@@ -368,9 +368,9 @@ impl RunLoop {
                     if self.idle.is_some_and(|d| now >= c.last_rx + d) {
                         self.agent.stats.closed_idle += 1;
                         self.close(i, "idle timeout");
-                    } else if c.hold_until.is_some_and(|t| t <= now) {
+                    } else if c.session.hold_until.is_some_and(|t| t <= now) {
                         // A held client's pending lines are answered as soon as the hold ends.
-                        self.conns[i].hold_until = None;
+                        self.conns[i].session.hold_until = None;
                         self.process(i, now);
                         self.flush(i, now);
                     }
@@ -806,26 +806,34 @@ impl RunLoop {
     /// straight into its output buffer.
     fn process(&mut self, i: usize, now: Instant) {
         let c = &mut self.conns[i];
-        if !c.is_open() || c.closing || c.held(now) {
+        if !c.is_open() || c.closing || c.session.held(now) {
             return;
         }
-        c.hold_until = None;
+        c.session.hold_until = None;
+        let mut tight = false;
         loop {
+            let (agent, io) = (&mut self.agent, &mut self.io);
+            let stop = Conn::answer(&mut self.conns, i, tight, |line, session, w, t| {
+                let mut host = Host {
+                    dev: io,
+                    clients: t,
+                };
+                agent.handle(now, session, parse(line), &mut host, w)
+            });
             let c = &mut self.conns[i];
-            if !c.make_room() {
-                // The largest reply may not fit: send what waits first. What is left
-                // after that is the room the next reply gets (see `Outcome::NoRoom`).
-                self.flush(i, now);
-                let c = &mut self.conns[i];
-                if !c.is_open() {
-                    return;
+            match stop {
+                Stop::Incomplete => return,
+                Stop::Full => {
+                    // The largest reply may not fit: send what waits first. What is left
+                    // after that is the room the next reply gets (see `Outcome::NoRoom`).
+                    self.flush(i, now);
+                    let c = &mut self.conns[i];
+                    if !c.is_open() {
+                        return;
+                    }
+                    tight = !c.make_room();
                 }
-                c.make_room();
-            }
-            let c = &mut self.conns[i];
-            let line = match c.next_request() {
-                Next::Incomplete => return,
-                Next::TooLong => {
+                Stop::TooLong => {
                     c.closing = true;
                     self.agent.stats.closed_too_long += 1;
                     self.agent.stats.errors += 1;
@@ -839,31 +847,20 @@ impl RunLoop {
                     }
                     return;
                 }
-                Next::Line(l) => l,
-            };
-            let (agent, io) = (&mut self.agent, &mut self.io);
-            let outcome = Conn::queue_reply(&mut self.conns, i, line, |line, session, w, t| {
-                let mut host = Host {
-                    dev: io,
-                    clients: t,
-                };
-                agent.handle(now, session, parse(line), &mut host, w)
-            });
-            // Only `Continue` reads on: a closing or held connection answers nothing more
-            // this turn.
-            let c = &mut self.conns[i];
-            match outcome {
-                Outcome::Continue => {}
-                Outcome::Close => {
+                // Only `Continue` reads on: a closing or held connection answers nothing
+                // more this turn.
+                Stop::Outcome(Outcome::Continue) => {}
+                Stop::Outcome(Outcome::Close) => {
                     c.closing = true;
                     return;
                 }
-                Outcome::HoldUntil(t) => {
-                    c.hold_until = Some(t);
-                    self.client_due(t);
+                Stop::Outcome(Outcome::Hold) => {
+                    if let Some(t) = c.session.hold_until {
+                        self.client_due(t);
+                    }
                     return;
                 }
-                Outcome::NoRoom => {
+                Stop::Outcome(Outcome::NoRoom) => {
                     self.agent.stats.closed_slow += 1;
                     self.close(i, "output buffer full (client does not read)");
                     return;

@@ -4,6 +4,7 @@
 //! `\n` is dropped. The caller keeps the bytes in a fixed buffer of [`IN_BUF`] bytes:
 //! when that buffer is full and holds no `\n`, the line is too long.
 
+use super::swar;
 use crate::limits::{IN_BUF, LINE_MAX};
 
 #[derive(Debug, PartialEq, Eq)]
@@ -18,15 +19,21 @@ pub enum Frame<'a> {
 
 #[inline(always)]
 pub fn next_line(buf: &[u8]) -> Frame<'_> {
-    // A plain index loop: this runs for every request, and the binary is built for size,
-    // which leaves iterator adaptors as calls.
-    let mut nl = 0;
-    while nl < buf.len() && buf[nl] != b'\n' {
-        nl += 1;
-    }
-    match (nl < buf.len()).then_some(nl) {
-        Some(nl) => {
-            let mut line = &buf[..nl];
+    // A line of up to seven bytes (most requests) ends in the first eight: one load
+    // finds it (see `swar`; its zero padding is never a '\n'). Further on, a plain index
+    // loop: the binary is built for size, which leaves iterator adaptors as calls.
+    let nl = match swar::find(swar::head(buf), b'\n') {
+        Some(nl) => nl,
+        None => {
+            let mut nl = buf.len().min(8);
+            while nl < buf.len() && buf[nl] != b'\n' {
+                nl += 1;
+            }
+            nl
+        }
+    };
+    match buf.get(..nl).filter(|_| nl < buf.len()) {
+        Some(mut line) => {
             if let [rest @ .., b'\r'] = line {
                 line = rest;
             }

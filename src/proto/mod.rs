@@ -8,6 +8,7 @@
 //! - [`line`]: splitting a client's byte stream into request lines.
 //! - [`request`]: one line -> [`request::Request`] (an enum; never a chain of string compares).
 //! - [`reply`]: the fixed reply vocabulary (`PONG`, `OK ...`, `ERR <code> <text>`).
+//! - [`swar`]: eight bytes at a time (a line's end, a command word) in one integer.
 //! - [`hex`]: lowercase hex encoding and strict decoding.
 //! - [`wbuf`] / [`json`]: a fixed-size `fmt::Write` buffer and JSON string escaping.
 //! - [`fixed`]: a float with N decimals as `{:.N}` writes it, without core's float formatting.
@@ -25,6 +26,7 @@ pub mod line;
 pub mod reply;
 pub mod request;
 pub mod sockets;
+pub mod swar;
 pub mod wbuf;
 
 // `/metrics` over HTTP (`--metrics`).

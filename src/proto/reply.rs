@@ -54,6 +54,12 @@ pub fn write_err(w: &mut WBuf<'_>, e: Error) -> fmt::Result {
     writeln!(w, "ERR {} {}", e.code.as_str(), e.text)
 }
 
+/// Writes `PONG\n`.
+#[inline(always)]
+pub fn write_pong(w: &mut WBuf<'_>) -> fmt::Result {
+    w.push_fixed(b"PONG\n")
+}
+
 /// Writes `OK\n`.
 pub fn write_ok(w: &mut WBuf<'_>) -> fmt::Result {
     w.push_fixed(b"OK\n")

@@ -3,6 +3,7 @@
 //! well-formed keys, values and numbers.
 
 use super::reply::{ErrCode, Error};
+use super::swar;
 use crate::limits::{
     IDENTIFY_MAX_SECS, INTERVAL_MAX_SECS, INTERVAL_MIN_SECS, KEY_MAX, TTL_MAX_SECS, VALUE_MAX,
 };
@@ -79,25 +80,25 @@ const COMMANDS: [(&str, Cmd); 13] = [
     ("QUIT", Cmd::Quit),
 ];
 
-/// A command word folded to a number: its last 8 bytes, each with bit 5 cleared (ASCII
-/// upper case for letters), the first of them highest. Command names are letters only, at
-/// most 8 of them, and a byte folds to a given capital letter only if it is that letter in
-/// either case, so a word of the same length with an equal key is the same command, case
-/// aside (a longer word never has a command's length).
+/// A command word folded to a number: its first 8 bytes, byte 0 lowest (as
+/// [`swar::head`] reads them), each with bit 5 cleared (ASCII upper case for letters).
+/// Command names are letters only, at most 8 of them, and a byte folds to a given capital
+/// letter only if it is that letter in either case, so a word of the same length with an
+/// equal key is the same command, case aside (a longer word never has a command's length).
 const fn fold(w: &[u8]) -> u64 {
     let mut k = 0;
     let mut i = 0;
-    while i < w.len() {
-        k = fold_byte(k, w[i]);
+    while i < w.len() && i < 8 {
+        k |= ((w[i] & !0x20) as u64) << (8 * i);
         i += 1;
     }
     k
 }
 
-/// The next byte of a word folded into `k` (see [`fold`]): one shift, no test of where.
+/// [`fold`] of the first `n` bytes (at most 8) of a word whose [`swar::head`] is `head`.
 #[inline(always)]
-const fn fold_byte(k: u64, b: u8) -> u64 {
-    (k << 8) | (b & !0x20) as u64
+fn fold_head(head: u64, n: usize) -> u64 {
+    swar::keep(head, n) & !0x2020_2020_2020_2020
 }
 
 /// [`COMMANDS`] folded once, at compile time, with their lengths: finding a command
@@ -162,28 +163,38 @@ fn trim(s: &[u8]) -> &[u8] {
 }
 
 /// Splits off the first space-separated word: (word, rest with leading spaces removed).
-#[inline(always)]
 fn word(s: &[u8]) -> (&[u8], &[u8]) {
-    let (w, _, rest) = split_word(s);
-    (w, rest)
-}
-
-/// [`word`], with the word's [`fold`] computed in the same pass (for the command word;
-/// unused, it costs nothing once inlined). Plain index loops: this runs for every request,
-/// and the binary is built for size, which leaves iterator adaptors as calls.
-#[inline(always)]
-fn split_word(s: &[u8]) -> (&[u8], u64, &[u8]) {
     let mut a = 0;
     while a < s.len() && s[a] == b' ' {
         a += 1;
     }
-    let (mut b, mut key) = (a, 0);
+    let mut b = a;
     while b < s.len() && s[b] != b' ' {
-        key = fold_byte(key, s[b]);
         b += 1;
     }
-    let rest = if b == s.len() { &[][..] } else { trim(&s[b..]) };
-    (&s[a..b], key, rest)
+    (&s[a..b], trim(&s[b..]))
+}
+
+/// The command word, its [`fold`], and the rest of the line (trimmed). A line with no
+/// space in its first 8 bytes, or one of 8 bytes or fewer (every command, without
+/// leading spaces), is split with one load ([`swar`]); anything else by [`word`].
+#[inline(always)]
+fn command(line: &[u8]) -> (&[u8], u64, &[u8]) {
+    let head = swar::head(line);
+    let end = match swar::find(head, b' ') {
+        Some(n) if n > 0 => n,
+        None if line.len() <= 8 => line.len(),
+        _ => {
+            let (w, rest) = word(line);
+            return (w, fold(w), rest);
+        }
+    };
+    let rest = if end == line.len() {
+        &[][..]
+    } else {
+        trim(&line[end..])
+    };
+    (&line[..end], fold_head(head, end), rest)
 }
 
 /// A decimal u32 with no sign, no spaces and no overflow.
@@ -268,7 +279,7 @@ fn parse_set(rest: &[u8]) -> Result<Request<'_>, Error> {
 /// Parses one request line (terminator already removed).
 #[inline(always)]
 pub fn parse(line: &[u8]) -> Result<Request<'_>, Error> {
-    let (cmd_word, key, rest) = split_word(line);
+    let (cmd_word, key, rest) = command(line);
     if cmd_word.is_empty() {
         return Err(E_EMPTY);
     }
@@ -342,6 +353,28 @@ mod tests {
         assert_eq!(code(b"INTERVA\xcc"), ErrCode::BadCommand);
         assert_eq!(code(b"PING\0"), ErrCode::BadCommand);
         assert_eq!(parse(b"IdEnTiFy"), Ok(Request::Identify(None)));
+    }
+
+    #[test]
+    fn the_eight_byte_command_split_agrees_with_the_plain_one() {
+        // Every line of up to 10 bytes over an alphabet with spaces, letters in both
+        // cases, a zero byte (the padding of `swar::head`) and high bytes.
+        let alphabet = [b' ', b'p', b'I', b'\0', b'\n', 0xa0, 0xc9, b'g'];
+        let mut line = Vec::new();
+        for len in 0..=10u32 {
+            for n in 0..alphabet.len().pow(len.min(6)) {
+                line.clear();
+                let mut k = n;
+                for i in 0..len as usize {
+                    // Past six bytes, one byte more each: lines longer than eight, with a
+                    // space right after eight bytes or not.
+                    line.push(alphabet[if i < 6 { k } else { n / 5 + i } % alphabet.len()]);
+                    k /= alphabet.len();
+                }
+                let (w, rest) = word(&line);
+                assert_eq!(command(&line), (w, fold(w), rest), "{line:?}");
+            }
+        }
     }
 
     #[test]

@@ -20,6 +20,18 @@ impl<'a> WBuf<'a> {
         }
     }
 
+    /// A writer that appends to the first `len` bytes of `buf` (all of it if `len` is
+    /// larger): [`WBuf::len`] counts those bytes too. Cheaper than a writer over
+    /// `&mut buf[len..]`, whose slicing is a call at `opt-level = "z"`.
+    #[inline(always)]
+    pub fn after(buf: &'a mut [u8], len: usize) -> Self {
+        WBuf {
+            len: len.min(buf.len()),
+            buf,
+            overflow: false,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
@@ -104,6 +116,18 @@ mod tests {
         w.truncate(4);
         assert!(write!(w, "xy").is_ok());
         assert_eq!(w.as_bytes(), b"abcdxy");
+    }
+
+    #[test]
+    fn after_appends_to_what_is_there() {
+        let mut b = *b"ab\0\0\0";
+        let mut w = WBuf::after(&mut b, 2);
+        assert_eq!((w.len(), w.remaining()), (2, 3));
+        assert!(write!(w, "cd").is_ok());
+        assert!(write!(w, "ef").is_err());
+        w.truncate(4);
+        assert_eq!(w.as_bytes(), b"abcd");
+        assert_eq!(WBuf::after(&mut b, 9).remaining(), 0);
     }
 
     #[test]

@@ -14,7 +14,6 @@ use crate::proto::line::{next_line, Frame};
 use crate::proto::wbuf::WBuf;
 use crate::sys::net::{self, Io as NetIo};
 use nix::poll::PollFlags;
-use std::ops::Range;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Instant;
 
@@ -27,25 +26,32 @@ pub struct Conn {
     /// in the same turn must not be applied to the new connection.
     generation: u32,
     pub session: Session,
-    /// [`IN_BUF`] bytes of [`Conn::buffers`].
-    inbuf: &'static mut [u8],
-    /// Unframed input is `inbuf[in_start..in_end]`; framed lines are only skipped over,
-    /// and the rest moves to the front only when a line is incomplete.
-    in_start: usize,
-    in_end: usize,
-    /// [`OUT_BUF`] bytes of [`Conn::buffers`].
-    out: &'static mut [u8],
-    out_start: usize,
-    out_end: usize,
+    input: Input,
+    output: Output,
     pub last_rx: Instant,
-    /// A failed AUTH holds the connection's next request until then.
-    pub hold_until: Option<Instant>,
     /// The last reply is queued; flush it, then close (and linger).
     pub closing: bool,
     /// The peer has sent everything (EOF: it closed, or half-closed and may still read).
     /// Nothing more is read; complete lines are answered and the connection closes once
     /// their replies are sent ([`Conn::finished`]).
     pub eof: bool,
+}
+
+/// A connection's input: [`IN_BUF`] bytes of [`Conn::buffers`], of which `buf[start..end]`
+/// is not framed yet. Framed lines are only skipped over; the rest moves to the front
+/// only when a line is incomplete.
+struct Input {
+    buf: &'static mut [u8],
+    start: usize,
+    end: usize,
+}
+
+/// A connection's output: [`OUT_BUF`] bytes of [`Conn::buffers`], of which
+/// `buf[start..end]` waits to be sent.
+struct Output {
+    buf: &'static mut [u8],
+    start: usize,
+    end: usize,
 }
 
 /// What one [`Conn::read`] gave.
@@ -60,12 +66,16 @@ pub enum Read {
     Closed,
 }
 
-/// What the next bytes of input hold.
-pub enum Next {
-    /// A request line (terminator removed), to hand to [`Conn::queue_reply`].
-    Line(Range<usize>),
+/// Why [`Conn::answer`] stopped answering.
+pub enum Stop {
+    /// Every complete line is answered: what is left is at most part of one.
     Incomplete,
+    /// A line longer than the protocol allows (the input is dropped).
     TooLong,
+    /// The output buffer has no room for the largest reply: flush, then go on.
+    Full,
+    /// A reply's outcome other than [`Outcome::Continue`].
+    Outcome(Outcome),
 }
 
 /// What [`Conn::flush`] did.
@@ -136,14 +146,17 @@ impl Conn {
             fd: None,
             generation: 0,
             session: Session::new(Transport::Tcp),
-            inbuf,
-            in_start: 0,
-            in_end: 0,
-            out,
-            out_start: 0,
-            out_end: 0,
+            input: Input {
+                buf: inbuf,
+                start: 0,
+                end: 0,
+            },
+            output: Output {
+                buf: out,
+                start: 0,
+                end: 0,
+            },
             last_rx: now,
-            hold_until: None,
             closing: false,
             eof: false,
         }
@@ -160,11 +173,9 @@ impl Conn {
 
     /// Empties the slot and hands its fd back (to close, or to linger).
     pub fn reset(&mut self) -> Option<OwnedFd> {
-        self.in_start = 0;
-        self.in_end = 0;
-        self.out_start = 0;
-        self.out_end = 0;
-        self.hold_until = None;
+        (self.input.start, self.input.end) = (0, 0);
+        (self.output.start, self.output.end) = (0, 0);
+        self.session.hold_until = None;
         self.closing = false;
         self.eof = false;
         self.fd.take()
@@ -182,29 +193,27 @@ impl Conn {
         self.fd.as_ref().map(|f| f.as_fd())
     }
 
-    #[inline(always)]
-    pub fn held(&self, now: Instant) -> bool {
-        self.hold_until.is_some_and(|t| t > now)
-    }
-
     /// Is its input to be read and answered now?
     #[inline(always)]
     pub fn reading(&self, now: Instant) -> bool {
-        !self.closing && !self.eof && !self.held(now) && self.in_end - self.in_start < IN_BUF
+        !self.closing
+            && !self.eof
+            && !self.session.held(now)
+            && self.input.end - self.input.start < IN_BUF
     }
 
     /// After EOF: is every complete line answered (what is left is at most a partial
     /// line, which can never be completed)? Then, with its replies sent, it closes.
     pub fn finished(&self) -> bool {
-        self.eof
-            && !matches!(
-                next_line(&self.inbuf[self.in_start..self.in_end]),
-                Frame::Line(..)
-            )
+        self.eof && !matches!(next_line(self.input.unframed()), Frame::Line(..))
     }
 
     pub fn has_input(&self) -> bool {
-        self.in_end > self.in_start
+        self.input.end > self.input.start
+    }
+
+    pub fn has_output(&self) -> bool {
+        self.output.end > self.output.start
     }
 
     /// Poll interest: input while it is being read, output while replies wait.
@@ -213,7 +222,7 @@ impl Conn {
         if self.reading(now) {
             ev |= PollFlags::POLLIN;
         }
-        if self.out_end > self.out_start {
+        if self.has_output() {
             ev |= PollFlags::POLLOUT;
         }
         ev
@@ -222,7 +231,7 @@ impl Conn {
     /// Its own deadline: the end of a hold, or of the idle time.
     pub fn deadline(&self, idle: Option<std::time::Duration>) -> Option<Instant> {
         let idle = idle.map(|d| self.last_rx + d);
-        match (self.hold_until, idle) {
+        match (self.session.hold_until, idle) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -230,16 +239,17 @@ impl Conn {
 
     /// One recv into the free end of the input buffer.
     pub fn read(&mut self, now: Instant) -> Read {
-        if self.in_end == IN_BUF && self.in_start > 0 {
-            self.compact_in();
-        }
         let Some(fd) = &self.fd else {
             return Read::Closed;
         };
-        let room = IN_BUF - self.in_end;
-        match net::recv(fd.as_fd(), &mut self.inbuf[self.in_end..]) {
+        let input = &mut self.input;
+        if input.end == IN_BUF && input.start > 0 {
+            input.compact();
+        }
+        let room = IN_BUF - input.end;
+        match net::recv(fd.as_fd(), &mut input.buf[input.end..]) {
             NetIo::Done(n) => {
-                self.in_end += n;
+                input.end += n;
                 self.last_rx = now;
                 Read::Got {
                     n,
@@ -251,99 +261,73 @@ impl Conn {
         }
     }
 
-    fn compact_in(&mut self) {
-        self.inbuf.copy_within(self.in_start..self.in_end, 0);
-        self.in_end -= self.in_start;
-        self.in_start = 0;
-    }
-
-    /// Frames the next request in place. An incomplete line moves to the front of the
-    /// buffer (the only copy, and only of a partial line).
-    #[inline(always)]
-    pub fn next_request(&mut self) -> Next {
-        match next_line(&self.inbuf[self.in_start..self.in_end]) {
-            Frame::Line(l, used) => {
-                let start = self.in_start;
-                self.in_start += used;
-                Next::Line(start..start + l.len())
-            }
-            Frame::Incomplete => {
-                if self.in_start == self.in_end {
-                    self.in_start = 0;
-                    self.in_end = 0;
-                } else if self.in_start > 0 {
-                    self.compact_in();
-                }
-                Next::Incomplete
-            }
-            Frame::TooLong => {
-                self.in_start = 0;
-                self.in_end = 0;
-                Next::TooLong
-            }
-        }
-    }
-
     /// Room for the largest reply at the free end of the output buffer, moving unsent
     /// bytes to the front when that makes it. False: only a flush can make room.
-    #[inline(always)]
     pub fn make_room(&mut self) -> bool {
-        if OUT_BUF - self.out_end >= REPLY_MAX {
-            return true;
-        }
-        if self.out_start > 0 {
-            self.out.copy_within(self.out_start..self.out_end, 0);
-            self.out_end -= self.out_start;
-            self.out_start = 0;
-        }
-        OUT_BUF - self.out_end >= REPLY_MAX
+        self.output.make_room()
     }
 
-    /// Lets `answer` write the reply to `line` (from [`Conn::next_request`] on connection
-    /// `i`) straight into the free end of that connection's output buffer, with its session
-    /// and a [`Table`] of every connection (for STATUS and SOCKETS). The caller has made room
-    /// ([`Conn::make_room`]) or accepts that a reply which does not fit is cut short.
-    pub fn queue_reply(
+    /// Answers connection `i`'s complete request lines, each framed in place in its input
+    /// buffer, with `answer`, which writes the reply straight into the free end of its
+    /// output buffer and is given its session and a [`Table`] of every connection (for
+    /// STATUS and SOCKETS). Stops before a line when the output buffer has no room for the
+    /// largest reply ([`Stop::Full`]); with `tight`, the first line is answered in
+    /// whatever room there is (after a flush that could not make more: a reply that does
+    /// not fit is then [`Outcome::NoRoom`]).
+    #[inline(always)]
+    pub fn answer(
         conns: &mut [Conn],
         i: usize,
-        line: Range<usize>,
-        answer: impl FnOnce(&[u8], &mut Session, &mut WBuf<'_>, &Table<'_>) -> Outcome,
-    ) -> Outcome {
+        mut tight: bool,
+        mut answer: impl FnMut(&[u8], &mut Session, &mut WBuf<'_>, &Table<'_>) -> Outcome,
+    ) -> Stop {
         let (before, rest) = conns.split_at_mut(i);
         let Some((me, after)) = rest.split_first_mut() else {
-            return Outcome::Close;
+            return Stop::Outcome(Outcome::Close);
         };
         let Conn {
             fd,
             session,
-            inbuf,
-            out,
-            out_end,
+            input,
+            output,
             ..
         } = me;
-        let transport = session.transport;
         let table = Table {
             parts: [before, after],
-            me: fd.as_ref().map(|f| (f.as_fd(), transport)),
+            me: fd.as_ref().map(|f| (f.as_fd(), session.transport)),
         };
-        let mut w = WBuf::new(&mut out[*out_end..]);
-        let line = inbuf.get(line).unwrap_or_default();
-        let outcome = answer(line, session, &mut w, &table);
-        *out_end += w.len();
-        outcome
+        loop {
+            if !output.make_room() && !std::mem::take(&mut tight) {
+                return Stop::Full;
+            }
+            let line = match input.next() {
+                Frame::Line(l, _) => l,
+                Frame::Incomplete => {
+                    input.settle(false);
+                    return Stop::Incomplete;
+                }
+                Frame::TooLong => {
+                    input.settle(true);
+                    return Stop::TooLong;
+                }
+            };
+            let mut w = WBuf::after(output.buf, output.end);
+            let outcome = answer(line, session, &mut w, &table);
+            output.end = w.len();
+            if outcome != Outcome::Continue {
+                return Stop::Outcome(outcome);
+            }
+        }
     }
 
     /// Queues fixed bytes (an error line the loop itself writes). False when they do not fit.
     pub fn queue_bytes(&mut self, b: &[u8]) -> bool {
-        self.make_room();
-        let mut w = WBuf::new(&mut self.out[self.out_end..]);
+        let out = &mut self.output;
+        out.make_room();
+        let mut w = WBuf::after(out.buf, out.end);
         let ok = w.push_bytes(b).is_ok();
-        self.out_end += w.len();
+        out.end = w.len();
         ok
-    }
-
-    pub fn has_output(&self) -> bool {
-        self.out_end > self.out_start
     }
 
     /// Sends queued replies until done or the socket is full.
@@ -351,19 +335,71 @@ impl Conn {
         let Some(fd) = &self.fd else {
             return Flushed::Failed(0);
         };
+        let out = &mut self.output;
         let mut sent = 0;
-        while self.out_start < self.out_end {
-            match net::send(fd.as_fd(), &self.out[self.out_start..self.out_end]) {
+        while out.start < out.end {
+            match net::send(fd.as_fd(), &out.buf[out.start..out.end]) {
                 NetIo::Done(n) => {
-                    self.out_start += n;
+                    out.start += n;
                     sent += n;
                 }
                 NetIo::WouldBlock => return Flushed::Partly(sent),
                 NetIo::Closed => return Flushed::Failed(sent),
             }
         }
-        self.out_start = 0;
-        self.out_end = 0;
+        (out.start, out.end) = (0, 0);
         Flushed::All(sent)
+    }
+}
+
+impl Input {
+    #[inline(always)]
+    fn unframed(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    fn compact(&mut self) {
+        self.buf.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+    }
+
+    /// Frames the next request in place and skips over it. After
+    /// [`Frame::Incomplete`] or [`Frame::TooLong`], call [`Input::settle`].
+    #[inline(always)]
+    fn next(&mut self) -> Frame<'_> {
+        let Input { buf, start, end } = self;
+        let frame = next_line(&buf[*start..*end]);
+        if let Frame::Line(_, used) = frame {
+            *start += used;
+        }
+        frame
+    }
+
+    /// After the last complete line: an incomplete one moves to the front of the buffer
+    /// (the only copy, and only of a partial line); a line too long is dropped with
+    /// everything after it.
+    fn settle(&mut self, too_long: bool) {
+        if too_long || self.start == self.end {
+            (self.start, self.end) = (0, 0);
+        } else if self.start > 0 {
+            self.compact();
+        }
+    }
+}
+
+impl Output {
+    /// See [`Conn::make_room`].
+    #[inline(always)]
+    fn make_room(&mut self) -> bool {
+        if OUT_BUF - self.end >= REPLY_MAX {
+            return true;
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        OUT_BUF - self.end >= REPLY_MAX
     }
 }
