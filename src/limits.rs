@@ -14,6 +14,11 @@ pub const OUT_BUF: usize = 16384;
 
 /// Reads per control client per turn, so one fast client cannot starve the others.
 pub const READS_PER_TURN: usize = 16;
+/// While control clients keep the loop busy, at most this many turns in a row poll only
+/// the clients and the TCP listeners, without waiting; then one polls every fd (see
+/// `RunLoop::run`). Bounds how late, under load, a signal, a Unix connection, a publish
+/// datagram, a scan probe or a scrape is seen: this many turns of a few microseconds.
+pub const QUICK_POLLS: u8 = 15;
 /// Closing and refused connections are half-closed and drained ("lingered") this long at
 /// most, so a reset does not destroy the last reply; at most this many at once.
 pub const LINGER_SECS: u64 = 2;

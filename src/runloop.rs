@@ -11,7 +11,7 @@ use crate::agent::{Agent, BeaconInfo, BeaconState, Board, Env, Led, Outcome, Tra
 use crate::beacon::Family;
 use crate::limits::{
     ACCEPT_PAUSE_MS, ACCEPT_WAITING_MAX, LINGER_MAX, LINGER_SECS, LINGER_SINK, MAX_CLIENTS,
-    MAX_LISTENERS, READS_PER_TURN, TOKEN_MAX,
+    MAX_LISTENERS, QUICK_POLLS, READS_PER_TURN, TOKEN_MAX,
 };
 use crate::proto::reply::{write_err, ErrCode, Error, TOO_LONG_TEXT};
 use crate::proto::request::parse;
@@ -282,6 +282,10 @@ pub struct RunLoop {
     /// bring it earlier ([`RunLoop::client_due`]), and the timer itself, when it runs,
     /// makes it exact again.
     clients_due: Option<Instant>,
+    /// How many of the next turns may poll only the clients and the TCP listeners, without
+    /// waiting ([`QUICK_POLLS`] after a turn that found a client ready, 0 after one that
+    /// found none).
+    quick_polls: u8,
     /// Accepted this turn while every slot was taken: seated (or refused) at its end.
     waiting: heapless::Vec<(OwnedFd, Transport), ACCEPT_WAITING_MAX>,
     pub watchdog: Option<Watchdog>,
@@ -304,6 +308,7 @@ impl RunLoop {
             accept_paused_until: None,
             accept_warned: None,
             clients_due: None,
+            quick_polls: 0,
             waiting: heapless::Vec::new(),
             watchdog: None,
             http: http::Http::off(),
@@ -409,7 +414,15 @@ impl RunLoop {
         let mut now = Instant::now();
         loop {
             let due = self.next_deadline(now);
+            // A quick poll: while clients keep the loop busy, most turns poll only them and
+            // the TCP listeners (a full accept queue drops SYNs), and do not wait. Without a
+            // timeout poll(2) reads no clock, and it registers no wait-queue entries, and
+            // the fds that are rarely ready (the Unix listener, the signalfd, the publish
+            // and beacon sockets, scrapes) cost nothing on those turns. A quick poll that
+            // finds no client ready is followed by a full one, which may wait.
+            let quick = self.quick_polls > 0;
             let timeout = match due {
+                _ if quick => PollTimeout::ZERO,
                 None => PollTimeout::NONE,
                 Some(t) => {
                     // Round up so we never wake a millisecond early and spin.
@@ -436,43 +449,55 @@ impl RunLoop {
                         add(fd, c.interest(now), Tok::Client(i, c.generation()));
                     }
                 }
-                for l in self.lingering.iter() {
-                    add(
-                        l.fd.as_fd(),
-                        PollFlags::POLLIN,
-                        Tok::Linger(l.fd.as_raw_fd()),
-                    );
-                }
-                for i in 0..self.http.slot_count() {
-                    if let Some((fd, gen, ev)) = self.http.interest(i) {
-                        add(fd, ev, Tok::Http(i, gen));
-                    }
-                }
-                for (fd, i, f) in self.io.links.fds() {
-                    add(fd, PollFlags::POLLIN, Tok::Beacon(i, f));
-                }
-                if let Some(p) = &self.io.publish {
-                    add(p.fd(), PollFlags::POLLIN, Tok::Publish);
-                }
-                if self.accepting(now) {
+                let accepting = self.accepting(now);
+                if accepting {
                     for (i, (fd, _)) in self.io.tcp.iter().enumerate() {
                         add(fd.as_fd(), PollFlags::POLLIN, Tok::Tcp(i));
                     }
-                    add(self.io.unix.fd.as_fd(), PollFlags::POLLIN, Tok::Unix);
-                    for (i, (fd, _)) in self.io.metrics.iter().enumerate() {
-                        add(fd.as_fd(), PollFlags::POLLIN, Tok::HttpListen(i));
-                    }
                 }
-                add(self.signals.as_fd(), PollFlags::POLLIN, Tok::Signal);
+                if !quick {
+                    for l in self.lingering.iter() {
+                        add(
+                            l.fd.as_fd(),
+                            PollFlags::POLLIN,
+                            Tok::Linger(l.fd.as_raw_fd()),
+                        );
+                    }
+                    for i in 0..self.http.slot_count() {
+                        if let Some((fd, gen, ev)) = self.http.interest(i) {
+                            add(fd, ev, Tok::Http(i, gen));
+                        }
+                    }
+                    for (fd, i, f) in self.io.links.fds() {
+                        add(fd, PollFlags::POLLIN, Tok::Beacon(i, f));
+                    }
+                    if let Some(p) = &self.io.publish {
+                        add(p.fd(), PollFlags::POLLIN, Tok::Publish);
+                    }
+                    if accepting {
+                        add(self.io.unix.fd.as_fd(), PollFlags::POLLIN, Tok::Unix);
+                        for (i, (fd, _)) in self.io.metrics.iter().enumerate() {
+                            add(fd.as_fd(), PollFlags::POLLIN, Tok::HttpListen(i));
+                        }
+                    }
+                    add(self.signals.as_fd(), PollFlags::POLLIN, Tok::Signal);
+                }
                 match poll(&mut fds, timeout) {
                     Ok(_) | Err(Errno::EINTR) => {}
                     Err(e) => return Err(SysError::new("poll", e)),
                 }
+                let mut busy = false;
                 for (fd, t) in fds.iter().zip(toks.iter()) {
                     if let Some(ev) = fd.revents().filter(|e| !e.is_empty()) {
+                        busy |= matches!(t, Tok::Client(..));
                         let _ = ready.push((*t, ev));
                     }
                 }
+                self.quick_polls = match busy {
+                    false => 0,
+                    true if quick => self.quick_polls - 1,
+                    true => QUICK_POLLS,
+                };
             }
             now = Instant::now();
             // Facts whose TTL has passed go before any request of this turn is answered

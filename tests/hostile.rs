@@ -568,3 +568,93 @@ fn everything_at_once() {
     });
     assert_unharmed(&mut a, &before, worst);
 }
+
+/// Clients that never let the loop rest (pipelined PINGs, back to back) must not starve the
+/// sockets that are polled less often under load (issue 12's quick polls): a Unix client,
+/// the publish socket, a /metrics scrape and the signalfd are each served promptly, and
+/// SIGTERM still stops the agent.
+#[test]
+fn a_flood_of_pipelined_pings_starves_no_other_socket() {
+    let (a, _) = start(&["--metrics", "127.0.0.1:0"]);
+    let maddr: SocketAddr = a
+        .ready
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("metrics="))
+        .and_then(|v| v.parse().ok())
+        .expect("metrics= in the ready line");
+    let addr = a.tcp_addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let flooders: Vec<_> = (0..8)
+        .map(|_| {
+            let (stop, answered) = (stop.clone(), answered.clone());
+            thread::spawn(move || {
+                let mut s = raw_tcp(addr);
+                let batch = "PING\n".repeat(64);
+                let mut b = vec![0u8; 64 * 5];
+                // Two batches in flight, so there is always input waiting; until the agent
+                // is gone (then a write or read fails).
+                let _ = s.write_all(batch.as_bytes());
+                while !stop.load(Ordering::Relaxed) {
+                    if s.write_all(batch.as_bytes()).is_err() || s.read_exact(&mut b).is_err() {
+                        break;
+                    }
+                    answered.fetch_add(64, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    assert!(
+        wait_for(slack(Duration::from_secs(5)), || answered
+            .load(Ordering::Relaxed)
+            > 10_000),
+        "the flood never got going"
+    );
+    let mut unix = a.unix();
+    let mut times = Vec::new();
+    for i in 0..scaled(20, 5) {
+        times.push(("a Unix PING", ping(&mut unix)));
+        let t = Instant::now();
+        a.publish(format!("SET flood.{i} {i}\n").as_bytes());
+        assert!(
+            wait_for(rtt_limit(), || unix.req(&format!("GET flood.{i}"))
+                == format!("OK {i}")),
+            "a published fact did not arrive during the flood"
+        );
+        times.push(("a publish", t.elapsed()));
+        let t = Instant::now();
+        let mut m = raw_tcp(maddr);
+        m.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let (body, _) = read_to_close(&mut m);
+        assert!(body.starts_with(b"HTTP/1.1 200"), "scrape during the flood");
+        times.push(("a scrape", t.elapsed()));
+        thread::sleep(Duration::from_millis(10));
+    }
+    // Natively a PING or a scrape takes a millisecond or less and a publish 20 ms (the
+    // GET is retried every 20 ms); a starved socket waited 400-750 ms here.
+    let worst = times.iter().max_by_key(|t| t.1).unwrap();
+    assert!(
+        worst.1 < slack(Duration::from_millis(200)),
+        "during the flood {} took {:?}",
+        worst.0,
+        worst.1
+    );
+    let before_term = answered.load(Ordering::Relaxed);
+    let t = Instant::now();
+    let (status, _) = a.stop();
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(status.code(), Some(0), "SIGTERM during the flood");
+    assert!(
+        t.elapsed() < slack(Duration::from_secs(2)),
+        "SIGTERM during the flood took {:?}",
+        t.elapsed()
+    );
+    assert!(
+        answered.load(Ordering::Relaxed) > before_term,
+        "the flood stopped before SIGTERM"
+    );
+    for f in flooders {
+        let _ = f.join();
+    }
+}
