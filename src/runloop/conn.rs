@@ -1,11 +1,12 @@
 //! One control-port client connection (TCP or Unix): its fd, the generation of its slot,
 //! its protocol session, and its fixed input and output buffers, with the few operations
-//! the run loop needs: [`Conn::read`], [`Conn::next_request`], [`Conn::queue_reply`],
-//! [`Conn::flush`] and [`Conn::reset`].
+//! the run loop needs: [`Conn::read`], [`Conn::answer`], [`Conn::flush`] and
+//! [`Conn::reset`].
 //!
 //! Requests are framed in place in the input buffer (`proto::line`) and answers are written
 //! straight into the free end of the output buffer: a request's bytes are never copied to a
-//! line or scratch buffer. This module moves bytes and keeps indices; it does not poll
+//! line or scratch buffer. [`Conn::answer`] goes through every complete line of a batch in
+//! one pass, with the connection's buffers and session borrowed once. This module moves bytes and keeps indices; it does not poll
 //! (the run loop does), parse (`proto`) or answer (`agent`).
 
 use crate::agent::{Outcome, Session, Transport};
