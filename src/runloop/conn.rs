@@ -6,8 +6,9 @@
 //! Requests are framed in place in the input buffer (`proto::line`) and answers are written
 //! straight into the free end of the output buffer: a request's bytes are never copied to a
 //! line or scratch buffer. [`Conn::answer`] goes through every complete line of a batch in
-//! one pass, with the connection's buffers and session borrowed once. This module moves bytes and keeps indices; it does not poll
-//! (the run loop does), parse (`proto`) or answer (`agent`).
+//! one pass, with the connection's buffers and session borrowed once. This module moves
+//! bytes and keeps indices; it does not poll (the run loop does), parse (`proto`) or
+//! answer (`agent`).
 
 use crate::agent::{Outcome, Session, Transport};
 use crate::limits::{IN_BUF, OUT_BUF, REPLY_MAX};
@@ -27,8 +28,12 @@ pub struct Conn {
     /// in the same turn must not be applied to the new connection.
     generation: u32,
     pub session: Session,
-    input: Input,
-    output: Output,
+    /// [`IN_BUF`] bytes of [`Conn::buffers`]: the bytes in use are not framed yet. Framed
+    /// lines are only skipped over; the rest moves to the front only when a line is
+    /// incomplete.
+    input: Bytes,
+    /// [`OUT_BUF`] bytes of [`Conn::buffers`]: the bytes in use wait to be sent.
+    output: Bytes,
     pub last_rx: Instant,
     /// The last reply is queued; flush it, then close (and linger).
     pub closing: bool,
@@ -38,18 +43,8 @@ pub struct Conn {
     pub eof: bool,
 }
 
-/// A connection's input: [`IN_BUF`] bytes of [`Conn::buffers`], of which `buf[start..end]`
-/// is not framed yet. Framed lines are only skipped over; the rest moves to the front
-/// only when a line is incomplete.
-struct Input {
-    buf: &'static mut [u8],
-    start: usize,
-    end: usize,
-}
-
-/// A connection's output: [`OUT_BUF`] bytes of [`Conn::buffers`], of which
-/// `buf[start..end]` waits to be sent.
-struct Output {
+/// One of a connection's buffers: `buf[start..end]` is in use.
+struct Bytes {
     buf: &'static mut [u8],
     start: usize,
     end: usize,
@@ -147,12 +142,12 @@ impl Conn {
             fd: None,
             generation: 0,
             session: Session::new(Transport::Tcp),
-            input: Input {
+            input: Bytes {
                 buf: inbuf,
                 start: 0,
                 end: 0,
             },
-            output: Output {
+            output: Bytes {
                 buf: out,
                 start: 0,
                 end: 0,
@@ -353,23 +348,25 @@ impl Conn {
     }
 }
 
-impl Input {
-    #[inline(always)]
-    fn unframed(&self) -> &[u8] {
-        &self.buf[self.start..self.end]
-    }
-
+impl Bytes {
+    /// Moves the bytes in use to the front.
     fn compact(&mut self) {
         self.buf.copy_within(self.start..self.end, 0);
         self.end -= self.start;
         self.start = 0;
     }
 
-    /// Frames the next request in place and skips over it. After
-    /// [`Frame::Incomplete`] or [`Frame::TooLong`], call [`Input::settle`].
+    /// Input: the bytes not framed yet.
+    #[inline(always)]
+    fn unframed(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Input: frames the next request in place and skips over it. After
+    /// [`Frame::Incomplete`] or [`Frame::TooLong`], call [`Bytes::settle`].
     #[inline(always)]
     fn next(&mut self) -> Frame<'_> {
-        let Input { buf, start, end } = self;
+        let Bytes { buf, start, end } = self;
         let frame = next_line(&buf[*start..*end]);
         if let Frame::Line(_, used) = frame {
             *start += used;
@@ -377,8 +374,8 @@ impl Input {
         frame
     }
 
-    /// After the last complete line: an incomplete one moves to the front of the buffer
-    /// (the only copy, and only of a partial line); a line too long is dropped with
+    /// Input, after the last complete line: an incomplete one moves to the front of the
+    /// buffer (the only copy, and only of a partial line); a line too long is dropped with
     /// everything after it.
     fn settle(&mut self, too_long: bool) {
         if too_long || self.start == self.end {
@@ -387,19 +384,15 @@ impl Input {
             self.compact();
         }
     }
-}
 
-impl Output {
-    /// See [`Conn::make_room`].
+    /// Output: see [`Conn::make_room`].
     #[inline(always)]
     fn make_room(&mut self) -> bool {
         if OUT_BUF - self.end >= REPLY_MAX {
             return true;
         }
         if self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
+            self.compact();
         }
         OUT_BUF - self.end >= REPLY_MAX
     }
