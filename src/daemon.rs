@@ -224,7 +224,7 @@ fn open_local_sockets(
         .unwrap_or_else(sys::unix::default_socket_path);
     let unix =
         sys::unix::listen_unix(&sock_path, cfg.backlog, group).map_err(fatal(EX_UNAVAILABLE))?;
-    let publish = open_publish(cfg, &sock_path, group, now).inspect_err(|_| unix.remove())?;
+    let publish = open_publish(cfg, &unix, group, now).inspect_err(|_| unix.remove())?;
     sys::net::warn_capped_buf_sizes(unix.fd.as_fd());
     Ok((unix, publish))
 }
@@ -233,7 +233,7 @@ fn open_local_sockets(
 /// bound with the control socket's rules; None with `--no-publish`.
 fn open_publish(
     cfg: &AgentConfig,
-    sock_path: &std::path::Path,
+    unix: &sys::unix::UnixListener,
     group: Option<nix::unistd::Gid>,
     now: Instant,
 ) -> Result<Option<Publish>, Fatal> {
@@ -243,12 +243,14 @@ fn open_publish(
     let path = cfg
         .publish
         .clone()
-        .unwrap_or_else(|| sock_path.with_file_name("publish.sock"));
-    if path == sock_path {
+        .unwrap_or_else(|| unix.path.with_file_name("publish.sock"));
+    // The same file by another name (`./a/../t.sock`, a symlink) too: the control
+    // socket is live by now, and would otherwise be taken for another agent's.
+    if unix.is_at(&path) {
         return Err(Fatal::new(
             EX_USAGE,
             format!(
-                "--publish {}: the control socket's path (give --publish another path)",
+                "--publish {}: that is the control socket (give --publish another path)",
                 path.display()
             ),
         ));

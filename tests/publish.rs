@@ -463,17 +463,26 @@ fn stale_publish_socket_replaced_live_one_refused_file_untouched_and_no_publish(
             & 0o7777,
         0o750
     );
-    // The control socket's path as --publish: refused.
-    let f = Agent::try_start(&[
-        "--socket",
-        sock2.to_str().unwrap(),
-        "--publish",
-        sock2.to_str().unwrap(),
-    ])
-    .err()
-    .expect("--publish equal to --socket refused");
-    assert_eq!(f.status.code(), Some(64), "{}", f.stderr);
-    assert_eq!(error_lines(&f.stderr).len(), 1, "{}", f.stderr);
+    // The control socket's path as --publish, by that name or another (a `..` path, a
+    // symlink): one usage error, not "another agent" (the live socket there is this
+    // agent's own), and nothing left behind.
+    let link = dir2.join("link.sock");
+    std::os::unix::fs::symlink(&sock2, &link).unwrap();
+    for alias in [sock2.clone(), dir2.join("sub/../t.sock"), link] {
+        let f = Agent::try_start(&[
+            "--socket",
+            sock2.to_str().unwrap(),
+            "--publish",
+            alias.to_str().unwrap(),
+        ])
+        .err()
+        .expect("--publish naming the control socket refused");
+        assert_eq!(f.status.code(), Some(64), "{}", f.stderr);
+        let errs = error_lines(&f.stderr);
+        assert_eq!(errs.len(), 1, "{}", f.stderr);
+        assert!(errs[0].contains("is the control socket"), "{}", errs[0]);
+        assert!(!sock2.exists(), "control socket left behind");
+    }
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&dir2);
 }

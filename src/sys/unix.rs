@@ -34,6 +34,11 @@ impl UnixListener {
             }
         }
     }
+
+    /// Is `path` this socket's file, by whatever name (`a/../t.sock`, a symlink)?
+    pub fn is_at(&self, path: &Path) -> bool {
+        std::fs::metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == self.ident)
+    }
 }
 
 /// Is an agent answering on `path`? Errors other than "nobody there" are returned.
