@@ -3,11 +3,12 @@
 //! no I/O beyond what argh needs, nothing here opens a socket or a file.
 
 use crate::limits::{
-    DEFAULT_BACKLOG, DEFAULT_BEACON_PORT, DEFAULT_IDLE_SECS, DEFAULT_INTERVAL_SECS, IFNAME_MAX,
+    DEFAULT_BACKLOG, DEFAULT_BEACON_PORT, DEFAULT_IDLE_SECS, DEFAULT_INTERVAL_SECS,
     INTERVAL_MAX_SECS, INTERVAL_MIN_SECS, MAX_CLIENTS, MAX_LISTENERS,
 };
 use crate::limits::{DEFAULT_METRICS_PORT, LINE_MAX, MAX_BEACON_IFACES, MAX_METRICS_LISTENERS};
 use crate::limits::{FILE_PATH_MAX, SOCKBUF_MAX, SOCKBUF_MIN, SOCK_PATH_MAX};
+use crate::sys::iface;
 use argh::FromArgs;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -204,15 +205,6 @@ pub struct AgentConfig {
     pub sndbuf: Option<u32>,
 }
 
-pub fn valid_ifname(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= IFNAME_MAX
-        && n != "."
-        && n != ".."
-        && n.bytes()
-            .all(|c| (c.is_ascii_graphic() || !c.is_ascii()) && c != b'/' && c != b':')
-}
-
 /// A `--metrics` address: `IP:PORT`, or an IP alone for [`DEFAULT_METRICS_PORT`].
 pub fn metrics_addr(s: &str) -> Option<SocketAddr> {
     if let Ok(a) = s.parse::<SocketAddr>() {
@@ -260,7 +252,7 @@ impl AgentArgs {
             ));
         }
         for i in &self.iface {
-            if !valid_ifname(i) {
+            if !iface::valid_name(i) {
                 return Err(format!("--iface {i:?}: not a valid interface name"));
             }
             if self.no_beacon {
@@ -433,7 +425,7 @@ impl ScanArgs {
     pub fn validate(&self) -> Result<Duration, String> {
         let wait = seconds(self.timeout, 86_400)?;
         if let Some(i) = &self.iface {
-            if !valid_ifname(i) {
+            if !iface::valid_name(i) {
                 return Err(format!("-i {i:?}: not a valid interface name"));
             }
         }

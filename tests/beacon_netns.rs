@@ -359,9 +359,33 @@ fn absent_interface_at_start_and_no_default_interface() {
     assert!(a.ready.ends_with(" beacon=off"), "{}", a.ready);
     assert_eq!(beacon_state(&a), "off");
     let (status, err) = a.stop();
-    drop(lonely);
     assert_eq!(status.code(), Some(0));
     assert!(err.contains("beacons are off"), "{err}");
+
+    // An interface whose name holds a control character (Linux allows all but white
+    // space) is never the default: it would reach the ready line, the log and systemd's
+    // status raw. The next usable one is taken instead. (Veth pairs inside the namespace,
+    // their peers down: what the agent sends goes nowhere.)
+    let escaped = "e\u{1b}[2Jx";
+    lonely.ip(&["link", "add", escaped, "type", "veth", "peer", "name", "p0"]);
+    lonely.addr_up(escaped, "10.77.1.1/24");
+    let dir = temp_dir("nodefault3");
+    let args = loopback_agent_args(&dir.join("t.sock"), &[]);
+    let a = Agent::spawn_in(Some(&lonely), &args, dir.clone(), &[])
+        .unwrap_or_else(|f| panic!("{}", f.stderr));
+    assert!(a.ready.ends_with(" beacon=off"), "{:?}", a.ready);
+    let (status, err) = a.stop();
+    assert_eq!(status.code(), Some(0));
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+    lonely.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "p1"]);
+    lonely.addr_up("d0", "10.77.2.1/24");
+    let a =
+        Agent::spawn_in(Some(&lonely), &args, dir, &[]).unwrap_or_else(|f| panic!("{}", f.stderr));
+    assert!(a.ready.contains(" beacon=d0:"), "{:?}", a.ready);
+    let (status, err) = a.stop();
+    drop(lonely);
+    assert_eq!(status.code(), Some(0));
+    assert!(!err.contains('\u{1b}'), "{err:?}");
 }
 
 #[test]

@@ -283,17 +283,30 @@ fn each_iface(mut f: impl FnMut(&[u8]) -> bool) {
     });
 }
 
+/// A name an interface may have and tether takes as text (`--iface`, `scan -i`, the
+/// default beacon interface): what Linux allows (1 to IFNAMSIZ - 1 bytes, not `.` or
+/// `..`, no `/`, `:` or white space) less the control characters, which would reach the
+/// ready line, the log and systemd's status raw.
+pub fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= IFNAME_MAX
+        && n != "."
+        && n != ".."
+        && n.bytes()
+            .all(|c| (c.is_ascii_graphic() || !c.is_ascii()) && c != b'/' && c != b':')
+}
+
 /// The default beacon interface, chosen among all interfaces: the first that is up, not
 /// loopback, and has an IPv4 broadcast address; otherwise the first up, non-loopback one
-/// with an IPv6 link-local address (or one still tentative). A name that is not UTF-8
-/// cannot be passed on as text and is passed over. Runs at start-up only.
+/// with an IPv6 link-local address (or one still tentative). A name that is not UTF-8 or
+/// not [`valid_name`] (a control character) is passed over. Runs at start-up only.
 pub fn default_beacon_iface() -> Option<IfName> {
     let usable = |n: &str| info(n).filter(|i| i.up && !i.loopback);
     let find = |pick: &dyn Fn(&str) -> bool| {
         let mut found = None;
         each_iface(|raw| {
             match core::str::from_utf8(raw) {
-                Ok(n) if pick(n) => found = Some(display_name(raw)),
+                Ok(n) if valid_name(n) && pick(n) => found = Some(display_name(raw)),
                 _ => {}
             }
             found.is_none()
