@@ -157,9 +157,17 @@ pub const METRICS_FACT_LINE_MAX: usize = "tether_fact_info{key=\"".len()
 /// values at their widest, and the build_info labels (host and id escaped at worst: a
 /// hostname byte that is not UTF-8 becomes U+FFFD, 3 bytes). The 256: the publish counters.
 /// `metrics::tests::fixed_part_fits` proves the bound.
-/// Plus `tether_beacon_iface_state`: 3 states per interface, its name escaped at worst.
-pub const METRICS_FIXED_MAX: usize =
-    6144 + 256 + 3 * HOST_MAX + 2 * 32 + MAX_BEACON_IFACES * 3 * (56 + 2 * IFNAME_MAX) + 256;
+/// Plus `tether_beacon_iface_state` (3 states per interface) and
+/// `tether_beacon_iface_sequence` (one u64 per interface, HELP and TYPE 128), the name
+/// escaped at worst.
+pub const METRICS_FIXED_MAX: usize = 6144
+    + 256
+    + 3 * HOST_MAX
+    + 2 * 32
+    + MAX_BEACON_IFACES * 3 * (56 + 2 * IFNAME_MAX)
+    + 256
+    + 128
+    + MAX_BEACON_IFACES * (64 + 2 * IFNAME_MAX);
 /// The largest `/metrics` body: a full fact table of maximum-length keys and values that
 /// all need escaping, plus the fixed part.
 pub const METRICS_BODY_MAX: usize = METRICS_FIXED_MAX + MAX_FACTS * METRICS_FACT_LINE_MAX;

@@ -38,8 +38,9 @@ pub struct Readings {
     pub board: Board,
     pub beacon: Option<BeaconState>,
     pub beacon_seq: u64,
-    /// Every beacon interface (`--iface`) and its state.
-    pub links: heapless::Vec<(heapless::String<IFNAME_MAX>, BeaconState), MAX_BEACON_IFACES>,
+    /// Every beacon interface (`--iface`), its state and the sequence number of its next
+    /// beacon.
+    pub links: heapless::Vec<(heapless::String<IFNAME_MAX>, BeaconState, u64), MAX_BEACON_IFACES>,
     /// (tcp, unix) control clients connected now.
     pub clients: (usize, usize),
     pub allocations: u64,
@@ -53,7 +54,7 @@ impl Readings {
         };
         let mut links = heapless::Vec::new();
         while let Some((st, info)) = env.beacons(links.len()) {
-            if links.push((info.iface.clone(), st)).is_err() {
+            if links.push((info.iface.clone(), st, info.seq)).is_err() {
                 break;
             }
         }
@@ -264,12 +265,23 @@ pub fn render(
             Kind::Gauge,
             "Beacon state per --iface interface: 1 for the current state (up, down, absent), 0 for the others.",
         )?;
-        for (name, st) in &r.links {
+        for (name, st, _) in &r.links {
             for s in &BEACON_STATES[1..] {
                 w.write_str("tether_beacon_iface_state{iface=")?;
                 label_value(w, name.as_bytes())?;
                 writeln!(w, ",state=\"{}\"}} {}", s.as_str(), u8::from(s == st))?;
             }
+        }
+        family(
+            w,
+            "tether_beacon_iface_sequence",
+            Kind::Gauge,
+            "Sequence number of the next beacon, per --iface interface.",
+        )?;
+        for (name, _, seq) in &r.links {
+            w.write_str("tether_beacon_iface_sequence{iface=")?;
+            label_value(w, name.as_bytes())?;
+            writeln!(w, "}} {seq}")?;
         }
     }
     single_u64(
@@ -384,7 +396,7 @@ mod tests {
                 .map(|_| {
                     let mut n = heapless::String::<IFNAME_MAX>::new();
                     while n.push('"').is_ok() {}
-                    (n, BeaconState::Absent)
+                    (n, BeaconState::Absent, u64::MAX)
                 })
                 .collect(),
             clients: (usize::MAX, usize::MAX),
@@ -481,8 +493,8 @@ mod tests {
         let r = Readings {
             beacon: Some(BeaconState::Up),
             links: [
-                (name("eth0"), BeaconState::Up),
-                (name("wlan0"), BeaconState::Down),
+                (name("eth0"), BeaconState::Up, 41),
+                (name("wlan0"), BeaconState::Down, 7),
             ]
             .into_iter()
             .collect(),
@@ -498,6 +510,8 @@ mod tests {
             "tether_beacon_iface_state{iface=\"eth0\",state=\"down\"} 0\n",
             "tether_beacon_iface_state{iface=\"wlan0\",state=\"down\"} 1\n",
             "tether_beacon_iface_state{iface=\"wlan0\",state=\"absent\"} 0\n",
+            "tether_beacon_iface_sequence{iface=\"eth0\"} 41\n",
+            "tether_beacon_iface_sequence{iface=\"wlan0\"} 7\n",
         ] {
             assert!(s.contains(line), "{line} in {s}");
         }

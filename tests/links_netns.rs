@@ -158,7 +158,19 @@ fn two_links_each_peer_hears_only_its_own_beacon_and_ifdown_leaves_the_other() {
     let on1 = listen(net.peer(1), "0.0.0.0:4546", secs);
     let on2 = listen(net.peer(2), "0.0.0.0:4546", secs);
     let on1v6 = listen(net.peer(1), "[::]:4546", secs);
-    let a = start(&net, &["--iface", &a1, "--iface", &a2, "--interval", "1"]);
+    let a = start(
+        &net,
+        &[
+            "--iface",
+            &a1,
+            "--iface",
+            &a2,
+            "--interval",
+            "1",
+            "--metrics",
+            "127.0.0.1:9545",
+        ],
+    );
     assert!(
         a.ready.contains(&format!(" beacon={a1}:4546,{a2}:4546")),
         "{}",
@@ -213,7 +225,43 @@ fn two_links_each_peer_hears_only_its_own_beacon_and_ifdown_leaves_the_other() {
     let s = status(&a);
     assert_eq!(s["beacons"][1]["state"], "up", "{s}");
     assert_eq!(s["beacon"]["state"], "down", "{s}");
+
+    // Prometheus has each link's state and next sequence number, as STATUS has them (a
+    // beacon may go out between the two reads).
+    let body = scrape_in(net.a(), "127.0.0.1:9545");
+    for (i, me, state) in [(0, &a1, "down"), (1, &a2, "up")] {
+        let line = format!("tether_beacon_iface_state{{iface=\"{me}\",state=\"{state}\"}} 1");
+        assert!(body.lines().any(|l| l == line), "{line} in {body}");
+        let key = format!("tether_beacon_iface_sequence{{iface=\"{me}\"}} ");
+        let seq: u64 = body
+            .lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{key} in {body}"));
+        let at_status = s["beacons"][i]["seq"].as_u64().unwrap();
+        assert!(
+            (at_status..=at_status + 2).contains(&seq),
+            "{me}: {seq} vs STATUS {at_status}"
+        );
+    }
     a.stop();
+}
+
+/// GET /metrics from inside namespace `ns` (python3, which the suite needs anyway).
+fn scrape_in(ns: &str, addr: &str) -> String {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "python3", "-c"])
+        .arg(format!(
+            "import urllib.request; print(urllib.request.urlopen('http://{addr}/metrics', timeout=5).read().decode(), end='')"
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]
