@@ -253,3 +253,14 @@ host_debian_mirror() {
     [ -n "$m" ] || return 1
     printf '%s\n' "$m"
 }
+
+# deb_triple ARCH: the Rust target whose binary a Debian architecture's package ships
+# (armhf: the ARMv6 one, which runs on every Pi; Raspberry Pi OS's armhf is ARMv6).
+deb_triple() {
+    case $1 in
+        amd64) echo x86_64-unknown-linux-musl ;;
+        arm64) echo aarch64-unknown-linux-musl ;;
+        armhf) echo arm-unknown-linux-musleabihf ;;
+        *) die "unknown Debian architecture $1 (known: amd64 arm64 armhf)" ;;
+    esac
+}
