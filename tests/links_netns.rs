@@ -247,21 +247,12 @@ fn two_links_each_peer_hears_only_its_own_beacon_and_ifdown_leaves_the_other() {
     a.stop();
 }
 
-/// GET /metrics from inside namespace `ns` (python3, which the suite needs anyway).
+/// GET /metrics from inside namespace `ns`: the body of a 200 response.
 fn scrape_in(ns: &str, addr: &str) -> String {
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", ns, "python3", "-c"])
-        .arg(format!(
-            "import urllib.request; print(urllib.request.urlopen('http://{addr}/metrics', timeout=5).read().decode(), end='')"
-        ))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    let (head, body) =
+        http_get_in(ns, addr.parse().unwrap(), "/metrics").expect("/metrics answers");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body
 }
 
 #[test]

@@ -16,17 +16,13 @@
 
 mod common;
 use common::*;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 extern "C" {
-    fn setns(fd: i32, nstype: i32) -> i32;
     fn geteuid() -> u32;
 }
-const CLONE_NEWNET: i32 = 0x4000_0000;
 const SCANNER_IP: &str = "10.233.0.100";
 
 fn sh(args: &[&str]) -> bool {
@@ -154,42 +150,21 @@ fn urlencode(q: &str) -> String {
 /// One instant query against the Prometheus in the scanner namespace: the result vector
 /// as (labels, value), or None when Prometheus does not answer (yet).
 fn query(ns: &str, q: &str) -> Option<Vec<(serde_json::Value, String)>> {
-    let path = format!("/var/run/netns/{ns}");
-    let req = format!(
-        "GET /api/v1/query?query={} HTTP/1.1\r\nHost: {SCANNER_IP}\r\nConnection: close\r\n\r\n",
-        urlencode(q)
-    );
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(&path).ok()?;
-        // SAFETY: setns on a valid namespace fd; it only affects this thread.
-        if unsafe { setns(std::os::fd::AsRawFd::as_raw_fd(&f), CLONE_NEWNET) } != 0 {
-            return None;
-        }
-        let addr = format!("{SCANNER_IP}:9090").parse().ok()?;
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        s.write_all(req.as_bytes()).ok()?;
-        let mut resp = Vec::new();
-        s.read_to_end(&mut resp).ok()?;
-        let text = String::from_utf8_lossy(&resp);
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        if !head.starts_with("HTTP/1.1 200") {
-            return None;
-        }
-        let v: serde_json::Value = serde_json::from_str(body).ok()?;
-        let rows = v["data"]["result"].as_array()?;
-        Some(
-            rows.iter()
-                .map(|r| {
-                    let val = r["value"][1].as_str().unwrap_or("").to_string();
-                    (r["metric"].clone(), val)
-                })
-                .collect(),
-        )
-    })
-    .join()
-    .ok()
-    .flatten()
+    let addr = format!("{SCANNER_IP}:9090").parse().ok()?;
+    let (head, body) = http_get_in(ns, addr, &format!("/api/v1/query?query={}", urlencode(q)))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let rows = v["data"]["result"].as_array()?;
+    Some(
+        rows.iter()
+            .map(|r| {
+                let val = r["value"][1].as_str().unwrap_or("").to_string();
+                (r["metric"].clone(), val)
+            })
+            .collect(),
+    )
 }
 
 /// The instances of the series `q` returns with value `want` (or any value when None).

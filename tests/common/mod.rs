@@ -728,6 +728,25 @@ pub fn in_ns<T: Send + 'static>(
     })
 }
 
+/// `GET path` over HTTP/1.1 (`Connection: close`) to `addr`, from inside network namespace
+/// `ns`: the response's head and body, or None when nothing answers there (yet).
+pub fn http_get_in(ns: &str, addr: SocketAddr, path: &str) -> Option<(String, String)> {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    in_ns(ns, move || {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(req.as_bytes()).ok()?;
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp).ok()?;
+        let text = String::from_utf8_lossy(&resp);
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        Some((head.to_string(), body.to_string()))
+    })
+    .join()
+    .ok()
+    .flatten()
+}
+
 /// Collects every datagram arriving at `bind` (`0.0.0.0:4546` or `[::]:4546`) in network
 /// namespace `ns` for `secs`; returns once the socket is bound. The IPv6 one is IPv6-only,
 /// so both can listen on one port at once.
