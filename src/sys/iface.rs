@@ -285,8 +285,8 @@ fn each_iface(mut f: impl FnMut(&[u8]) -> bool) {
 
 /// A name an interface may have and tether takes as text (`--iface`, `scan -i`, the
 /// default beacon interface): what Linux allows (1 to IFNAMSIZ - 1 bytes, not `.` or
-/// `..`, no `/`, `:` or white space) less the control characters, which would reach the
-/// ready line, the log and systemd's status raw.
+/// `..`, no `/`, `:` or white space) less the ASCII control characters, which would reach
+/// the ready line, the log and systemd's status raw.
 pub fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= IFNAME_MAX
@@ -299,7 +299,7 @@ pub fn valid_name(n: &str) -> bool {
 /// The default beacon interface, chosen among all interfaces: the first that is up, not
 /// loopback, and has an IPv4 broadcast address; otherwise the first up, non-loopback one
 /// with an IPv6 link-local address (or one still tentative). A name that is not UTF-8 or
-/// not [`valid_name`] (a control character) is passed over. Runs at start-up only.
+/// not [`valid_name`] (an ASCII control character) is passed over. Runs at start-up only.
 pub fn default_beacon_iface() -> Option<IfName> {
     let usable = |n: &str| info(n).filter(|i| i.up && !i.loopback);
     let find = |pick: &dyn Fn(&str) -> bool| {
