@@ -40,6 +40,8 @@ fn bad_options_exit_64_with_one_error_line() {
         &["agent", "--backlog", "x"],
         &["agent", "--interval", "0"],
         &["agent", "--iface", "a/b"],
+        // A C1 control (CSI), which Linux allows in a name and some terminals obey.
+        &["agent", "--iface", "e\u{9b}2Jx"],
         &["frobnicate"],
         &["ctl", "--bogus", "PING"],
         // ctl's and scan's checks (src/cli.rs), before any socket is opened.
@@ -54,6 +56,7 @@ fn bad_options_exit_64_with_one_error_line() {
         &["scan", "-t", "1e9"],
         &["scan", "-t", "1e-12"],
         &["scan", "-i", "a/b"],
+        &["scan", "-i", "e\u{1b}[2Jx"],
         // Socket paths: empty (an abstract address), or with a newline (the ready line
         // and systemd's STATUS= would gain a line).
         &["agent", "--no-beacon", "--socket", ""],

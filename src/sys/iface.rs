@@ -285,21 +285,22 @@ fn each_iface(mut f: impl FnMut(&[u8]) -> bool) {
 
 /// A name an interface may have and tether takes as text (`--iface`, `scan -i`, the
 /// default beacon interface): what Linux allows (1 to IFNAMSIZ - 1 bytes, not `.` or
-/// `..`, no `/`, `:` or white space) less the ASCII control characters, which would reach
-/// the ready line, the log and systemd's status raw.
+/// `..`, no `/`, `:` or white space) less the control characters (ASCII's and the C1 range
+/// U+0080-U+009F, which some terminals obey too), which would reach the ready line, the
+/// log and systemd's status raw.
 pub fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= IFNAME_MAX
         && n != "."
         && n != ".."
-        && n.bytes()
-            .all(|c| (c.is_ascii_graphic() || !c.is_ascii()) && c != b'/' && c != b':')
+        && n.chars()
+            .all(|c| !c.is_control() && c != ' ' && c != '/' && c != ':')
 }
 
 /// The default beacon interface, chosen among all interfaces: the first that is up, not
 /// loopback, and has an IPv4 broadcast address; otherwise the first up, non-loopback one
 /// with an IPv6 link-local address (or one still tentative). A name that is not UTF-8 or
-/// not [`valid_name`] (an ASCII control character) is passed over. Runs at start-up only.
+/// not [`valid_name`] (a control character) is passed over. Runs at start-up only.
 pub fn default_beacon_iface() -> Option<IfName> {
     let usable = |n: &str| info(n).filter(|i| i.up && !i.loopback);
     let find = |pick: &dyn Fn(&str) -> bool| {
@@ -324,6 +325,38 @@ pub fn default_beacon_iface() -> Option<IfName> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_what_linux_allows_less_control_characters() {
+        for ok in [
+            "eth0",
+            "wlan0",
+            "br-lan",
+            "e.1",
+            "k\u{fc}che",
+            "\u{a0}x",
+            "123456789012345",
+        ] {
+            assert!(valid_name(ok), "{ok:?}");
+        }
+        let long = "1234567890123456";
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a:b",
+            "a b",
+            "a\tb",
+            "e\u{1b}[2Jx",
+            "a\u{7f}",
+            "e\u{9b}2Jx",
+            "a\u{85}b",
+            long,
+        ] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn loopback_is_listed_and_flagged() {
