@@ -8,7 +8,7 @@ use crate::limits::{
 };
 use crate::limits::{DEFAULT_METRICS_PORT, LINE_MAX, MAX_BEACON_IFACES, MAX_METRICS_LISTENERS};
 use crate::limits::{FILE_PATH_MAX, SOCKBUF_MAX, SOCKBUF_MIN, SOCK_PATH_MAX};
-use crate::sys::iface;
+use crate::sys::{iface, unix};
 use argh::FromArgs;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -354,15 +354,15 @@ fn path_at_most(option: &str, path: Option<&std::path::Path>, max: usize) -> Res
     }
 }
 
-/// A Unix socket path option: not empty (Linux would bind an abstract address instead), no
-/// control character (the path is in the ready line and systemd's STATUS=, where a newline
-/// would start a line or a field of its own), at most [`SOCK_PATH_MAX`] bytes.
+/// A Unix socket path option: not empty (Linux would bind an abstract address instead),
+/// shown as it is ([`unix::shows_cleanly`]: no control character, ASCII's or C1's), at most
+/// [`SOCK_PATH_MAX`] bytes.
 fn sock_path(option: &str, path: Option<&std::path::Path>) -> Result<(), String> {
-    let bytes = path.map_or(&[][..], |p| p.as_os_str().as_encoded_bytes());
-    if path.is_some() && bytes.is_empty() {
+    let Some(p) = path else { return Ok(()) };
+    if p.as_os_str().is_empty() {
         return Err(format!("{option}: an empty path"));
     }
-    if bytes.iter().any(u8::is_ascii_control) {
+    if !unix::shows_cleanly(p) {
         return Err(format!("{option}: the path holds a control character"));
     }
     path_at_most(option, path, SOCK_PATH_MAX)

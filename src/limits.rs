@@ -116,6 +116,21 @@ pub const HOST_MAX: usize = 64;
 pub const FILE_PATH_MAX: usize = 360;
 /// Longest Unix socket path (sun_path minus the NUL).
 pub const SOCK_PATH_MAX: usize = 107;
+/// One SOCKETS item of a Unix socket at its widest: keys, the longest kind, two buffer
+/// sizes (C ints, sign included) and `"device":null` in 128 bytes, and a path of
+/// [`SOCK_PATH_MAX`] bytes escaped at worst (`"` and `\` double; a socket path with a control
+/// character is refused, and one not UTF-8 cannot be given). Any other item (a listener, a
+/// TCP client, a beacon socket, a beacon interface with none): keys, kind and state in 128
+/// bytes, an IPv6 address with scope and port (58) and the device escaped at worst.
+/// `proto::sockets::tests::items_fit_their_bounds` proves both.
+pub const SOCKETS_UNIX_ITEM_MAX: usize = 128 + 2 + 2 * SOCK_PATH_MAX;
+pub const SOCKETS_NET_ITEM_MAX: usize = 128 + 58 + 2 + 2 * IFNAME_MAX;
+/// The whole SOCKETS reply, `OK {"sockets":[...]}\n`, with every socket there can be: the
+/// Unix listener, the publish socket and every client a Unix one; the TCP and HTTP
+/// listeners and two sockets per beacon interface.
+pub const SOCKETS_REPLY_MAX: usize = 16
+    + (2 + MAX_CLIENTS) * (SOCKETS_UNIX_ITEM_MAX + 1)
+    + (MAX_LISTENERS + MAX_METRICS_LISTENERS + 2 * MAX_BEACON_IFACES) * (SOCKETS_NET_ITEM_MAX + 1);
 /// The board id as reported (STATUS, beacon): at most this many characters.
 pub const ID_MAX: usize = 32;
 
@@ -296,6 +311,7 @@ const _: () = assert!(
             + 1024
             + (MAX_BEACON_IFACES + 1) * 320
 );
+const _: () = assert!(REPLY_MAX >= SOCKETS_REPLY_MAX);
 const _: () = assert!(DATAGRAM_MAX >= 256);
 const _: () = assert!(PROBE_PENDING_MAX > PROBE_BURST as usize);
 const _: () = assert!(NONCE_MAX + 16 < DATAGRAM_MAX);

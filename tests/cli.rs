@@ -67,6 +67,8 @@ fn bad_options_exit_64_with_one_error_line() {
             "/tmp/p\nWATCHDOG=trigger",
         ],
         &["ctl", "-s", "", "PING"],
+        // A C1 control (CSI) in a socket path: it is shown in the ready line.
+        &["agent", "--no-beacon", "--socket", "/tmp/e\u{9b}2J.sock"],
     ];
     for args in cases {
         let t0 = Instant::now();

@@ -489,3 +489,41 @@ fn pipelining_past_the_output_buffer_closes_instead_of_answering_err_too_large()
     assert_eq!(stats["closed_slow"], 1, "{stats}");
     assert_eq!(stats["errors"], 0, "{stats}");
 }
+
+#[test]
+fn sockets_lists_every_socket_at_its_widest_in_one_line() {
+    // The longest socket path there can be, each of its bytes escaped in JSON (`"` and `\`),
+    // four TCP and two HTTP listeners, the publish socket and a full table of Unix clients:
+    // SOCKETS answers with all of them in one OK line (limits::SOCKETS_REPLY_MAX).
+    let dir = temp_dir("widest");
+    let room = 107 - dir.as_os_str().len() - 1;
+    let name: String = "\"\\".chars().cycle().take(room).collect();
+    let sock = dir.join(name);
+    assert_eq!(sock.as_os_str().len(), 107);
+    let sock_arg = sock.to_str().unwrap();
+    #[rustfmt::skip]
+    let a = Agent::start(&[
+        "--socket", sock_arg,
+        "--listen", "127.0.0.1:0", "--listen", "127.0.0.2:0",
+        "--listen", "127.0.0.3:0", "--listen", "127.0.0.4:0",
+        "--metrics", "127.0.0.1:0", "--metrics", "127.0.0.2:0",
+    ]);
+    let mut others: Vec<Client> = (0..15).map(|_| a.unix()).collect();
+    for c in &mut others {
+        assert_eq!(c.req("PING"), "PONG");
+    }
+    let mut c = a.unix();
+    let reply = c.req("SOCKETS");
+    let s = ok_json(&reply);
+    let items = s["sockets"].as_array().unwrap();
+    let count = |kind: &str| items.iter().filter(|i| i["kind"] == kind).count();
+    assert_eq!(count("tcp-listen"), 4, "{reply}");
+    assert_eq!(count("http-listen"), 2, "{reply}");
+    assert_eq!(count("unix-listen"), 1, "{reply}");
+    assert_eq!(count("unix-publish"), 1, "{reply}");
+    assert_eq!(count("unix-client"), 16, "{reply}");
+    for i in items.iter().filter(|i| i["kind"] == "unix-client") {
+        assert_eq!(i["addr"], sock_arg, "{i}");
+    }
+    assert!(reply.len() > 16 * 2 * 70, "{} bytes", reply.len());
+}

@@ -50,9 +50,72 @@ impl SocketInfo {
     }
 }
 
+/// A socket that is not open, for what would have one (a beacon interface down or absent):
+/// the same keys, null where a socket would answer, `device` and why (`state`).
+pub fn write_none(w: &mut WBuf<'_>, kind: &str, device: &str, state: &str) -> fmt::Result {
+    w.write_str("{\"kind\":")?;
+    json::write_str(w, kind.as_bytes())?;
+    w.write_str(
+        ",\"addr\":null,\"accept_conn\":null,\"reuse_addr\":null,\"rcvbuf\":null,\
+         \"sndbuf\":null,\"device\":",
+    )?;
+    json::write_str(w, device.as_bytes())?;
+    w.write_str(",\"state\":")?;
+    json::write_str(w, state.as_bytes())?;
+    w.write_char('}')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::BeaconState;
+    use crate::limits::{IFNAME_MAX, SOCKETS_NET_ITEM_MAX, SOCKETS_UNIX_ITEM_MAX, SOCK_PATH_MAX};
+
+    fn written(f: impl FnOnce(&mut WBuf<'_>) -> fmt::Result) -> usize {
+        let mut b = [0u8; 1024];
+        let mut w = WBuf::new(&mut b);
+        f(&mut w).unwrap();
+        w.len()
+    }
+
+    #[test]
+    fn items_fit_their_bounds() {
+        let worst = |addr: &[u8], device: &[u8]| {
+            let mut s = SocketInfo {
+                accept_conn: Some(false),
+                reuse_addr: Some(false),
+                rcvbuf: i32::MIN.into(),
+                sndbuf: i32::MIN.into(),
+                ..SocketInfo::default()
+            };
+            s.addr.extend_from_slice(addr).unwrap();
+            s.device.extend_from_slice(device).unwrap();
+            s
+        };
+        let path = [b'"'; SOCK_PATH_MAX];
+        let unix = worst(&path, b"");
+        for kind in ["unix-listen", "unix-publish", "unix-client"] {
+            let n = written(|w| unix.write(w, kind));
+            assert!(n <= SOCKETS_UNIX_ITEM_MAX, "{kind}: {n}");
+        }
+        let v6 = std::net::SocketAddrV6::new([0xffff; 8].into(), 65535, 0, u32::MAX).to_string();
+        assert_eq!(v6.len(), 58, "{v6}");
+        let net = worst(v6.as_bytes(), &[b'\\'; IFNAME_MAX]);
+        for kind in ["tcp-listen", "http-listen", "udp-beacon", "tcp-client"] {
+            let n = written(|w| net.write(w, kind));
+            assert!(n <= SOCKETS_NET_ITEM_MAX, "{kind}: {n}");
+        }
+        let device = "\\".repeat(IFNAME_MAX);
+        for state in [
+            BeaconState::Off,
+            BeaconState::Up,
+            BeaconState::Down,
+            BeaconState::Absent,
+        ] {
+            let n = written(|w| write_none(w, "udp-beacon", &device, state.as_str()));
+            assert!(n <= SOCKETS_NET_ITEM_MAX, "{state:?}: {n}");
+        }
+    }
 
     #[test]
     fn writes_one_json_object() {

@@ -198,7 +198,6 @@ impl Links {
         w: &mut WBuf<'_>,
         sep: &mut dyn FnMut(&mut WBuf<'_>) -> fmt::Result,
     ) -> fmt::Result {
-        use fmt::Write;
         for e in &self.entries {
             let mut any = false;
             for fd in [e.sock(Family::V4), e.sock(Family::V6)]
@@ -211,16 +210,13 @@ impl Links {
             }
             if !any {
                 sep(w)?;
-                // No socket while the interface is down or absent: the same keys, null
-                // where a socket would answer, the interface as its device, and why.
-                w.write_str(
-                    "{\"kind\":\"udp-beacon\",\"addr\":null,\"accept_conn\":null,\
-                     \"reuse_addr\":null,\"rcvbuf\":null,\"sndbuf\":null,\"device\":",
+                // No socket while the interface is down or absent.
+                crate::proto::sockets::write_none(
+                    w,
+                    "udp-beacon",
+                    e.link.name(),
+                    e.link.state().0.as_str(),
                 )?;
-                crate::proto::json::write_str(w, e.link.name().as_bytes())?;
-                w.write_str(",\"state\":")?;
-                crate::proto::json::write_str(w, e.link.state().0.as_str().as_bytes())?;
-                w.write_char('}')?;
             }
         }
         Ok(())

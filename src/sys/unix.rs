@@ -6,6 +6,7 @@
 
 use super::net::SOCK_FLAGS;
 use super::SysError;
+use crate::limits::SOCK_PATH_MAX;
 use nix::errno::Errno;
 use nix::libc;
 use nix::sys::socket::{
@@ -148,14 +149,33 @@ fn bind_path(path: &Path, ty: SockType, group: Option<Gid>) -> Result<UnixListen
     Ok(sock)
 }
 
+/// Whether a socket path can be shown as it is: UTF-8 with no control character (ASCII's
+/// or C1's). The path is in the ready line, the log, systemd's STATUS= and SOCKETS, where a
+/// newline would start a line or a field of its own and an escape would drive a terminal.
+pub fn shows_cleanly(path: &Path) -> bool {
+    path.to_str()
+        .is_some_and(|s| !s.chars().any(char::is_control))
+}
+
 /// The agent's default socket path for this user (also `tether ctl`'s default).
 pub fn default_socket_path() -> PathBuf {
-    let uid = nix::unistd::getuid();
+    default_socket_path_for(
+        nix::unistd::getuid(),
+        std::env::var_os("XDG_RUNTIME_DIR").as_deref(),
+    )
+}
+
+/// [`default_socket_path`] for `uid` and this `XDG_RUNTIME_DIR`: a runtime directory that
+/// is not absolute, or that would make a path over [`SOCK_PATH_MAX`] bytes or one that
+/// does not [`shows_cleanly`], is passed over, as if unset.
+fn default_socket_path_for(uid: nix::unistd::Uid, xdg: Option<&std::ffi::OsStr>) -> PathBuf {
     if uid.is_root() {
         return PathBuf::from("/run/tether/tether.sock");
     }
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(d) if !d.is_empty() => Path::new(&d).join("tether.sock"),
+    match xdg.map(|d| Path::new(d).join("tether.sock")) {
+        Some(p) if p.is_absolute() && p.as_os_str().len() <= SOCK_PATH_MAX && shows_cleanly(&p) => {
+            p
+        }
         _ => PathBuf::from(format!("/tmp/tether-{uid}/tether.sock")),
     }
 }
@@ -248,5 +268,65 @@ pub fn recv_dgram(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<Option<Dgram>, E
                 return Ok(Some(d));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::unistd::Uid;
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn clean_paths_are_utf8_without_control_characters() {
+        for ok in [
+            "/run/tether/t.sock",
+            "/tmp/k\u{fc}che.sock",
+            "/tmp/a\"b\\c",
+            "/tmp/\u{a0}",
+        ] {
+            assert!(shows_cleanly(Path::new(ok)), "{ok:?}");
+        }
+        for bad in [
+            "/tmp/a\nb",
+            "/tmp/\u{1b}[2J",
+            "/tmp/\u{7f}",
+            "/tmp/e\u{9b}2J",
+            "/tmp/\u{85}",
+        ] {
+            assert!(!shows_cleanly(Path::new(bad)), "{bad:?}");
+        }
+        assert!(!shows_cleanly(Path::new(OsStr::from_bytes(
+            b"/tmp/k\xfcche"
+        ))));
+    }
+
+    #[test]
+    fn the_runtime_directory_is_used_only_when_the_path_can_be_shown_and_bound() {
+        let user = Uid::from_raw(1000);
+        let xdg = |d: &[u8]| default_socket_path_for(user, Some(OsStr::from_bytes(d)));
+        assert_eq!(
+            xdg(b"/run/user/1000"),
+            Path::new("/run/user/1000/tether.sock")
+        );
+        let fallback = Path::new("/tmp/tether-1000/tether.sock");
+        assert_eq!(default_socket_path_for(user, None), fallback);
+        let long = format!("/{}", "d".repeat(SOCK_PATH_MAX - "/tether.sock".len() - 1));
+        assert_eq!(xdg(long.as_bytes()).as_os_str().len(), SOCK_PATH_MAX);
+        let too_long = format!("{long}d");
+        for bad in [
+            &b""[..],
+            b"run/user/1000",
+            b"/run/user/1000\nWATCHDOG=trigger",
+            b"/run/\x1b[2J",
+            "/run/e\u{9b}2J".as_bytes(),
+            b"/run/k\xfcche",
+            too_long.as_bytes(),
+        ] {
+            assert_eq!(xdg(bad), fallback, "{:?}", OsStr::from_bytes(bad));
+        }
+        let root = default_socket_path_for(Uid::from_raw(0), Some(OsStr::new("/run/user/0")));
+        assert_eq!(root, Path::new("/run/tether/tether.sock"));
     }
 }
