@@ -218,10 +218,16 @@ fn open_local_sockets(
         },
         None => None,
     };
-    let sock_path = cfg
-        .socket
-        .clone()
-        .unwrap_or_else(sys::unix::default_socket_path);
+    let sock_path = cfg.socket.clone().unwrap_or_else(|| {
+        let (path, why) = sys::unix::default_socket_path_why();
+        if let Some(why) = why {
+            log::warn!(
+                "XDG_RUNTIME_DIR passed over ({why}): the socket is {}",
+                path.display()
+            );
+        }
+        path
+    });
     let unix =
         sys::unix::listen_unix(&sock_path, cfg.backlog, group).map_err(fatal(EX_UNAVAILABLE))?;
     let publish = open_publish(cfg, &unix, group, now).inspect_err(|_| unix.remove())?;

@@ -324,16 +324,33 @@ fn an_argument_that_is_not_utf8_is_one_error_line_not_a_panic() {
     }
 }
 
+/// True when the agent can be run as nobody here (as root); else says why it skips.
+fn can_run_as_nobody() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "under CI: needs root"
+    );
+    eprintln!("SKIP: needs root to run the agent as nobody");
+    false
+}
+
+/// `tether ARGS` as user nobody, group nogroup, no supplementary groups.
+fn as_nobody(args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"]);
+    cmd.arg(tether_cmd(args).get_program());
+    cmd.args(tether_cmd(args).get_args());
+    cmd
+}
+
 #[test]
 fn a_socket_group_this_user_may_not_use_is_a_configuration_error() {
     // chgrp(2) needs root or membership: a user outside the group gets 78 and one line
     // before any socket is made (it was 69, "chgrp ...: EPERM", after binding).
-    if !nix::unistd::geteuid().is_root() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "under CI: needs root"
-        );
-        eprintln!("SKIP: needs root to run the agent as nobody");
+    if !can_run_as_nobody() {
         return;
     }
     let dir = temp_dir("group");
@@ -349,11 +366,7 @@ fn a_socket_group_this_user_may_not_use_is_a_configuration_error() {
         "--socket-group",
         "root",
     ];
-    let mut cmd = std::process::Command::new("setpriv");
-    cmd.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"]);
-    cmd.arg(tether_cmd(&args).get_program());
-    cmd.args(tether_cmd(&args).get_args());
-    let out = cmd.output_within(slack(Duration::from_secs(30)));
+    let out = as_nobody(&args).output_within(slack(Duration::from_secs(30)));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(78), "{err}");
     assert_eq!(
@@ -361,4 +374,38 @@ fn a_socket_group_this_user_may_not_use_is_a_configuration_error() {
         "error: --socket-group root: this user is neither root nor in it\n"
     );
     assert!(!sock.exists());
+}
+
+#[test]
+fn an_xdg_runtime_dir_that_cannot_hold_the_socket_is_passed_over_with_a_warning() {
+    // The default socket path of a user is in $XDG_RUNTIME_DIR; one with a newline went
+    // into the ready line and systemd's STATUS= as it was. Now /tmp/tether-UID is used,
+    // and the agent says why.
+    if !can_run_as_nobody() {
+        return;
+    }
+    let fallback = std::path::Path::new("/tmp/tether-65534/tether.sock");
+    for (xdg, why) in [
+        (
+            "/run/x\nWATCHDOG=trigger",
+            "(not UTF-8, or a control character)",
+        ),
+        ("run/user/65534", "(not an absolute path)"),
+    ] {
+        let mut cmd = as_nobody(&["agent", "--no-beacon", "--listen", "127.0.0.1:0"]);
+        cmd.env("XDG_RUNTIME_DIR", xdg);
+        let a = Agent::spawn_command(cmd, temp_dir("xdg"), &[])
+            .unwrap_or_else(|f| panic!("{xdg:?}: agent did not start: {}\n{}", f.stdout, f.stderr));
+        assert_eq!(a.unix, fallback, "{xdg:?}: {}", a.ready);
+        assert_eq!(a.ctl(&["PING"]).1, "PONG\n");
+        let (status, err) = a.stop();
+        assert!(status.success(), "{err}");
+        let warned = err
+            .lines()
+            .filter(|l| l.contains("XDG_RUNTIME_DIR passed over"))
+            .count();
+        assert_eq!(warned, 1, "{xdg:?}: {err}");
+        assert!(err.contains(why), "{xdg:?}: {err}");
+    }
+    let _ = std::fs::remove_dir_all("/tmp/tether-65534");
 }

@@ -159,25 +159,48 @@ pub fn shows_cleanly(path: &Path) -> bool {
 
 /// The agent's default socket path for this user (also `tether ctl`'s default).
 pub fn default_socket_path() -> PathBuf {
+    default_socket_path_why().0
+}
+
+/// [`default_socket_path`], and why a set `$XDG_RUNTIME_DIR` was passed over, if it was
+/// (for the agent's warning).
+pub fn default_socket_path_why() -> (PathBuf, Option<&'static str>) {
     default_socket_path_for(
         nix::unistd::getuid(),
         std::env::var_os("XDG_RUNTIME_DIR").as_deref(),
     )
 }
 
-/// [`default_socket_path`] for `uid` and this `XDG_RUNTIME_DIR`: a runtime directory that
-/// is not absolute, or that would make a path over [`SOCK_PATH_MAX`] bytes or one that
-/// does not [`shows_cleanly`], is passed over, as if unset.
-fn default_socket_path_for(uid: nix::unistd::Uid, xdg: Option<&std::ffi::OsStr>) -> PathBuf {
+/// [`default_socket_path_why`] for `uid` and this `XDG_RUNTIME_DIR`: a runtime directory
+/// that is not absolute, or that would make a path over [`SOCK_PATH_MAX`] bytes or one
+/// that does not [`shows_cleanly`], is passed over.
+fn default_socket_path_for(
+    uid: nix::unistd::Uid,
+    xdg: Option<&std::ffi::OsStr>,
+) -> (PathBuf, Option<&'static str>) {
     if uid.is_root() {
-        return PathBuf::from("/run/tether/tether.sock");
+        return (PathBuf::from("/run/tether/tether.sock"), None);
     }
-    match xdg.map(|d| Path::new(d).join("tether.sock")) {
-        Some(p) if p.is_absolute() && p.as_os_str().len() <= SOCK_PATH_MAX && shows_cleanly(&p) => {
-            p
+    let why = match xdg.filter(|d| !d.is_empty()) {
+        None => None,
+        Some(d) => {
+            let p = Path::new(d).join("tether.sock");
+            if !p.is_absolute() {
+                Some("not an absolute path")
+            } else if p.as_os_str().len() > SOCK_PATH_MAX {
+                Some(crate::limit_text!(
+                    "tether.sock in it would be over ",
+                    { SOCK_PATH_MAX },
+                    " bytes"
+                ))
+            } else if !shows_cleanly(&p) {
+                Some("not UTF-8, or a control character")
+            } else {
+                return (p, None);
+            }
         }
-        _ => PathBuf::from(format!("/tmp/tether-{uid}/tether.sock")),
-    }
+    };
+    (PathBuf::from(format!("/tmp/tether-{uid}/tether.sock")), why)
 }
 
 /// Logs the peer's credentials (SO_PEERCRED) at debug level.
@@ -305,19 +328,22 @@ mod tests {
     #[test]
     fn the_runtime_directory_is_used_only_when_the_path_can_be_shown_and_bound() {
         let user = Uid::from_raw(1000);
-        let xdg = |d: &[u8]| default_socket_path_for(user, Some(OsStr::from_bytes(d)));
+        let xdg = |d: &[u8]| default_socket_path_for(user, Some(OsStr::from_bytes(d))).0;
         assert_eq!(
             xdg(b"/run/user/1000"),
             Path::new("/run/user/1000/tether.sock")
         );
         let fallback = Path::new("/tmp/tether-1000/tether.sock");
-        assert_eq!(default_socket_path_for(user, None), fallback);
+        assert_eq!(default_socket_path_for(user, None), (fallback.into(), None));
+        let empty = default_socket_path_for(user, Some(OsStr::new("")));
+        assert_eq!(empty, (fallback.into(), None));
+        let rel = default_socket_path_for(user, Some(OsStr::new("run/user/1000")));
+        assert_eq!(rel, (fallback.into(), Some("not an absolute path")));
         let long = format!("/{}", "d".repeat(SOCK_PATH_MAX - "/tether.sock".len() - 1));
         assert_eq!(xdg(long.as_bytes()).as_os_str().len(), SOCK_PATH_MAX);
         let too_long = format!("{long}d");
         for bad in [
-            &b""[..],
-            b"run/user/1000",
+            &b"run/user/1000"[..],
             b"/run/user/1000\nWATCHDOG=trigger",
             b"/run/\x1b[2J",
             "/run/e\u{9b}2J".as_bytes(),
@@ -327,6 +353,6 @@ mod tests {
             assert_eq!(xdg(bad), fallback, "{:?}", OsStr::from_bytes(bad));
         }
         let root = default_socket_path_for(Uid::from_raw(0), Some(OsStr::new("/run/user/0")));
-        assert_eq!(root, Path::new("/run/tether/tether.sock"));
+        assert_eq!(root, ("/run/tether/tether.sock".into(), None));
     }
 }
