@@ -329,11 +329,7 @@ fn can_run_as_nobody() -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
     }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "under CI: needs root"
-    );
-    eprintln!("SKIP: needs root to run the agent as nobody");
+    skip("needs root to run the agent as nobody");
     false
 }
 

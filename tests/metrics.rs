@@ -402,10 +402,7 @@ fn promtool() -> Option<&'static str> {
     if ok {
         return Some("promtool");
     }
-    if std::env::var_os("CI").is_some() {
-        panic!("promtool is missing (Debian package `prometheus`; scripts/test installs it)");
-    }
-    eprintln!("SKIP: promtool is missing (apt-get install prometheus)");
+    skip("promtool is missing (Debian package `prometheus`; scripts/test installs it)");
     None
 }
 

@@ -626,12 +626,18 @@ pub fn can_netns() -> bool {
     } else {
         return true;
     };
+    skip(why);
+    false
+}
+
+/// A capability a test needs is missing: under CI (`CI=true`) the test fails, saying
+/// which; elsewhere this says SKIP and why, and the caller returns.
+pub fn skip(why: &str) {
     assert!(
         std::env::var("CI").as_deref() != Ok("true"),
         "under CI: {why}"
     );
     eprintln!("SKIP: {why}");
-    false
 }
 
 /// A network namespace a test made, with loopback up; deleted (with its veths and
