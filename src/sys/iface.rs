@@ -285,16 +285,15 @@ fn each_iface(mut f: impl FnMut(&[u8]) -> bool) {
 
 /// A name an interface may have and tether takes as text (`--iface`, `scan -i`, the
 /// default beacon interface): what Linux allows (1 to IFNAMSIZ - 1 bytes, not `.` or
-/// `..`, no `/`, `:` or white space) less the control characters (ASCII's and the C1 range
-/// U+0080-U+009F, which some terminals obey too), which would reach the ready line, the
-/// log and systemd's status raw.
+/// `..`, no `/`, `:` or white space) less what cannot be shown as it is
+/// ([`super::shows_as_is`]: control characters, ASCII's and C1's).
 pub fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= IFNAME_MAX
         && n != "."
         && n != ".."
-        && n.chars()
-            .all(|c| !c.is_control() && c != ' ' && c != '/' && c != ':')
+        && super::shows_as_is(n)
+        && !n.contains([' ', '/', ':'])
 }
 
 /// The default beacon interface, chosen among all interfaces: the first that is up, not

@@ -65,6 +65,14 @@ pub fn push_lossy<const N: usize>(out: &mut heapless::String<N>, bytes: &[u8]) {
     }
 }
 
+/// Whether a name or path (an interface, a socket) can be shown as it is, in the ready
+/// line, the log and systemd's status: no control character, ASCII's or C1's (U+0080 to
+/// U+009F, which some terminals obey too). A newline would start a line or a field of its
+/// own there, and an escape would drive the terminal that shows it.
+pub fn shows_as_is(s: &str) -> bool {
+    !s.chars().any(char::is_control)
+}
+
 /// Opens a file the agent reads (/proc, /sys, `--thermal`, the LED's, key files), for
 /// reading and non-blocking: a path that is a FIFO (a mistake in `--thermal`, say) reads
 /// as nothing or fails instead of stopping the whole agent in open(2) or read(2).

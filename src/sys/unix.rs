@@ -149,12 +149,10 @@ fn bind_path(path: &Path, ty: SockType, group: Option<Gid>) -> Result<UnixListen
     Ok(sock)
 }
 
-/// Whether a socket path can be shown as it is: UTF-8 with no control character (ASCII's
-/// or C1's). The path is in the ready line, the log, systemd's STATUS= and SOCKETS, where a
-/// newline would start a line or a field of its own and an escape would drive a terminal.
+/// Whether a socket path can be shown as it is (in the ready line, the log, systemd's
+/// STATUS= and SOCKETS): UTF-8 that [`super::shows_as_is`].
 pub fn shows_cleanly(path: &Path) -> bool {
-    path.to_str()
-        .is_some_and(|s| !s.chars().any(char::is_control))
+    path.to_str().is_some_and(super::shows_as_is)
 }
 
 /// The agent's default socket path for this user (also `tether ctl`'s default).
