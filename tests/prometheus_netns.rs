@@ -20,38 +20,24 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-extern "C" {
-    fn geteuid() -> u32;
-}
 const SCANNER_IP: &str = "10.233.0.100";
 
-fn sh(args: &[&str]) -> bool {
-    Command::new(args[0])
-        .args(&args[1..])
+/// Root with `ip netns` ([`can_netns`]) and a `prometheus` to run; otherwise skips, or
+/// fails under CI.
+fn can_run() -> bool {
+    if !can_netns() {
+        return false;
+    }
+    let prometheus = Command::new("prometheus")
+        .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Skips (with the reason) on a laptop, fails under CI.
-fn missing(why: &str) -> bool {
-    skip(why);
-    true
-}
-
-fn can_run() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { geteuid() } != 0 {
-        return !missing("the Prometheus end-to-end test needs root (network namespaces)");
+        .is_ok_and(|s| s.success());
+    if !prometheus {
+        skip("prometheus is missing (Debian package `prometheus`)");
     }
-    if !sh(&["ip", "netns", "list"]) {
-        return !missing("`ip netns` unavailable (install iproute2)");
-    }
-    if !sh(&["prometheus", "--version"]) {
-        return !missing("prometheus is missing (Debian package `prometheus`)");
-    }
-    true
+    prometheus
 }
 
 /// The namespaces, the bridge and the veths; deleted on drop.
