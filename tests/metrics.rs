@@ -393,17 +393,8 @@ fn a_kept_alive_request_already_sent_keeps_its_slot_and_the_newcomer_gets_503() 
 
 /// promtool from Debian's `prometheus` package; under CI its absence is a failure.
 fn promtool() -> Option<&'static str> {
-    let ok = Command::new("promtool")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        return Some("promtool");
-    }
-    skip("promtool is missing (Debian package `prometheus`; scripts/test installs it)");
-    None
+    let why = "promtool is missing (Debian package `prometheus`; scripts/test installs it)";
+    have("promtool", why).then_some("promtool")
 }
 
 /// `promtool check metrics` on `body`: (success, everything it printed).

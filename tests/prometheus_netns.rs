@@ -25,19 +25,11 @@ const SCANNER_IP: &str = "10.233.0.100";
 /// Root with `ip netns` ([`can_netns`]) and a `prometheus` to run; otherwise skips, or
 /// fails under CI.
 fn can_run() -> bool {
-    if !can_netns() {
-        return false;
-    }
-    let prometheus = Command::new("prometheus")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !prometheus {
-        skip("prometheus is missing (Debian package `prometheus`)");
-    }
-    prometheus
+    can_netns()
+        && have(
+            "prometheus",
+            "prometheus is missing (Debian package `prometheus`)",
+        )
 }
 
 /// The namespaces, the bridge and the veths; deleted on drop.

@@ -630,6 +630,21 @@ pub fn can_netns() -> bool {
     false
 }
 
+/// Whether `program --version` runs and succeeds here (quietly); otherwise [`skip`] with
+/// `why`, which fails the test under CI.
+pub fn have(program: &str, why: &str) -> bool {
+    let ok = Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        skip(why);
+    }
+    ok
+}
+
 /// A capability a test needs is missing: under CI (`CI=true`) the test fails, saying
 /// which; elsewhere this says SKIP and why, and the caller returns.
 pub fn skip(why: &str) {
