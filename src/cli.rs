@@ -355,15 +355,18 @@ fn path_at_most(option: &str, path: Option<&std::path::Path>, max: usize) -> Res
 }
 
 /// A Unix socket path option: not empty (Linux would bind an abstract address instead),
-/// shown as it is ([`unix::shows_cleanly`]: no control character, ASCII's or C1's), at most
-/// [`SOCK_PATH_MAX`] bytes.
+/// shown as it is ([`unix::shows_cleanly`]: no control character, ASCII's or C1's, and no
+/// space: it is one field of the ready line), at most [`SOCK_PATH_MAX`] bytes.
 fn sock_path(option: &str, path: Option<&std::path::Path>) -> Result<(), String> {
     let Some(p) = path else { return Ok(()) };
     if p.as_os_str().is_empty() {
         return Err(format!("{option}: an empty path"));
     }
     if !unix::shows_cleanly(p) {
-        return Err(format!("{option}: the path holds a control character"));
+        return Err(format!(
+            "{option}: the path holds a space or a control character \
+             (it is one field of the ready line)"
+        ));
     }
     path_at_most(option, path, SOCK_PATH_MAX)
 }

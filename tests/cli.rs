@@ -69,6 +69,10 @@ fn bad_options_exit_64_with_one_error_line() {
         &["ctl", "-s", "", "PING"],
         // A C1 control (CSI) in a socket path: it is shown in the ready line.
         &["agent", "--no-beacon", "--socket", "/tmp/e\u{9b}2J.sock"],
+        // A space: the path is one field of the ready line (`unix=PATH publish=...`).
+        &["agent", "--no-beacon", "--socket", "/tmp/my dir/t.sock"],
+        &["agent", "--no-beacon", "--publish", "/tmp/p\u{a0}q.sock"],
+        &["ctl", "-s", "/tmp/my dir/t.sock", "PING"],
     ];
     for args in cases {
         let t0 = Instant::now();
@@ -384,9 +388,13 @@ fn an_xdg_runtime_dir_that_cannot_hold_the_socket_is_passed_over_with_a_warning(
     for (xdg, why) in [
         (
             "/run/x\nWATCHDOG=trigger",
-            "(not UTF-8, or a control character)",
+            "(not UTF-8, or a space or control character)",
         ),
         ("run/user/65534", "(not an absolute path)"),
+        (
+            "/run/my dir",
+            "(not UTF-8, or a space or control character)",
+        ),
     ] {
         let mut cmd = as_nobody(&["agent", "--no-beacon", "--listen", "127.0.0.1:0"]);
         cmd.env("XDG_RUNTIME_DIR", xdg);

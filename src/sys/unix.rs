@@ -150,9 +150,12 @@ fn bind_path(path: &Path, ty: SockType, group: Option<Gid>) -> Result<UnixListen
 }
 
 /// Whether a socket path can be shown as it is (in the ready line, the log, systemd's
-/// STATUS= and SOCKETS): UTF-8 that [`super::shows_as_is`].
+/// STATUS= and SOCKETS): UTF-8 that [`super::shows_as_is`], and no white space (Unicode's,
+/// as `str::split_whitespace` knows it): the path is one field of the space-separated
+/// ready line (`unix=PATH publish=PATH`), which scripts and tests split.
 pub fn shows_cleanly(path: &Path) -> bool {
-    path.to_str().is_some_and(super::shows_as_is)
+    path.to_str()
+        .is_some_and(|s| super::shows_as_is(s) && !s.contains(char::is_whitespace))
 }
 
 /// The agent's default socket path for this user (also `tether ctl`'s default).
@@ -192,7 +195,7 @@ fn default_socket_path_for(
                     " bytes"
                 ))
             } else if !shows_cleanly(&p) {
-                Some("not UTF-8, or a control character")
+                Some("not UTF-8, or a space or control character")
             } else {
                 return (p, None);
             }
@@ -300,12 +303,12 @@ mod tests {
     use std::os::unix::ffi::OsStrExt;
 
     #[test]
-    fn clean_paths_are_utf8_without_control_characters() {
+    fn clean_paths_are_utf8_without_control_characters_or_white_space() {
         for ok in [
             "/run/tether/t.sock",
             "/tmp/k\u{fc}che.sock",
             "/tmp/a\"b\\c",
-            "/tmp/\u{a0}",
+            "/tmp/a_b-c=d,e",
         ] {
             assert!(shows_cleanly(Path::new(ok)), "{ok:?}");
         }
@@ -315,6 +318,10 @@ mod tests {
             "/tmp/\u{7f}",
             "/tmp/e\u{9b}2J",
             "/tmp/\u{85}",
+            "/tmp/my dir/t.sock",
+            "/tmp/\u{a0}",
+            "/tmp/a\u{2003}b",
+            "/tmp/a\u{3000}b",
         ] {
             assert!(!shows_cleanly(Path::new(bad)), "{bad:?}");
         }
