@@ -264,3 +264,14 @@ deb_triple() {
         *) die "unknown Debian architecture $1 (known: amd64 arm64 armhf)" ;;
     esac
 }
+
+# deb_qemu ARCH: the qemu-user name (qemu-NAME, binfmt_misc's qemu-NAME) that runs a
+# Debian architecture's programs.
+deb_qemu() {
+    case $1 in
+        amd64) echo x86_64 ;;
+        arm64) echo aarch64 ;;
+        armhf) echo arm ;;
+        *) die "unknown Debian architecture $1 (known: amd64 arm64 armhf)" ;;
+    esac
+}
