@@ -104,6 +104,8 @@ pub const IDENTIFY_HALF_PERIOD_MS: u64 = 250;
 
 /// Interface names (IFNAMSIZ - 1) and how many addresses STATUS lists.
 pub const IFNAME_MAX: usize = 15;
+/// The kernel's IFNAMSIZ: an interface name with its NUL, as SO_BINDTODEVICE reads back.
+pub const IFNAMSIZ: usize = IFNAME_MAX + 1;
 /// The last beacon socket error kept for STATUS (`last_error`), cut at a char boundary.
 pub const BEACON_ERROR_MAX: usize = 96;
 pub const MAX_ADDRS: usize = 16;
@@ -124,7 +126,16 @@ pub const SOCK_PATH_MAX: usize = 107;
 /// bytes, an IPv6 address with scope and port (58) and the device escaped at worst.
 /// `proto::sockets::tests::items_fit_their_bounds` proves both.
 pub const SOCKETS_UNIX_ITEM_MAX: usize = 128 + 2 + 2 * SOCK_PATH_MAX;
-pub const SOCKETS_NET_ITEM_MAX: usize = 128 + 58 + 2 + 2 * IFNAME_MAX;
+pub const SOCKETS_NET_ITEM_MAX: usize = 128 + INET_ADDR_TEXT_MAX + 2 + 2 * IFNAME_MAX;
+/// An IPv6 socket address as text at its widest: `[` 39 hex digits and colons `%` a
+/// 10-digit scope id `]:65535`.
+pub const INET_ADDR_TEXT_MAX: usize = 1 + 39 + 1 + 10 + 1 + 6;
+/// A socket's own address as SOCKETS shows it: a Unix path or an IP socket address.
+pub const SOCKET_ADDR_TEXT_MAX: usize = if SOCK_PATH_MAX > INET_ADDR_TEXT_MAX {
+    SOCK_PATH_MAX
+} else {
+    INET_ADDR_TEXT_MAX
+};
 /// The whole SOCKETS reply, `OK {"sockets":[...]}\n`, with every socket there can be: the
 /// Unix listener, the publish socket and every client a Unix one; the TCP and HTTP
 /// listeners and two sockets per beacon interface.
@@ -150,6 +161,8 @@ pub const MAX_METRICS_LISTENERS: usize = 2;
 pub const DEFAULT_METRICS_PORT: u16 = 9545;
 /// HTTP clients have their own slot table, apart from the control port's [`MAX_CLIENTS`].
 pub const HTTP_SLOTS: usize = 4;
+/// Reads per HTTP connection per turn (as [`READS_PER_TURN`] for control clients).
+pub const HTTP_READS_PER_TURN: usize = 8;
 /// Longest HTTP request head (request line + headers + blank line); more gets 431.
 pub const HTTP_HEAD_MAX: usize = 2048;
 /// A request head must be complete this long after the connection opened or its first byte.

@@ -3,19 +3,20 @@
 
 use super::json;
 use super::wbuf::WBuf;
+use crate::limits::{IFNAME_MAX, SOCKET_ADDR_TEXT_MAX};
 use core::fmt::{self, Write};
 
 /// A socket as SOCKETS shows it. `None` or -1: the option could not be read.
 #[derive(Debug, Default)]
 pub struct SocketInfo {
     /// `ip:port`, a Unix path, `(unnamed)`, or `?` when getsockname failed.
-    pub addr: heapless::Vec<u8, 128>,
+    pub addr: heapless::Vec<u8, SOCKET_ADDR_TEXT_MAX>,
     pub accept_conn: Option<bool>,
     pub reuse_addr: Option<bool>,
     pub rcvbuf: i64,
     pub sndbuf: i64,
     /// SO_BINDTODEVICE; empty when not bound.
-    pub device: heapless::Vec<u8, 16>,
+    pub device: heapless::Vec<u8, IFNAME_MAX>,
 }
 
 fn flag(v: Option<bool>) -> &'static str {

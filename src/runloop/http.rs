@@ -14,8 +14,8 @@
 //! [`DRAIN`] passes, so the last response is not destroyed by a reset.
 
 use crate::limits::{
-    HTTP_HEAD_MAX, HTTP_HEAD_TIMEOUT_SECS, HTTP_KEEPALIVE_SECS, HTTP_RESP_HEAD_MAX, HTTP_RESP_MAX,
-    HTTP_SEND_TIMEOUT_SECS, HTTP_SLOTS,
+    HTTP_HEAD_MAX, HTTP_HEAD_TIMEOUT_SECS, HTTP_KEEPALIVE_SECS, HTTP_READS_PER_TURN,
+    HTTP_RESP_HEAD_MAX, HTTP_RESP_MAX, HTTP_SEND_TIMEOUT_SECS, HTTP_SLOTS,
 };
 use crate::metrics::HttpStats;
 use crate::proto::http::{
@@ -34,8 +34,6 @@ pub const DRAIN: Duration = Duration::from_secs(2);
 const HEAD_TIMEOUT: Duration = Duration::from_secs(HTTP_HEAD_TIMEOUT_SECS);
 const KEEPALIVE: Duration = Duration::from_secs(HTTP_KEEPALIVE_SECS);
 const SEND_TIMEOUT: Duration = Duration::from_secs(HTTP_SEND_TIMEOUT_SECS);
-/// Reads per connection per turn.
-const READS_PER_TURN: usize = 8;
 
 /// Writes the `/metrics` body; the run loop passes a closure over the agent and its Env.
 pub type Render<'r> = dyn FnMut(&mut WBuf<'_>, &HttpStats) -> fmt::Result + 'r;
@@ -246,7 +244,7 @@ impl Http {
     }
 
     fn read(&mut self, i: usize, now: Instant, render: &mut Render<'_>) {
-        for _ in 0..READS_PER_TURN {
+        for _ in 0..HTTP_READS_PER_TURN {
             let s = &mut self.slots[i];
             let Some(fd) = &s.fd else { return };
             match s.phase {

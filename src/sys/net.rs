@@ -4,6 +4,7 @@
 //! (`--rcvbuf` / `--sndbuf`), which every socket-opening function in `sys` applies.
 
 use super::SysError;
+use crate::limits::{IFNAMSIZ, SOCKET_ADDR_TEXT_MAX};
 use crate::proto::sockets::SocketInfo;
 use crate::proto::wbuf::WBuf;
 use nix::errno::Errno;
@@ -209,7 +210,7 @@ pub fn shutdown_write(fd: BorrowedFd<'_>) {
 }
 
 /// The device a socket is bound to (SO_BINDTODEVICE), read without allocating.
-pub fn bound_device(fd: BorrowedFd<'_>, out: &mut [u8; 16]) -> usize {
+pub fn bound_device(fd: BorrowedFd<'_>, out: &mut [u8; IFNAMSIZ]) -> usize {
     let mut len = out.len() as nix::libc::socklen_t;
     // SAFETY: `out` is valid for `len` bytes and outlives the call; the kernel writes at
     // most `len` bytes and updates `len`.
@@ -233,7 +234,7 @@ pub fn bound_device(fd: BorrowedFd<'_>, out: &mut [u8; 16]) -> usize {
 /// getsockopt), without allocating. [`SocketInfo::write`] turns it into JSON.
 pub fn socket_info(fd: BorrowedFd<'_>) -> SocketInfo {
     let mut info = SocketInfo::default();
-    let mut abuf = [0u8; 128];
+    let mut abuf = [0u8; SOCKET_ADDR_TEXT_MAX];
     let mut a = WBuf::new(&mut abuf);
     let sa: Result<SockaddrStorage, _> = getsockname(fd.as_raw_fd());
     match sa {
@@ -262,7 +263,7 @@ pub fn socket_info(fd: BorrowedFd<'_>) -> SocketInfo {
     let num = |r: nix::Result<usize>| r.map(|v| v as i64).unwrap_or(-1);
     info.rcvbuf = num(getsockopt(fd, sockopt::RcvBuf));
     info.sndbuf = num(getsockopt(fd, sockopt::SndBuf));
-    let mut dev = [0u8; 16];
+    let mut dev = [0u8; IFNAMSIZ];
     let n = bound_device(*fd, &mut dev);
     let _ = info.device.extend_from_slice(&dev[..n]);
     info
