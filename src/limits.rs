@@ -23,7 +23,8 @@ pub const QUICK_POLLS: u8 = 15;
 /// most, so a reset does not destroy the last reply; at most this many at once.
 pub const LINGER_SECS: u64 = 2;
 pub const LINGER_MAX: usize = 16;
-/// What a lingering connection sends is read into (and dropped from) a stack buffer this big.
+/// What a lingering connection sends (control or HTTP) is read into (and dropped from) a
+/// stack buffer this big.
 pub const LINGER_SINK: usize = 512;
 /// Connections accepted while every client slot is taken wait at most until the end of
 /// the loop turn for one (hang-ups read in that turn free slots); this many at once.
@@ -111,6 +112,14 @@ pub const BEACON_ERROR_MAX: usize = 96;
 pub const MAX_ADDRS: usize = 16;
 /// Longest hostname we report (HOST_NAME_MAX).
 pub const HOST_MAX: usize = 64;
+/// The board's small /proc and /sys files (hostname, uptime, loadavg, the start of
+/// meminfo, `--thermal`) are read into a stack buffer this big; only meminfo is longer,
+/// and the lines read from it (MemTotal, MemAvailable) come in its first 200 bytes.
+pub const PROC_READ_MAX: usize = 2048;
+/// The longest line of /proc/net/if_inet6 or /proc/net/dev the agent reads (in chunks of
+/// twice this); a longer one is skipped. An if_inet6 line is at most 32 + 4 * 3 + 1 + 15
+/// bytes, a /proc/net/dev line 6 + 1 + 16 * 21 (every counter at its widest).
+pub const PROC_LINE_MAX: usize = 512;
 /// Longest path of a file the agent opens after start-up (`--thermal`, `--led` and the files
 /// inside an LED directory; `--token-file` and `--fleet-key`, re-read on SIGHUP). std opens
 /// a path shorter than 384 bytes through a C string on the stack and allocates for a longer

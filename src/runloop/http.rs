@@ -15,7 +15,7 @@
 
 use crate::limits::{
     HTTP_HEAD_MAX, HTTP_HEAD_TIMEOUT_SECS, HTTP_KEEPALIVE_SECS, HTTP_READS_PER_TURN,
-    HTTP_RESP_HEAD_MAX, HTTP_RESP_MAX, HTTP_SEND_TIMEOUT_SECS, HTTP_SLOTS,
+    HTTP_RESP_HEAD_MAX, HTTP_RESP_MAX, HTTP_SEND_TIMEOUT_SECS, HTTP_SLOTS, LINGER_SINK,
 };
 use crate::metrics::HttpStats;
 use crate::proto::http::{
@@ -249,7 +249,7 @@ impl Http {
             let Some(fd) = &s.fd else { return };
             match s.phase {
                 Phase::Drain => {
-                    let mut sink = [0u8; 512];
+                    let mut sink = [0u8; LINGER_SINK];
                     match net::recv(fd.as_fd(), &mut sink) {
                         NetIo::Done(_) => continue,
                         NetIo::WouldBlock => return,

@@ -3,6 +3,7 @@
 
 use super::{iface, read_small};
 use crate::agent::Board;
+use crate::limits::PROC_READ_MAX;
 
 fn first_f32(b: &[u8]) -> Option<f32> {
     let w = b.split(|&c| c == b' ' || c == b'\n').next()?;
@@ -32,7 +33,7 @@ fn meminfo_kb(buf: &[u8], key: &[u8]) -> u64 {
 /// Reads the board now. Missing files give zeros / None, never an error.
 pub fn read(thermal: &str) -> Board {
     let mut b = Board::default();
-    let mut buf = [0u8; 2048];
+    let mut buf = [0u8; PROC_READ_MAX];
     if let Some(n) = read_small("/proc/sys/kernel/hostname", &mut buf) {
         // As the kernel holds it (up to 64 bytes), less the line end.
         let name = &buf[..n];

@@ -5,7 +5,7 @@
 //! Names are the kernel's bytes: looked up as they are, shown as UTF-8 (U+FFFD for a byte
 //! that is not).
 
-use crate::limits::{IFNAME_MAX, MAX_ADDRS};
+use crate::limits::{IFNAME_MAX, MAX_ADDRS, PROC_LINE_MAX};
 use nix::libc;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -184,11 +184,6 @@ fn each_inet6(mut f: impl FnMut(&[u8], Ipv6Addr, u32) -> bool) {
     });
 }
 
-/// The longest line [`each_line`] passes on; a longer one is skipped. An if_inet6 line is
-/// at most 32 + 4 * 3 + 1 + 15 bytes, a /proc/net/dev line 6 + 1 + 16 * 21 (every counter
-/// at its widest). Less than half of [`each_line`]'s buffer, so a read always has room.
-const LINE_MAX: usize = 512;
-
 /// Calls `f` for every line (without its newline) of a /proc file of any length, read in
 /// chunks on the stack, until `f` returns false. No heap.
 fn each_line(path: &str, mut f: impl FnMut(&[u8]) -> bool) {
@@ -196,7 +191,7 @@ fn each_line(path: &str, mut f: impl FnMut(&[u8]) -> bool) {
     let Ok(mut file) = super::open_read(path) else {
         return;
     };
-    let mut buf = [0u8; 1024];
+    let mut buf = [0u8; 2 * PROC_LINE_MAX];
     // `buf[..held]`: the start of a line whose end has not been read yet.
     let (mut held, mut skipping) = (0, false);
     loop {
@@ -216,14 +211,14 @@ fn each_line(path: &str, mut f: impl FnMut(&[u8]) -> bool) {
         let mut start = 0;
         while let Some(i) = buf[start..end].iter().position(|&b| b == b'\n') {
             let line = &buf[start..start + i];
-            if !std::mem::take(&mut skipping) && line.len() <= LINE_MAX && !f(line) {
+            if !std::mem::take(&mut skipping) && line.len() <= PROC_LINE_MAX && !f(line) {
                 return;
             }
             start += i + 1;
         }
         buf.copy_within(start..end, 0);
         held = end - start;
-        if held > LINE_MAX {
+        if held > PROC_LINE_MAX {
             // Too long to be a line we read: drop it up to its newline.
             (held, skipping) = (0, true);
         }
@@ -400,7 +395,7 @@ mod tests {
             stopped < 3
         });
         std::fs::remove_file(&path).unwrap();
-        want.remove(7); // longer than LINE_MAX: skipped whole
+        want.remove(7); // longer than PROC_LINE_MAX: skipped whole
         assert_eq!(got, want);
         assert_eq!(stopped, 3);
     }
