@@ -244,7 +244,11 @@ const E_PUBLISH_ONLY: Error = Error::new(
 );
 const E_PUBLISH_LINE: Error = Error::new(
     ErrCode::TooLong,
-    "a datagram must be one line of at most 255 bytes",
+    crate::limit_text!(
+        "a datagram must be one line of at most ",
+        { crate::limits::LINE_MAX },
+        " bytes"
+    ),
 );
 
 impl Agent {

@@ -3,7 +3,7 @@
 //! no I/O beyond what argh needs, nothing here opens a socket or a file.
 
 use crate::limits::{
-    DEFAULT_BACKLOG, DEFAULT_BEACON_PORT, DEFAULT_IDLE_SECS, DEFAULT_INTERVAL_SECS,
+    BACKLOG_MAX, DEFAULT_BACKLOG, DEFAULT_BEACON_PORT, DEFAULT_IDLE_SECS, DEFAULT_INTERVAL_SECS,
     INTERVAL_MAX_SECS, INTERVAL_MIN_SECS, MAX_CLIENTS, MAX_LISTENERS,
 };
 use crate::limits::{DEFAULT_METRICS_PORT, LINE_MAX, MAX_BEACON_IFACES, MAX_METRICS_LISTENERS};
@@ -236,8 +236,11 @@ impl AgentArgs {
             })?;
             listen.push(a);
         }
-        if self.backlog == 0 || self.backlog > 4096 {
-            return Err(format!("--backlog {}: expected 1-4096", self.backlog));
+        if self.backlog == 0 || self.backlog > BACKLOG_MAX {
+            return Err(format!(
+                "--backlog {}: expected 1-{BACKLOG_MAX}",
+                self.backlog
+            ));
         }
         if self.max_clients == 0 || self.max_clients > MAX_CLIENTS {
             return Err(format!(

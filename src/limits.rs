@@ -40,6 +40,8 @@ pub const DEFAULT_MAX_CLIENTS: usize = MAX_CLIENTS;
 pub const MAX_LISTENERS: usize = 4;
 /// Default listen backlog (`--backlog`): small, as embedded servers have.
 pub const DEFAULT_BACKLOG: u16 = 8;
+/// The largest `--backlog` taken (Linux caps it at net.core.somaxconn, 4096 by default).
+pub const BACKLOG_MAX: u16 = 4096;
 /// Default idle timeout in seconds (`--idle-timeout`).
 pub const DEFAULT_IDLE_SECS: u32 = 60;
 

@@ -90,7 +90,11 @@ fn counters(agent: &Agent) -> [(&'static str, &'static str, u64); 18] {
         ),
         (
             "tether_closed_too_long_total",
-            "Control connections closed after a line over 255 bytes.",
+            crate::limit_text!(
+                "Control connections closed after a line over ",
+                { crate::limits::LINE_MAX },
+                " bytes."
+            ),
             s.closed_too_long,
         ),
         (

@@ -44,7 +44,11 @@ impl Publish {
             };
             let res = if d.truncated || d.len > PUBLISH_DGRAM_MAX {
                 agent.stats.publish_rejected += 1;
-                Err("oversized datagram (one line of at most 255 bytes)")
+                Err(crate::limit_text!(
+                    "oversized datagram (one line of at most ",
+                    { crate::limits::LINE_MAX },
+                    " bytes)"
+                ))
             } else {
                 agent.publish(now, &buf[..d.len]).map_err(|e| e.text)
             };
