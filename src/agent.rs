@@ -242,7 +242,9 @@ const E_PUBLISH_ONLY: Error = Error::new(
     ErrCode::BadCommand,
     "only SET and DEL can be published (the publish socket answers nothing)",
 );
-const E_PUBLISH_LINE: Error = Error::new(
+/// A publish datagram that is not one line of at most LINE_MAX bytes (too long, cut
+/// short by the socket, or more than one line).
+pub const E_PUBLISH_LINE: Error = Error::new(
     ErrCode::TooLong,
     crate::limit_text!(
         "a datagram must be one line of at most ",

@@ -44,11 +44,7 @@ impl Publish {
             };
             let res = if d.truncated || d.len > PUBLISH_DGRAM_MAX {
                 agent.stats.publish_rejected += 1;
-                Err(crate::limit_text!(
-                    "oversized datagram (one line of at most ",
-                    { crate::limits::LINE_MAX },
-                    " bytes)"
-                ))
+                Err(crate::agent::E_PUBLISH_LINE.text)
             } else {
                 agent.publish(now, &buf[..d.len]).map_err(|e| e.text)
             };
