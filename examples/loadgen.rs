@@ -11,8 +11,8 @@
 //!     target | met). The C poll(2) server (benches/c/pingserver.c) is optional.
 //! loadgen load --addr ADDR [--conns 8] [--depth 16] [--requests N]
 //!     one PING load run against a tether-protocol server (for `perf record`).
-//! loadgen storm --addr ADDR [--conc 12] [--count 2000]
-//!     one connect storm against a tether-protocol server.
+//! loadgen storm --addr ADDR [--conc 12] [--count 2000] [--proto tether|c|redis]
+//!     one connect storm (against tether unless --proto says otherwise).
 //! loadgen scrape --tether ADDR --tether-pid PID --peer ADDR --peer-pid PID [--rounds N]
 //!               [--secs S] [--conc C]
 //!     `GET /metrics` over kept-alive connections, C concurrent scrapers (default 4), S
@@ -114,7 +114,13 @@ fn main() {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or_else(|| die("--addr ADDR required"));
             let conc = opt_num(&a, "--conc", 12);
-            let st = storm(ad, Proto::Tether, opt_num(&a, "--count", 2000), conc);
+            let p = match opt(&a, "--proto").as_deref() {
+                None | Some("tether") => Proto::Tether,
+                Some("c") => Proto::C,
+                Some("redis") => Proto::Redis,
+                Some(x) => die(&format!("--proto {x}: expected tether, c or redis")),
+            };
+            let st = storm(ad, p, opt_num(&a, "--count", 2000), conc);
             println!(
                 "storm x{conc}: {:.0} conn/s, {} ok, {} busy, {} failures, slowest connect {:.1} ms, slowest total {:.1} ms {:?}",
                 (st.ok + st.busy) as f64 / st.secs,
