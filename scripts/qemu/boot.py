@@ -16,7 +16,7 @@ Steps (each timed):
   4. --board (a Raspberry Pi machine): the guest prints its raw thermal_zone0/temp and, from
      a sampler loop, every change of the ACT LED's trigger (and of its brightness while the
      trigger is `none`) to the serial console. The host asserts STATUS's temperature equals
-     the guest's /sys reading, then sends `ctl --token-file F IDENTIFY 3` and asserts that
+     the guest's /sys reading, then sends `ctl --token-file F IDENTIFY 4` and asserts that
      the trigger went to `none`, the brightness toggled between 0 and on, and the trigger
      that was there before came back;
   5. read the pcap: a UDP datagram to 255.255.255.255:4546 whose payload starts with
