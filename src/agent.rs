@@ -287,13 +287,10 @@ impl Agent {
         now.saturating_duration_since(self.started)
     }
 
-    /// Sets (or clears) the AUTH token. Leading/trailing whitespace is not part of it.
+    /// Sets (or clears) the AUTH token: a token file's secret, as
+    /// [`crate::sys::read_secret`] gives it (trimmed, 1..=TOKEN_MAX bytes).
     pub fn set_token(&mut self, token: Option<&[u8]>) {
-        self.token = token.and_then(|t| {
-            let t = t.trim_ascii();
-            let mut v = heapless::Vec::new();
-            (!t.is_empty() && v.extend_from_slice(t).is_ok()).then_some(v)
-        });
+        self.token = token.and_then(|t| heapless::Vec::from_slice(t).ok());
     }
 
     pub fn has_token(&self) -> bool {
@@ -833,7 +830,7 @@ mod tests {
     fn tcp_is_read_only_until_auth() {
         let t = Instant::now();
         let mut a = agent(t, false);
-        a.set_token(Some(b"s3cret\n"));
+        a.set_token(Some(b"s3cret"));
         let mut env = FakeEnv::default();
         let mut s = Session::new(Transport::Tcp);
         assert!(run(&mut a, t, &mut s, "SET a 1", &mut env).starts_with("ERR denied "));

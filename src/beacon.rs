@@ -23,10 +23,11 @@
 use crate::agent::{Agent, BeaconInfo, BeaconState, Board, Stats};
 use crate::limits::{
     warn_due, DATAGRAM_MAX, FLEET_KEY_MAX, PROBE_ANSWER_DELAY_MAX_MS, PROBE_BURST,
-    PROBE_PENDING_MAX, PROBE_PER_SEC,
+    PROBE_PENDING_MAX, PROBE_PER_SEC, SECRET_SLACK,
 };
 use crate::proto::beacon::{self, Fields, FleetKey, NONCE_MAX};
 use crate::sys::iface::IfName;
+use crate::sys::NoSecret;
 use core::fmt::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::path::{Path, PathBuf};
@@ -128,21 +129,21 @@ pub struct Signing {
     pub key: FleetKey,
 }
 
-/// Reads a fleet key file (`--fleet-key`): its contents with surrounding whitespace
-/// trimmed, [`crate::limits::FLEET_KEY_MIN`]..=[`FLEET_KEY_MAX`] bytes. No heap on success.
+/// Reads a fleet key file (`--fleet-key`): its contents with surrounding white space
+/// trimmed ([`crate::sys::read_secret`]), [`crate::limits::FLEET_KEY_MIN`]..=[`FLEET_KEY_MAX`]
+/// bytes. No heap on success.
 pub fn load_key(path: &Path) -> Result<FleetKey, String> {
-    let mut buf = [0u8; FLEET_KEY_MAX + 64];
-    let n = path
-        .to_str()
-        .and_then(|p| crate::sys::read_small(p, &mut buf))
-        .ok_or_else(|| format!("--fleet-key {}: missing or unreadable", path.display()))?;
-    // A full buffer means the file may go on: too long either way.
-    let key = if n == buf.len() {
-        Err(beacon::KeyError::Long)
-    } else {
-        FleetKey::parse(&buf[..n])
+    let mut buf = [0u8; FLEET_KEY_MAX + SECRET_SLACK];
+    let why = match crate::sys::read_secret(path, &mut buf, FLEET_KEY_MAX) {
+        Ok(k) => match FleetKey::parse(k) {
+            Ok(key) => return Ok(key),
+            Err(e) => e.to_string(),
+        },
+        // How to make a key is the useful answer to an empty file.
+        Err(NoSecret::Empty) => beacon::KeyError::Short(0).to_string(),
+        Err(e) => e.to_string(),
     };
-    key.map_err(|e| format!("--fleet-key {}: {e}", path.display()))
+    Err(format!("--fleet-key {}: {why}", path.display()))
 }
 
 impl Signing {

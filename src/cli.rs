@@ -205,6 +205,23 @@ pub struct AgentConfig {
     pub sndbuf: Option<u32>,
 }
 
+/// argh takes one short switch per argument, but `-vv` is what anyone who has used ssh or
+/// curl types for `-v -v`: it is split here. For `agent` only, whose arguments are all
+/// options and their values; ctl's words are the command it sends (`SET mood -vv`).
+pub fn split_verbose<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let agent = args.first() == Some(&"agent");
+    let mut out = Vec::with_capacity(args.len());
+    for &a in args {
+        match a.strip_prefix('-') {
+            Some(v) if agent && v.len() > 1 && v.bytes().all(|b| b == b'v') => {
+                out.extend(std::iter::repeat_n("-v", v.len()));
+            }
+            _ => out.push(a),
+        }
+    }
+    out
+}
+
 /// A `--metrics` address: `IP:PORT`, or an IP alone for [`DEFAULT_METRICS_PORT`].
 pub fn metrics_addr(s: &str) -> Option<SocketAddr> {
     if let Ok(a) = s.parse::<SocketAddr>() {
@@ -471,6 +488,20 @@ mod tests {
         assert!(parse(&["--bogus"]).is_err());
         assert!(parse(&["--no-beacon"]).unwrap().beacon.is_none());
         assert_eq!(parse(&["-v", "-v"]).unwrap().verbose, 2);
+        let split = |a: &[&'static str]| split_verbose(a);
+        assert_eq!(
+            split(&["agent", "-vv", "--listen", "x"]),
+            ["agent", "-v", "-v", "--listen", "x"]
+        );
+        assert_eq!(
+            split(&["agent", "-v", "-vvv"]),
+            ["agent", "-v", "-v", "-v", "-v"]
+        );
+        assert_eq!(split(&["agent", "-", "-vx"]), ["agent", "-", "-vx"]);
+        assert_eq!(
+            split(&["ctl", "SET", "mood", "-vv"]),
+            ["ctl", "SET", "mood", "-vv"]
+        );
     }
 
     #[test]

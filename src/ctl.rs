@@ -16,7 +16,7 @@ pub mod pretty;
 use crate::agent::AUTH_CHALLENGE_PREFIX;
 use crate::cli::CtlArgs;
 use crate::exit::{Fatal, EX_CONFIG, EX_ERR, EX_NOPERM, EX_PROTOCOL, EX_TEMPFAIL, EX_UNAVAILABLE};
-use crate::limits::{AUTH_NONCE_BYTES, LINE_MAX};
+use crate::limits::{AUTH_NONCE_BYTES, LINE_MAX, SECRET_SLACK, TOKEN_MAX};
 use crate::proto::reply::{ErrCode, TOO_LONG_TEXT};
 use nix::errno::Errno;
 use std::io::{BufRead, ErrorKind, IsTerminal, Read, Write};
@@ -261,9 +261,11 @@ fn login(s: &mut dyn Stream, args: &CtlArgs, timeout: Duration) -> Result<Option
     let Some(tf) = &args.token_file else {
         return Ok(None);
     };
-    let token = std::fs::read(tf)
+    // The agent's own checks, so that a file it would refuse is refused here too (78).
+    let mut buf = [0u8; TOKEN_MAX + SECRET_SLACK];
+    let token = crate::sys::read_secret(tf, &mut buf, TOKEN_MAX)
         .map_err(|e| Fatal::new(EX_CONFIG, format!("--token-file {}: {e}", tf.display())))?;
-    let reply = authenticate(s, token.trim_ascii(), Instant::now() + timeout)?;
+    let reply = authenticate(s, token, Instant::now() + timeout)?;
     if reply == "OK" {
         return Ok(None);
     }

@@ -52,11 +52,14 @@ pub const VALUE_MAX: usize = 64;
 /// Longest `ttl=` a fact may carry (one year).
 pub const TTL_MAX_SECS: u32 = 365 * 24 * 3600;
 
-/// AUTH token: at most this many bytes are read from `--token-file`.
+/// AUTH token (`--token-file`): bytes after trimming white space, at most.
 pub const TOKEN_MAX: usize = 128;
-/// Fleet key (`--fleet-key`): bytes after trimming whitespace, at least and at most.
+/// Fleet key (`--fleet-key`): bytes after trimming white space, at least and at most.
 pub const FLEET_KEY_MIN: usize = 16;
 pub const FLEET_KEY_MAX: usize = 256;
+/// White space a secret file (token, fleet key) may hold around its secret (a newline, a
+/// CRLF, indentation) beyond the secret's own limit; a longer file is refused.
+pub const SECRET_SLACK: usize = 64;
 /// A client that failed AUTH has its next line held back this long.
 pub const AUTH_FAIL_DELAY_MS: u64 = 1000;
 /// Across all clients, at most this many failed AUTHs per second are checked;

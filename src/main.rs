@@ -41,6 +41,7 @@ fn main() -> ExitCode {
         .first()
         .map_or("tether", |s| s.rsplit('/').next().unwrap_or(s));
     let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    let rest = tether::cli::split_verbose(&rest);
     let top = match <Top as argh::FromArgs>::from_args(&[prog], &rest) {
         Ok(t) => t,
         Err(e) if e.status.is_ok() => {

@@ -11,7 +11,7 @@ use crate::agent::{Agent, BeaconInfo, BeaconState, Board, Env, Led, Outcome, Tra
 use crate::beacon::Family;
 use crate::limits::{
     ACCEPT_PAUSE_MS, ACCEPT_WAITING_MAX, LINGER_MAX, LINGER_SECS, LINGER_SINK, MAX_CLIENTS,
-    MAX_LISTENERS, QUICK_POLLS, READS_PER_TURN, TOKEN_MAX,
+    MAX_LISTENERS, QUICK_POLLS, READS_PER_TURN, SECRET_SLACK, TOKEN_MAX,
 };
 use crate::proto::reply::{write_err, ErrCode, Error, TOO_LONG_TEXT};
 use crate::proto::request::parse;
@@ -20,7 +20,7 @@ use crate::sys::led::LedFile;
 use crate::sys::net::{self, Io as NetIo};
 use crate::sys::signals::{Event, Signals};
 use crate::sys::unix::UnixListener;
-use crate::sys::SysError;
+use crate::sys::{NoSecret, SysError};
 use conn::{Conn, Flushed, Read, Stop, Table};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -207,24 +207,6 @@ enum Tok {
     HttpListen(usize),
     Http(usize, u32),
     Publish,
-}
-
-/// Why `--token-file` gives no token (AUTH is then disabled).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoToken {
-    Unreadable,
-    Empty,
-    TooLong,
-}
-
-impl fmt::Display for NoToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            NoToken::Unreadable => f.write_str("missing or unreadable"),
-            NoToken::Empty => f.write_str("empty"),
-            NoToken::TooLong => write!(f, "longer than {TOKEN_MAX} bytes"),
-        }
-    }
 }
 
 /// Every source of a deadline, named once: [`RunLoop::deadline`] says when each is due
@@ -614,20 +596,12 @@ impl RunLoop {
 
     /// Reads `--token-file`, when one is set, into the agent. On Err AUTH is disabled and
     /// the error says why (start-up makes it fatal, SIGHUP a warning).
-    pub fn read_token(&mut self) -> Result<(), NoToken> {
+    pub fn read_token(&mut self) -> Result<(), NoSecret> {
         let Some(p) = self.io.token_file.as_ref() else {
             return Ok(());
         };
-        let mut buf = [0u8; TOKEN_MAX + 2];
-        let r = match p.to_str().and_then(|p| crate::sys::read_small(p, &mut buf)) {
-            None => Err(NoToken::Unreadable),
-            Some(n) if n > TOKEN_MAX + 1 => Err(NoToken::TooLong),
-            Some(n) => match buf[..n].trim_ascii().len() {
-                0 => Err(NoToken::Empty),
-                l if l > TOKEN_MAX => Err(NoToken::TooLong),
-                _ => Ok(&buf[..n]),
-            },
-        };
+        let mut buf = [0u8; TOKEN_MAX + SECRET_SLACK];
+        let r = crate::sys::read_secret(p, &mut buf, TOKEN_MAX);
         self.agent.set_token(r.ok());
         r.map(|_| ())
     }

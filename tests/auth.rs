@@ -313,8 +313,19 @@ fn a_bad_token_file_stops_start_up_with_one_line_saying_why() {
         assert_eq!(e.status.code(), Some(78), "{}", e.stderr);
         assert_eq!(e.stderr, format!("error: --token-file {f}: {why}\n"));
     }
-    // 128 bytes is a token.
-    std::fs::write(&long, format!("{}\n", "a".repeat(128))).unwrap();
+    // 128 bytes is a token, with the white space an editor leaves around it too.
+    std::fs::write(&long, format!("  {}\r\n", "a".repeat(128))).unwrap();
     let a = Agent::start(&["--token-file", long.to_str().unwrap()]);
     assert_eq!(a.unix().req("PING"), "PONG");
+    // More white space than a secret file may hold (64 bytes beyond the limit): refused.
+    let padded = dir.join("padded");
+    std::fs::write(&padded, format!("tok{}", " ".repeat(200))).unwrap();
+    let p = padded.to_str().unwrap();
+    let Err(e) = Agent::try_start(&["--token-file", p]) else {
+        panic!("started with --token-file {p}");
+    };
+    assert_eq!(
+        e.stderr,
+        format!("error: --token-file {p}: longer than 128 bytes\n")
+    );
 }

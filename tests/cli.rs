@@ -229,6 +229,29 @@ fn ctl_token_file_auths_first() {
     assert_eq!(code, 77, "{out}");
     assert!(out.starts_with("ERR denied"), "{out}");
     assert_eq!(a.unix().req("GET a"), "OK b");
+    // A file the agent would refuse is refused by ctl too, as a configuration error (78)
+    // before anything is sent, not as a wrong answer; white space around the token is not
+    // part of it (CRLF, indentation).
+    let empty = dir.join("empty");
+    std::fs::write(&empty, " \r\n").unwrap();
+    let long = dir.join("long");
+    std::fs::write(&long, "a".repeat(129)).unwrap();
+    let missing = dir.join("missing");
+    for (f, why) in [
+        (&empty, "empty"),
+        (&long, "longer than 128 bytes"),
+        (&missing, "missing or unreadable"),
+    ] {
+        let f = f.to_str().unwrap();
+        let (code, out, err) = run(&["ctl", "-c", &tcp, "--token-file", f, "DEL", "a"]);
+        assert_eq!(code, 78, "{out} {err}");
+        assert_eq!(err, format!("error: --token-file {f}: {why}\n"));
+    }
+    std::fs::write(&tf, "  hunter2\r\n").unwrap();
+    let (code, out, err) = run(&["ctl", "-c", &tcp, "--token-file", tfs, "DEL", "a"]);
+    assert_eq!((code, out.as_str()), (0, "OK\n"), "{err}");
+    let got = a.unix().req("GET a");
+    assert!(got.starts_with("ERR not-found "), "{got}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -412,4 +435,29 @@ fn an_xdg_runtime_dir_that_cannot_hold_the_socket_is_passed_over_with_a_warning(
         assert!(err.contains(why), "{xdg:?}: {err}");
     }
     let _ = std::fs::remove_dir_all("/tmp/tether-65534");
+}
+
+/// `-v` / `-vv` (one argument, as users type it) turn on the debug lines, e.g. a client's
+/// connect; without them, or when `RUST_LOG` is set (it wins), there are none.
+#[test]
+fn verbose_switches_and_rust_log() {
+    let debug_lines = |extra: &[&str], rust_log: &str| {
+        let dir = temp_dir("verbose");
+        let mut args = loopback_agent_args(&dir.join("t.sock"), &["--no-beacon", "--no-publish"]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let a = Agent::spawn(&args, dir, &[("RUST_LOG", rust_log)]).unwrap_or_else(|f| {
+            panic!("{extra:?} RUST_LOG={rust_log}: {:?} {}", f.status, f.stderr)
+        });
+        assert_eq!(a.ctl(&["PING"]).1.trim(), "PONG");
+        let (status, err) = a.stop();
+        assert!(status.success(), "{err}");
+        err.lines().filter(|l| l.contains("connected")).count()
+    };
+    // An empty RUST_LOG is as good as none: the level comes from -v.
+    assert_eq!(debug_lines(&[], ""), 0);
+    assert!(debug_lines(&["-v"], "") >= 1);
+    assert!(debug_lines(&["-vv"], "") >= 1);
+    assert!(debug_lines(&["-v", "-v"], "") >= 1);
+    assert_eq!(debug_lines(&["-vv"], "info"), 0);
+    assert!(debug_lines(&[], "debug") >= 1);
 }

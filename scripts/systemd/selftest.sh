@@ -266,6 +266,36 @@ else
     bad "apt install ./tether.deb"; tail -n 15 /tmp/apt.log
 fi
 check "active and serving after apt install" bash -c "systemctl is-active -q tether && [ \"\$(tether ctl PING)\" = PONG ]"
+
+# ---- 14. (with 13's package, before its purge) the Prometheus target-list unit ------------
+# ExecStart names `tether` without a directory: systemd finds /usr/bin/tether (the package)
+# or /usr/local/bin/tether (by hand). The container has only lo: the probes find no route
+# (a warning) and the list is empty.
+SD=/var/lib/tether-sd/tether.json
+sd_written() { [ "$(cat $SD 2>/dev/null)" = '[]' ]; }
+install -m 0644 /share/byhand/tether-scan-sd.service /etc/systemd/system/
+if T systemctl daemon-reload && T systemctl enable --now tether-scan-sd >/tmp/sd.log 2>&1; then
+    ok "tether-scan-sd: enable --now exits 0"
+else
+    bad "tether-scan-sd: enable --now exits 0"; cat /tmp/sd.log
+fi
+sd_runs() { # active, ExecStart resolved to the package's binary, running as tether
+    systemctl is-active -q tether-scan-sd || return 1
+    pid=$(systemctl show -p MainPID --value tether-scan-sd)
+    [ "$pid" != 0 ] && [ "$(readlink "/proc/$pid/exe")" = /usr/bin/tether ] \
+        && [ "$(stat -c %U "/proc/$pid")" = tether ]
+}
+pid=0
+if wait_for 5 sd_runs; then
+    ok "tether-scan-sd: active, runs /usr/bin/tether as tether"
+else
+    bad "tether-scan-sd: active, runs /usr/bin/tether as tether" \
+        "($(systemctl is-active tether-scan-sd), pid $pid: $(readlink "/proc/$pid/exe") as $(stat -c %U "/proc/$pid"))"
+fi
+check "tether-scan-sd: writes [] to $SD" wait_for 10 sd_written
+check "tether-scan-sd: $SD mode 0644, owner tether" test "$(stat -c '%a %U' $SD 2>&1)" = "644 tether"
+T systemctl disable --now tether-scan-sd >/dev/null 2>&1
+rm -f /etc/systemd/system/tether-scan-sd.service
 T apt-get purge -y -q tether >/dev/null 2>&1
 check "apt purge: no tether process left" bash -c "! pgrep -x tether >/dev/null"
 

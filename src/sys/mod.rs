@@ -99,3 +99,45 @@ pub fn read_small(path: &str, buf: &mut [u8]) -> Option<usize> {
     }
     Some(n)
 }
+
+/// Why a secret file (`--token-file`, `--fleet-key`) holds no secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoSecret {
+    Unreadable,
+    Empty,
+    /// Longer than the given number of bytes (white space trimmed).
+    TooLong(usize),
+}
+
+impl fmt::Display for NoSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NoSecret::Unreadable => f.write_str("missing or unreadable"),
+            NoSecret::Empty => f.write_str("empty"),
+            NoSecret::TooLong(max) => write!(f, "longer than {max} bytes"),
+        }
+    }
+}
+
+/// Reads a secret file into `buf` without allocating: its contents with surrounding white
+/// space trimmed, 1..=`max` bytes. `buf` holds `max` plus [`SECRET_SLACK`] bytes of white
+/// space; a file that fills it is too long.
+///
+/// [`SECRET_SLACK`]: crate::limits::SECRET_SLACK
+pub fn read_secret<'b>(
+    path: &std::path::Path,
+    buf: &'b mut [u8],
+    max: usize,
+) -> Result<&'b [u8], NoSecret> {
+    let n = (path.to_str())
+        .and_then(|p| read_small(p, buf))
+        .ok_or(NoSecret::Unreadable)?;
+    if n == buf.len() {
+        return Err(NoSecret::TooLong(max));
+    }
+    match buf[..n].trim_ascii() {
+        [] => Err(NoSecret::Empty),
+        s if s.len() > max => Err(NoSecret::TooLong(max)),
+        s => Ok(s),
+    }
+}
