@@ -279,18 +279,20 @@ if T systemctl daemon-reload && T systemctl enable --now tether-scan-sd >/tmp/sd
 else
     bad "tether-scan-sd: enable --now exits 0"; cat /tmp/sd.log
 fi
+exe_of() { # the program PID runs (under qemu-user, the one qemu runs: its first argument)
+    if [ -e /share/emulated ]; then tr '\0' '\n' <"/proc/$1/cmdline" | sed -n 2p; else readlink "/proc/$1/exe"; fi
+}
 sd_runs() { # active, ExecStart resolved to the package's binary, running as tether
     systemctl is-active -q tether-scan-sd || return 1
     pid=$(systemctl show -p MainPID --value tether-scan-sd)
-    [ "$pid" != 0 ] && [ "$(readlink "/proc/$pid/exe")" = /usr/bin/tether ] \
-        && [ "$(stat -c %U "/proc/$pid")" = tether ]
+    [ "$pid" != 0 ] && [ "$(exe_of "$pid")" = /usr/bin/tether ] && [ "$(stat -c %U "/proc/$pid")" = tether ]
 }
 pid=0
 if wait_for 5 sd_runs; then
     ok "tether-scan-sd: active, runs /usr/bin/tether as tether"
 else
     bad "tether-scan-sd: active, runs /usr/bin/tether as tether" \
-        "($(systemctl is-active tether-scan-sd), pid $pid: $(readlink "/proc/$pid/exe") as $(stat -c %U "/proc/$pid"))"
+        "($(systemctl is-active tether-scan-sd), pid $pid: $(exe_of "$pid") as $(stat -c %U "/proc/$pid"); $(tr '\0' ' ' <"/proc/$pid/cmdline"))"
 fi
 check "tether-scan-sd: writes [] to $SD" wait_for 10 sd_written
 check "tether-scan-sd: $SD mode 0644, owner tether" test "$(stat -c '%a %U' $SD 2>&1)" = "644 tether"
