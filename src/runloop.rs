@@ -732,17 +732,18 @@ impl RunLoop {
         let Some(i) = self.lingering.iter().position(|l| l.fd.as_raw_fd() == raw) else {
             return;
         };
-        let l = &self.lingering[i];
+        // As many reads a turn as a client gets, no more: a peer that keeps sending must
+        // not hold the loop here. Its linger deadline ends it.
         let mut sink = [0u8; LINGER_SINK];
-        let done = loop {
-            match net::recv(l.fd.as_fd(), &mut sink) {
-                NetIo::Done(_) => continue,
-                NetIo::WouldBlock => break false,
-                NetIo::Closed => break true,
+        for _ in 0..READS_PER_TURN {
+            match net::recv(self.lingering[i].fd.as_fd(), &mut sink) {
+                NetIo::Done(_) => {}
+                NetIo::WouldBlock => return,
+                NetIo::Closed => {
+                    self.lingering.remove(i);
+                    return;
+                }
             }
-        };
-        if done {
-            self.lingering.remove(i);
         }
     }
 

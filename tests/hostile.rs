@@ -185,6 +185,53 @@ fn overlong_lines_get_too_long_and_close() {
     assert!(stats(&a, "closed_too_long") >= 3);
 }
 
+/// A peer the agent has said goodbye to (QUIT, a too-long line, `ERR busy`) lingers for
+/// 2 s while the agent drains what it still sends. Three such peers sending as fast as
+/// they can, past the 2 s, must not hold the loop: the drain reads a few times a turn.
+#[test]
+fn peers_that_keep_sending_after_goodbye_do_not_hold_the_loop() {
+    let (mut a, before) = start(&[]);
+    let mut checker = a.tcp();
+    let addr = a.tcp_addr();
+    let secs = scaled(3, 4) as u64;
+    let (worst, sent) = ping_while(&mut checker, move || {
+        let senders: Vec<_> = (0..3)
+            .map(|i| {
+                thread::spawn(move || {
+                    let mut s = raw_tcp(addr);
+                    let big = nix::sys::socket::sockopt::SndBuf;
+                    let _ = nix::sys::socket::setsockopt(&s.as_fd(), big, &(4 << 20));
+                    // Goodbye three ways: QUIT, a line over 255 bytes, and QUIT again.
+                    let bye = if i == 1 {
+                        format!("{}\n", "A".repeat(300))
+                    } else {
+                        "QUIT\n".into()
+                    };
+                    s.write_all(bye.as_bytes()).unwrap();
+                    let mut reply = [0u8; 64];
+                    let n = s.read(&mut reply).unwrap_or(0);
+                    assert!(n > 0, "no reply to the goodbye line");
+                    let junk = vec![b'x'; 1 << 20];
+                    let (t, mut sent) = (Instant::now(), 0usize);
+                    while t.elapsed() < Duration::from_secs(secs) {
+                        match s.write(&junk) {
+                            Ok(n) => sent += n,
+                            Err(_) => break, // the agent ended the linger: reset
+                        }
+                    }
+                    sent
+                })
+            })
+            .collect();
+        senders
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .sum::<usize>()
+    });
+    assert!(sent > 1 << 20, "the senders sent only {sent} bytes");
+    assert_unharmed(&mut a, &before, worst);
+}
+
 #[test]
 fn binary_garbage_and_nul_bytes() {
     let (mut a, before) = start(&[]);
