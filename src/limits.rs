@@ -42,6 +42,10 @@ pub const MAX_LISTENERS: usize = 4;
 pub const DEFAULT_BACKLOG: u16 = 8;
 /// The largest `--backlog` taken (Linux caps it at net.core.somaxconn, 4096 by default).
 pub const BACKLOG_MAX: u16 = 4096;
+/// Connections accepted from one listener in one turn, at most: whatever its accept queue
+/// can hold (`--backlog` + 1), so the queue is drained every turn, but a flood that refills
+/// it as fast as it is read cannot keep the loop from its other work.
+pub const ACCEPTS_PER_TURN: usize = BACKLOG_MAX as usize + 1;
 /// Default idle timeout in seconds (`--idle-timeout`).
 pub const DEFAULT_IDLE_SECS: u32 = 60;
 

@@ -10,8 +10,8 @@
 use crate::agent::{Agent, BeaconInfo, BeaconState, Board, Env, Led, Outcome, Transport};
 use crate::beacon::Family;
 use crate::limits::{
-    ACCEPT_PAUSE_MS, ACCEPT_WAITING_MAX, LINGER_MAX, LINGER_SECS, LINGER_SINK, MAX_CLIENTS,
-    MAX_LISTENERS, QUICK_POLLS, READS_PER_TURN, SECRET_SLACK, TOKEN_MAX,
+    ACCEPTS_PER_TURN, ACCEPT_PAUSE_MS, ACCEPT_WAITING_MAX, LINGER_MAX, LINGER_SECS, LINGER_SINK,
+    MAX_CLIENTS, MAX_LISTENERS, QUICK_POLLS, READS_PER_TURN, SECRET_SLACK, TOKEN_MAX,
 };
 use crate::proto::reply::{write_err, ErrCode, Error, TOO_LONG_TEXT};
 use crate::proto::request::parse;
@@ -611,7 +611,7 @@ impl RunLoop {
     }
 
     fn accept_all(&mut self, now: Instant, tcp: Option<usize>) {
-        loop {
+        for _ in 0..ACCEPTS_PER_TURN {
             let (fd, transport) = match tcp {
                 Some(i) => (self.io.tcp[i].0.as_fd(), Transport::Tcp),
                 None => (self.io.unix.fd.as_fd(), Transport::Unix),
@@ -894,7 +894,7 @@ impl RunLoop {
 
     /// Accepts every waiting connection on metrics listener `li` (see [`http::Http`]).
     fn accept_http(&mut self, now: Instant, li: usize) {
-        loop {
+        for _ in 0..ACCEPTS_PER_TURN {
             match self.http.accept_one(now, self.io.metrics[li].0.as_fd()) {
                 http::Accepted::None => return,
                 http::Accepted::Slot(None) => {}
