@@ -80,6 +80,16 @@ pub const DATAGRAM_MAX: usize = 512;
 pub const NONCE_MAX: usize = 64;
 /// `tether scan`: signed seqs remembered per (id, run, source) to spot a re-sent datagram.
 pub const SCAN_SEQ_WINDOW: usize = 1024;
+/// `tether scan`: rows it keeps, at most (a LAN flooded with made-up ids cannot grow it
+/// without bound; datagrams of further boards are counted and said in one warning).
+pub const SCAN_BOARDS_MAX: usize = 1024;
+/// `tether scan --watch`: a board silent this long is dropped from the listing (the
+/// service runs for months; boards are re-imaged, renumbered, retired).
+pub const SCAN_FORGET_SECS: u64 = 600;
+/// `tether scan`: a beacon's load and temperature are believed within these bounds; a
+/// value outside (or not a finite number) shows as unknown.
+pub const SCAN_LOAD_MAX: f64 = 1e6;
+pub const SCAN_TEMP_C: (f64, f64) = (-273.15, 1000.0);
 /// Default beacon port and interval.
 pub const DEFAULT_BEACON_PORT: u16 = 4546;
 pub const DEFAULT_INTERVAL_SECS: u32 = 5;

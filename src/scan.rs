@@ -10,7 +10,8 @@
 use crate::cli::ScanArgs;
 use crate::exit::{printable, Fatal, EX_CANTCREAT, EX_CONFIG, EX_OSERR, EX_UNAVAILABLE};
 use crate::limits::{
-    BEACON_RECV_PER_TURN, DATAGRAM_MAX, SCAN_PROBES, SCAN_RCVBUF, SCAN_SEQ_WINDOW,
+    BEACON_RECV_PER_TURN, DATAGRAM_MAX, SCAN_BOARDS_MAX, SCAN_FORGET_SECS, SCAN_LOAD_MAX,
+    SCAN_PROBES, SCAN_RCVBUF, SCAN_SEQ_WINDOW, SCAN_TEMP_C,
 };
 use crate::proto::beacon::{self, count_members, fields, unquote, FleetKey, Trust};
 use crate::proto::fixed::Fixed;
@@ -39,7 +40,8 @@ pub struct Board {
     /// The metrics port the beacon announced (`"metrics":PORT`), if any.
     pub metrics: Option<u16>,
     pub uptime: u64,
-    pub load: f64,
+    /// None when the beacon had none, or not a believable one (see [`SCAN_LOAD_MAX`]).
+    pub load: Option<f64>,
     pub temp_c: Option<f64>,
     pub facts: usize,
     pub seq: u64,
@@ -61,6 +63,12 @@ fn text(v: &[u8]) -> String {
 
 fn num<T: std::str::FromStr>(v: &[u8]) -> Option<T> {
     std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// A measurement: a finite number within `lo..=hi`, else unknown (`1e999`, `NaN` and
+/// a 300-digit load are not a board's).
+fn reading(v: &[u8], lo: f64, hi: f64) -> Option<f64> {
+    num::<f64>(v).filter(|x| (lo..=hi).contains(x))
 }
 
 /// True when `d` is one whole JSON object: [`fields`] (which stops at the first syntax
@@ -97,7 +105,7 @@ pub fn decode(d: &[u8], from: SocketAddr, now: Instant) -> Option<Board> {
         port: 0,
         metrics: None,
         uptime: 0,
-        load: 0.0,
+        load: None,
         temp_c: None,
         facts: 0,
         seq: 0,
@@ -113,12 +121,17 @@ pub fn decode(d: &[u8], from: SocketAddr, now: Instant) -> Option<Board> {
             b"tether" => version = num::<u32>(v),
             b"id" => b.id = text(v),
             b"host" => b.host = text(v),
-            b"addr" if v != b"null" && from.is_ipv4() => b.addr = text(v),
+            // An IP address, or the source stays: this text becomes a Prometheus target.
+            b"addr" if from.is_ipv4() => {
+                if let Ok(ip) = text(v).parse::<IpAddr>() {
+                    b.addr = ip.to_string();
+                }
+            }
             b"port" => b.port = num(v).unwrap_or(0),
             b"metrics" => b.metrics = num(v).filter(|&p: &u16| p != 0),
             b"uptime" => b.uptime = num(v).unwrap_or(0),
-            b"load" => b.load = num(v).unwrap_or(0.0),
-            b"temp_c" => b.temp_c = num(v),
+            b"load" => b.load = reading(v, 0.0, SCAN_LOAD_MAX),
+            b"temp_c" => b.temp_c = reading(v, SCAN_TEMP_C.0, SCAN_TEMP_C.1),
             b"facts" => b.facts = count_members(v),
             b"seq" => b.seq = num(v).unwrap_or(0),
             b"run" => b.run = Some(text(v)),
@@ -173,6 +186,10 @@ pub struct Boards {
     seqs: Vec<((String, String, IpAddr), Vec<u64>)>,
     /// Ids already warned about as clones (one warning per id per run of scan), sorted.
     warned: Vec<String>,
+    /// Datagrams of boards past [`SCAN_BOARDS_MAX`] rows, ignored; and how many of them
+    /// were already said in a warning.
+    ignored: u64,
+    ignored_said: u64,
 }
 
 impl Boards {
@@ -183,7 +200,35 @@ impl Boards {
             rows: Vec::new(),
             seqs: Vec::new(),
             warned: Vec::new(),
+            ignored: 0,
+            ignored_said: 0,
         }
+    }
+
+    /// `--watch`: drops the boards silent for [`SCAN_FORGET_SECS`].
+    pub fn forget(&mut self, now: Instant) {
+        let forget = Duration::from_secs(SCAN_FORGET_SECS);
+        self.rows
+            .retain(|(_, r)| now.saturating_duration_since(r.heard) < forget);
+        // The seqs of a run no row shows any more (a board restarted, or forgotten).
+        let rows = &self.rows;
+        self.seqs.retain(|((id, run, source), _)| {
+            rows.iter().any(|(_, r)| {
+                r.id == *id && r.run.as_deref().unwrap_or("") == run && r.source == *source
+            })
+        });
+    }
+
+    /// A warning when datagrams of boards beyond [`SCAN_BOARDS_MAX`] were ignored since
+    /// the last one.
+    pub fn ignored_warning(&mut self) -> Option<String> {
+        let new = self.ignored - self.ignored_said;
+        self.ignored_said = self.ignored;
+        (new > 0).then(|| {
+            format!(
+                "warning: more than {SCAN_BOARDS_MAX} boards heard: {new} datagrams of further ones ignored"
+            )
+        })
     }
 
     /// True when this signed (id, run, seq) was seen before (or is older than the window).
@@ -280,6 +325,7 @@ impl Boards {
         }
         match at {
             Ok(i) => self.rows[i].1 = b,
+            Err(_) if self.rows.len() >= SCAN_BOARDS_MAX => self.ignored += 1,
             Err(i) => self.rows.insert(i, (k, b)),
         }
     }
@@ -420,9 +466,8 @@ pub fn table(rows: &[&Board], now: Instant, silent_after: Duration, trust: bool)
         if trust { " TRUST" } else { "" }
     );
     for b in rows {
-        let temp = b
-            .temp_c
-            .map_or("-".to_string(), |t| Fixed(t, 1).to_string());
+        let shown =
+            |v: Option<f64>, decimals| v.map_or("-".into(), |v| Fixed(v, decimals).to_string());
         let seen = now.saturating_duration_since(b.heard).as_secs_f64();
         s += &format!(
             "{:<16} {:<20} {:<15} {:>5} {:>7} {:>5} {:>6} {:>5} {:>5}s {:<6}{}\n",
@@ -431,8 +476,8 @@ pub fn table(rows: &[&Board], now: Instant, silent_after: Duration, trust: bool)
             printable(&b.addr),
             b.port,
             human_secs(b.uptime),
-            Fixed(b.load, 2),
-            temp,
+            shown(b.load, 2),
+            shown(b.temp_c, 1),
             b.facts,
             Fixed(seen, 1),
             status(b, now, silent_after),
@@ -475,13 +520,12 @@ pub fn to_json(rows: &[&Board], now: Instant, silent_after: Duration) -> String 
                 Some(m) => write!(w, ",\"metrics\":{m}")?,
                 None => w.write_str(",\"metrics\":null")?,
             }
-            write!(
-                w,
-                ",\"port\":{},\"uptime\":{},\"load\":{},\"temp_c\":",
-                b.port,
-                b.uptime,
-                Fixed(b.load, 2)
-            )?;
+            write!(w, ",\"port\":{},\"uptime\":{},\"load\":", b.port, b.uptime)?;
+            match b.load {
+                Some(l) => write!(w, "{}", Fixed(l, 2))?,
+                None => w.write_str("null")?,
+            }
+            w.write_str(",\"temp_c\":")?;
             json::write_opt_f1(&mut w, b.temp_c.map(|t| t as f32))?;
             write!(w, ",\"facts\":{},\"seq\":{},\"run\":", b.facts, b.seq)?;
             match &b.run {
@@ -730,10 +774,14 @@ fn reprobe_times(start: Instant, wait: Duration) -> Vec<Instant> {
         .collect()
 }
 
-/// Prints one `warning:` line per newly found cloned id.
+/// Prints one `warning:` line per newly found cloned id, and one when boards past
+/// [`SCAN_BOARDS_MAX`] were ignored.
 fn warn_clones(boards: &mut Boards) {
     for id in boards.mark_clones() {
         eprintln!("{}", clone_warning(&id));
+    }
+    if let Some(w) = boards.ignored_warning() {
+        eprintln!("{w}");
     }
 }
 
@@ -782,6 +830,7 @@ pub fn run(args: ScanArgs, wait: Duration) -> Result<u8, Fatal> {
         let mut out = std::io::stdout();
         loop {
             let now = Instant::now();
+            boards.forget(now);
             if let Some(p) = &args.prometheus_sd {
                 let text = prometheus_sd(boards.shown(false), now, silent_after);
                 if let Err(e) = update_sd(p, text, &mut sd_last) {
@@ -1195,7 +1244,8 @@ mod tests {
         assert!(controls.eq(['\n'; 4]), "only the line ends: {t:?}");
         assert!(lines[1].starts_with("f3               x?[2J?]0;pwned?      10.9.0.66 "));
         assert!(lines[2].starts_with("f2               evil?f9dc1469d10fd16e pi-kitchen"));
-        assert!(lines[2].contains(" 1?0 "), "{t}");
+        // An `addr` that is not an IP address is not shown: the source address is.
+        assert!(lines[2].contains(" 10.9.0.66 "), "{t}");
         assert!(
             lines[3].starts_with("a?b?             pi-k\u{fc}che-\u{1f600} "),
             "{t}"
@@ -1237,5 +1287,60 @@ mod tests {
         assert_eq!(bs.hidden(true), None);
         let t = table(&bs.shown(true), now, Duration::from_secs(15), true);
         assert!(t.lines().next().unwrap().ends_with(" TRUST"), "{t}");
+    }
+
+    #[test]
+    fn unbelievable_readings_are_unknown_and_the_json_stays_valid() {
+        let now = Instant::now();
+        let beacon = |load: &str, temp: &str| {
+            let d = format!(
+                "{{\"tether\":1,\"id\":\"x\",\"port\":4545,\"load\":{load},\"temp_c\":{temp}}}"
+            );
+            decode(d.as_bytes(), from([10, 9, 0, 1]), now).unwrap()
+        };
+        for (load, temp) in [
+            ("1e999", "-1e999"),
+            ("1e300", "1e300"),
+            ("-1", "-300"),
+            ("NaN", "inf"),
+        ] {
+            let b = beacon(load, temp);
+            assert_eq!((b.load, b.temp_c), (None, None), "{load} {temp}");
+            let j = to_json(&[&b], now, Duration::from_secs(15));
+            assert!(
+                j.contains("\"load\":null,") && j.contains("\"temp_c\":null,"),
+                "{j}"
+            );
+            let t = table(&[&b], now, Duration::from_secs(15), false);
+            assert!(t.lines().nth(1).is_some_and(|l| l.len() < 120), "{t}");
+        }
+        let b = beacon("0.25", "48.3");
+        assert_eq!((b.load, b.temp_c), (Some(0.25), Some(48.3)));
+    }
+
+    #[test]
+    fn a_flood_of_made_up_ids_fills_a_bounded_table_and_is_said_once() {
+        let now = Instant::now();
+        let mut bs = Boards::new(None, "n".into());
+        for i in 0..SCAN_BOARDS_MAX + 10 {
+            bs.ingest(
+                &datagram(&format!("{i:016x}"), "r", [10, 9, 0, 1], 1, None),
+                from([10, 9, 0, 1]),
+                now,
+            );
+        }
+        assert_eq!(bs.shown(true).len(), SCAN_BOARDS_MAX);
+        let w = bs.ignored_warning().unwrap();
+        assert!(w.contains(" 10 datagrams"), "{w}");
+        assert_eq!(bs.ignored_warning(), None, "said once");
+        // --watch forgets the silent ones, and then there is room again.
+        bs.forget(now + Duration::from_secs(SCAN_FORGET_SECS));
+        assert!(bs.shown(true).is_empty());
+        bs.ingest(
+            &datagram("new", "r", [10, 9, 0, 1], 1, None),
+            from([10, 9, 0, 1]),
+            now,
+        );
+        assert_eq!(bs.shown(true).len(), 1);
     }
 }
