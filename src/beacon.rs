@@ -489,7 +489,11 @@ impl Link {
                     self.info.last_error.clear();
                 }
             }
-            (Err(e), Kind::Answer) => log::debug!("probe answer to {}: {e}", t.to),
+            (Err(e), Kind::Answer) => {
+                // A probe that got no answer after all (a spoofed broadcast source: EACCES).
+                stats.datagrams_dropped += 1;
+                log::debug!("probe answer to {}: {e}", t.to);
+            }
             (Err(e), _) => {
                 stats.beacon_errors += 1;
                 self.set_error(now, "send", e);

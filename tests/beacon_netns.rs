@@ -285,6 +285,64 @@ fn probe_flood_is_answered_at_a_bounded_rate() {
     assert_eq!(a.unix().req("PING"), "PONG");
 }
 
+/// A probe whose source address is a broadcast address on the agent's link (here the
+/// broadcast of a second subnet on its interface, which the interface's own broadcast
+/// address does not name; a spoofer needs no more) gets no answer: answers are sent with
+/// SO_BROADCAST off, so the kernel refuses one that would go to the whole LAN.
+#[test]
+fn a_probe_from_a_broadcast_source_is_not_answered_to_the_lan() {
+    if !can_netns() {
+        return;
+    }
+    let net = Net::new("b");
+    let va = net.va.clone();
+    net.a.ip(&[
+        "addr",
+        "add",
+        "10.233.0.1/24",
+        "broadcast",
+        "10.233.0.255",
+        "dev",
+        &va,
+    ]);
+    // B owns that broadcast address as a host address, so it can send from it (and
+    // would receive what the agent broadcasts back to it).
+    let vb = net.vb.clone();
+    net.b.ip(&["addr", "add", "10.233.0.255/32", "dev", &vb]);
+    let a = start_agent(&net, &["--iface", &net.va, "--interval", "60"]);
+    wait_state(&a, "up", slack(Duration::from_secs(3)));
+    let got = in_ns(&net.b, || {
+        let s = UdpSocket::bind("10.233.0.255:40010").unwrap();
+        let mut p = b"TETHER? spoofed".to_vec();
+        p.resize(512, b' ');
+        s.send_to(&p, ("10.231.0.1", 4546)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let end = Instant::now() + slack(Duration::from_millis(1000));
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        while Instant::now() < end {
+            if let Ok((n, _)) = s.recv_from(&mut buf) {
+                got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        got
+    })
+    .join()
+    .unwrap();
+    assert!(got.is_empty(), "answered to a broadcast source: {got:?}");
+    let stats = a.unix().req("STATS");
+    assert!(json_u64(&stats, "probes_answered") == Some(0), "{stats}");
+    assert!(
+        json_u64(&stats, "datagrams_dropped").unwrap() >= 1,
+        "{stats}"
+    );
+    // The same probe from B's own address is answered.
+    let answers = probe(&net, "plain", 512, 1, slack(Duration::from_millis(1000)));
+    assert_eq!(answers.len(), 1, "a plain probe is answered");
+    assert_eq!(a.unix().req("PING"), "PONG");
+}
+
 #[test]
 fn interface_down_up_deleted_and_recreated() {
     if !can_netns() {

@@ -7,7 +7,7 @@
 //! start-up.
 
 use crate::agent::{Agent, BeaconInfo, BeaconState, Board};
-use crate::beacon::{Common, Families, Family, IfNow, Link, Signing, Sockets};
+use crate::beacon::{Common, Families, Family, IfNow, Kind, Link, Signing, Sockets};
 use crate::limits::{BEACON_RECV_PER_TURN, DATAGRAM_MAX, MAX_BEACON_IFACES};
 use crate::proto::wbuf::WBuf;
 use crate::sys::{iface, net, udp};
@@ -184,7 +184,8 @@ impl Links {
                     continue;
                 };
                 let Some(fd) = e.sock(t.family) else { continue };
-                let r = udp::send_to(fd, &out[..n], t.to)
+                let broadcast = t.kind != Kind::Answer;
+                let r = udp::send_to(fd, &out[..n], t.to, broadcast)
                     .map(|_| n)
                     .map_err(|e| e.desc());
                 e.link.on_sent(now, &t, r, &mut agent.stats);

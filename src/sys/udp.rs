@@ -118,7 +118,19 @@ pub fn grow_rcvbuf(fd: BorrowedFd<'_>, bytes: usize) -> usize {
     nix::sys::socket::getsockopt(&fd, sockopt::RcvBuf).unwrap_or(0)
 }
 
-pub fn send_to(fd: BorrowedFd<'_>, buf: &[u8], to: SocketAddr) -> Result<usize, Errno> {
+/// Sends one datagram to `to`. Over IPv4, SO_BROADCAST is set to `broadcast` first: an
+/// answer meant for one peer is sent with it off, so that a source address the kernel
+/// routes as a broadcast (a spoofed subnet or secondary-address broadcast, which no check
+/// of ours can list in full) is refused (EACCES) instead of reaching the whole LAN.
+pub fn send_to(
+    fd: BorrowedFd<'_>,
+    buf: &[u8],
+    to: SocketAddr,
+    broadcast: bool,
+) -> Result<usize, Errno> {
+    if to.is_ipv4() {
+        setsockopt(&fd, sockopt::Broadcast, &broadcast)?;
+    }
     let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
     loop {
         let r = match to {
