@@ -622,11 +622,12 @@ impl Agent {
             info.port,
             self.interval_secs,
             info.seq,
-            match (info.v4, info.v6) {
-                (true, true) => "4,6",
-                (true, false) => "4",
-                (false, true) => "6",
-                (false, false) => "",
+            // Beaconing now: a down interface keeps its sockets, but sends nothing.
+            match (state == BeaconState::Up, info.v4, info.v6) {
+                (true, true, true) => "4,6",
+                (true, true, false) => "4",
+                (true, false, true) => "6",
+                _ => "",
             }
         )?;
         if info.last_error.is_empty() {

@@ -353,10 +353,18 @@ fn interface_down_up_deleted_and_recreated() {
     let within = slack(Duration::from_secs(3));
     wait_state(&a, "up", within);
 
+    let families = |a: &Agent| {
+        let s = a.unix().req("STATUS");
+        json(s.strip_prefix("OK ").unwrap().as_bytes())["beacon"]["families"].to_string()
+    };
+    // IPv4 beacons at once; IPv6 joins once the link-local address has passed DAD.
+    assert!(families(&a).starts_with("[4"), "{}", families(&a));
     assert!(sh(&["ip", "-n", &net.a, "link", "set", &net.va, "down"]));
     wait_state(&a, "down", within);
+    assert_eq!(families(&a), "[]", "nothing beacons while down");
     assert!(sh(&["ip", "-n", &net.a, "link", "set", &net.va, "up"]));
     wait_state(&a, "up", within);
+    assert!(families(&a).starts_with("[4"), "{}", families(&a));
 
     assert!(sh(&["ip", "-n", &net.a, "link", "del", &net.va]));
     wait_state(&a, "absent", within);
