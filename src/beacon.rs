@@ -287,6 +287,12 @@ impl Link {
         self.addr6 = i.v6;
         if !i.up {
             self.set_state(now, BeaconState::Down);
+            if self.index.is_some_and(|x| x != i.index) {
+                // The name is another interface's now (renamed, recreated): the sockets
+                // are bound to the old one, which must not answer in this one's name.
+                self.index = None;
+                return Sockets::None;
+            }
             return Sockets::Keep;
         }
         self.index = Some(i.index);
@@ -662,6 +668,16 @@ mod tests {
             Sockets::Want { index: 9, .. }
         ));
         assert_eq!(l.state().0, BeaconState::Up);
+        // Renamed away, and a new interface, down, took the name within one interval:
+        // the sockets (bound to index 9) go; they would answer in the new one's name.
+        let mut other = up(12);
+        other.as_mut().unwrap().up = false;
+        assert_eq!(drive(&mut l, t0, other), Sockets::None);
+        assert_eq!(l.state().0, BeaconState::Down);
+        assert!(matches!(
+            drive(&mut l, t0, up(12)),
+            Sockets::Want { index: 12, .. }
+        ));
         // An open error: down, with the error shown.
         l.update(t0, up(9));
         l.opened(t0, false, false, Some(("bind", "Address in use")));
