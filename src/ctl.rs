@@ -9,13 +9,18 @@
 //! unreachable, 75 timeout, 76 not tether's protocol, 77 denied, 78 unreadable token file.
 //! STATUS, STATS and SOCKETS print as indented text when stdout is a terminal (see
 //! [`pretty`]), as the agent's one-line `OK {json}` with `--raw` or into a pipe.
+//! Whatever ctl prints of the peer's text, on a terminal or not, has its control characters
+//! [`escaped`]: an agent sends only printable text, and a stranger's control sequences
+//! must not reach a terminal, whether ctl's own or one that shows a log of its output.
 //! A client process, so it may allocate and block (with a deadline).
 
 pub mod pretty;
 
 use crate::agent::AUTH_CHALLENGE_PREFIX;
 use crate::cli::CtlArgs;
-use crate::exit::{Fatal, EX_CONFIG, EX_ERR, EX_NOPERM, EX_PROTOCOL, EX_TEMPFAIL, EX_UNAVAILABLE};
+use crate::exit::{
+    escaped, Fatal, EX_CONFIG, EX_ERR, EX_NOPERM, EX_PROTOCOL, EX_TEMPFAIL, EX_UNAVAILABLE,
+};
 use crate::limits::{AUTH_NONCE_BYTES, LINE_MAX, SECRET_SLACK, TOKEN_MAX};
 use crate::proto::reply::{ErrCode, TOO_LONG_TEXT};
 use nix::errno::Errno;
@@ -57,12 +62,13 @@ fn is_reply(reply: &str) -> bool {
 }
 
 /// The peer answered `line` with `reply`, which is not what a tether agent answers (76).
-/// The reply is quoted, so a stranger's control characters reach the terminal escaped.
+/// The reply is quoted, [`escaped`].
 fn not_protocol(line: &str, expected: &str, reply: &str) -> Fatal {
     let command = line.split_ascii_whitespace().next().unwrap_or_default();
+    let reply = escaped(reply);
     Fatal::new(
         EX_PROTOCOL,
-        format!("{command}: expected {expected}, got {reply:?} (not tether's protocol)"),
+        format!("{command}: expected {expected}, got \"{reply}\" (not tether's protocol)"),
     )
 }
 
@@ -256,7 +262,7 @@ fn connect(args: &CtlArgs, timeout: Duration) -> Result<(Box<dyn Stream>, String
 }
 
 /// `--token-file`: answers the AUTH challenge. `Some(code)` when the agent refused (its
-/// reply is printed), None when authenticated or when there is no token file.
+/// reply is printed, [`escaped`]), None when authenticated or when there is no token file.
 fn login(s: &mut dyn Stream, args: &CtlArgs, timeout: Duration) -> Result<Option<u8>, Fatal> {
     let Some(tf) = &args.token_file else {
         return Ok(None);
@@ -269,7 +275,7 @@ fn login(s: &mut dyn Stream, args: &CtlArgs, timeout: Duration) -> Result<Option
     if reply == "OK" {
         return Ok(None);
     }
-    println!("{reply}");
+    println!("{}", escaped(&reply));
     Ok(Some(exit_for(&reply).max(EX_ERR)))
 }
 
@@ -281,7 +287,8 @@ fn is_json_command(line: &str) -> bool {
         .any(|c| c.eq_ignore_ascii_case(word))
 }
 
-/// Prints one reply: indented text for STATUS/STATS/SOCKETS when `pretty`, else as is.
+/// Prints one reply: indented text for STATUS/STATS/SOCKETS when `pretty`, else as it
+/// came; either way with control characters [`escaped`].
 fn show(out: &mut impl Write, line: &str, reply: &str, pretty: bool) -> std::io::Result<()> {
     let text = reply
         .strip_prefix("OK ")
@@ -289,7 +296,7 @@ fn show(out: &mut impl Write, line: &str, reply: &str, pretty: bool) -> std::io:
         .and_then(pretty::render);
     match text {
         Some(t) => out.write_all(t.as_bytes()),
-        None => writeln!(out, "{reply}"),
+        None => writeln!(out, "{}", escaped(reply)),
     }?;
     out.flush()
 }

@@ -32,6 +32,22 @@ pub fn printable(s: &str) -> String {
         .collect()
 }
 
+/// `s` with each control character (C0, DEL, C1, the C1 range U+0080-U+009F included) shown
+/// escaped as Rust writes it (`\n`, `\r`, `\u{1b}`, `\u{9b}`), the rest as it is: what `tether
+/// ctl` prints of a peer's text, so a line stays one line and the peer cannot reach the
+/// terminal (or a log) with a control sequence, while what it did send can still be read.
+pub fn escaped(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// `tether ctl`: the agent answered `ERR ...`.
 pub const EX_ERR: u8 = 1;
 /// A bad option or argument.

@@ -437,3 +437,91 @@ fn bash_completion_knows_every_option_and_which_take_a_value() {
         }
     }
 }
+
+/// Peer text with C0 controls (ESC, BEL, CR), DEL and a UTF-8 encoded C1 control (CSI,
+/// which some terminals obey as ESC `[`), around text that must stay as it is.
+const HOSTILE: &str = "\u{1b}[2J\u{1b}]0;pwned\u{7}\u{9b}31mred\r\u{7f} café ✓ 温度";
+/// [`HOSTILE`] as ctl shows it: every control escaped, the rest intact.
+const ESCAPED: &str = "\\u{1b}[2J\\u{1b}]0;pwned\\u{7}\\u{9b}31mred\\r\\u{7f} café ✓ 温度";
+
+/// Has `s` no control character but the line end?
+fn controls_escaped(s: &str) -> bool {
+    s.chars().all(|c| c == '\n' || !c.is_control())
+}
+
+#[test]
+fn control_characters_from_the_peer_are_escaped_into_a_pipe() {
+    for (reply, code) in [
+        (format!("OK {HOSTILE}"), 0),
+        (format!("ERR not-found {HOSTILE}"), 1),
+        (format!("ERR denied {HOSTILE}"), 77),
+        // STATUS into a pipe is the raw JSON line: escaped too.
+        (format!("OK {{\"a\":\"{HOSTILE}\"}}"), 0),
+    ] {
+        let (sock, _) = fake_peer(&reply);
+        let (got, out, err) = run(&["ctl", "-s", sock.to_str().unwrap(), "STATUS"]);
+        assert_eq!(got, code, "{reply:?}: {out}{err}");
+        assert!(out.contains(ESCAPED), "{reply:?}: {out:?}");
+        assert!(controls_escaped(&out), "{reply:?}: {out:?}");
+        assert_eq!(out.lines().count(), 1, "{out:?}");
+    }
+
+    // A pipe session: every reply.
+    let (sock, _) = fake_peer(&format!("OK {HOSTILE}"));
+    let (code, out, _) = ctl_from_file(&["ctl", "-s", sock.to_str().unwrap()], "GET a\nKEYS\n");
+    assert_eq!(code, 0);
+    assert_eq!(out, format!("OK {ESCAPED}\nOK {ESCAPED}\n"));
+
+    // The reply to a refused AUTH, printed before ctl exits.
+    let tf = temp_dir("hostile-token").join("token");
+    std::fs::write(&tf, "s3cret\n").unwrap();
+    let (sock, _) = fake_peer(&format!("ERR denied {HOSTILE}"));
+    let (code, out, err) = run(&[
+        "ctl",
+        "-s",
+        sock.to_str().unwrap(),
+        "--token-file",
+        tf.to_str().unwrap(),
+        "PING",
+    ]);
+    assert_eq!(code, 77, "{out}{err}");
+    assert_eq!(out, format!("ERR denied {ESCAPED}\n"));
+
+    // Not tether's protocol: the error line quotes the reply escaped, as before.
+    let (sock, _) = fake_peer(&format!("HTTP/1.0 {HOSTILE}"));
+    let (code, out, err) = run(&["ctl", "-s", sock.to_str().unwrap(), "PING"]);
+    assert_eq!((code, out.as_str()), (76, ""), "{err}");
+    assert!(err.contains(ESCAPED), "{err:?}");
+    assert!(controls_escaped(&err), "{err:?}");
+}
+
+#[test]
+fn control_characters_from_the_peer_are_escaped_on_a_terminal() {
+    let json = format!("OK {{\"a\":\"{HOSTILE}\"}}");
+    for (reply, args) in [
+        (format!("OK {HOSTILE}"), &["GET", "x"][..]),
+        (format!("ERR not-found {HOSTILE}"), &["GET", "x"][..]),
+        // --raw: the JSON line as it came, but escaped.
+        (json.clone(), &["--raw", "STATUS"][..]),
+        // STATUS whose JSON does not parse is shown as it came, escaped.
+        (format!("OK {{{HOSTILE}"), &["STATUS"][..]),
+    ] {
+        let (sock, _) = fake_peer(&reply);
+        let mut argv = vec!["ctl", "-s", sock.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        let mut t = Tty::spawn(&argv);
+        t.expect_after(0, ESCAPED);
+        t.exit_code();
+        assert!(controls_escaped(&t.seen), "{reply:?}: {:?}", t.seen);
+    }
+
+    // The prompt.
+    let (sock, _) = fake_peer(&format!("OK {HOSTILE}"));
+    let mut t = Tty::spawn(&["ctl", "-s", sock.to_str().unwrap()]);
+    let at = t.expect_after(0, "tether> ");
+    t.type_line("GET x");
+    t.expect_after(at, &format!("OK {ESCAPED}\ntether> "));
+    t.type_line("quit");
+    assert_eq!(t.exit_code(), 0, "{}", t.seen);
+    assert!(controls_escaped(&t.seen), "{:?}", t.seen);
+}

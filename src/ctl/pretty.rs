@@ -1,7 +1,9 @@
 //! `tether ctl` on a terminal: the one-line JSON of STATUS, STATS and SOCKETS as indented
 //! `key: value` text. A small reader for any JSON (the agent's own, but also whatever a
 //! stranger on `-c HOST:PORT` sends): anything it cannot read gives None and the caller
-//! prints the reply as it came. Client side only: allocates freely, depth-limited.
+//! prints the reply as it came (escaped). Client side only: allocates freely, depth-limited.
+
+use crate::exit::escaped;
 
 /// How deep arrays and objects may nest before the text is shown raw instead.
 const MAX_DEPTH: usize = 16;
@@ -144,34 +146,20 @@ fn is_number(w: &[u8]) -> bool {
     i == w.len()
 }
 
-/// `s` with control characters escaped (`\n`, `\u{1b}`), so a peer cannot move the
-/// terminal's cursor or forge lines.
-fn clean(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
-
-/// A value on one line: strings bare (`""` when empty, [`clean`]), `null` as `-`, short lists comma-separated.
+/// A value on one line: strings bare (`""` when empty, [`escaped`]), `null` as `-`, short lists comma-separated.
 fn inline(v: &Value) -> String {
     match v {
         Value::Bare(b) if b == "null" => "-".into(),
         Value::Bare(b) => b.clone(),
         Value::Str(s) if s.is_empty() => "\"\"".into(),
-        Value::Str(s) => clean(s),
+        Value::Str(s) => escaped(s),
         Value::Arr(items) if items.is_empty() => "(none)".into(),
         Value::Arr(items) => items.iter().map(inline).collect::<Vec<_>>().join(", "),
         Value::Obj(m) if m.is_empty() => "(none)".into(),
         Value::Obj(m) => {
             let parts: Vec<String> = m
                 .iter()
-                .map(|(k, v)| format!("{}: {}", clean(k), inline(v)))
+                .map(|(k, v)| format!("{}: {}", escaped(k), inline(v)))
                 .collect();
             format!("{{{}}}", parts.join(", "))
         }
@@ -191,7 +179,7 @@ fn block(v: &Value) -> bool {
 
 fn members(out: &mut String, m: &[(String, Value)], indent: usize) {
     for (k, v) in m {
-        let k = clean(k);
+        let k = escaped(k);
         if block(v) {
             out.push_str(&format!("{:indent$}{k}:\n", ""));
             nested(out, v, indent + 2);
