@@ -21,7 +21,9 @@ use crate::cli::CtlArgs;
 use crate::exit::{
     escaped, Fatal, EX_CONFIG, EX_ERR, EX_NOPERM, EX_PROTOCOL, EX_TEMPFAIL, EX_UNAVAILABLE,
 };
-use crate::limits::{AUTH_NONCE_BYTES, LINE_MAX, SECRET_SLACK, TOKEN_MAX};
+use crate::limits::{
+    AUTH_NONCE_BYTES, CTL_QUOTE_MAX, CTL_REPLY_LINE_MAX, LINE_MAX, SECRET_SLACK, TOKEN_MAX,
+};
 use crate::proto::reply::{ErrCode, TOO_LONG_TEXT};
 use nix::errno::Errno;
 use std::io::{BufRead, ErrorKind, IsTerminal, Read, Write};
@@ -61,26 +63,46 @@ fn is_reply(reply: &str) -> bool {
     matches!(reply, "PONG" | "OK") || reply.starts_with("OK ") || reply.starts_with("ERR ")
 }
 
-/// The peer answered `line` with `reply`, which is not what a tether agent answers (76).
-/// The reply is quoted, [`escaped`].
-fn not_protocol(line: &str, expected: &str, reply: &str) -> Fatal {
+/// `reply` for an error line: its first [`CTL_QUOTE_MAX`] characters, [`escaped`], in
+/// quotes, and `...` after them when there was more.
+fn quoted(reply: &str) -> String {
+    let cut = reply
+        .char_indices()
+        .nth(CTL_QUOTE_MAX)
+        .map_or(reply.len(), |(i, _)| i);
+    let more = if cut < reply.len() { "..." } else { "" };
+    format!("\"{}\"{more}", escaped(&reply[..cut]))
+}
+
+/// The peer answered `line` with `got` (a reply [`quoted`], or what was wrong with it),
+/// which is not what a tether agent answers (76).
+fn not_protocol(line: &str, expected: &str, got: &str) -> Fatal {
     let command = line.split_ascii_whitespace().next().unwrap_or_default();
-    let reply = escaped(reply);
     Fatal::new(
         EX_PROTOCOL,
-        format!("{command}: expected {expected}, got \"{reply}\" (not tether's protocol)"),
+        format!("{command}: expected {expected}, got {got} (not tether's protocol)"),
     )
 }
 
 /// Sends `line` and reads one reply line before `deadline`. A line that is not one of
-/// the protocol's replies ([`is_reply`]) is an error (76), the peer is not a tether agent.
+/// the protocol's replies ([`is_reply`]), or is longer than any an agent sends
+/// ([`CTL_REPLY_LINE_MAX`]), is an error (76): the peer is not a tether agent.
 fn exchange(s: &mut dyn Stream, line: &str, deadline: Instant) -> Result<String, Fatal> {
+    const EXPECTED: &str = "PONG, OK or ERR";
     s.write_all(line.as_bytes())
         .and_then(|_| s.write_all(b"\n"))
         .map_err(|e| io_fatal("send", e))?;
-    let mut reply = Vec::new();
-    let mut byte = [0u8; 512];
-    loop {
+    let mut buf = [0u8; CTL_REPLY_LINE_MAX];
+    let mut len = 0;
+    let end = loop {
+        if len == buf.len() {
+            let start = String::from_utf8_lossy(&buf);
+            let got = format!(
+                "no line end in {CTL_REPLY_LINE_MAX} bytes, {}",
+                quoted(&start)
+            );
+            return Err(not_protocol(line, EXPECTED, &got));
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(Fatal {
@@ -89,7 +111,7 @@ fn exchange(s: &mut dyn Stream, line: &str, deadline: Instant) -> Result<String,
             });
         }
         s.set_timeout(left).map_err(|e| io_fatal("socket", e))?;
-        match s.read(&mut byte) {
+        match s.read(&mut buf[len..]) {
             Ok(0) => {
                 return Err(Fatal {
                     code: EX_UNAVAILABLE,
@@ -97,18 +119,11 @@ fn exchange(s: &mut dyn Stream, line: &str, deadline: Instant) -> Result<String,
                 })
             }
             Ok(n) => {
-                reply.extend_from_slice(&byte[..n]);
-                if let Some(nl) = reply.iter().position(|&b| b == b'\n') {
-                    reply.truncate(nl);
-                    if reply.last() == Some(&b'\r') {
-                        reply.pop();
-                    }
-                    let reply = String::from_utf8_lossy(&reply).into_owned();
-                    if !is_reply(&reply) {
-                        return Err(not_protocol(line, "PONG, OK or ERR", &reply));
-                    }
-                    return Ok(reply);
+                // Only the bytes just read: those before them held no line end.
+                if let Some(nl) = buf[len..len + n].iter().position(|&b| b == b'\n') {
+                    break len + nl;
                 }
+                len += n;
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
@@ -119,7 +134,14 @@ fn exchange(s: &mut dyn Stream, line: &str, deadline: Instant) -> Result<String,
             }
             Err(e) => return Err(io_fatal("receive", e)),
         }
+    };
+    let reply = &buf[..end];
+    let reply = reply.strip_suffix(b"\r").unwrap_or(reply);
+    let reply = String::from_utf8_lossy(reply).into_owned();
+    if !is_reply(&reply) {
+        return Err(not_protocol(line, EXPECTED, &quoted(&reply)));
     }
+    Ok(reply)
 }
 
 /// The AUTH challenge: asks for a nonce, answers HMAC-SHA256(token, "tether-auth-v1:" nonce).
@@ -132,7 +154,7 @@ fn authenticate(s: &mut dyn Stream, token: &[u8], deadline: Instant) -> Result<S
     let mut raw = [0u8; AUTH_NONCE_BYTES];
     if !crate::proto::hex::decode(nonce.as_bytes(), &mut raw) {
         let expected = format!("OK and a {}-digit nonce", 2 * AUTH_NONCE_BYTES);
-        return Err(not_protocol("AUTH", &expected, &reply));
+        return Err(not_protocol("AUTH", &expected, &quoted(&reply)));
     }
     let tag = crate::crypto::hmac_sha256(token, &[AUTH_CHALLENGE_PREFIX, nonce.as_bytes()]);
     let mut answer = [0u8; 64];

@@ -11,6 +11,13 @@ pub const IN_BUF: usize = LINE_MAX + 2;
 pub const REPLY_MAX: usize = 10240;
 /// Per-client output buffer. A client whose unread replies exceed this is closed.
 pub const OUT_BUF: usize = 16384;
+/// `tether ctl`: the longest reply line it reads, `\n` included. The agent writes each
+/// reply whole into its output buffer, so no line it sends is longer than [`OUT_BUF`] (its
+/// largest reply is [`REPLY_MAX`]); a longer one is not tether's protocol (exit 76).
+pub const CTL_REPLY_LINE_MAX: usize = OUT_BUF;
+/// `tether ctl`: the characters of a reply that is not tether's protocol that its one
+/// error line quotes, at most (escaped): a stranger's 16 KiB line gives a short error.
+pub const CTL_QUOTE_MAX: usize = 64;
 
 /// Reads per control client per turn, so one fast client cannot starve the others.
 pub const READS_PER_TURN: usize = 16;

@@ -525,3 +525,79 @@ fn control_characters_from_the_peer_are_escaped_on_a_terminal() {
     assert_eq!(t.exit_code(), 0, "{}", t.seen);
     assert!(controls_escaped(&t.seen), "{:?}", t.seen);
 }
+
+/// A peer on a Unix socket that answers the first line of its first connection with
+/// `OK ` and then `x` for ever, until ctl hangs up.
+fn endless_peer() -> std::path::PathBuf {
+    let sock = temp_dir("endless-peer").join("fake.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    std::thread::spawn(move || {
+        let Ok((mut conn, _)) = listener.accept() else {
+            return;
+        };
+        let mut line = [0u8; 256];
+        let _ = conn.read(&mut line);
+        let chunk = [b'x'; 65536];
+        let _ = conn.write_all(b"OK ");
+        while conn.write_all(&chunk).is_ok() {}
+    });
+    sock
+}
+
+/// `tether ctl -s SOCK -t 20 GET k` against a peer answering `reply`: (exit code, stdout
+/// length, stderr, time taken).
+fn get_from(reply: &str) -> (i32, usize, String, Duration) {
+    let (sock, _) = fake_peer(reply);
+    let t0 = Instant::now();
+    let (code, out, err) = run(&["ctl", "-s", sock.to_str().unwrap(), "-t", "20", "GET", "k"]);
+    (code, out.len(), err, t0.elapsed())
+}
+
+/// ctl's one error line for a reply that is not tether's protocol: short, whatever came.
+fn assert_short_protocol_error(what: &str, err: &str) {
+    assert_eq!(err.lines().count(), 1, "{what}: {err:.200}");
+    assert_eq!(error_lines(err).len(), 1, "{what}: {err:.200}");
+    assert!(err.contains("not tether's protocol"), "{what}: {err:.200}");
+    assert!(
+        err.len() < 200,
+        "{what}: an error line of {} bytes",
+        err.len()
+    );
+}
+
+#[test]
+fn a_reply_line_longer_than_an_agent_can_send_is_not_tethers_protocol() {
+    // No agent sends more in one line than its output buffer holds, `\n` included: a line
+    // that long is taken whole, a longer one is refused (76) as soon as it is seen to be.
+    let most = tether::limits::OUT_BUF;
+    let (code, out, err, _) = get_from(&format!("OK {}", "x".repeat(most - 4)));
+    assert_eq!((code, out, err.as_str()), (0, most, ""));
+    for n in [most - 3, 2_000_000] {
+        let reply = format!("OK {}", "x".repeat(n));
+        let (code, out, err, took) = get_from(&reply);
+        let what = format!("a line of {} bytes", reply.len() + 1);
+        assert_eq!((code, out), (76, 0), "{what}: {err:.200}");
+        assert_short_protocol_error(&what, &err);
+        assert!(err.contains("\"OK xxxxxxxx"), "{err}");
+        assert!(took < slack(Duration::from_secs(2)), "{what}: {took:?}");
+    }
+}
+
+#[test]
+fn a_long_reply_that_is_not_the_protocol_is_quoted_short() {
+    let (code, out, err, _) = get_from(&format!("HTTP/1.0 200 OK {}", "y".repeat(5000)));
+    assert_eq!((code, out), (76, 0), "{err:.200}");
+    assert_short_protocol_error("5 kB of HTTP", &err);
+    assert!(err.contains("\"HTTP/1.0 200 OK yyyy"), "{err}");
+}
+
+#[test]
+fn a_reply_line_that_never_ends_is_refused_before_the_timeout() {
+    let sock = endless_peer();
+    let t0 = Instant::now();
+    let (code, out, err) = run(&["ctl", "-s", sock.to_str().unwrap(), "-t", "10", "GET", "k"]);
+    let took = t0.elapsed();
+    assert_eq!((code, out.len()), (76, 0), "{err:.200}");
+    assert_short_protocol_error("an endless line", &err);
+    assert!(took < slack(Duration::from_secs(2)), "{took:?}");
+}
