@@ -203,9 +203,14 @@ pub fn dgram(args: &CtlArgs) -> Result<u8, Fatal> {
     }
 }
 
-/// The addresses `-c HOST:PORT` names. Besides what `ToSocketAddrs` takes, a scoped IPv6
-/// address with an interface name, `[fe80::1%eth0]:4545` (as `tether scan` prints it).
-pub fn connect_addrs(hp: &str) -> Result<Vec<std::net::SocketAddr>, String> {
+/// The addresses `-c HOST:PORT` names: an IP address and port (IPv6 in brackets, also
+/// scoped with an interface name, `[fe80::1%eth0]:4545`, as `tether scan` prints it), or a
+/// host name and port, which the system resolver looks up (as long as resolv.conf's
+/// `timeout` and `attempts` let it: `-t` cannot bound it without a thread). A malformed
+/// value is a usage error (64); a name that does not resolve leaves the agent unreachable
+/// (69).
+pub fn connect_addrs(hp: &str) -> Result<Vec<std::net::SocketAddr>, Fatal> {
+    let usage = |e: String| Fatal::usage(format!("-c {hp}: {e}"));
     let scoped = hp
         .strip_prefix('[')
         .and_then(|r| r.split_once("]:"))
@@ -213,21 +218,43 @@ pub fn connect_addrs(hp: &str) -> Result<Vec<std::net::SocketAddr>, String> {
     if let Some(((ip, scope), port)) = scoped {
         let ip: std::net::Ipv6Addr = ip
             .parse()
-            .map_err(|_| format!("{ip}: not an IPv6 address"))?;
-        let port: u16 = port.parse().map_err(|_| format!("{port}: not a port"))?;
+            .map_err(|_| usage(format!("{ip}: not an IPv6 address")))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| usage(format!("{port}: not a port")))?;
         let index = match scope.parse::<u32>() {
             Ok(i) => i,
             Err(_) => {
                 crate::sys::iface::info(scope)
-                    .ok_or_else(|| format!("{scope}: no such interface"))?
+                    .ok_or_else(|| usage(format!("{scope}: no such interface")))?
                     .index
             }
         };
         return Ok(vec![std::net::SocketAddrV6::new(ip, port, 0, index).into()]);
     }
-    hp.to_socket_addrs()
-        .map(|a| a.collect())
-        .map_err(|e| e.to_string())
+    if let Ok(a) = hp.parse() {
+        return Ok(vec![a]);
+    }
+    // What is not an IP address and port must be HOST:PORT, checked before any lookup.
+    let Some((host, port)) = hp.rsplit_once(':') else {
+        return Err(usage("expected HOST:PORT".into()));
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| usage(format!("{port}: not a port")))?;
+    if host.is_empty() || host.starts_with('[') {
+        // An IPv6 address in brackets with a good port parsed above: this one is not.
+        return Err(usage(format!("{host}: not a host name or IP address")));
+    }
+    (host, port)
+        .to_socket_addrs()
+        .map(Iterator::collect)
+        .map_err(|e| {
+            Fatal::new(
+                EX_UNAVAILABLE,
+                format!("-c {hp}: cannot resolve {host}: {e}"),
+            )
+        })
 }
 
 /// Connects to the Unix stream socket at `path` within `timeout`. Linux's connect on a
@@ -258,7 +285,7 @@ fn connect_unix(path: &Path, timeout: Duration) -> std::io::Result<UnixStream> {
 fn connect(args: &CtlArgs, timeout: Duration) -> Result<(Box<dyn Stream>, String), Fatal> {
     match &args.connect {
         Some(hp) => {
-            let addrs = connect_addrs(hp).map_err(|e| Fatal::usage(format!("-c {hp}: {e}")))?;
+            let addrs = connect_addrs(hp)?;
             let mut last = None;
             for a in addrs {
                 match TcpStream::connect_timeout(&a, timeout) {
@@ -268,7 +295,7 @@ fn connect(args: &CtlArgs, timeout: Duration) -> Result<(Box<dyn Stream>, String
             }
             Err(match last {
                 Some(e) => io_fatal(&format!("connect {hp}"), e),
-                None => Fatal::usage(format!("-c {hp}: no address")),
+                None => Fatal::new(EX_UNAVAILABLE, format!("-c {hp}: no address")),
             })
         }
         None => {
@@ -471,4 +498,40 @@ pub fn run(args: CtlArgs, timeout: Duration) -> Result<u8, Fatal> {
     let reply = exchange(stream.as_mut(), &line, Instant::now() + timeout)?;
     let _ = show(&mut std::io::stdout().lock(), &line, &reply, pretty);
     Ok(exit_for(&reply))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::connect_addrs;
+    use crate::exit::EX_USAGE;
+
+    #[test]
+    fn a_malformed_connect_value_is_usage_before_any_lookup() {
+        for hp in [
+            "127.0.0.1",
+            "localhost",
+            "localhost:",
+            "localhost:http",
+            "localhost:65536",
+            ":4545",
+            "[::1]",
+            "[::1]:x",
+            "[nope]:4545",
+            "[fe80::1%lo]:99999",
+            "[fe80::zz%lo]:4545",
+        ] {
+            let e = connect_addrs(hp).expect_err(hp);
+            assert_eq!(e.code, EX_USAGE, "{hp}: {}", e.msg);
+            assert!(e.msg.starts_with(&format!("-c {hp}: ")), "{}", e.msg);
+        }
+        for (hp, want) in [
+            ("127.0.0.1:4545", "127.0.0.1:4545"),
+            ("[::1]:4545", "[::1]:4545"),
+            // As std's ToSocketAddrs takes it: the last colon ends the host.
+            ("::1:4545", "[::1]:4545"),
+        ] {
+            let got = connect_addrs(hp).map(|a| a[0].to_string());
+            assert_eq!(got.map_err(|e| e.msg), Ok(want.to_string()), "{hp}");
+        }
+    }
 }

@@ -51,6 +51,12 @@ fn bad_options_exit_64_with_one_error_line() {
         &["ctl", "-t", "0.0009", "PING"],
         &["ctl", "-s", "/nonexistent", "-c", "127.0.0.1:1", "PING"],
         &["ctl", "GET", &long],
+        // -c without a port, or with one that is not a port (no name is looked up).
+        &["ctl", "-c", "127.0.0.1", "PING"],
+        &["ctl", "-c", "localhost", "PING"],
+        &["ctl", "-c", "127.0.0.1:99999", "PING"],
+        &["ctl", "-c", "localhost:http", "PING"],
+        &["ctl", "-c", "[::1]", "PING"],
         &["scan", "--bogus"],
         &["scan", "-t", "0"],
         &["scan", "-t", "1e9"],
@@ -171,6 +177,25 @@ fn ctl_exit_codes() {
     let (code, out, _) = a.ctl_tcp(&["GET", "room"]);
     assert_eq!((code, out.as_str()), (0, "OK kitchen north\n"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A name that does not resolve: the agent is unreachable (69), not a usage error. Run in
+/// a network namespace of its own with only loopback, so that the lookup sends nothing
+/// anywhere (the name server is unreachable there, and `.invalid` never resolves).
+#[test]
+fn ctl_a_host_name_that_does_not_resolve_is_69() {
+    if !can_netns() {
+        return;
+    }
+    let ns = Netns::new(format!("tcr{}", std::process::id() % 100_000));
+    let mut cmd = tether_cmd_in(Some(&ns), &["ctl", "-c", "nosuchhost.invalid:4545", "PING"]);
+    let out = cmd.output_within(slack(Duration::from_secs(30)));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{err}");
+    assert_eq!(out.stdout, b"");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(error_lines(&err).len(), 1, "{err}");
+    assert!(err.contains("cannot resolve nosuchhost.invalid"), "{err}");
 }
 
 #[test]
