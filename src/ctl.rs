@@ -235,6 +235,9 @@ pub fn connect_addrs(hp: &str) -> Result<Vec<std::net::SocketAddr>, Fatal> {
     if let Ok(a) = hp.parse() {
         return Ok(vec![a]);
     }
+    if hp.starts_with('[') && !hp.contains("]:") {
+        return Err(usage("expected [IPv6 address]:PORT".into()));
+    }
     // What is not an IP address and port must be HOST:PORT, checked before any lookup.
     let Some((host, port)) = hp.rsplit_once(':') else {
         return Err(usage("expected HOST:PORT".into()));
@@ -524,6 +527,8 @@ mod tests {
             assert_eq!(e.code, EX_USAGE, "{hp}: {}", e.msg);
             assert!(e.msg.starts_with(&format!("-c {hp}: ")), "{}", e.msg);
         }
+        let e = connect_addrs("[::1]").expect_err("no port");
+        assert_eq!(e.msg, "-c [::1]: expected [IPv6 address]:PORT");
         for (hp, want) in [
             ("127.0.0.1:4545", "127.0.0.1:4545"),
             ("[::1]:4545", "[::1]:4545"),
