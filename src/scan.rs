@@ -465,9 +465,8 @@ pub fn table(rows: &[&Board], now: Instant, silent_after: Duration, trust: bool)
         "STATE",
         if trust { " TRUST" } else { "" }
     );
+    let shown = |v: Option<f64>, decimals| v.map_or("-".into(), |v| Fixed(v, decimals).to_string());
     for b in rows {
-        let shown =
-            |v: Option<f64>, decimals| v.map_or("-".into(), |v| Fixed(v, decimals).to_string());
         let seen = now.saturating_duration_since(b.heard).as_secs_f64();
         s += &format!(
             "{:<16} {:<20} {:<15} {:>5} {:>7} {:>5} {:>6} {:>5} {:>5}s {:<6}{}\n",

@@ -279,6 +279,22 @@ fn fake_peer(reply: &str) -> (std::path::PathBuf, mpsc::Receiver<String>) {
     (sock, rx)
 }
 
+/// `tether ctl -s SOCK --token-file F PING` against a [`fake_peer`] that answers the AUTH
+/// challenge (and anything else) with `reply`: (exit code, stdout, stderr).
+fn ping_with_token(reply: &str) -> (i32, String, String) {
+    let tf = temp_dir("fake-token").join("token");
+    std::fs::write(&tf, "s3cret\n").unwrap();
+    let (sock, _) = fake_peer(reply);
+    run(&[
+        "ctl",
+        "-s",
+        sock.to_str().unwrap(),
+        "--token-file",
+        tf.to_str().unwrap(),
+        "PING",
+    ])
+}
+
 #[test]
 fn a_peer_that_does_not_speak_tethers_protocol_is_76() {
     for (reply, code) in [
@@ -318,17 +334,7 @@ fn a_peer_that_does_not_speak_tethers_protocol_is_76() {
     assert_eq!(got.try_iter().collect::<Vec<_>>(), ["PING"]);
 
     // The AUTH challenge answered by something else than tether: 76 too.
-    let tf = temp_dir("fake-token").join("token");
-    std::fs::write(&tf, "s3cret\n").unwrap();
-    let (sock, _) = fake_peer("SSH-2.0-OpenSSH_9.2p1");
-    let (code, out, err) = run(&[
-        "ctl",
-        "-s",
-        sock.to_str().unwrap(),
-        "--token-file",
-        tf.to_str().unwrap(),
-        "PING",
-    ]);
+    let (code, out, err) = ping_with_token("SSH-2.0-OpenSSH_9.2p1");
     assert_eq!((code, out.as_str()), (76, ""), "{err}");
     assert_eq!(error_lines(&err).len(), 1, "{err}");
 }
@@ -473,17 +479,7 @@ fn control_characters_from_the_peer_are_escaped_into_a_pipe() {
     assert_eq!(out, format!("OK {ESCAPED}\nOK {ESCAPED}\n"));
 
     // The reply to a refused AUTH, printed before ctl exits.
-    let tf = temp_dir("hostile-token").join("token");
-    std::fs::write(&tf, "s3cret\n").unwrap();
-    let (sock, _) = fake_peer(&format!("ERR denied {HOSTILE}"));
-    let (code, out, err) = run(&[
-        "ctl",
-        "-s",
-        sock.to_str().unwrap(),
-        "--token-file",
-        tf.to_str().unwrap(),
-        "PING",
-    ]);
+    let (code, out, err) = ping_with_token(&format!("ERR denied {HOSTILE}"));
     assert_eq!(code, 77, "{out}{err}");
     assert_eq!(out, format!("ERR denied {ESCAPED}\n"));
 
