@@ -245,8 +245,12 @@ pub fn connect_addrs(hp: &str) -> Result<Vec<std::net::SocketAddr>, Fatal> {
     let port: u16 = port
         .parse()
         .map_err(|_| usage(format!("{port}: not a port")))?;
-    if host.is_empty() || host.starts_with('[') {
-        // An IPv6 address in brackets with a good port parsed above: this one is not.
+    // An IPv6 address in brackets with a good port parsed above: this one is not. A host
+    // name is letters, digits, `-`, `_` and dots (a Unicode name in its `xn--` form): what
+    // else the resolver would be asked is a typo or a paste, not a board.
+    let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    let ip = host.parse::<std::net::IpAddr>().is_ok();
+    if host.is_empty() || !(ip || host.chars().all(name_char)) {
         return Err(usage(format!("{host}: not a host name or IP address")));
     }
     (host, port)
@@ -522,6 +526,11 @@ mod tests {
             "[nope]:4545",
             "[fe80::1%lo]:99999",
             "[fe80::zz%lo]:4545",
+            // Never a host name: not asked of the resolver (which may ask the network).
+            "bo\u{1b}[2Jard:4200",
+            "two words:4545",
+            "board/1:4545",
+            "kitchen,pi:4545",
         ] {
             let e = connect_addrs(hp).expect_err(hp);
             assert_eq!(e.code, EX_USAGE, "{hp}: {}", e.msg);

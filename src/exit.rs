@@ -23,23 +23,34 @@ impl Fatal {
     }
 }
 
-/// `s` for a terminal: each control character (C0, DEL, C1) shown as `?`, so a line stays
-/// one line and text from elsewhere (a board's name, an argument) cannot reach the
-/// terminal as a control sequence.
-pub fn printable(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+/// Characters a terminal must not get from a peer: the control characters (C0, DEL, C1) and
+/// the bidirectional formatting characters (U+061C, U+200E/F, U+202A-U+202E, U+2066-U+2069),
+/// which reorder what follows them on the line, so `\u{202e}` can make one board's name
+/// show as another's or turn a row's columns around ("Trojan Source", CVE-2021-42574).
+fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
 }
 
-/// `s` with each control character (C0, DEL, C1, the C1 range U+0080-U+009F included) shown
-/// escaped as Rust writes it (`\n`, `\r`, `\u{1b}`, `\u{9b}`), the rest as it is: what `tether
-/// ctl` prints of a peer's text, so a line stays one line and the peer cannot reach the
-/// terminal (or a log) with a control sequence, while what it did send can still be read.
+/// `s` for a terminal: each control or bidirectional formatting character shown as `?`, so
+/// a line stays one line and text from elsewhere (a board's name, an argument) cannot
+/// reach the terminal as a control sequence or reorder what it shows.
+pub fn printable(s: &str) -> String {
+    s.chars().map(|c| if hidden(c) { '?' } else { c }).collect()
+}
+
+/// `s` with each control character (C0, DEL, C1, the C1 range U+0080-U+009F included) and
+/// each bidirectional formatting character shown escaped as Rust writes it (`\n`, `\r`,
+/// `\u{1b}`, `\u{9b}`, `\u{202e}`), the rest as it is: what `tether ctl` prints of a peer's
+/// text, so a line stays one line and the peer cannot reach the terminal (or a log) with a
+/// control sequence or reorder the line, while what it did send can still be read.
 pub fn escaped(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        if c.is_control() {
+        if hidden(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -66,3 +77,23 @@ pub const EX_PROTOCOL: u8 = 76;
 pub const EX_NOPERM: u8 = 77;
 /// A named file is missing or wrong (token, fleet key, LED, group).
 pub const EX_CONFIG: u8 = 78;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_text_cannot_steer_the_terminal() {
+        // ESC, CSI (C1), DEL, a line end, and a right-to-left override.
+        let s = "a\u{1b}[2Jb\u{9b}c\u{7f}\nd\u{202e}fed\u{2066}é";
+        assert_eq!(printable(s), "a?[2Jb?c??d?fed?é");
+        assert_eq!(
+            escaped(s),
+            "a\\u{1b}[2Jb\\u{9b}c\\u{7f}\\nd\\u{202e}fed\\u{2066}é"
+        );
+        // Other marks and letters of any script pass unchanged.
+        let ok = "kitchen-π 東京 ‐ ‘x’";
+        assert_eq!(printable(ok), ok);
+        assert_eq!(escaped(ok), ok);
+    }
+}

@@ -51,6 +51,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // argh's message can span lines; the contract is one `error:` line.
             let first = e.output.lines().next().unwrap_or("bad arguments").trim();
+            let first = tether::exit::printable(first);
             eprintln!("error: {first} (see {prog} --help)");
             return ExitCode::from(EX_USAGE);
         }
@@ -80,7 +81,9 @@ fn main() -> ExitCode {
     match res {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
-            eprintln!("error: {}", f.msg);
+            // A message may quote what the user or a peer gave (a host name, a file name):
+            // one line, and nothing in it reaches the terminal as a control sequence.
+            eprintln!("error: {}", tether::exit::printable(&f.msg));
             ExitCode::from(f.code)
         }
     }

@@ -376,6 +376,29 @@ fn an_argument_that_is_not_utf8_is_one_error_line_not_a_panic() {
     }
 }
 
+#[test]
+fn control_characters_in_an_argument_are_not_echoed_to_the_terminal() {
+    // The error line quotes what was given; ESC, BEL, CSI and a right-to-left override
+    // in it must not reach the terminal (a pasted host name, a file name).
+    for (args, code) in [
+        (vec!["ctl", "-c", "bo\u{1b}[2Jard:4200", "PING"], 64),
+        (vec!["ctl", "-c", "127.0.0.1:42\u{9b}1m", "PING"], 64),
+        (vec!["agent", "--no-beacon", "--b\u{1b}[31mogus"], 64),
+        (vec!["c\u{202e}lt", "PING"], 64),
+    ] {
+        let (got, out, err) = run(&args);
+        assert_eq!((got, out.as_str()), (code, ""), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err:?}");
+        assert!(err.starts_with("error: "), "{args:?}: {err:?}");
+        let line = err.trim_end_matches('\n');
+        assert!(
+            !line.chars().any(|c| c.is_control() || c == '\u{202e}'),
+            "{args:?}: {err:?}"
+        );
+        assert!(line.contains('?'), "{args:?}: {err:?}");
+    }
+}
+
 /// True when the agent can be run as nobody here (as root); else says why it skips.
 fn can_run_as_nobody() -> bool {
     if nix::unistd::geteuid().is_root() {
