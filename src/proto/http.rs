@@ -75,7 +75,13 @@ impl Status {
             Status::BadRequest => "400 bad request\n",
             Status::NotFound => "404 not found: try /metrics\n",
             Status::MethodNotAllowed => "405 method not allowed: GET or HEAD\n",
-            Status::HeaderTooLarge => "431 request head larger than 2048 bytes\n",
+            Status::HeaderTooLarge => {
+                crate::limit_text!(
+                    "431 request head larger than ",
+                    { crate::limits::HTTP_HEAD_MAX },
+                    " bytes\n"
+                )
+            }
             Status::ServiceUnavailable => "503 too many HTTP clients, retry\n",
             Status::VersionNotSupported => "505 only HTTP/1.0 and HTTP/1.1\n",
         }
