@@ -75,6 +75,7 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
         rcvbuf: cfg.rcvbuf,
         sndbuf: cfg.sndbuf,
     });
+    sys::net::note_fd_limit();
     let tcp = open_control_listeners(&cfg)?;
     // Opened before anything that leaves a file behind.
     let metrics = open_metrics_listeners(&cfg)?;

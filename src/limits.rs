@@ -39,6 +39,12 @@ pub const ACCEPT_WAITING_MAX: usize = 16;
 /// After EMFILE/ENFILE/ENOMEM on accept, accepting pauses this long instead of spinning.
 pub const ACCEPT_PAUSE_MS: u64 = 200;
 
+/// File descriptors accepted connections never take: while fewer than this many would
+/// be left under RLIMIT_NOFILE, a new connection is refused and accepting pauses, so that
+/// STATUS (/proc, the interfaces), a SIGHUP (token and key files), IDENTIFY (the LED) and
+/// the beacon (its interfaces, its sockets) always have the fds they open for a moment.
+pub const FD_RESERVE: u64 = 4;
+
 /// Compile-time capacity of the client table (TCP and Unix clients together).
 pub const MAX_CLIENTS: usize = 16;
 /// Default for `--max-clients`.

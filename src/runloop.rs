@@ -628,6 +628,10 @@ impl RunLoop {
                     return;
                 }
             };
+            if net::in_fd_reserve(conn.as_fd()) {
+                self.refuse_for_fds(now, conn);
+                return;
+            }
             if self.waiting.is_empty() {
                 if let Some(i) = self.free_slot() {
                     self.seat(i, conn, transport, now);
@@ -652,6 +656,21 @@ impl RunLoop {
         if crate::limits::warn_due(&mut self.accept_warned, now) {
             log::warn!("accept{what}: {}: pausing accepts", e.desc());
         }
+    }
+
+    /// A connection that would leave fewer than [`crate::limits::FD_RESERVE`] fds free:
+    /// told `ERR busy` and closed now (lingering would keep the fd), and accepting pauses
+    /// as for EMFILE. Connections still queued wait there for fds to come back.
+    fn refuse_for_fds(&mut self, now: Instant, conn: OwnedFd) {
+        self.agent.stats.refused_busy += 1;
+        if let NetIo::Done(n) = net::send(conn.as_fd(), BUSY_LINE) {
+            self.agent.stats.bytes_out += n as u64;
+        }
+        net::shutdown_write(conn.as_fd());
+        // What the peer already sent is read, so closing sends FIN rather than RST.
+        let _ = net::recv(conn.as_fd(), &mut [0u8; LINGER_SINK]);
+        drop(conn);
+        self.pause_accepts(now, " (keeping fds spare)", Errno::EMFILE);
     }
 
     /// A client deadline at `t`: [`Timer::Clients`] runs no later.

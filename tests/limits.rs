@@ -437,6 +437,80 @@ fn out_of_fds_pauses_accepts_says_so_once_and_recovers() {
     );
 }
 
+/// `tether agent ARGS` with RLIMIT_NOFILE set to `n` (soft and hard) in the child.
+fn agent_with_nofile(n: u64, dir: std::path::PathBuf, args: &[String]) -> Agent {
+    let mut cmd = tether_cmd_in(None, args);
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            let lim = nix::libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            match nix::libc::setrlimit(nix::libc::RLIMIT_NOFILE, &lim) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+    Agent::spawn_command(cmd, dir, &[]).unwrap_or_else(|f| panic!("{}", f.stderr))
+}
+
+#[test]
+fn connections_never_take_the_last_fds_status_and_sighup_still_read_their_files() {
+    // RLIMIT_NOFILE 24 and forty connections waiting: the clients must not use up every
+    // fd, or STATUS answers an empty host, uptime 0 and no memory (it cannot open /proc),
+    // and a SIGHUP reads no token file and turns AUTH off until the next SIGHUP.
+    let dir = temp_dir("fd-reserve");
+    let tf = dir.join("token");
+    std::fs::write(&tf, "fd-reserve-token\n").unwrap();
+    let args = loopback_agent_args(
+        &dir.join("t.sock"),
+        &[
+            "--no-beacon",
+            "--backlog",
+            "64",
+            "--token-file",
+            tf.to_str().unwrap(),
+        ],
+    );
+    let a = agent_with_nofile(24, dir, &args);
+    let mut first = a.tcp();
+    assert_eq!(first.req("PING"), "PONG");
+    let held: Vec<TcpStream> = (0..40)
+        .map(|_| TcpStream::connect(a.tcp_addr()).unwrap())
+        .collect();
+    std::thread::sleep(slack(Duration::from_millis(800)));
+    let s = first.req("STATUS");
+    let v: serde_json::Value = serde_json::from_str(s.strip_prefix("OK ").unwrap()).unwrap();
+    assert!(
+        v["uptime"].as_u64().unwrap() > 0,
+        "uptime 0 while out of fds: {s}"
+    );
+    assert!(v["memory"]["total_kb"].as_u64().unwrap() > 0, "{s}");
+    assert!(!v["host"].as_str().unwrap().is_empty(), "{s}");
+    a.signal(nix::libc::SIGHUP);
+    std::thread::sleep(slack(Duration::from_millis(300)));
+    drop(held);
+    // The token survived the SIGHUP: a new connection authenticates.
+    let end = Instant::now() + slack(Duration::from_secs(5));
+    let mut c = loop {
+        let mut c = Client::tcp(a.tcp_addr());
+        c.set_timeout(slack(Duration::from_millis(500)));
+        if c.send(b"PING\n").is_ok() && c.line().is_ok_and(|l| l == "PONG") {
+            break c;
+        }
+        assert!(Instant::now() < end, "no PONG after the connections closed");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(c.auth("fd-reserve-token"), "OK");
+    assert_eq!(c.req("SET k v"), "OK");
+    assert_eq!(json_u64(&c.req("STATS"), "allocs_since_ready"), Some(0));
+    let (status, err) = a.stop();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(!err.contains("AUTH disabled"), "{err}");
+}
+
 #[test]
 fn a_thermal_path_that_is_a_fifo_does_not_stop_the_agent_and_a_long_one_is_refused() {
     // A FIFO would block open(2) until someone writes to it: every file the agent reads

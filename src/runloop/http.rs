@@ -174,6 +174,12 @@ impl Http {
                 return Accepted::None;
             }
         };
+        if net::in_fd_reserve(conn.as_fd()) {
+            // Closed at once: the fds under RLIMIT_NOFILE that connections never take
+            // (`limits::FD_RESERVE`); accepting pauses as for EMFILE.
+            drop(conn);
+            return Accepted::Pause(Errno::EMFILE);
+        }
         let mut evicted = None;
         let free = self.slots.iter().position(|s| s.fd.is_none()).or_else(|| {
             // A connection that already had its answers gives its slot up: closing ones

@@ -15,7 +15,7 @@ use nix::sys::socket::{
 use std::fmt::Write;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 
 pub const SOCK_FLAGS: SockFlag = SockFlag::SOCK_NONBLOCK.union(SockFlag::SOCK_CLOEXEC);
 
@@ -32,6 +32,32 @@ pub struct BufSizes {
 // socket, beacon sockets reopened at run time, the notify socket). Process-wide rather
 // than an argument because the beacon reopens its sockets itself when an interface is
 // recreated. 0 = unset: `tether scan` and `tether ctl` never set it.
+/// The lowest fd number an accepted connection may not keep ([`note_fd_limit`]).
+static FD_CEILING: AtomicI64 = AtomicI64::new(i64::MAX);
+
+/// Reads RLIMIT_NOFILE once, at start-up: from then on [`in_fd_reserve`] tells the
+/// connections that would leave fewer than [`crate::limits::FD_RESERVE`] fds free.
+pub fn note_fd_limit() {
+    let mut r = nix::libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only into `r`, which lives across the call.
+    let ok = unsafe { nix::libc::getrlimit(nix::libc::RLIMIT_NOFILE, &mut r) } == 0;
+    if ok && r.rlim_cur != nix::libc::RLIM_INFINITY {
+        let limit = i64::try_from(r.rlim_cur).unwrap_or(i64::MAX);
+        let reserve = i64::try_from(crate::limits::FD_RESERVE).unwrap_or(0);
+        FD_CEILING.store(limit.saturating_sub(reserve), Ordering::Relaxed);
+    }
+}
+
+/// Does keeping `fd` (just accepted) leave fewer than [`crate::limits::FD_RESERVE`] fds
+/// under RLIMIT_NOFILE? The kernel hands out the lowest free number, so every number
+/// below `fd` is taken: at most `limit - 1 - fd` are left.
+pub fn in_fd_reserve(fd: BorrowedFd<'_>) -> bool {
+    i64::from(fd.as_raw_fd()) >= FD_CEILING.load(Ordering::Relaxed)
+}
+
 static RCVBUF: AtomicU32 = AtomicU32::new(0);
 static SNDBUF: AtomicU32 = AtomicU32::new(0);
 
