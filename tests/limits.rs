@@ -396,21 +396,7 @@ fn out_of_fds_pauses_accepts_says_so_once_and_recovers() {
     // (200 ms at a time) instead of spinning, and the log says so once, not every pause.
     let dir = temp_dir("emfile");
     let args = loopback_agent_args(&dir.join("t.sock"), &["--no-beacon", "--backlog", "64"]);
-    let mut cmd = tether_cmd_in(None, &args);
-    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            let lim = nix::libc::rlimit {
-                rlim_cur: 24,
-                rlim_max: 24,
-            };
-            match nix::libc::setrlimit(nix::libc::RLIMIT_NOFILE, &lim) {
-                0 => Ok(()),
-                _ => Err(std::io::Error::last_os_error()),
-            }
-        });
-    }
-    let a = Agent::spawn_command(cmd, dir, &[]).unwrap_or_else(|f| panic!("{}", f.stderr));
+    let a = agent_with_nofile(24, dir, &args);
     let held: Vec<TcpStream> = (0..40)
         .map(|_| TcpStream::connect(a.tcp_addr()).unwrap())
         .collect();

@@ -27,27 +27,19 @@ pub struct BufSizes {
     pub sndbuf: Option<u32>,
 }
 
-// One process-wide setting, written once at start-up before any socket is opened, and
-// read by every opening function here in `sys` (listeners, accepted clients, the publish
-// socket, beacon sockets reopened at run time, the notify socket). Process-wide rather
-// than an argument because the beacon reopens its sockets itself when an interface is
-// recreated. 0 = unset: `tether scan` and `tether ctl` never set it.
 /// The lowest fd number an accepted connection may not keep ([`note_fd_limit`]).
 static FD_CEILING: AtomicI64 = AtomicI64::new(i64::MAX);
 
 /// Reads RLIMIT_NOFILE once, at start-up: from then on [`in_fd_reserve`] tells the
 /// connections that would leave fewer than [`crate::limits::FD_RESERVE`] fds free.
 pub fn note_fd_limit() {
-    let mut r = nix::libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes only into `r`, which lives across the call.
-    let ok = unsafe { nix::libc::getrlimit(nix::libc::RLIMIT_NOFILE, &mut r) } == 0;
-    if ok && r.rlim_cur != nix::libc::RLIM_INFINITY {
-        let limit = i64::try_from(r.rlim_cur).unwrap_or(i64::MAX);
-        let reserve = i64::try_from(crate::limits::FD_RESERVE).unwrap_or(0);
-        FD_CEILING.store(limit.saturating_sub(reserve), Ordering::Relaxed);
+    use nix::sys::resource::{getrlimit, Resource, RLIM_INFINITY};
+    if let Ok((soft, _)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft != RLIM_INFINITY {
+            let limit = i64::try_from(soft).unwrap_or(i64::MAX);
+            let reserve = i64::try_from(crate::limits::FD_RESERVE).unwrap_or(0);
+            FD_CEILING.store(limit.saturating_sub(reserve), Ordering::Relaxed);
+        }
     }
 }
 
@@ -58,6 +50,11 @@ pub fn in_fd_reserve(fd: BorrowedFd<'_>) -> bool {
     i64::from(fd.as_raw_fd()) >= FD_CEILING.load(Ordering::Relaxed)
 }
 
+// One process-wide setting, written once at start-up before any socket is opened, and
+// read by every opening function here in `sys` (listeners, accepted clients, the publish
+// socket, beacon sockets reopened at run time, the notify socket). Process-wide rather
+// than an argument because the beacon reopens its sockets itself when an interface is
+// recreated. 0 = unset: `tether scan` and `tether ctl` never set it.
 static RCVBUF: AtomicU32 = AtomicU32::new(0);
 static SNDBUF: AtomicU32 = AtomicU32::new(0);
 
