@@ -30,7 +30,7 @@ use std::io::{BufRead, ErrorKind, IsTerminal, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 trait Stream: Read + Write + AsFd {
@@ -180,11 +180,7 @@ fn exit_for(reply: &str) -> u8 {
 /// there; 77 permission denied; 75 the agent's queue is full (the datagram was not sent).
 pub fn dgram(args: &CtlArgs) -> Result<u8, Fatal> {
     let line = args.words.join(" ");
-    let ctl = args
-        .socket
-        .clone()
-        .unwrap_or_else(crate::sys::unix::default_socket_path);
-    let path = ctl.with_file_name("publish.sock");
+    let path = unix_path(args)?.with_file_name("publish.sock");
     let send = || {
         let s = std::os::unix::net::UnixDatagram::unbound()?;
         s.set_nonblocking(true)?;
@@ -264,6 +260,14 @@ pub fn connect_addrs(hp: &str) -> Result<Vec<std::net::SocketAddr>, Fatal> {
         })
 }
 
+/// The agent's Unix socket: `-s`, else this user's default, whose `/tmp/tether-UID`
+/// directory must be this user's own ([`crate::sys::unix::check_fallback_dir`]): 69.
+fn unix_path(args: &CtlArgs) -> Result<PathBuf, Fatal> {
+    let p = (args.socket.clone()).unwrap_or_else(crate::sys::unix::default_socket_path);
+    crate::sys::unix::check_fallback_dir(&p).map_err(|e| Fatal::new(EX_UNAVAILABLE, e))?;
+    Ok(p)
+}
+
 /// Connects to the Unix stream socket at `path` within `timeout`. Linux's connect on a
 /// Unix stream socket waits while the listener's accept queue is full (an agent that is
 /// stopped or wedged): forever by default, at most SO_SNDTIMEO when that is set, and then
@@ -306,10 +310,7 @@ fn connect(args: &CtlArgs, timeout: Duration) -> Result<(Box<dyn Stream>, String
             })
         }
         None => {
-            let p = args
-                .socket
-                .clone()
-                .unwrap_or_else(crate::sys::unix::default_socket_path);
+            let p = unix_path(args)?;
             let s = connect_unix(&p, timeout)
                 .map_err(|e| io_fatal(&format!("connect {}", p.display()), e))?;
             Ok((Box::new(s), p.display().to_string()))

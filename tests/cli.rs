@@ -482,7 +482,48 @@ fn an_xdg_runtime_dir_that_cannot_hold_the_socket_is_passed_over_with_a_warning(
         assert_eq!(warned, 1, "{xdg:?}: {err}");
         assert!(err.contains(why), "{xdg:?}: {err}");
     }
-    let _ = std::fs::remove_dir_all("/tmp/tether-65534");
+    // /tmp/tether-UID is made in /tmp, where anyone may make it first: the agent and ctl
+    // use it only when it is this user's own directory that nobody else may write in.
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::path::Path::new("/tmp/tether-65534");
+    let mode = |m: u32| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(m));
+    let nobody = nix::unistd::Uid::from_raw(65534);
+    let decoy = temp_dir("xdg-decoy");
+    nix::unistd::chown(&decoy, Some(nobody), None).unwrap();
+    for (made_by, why) in [
+        ("root, mode 0777", "belongs to uid 0, not 65534"),
+        ("nobody, mode 0777", "may be written by others (mode 777)"),
+        ("a symlink", "is not a directory"),
+    ] {
+        let _ = std::fs::remove_dir_all(dir);
+        let _ = std::fs::remove_file(dir);
+        match made_by {
+            "a symlink" => std::os::unix::fs::symlink(&decoy, dir).unwrap(),
+            _ => {
+                std::fs::create_dir(dir).unwrap();
+                mode(0o777).unwrap();
+                if made_by.starts_with("nobody") {
+                    nix::unistd::chown(dir, Some(nobody), None).unwrap();
+                }
+            }
+        }
+        let agent = as_nobody(&["agent", "--no-beacon", "--listen", "127.0.0.1:0"])
+            .env_remove("XDG_RUNTIME_DIR")
+            .output_within(slack(Duration::from_secs(10)));
+        let ctl = as_nobody(&["ctl", "PING"])
+            .env_remove("XDG_RUNTIME_DIR")
+            .output_within(slack(Duration::from_secs(10)));
+        for (who, out) in [("agent", agent), ("ctl", ctl)] {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(69), "{who}, {made_by}: {err}");
+            let want = format!("error: /tmp/tether-65534 {why}: another user could");
+            assert_eq!(error_lines(&err).len(), 1, "{who}, {made_by}: {err}");
+            assert!(err.contains(&want), "{who}, {made_by}: {err}");
+        }
+        assert!(!decoy.join("tether.sock").exists(), "{made_by}");
+    }
+    let _ = std::fs::remove_file(dir);
+    let _ = std::fs::remove_dir_all(&decoy);
 }
 
 /// `-v` / `-vv` (one argument, as users type it) turn on the debug lines, e.g. a client's

@@ -105,6 +105,7 @@ fn bind_path(path: &Path, ty: SockType, group: Option<Gid>) -> Result<UnixListen
             }
         }
     }
+    check_fallback_dir(path).map_err(SysError::msg)?;
     match std::fs::symlink_metadata(path) {
         Ok(m) if !m.file_type().is_socket() => {
             return Err(SysError::msg(format!(
@@ -201,7 +202,43 @@ fn default_socket_path_for(
             }
         }
     };
-    (PathBuf::from(format!("/tmp/tether-{uid}/tether.sock")), why)
+    (fallback_dir(uid).join("tether.sock"), why)
+}
+
+/// `/tmp/tether-UID`: the directory of a user's default socket without a usable
+/// `$XDG_RUNTIME_DIR`.
+fn fallback_dir(uid: nix::unistd::Uid) -> PathBuf {
+    PathBuf::from(format!("/tmp/tether-{uid}"))
+}
+
+/// When `sock` is in this user's `/tmp/tether-UID`: is that directory this user's own?
+/// It is made in a directory everyone may write to, so another user could have made it
+/// first (or a symlink by that name), and would then hold the socket's path: replace the
+/// agent's socket with one of theirs and read what `tether ctl` sends. As tmux and
+/// ssh-agent do, it is used only when it is a directory (not a symlink) that this user
+/// owns and nobody else may write in. Any other path, and a directory not there (yet), is
+/// fine here.
+pub fn check_fallback_dir(sock: &Path) -> Result<(), String> {
+    let uid = nix::unistd::getuid();
+    let Some(dir) = sock.parent().filter(|d| *d == fallback_dir(uid)) else {
+        return Ok(());
+    };
+    let Ok(m) = std::fs::symlink_metadata(dir) else {
+        return Ok(());
+    };
+    let why = if !m.file_type().is_dir() {
+        "is not a directory".to_string()
+    } else if m.uid() != uid.as_raw() {
+        format!("belongs to uid {}, not {uid}", m.uid())
+    } else if m.mode() & 0o022 != 0 {
+        format!("may be written by others (mode {:o})", m.mode() & 0o7777)
+    } else {
+        return Ok(());
+    };
+    Err(format!(
+        "{} {why}: another user could take the socket's place (remove it, or pass --socket)",
+        dir.display()
+    ))
 }
 
 /// Logs the peer's credentials (SO_PEERCRED) at debug level.
