@@ -249,7 +249,7 @@ impl AgentArgs {
         let mut listen = Vec::new();
         for l in &listen_text {
             let a: SocketAddr = l.parse().map_err(|_| {
-                format!("--listen {l}: expected IP:PORT, e.g. 0.0.0.0:4545 or [::1]:4545")
+                format!("--listen {l:?}: expected IP:PORT, e.g. 0.0.0.0:4545 or [::1]:4545")
             })?;
             listen.push(a);
         }
@@ -327,7 +327,7 @@ impl AgentArgs {
         let mut metrics = Vec::new();
         for m in &self.metrics {
             metrics.push(metrics_addr(m).ok_or_else(|| {
-                format!("--metrics {m}: expected IP:PORT or IP, e.g. 0.0.0.0:9545 or [::1]:9545")
+                format!("--metrics {m:?}: expected IP:PORT or IP, e.g. 0.0.0.0:9545 or [::1]:9545")
             })?);
         }
         Ok(AgentConfig {

@@ -37,6 +37,8 @@ fn bad_options_exit_64_with_one_error_line() {
         &["agent", "--max-clients", "0"],
         &["agent", "--listen", "nonsense"],
         &["agent", "--listen", "127.0.0.1"],
+        &["agent", "--listen", ""],
+        &["agent", "--metrics", "x"],
         &["agent", "--backlog", "x"],
         &["agent", "--interval", "0"],
         &["agent", "--iface", "a/b"],
