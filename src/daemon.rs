@@ -124,6 +124,7 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
         rl.http = crate::runloop::http::Http::new(now);
     }
     load_token(&mut rl, &cfg)?;
+    sys::net::warn_fd_room(cfg.max_clients);
     announce_ready(&mut rl, now, &id);
     rl.mark_ready();
     let res = rl.run();

@@ -421,6 +421,12 @@ fn out_of_fds_pauses_accepts_says_so_once_and_recovers() {
         1,
         "one warning while out of fds: {err}"
     );
+    // Said at start-up: 24 fds cannot hold 16 clients beside the agent's own.
+    assert_eq!(
+        err.matches("RLIMIT_NOFILE 24 leaves fds for ").count(),
+        1,
+        "{err}"
+    );
 }
 
 /// `tether agent ARGS` with RLIMIT_NOFILE set to `n` (soft and hard) in the child.

@@ -43,6 +43,26 @@ pub fn note_fd_limit() {
     }
 }
 
+/// At start-up, once every listener is open: a warning when RLIMIT_NOFILE leaves fewer fds
+/// for connections than `max_clients` (the [`crate::limits::FD_RESERVE`] kept spare), as
+/// under `ulimit -n 16`, where the connections beyond it are told `ERR busy`.
+pub fn warn_fd_room(max_clients: usize) {
+    let ceiling = FD_CEILING.load(Ordering::Relaxed);
+    // The lowest free number, which the next connection gets.
+    let Ok(probe) = std::fs::File::open("/dev/null") else {
+        return;
+    };
+    let room = ceiling.saturating_sub(i64::from(probe.as_raw_fd()));
+    if room < i64::try_from(max_clients).unwrap_or(i64::MAX) {
+        log::warn!(
+            "RLIMIT_NOFILE {} leaves fds for {} connection(s) at once, fewer than --max-clients \
+             {max_clients}: the others are told ERR busy (raise it: ulimit -n, LimitNOFILE=)",
+            ceiling.saturating_add(i64::try_from(crate::limits::FD_RESERVE).unwrap_or(0)),
+            room.max(0)
+        );
+    }
+}
+
 /// Does keeping `fd` (just accepted) leave fewer than [`crate::limits::FD_RESERVE`] fds
 /// under RLIMIT_NOFILE? The kernel hands out the lowest free number, so every number
 /// below `fd` is taken: at most `limit - 1 - fd` are left.
