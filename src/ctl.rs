@@ -245,6 +245,14 @@ pub fn connect_addrs(hp: &str) -> Result<Vec<std::net::SocketAddr>, Fatal> {
     // name is letters, digits, `-`, `_` and dots (a Unicode name in its `xn--` form): what
     // else the resolver would be asked is a typo or a paste, not a board.
     let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if host
+        .split_once('%')
+        .is_some_and(|(a, _)| a.parse::<std::net::Ipv6Addr>().is_ok())
+    {
+        // A scoped IPv6 address without brackets (`fe80::1%eth0:4545`), as getaddrinfo
+        // took it: the bracketed form's rules.
+        return connect_addrs(&format!("[{host}]:{port}"));
+    }
     let ip = host.parse::<std::net::IpAddr>().is_ok();
     if host.is_empty() || !(ip || host.chars().all(name_char)) {
         return Err(usage(format!("{host}: not a host name or IP address")));
@@ -544,6 +552,8 @@ mod tests {
             ("[::1]:4545", "[::1]:4545"),
             // As std's ToSocketAddrs takes it: the last colon ends the host.
             ("::1:4545", "[::1]:4545"),
+            ("fe80::1%1:4545", "[fe80::1%1]:4545"),
+            ("fe80::1%lo:4545", "[fe80::1%1]:4545"),
         ] {
             let got = connect_addrs(hp).map(|a| a[0].to_string());
             assert_eq!(got.map_err(|e| e.msg), Ok(want.to_string()), "{hp}");

@@ -27,7 +27,7 @@ impl Fatal {
 /// the bidirectional formatting characters (U+061C, U+200E/F, U+202A-U+202E, U+2066-U+2069),
 /// which reorder what follows them on the line, so `\u{202e}` can make one board's name
 /// show as another's or turn a row's columns around ("Trojan Source", CVE-2021-42574).
-fn hidden(c: char) -> bool {
+pub fn hidden(c: char) -> bool {
     c.is_control()
         || matches!(
             c,

@@ -333,7 +333,7 @@ pub fn render(
         w,
         "tether_http_refused_total",
         Kind::Counter,
-        "HTTP connections answered 503 because every HTTP slot was busy.",
+        "HTTP connections answered 503: every HTTP slot was busy, or no fd was to spare.",
         http.refused,
     )?;
     single_u64(

@@ -56,6 +56,12 @@ const HTTP_POLL: usize = crate::limits::MAX_METRICS_LISTENERS + crate::limits::H
 
 const E_TOO_LONG: Error = Error::new(ErrCode::TooLong, TOO_LONG_TEXT);
 const BUSY_LINE: &[u8] = b"ERR busy too many clients\n";
+/// Why accepting pauses short of EMFILE ([`net::in_fd_reserve`]).
+const FDS_SPARE: &str = crate::limit_text!(
+    "keeping ",
+    { crate::limits::FD_RESERVE },
+    " fds spare under RLIMIT_NOFILE"
+);
 
 struct Linger {
     fd: OwnedFd,
@@ -498,6 +504,8 @@ impl RunLoop {
             for &(tok, _) in ready.iter() {
                 match tok {
                     Tok::Signal => stop |= self.on_signals(),
+                    // A pause begun by an earlier listener this turn holds for the rest.
+                    _ if !self.accepting(now) => {}
                     Tok::Tcp(i) => self.accept_all(now, Some(i)),
                     Tok::Unix => self.accept_all(now, None),
                     Tok::HttpListen(i) => self.accept_http(now, i),
@@ -620,7 +628,7 @@ impl RunLoop {
                 Ok(Some(c)) => c,
                 Ok(None) => return,
                 Err(e @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)) => {
-                    self.pause_accepts(now, "", e);
+                    self.pause_accepts(now, "", e.desc());
                     return;
                 }
                 Err(e) => {
@@ -629,7 +637,12 @@ impl RunLoop {
                 }
             };
             if net::in_fd_reserve(conn.as_fd()) {
-                self.refuse_for_fds(now, conn);
+                self.agent.stats.refused_busy += 1;
+                log::debug!("client refused: keeping fds spare");
+                if let NetIo::Done(n) = net::send(conn.as_fd(), BUSY_LINE) {
+                    self.agent.stats.bytes_out += n as u64;
+                }
+                self.refuse_for_fds(now, "", conn);
                 return;
             }
             if self.waiting.is_empty() {
@@ -651,26 +664,21 @@ impl RunLoop {
     /// Out of fds or memory: accepting stops for [`ACCEPT_PAUSE`]. Said in the log the first
     /// time and then at most once per [`crate::limits::WARN_EVERY_SECS`] while it lasts (it can last as
     /// long as something else holds the fds: one line every 200 ms would flood the journal).
-    fn pause_accepts(&mut self, now: Instant, what: &str, e: Errno) {
+    fn pause_accepts(&mut self, now: Instant, what: &str, why: &str) {
         self.accept_paused_until = Some(now + ACCEPT_PAUSE);
         if crate::limits::warn_due(&mut self.accept_warned, now) {
-            log::warn!("accept{what}: {}: pausing accepts", e.desc());
+            log::warn!("accept{what}: {why}: pausing accepts");
         }
     }
 
-    /// A connection that would leave fewer than [`crate::limits::FD_RESERVE`] fds free:
-    /// told `ERR busy` and closed now (lingering would keep the fd), and accepting pauses
-    /// as for EMFILE. Connections still queued wait there for fds to come back.
-    fn refuse_for_fds(&mut self, now: Instant, conn: OwnedFd) {
-        self.agent.stats.refused_busy += 1;
-        if let NetIo::Done(n) = net::send(conn.as_fd(), BUSY_LINE) {
-            self.agent.stats.bytes_out += n as u64;
-        }
-        net::shutdown_write(conn.as_fd());
-        // What the peer already sent is read, so closing sends FIN rather than RST.
-        let _ = net::recv(conn.as_fd(), &mut [0u8; LINGER_SINK]);
+    /// A connection (its refusal already written) that would leave fewer than
+    /// [`crate::limits::FD_RESERVE`] fds free: closed now (lingering would keep the fd),
+    /// and accepting pauses as for EMFILE. So while the agent is this short of fds, one
+    /// queued connection per [`ACCEPT_PAUSE`] is told `ERR busy` (or 503); the rest wait.
+    fn refuse_for_fds(&mut self, now: Instant, what: &str, conn: OwnedFd) {
+        net::say_goodbye(conn.as_fd());
         drop(conn);
-        self.pause_accepts(now, " (keeping fds spare)", Errno::EMFILE);
+        self.pause_accepts(now, what, FDS_SPARE);
     }
 
     /// A client deadline at `t`: [`Timer::Clients`] runs no later.
@@ -734,9 +742,8 @@ impl RunLoop {
 
     /// Half-closes `fd` and keeps it until the peer closes (see [`LINGER`]).
     fn linger(&mut self, fd: OwnedFd, now: Instant) {
-        net::shutdown_write(fd.as_fd());
         // Whatever the peer already sent is discarded now; the rest as it comes.
-        let _ = net::recv(fd.as_fd(), &mut [0u8; LINGER_SINK]);
+        net::say_goodbye(fd.as_fd());
         if self.lingering.is_full() {
             // Out of linger room: close the oldest.
             self.lingering.remove(0);
@@ -921,7 +928,11 @@ impl RunLoop {
                     self.linger(fd, now)
                 }
                 http::Accepted::Pause(e) => {
-                    self.pause_accepts(now, " (metrics)", e);
+                    self.pause_accepts(now, " (metrics)", e.desc());
+                    return;
+                }
+                http::Accepted::Spare(fd) => {
+                    self.refuse_for_fds(now, " (metrics)", fd);
                     return;
                 }
             }

@@ -458,6 +458,9 @@ fn an_xdg_runtime_dir_that_cannot_hold_the_socket_is_passed_over_with_a_warning(
         return;
     }
     let fallback = std::path::Path::new("/tmp/tether-65534/tether.sock");
+    // What an earlier run that failed half-way may have left (a symlink, a 0777 directory).
+    let _ = std::fs::remove_file("/tmp/tether-65534");
+    let _ = std::fs::remove_dir_all("/tmp/tether-65534");
     for (xdg, why) in [
         (
             "/run/x\nWATCHDOG=trigger",

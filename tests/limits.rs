@@ -392,8 +392,9 @@ fn connectors_beyond_the_backlog_are_all_answered_issue_12() {
 #[test]
 fn out_of_fds_pauses_accepts_says_so_once_and_recovers() {
     // RLIMIT_NOFILE 24: the agent's own fds plus a few clients. Forty connections wait in
-    // the accept queue (backlog 64) while accept4 fails with EMFILE: accepting pauses
-    // (200 ms at a time) instead of spinning, and the log says so once, not every pause.
+    // the accept queue (backlog 64) while the agent is out of fds (short of EMFILE: at the
+    // 4 it keeps spare): accepting pauses (200 ms at a time) instead of spinning, and the
+    // log says so once, not every pause.
     let dir = temp_dir("emfile");
     let args = loopback_agent_args(&dir.join("t.sock"), &["--no-beacon", "--backlog", "64"]);
     let a = agent_with_nofile(24, dir, &args);
@@ -403,21 +404,12 @@ fn out_of_fds_pauses_accepts_says_so_once_and_recovers() {
     std::thread::sleep(slack(Duration::from_secs(2)));
     drop(held);
     // The fds come back: a new client is served.
-    let end = Instant::now() + slack(Duration::from_secs(5));
-    loop {
-        let mut c = Client::tcp(a.tcp_addr());
-        c.set_timeout(slack(Duration::from_millis(500)));
-        let ok = c.send(b"PING\n").is_ok() && c.line().is_ok_and(|l| l == "PONG");
-        if ok {
-            break;
-        }
-        assert!(Instant::now() < end, "no PONG after the connections closed");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    pong_within(&a, slack(Duration::from_secs(5)));
     let (status, err) = a.stop();
     assert_eq!(status.code(), Some(0), "{err}");
     assert_eq!(
-        err.matches("pausing accepts").count(),
+        err.matches("keeping 4 fds spare under RLIMIT_NOFILE: pausing accepts")
+            .count(),
         1,
         "one warning while out of fds: {err}"
     );
@@ -427,6 +419,21 @@ fn out_of_fds_pauses_accepts_says_so_once_and_recovers() {
         1,
         "{err}"
     );
+}
+
+/// A new TCP client of `a` that got its PONG, trying until `d` has passed (while the agent
+/// waits for fds to come back).
+fn pong_within(a: &Agent, d: Duration) -> Client {
+    let end = Instant::now() + d;
+    loop {
+        let mut c = Client::tcp(a.tcp_addr());
+        c.set_timeout(slack(Duration::from_millis(500)));
+        if c.send(b"PING\n").is_ok() && c.line().is_ok_and(|l| l == "PONG") {
+            return c;
+        }
+        assert!(Instant::now() < end, "no PONG after the connections closed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// `tether agent ARGS` with RLIMIT_NOFILE set to `n` (soft and hard) in the child.
@@ -485,22 +492,84 @@ fn connections_never_take_the_last_fds_status_and_sighup_still_read_their_files(
     std::thread::sleep(slack(Duration::from_millis(300)));
     drop(held);
     // The token survived the SIGHUP: a new connection authenticates.
-    let end = Instant::now() + slack(Duration::from_secs(5));
-    let mut c = loop {
-        let mut c = Client::tcp(a.tcp_addr());
-        c.set_timeout(slack(Duration::from_millis(500)));
-        if c.send(b"PING\n").is_ok() && c.line().is_ok_and(|l| l == "PONG") {
-            break c;
-        }
-        assert!(Instant::now() < end, "no PONG after the connections closed");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let mut c = pong_within(&a, slack(Duration::from_secs(5)));
     assert_eq!(c.auth("fd-reserve-token"), "OK");
     assert_eq!(c.req("SET k v"), "OK");
     assert_eq!(json_u64(&c.req("STATS"), "allocs_since_ready"), Some(0));
     let (status, err) = a.stop();
     assert_eq!(status.code(), Some(0), "{err}");
     assert!(!err.contains("AUTH disabled"), "{err}");
+}
+
+#[test]
+fn connections_past_the_fd_reserve_are_told_busy_not_reset() {
+    // RLIMIT_NOFILE 24 and forty connections, each with its request sent: on the control
+    // port those the agent has no fd for are told `ERR busy`, on the metrics port `503`,
+    // each closed cleanly (unread input used to turn the close into a reset), and counted.
+    for metrics in [false, true] {
+        let dir = temp_dir("fd-busy");
+        let mut extra = vec!["--no-beacon", "--backlog", "64"];
+        if metrics {
+            extra.extend(["--metrics", "127.0.0.1:0"]);
+        }
+        let a = agent_with_nofile(
+            24,
+            dir.clone(),
+            &loopback_agent_args(&dir.join("t.sock"), &extra),
+        );
+        let (addr, req, busy_reply): (std::net::SocketAddr, &[u8], &str) = if metrics {
+            let m = (a.ready.split_whitespace())
+                .find_map(|w| w.strip_prefix("metrics="))
+                .and_then(|m| m.parse().ok())
+                .unwrap_or_else(|| panic!("no metrics= in {}", a.ready));
+            (
+                m,
+                b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n",
+                "HTTP/1.1 503 ",
+            )
+        } else {
+            (a.tcp_addr(), b"PING\n", "ERR busy ")
+        };
+        let mut held: Vec<TcpStream> = (0..40)
+            .map(|_| {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.write_all(req).unwrap();
+                s
+            })
+            .collect();
+        std::thread::sleep(slack(Duration::from_millis(1500)));
+        let (mut busy, mut reset) = (0, 0);
+        for s in &mut held {
+            s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+            let mut b = [0u8; 64];
+            match std::io::Read::read(s, &mut b) {
+                Ok(n) if b[..n].starts_with(busy_reply.as_bytes()) => busy += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => reset += 1,
+                _ => {}
+            }
+        }
+        assert!(busy >= 1, "metrics {metrics}: none told busy");
+        assert_eq!(reset, 0, "metrics {metrics}: {reset} reset, {busy} busy");
+        drop(held);
+        let mut c = pong_within(&a, slack(Duration::from_secs(10)));
+        let counted = if metrics {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+            let mut body = String::new();
+            std::io::Read::read_to_string(&mut s, &mut body).unwrap();
+            (body.lines())
+                .find_map(|l| l.strip_prefix("tether_http_refused_total "))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+        } else {
+            json_u64(&c.req("STATS"), "refused_busy")
+        };
+        assert!(
+            counted.is_some_and(|n| n >= busy),
+            "metrics {metrics}: {counted:?} counted, {busy} told busy"
+        );
+        let (status, err) = a.stop();
+        assert_eq!(status.code(), Some(0), "{err}");
+    }
 }
 
 #[test]

@@ -99,6 +99,9 @@ pub enum Accepted {
     Refused(OwnedFd),
     /// Out of fds or memory: the caller pauses accepting.
     Pause(Errno),
+    /// Would leave too few fds spare (`net::in_fd_reserve`): the 503 was sent; the caller
+    /// closes the fd at once and pauses accepting.
+    Spare(OwnedFd),
 }
 
 /// The HTTP slot table (the listeners are [`super::Devices::metrics`]). Empty (and
@@ -160,6 +163,17 @@ impl Http {
             .min()
     }
 
+    /// Answers `conn` 503 (not taken into a slot: `why`) and counts it.
+    fn refuse(&mut self, conn: &OwnedFd, why: &str) {
+        self.stats.refused += 1;
+        log::debug!("http client refused: {why}");
+        let mut b = [0u8; HTTP_RESP_HEAD_MAX + 64];
+        let mut w = WBuf::new(&mut b);
+        if write_error(&mut w, Status::ServiceUnavailable, false, false, false).is_ok() {
+            let _ = net::send(conn.as_fd(), w.as_bytes());
+        }
+    }
+
     /// Accepts one connection from `listener` into a free slot (or the slot of a
     /// connection that already has its answer), else answers it 503.
     pub fn accept_one(&mut self, now: Instant, listener: BorrowedFd<'_>) -> Accepted {
@@ -175,10 +189,8 @@ impl Http {
             }
         };
         if net::in_fd_reserve(conn.as_fd()) {
-            // Closed at once: the fds under RLIMIT_NOFILE that connections never take
-            // (`limits::FD_RESERVE`); accepting pauses as for EMFILE.
-            drop(conn);
-            return Accepted::Pause(Errno::EMFILE);
+            self.refuse(&conn, "keeping fds spare");
+            return Accepted::Spare(conn);
         }
         let mut evicted = None;
         let free = self.slots.iter().position(|s| s.fd.is_none()).or_else(|| {
@@ -198,13 +210,7 @@ impl Http {
             Some(i)
         });
         let Some(i) = free else {
-            self.stats.refused += 1;
-            log::debug!("http client refused: every slot busy");
-            let mut b = [0u8; HTTP_RESP_HEAD_MAX + 64];
-            let mut w = WBuf::new(&mut b);
-            if write_error(&mut w, Status::ServiceUnavailable, false, false, false).is_ok() {
-                let _ = net::send(conn.as_fd(), w.as_bytes());
-            }
+            self.refuse(&conn, "every slot busy");
             return Accepted::Refused(conn);
         };
         let s = &mut self.slots[i];

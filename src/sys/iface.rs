@@ -281,7 +281,8 @@ fn each_iface(mut f: impl FnMut(&[u8]) -> bool) {
 /// A name an interface may have and tether takes as text (`--iface`, `scan -i`, the
 /// default beacon interface): what Linux allows (1 to IFNAMSIZ - 1 bytes, not `.` or
 /// `..`, no `/`, `:` or white space) less what cannot be shown as it is
-/// ([`super::shows_as_is`]: control characters, ASCII's and C1's).
+/// ([`super::shows_as_is`]: control characters, ASCII's and C1's, and bidirectional
+/// formatting characters).
 pub fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= IFNAME_MAX

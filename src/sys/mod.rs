@@ -67,10 +67,11 @@ pub fn push_lossy<const N: usize>(out: &mut heapless::String<N>, bytes: &[u8]) {
 
 /// Whether a name or path (an interface, a socket) can be shown as it is, in the ready
 /// line, the log and systemd's status: no control character, ASCII's or C1's (U+0080 to
-/// U+009F, which some terminals obey too). A newline would start a line or a field of its
-/// own there, and an escape would drive the terminal that shows it.
+/// U+009F, which some terminals obey too), and no bidirectional formatting character
+/// ([`crate::exit::hidden`]). A newline would start a line or a field of its own there, an
+/// escape would drive the terminal that shows it, and U+202E would reorder the line.
 pub fn shows_as_is(s: &str) -> bool {
-    !s.chars().any(char::is_control)
+    !s.chars().any(crate::exit::hidden)
 }
 
 /// Opens a file the agent reads (/proc, /sys, `--thermal`, the LED's, key files), for

@@ -252,6 +252,14 @@ pub fn shutdown_write(fd: BorrowedFd<'_>) {
     let _ = socket::shutdown(fd.as_raw_fd(), socket::Shutdown::Write);
 }
 
+/// A goodbye: half-closes `fd` ([`shutdown_write`]) and reads what the peer already sent
+/// (up to [`crate::limits::LINGER_SINK`] bytes), so that closing it, now or after a
+/// linger, sends a FIN rather than a reset that could destroy the last reply in flight.
+pub fn say_goodbye(fd: BorrowedFd<'_>) {
+    shutdown_write(fd);
+    let _ = recv(fd, &mut [0u8; crate::limits::LINGER_SINK]);
+}
+
 /// The device a socket is bound to (SO_BINDTODEVICE), read without allocating.
 pub fn bound_device(fd: BorrowedFd<'_>, out: &mut [u8; IFNAMSIZ]) -> usize {
     let mut len = out.len() as nix::libc::socklen_t;

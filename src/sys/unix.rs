@@ -92,6 +92,9 @@ fn bind_path(path: &Path, ty: SockType, group: Option<Gid>) -> Result<UnixListen
             crate::limits::SOCK_PATH_MAX
         )));
     }
+    // Before creating a missing directory (a dangling symlink by its name would fail that
+    // with a less telling EEXIST), and again after (someone may have made it meanwhile).
+    check_fallback_dir(path).map_err(SysError::msg)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.exists() {
             std::fs::DirBuilder::new()
