@@ -505,7 +505,7 @@ impl RunLoop {
                 match tok {
                     Tok::Signal => stop |= self.on_signals(),
                     // A pause begun by an earlier listener this turn holds for the rest.
-                    _ if !self.accepting(now) => {}
+                    Tok::Tcp(_) | Tok::Unix | Tok::HttpListen(_) if !self.accepting(now) => {}
                     Tok::Tcp(i) => self.accept_all(now, Some(i)),
                     Tok::Unix => self.accept_all(now, None),
                     Tok::HttpListen(i) => self.accept_http(now, i),
