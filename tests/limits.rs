@@ -553,13 +553,22 @@ fn connections_past_the_fd_reserve_are_told_busy_not_reset() {
         drop(held);
         let mut c = pong_within(&a, slack(Duration::from_secs(10)));
         let counted = if metrics {
-            let mut s = TcpStream::connect(addr).unwrap();
-            s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-            let mut body = String::new();
-            std::io::Read::read_to_string(&mut s, &mut body).unwrap();
-            (body.lines())
-                .find_map(|l| l.strip_prefix("tether_http_refused_total "))
-                .and_then(|n| n.trim().parse::<u64>().ok())
+            // A scrape, once the slots the held connections had are free again.
+            let scrape = || {
+                let mut s = TcpStream::connect(addr).ok()?;
+                s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+                let mut body = String::new();
+                std::io::Read::read_to_string(&mut s, &mut body).ok()?;
+                (body.lines())
+                    .find_map(|l| l.strip_prefix("tether_http_refused_total "))
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+            };
+            let mut n = None;
+            wait_for(slack(Duration::from_secs(5)), || {
+                n = scrape();
+                n.is_some()
+            });
+            n
         } else {
             json_u64(&c.req("STATS"), "refused_busy")
         };
