@@ -301,6 +301,36 @@ rm -f /etc/systemd/system/tether-scan-sd.service
 T apt-get purge -y -q tether >/dev/null 2>&1
 check "apt purge: no tether process left" bash -c "! pgrep -x tether >/dev/null"
 
+# ---- 15. no systemd-sysusers (sysvinit systems): postinst's groupadd/useradd fallback -------
+# Hidden for this step. What sysusers copes with must work here too: a group `tether` that
+# outlived its user (`useradd --user-group` refused it: exit 9, dpkg failed), then a user
+# `tether` without a group of that name (the unit's Group=tether failed: 216/GROUP).
+mv /usr/bin/systemd-sysusers /usr/bin/systemd-sysusers.hidden
+T userdel tether >/dev/null 2>&1
+getent group tether >/dev/null || T groupadd --system tether
+gid=$(getent group tether | cut -d: -f3)
+if T dpkg -i "$DEB" >/tmp/dpkg.log 2>&1; then
+    ok "no sysusers, group tether left without its user: dpkg -i exits 0"
+else
+    bad "no sysusers, group tether left without its user: dpkg -i exits 0"; tail -n 5 /tmp/dpkg.log
+fi
+check "no sysusers: user tether made in the existing group ($gid)" \
+    bash -c "[ \"\$(id -g tether 2>/dev/null)\" = $gid ] && getent passwd tether | grep -q ':/nonexistent:/usr/sbin/nologin\$'"
+check "no sysusers: unit active after install" wait_for 10 is_active
+T dpkg --purge tether >/dev/null 2>&1
+T userdel tether >/dev/null 2>&1
+getent group tether >/dev/null && T groupdel tether
+T useradd --system --gid nogroup --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin tether
+if T dpkg -i "$DEB" >/tmp/dpkg.log 2>&1; then
+    ok "no sysusers, user tether without group tether: dpkg -i exits 0"
+else
+    bad "no sysusers, user tether without group tether: dpkg -i exits 0"; tail -n 5 /tmp/dpkg.log
+fi
+check "no sysusers: group tether created for the existing user" bash -c "getent group tether >/dev/null"
+if wait_for 10 is_active; then ok "no sysusers: unit active (Group=tether resolves)"; else bad "no sysusers: unit active (Group=tether resolves)" "($(prop Result): $(journal -n 2 | tr '\n' ' '))"; fi
+T dpkg --purge tether >/dev/null 2>&1
+mv /usr/bin/systemd-sysusers.hidden /usr/bin/systemd-sysusers
+
 say "== $pass passed, $fail failed in $(($(date +%s%3N) - t_start)) ms"
 [ $fail -gt 99 ] && fail=99
 exit $fail
