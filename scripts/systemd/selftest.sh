@@ -241,6 +241,48 @@ check "stopped cleanly: inactive, exit status 0, Result=success" test "$(prop Ac
 check "socket removed" test ! -e "$SOCK"
 check "publish socket removed" test ! -e "$PUB"
 check "journal: the agent said it was shutting down" wait_for 5 bash -c "journalctl -q -o cat _PID=$pid | grep -q 'SIGTERM: shutting down'"
+
+# ---- 10b. the init script itself (systems without systemd) ------------------------------
+# With the unit stopped, /etc/init.d/tether run as sysvinit would: SYSTEMCTL_SKIP_REDIRECT
+# turns off Debian's hook that hands it to systemctl. The agent: --no-beacon, loopback only.
+INIT=(env SYSTEMCTL_SKIP_REDIRECT=1 /etc/init.d/tether)
+PIDF=/run/tether.pid
+mkdir -p /etc/conf.d
+echo 'TETHER_ARGS="--no-beacon --listen 127.0.0.1:4545"' >/etc/conf.d/tether
+init_pid() { # the pid in the pid file, when that process is a tether agent
+    local p; p=$(cat "$PIDF" 2>/dev/null) && [ -n "$p" ] && [ "$(cat "/proc/$p/comm" 2>/dev/null)" = tether ] && echo "$p"
+}
+init_rc() { T "${INIT[@]}" "$@" >/tmp/init.out 2>&1; echo $?; }
+rc=$(init_rc start)
+ipid=$(init_pid)
+if [ "$rc" = 0 ] && [ -n "$ipid" ] && [ "$(T tether ctl PING 2>&1)" = PONG ]; then ok "init script: start exits 0, the pid file names the agent, PONG" "($(cat /tmp/init.out))"; else bad "init script: start exits 0, the pid file names the agent, PONG" "(exit $rc: $(cat /tmp/init.out))"; fi
+rc=$(init_rc start)
+check "init script: start again exits 0, the same agent alone" bash -c "[ $rc = 0 ] && [ \"\$(pgrep -x tether)\" = '$ipid' ]"
+# The agent dies (crash, OOM) and leaves its pid file; the kernel gives that pid to another
+# process. The script must not take it for the agent: not "running", not "already running",
+# and stop must not kill it.
+kill -KILL "$ipid"; wait_for 5 bash -c "! kill -0 $ipid 2>/dev/null"
+sleep 300 &
+other=$!
+echo "$other" >"$PIDF"
+rc=$(init_rc status)
+if [ "$rc" != 0 ]; then ok "init script: pid file naming another process: status not 0" "(exit $rc)"; else bad "init script: pid file naming another process: status not 0" "($(cat /tmp/init.out))"; fi
+rc=$(init_rc stop)
+if [ "$rc" = 0 ] && kill -0 "$other" 2>/dev/null; then ok "init script: stop exits 0 and does not kill that process"; else bad "init script: stop exits 0 and does not kill that process" "(exit $rc: $(cat /tmp/init.out))"; fi
+kill "$other" 2>/dev/null; wait "$other" 2>/dev/null
+sleep 300 &
+other=$!
+echo "$other" >"$PIDF"
+rc=$(init_rc start)
+if [ "$rc" = 0 ] && [ -n "$(init_pid)" ] && [ "$(T tether ctl PING 2>&1)" = PONG ]; then ok "init script: start with that pid file starts the agent" "($(cat /tmp/init.out))"; else bad "init script: start with that pid file starts the agent" "(exit $rc: $(cat /tmp/init.out))"; fi
+kill "$other" 2>/dev/null; wait "$other" 2>/dev/null
+rc=$(init_rc stop)
+if [ "$rc" = 0 ] && ! pgrep -x tether >/dev/null && [ ! -e "$PIDF" ]; then ok "init script: stop exits 0, no agent, no pid file"; else bad "init script: stop exits 0, no agent, no pid file" "(exit $rc: $(cat /tmp/init.out))"; fi
+rc=$(init_rc stop)
+check "init script: stop when stopped exits 0" test "$rc" = 0
+rc=$(init_rc status)
+check "init script: status when stopped exits 3 (LSB)" test "$rc" = 3
+pkill -x tether; rm -f /etc/conf.d/tether "$PIDF"
 T systemctl start tether
 wait_for 10 is_active
 
