@@ -262,11 +262,13 @@ check "init script: start again exits 0, the same agent alone" bash -c "[ $rc = 
 # process. The script must not take it for the agent: not "running", not "already running",
 # and stop must not kill it.
 kill -KILL "$ipid"; wait_for 5 bash -c "! kill -0 $ipid 2>/dev/null"
+rc=$(init_rc status)
+check "init script: agent killed, pid file left: status exits 1 (LSB: dead, pid file exists)" test "$rc" = 1
 sleep 300 &
 other=$!
 echo "$other" >"$PIDF"
 rc=$(init_rc status)
-if [ "$rc" != 0 ]; then ok "init script: pid file naming another process: status not 0" "(exit $rc)"; else bad "init script: pid file naming another process: status not 0" "($(cat /tmp/init.out))"; fi
+if [ "$rc" = 1 ]; then ok "init script: pid file naming another process: status exits 1"; else bad "init script: pid file naming another process: status exits 1" "(exit $rc: $(cat /tmp/init.out))"; fi
 rc=$(init_rc stop)
 if [ "$rc" = 0 ] && kill -0 "$other" 2>/dev/null; then ok "init script: stop exits 0 and does not kill that process"; else bad "init script: stop exits 0 and does not kill that process" "(exit $rc: $(cat /tmp/init.out))"; fi
 kill "$other" 2>/dev/null; wait "$other" 2>/dev/null
@@ -282,6 +284,16 @@ rc=$(init_rc stop)
 check "init script: stop when stopped exits 0" test "$rc" = 0
 rc=$(init_rc status)
 check "init script: status when stopped exits 3 (LSB)" test "$rc" = 3
+# After `dpkg -r` the script stays (a conffile), with its rc links, and the binary is gone:
+# at shutdown sysvinit runs it with stop, at boot with start. Stop and status must still
+# answer (0, and 3: LSB has no 5 for status); start says it and exits 5 (LSB: not installed).
+GONE=(env DAEMON=/usr/bin/tether.removed SYSTEMCTL_SKIP_REDIRECT=1 /etc/init.d/tether)
+rc=$(T "${GONE[@]}" stop >/tmp/init.out 2>&1; echo $?)
+check "init script, binary removed: stop exits 0" test "$rc" = 0
+rc=$(T "${GONE[@]}" status >/tmp/init.out 2>&1; echo $?)
+check "init script, binary removed: status exits 3" test "$rc" = 3
+rc=$(T "${GONE[@]}" start >/tmp/init.out 2>&1; echo $?)
+check "init script, binary removed: start exits 5, starts nothing" bash -c "[ $rc = 5 ] && ! pgrep -x tether >/dev/null"
 pkill -x tether; rm -f /etc/conf.d/tether "$PIDF"
 T systemctl start tether
 wait_for 10 is_active
