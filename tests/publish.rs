@@ -147,6 +147,65 @@ fn file_descriptors_sent_along_are_closed_not_kept() {
     assert_eq!(st["allocs_since_ready"], 0, "{st}");
 }
 
+/// A TCP socket with SO_LINGER set whose data cannot leave (its peer, kept open, never
+/// reads): the last close(2) of it waits the whole linger time, deaf to signals. Returns
+/// it with the peer that keeps it stuck.
+fn stuck_lingering_socket(linger: i32) -> (std::net::TcpStream, std::net::TcpStream) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    use std::io::Write;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    setsockopt(&l, sockopt::RcvBuf, &4096).unwrap();
+    let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    setsockopt(&c, sockopt::SndBuf, &4096).unwrap();
+    let (peer, _) = l.accept().unwrap();
+    c.set_nonblocking(true).unwrap();
+    let chunk = [b'x'; 65536];
+    while (&c).write(&chunk).is_ok() {}
+    let on = nix::libc::linger {
+        l_onoff: 1,
+        l_linger: linger,
+    };
+    setsockopt(&c, sockopt::Linger, &on).unwrap();
+    (c, peer)
+}
+
+#[test]
+fn a_passed_lingering_socket_does_not_stall_the_loop() {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+    use std::os::fd::AsRawFd;
+    let a = Agent::start(&[]);
+    let p = a.publish_path().unwrap();
+    let to = UnixAddr::new(&p).unwrap();
+    let s = UnixDatagram::unbound().unwrap();
+    let nulls: Vec<std::fs::File> = (0..252)
+        .map(|_| std::fs::File::open("/dev/null").unwrap())
+        .collect();
+    let mut peers = Vec::new();
+    // Alone, and last of the most fds one message can carry (253).
+    for (i, fillers) in [0, 252].into_iter().enumerate() {
+        let (c, peer) = stuck_lingering_socket(10);
+        peers.push(peer);
+        let mut raw: Vec<i32> = nulls[..fillers].iter().map(|f| f.as_raw_fd()).collect();
+        raw.push(c.as_raw_fd());
+        let line = format!("SET lingered {i}");
+        let iov = [std::io::IoSlice::new(line.as_bytes())];
+        let cmsg = [ControlMessage::ScmRights(&raw)];
+        sendmsg(s.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), Some(&to)).unwrap();
+        // The agent's close is now the last one.
+        drop(c);
+        let t = Instant::now();
+        let mut u = a.unix();
+        u.set_timeout(Duration::from_secs(30));
+        assert_eq!(u.req("GET lingered"), format!("OK {i}"));
+        let took = t.elapsed();
+        assert!(
+            took < slack(Duration::from_secs(2)),
+            "the loop stood still {took:?} closing a passed socket ({fillers} fds before it)"
+        );
+    }
+    assert_eq!(a.tcp().req("PING"), "PONG");
+}
+
 #[test]
 fn readme_examples_socat_and_python() {
     let a = Agent::start(&[]);

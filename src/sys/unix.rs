@@ -269,14 +269,47 @@ pub struct Dgram {
     pub cred: Option<(i32, u32)>,
 }
 
-/// Room for SCM_CREDENTIALS plus a few stray fds, aligned for `cmsghdr`.
+/// The most file descriptors one message can carry (Linux's `SCM_MAX_FD`).
+const SCM_MAX_FD: usize = 253;
+/// Control buffer: SCM_CREDENTIALS and SCM_RIGHTS with [`SCM_MAX_FD`] fds, each
+/// `CMSG_SPACE` (a 16-byte header, the payload rounded up to 8), aligned for `cmsghdr`.
+/// Every fd a sender passes must fit: those that do not are dropped by the kernel itself,
+/// closed in the agent's thread where [`close_passed_fd`] cannot defuse them.
+const CMSG_BUF: usize = (16 + 16) + (16 + (SCM_MAX_FD * 4).next_multiple_of(8));
 #[repr(C, align(8))]
-struct CmsgBuf([u8; 128]);
+struct CmsgBuf([u8; CMSG_BUF]);
+
+/// Closes a file descriptor a sender passed along (SCM_RIGHTS). A socket with SO_LINGER
+/// set whose data cannot leave (a TCP peer that does not read) would hold close(2) for
+/// the linger time, unbounded and deaf to signals, and with it the whole loop: linger
+/// is turned off first, so the kernel finishes that socket in the background.
+///
+/// # Safety
+/// `raw` is an open fd this process owns and nobody else uses.
+unsafe fn close_passed_fd(raw: libc::c_int) {
+    let off = libc::linger {
+        l_onoff: 0,
+        l_linger: 0,
+    };
+    // SAFETY: `off` is a valid `linger` for the length given; `raw` is ours to close.
+    // Not a socket (ENOTSOCK), or one without SO_LINGER: nothing changes.
+    unsafe {
+        libc::setsockopt(
+            raw,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&off as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+        drop(OwnedFd::from_raw_fd(raw));
+    }
+}
 
 /// Reads one datagram into `buf` with its sender's credentials, without allocating.
-/// Ok(None) when none is waiting. File descriptors a sender passed (SCM_RIGHTS) are closed.
+/// Ok(None) when none is waiting. File descriptors a sender passed (SCM_RIGHTS) are
+/// closed ([`close_passed_fd`]).
 pub fn recv_dgram(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<Option<Dgram>, Errno> {
-    let mut cbuf = CmsgBuf([0; 128]);
+    let mut cbuf = CmsgBuf([0; CMSG_BUF]);
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
@@ -321,7 +354,7 @@ pub fn recv_dgram(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<Option<Dgram>, E
                                 let k = len / std::mem::size_of::<libc::c_int>();
                                 for i in 0..k {
                                     let p = data.cast::<libc::c_int>().add(i);
-                                    drop(OwnedFd::from_raw_fd(std::ptr::read_unaligned(p)));
+                                    close_passed_fd(std::ptr::read_unaligned(p));
                                 }
                             }
                             _ => {}
