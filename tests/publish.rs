@@ -132,7 +132,14 @@ fn file_descriptors_sent_along_are_closed_not_kept() {
         let line = format!("SET passed {i}");
         let iov = [std::io::IoSlice::new(line.as_bytes())];
         let cmsg = [ControlMessage::ScmRights(&raw)];
-        sendmsg(s.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), Some(&to)).unwrap();
+        let sent = sendmsg(s.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), Some(&to));
+        if kernel_refuses_fds() {
+            // SO_PASSRIGHTS (Linux 6.16): no fd ever reaches the agent.
+            assert_eq!(sent, Err(nix::errno::Errno::EPERM));
+            assert_eq!(fds(), before);
+            return;
+        }
+        sent.unwrap();
     }
     let st = wait_counted(&a, 50);
     assert_eq!(st["published"], 50, "{st}");
@@ -190,7 +197,19 @@ fn a_passed_lingering_socket_does_not_stall_the_loop() {
         let line = format!("SET lingered {i}");
         let iov = [std::io::IoSlice::new(line.as_bytes())];
         let cmsg = [ControlMessage::ScmRights(&raw)];
-        sendmsg(s.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), Some(&to)).unwrap();
+        let sent = sendmsg(s.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), Some(&to));
+        if kernel_refuses_fds() {
+            assert_eq!(sent, Err(nix::errno::Errno::EPERM));
+            a.publish(line.as_bytes());
+            // Still ours alone: do not wait for it here either.
+            let off = nix::libc::linger {
+                l_onoff: 0,
+                l_linger: 0,
+            };
+            nix::sys::socket::setsockopt(&c, nix::sys::socket::sockopt::Linger, &off).unwrap();
+        } else {
+            sent.unwrap();
+        }
         // The agent's close is now the last one.
         drop(c);
         let t = Instant::now();
@@ -204,6 +223,81 @@ fn a_passed_lingering_socket_does_not_stall_the_loop() {
         );
     }
     assert_eq!(a.tcp().req("PING"), "PONG");
+}
+
+/// Does this kernel have SO_PASSRIGHTS (Linux 6.16), with which the agent refuses fds?
+fn kernel_refuses_fds() -> bool {
+    use std::os::fd::AsRawFd;
+    let s = UnixDatagram::unbound().unwrap();
+    let off: nix::libc::c_int = 0;
+    // SAFETY: a valid c_int for the length given, on an open socket.
+    let r = unsafe {
+        nix::libc::setsockopt(
+            s.as_raw_fd(),
+            nix::libc::SOL_SOCKET,
+            83,
+            (&off as *const nix::libc::c_int).cast(),
+            std::mem::size_of::<nix::libc::c_int>() as nix::libc::socklen_t,
+        )
+    };
+    r == 0
+}
+
+/// Where the kernel can refuse fds (SO_PASSRIGHTS), the agent does on both Unix
+/// sockets: a lingering socket queued inside a passed Unix socket, or passed over a
+/// control connection (read with recv: the kernel drops it in the agent's thread), would
+/// otherwise hold the loop for its linger time.
+#[test]
+fn file_descriptors_are_refused_where_the_kernel_can() {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+    use std::os::fd::AsRawFd;
+    if !kernel_refuses_fds() {
+        eprintln!("skipped: this kernel has no SO_PASSRIGHTS (Linux 6.16)");
+        return;
+    }
+    let a = Agent::start(&[]);
+    let p = a.publish_path().unwrap();
+    let (c, peer) = stuck_lingering_socket(10);
+    let (x, y) = std::os::unix::net::UnixDatagram::pair().unwrap();
+    let iov = [std::io::IoSlice::new(b"x")];
+    let raw = [c.as_raw_fd()];
+    sendmsg::<()>(
+        x.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&raw)],
+        MsgFlags::empty(),
+        None,
+    )
+    .unwrap();
+    drop(c);
+    let line = b"SET nested 1";
+    let iov = [std::io::IoSlice::new(line)];
+    let raw = [y.as_raw_fd()];
+    let to = UnixAddr::new(&p).unwrap();
+    let s = UnixDatagram::unbound().unwrap();
+    let sent = sendmsg(
+        s.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&raw)],
+        MsgFlags::empty(),
+        Some(&to),
+    );
+    assert_eq!(sent, Err(nix::errno::Errno::EPERM), "publish socket");
+    let u = std::os::unix::net::UnixStream::connect(&a.unix).unwrap();
+    let iov = [std::io::IoSlice::new(b"SET viactl 1\n")];
+    let sent = sendmsg::<()>(
+        u.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&raw)],
+        MsgFlags::empty(),
+        None,
+    );
+    assert_eq!(sent, Err(nix::errno::Errno::EPERM), "control socket");
+    let t = Instant::now();
+    assert_eq!(a.tcp().req("PING"), "PONG");
+    assert!(t.elapsed() < slack(Duration::from_secs(2)));
+    // The peer first (a reset), so the socket queued in `y` closes at once.
+    drop(peer);
 }
 
 #[test]

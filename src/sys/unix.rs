@@ -83,6 +83,28 @@ pub fn bind_publish(path: &Path, group: Option<Gid>) -> Result<UnixListener, Sys
     Ok(sock)
 }
 
+/// `SO_PASSRIGHTS` (Linux 6.16, asm-generic value: every target in `.cargo/config.toml`).
+const SO_PASSRIGHTS: libc::c_int = 83;
+
+/// Refuses file descriptors on this socket (and on connections accepted from it): a
+/// sender's SCM_RIGHTS then fails with EPERM. The agent has no use for fds, and closing
+/// one it was sent can hold the loop (a lingering socket, or one queued inside a passed
+/// Unix socket), which [`close_passed_fd`] cannot always prevent. Older kernels
+/// (ENOPROTOOPT) keep the old way: fds arrive and are closed.
+fn refuse_fds(fd: BorrowedFd<'_>) {
+    let off: libc::c_int = 0;
+    // SAFETY: `off` is a valid c_int for the length given; `fd` is open.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_PASSRIGHTS,
+            (&off as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 /// Binds a Unix socket of type `ty` at `path` with the rules in the module doc.
 fn bind_path(path: &Path, ty: SockType, group: Option<Gid>) -> Result<UnixListener, SysError> {
     let shown = path.display();
@@ -129,6 +151,7 @@ fn bind_path(path: &Path, ty: SockType, group: Option<Gid>) -> Result<UnixListen
     }
     let fd = socket::socket(AddressFamily::Unix, ty, SOCK_FLAGS, None)
         .map_err(|e| SysError::new("socket(AF_UNIX)", e))?;
+    refuse_fds(fd.as_fd());
     super::net::apply_buf_sizes(fd.as_fd()).map_err(|(what, e)| SysError::new(what, e))?;
     let addr = UnixAddr::new(path).map_err(|e| SysError::new(format!("{shown}"), e))?;
     // Tight umask so the socket is never, even briefly, more open than 0660.
