@@ -37,7 +37,7 @@ need_cmd() {
 
 # need_target TRIPLE: rustup target add, returns non-zero (without dying) when rustup cannot serve it.
 need_target() {
-    rustup target list --installed 2>/dev/null | grep -qx "$1" && return 0
+    grep -qx "$1" <<<"$(rustup target list --installed 2>/dev/null)" && return 0
     say "rustup target add $1"
     rustup target add "$1" >/dev/null 2>&1
 }
@@ -77,8 +77,8 @@ apt_add_arch() {
     local a added=()
     for a in "$@"; do
         [ "$a" = "$(dpkg --print-architecture)" ] && continue
-        dpkg --print-foreign-architectures | grep -qx "$a" && [ -e "/tmp/.tether-apt-arch-$a" ] && continue
-        if ! dpkg --print-foreign-architectures | grep -qx "$a"; then
+        grep -qx "$a" <<<"$(dpkg --print-foreign-architectures)" && [ -e "/tmp/.tether-apt-arch-$a" ] && continue
+        if ! grep -qx "$a" <<<"$(dpkg --print-foreign-architectures)"; then
             say "dpkg --add-architecture $a"
             as_root dpkg --add-architecture "$a"
         fi
@@ -126,7 +126,7 @@ deb_download() {
 
 # need_rust_src: the rust-src component, for -Zbuild-std where rustup serves no prebuilt std.
 need_rust_src() {
-    rustup component list --installed 2>/dev/null | grep -q '^rust-src' && return 0
+    grep -q '^rust-src' <<<"$(rustup component list --installed 2>/dev/null)" && return 0
     say "rustup component add rust-src"
     rustup component add rust-src >/dev/null 2>&1 || die "rustup cannot install rust-src"
 }
@@ -215,17 +215,19 @@ elf_check() {
     local f=$1 t=$2 hdr want arch
     need_cmd readelf binutils
     hdr=$(readelf -hW "$f") || die "$f is not an ELF file"
-    if readelf -lW "$f" | grep -q 'INTERP'; then die "$f has a PT_INTERP (dynamically linked)"; fi
-    if readelf -dW "$f" | grep -q '(NEEDED)'; then die "$f has DT_NEEDED entries: $(readelf -dW "$f" | grep NEEDED)"; fi
+    # `grep -q` reads here-strings, not pipes: under pipefail a `cmd | grep -q` fails when
+    # grep exits at its match before cmd has written the rest (SIGPIPE, status 141).
+    if grep -q 'INTERP' <<<"$(readelf -lW "$f")"; then die "$f has a PT_INTERP (dynamically linked)"; fi
+    if grep -q '(NEEDED)' <<<"$(readelf -dW "$f")"; then die "$f has DT_NEEDED entries: $(readelf -dW "$f" | grep NEEDED)"; fi
     case $t in
         x86_64-*) want='X86-64' ;;
         aarch64-*) want='AArch64' ;;
         arm*) want='Machine: +ARM$' ;;
     esac
-    printf '%s\n' "$hdr" | grep -Eq "$want" || die "$f: wrong machine, want $want: $(printf '%s\n' "$hdr" | grep Machine)"
+    grep -Eq "$want" <<<"$hdr" || die "$f: wrong machine, want $want: $(printf '%s\n' "$hdr" | grep Machine)"
     case $t in
         arm*)
-            printf '%s\n' "$hdr" | grep -q 'hard-float ABI' || die "$f is not hard-float"
+            grep -q 'hard-float ABI' <<<"$hdr" || die "$f is not hard-float"
             arch=$(readelf -AW "$f" | sed -n 's/^ *Tag_CPU_arch: *//p')
             case $t in
                 armv7-*) [ "$arch" = v7 ] || die "$f: Tag_CPU_arch is '$arch', want v7" ;;
