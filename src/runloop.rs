@@ -637,11 +637,7 @@ impl RunLoop {
                 }
             };
             if net::in_fd_reserve(conn.as_fd()) {
-                self.agent.stats.refused_busy += 1;
-                log::debug!("client refused: keeping fds spare");
-                if let NetIo::Done(n) = net::send(conn.as_fd(), BUSY_LINE) {
-                    self.agent.stats.bytes_out += n as u64;
-                }
+                self.tell_busy(&conn, "keeping fds spare");
                 self.refuse_for_fds(now, "", conn);
                 return;
             }
@@ -668,6 +664,16 @@ impl RunLoop {
         self.accept_paused_until = Some(now + ACCEPT_PAUSE);
         if crate::limits::warn_due(&mut self.accept_warned, now) {
             log::warn!("accept{what}: {why}: pausing accepts");
+        }
+    }
+
+    /// A connection not taken into a slot (`why`): told `ERR busy` and counted; the caller
+    /// closes or lingers it.
+    fn tell_busy(&mut self, conn: &OwnedFd, why: &str) {
+        self.agent.stats.refused_busy += 1;
+        log::debug!("client refused: {why}");
+        if let NetIo::Done(n) = net::send(conn.as_fd(), BUSY_LINE) {
+            self.agent.stats.bytes_out += n as u64;
         }
     }
 
@@ -719,11 +725,7 @@ impl RunLoop {
             match self.free_slot() {
                 Some(i) => self.seat(i, conn, transport, now),
                 None => {
-                    self.agent.stats.refused_busy += 1;
-                    log::debug!("client refused: table full");
-                    if let NetIo::Done(n) = net::send(conn.as_fd(), BUSY_LINE) {
-                        self.agent.stats.bytes_out += n as u64;
-                    }
+                    self.tell_busy(&conn, "table full");
                     self.linger(conn, now);
                 }
             }
