@@ -27,8 +27,9 @@ pub struct BufSizes {
     pub sndbuf: Option<u32>,
 }
 
-/// The lowest fd number an accepted connection may not keep ([`note_fd_limit`]).
-static FD_CEILING: AtomicI64 = AtomicI64::new(i64::MAX);
+/// RLIMIT_NOFILE's soft limit, read once at start-up ([`note_fd_limit`]); unlimited as
+/// `i64::MAX` (also before it is read: `tether ctl` and `tether scan` never read it).
+static FD_LIMIT: AtomicI64 = AtomicI64::new(i64::MAX);
 
 /// Reads RLIMIT_NOFILE once, at start-up: from then on [`in_fd_reserve`] tells the
 /// connections that would leave fewer than [`crate::limits::FD_RESERVE`] fds free.
@@ -36,28 +37,31 @@ pub fn note_fd_limit() {
     use nix::sys::resource::{getrlimit, Resource, RLIM_INFINITY};
     if let Ok((soft, _)) = getrlimit(Resource::RLIMIT_NOFILE) {
         if soft != RLIM_INFINITY {
-            let limit = i64::try_from(soft).unwrap_or(i64::MAX);
-            let reserve = i64::try_from(crate::limits::FD_RESERVE).unwrap_or(0);
-            FD_CEILING.store(limit.saturating_sub(reserve), Ordering::Relaxed);
+            FD_LIMIT.store(i64::try_from(soft).unwrap_or(i64::MAX), Ordering::Relaxed);
         }
     }
+}
+
+/// The lowest fd number an accepted connection may not keep.
+fn fd_ceiling() -> i64 {
+    let reserve = i64::try_from(crate::limits::FD_RESERVE).unwrap_or(0);
+    FD_LIMIT.load(Ordering::Relaxed).saturating_sub(reserve)
 }
 
 /// At start-up, once every listener is open: a warning when RLIMIT_NOFILE leaves fewer fds
 /// for connections than `max_clients` (the [`crate::limits::FD_RESERVE`] kept spare), as
 /// under `ulimit -n 16`, where the connections beyond it are told `ERR busy`.
 pub fn warn_fd_room(max_clients: usize) {
-    let ceiling = FD_CEILING.load(Ordering::Relaxed);
     // The lowest free number, which the next connection gets.
     let Ok(probe) = std::fs::File::open("/dev/null") else {
         return;
     };
-    let room = ceiling.saturating_sub(i64::from(probe.as_raw_fd()));
+    let room = fd_ceiling().saturating_sub(i64::from(probe.as_raw_fd()));
     if room < i64::try_from(max_clients).unwrap_or(i64::MAX) {
         log::warn!(
             "RLIMIT_NOFILE {} leaves fds for {} connection(s) at once, fewer than --max-clients \
              {max_clients}: the others are told ERR busy (raise it: ulimit -n, LimitNOFILE=)",
-            ceiling.saturating_add(i64::try_from(crate::limits::FD_RESERVE).unwrap_or(0)),
+            FD_LIMIT.load(Ordering::Relaxed),
             room.max(0)
         );
     }
@@ -67,7 +71,7 @@ pub fn warn_fd_room(max_clients: usize) {
 /// under RLIMIT_NOFILE? The kernel hands out the lowest free number, so every number
 /// below `fd` is taken: at most `limit - 1 - fd` are left.
 pub fn in_fd_reserve(fd: BorrowedFd<'_>) -> bool {
-    i64::from(fd.as_raw_fd()) >= FD_CEILING.load(Ordering::Relaxed)
+    i64::from(fd.as_raw_fd()) >= fd_ceiling()
 }
 
 // One process-wide setting, written once at start-up before any socket is opened, and

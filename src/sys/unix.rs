@@ -310,22 +310,14 @@ struct CmsgBuf([u8; CMSG_BUF]);
 /// # Safety
 /// `raw` is an open fd this process owns and nobody else uses.
 unsafe fn close_passed_fd(raw: libc::c_int) {
+    // SAFETY: `raw` is ours to close (the caller's contract).
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     let off = libc::linger {
         l_onoff: 0,
         l_linger: 0,
     };
-    // SAFETY: `off` is a valid `linger` for the length given; `raw` is ours to close.
     // Not a socket (ENOTSOCK), or one without SO_LINGER: nothing changes.
-    unsafe {
-        libc::setsockopt(
-            raw,
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&off as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-        drop(OwnedFd::from_raw_fd(raw));
-    }
+    let _ = setsockopt(&fd, sockopt::Linger, &off);
 }
 
 /// Reads one datagram into `buf` with its sender's credentials, without allocating.
