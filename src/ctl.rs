@@ -241,10 +241,6 @@ pub fn connect_addrs(hp: &str) -> Result<Vec<std::net::SocketAddr>, Fatal> {
     let port: u16 = port
         .parse()
         .map_err(|_| usage(format!("{port}: not a port")))?;
-    // An IPv6 address in brackets with a good port parsed above: this one is not. A host
-    // name is letters, digits, `-`, `_` and dots (a Unicode name in its `xn--` form): what
-    // else the resolver would be asked is a typo or a paste, not a board.
-    let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
     if host
         .split_once('%')
         .is_some_and(|(a, _)| a.parse::<std::net::Ipv6Addr>().is_ok())
@@ -253,6 +249,10 @@ pub fn connect_addrs(hp: &str) -> Result<Vec<std::net::SocketAddr>, Fatal> {
         // took it: the bracketed form's rules.
         return connect_addrs(&format!("[{host}]:{port}"));
     }
+    // An IPv6 address in brackets with a good port parsed above: this one is not. A host
+    // name is letters, digits, `-`, `_` and dots (a Unicode name in its `xn--` form): what
+    // else the resolver would be asked is a typo or a paste, not a board.
+    let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
     let ip = host.parse::<std::net::IpAddr>().is_ok();
     if host.is_empty() || !(ip || host.chars().all(name_char)) {
         return Err(usage(format!("{host}: not a host name or IP address")));

@@ -39,10 +39,9 @@ fn main() -> ExitCode {
     }
     // As it was called (a symlink's name, say), and shown as `?` where it holds a control
     // character: it is in every usage line.
-    let prog = (args.first())
-        .map_or("tether", |s| s.rsplit('/').next().unwrap_or(s))
-        .to_string();
-    let prog = tether::exit::printable(&prog);
+    let prog = tether::exit::printable(
+        (args.first()).map_or("tether", |s| s.rsplit('/').next().unwrap_or(s)),
+    );
     let prog = prog.as_str();
     let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
     let rest = tether::cli::split_verbose(&rest);
