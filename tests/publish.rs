@@ -112,7 +112,6 @@ fn published_facts_show_in_get_keys_and_status_and_bad_datagrams_are_counted() {
 
 #[test]
 fn file_descriptors_sent_along_are_closed_not_kept() {
-    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
     use std::os::fd::AsRawFd;
     let a = Agent::start(&[]);
     let p = a.publish_path().unwrap();
@@ -127,12 +126,8 @@ fn file_descriptors_sent_along_are_closed_not_kept() {
         .map(|_| std::fs::File::open("/dev/null").unwrap())
         .collect();
     let raw: Vec<i32> = files.iter().map(|f| f.as_raw_fd()).collect();
-    let to = UnixAddr::new(&p).unwrap();
     for i in 0..50 {
-        let line = format!("SET passed {i}");
-        let iov = [std::io::IoSlice::new(line.as_bytes())];
-        let cmsg = [ControlMessage::ScmRights(&raw)];
-        let sent = sendmsg(s.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), Some(&to));
+        let sent = send_with_fds(&s, &p, format!("SET passed {i}").as_bytes(), &raw);
         if kernel_refuses_fds() {
             // SO_PASSRIGHTS (Linux 6.16): no fd ever reaches the agent.
             assert_eq!(sent, Err(nix::errno::Errno::EPERM));
@@ -152,6 +147,27 @@ fn file_descriptors_sent_along_are_closed_not_kept() {
         fds()
     );
     assert_eq!(st["allocs_since_ready"], 0, "{st}");
+}
+
+/// Sends `line` from `s` to the datagram socket at `to` with `fds` passed along
+/// (SCM_RIGHTS).
+fn send_with_fds(
+    s: &UnixDatagram,
+    to: &std::path::Path,
+    line: &[u8],
+    fds: &[i32],
+) -> nix::Result<usize> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+    use std::os::fd::AsRawFd;
+    let iov = [std::io::IoSlice::new(line)];
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    sendmsg(
+        s.as_raw_fd(),
+        &iov,
+        &cmsg,
+        MsgFlags::empty(),
+        Some(&UnixAddr::new(to)?),
+    )
 }
 
 /// A TCP socket with SO_LINGER set whose data cannot leave (its peer, kept open, never
@@ -178,11 +194,9 @@ fn stuck_lingering_socket(linger: i32) -> (std::net::TcpStream, std::net::TcpStr
 
 #[test]
 fn a_passed_lingering_socket_does_not_stall_the_loop() {
-    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
     use std::os::fd::AsRawFd;
     let a = Agent::start(&[]);
     let p = a.publish_path().unwrap();
-    let to = UnixAddr::new(&p).unwrap();
     let s = UnixDatagram::unbound().unwrap();
     let nulls: Vec<std::fs::File> = (0..252)
         .map(|_| std::fs::File::open("/dev/null").unwrap())
@@ -195,9 +209,7 @@ fn a_passed_lingering_socket_does_not_stall_the_loop() {
         let mut raw: Vec<i32> = nulls[..fillers].iter().map(|f| f.as_raw_fd()).collect();
         raw.push(c.as_raw_fd());
         let line = format!("SET lingered {i}");
-        let iov = [std::io::IoSlice::new(line.as_bytes())];
-        let cmsg = [ControlMessage::ScmRights(&raw)];
-        let sent = sendmsg(s.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), Some(&to));
+        let sent = send_with_fds(&s, &p, line.as_bytes(), &raw);
         if kernel_refuses_fds() {
             assert_eq!(sent, Err(nix::errno::Errno::EPERM));
             a.publish(line.as_bytes());
@@ -249,7 +261,7 @@ fn kernel_refuses_fds() -> bool {
 /// otherwise hold the loop for its linger time.
 #[test]
 fn file_descriptors_are_refused_where_the_kernel_can() {
-    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
     use std::os::fd::AsRawFd;
     if !kernel_refuses_fds() {
         eprintln!("skipped: this kernel has no SO_PASSRIGHTS (Linux 6.16)");
@@ -270,18 +282,9 @@ fn file_descriptors_are_refused_where_the_kernel_can() {
     )
     .unwrap();
     drop(c);
-    let line = b"SET nested 1";
-    let iov = [std::io::IoSlice::new(line)];
     let raw = [y.as_raw_fd()];
-    let to = UnixAddr::new(&p).unwrap();
     let s = UnixDatagram::unbound().unwrap();
-    let sent = sendmsg(
-        s.as_raw_fd(),
-        &iov,
-        &[ControlMessage::ScmRights(&raw)],
-        MsgFlags::empty(),
-        Some(&to),
-    );
+    let sent = send_with_fds(&s, &p, b"SET nested 1", &raw);
     assert_eq!(sent, Err(nix::errno::Errno::EPERM), "publish socket");
     let u = std::os::unix::net::UnixStream::connect(&a.unix).unwrap();
     let iov = [std::io::IoSlice::new(b"SET viactl 1\n")];
