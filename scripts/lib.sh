@@ -42,6 +42,26 @@ need_target() {
     rustup target add "$1" >/dev/null 2>&1
 }
 
+# side_by_side FUNC ARG...: run `FUNC ARG` for every ARG at once (FUNC a shell function,
+# ARG one word or a quoted list), each with its output in a file that is shown whole when it
+# has finished, in the order given; dies naming the ARGs whose run failed. For work that keeps
+# about one core busy (a release build, an emulated boot, qemu-user), on a 2-core CI machine.
+side_by_side() {
+    local f=$1 logs i pids=() failed=()
+    shift
+    logs=$(mktemp -d /tmp/tether-side.XXXXXX)
+    for i in $(seq $#); do
+        "$f" "${!i}" >"$logs/$i.log" 2>&1 &
+        pids+=($!)
+    done
+    for i in $(seq $#); do
+        wait "${pids[$((i - 1))]}" || failed+=("${!i}")
+        cat "$logs/$i.log" >&2
+    done
+    rm -rf "$logs"
+    [ ${#failed[@]} -eq 0 ] || die "$f failed for: ${failed[*]} (its output is above)"
+}
+
 # ---- boards / cross-compiling helpers (scripts/build-all, test-aarch64, test-arm, qemu-boot, qemu-pi) ----
 
 # Cache for downloads and tools (zig venv, Debian .debs, kernel): gitignored, reused between runs.
