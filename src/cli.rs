@@ -374,13 +374,21 @@ fn path_at_most(option: &str, path: Option<&std::path::Path>, max: usize) -> Res
     }
 }
 
-/// A Unix socket path option: not empty (Linux would bind an abstract address instead),
-/// shown as it is ([`unix::shows_cleanly`]: no control character, ASCII's or C1's, and no
+/// A Unix socket path option: not empty (Linux would bind an abstract address instead), not
+/// `@NAME` (what systemd, socat and ss write for an abstract address, which has no owner or
+/// mode: tether binds files only, so `@x` would have quietly been a file named `@x` in the
+/// working directory; `./@x` still is), shown as it is ([`unix::shows_cleanly`]: no control character, ASCII's or C1's, and no
 /// space: it is one field of the ready line), at most [`SOCK_PATH_MAX`] bytes.
 fn sock_path(option: &str, path: Option<&std::path::Path>) -> Result<(), String> {
     let Some(p) = path else { return Ok(()) };
     if p.as_os_str().is_empty() {
         return Err(format!("{option}: an empty path"));
+    }
+    if p.as_os_str().as_encoded_bytes().first() == Some(&b'@') {
+        return Err(format!(
+            "{option}: @NAME is an abstract socket, which has no owner or mode: \
+             tether uses socket files only (./@NAME for a file of that name)"
+        ));
     }
     if !unix::shows_cleanly(p) {
         return Err(format!(

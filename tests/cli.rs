@@ -81,6 +81,10 @@ fn bad_options_exit_64_with_one_error_line() {
         &["agent", "--no-beacon", "--socket", "/tmp/my dir/t.sock"],
         &["agent", "--no-beacon", "--publish", "/tmp/p\u{a0}q.sock"],
         &["ctl", "-s", "/tmp/my dir/t.sock", "PING"],
+        // @NAME: an abstract address to systemd and socat; tether binds files only.
+        &["agent", "--no-beacon", "--socket", "@tether"],
+        &["agent", "--no-beacon", "--publish", "@tether-publish"],
+        &["ctl", "-s", "@tether", "PING"],
     ];
     for args in cases {
         let t0 = Instant::now();
