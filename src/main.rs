@@ -14,11 +14,18 @@ fn init_logging(verbose: u8) {
         1 => log::LevelFilter::Debug,
         _ => log::LevelFilter::Trace,
     };
+    // Under systemd stderr is journald's socket: written without waiting, so that a journald
+    // that stops reading costs log lines, not the agent (tether::sys::stderr).
+    let target = if tether::sys::stderr::is_socket() {
+        env_logger::Target::Pipe(Box::new(tether::sys::stderr::SocketStderr))
+    } else {
+        env_logger::Target::Stderr
+    };
     env_logger::Builder::new()
         .filter_level(level)
         .parse_env("RUST_LOG")
         .format_timestamp(None)
-        .target(env_logger::Target::Stderr)
+        .target(target)
         .init();
 }
 

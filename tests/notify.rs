@@ -203,3 +203,104 @@ fn unreachable_notify_socket_does_not_stop_the_agent() {
     let (status, _) = agent.stop();
     assert_eq!(status.code(), Some(0));
 }
+
+/// Under systemd, stderr is a stream socket to journald. A journald that stops reading must
+/// cost log lines, not the agent: with the agent's stderr a socket nobody reads (its send
+/// buffer made small), 300 connections, each logged twice at `-v`, all get their PONG, with
+/// no allocation; and once the socket is read again, the next line says how many lines were
+/// dropped.
+/// (Before: the agent blocked in write(2) after a few dozen lines and answered nobody.)
+#[test]
+fn a_journal_that_stops_reading_costs_log_lines_not_the_agent() {
+    use nix::sys::socket::{setsockopt, sockopt};
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpStream;
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixStream;
+    use std::process::Stdio;
+
+    let dir = temp_dir("stuck-journal");
+    let (mut journal, agent_end) = UnixStream::pair().unwrap();
+    setsockopt(&agent_end, sockopt::SndBuf, &4096).unwrap();
+    let args = loopback_agent_args(&dir.join("t.sock"), &["--no-beacon", "-v"]);
+    let mut child = common::tether_cmd(&args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(OwnedFd::from(agent_end)))
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    let addr: std::net::SocketAddr = ready
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("tcp="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no tcp= in {ready:?}"));
+
+    let ping = |i: usize| {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(slack(Duration::from_secs(5))))
+            .unwrap();
+        c.write_all(b"PING\n").unwrap();
+        let mut pong = [0u8; 5];
+        let got = c.read_exact(&mut pong);
+        assert!(
+            got.is_ok() && &pong == b"PONG\n",
+            "connection {i}: {got:?} {pong:?}"
+        );
+    };
+    for i in 0..300 {
+        ping(i);
+    }
+
+    // The journal reads again: what is queued, then the next line with the count before it.
+    journal.set_nonblocking(true).unwrap();
+    let mut log = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = journal.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        log.extend_from_slice(&buf[..n]);
+    }
+    journal.set_nonblocking(false).unwrap();
+    journal
+        .set_read_timeout(Some(slack(Duration::from_secs(5))))
+        .unwrap();
+    ping(300);
+    let mut after = String::new();
+    let deadline = Instant::now() + slack(Duration::from_secs(5));
+    while !after.contains("connected") && Instant::now() < deadline {
+        let n = journal.read(&mut buf).unwrap_or(0);
+        after.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    // Dropping and counting lines allocates nothing either (at -v every connection logs).
+    let stats = common::Client::unix(&dir.join("t.sock")).req("STATS");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        common::json_u64(&stats, "allocs_since_ready"),
+        Some(0),
+        "{stats}"
+    );
+    let dropped: u64 = after
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("[WARN  tether] ")?
+                .split_once(" log line(s) dropped")?
+                .0
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no dropped-lines note in {after:?}"));
+    assert!(dropped > 100, "{dropped} dropped; after: {after:?}");
+    assert!(
+        String::from_utf8_lossy(&log).contains("ready"),
+        "the first lines went through: {:?}",
+        String::from_utf8_lossy(&log)
+    );
+}

@@ -12,6 +12,7 @@ pub mod led;
 pub mod net;
 pub mod notify;
 pub mod signals;
+pub mod stderr;
 pub mod udp;
 pub mod unix;
 

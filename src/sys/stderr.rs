@@ -1,0 +1,66 @@
+//! The agent's log lines on stderr, without ever blocking the poll loop on them.
+//!
+//! Under systemd, stderr is a stream socket to journald. When journald stops reading (stuck
+//! behind a slow SD card, say) that socket fills, and a blocking write(2) of the next log line
+//! would stop the whole loop: no client, beacon or scrape served until the watchdog kills the
+//! agent, and its successor blocks again at its first line. So when stderr is a socket, each
+//! line is sent with `MSG_DONTWAIT` ([`net::send`]): a line the socket cannot take now is
+//! dropped and counted, and the next line that goes through is preceded by one saying how
+//! many were lost. Any other stderr (a terminal, a file, a pipe) is written as before: its
+//! file description may be shared with a shell, so it is never made non-blocking.
+
+use super::net::{self, Io};
+use std::fmt::Write as _;
+use std::io;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Log lines dropped since the last one that went through.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+/// Whether stderr is a socket (journald's stream under systemd, or any other).
+pub fn is_socket() -> bool {
+    nix::sys::stat::fstat(io::stderr().as_fd()).is_ok_and(|st| {
+        let kind = nix::sys::stat::SFlag::from_bits_truncate(st.st_mode);
+        kind & nix::sys::stat::SFlag::S_IFMT == nix::sys::stat::SFlag::S_IFSOCK
+    })
+}
+
+/// stderr as a socket, written without waiting (see the module's text).
+pub struct SocketStderr;
+
+/// One line the socket could not take: counted, and reported as written (a short count
+/// would have env_logger try the rest at once, which cannot go either).
+fn drop_line(len: usize) -> io::Result<usize> {
+    DROPPED.fetch_add(1, Relaxed);
+    Ok(len)
+}
+
+impl io::Write for SocketStderr {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let dropped = DROPPED.load(Relaxed);
+        if dropped > 0 {
+            let mut note = heapless::String::<96>::new();
+            let _ = writeln!(
+                note,
+                "[WARN  tether] {dropped} log line(s) dropped: stderr did not take them in time"
+            );
+            match net::send(io::stderr().as_fd(), note.as_bytes()) {
+                Io::Done(_) => {
+                    DROPPED.fetch_sub(dropped, Relaxed);
+                }
+                Io::WouldBlock => return drop_line(buf.len()),
+                Io::Closed => return Err(io::ErrorKind::BrokenPipe.into()),
+            }
+        }
+        match net::send(io::stderr().as_fd(), buf) {
+            Io::Done(n) => Ok(n),
+            Io::WouldBlock => drop_line(buf.len()),
+            Io::Closed => Err(io::ErrorKind::BrokenPipe.into()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
