@@ -298,6 +298,11 @@ fn a_journal_that_stops_reading_costs_log_lines_not_the_agent() {
         })
         .unwrap_or_else(|| panic!("no dropped-lines note in {after:?}"));
     assert!(dropped > 100, "{dropped} dropped; after: {after:?}");
+    // The note is a line of its own, even after a line the socket took only part of.
+    let all = String::from_utf8_lossy(&log).into_owned() + &after;
+    for l in all.lines().filter(|l| l.contains("log line(s) dropped")) {
+        assert!(l.starts_with("[WARN  tether] "), "{l:?}");
+    }
     assert!(
         String::from_utf8_lossy(&log).contains("ready"),
         "the first lines went through: {:?}",

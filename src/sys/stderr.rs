@@ -13,10 +13,13 @@ use super::net::{self, Io};
 use std::fmt::Write as _;
 use std::io;
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 /// Log lines dropped since the last one that went through.
 static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// Whether the last byte that went out ended a line. A line the socket took only part of
+/// (the rest dropped) is ended by the note, so the note is not glued to its tail.
+static AT_LINE_START: AtomicBool = AtomicBool::new(true);
 
 /// Whether stderr is a socket (journald's stream under systemd, or any other).
 pub fn is_socket() -> bool {
@@ -36,27 +39,42 @@ fn drop_line(len: usize) -> io::Result<usize> {
     Ok(len)
 }
 
+/// Sends what it can of `buf` now: `Ok(None)` when the socket is full.
+fn send_now(buf: &[u8]) -> io::Result<Option<usize>> {
+    match net::send(io::stderr().as_fd(), buf) {
+        Io::Done(n) => {
+            if let Some(&last) = buf[..n].last() {
+                AT_LINE_START.store(last == b'\n', Relaxed);
+            }
+            Ok(Some(n))
+        }
+        Io::WouldBlock => Ok(None),
+        Io::Closed => Err(io::ErrorKind::BrokenPipe.into()),
+    }
+}
+
 impl io::Write for SocketStderr {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let dropped = DROPPED.load(Relaxed);
         if dropped > 0 {
             let mut note = heapless::String::<96>::new();
+            let open = if AT_LINE_START.load(Relaxed) {
+                ""
+            } else {
+                "\n"
+            };
             let _ = writeln!(
                 note,
-                "[WARN  tether] {dropped} log line(s) dropped: stderr did not take them in time"
+                "{open}[WARN  tether] {dropped} log line(s) dropped: stderr did not take them in time"
             );
-            match net::send(io::stderr().as_fd(), note.as_bytes()) {
-                Io::Done(_) => {
-                    DROPPED.fetch_sub(dropped, Relaxed);
-                }
-                Io::WouldBlock => return drop_line(buf.len()),
-                Io::Closed => return Err(io::ErrorKind::BrokenPipe.into()),
-            }
+            match send_now(note.as_bytes())? {
+                Some(_) => DROPPED.fetch_sub(dropped, Relaxed),
+                None => return drop_line(buf.len()),
+            };
         }
-        match net::send(io::stderr().as_fd(), buf) {
-            Io::Done(n) => Ok(n),
-            Io::WouldBlock => drop_line(buf.len()),
-            Io::Closed => Err(io::ErrorKind::BrokenPipe.into()),
+        match send_now(buf)? {
+            Some(n) => Ok(n),
+            None => drop_line(buf.len()),
         }
     }
 
