@@ -278,12 +278,18 @@ echo "$other" >"$PIDF"
 rc=$(init_rc start)
 if [ "$rc" = 0 ] && [ -n "$(init_pid)" ] && [ "$(T tether ctl PING 2>&1)" = PONG ]; then ok "init script: start with that pid file starts the agent" "($(cat /tmp/init.out))"; else bad "init script: start with that pid file starts the agent" "(exit $rc: $(cat /tmp/init.out))"; fi
 kill "$other" 2>/dev/null; wait "$other" 2>/dev/null
+ipid=$(init_pid)
+rc=$(init_rc try-restart)
+npid=$(init_pid)
+if [ "$rc" = 0 ] && [ -n "$npid" ] && [ "$npid" != "$ipid" ] && [ "$(T tether ctl PING 2>&1)" = PONG ]; then ok "init script: try-restart restarts a running agent" "($ipid -> $npid)"; else bad "init script: try-restart restarts a running agent" "(exit $rc, $ipid -> $npid: $(cat /tmp/init.out))"; fi
 rc=$(init_rc stop)
 if [ "$rc" = 0 ] && ! pgrep -x tether >/dev/null && [ ! -e "$PIDF" ]; then ok "init script: stop exits 0, no agent, no pid file"; else bad "init script: stop exits 0, no agent, no pid file" "(exit $rc: $(cat /tmp/init.out))"; fi
 rc=$(init_rc stop)
 check "init script: stop when stopped exits 0" test "$rc" = 0
 rc=$(init_rc status)
 check "init script: status when stopped exits 3 (LSB)" test "$rc" = 3
+rc=$(init_rc try-restart)
+check "init script: try-restart when stopped exits 0 and starts nothing" bash -c "[ $rc = 0 ] && ! pgrep -x tether >/dev/null"
 # After `dpkg -r` the script stays (a conffile), with its rc links, and the binary is gone:
 # at shutdown sysvinit runs it with stop, at boot with start. Stop and status must still
 # answer (0, and 3: LSB has no 5 for status); start says it and exits 5 (LSB: not installed).
