@@ -38,6 +38,9 @@ need_cmd() {
 # need_target TRIPLE: rustup target add, returns non-zero (without dying) when rustup cannot serve it.
 need_target() {
     grep -qx "$1" <<<"$(rustup target list --installed 2>/dev/null)" && return 0
+    # Set where several builds run at once (scripts/build-all's lanes): two rustups must not
+    # run together (rust-lang/rustup#988), and the install was tried before the lanes began.
+    [ -z "${TETHER_NO_INSTALL:-}" ] || return 1
     say "rustup target add $1"
     rustup target add "$1" >/dev/null 2>&1
 }

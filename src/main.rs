@@ -17,7 +17,7 @@ fn init_logging(verbose: u8) {
     // Under systemd stderr is journald's socket: written without waiting, so that a journald
     // that stops reading costs log lines, not the agent (tether::sys::stderr).
     let target = if tether::sys::stderr::is_socket() {
-        env_logger::Target::Pipe(Box::new(tether::sys::stderr::SocketStderr))
+        env_logger::Target::Pipe(Box::new(tether::sys::stderr::SocketLog(std::io::stderr())))
     } else {
         env_logger::Target::Stderr
     };

@@ -29,8 +29,9 @@ pub fn is_socket() -> bool {
     })
 }
 
-/// stderr as a socket, written without waiting (see the module's text).
-pub struct SocketStderr;
+/// A socket log lines are written to without waiting (see the module's text): stderr's,
+/// `SocketLog(std::io::stderr())`.
+pub struct SocketLog<F: AsFd>(pub F);
 
 /// One line the socket could not take: counted, and reported as written (a short count
 /// would have env_logger try the rest at once, which cannot go either).
@@ -39,21 +40,23 @@ fn drop_line(len: usize) -> io::Result<usize> {
     Ok(len)
 }
 
-/// Sends what it can of `buf` now: `Ok(None)` when the socket is full.
-fn send_now(buf: &[u8]) -> io::Result<Option<usize>> {
-    match net::send(io::stderr().as_fd(), buf) {
-        Io::Done(n) => {
-            if let Some(&last) = buf[..n].last() {
-                AT_LINE_START.store(last == b'\n', Relaxed);
+impl<F: AsFd> SocketLog<F> {
+    /// Sends what it can of `buf` now: `Ok(None)` when the socket is full.
+    fn send_now(&self, buf: &[u8]) -> io::Result<Option<usize>> {
+        match net::send(self.0.as_fd(), buf) {
+            Io::Done(n) => {
+                if let Some(&last) = buf[..n].last() {
+                    AT_LINE_START.store(last == b'\n', Relaxed);
+                }
+                Ok(Some(n))
             }
-            Ok(Some(n))
+            Io::WouldBlock => Ok(None),
+            Io::Closed => Err(io::ErrorKind::BrokenPipe.into()),
         }
-        Io::WouldBlock => Ok(None),
-        Io::Closed => Err(io::ErrorKind::BrokenPipe.into()),
     }
 }
 
-impl io::Write for SocketStderr {
+impl<F: AsFd> io::Write for SocketLog<F> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let dropped = DROPPED.load(Relaxed);
         if dropped > 0 {
@@ -67,12 +70,16 @@ impl io::Write for SocketStderr {
                 note,
                 "{open}[WARN  tether] {dropped} log line(s) dropped: stderr did not take them in time"
             );
-            match send_now(note.as_bytes())? {
-                Some(_) => DROPPED.fetch_sub(dropped, Relaxed),
+            match self.send_now(note.as_bytes())? {
+                // Only a whole note reports them; after part of one the next note says it all.
+                Some(n) if n == note.len() => {
+                    DROPPED.fetch_sub(dropped, Relaxed);
+                }
+                Some(_) => {}
                 None => return drop_line(buf.len()),
-            };
+            }
         }
-        match send_now(buf)? {
+        match self.send_now(buf)? {
             Some(n) => Ok(n),
             None => drop_line(buf.len()),
         }
@@ -80,5 +87,66 @@ impl io::Write for SocketStderr {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::socket::{setsockopt, sockopt};
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    /// A line the socket takes only part of (a long one into a small buffer): the rest is
+    /// dropped and counted, and once the reader reads again the note starts a line of its
+    /// own, not glued to that tail; then the count is back to zero.
+    #[test]
+    fn a_cut_line_is_ended_before_the_note() {
+        let (writer, mut reader) = UnixStream::pair().unwrap();
+        setsockopt(&writer, sockopt::SndBuf, &4096).unwrap();
+        writer.set_nonblocking(true).unwrap();
+        let mut log = SocketLog(&writer);
+        let long = [b'x'; 64 * 1024];
+        let mut partial = false;
+        for _ in 0..64 {
+            let n = log.write(&long).unwrap();
+            partial |= n < long.len();
+            if n < long.len() {
+                // as write_all would: the rest, which cannot go now
+                assert_eq!(log.write(&long[n..]).unwrap(), long.len() - n);
+                break;
+            }
+        }
+        assert!(partial, "the socket never took part of a line");
+        assert!(DROPPED.load(Relaxed) >= 1);
+        reader.set_nonblocking(true).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        log.write_all(b"[INFO  tether] next\n").unwrap();
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&got);
+        let note = text
+            .lines()
+            .find(|l| l.contains("log line(s) dropped"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no note in the last 200 bytes: {:?}",
+                    &text[text.len().saturating_sub(200)..]
+                )
+            });
+        assert!(note.starts_with("[WARN  tether] "), "{note:?}");
+        assert!(text.ends_with("[INFO  tether] next\n"));
+        assert_eq!(DROPPED.load(Relaxed), 0);
     }
 }
