@@ -120,21 +120,17 @@ mod tests {
         assert!(partial, "the socket never took part of a line");
         assert!(DROPPED.load(Relaxed) >= 1);
         reader.set_nonblocking(true).unwrap();
+        // Everything the socket holds now, appended to `got`.
+        let drain = |reader: &mut UnixStream, got: &mut Vec<u8>| {
+            let mut buf = [0u8; 8192];
+            while let Ok(n @ 1..) = reader.read(&mut buf) {
+                got.extend_from_slice(&buf[..n]);
+            }
+        };
         let mut got = Vec::new();
-        let mut buf = [0u8; 8192];
-        while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            got.extend_from_slice(&buf[..n]);
-        }
+        drain(&mut reader, &mut got);
         log.write_all(b"[INFO  tether] next\n").unwrap();
-        while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            got.extend_from_slice(&buf[..n]);
-        }
+        drain(&mut reader, &mut got);
         let text = String::from_utf8_lossy(&got);
         let note = text
             .lines()
