@@ -36,6 +36,12 @@ pub const LINGER_SINK: usize = 512;
 /// Connections accepted while every client slot is taken wait at most until the end of
 /// the loop turn for one (hang-ups read in that turn free slots); this many at once.
 pub const ACCEPT_WAITING_MAX: usize = 16;
+/// A pipe or terminal on stderr that the agent may not reopen non-blocking is written only
+/// when poll(2) says it takes more, and then at most this much at a time: what a pipe with a
+/// free page takes without waiting (`sys::stderr`).
+pub const LOG_POLLED_WRITE_MAX: usize = 4096;
+/// The "N log line(s) dropped" note, in bytes at most.
+pub const LOG_DROPPED_NOTE_MAX: usize = 96;
 /// After EMFILE/ENFILE/ENOMEM on accept, accepting pauses this long instead of spinning.
 pub const ACCEPT_PAUSE_MS: u64 = 200;
 

@@ -14,12 +14,12 @@ fn init_logging(verbose: u8) {
         1 => log::LevelFilter::Debug,
         _ => log::LevelFilter::Trace,
     };
-    // Under systemd stderr is journald's socket: written without waiting, so that a journald
-    // that stops reading costs log lines, not the agent (tether::sys::stderr).
-    let target = if tether::sys::stderr::is_socket() {
-        env_logger::Target::Pipe(Box::new(tether::sys::stderr::SocketLog(std::io::stderr())))
-    } else {
-        env_logger::Target::Stderr
+    // Under systemd stderr is journald's socket; by hand it may be a pipe or a terminal:
+    // each is written without waiting, so that a reader that stops costs log lines, not the
+    // agent (tether::sys::stderr).
+    let target = match tether::sys::stderr::nonblocking() {
+        Some(log) => env_logger::Target::Pipe(Box::new(log)),
+        None => env_logger::Target::Stderr,
     };
     env_logger::Builder::new()
         .filter_level(level)

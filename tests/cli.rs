@@ -405,24 +405,6 @@ fn control_characters_in_an_argument_are_not_echoed_to_the_terminal() {
     }
 }
 
-/// True when the agent can be run as nobody here (as root); else says why it skips.
-fn can_run_as_nobody() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    skip("needs root to run the agent as nobody");
-    false
-}
-
-/// `tether ARGS` as user nobody, group nogroup, no supplementary groups.
-fn as_nobody(args: &[&str]) -> std::process::Command {
-    let mut cmd = std::process::Command::new("setpriv");
-    cmd.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"]);
-    cmd.arg(tether_cmd(args).get_program());
-    cmd.args(tether_cmd(args).get_args());
-    cmd
-}
-
 #[test]
 fn a_socket_group_this_user_may_not_use_is_a_configuration_error() {
     // chgrp(2) needs root or membership: a user outside the group gets 78 and one line

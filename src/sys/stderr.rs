@@ -3,64 +3,131 @@
 //! Under systemd, stderr is a stream socket to journald. When journald stops reading (stuck
 //! behind a slow SD card, say) that socket fills, and a blocking write(2) of the next log line
 //! would stop the whole loop: no client, beacon or scrape served until the watchdog kills the
-//! agent, and its successor blocks again at its first line. So when stderr is a socket, each
-//! line is sent with `MSG_DONTWAIT` ([`net::send`]): a line the socket cannot take now is
-//! dropped and counted, and the next line that goes through is preceded by one saying how
-//! many were lost. Any other stderr (a terminal, a file, a pipe) is written as before: its
-//! file description may be shared with a shell, so it is never made non-blocking.
+//! agent, and its successor blocks again at its first line. A pipe whose reader stopped (a
+//! suspended `| tee`, a stuck log daemon) or a terminal whose output was stopped (Ctrl-S on
+//! a serial console) does the same. So each line is written without waiting: to a socket
+//! with `MSG_DONTWAIT` ([`net::send`]), to a pipe or terminal through a file description
+//! of the agent's own, opened non-blocking from `/proc/self/fd/2` (stderr's own may be
+//! shared with a shell, which a non-blocking one would break), or where that cannot be (no
+//! /proc, or a supervisor's pipe the agent, run as another user, may not open) written only
+//! when poll(2) says it takes more. A line that cannot go now is dropped and counted, and
+//! the next line that goes through is preceded by one saying how many were lost. A regular
+//! file is written as before: it never waits for a reader.
 
 use super::net::{self, Io};
+use crate::limits::{LOG_DROPPED_NOTE_MAX, LOG_POLLED_WRITE_MAX};
+use nix::errno::Errno;
+use nix::fcntl::{open, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::stat::{fstat, Mode, SFlag};
 use std::fmt::Write as _;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 /// Log lines dropped since the last one that went through.
 static DROPPED: AtomicU64 = AtomicU64::new(0);
-/// Whether the last byte that went out ended a line. A line the socket took only part of
+/// Whether the last byte that went out ended a line. A line stderr took only part of
 /// (the rest dropped) is ended by the note, so the note is not glued to its tail.
 static AT_LINE_START: AtomicBool = AtomicBool::new(true);
 
-/// Whether stderr is a socket (journald's stream under systemd, or any other).
-pub fn is_socket() -> bool {
-    nix::sys::stat::fstat(io::stderr().as_fd()).is_ok_and(|st| {
-        let kind = nix::sys::stat::SFlag::from_bits_truncate(st.st_mode);
-        kind & nix::sys::stat::SFlag::S_IFMT == nix::sys::stat::SFlag::S_IFSOCK
-    })
+/// How a [`Log`] writes a line without waiting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum How {
+    /// `fd` is a socket: send(2) with `MSG_DONTWAIT`.
+    Send,
+    /// `fd` is a non-blocking file description of the log's own: write(2).
+    Write,
+    /// `fd` is a pipe or terminal shared with others that this user may not reopen (a
+    /// supervisor's pipe, for an agent run as `tether`): written only when poll(2) says it
+    /// takes more, at most [`LOG_POLLED_WRITE_MAX`] bytes at a time (what a pipe with room
+    /// for more always takes whole).
+    Poll,
 }
 
-/// A socket log lines are written to without waiting (see the module's text): stderr's,
-/// `SocketLog(std::io::stderr())`.
-pub struct SocketLog<F: AsFd>(pub F);
+/// Log lines written without waiting (see the module's text).
+pub struct Log<F: AsFd> {
+    fd: F,
+    how: How,
+}
 
-/// One line the socket could not take: counted, and reported as written (a short count
+/// Stderr as a [`Log`], or `None` when it is a regular file (or cannot be told), which is
+/// written as usual. A pipe or terminal is reopened non-blocking from /proc; where that
+/// cannot be (no /proc, or this user is not the pipe's or terminal's owner), it is polled.
+pub fn nonblocking() -> Option<Log<OwnedFd>> {
+    let stderr = io::stderr();
+    let stderr = stderr.as_fd();
+    let kind = SFlag::from_bits_truncate(fstat(stderr).ok()?.st_mode) & SFlag::S_IFMT;
+    let how = match kind {
+        SFlag::S_IFSOCK => How::Send,
+        SFlag::S_IFIFO | SFlag::S_IFCHR => {
+            let flags = OFlag::O_WRONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
+            if let Ok(fd) = open("/proc/self/fd/2", flags, Mode::empty()) {
+                return Some(Log {
+                    fd,
+                    how: How::Write,
+                });
+            }
+            How::Poll
+        }
+        _ => return None,
+    };
+    let fd = stderr.try_clone_to_owned().ok()?;
+    Some(Log { fd, how })
+}
+
+/// One line that could not be written: counted, and reported as written (a short count
 /// would have env_logger try the rest at once, which cannot go either).
 fn drop_line(len: usize) -> io::Result<usize> {
     DROPPED.fetch_add(1, Relaxed);
     Ok(len)
 }
 
-impl<F: AsFd> SocketLog<F> {
-    /// Sends what it can of `buf` now: `Ok(None)` when the socket is full.
-    fn send_now(&self, buf: &[u8]) -> io::Result<Option<usize>> {
-        match net::send(self.0.as_fd(), buf) {
+impl<F: AsFd> Log<F> {
+    /// Writes what it can of `buf` now: `None` when nothing could go (full, or gone).
+    fn put(&self, buf: &[u8]) -> Option<usize> {
+        let fd = self.fd.as_fd();
+        let io = match self.how {
+            How::Send => net::send(fd, buf),
+            How::Write => write(fd, buf),
+            How::Poll if writable(fd) => write(fd, &buf[..buf.len().min(LOG_POLLED_WRITE_MAX)]),
+            How::Poll => Io::WouldBlock,
+        };
+        match io {
             Io::Done(n) => {
                 if let Some(&last) = buf[..n].last() {
                     AT_LINE_START.store(last == b'\n', Relaxed);
                 }
-                Ok(Some(n))
+                Some(n)
             }
-            Io::WouldBlock => Ok(None),
-            Io::Closed => Err(io::ErrorKind::BrokenPipe.into()),
+            Io::WouldBlock | Io::Closed => None,
         }
     }
 }
 
-impl<F: AsFd> io::Write for SocketLog<F> {
+/// write(2), again after a signal.
+fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> Io {
+    loop {
+        match nix::unistd::write(fd, buf) {
+            Ok(n) => return Io::Done(n),
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => return Io::WouldBlock,
+            Err(_) => return Io::Closed,
+        }
+    }
+}
+
+/// Whether `fd` takes more now (an error or hang-up counts: the write then says it).
+fn writable(fd: BorrowedFd<'_>) -> bool {
+    let mut p = [PollFd::new(fd, PollFlags::POLLOUT)];
+    matches!(poll(&mut p, PollTimeout::ZERO), Ok(1..))
+}
+
+impl<F: AsFd> io::Write for Log<F> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let dropped = DROPPED.load(Relaxed);
         if dropped > 0 {
-            let mut note = heapless::String::<96>::new();
+            let mut note = heapless::String::<LOG_DROPPED_NOTE_MAX>::new();
             let open = if AT_LINE_START.load(Relaxed) {
                 ""
             } else {
@@ -70,7 +137,7 @@ impl<F: AsFd> io::Write for SocketLog<F> {
                 note,
                 "{open}[WARN  tether] {dropped} log line(s) dropped: stderr did not take them in time"
             );
-            match self.send_now(note.as_bytes())? {
+            match self.put(note.as_bytes()) {
                 // Only a whole note reports them; after part of one the next note says it all.
                 Some(n) if n == note.len() => {
                     DROPPED.fetch_sub(dropped, Relaxed);
@@ -79,7 +146,7 @@ impl<F: AsFd> io::Write for SocketLog<F> {
                 None => return drop_line(buf.len()),
             }
         }
-        match self.send_now(buf)? {
+        match self.put(buf) {
             Some(n) => Ok(n),
             None => drop_line(buf.len()),
         }
@@ -105,7 +172,10 @@ mod tests {
         let (writer, mut reader) = UnixStream::pair().unwrap();
         setsockopt(&writer, sockopt::SndBuf, &4096).unwrap();
         writer.set_nonblocking(true).unwrap();
-        let mut log = SocketLog(&writer);
+        let mut log = Log {
+            fd: &writer,
+            how: How::Send,
+        };
         let long = [b'x'; 64 * 1024];
         let mut partial = false;
         for _ in 0..64 {

@@ -655,6 +655,24 @@ pub fn skip(why: &str) {
     eprintln!("SKIP: {why}");
 }
 
+/// True when the agent can be run as nobody here (as root); else says why it skips.
+pub fn can_run_as_nobody() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    skip("needs root to run the agent as nobody");
+    false
+}
+
+/// `tether ARGS` as user nobody, group nogroup, no supplementary groups.
+pub fn as_nobody(args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"]);
+    cmd.arg(tether_cmd(args).get_program());
+    cmd.args(tether_cmd(args).get_args());
+    cmd
+}
+
 /// A network namespace a test made, with loopback up; deleted (with its veths and
 /// bridges) when dropped, also when the test fails half-way. A stale one of the same name,
 /// left by a killed run, is deleted first. Derefs to its name.
