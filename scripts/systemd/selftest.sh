@@ -282,8 +282,19 @@ ipid=$(init_pid)
 rc=$(init_rc try-restart)
 npid=$(init_pid)
 if [ "$rc" = 0 ] && [ -n "$npid" ] && [ "$npid" != "$ipid" ] && [ "$(T tether ctl PING 2>&1)" = PONG ]; then ok "init script: try-restart restarts a running agent" "($ipid -> $npid)"; else bad "init script: try-restart restarts a running agent" "(exit $rc, $ipid -> $npid: $(cat /tmp/init.out))"; fi
+# The package's /etc/logrotate.d/tether on the init script's log, as logrotate.timer would
+# (forced: the file is young): the old lines go to tether.log.1, the agent keeps running,
+# and its next line (at stop) starts the emptied file: no hole of NULs before it, which a
+# log written without O_APPEND would get.
+LOGF=/var/log/tether.log
+check "logrotate: the package's /etc/logrotate.d/tether parses" T logrotate -d /etc/logrotate.d/tether
+if T logrotate -f /etc/logrotate.d/tether >/tmp/logrotate.out 2>&1 && grep -q 'ready' "$LOGF.1" && [ ! -s "$LOGF" ] \
+    && [ "$(T tether ctl PING 2>&1)" = PONG ]; then ok "logrotate: the log rotated to tether.log.1, the agent still answers"
+else bad "logrotate: the log rotated to tether.log.1, the agent still answers" "($(cat /tmp/logrotate.out); $(ls -l /var/log/tether.log* 2>&1))"; fi
 rc=$(init_rc stop)
 if [ "$rc" = 0 ] && ! pgrep -x tether >/dev/null && [ ! -e "$PIDF" ]; then ok "init script: stop exits 0, no agent, no pid file"; else bad "init script: stop exits 0, no agent, no pid file" "(exit $rc: $(cat /tmp/init.out))"; fi
+check "logrotate: the agent's next line (at stop) in the emptied log, no NULs before it" \
+    bash -c "grep -q 'SIGTERM: shutting down' $LOGF && [ \"\$(tr -d '\\000' <$LOGF | wc -c)\" = \"\$(wc -c <$LOGF)\" ]"
 rc=$(init_rc stop)
 check "init script: stop when stopped exits 0" test "$rc" = 0
 rc=$(init_rc status)
