@@ -222,6 +222,39 @@ pub fn split_verbose<'a>(args: &[&'a str]) -> Vec<&'a str> {
     out
 }
 
+/// `tether ctl help`: argh takes a bare `help` for its own `--help`, but HELP is also the
+/// agent's command that lists the others (and ctl's words are sent in any case, `ctl ping`):
+/// a `help` where ctl's words begin is passed on as a word (`--` before it). Knows which of
+/// [`CtlArgs`]' options take a value.
+pub fn help_as_word(mut args: Vec<&str>) -> Vec<&str> {
+    if args.first() != Some(&"ctl") {
+        return args;
+    }
+    let mut i = 1;
+    while let Some(&a) = args.get(i) {
+        match a {
+            "-s" | "--socket" | "-c" | "--connect" | "-t" | "--timeout" | "--token-file" => i += 2,
+            "--" => break,
+            "help" => {
+                args.insert(i, "--");
+                break;
+            }
+            _ if a.starts_with('-') => i += 1,
+            _ => break,
+        }
+    }
+    args
+}
+
+/// The first item given twice, if any (`--iface eth0 --iface eth0`).
+fn given_twice<T: PartialEq>(items: &[T]) -> Option<&T> {
+    items
+        .iter()
+        .enumerate()
+        .find(|(i, x)| items[..*i].contains(x))
+        .map(|(_, x)| x)
+}
+
 /// A `--metrics` address: `IP:PORT`, or an IP alone for [`DEFAULT_METRICS_PORT`].
 pub fn metrics_addr(s: &str) -> Option<SocketAddr> {
     if let Ok(a) = s.parse::<SocketAddr>() {
@@ -282,13 +315,8 @@ impl AgentArgs {
         if self.iface.len() > MAX_BEACON_IFACES {
             return Err(format!("at most {MAX_BEACON_IFACES} --iface interfaces"));
         }
-        if let Some((i, _)) = self
-            .iface
-            .iter()
-            .enumerate()
-            .find(|(i, n)| self.iface[..*i].contains(n))
-        {
-            return Err(format!("--iface {}: given twice", self.iface[i]));
+        if let Some(i) = given_twice(&self.iface) {
+            return Err(format!("--iface {i}: given twice"));
         }
         let families = crate::beacon::Families::parse(&self.beacon_family).ok_or_else(|| {
             format!(
@@ -329,6 +357,20 @@ impl AgentArgs {
             metrics.push(metrics_addr(m).ok_or_else(|| {
                 format!("--metrics {m:?}: expected IP:PORT or IP, e.g. 0.0.0.0:9545 or [::1]:9545")
             })?);
+        }
+        // The same address twice would fail at bind (EADDRINUSE, exit 69) as if another
+        // program held it; port 0 is a new port each time.
+        let bound: Vec<(&str, SocketAddr)> = (listen.iter().map(|a| ("--listen", *a)))
+            .chain(metrics.iter().map(|a| ("--metrics", *a)))
+            .filter(|(_, a)| a.port() != 0)
+            .collect();
+        let addrs: Vec<SocketAddr> = bound.iter().map(|b| b.1).collect();
+        if let Some(a) = given_twice(&addrs) {
+            let mut opts = bound.iter().filter(|b| b.1 == *a).map(|b| b.0);
+            return Err(match (opts.next(), opts.next()) {
+                (Some(o), Some(p)) if o != p => format!("{a}: given to both {o} and {p}"),
+                (o, _) => format!("{} {a}: given twice", o.unwrap_or("--listen")),
+            });
         }
         Ok(AgentConfig {
             listen,
@@ -460,6 +502,9 @@ impl ScanArgs {
                 return Err(format!("-i {i:?}: not a valid interface name"));
             }
         }
+        if self.port == 0 {
+            return Err("--port 0: expected 1-65535".into());
+        }
         Ok(wait)
     }
 }
@@ -471,6 +516,39 @@ mod tests {
     fn parse(args: &[&str]) -> Result<AgentConfig, String> {
         let a = AgentArgs::from_args(&["agent"], args).map_err(|e| e.output)?;
         a.validate()
+    }
+
+    #[test]
+    fn an_address_given_twice_is_refused_but_port_0_is_a_new_port_each_time() {
+        let e = parse(&["--listen", "127.0.0.1:4545", "--listen", "127.0.0.1:4545"]);
+        assert_eq!(e.unwrap_err(), "--listen 127.0.0.1:4545: given twice");
+        let e = parse(&["--listen", "[::1]:9545", "--metrics", "::1"]);
+        assert_eq!(
+            e.unwrap_err(),
+            "[::1]:9545: given to both --listen and --metrics"
+        );
+        let c = parse(&["--listen", "127.0.0.1:0", "--listen", "127.0.0.1:0"]).unwrap();
+        assert_eq!(c.listen.len(), 2);
+        assert!(parse(&["--metrics", "127.0.0.1:0", "--listen", "127.0.0.1:0"]).is_ok());
+    }
+
+    #[test]
+    fn a_bare_help_where_ctls_words_begin_is_a_word() {
+        let w = |args: &[&'static str]| help_as_word(args.to_vec());
+        assert_eq!(w(&["ctl", "help"]), ["ctl", "--", "help"]);
+        assert_eq!(
+            w(&["ctl", "-s", "help", "help"]),
+            ["ctl", "-s", "help", "--", "help"]
+        );
+        assert_eq!(
+            w(&["ctl", "--raw", "help", "x"]),
+            ["ctl", "--raw", "--", "help", "x"]
+        );
+        // Not where the words begin, or not ctl's: as given.
+        assert_eq!(w(&["ctl", "GET", "help"]), ["ctl", "GET", "help"]);
+        assert_eq!(w(&["ctl", "--", "help"]), ["ctl", "--", "help"]);
+        assert_eq!(w(&["scan", "help"]), ["scan", "help"]);
+        assert_eq!(w(&["ctl", "--help"]), ["ctl", "--help"]);
     }
 
     #[test]

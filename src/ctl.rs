@@ -19,7 +19,8 @@ pub mod pretty;
 use crate::agent::AUTH_CHALLENGE_PREFIX;
 use crate::cli::CtlArgs;
 use crate::exit::{
-    escaped, Fatal, EX_CONFIG, EX_ERR, EX_NOPERM, EX_PROTOCOL, EX_TEMPFAIL, EX_UNAVAILABLE,
+    escaped, stdout_written, to_stdout, Fatal, EX_CONFIG, EX_ERR, EX_NOPERM, EX_PROTOCOL,
+    EX_TEMPFAIL, EX_UNAVAILABLE,
 };
 use crate::limits::{
     AUTH_NONCE_BYTES, CTL_QUOTE_MAX, CTL_REPLY_LINE_MAX, LINE_MAX, SECRET_SLACK, TOKEN_MAX,
@@ -340,7 +341,7 @@ fn login(s: &mut dyn Stream, args: &CtlArgs, timeout: Duration) -> Result<Option
     if reply == "OK" {
         return Ok(None);
     }
-    println!("{}", escaped(&reply));
+    to_stdout(&format!("{}\n", escaped(&reply)))?;
     Ok(Some(exit_for(&reply).max(EX_ERR)))
 }
 
@@ -423,14 +424,16 @@ impl Session<'_> {
 fn interactive(mut s: Session<'_>, to: &str, pretty: bool) -> Result<u8, Fatal> {
     let mut input = std::io::stdin().lock();
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(
-        out,
-        "connected to {to}; HELP lists the commands, quit or Ctrl-D leaves"
-    );
+    let banner = format!("connected to {to}; HELP lists the commands, quit or Ctrl-D leaves\n");
+    if !stdout_written(out.write_all(banner.as_bytes()))? {
+        return Ok(0);
+    }
     loop {
-        let _ = out.write_all(b"tether> ").and_then(|_| out.flush());
+        if !stdout_written(out.write_all(b"tether> ").and_then(|_| out.flush()))? {
+            return Ok(0);
+        }
         let Some(line) = read_line(&mut input) else {
-            let _ = writeln!(out);
+            stdout_written(writeln!(out))?;
             return Ok(0);
         };
         if line.trim().is_empty() {
@@ -447,7 +450,9 @@ fn interactive(mut s: Session<'_>, to: &str, pretty: bool) -> Result<u8, Fatal> 
         } else {
             s.send(&line)?
         };
-        let _ = show(&mut out, &line, &reply, pretty);
+        if !stdout_written(show(&mut out, &line, &reply, pretty))? {
+            return Ok(0);
+        }
     }
 }
 
@@ -470,13 +475,13 @@ fn batch(mut s: Session<'_>, input: &mut impl BufRead, pretty: bool) -> Result<u
                 Err(f) => return Err(Fatal::new(first_failure.unwrap_or(f.code), f.msg)),
             }
         };
-        if show(&mut out, &line, &reply, pretty).is_err() {
-            // stdout closed (`| head`): nobody reads the rest.
-            break;
-        }
         let code = exit_for(&reply);
         if code != 0 && first_failure.is_none() {
             first_failure = Some(code);
+        }
+        // stdout closed (`| head`): nobody reads the rest.
+        if !stdout_written(show(&mut out, &line, &reply, pretty))? {
+            break;
         }
         // The agent closes after QUIT's OK (it ignores spaces around the command).
         if line.trim_matches(' ').eq_ignore_ascii_case("QUIT") {
@@ -512,7 +517,7 @@ pub fn run(args: CtlArgs, timeout: Duration) -> Result<u8, Fatal> {
     }
     let line = args.words.join(" ");
     let reply = exchange(stream.as_mut(), &line, Instant::now() + timeout)?;
-    let _ = show(&mut std::io::stdout().lock(), &line, &reply, pretty);
+    stdout_written(show(&mut std::io::stdout().lock(), &line, &reply, pretty))?;
     Ok(exit_for(&reply))
 }
 

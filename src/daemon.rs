@@ -4,7 +4,7 @@
 
 use crate::agent::{Agent, BeaconInfo, Config};
 use crate::cli::AgentConfig;
-use crate::limits::{MAX_LISTENERS, MAX_METRICS_LISTENERS};
+use crate::limits::{MAX_LISTENERS, MAX_METRICS_LISTENERS, SECRET_SLACK, TOKEN_MAX};
 use crate::runloop::{Devices, RunLoop, Watchdog};
 use crate::sys::{self, SysError};
 use std::io::Write;
@@ -77,16 +77,12 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
     });
     sys::net::note_fd_limit();
     let tcp = open_control_listeners(&cfg)?;
-    // Opened before anything that leaves a file behind.
+    // Checked and opened before anything that leaves a file behind.
     let metrics = open_metrics_listeners(&cfg)?;
+    let led = open_led(&cfg)?;
+    let mut token_buf = [0u8; TOKEN_MAX + SECRET_SLACK];
+    let token = read_token(&cfg, &mut token_buf)?;
     let (unix, publish) = open_local_sockets(&cfg, now)?;
-    let led = match open_led(&cfg) {
-        Ok(led) => led,
-        Err(f) => {
-            remove_socket_files(&unix, publish.as_ref());
-            return Err(f);
-        }
-    };
     let beacon_ifaces = beacon_ifaces(&cfg);
     warn_placeholder_machine_id();
     let id = board_id(beacon_ifaces.first().map(String::as_str));
@@ -96,7 +92,8 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
         led: led.is_some(),
         plain_auth: cfg.plain_auth,
     };
-    let agent = Agent::new(now, &id, &core_cfg);
+    let mut agent = Agent::new(now, &id, &core_cfg);
+    agent.set_token(token);
     let links = open_beacons(now, &cfg, &beacon_ifaces, &tcp, &metrics, run_id, fleet_key);
     let off_info = BeaconInfo {
         port: cfg
@@ -123,7 +120,6 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
     if metrics_on {
         rl.http = crate::runloop::http::Http::new(now);
     }
-    load_token(&mut rl, &cfg)?;
     sys::net::warn_fd_room(cfg.max_clients);
     announce_ready(&mut rl, now, &id);
     rl.mark_ready();
@@ -232,7 +228,7 @@ fn open_local_sockets(
     });
     let unix =
         sys::unix::listen_unix(&sock_path, cfg.backlog, group).map_err(fatal(EX_UNAVAILABLE))?;
-    let publish = open_publish(cfg, &unix, group, now).inspect_err(|_| unix.remove())?;
+    let publish = open_publish(cfg, &unix, group, now).inspect_err(|_| unix.undo())?;
     sys::net::warn_capped_buf_sizes(unix.fd.as_fd());
     Ok((unix, publish))
 }
@@ -266,14 +262,6 @@ fn open_publish(
     let sock = sys::unix::bind_publish(&path, group)
         .map_err(|e| Fatal::new(EX_UNAVAILABLE, format!("--publish: {e}")))?;
     Ok(Some(Publish::new(sock, now)))
-}
-
-/// Removes the socket files of a start-up that failed after creating them.
-fn remove_socket_files(unix: &sys::unix::UnixListener, publish: Option<&Publish>) {
-    unix.remove();
-    if let Some(p) = publish {
-        p.remove();
-    }
 }
 
 /// `--led`, checked now so a typo fails start-up, not IDENTIFY.
@@ -334,16 +322,15 @@ fn open_beacons(
     links
 }
 
-/// `--token-file`: loaded now; a missing, empty or too long token stops start-up (one
-/// `error:` line saying which).
-fn load_token(rl: &mut RunLoop, cfg: &AgentConfig) -> Result<(), Fatal> {
+/// `--token-file`: read now, so a missing, empty or long token stops start-up (SIGHUP
+/// re-reads it: `RunLoop::read_token`).
+fn read_token<'b>(cfg: &AgentConfig, buf: &'b mut [u8]) -> Result<Option<&'b [u8]>, Fatal> {
     let Some(p) = &cfg.token_file else {
-        return Ok(());
+        return Ok(None);
     };
-    rl.read_token().map_err(|e| {
-        remove_socket_files(&rl.io.unix, rl.io.publish.as_ref());
-        Fatal::new(EX_CONFIG, format!("--token-file {}: {e}", p.display()))
-    })
+    sys::read_secret(p, buf, TOKEN_MAX)
+        .map(Some)
+        .map_err(|e| Fatal::new(EX_CONFIG, format!("--token-file {}: {e}", p.display())))
 }
 
 /// Prints the ready line on stdout, logs it, and tells systemd (READY=1, STATUS=, and

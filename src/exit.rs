@@ -69,6 +69,8 @@ pub const EX_UNAVAILABLE: u8 = 69;
 pub const EX_OSERR: u8 = 71;
 /// An output file cannot be written (`scan --prometheus-sd`).
 pub const EX_CANTCREAT: u8 = 73;
+/// Standard output cannot be written (a full disk; `>/dev/full`).
+pub const EX_IOERR: u8 = 74;
 /// No reply in time.
 pub const EX_TEMPFAIL: u8 = 75;
 /// The peer answered something that is not tether's protocol.
@@ -77,6 +79,25 @@ pub const EX_PROTOCOL: u8 = 76;
 pub const EX_NOPERM: u8 = 77;
 /// A named file is missing or wrong (token, fleet key, LED, group).
 pub const EX_CONFIG: u8 = 78;
+
+/// What a write to standard output came to: `Ok(true)` written; `Ok(false)` when its
+/// reader has gone (`| head`: nobody reads the rest, which is not a failure); any other
+/// error (a full disk) is one, [`EX_IOERR`]: the user would otherwise take an empty or
+/// cut file for the whole answer.
+pub fn stdout_written(r: std::io::Result<()>) -> Result<bool, Fatal> {
+    match r {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(Fatal::new(EX_IOERR, format!("writing to stdout: {e}"))),
+    }
+}
+
+/// Writes `text` to standard output and flushes it: see [`stdout_written`].
+pub fn to_stdout(text: &str) -> Result<bool, Fatal> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    stdout_written(out.write_all(text.as_bytes()).and_then(|()| out.flush()))
+}
 
 #[cfg(test)]
 mod tests {

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 use tether::cli::{Cmd, Top};
-use tether::exit::{Fatal, EX_USAGE};
+use tether::exit::{to_stdout, Fatal, EX_USAGE};
 
 #[global_allocator]
 static ALLOC: tether::alloc_count::Counting = tether::alloc_count::Counting;
@@ -51,13 +51,10 @@ fn main() -> ExitCode {
     );
     let prog = prog.as_str();
     let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
-    let rest = tether::cli::split_verbose(&rest);
+    let rest = tether::cli::help_as_word(tether::cli::split_verbose(&rest));
     let top = match <Top as argh::FromArgs>::from_args(&[prog], &rest) {
         Ok(t) => t,
-        Err(e) if e.status.is_ok() => {
-            print!("{}", e.output);
-            return ExitCode::SUCCESS;
-        }
+        Err(e) if e.status.is_ok() => return finish(to_stdout(&e.output).map(|_| 0)),
         Err(e) => {
             // argh's message can span lines; the contract is one `error:` line.
             let first = e.output.lines().next().unwrap_or("bad arguments").trim();
@@ -67,8 +64,8 @@ fn main() -> ExitCode {
         }
     };
     if top.version {
-        println!("tether {}", tether::agent::VERSION);
-        return ExitCode::SUCCESS;
+        let version = format!("tether {}\n", tether::agent::VERSION);
+        return finish(to_stdout(&version).map(|_| 0));
     }
     let res = match top.cmd {
         None => Err(Fatal::usage(format!(
@@ -88,6 +85,11 @@ fn main() -> ExitCode {
             .map_err(Fatal::usage)
             .and_then(|wait| tether::scan::run(s, wait)),
     };
+    finish(res)
+}
+
+/// The exit code, and for a failure its one `error:` line.
+fn finish(res: Result<u8, Fatal>) -> ExitCode {
     match res {
         Ok(code) => ExitCode::from(code),
         Err(f) => {

@@ -8,7 +8,9 @@
 //! the seq memory kept here) and only `signed` boards are listed unless `--all`.
 
 use crate::cli::ScanArgs;
-use crate::exit::{printable, Fatal, EX_CANTCREAT, EX_CONFIG, EX_OSERR, EX_UNAVAILABLE};
+use crate::exit::{
+    printable, stdout_written, to_stdout, Fatal, EX_CANTCREAT, EX_CONFIG, EX_OSERR, EX_UNAVAILABLE,
+};
 use crate::limits::{
     BEACON_RECV_PER_TURN, DATAGRAM_MAX, SCAN_BOARDS_MAX, SCAN_FORGET_SECS, SCAN_LOAD_MAX,
     SCAN_PROBES, SCAN_RCVBUF, SCAN_SEQ_WINDOW, SCAN_TEMP_C,
@@ -842,11 +844,7 @@ pub fn run(args: ScanArgs, wait: Duration) -> Result<u8, Fatal> {
             } else {
                 table(&rows, now, silent_after, checked) + "\n"
             };
-            if out
-                .write_all(shown.as_bytes())
-                .and_then(|_| out.flush())
-                .is_err()
-            {
+            if !stdout_written(out.write_all(shown.as_bytes()).and_then(|_| out.flush()))? {
                 return Ok(0);
             }
             let _ = sc.probe(&nonce);
@@ -864,9 +862,9 @@ pub fn run(args: ScanArgs, wait: Duration) -> Result<u8, Fatal> {
     let now = Instant::now();
     let rows = boards.shown(args.all);
     if args.json {
-        println!("{}", to_json(&rows, now, silent_after));
+        to_stdout(&(to_json(&rows, now, silent_after) + "\n"))?;
     } else if !rows.is_empty() {
-        print!("{}", table(&rows, now, silent_after, checked));
+        to_stdout(&table(&rows, now, silent_after, checked))?;
     }
     if rows.is_empty() && args.prometheus_sd.is_some() {
         // The target file is the product: an empty fleet is a valid answer, not a failure.

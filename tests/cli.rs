@@ -65,6 +65,32 @@ fn bad_options_exit_64_with_one_error_line() {
         &["scan", "-t", "1e-12"],
         &["scan", "-i", "a/b"],
         &["scan", "-i", "e\u{1b}[2Jx"],
+        &["scan", "--port", "0"],
+        // One address twice (it would fail at bind, as if another program held it).
+        &[
+            "agent",
+            "--no-beacon",
+            "--listen",
+            "127.0.0.1:4545",
+            "--listen",
+            "127.0.0.1:4545",
+        ],
+        &[
+            "agent",
+            "--no-beacon",
+            "--metrics",
+            "127.0.0.1",
+            "--metrics",
+            "127.0.0.1:9545",
+        ],
+        &[
+            "agent",
+            "--no-beacon",
+            "--listen",
+            "127.0.0.1:9545",
+            "--metrics",
+            "127.0.0.1",
+        ],
         // Socket paths: empty (an abstract address), or with a newline (the ready line
         // and systemd's STATUS= would gain a line).
         &["agent", "--no-beacon", "--socket", ""],
@@ -542,4 +568,154 @@ fn verbose_switches_and_rust_log() {
     assert!(debug_lines(&["-v", "-v"], "") >= 1);
     assert_eq!(debug_lines(&["-vv"], "info"), 0);
     assert!(debug_lines(&[], "debug") >= 1);
+}
+
+/// Runs `tether ARGS` with stdout `out` (stdin /dev/null), bounded: (exit code, stderr).
+fn run_with_stdout(args: &[&str], out: std::process::Stdio) -> (i32, String) {
+    use std::process::Stdio;
+    let mut child = tether_cmd(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let status = wait_timeout(&mut child, slack(Duration::from_secs(30)));
+    (status.code().unwrap_or(-1), err)
+}
+
+/// Standard output that cannot be written (a full disk; here /dev/full) is exit 74 and one
+/// `error:` line: not a panic with a backtrace (help, version), not a 0 that passes an empty
+/// file off as the whole answer (ctl). A reader that has gone (`| head`) is no failure.
+#[test]
+fn stdout_that_cannot_be_written_is_74_and_one_error_line() {
+    let a = Agent::start(&[]);
+    let sock = a.unix.to_str().unwrap();
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let cases: &[&[&str]] = &[
+        &["--version"],
+        &["--help"],
+        &["ctl", "--help"],
+        &["ctl", "-s", sock, "PING"],
+        &["ctl", "-s", sock, "GET", "nope"],
+    ];
+    for args in cases {
+        let (code, err) = run_with_stdout(args, full().into());
+        assert_eq!(code, 74, "{args:?}: {err}");
+        assert_eq!(error_lines(&err).len(), 1, "{args:?}: {err}");
+        assert!(err.contains("No space left on device"), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    // Commands from a pipe: the same.
+    let mut child = tether_cmd(&["ctl", "-s", sock])
+        .stdin(std::process::Stdio::piped())
+        .stdout(full())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"PING\nGET nope\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(74), "{err}");
+    assert_eq!(error_lines(&err).len(), 1, "{err}");
+    // The reader went away before the reply: nothing to say, the reply's own code.
+    let (r, w) = nix::unistd::pipe().unwrap();
+    drop(r);
+    let (code, err) = run_with_stdout(&["ctl", "-s", sock, "PING"], std::fs::File::from(w).into());
+    assert_eq!((code, err.as_str()), (0, ""));
+}
+
+/// HELP is one of the agent's commands, and ctl's words are sent in any case (`ctl ping`):
+/// `tether ctl help` sends it too, instead of printing ctl's own usage.
+#[test]
+fn ctl_help_sends_the_agents_help() {
+    let a = Agent::start(&[]);
+    let (code, upper, _) = a.ctl(&["HELP"]);
+    assert_eq!(code, 0, "{upper}");
+    assert!(!upper.starts_with("Usage:"), "{upper}");
+    for words in [&["help"][..], &["-t", "5", "help"], &["--raw", "help"]] {
+        let (code, out, err) = a.ctl(words);
+        assert_eq!((code, &out), (0, &upper), "{words:?}: {err}");
+    }
+    // ctl's own usage is still --help.
+    let (code, out, _) = a.ctl(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("Usage: tether ctl"), "{out}");
+}
+
+/// A start-up that fails leaves nothing behind: not the socket files, and not the
+/// directories it made for them (checked before they are made where it can be: --led,
+/// --token-file).
+#[test]
+fn a_failed_start_leaves_no_directory_behind() {
+    let dir = temp_dir("debris");
+    let p = |rel: &str| dir.join(rel).to_string_lossy().into_owned();
+    let live = Agent::start(&[]);
+    let live_publish = live.publish_path().unwrap();
+    let cases: Vec<(Vec<String>, i32)> = vec![
+        (
+            vec![
+                "--socket".into(),
+                p("a/t.sock"),
+                "--led".into(),
+                p("no-led"),
+            ],
+            78,
+        ),
+        (
+            vec![
+                "--socket".into(),
+                p("b/t.sock"),
+                "--publish".into(),
+                p("c/d/p.sock"),
+                "--token-file".into(),
+                p("no-token"),
+            ],
+            78,
+        ),
+        (
+            vec![
+                "--socket".into(),
+                p("e/t.sock"),
+                "--publish".into(),
+                p("e/t.sock"),
+            ],
+            64,
+        ),
+        (
+            vec![
+                "--socket".into(),
+                p("f/g/t.sock"),
+                "--publish".into(),
+                live_publish.to_string_lossy().into_owned(),
+            ],
+            69,
+        ),
+    ];
+    for (extra, want) in cases {
+        let mut args: Vec<String> = ["agent", "--no-beacon", "--listen", "127.0.0.1:0"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(extra.iter().cloned());
+        let (code, out, err) = run(&args);
+        assert_eq!(code, want, "{extra:?}: {err}");
+        assert_eq!(out, "", "{extra:?}");
+        assert_eq!(error_lines(&err).len(), 1, "{extra:?}: {err}");
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(left.is_empty(), "{extra:?} left {left:?}");
+    }
+    // The live agent's socket is untouched.
+    assert_eq!(live.ctl(&["PING"]).1, "PONG\n");
+    let _ = std::fs::remove_dir_all(&dir);
 }

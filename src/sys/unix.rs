@@ -24,6 +24,8 @@ pub struct UnixListener {
     pub path: PathBuf,
     /// (device, inode) of the socket file we bound, so we only ever remove our own.
     ident: (u64, u64),
+    /// The outermost directory this bind created for the socket, if any.
+    made_dir: Option<PathBuf>,
 }
 
 impl UnixListener {
@@ -34,6 +36,13 @@ impl UnixListener {
                 let _ = std::fs::remove_file(&self.path);
             }
         }
+    }
+
+    /// After a start-up that failed: the socket file and the directories made for it (those
+    /// left empty), so a failed start leaves nothing behind.
+    pub fn undo(&self) {
+        self.remove();
+        remove_made_dirs(&self.path, self.made_dir.as_deref());
     }
 
     /// Is `path` this socket's file, by whatever name (`a/../t.sock`, a symlink)?
@@ -105,7 +114,19 @@ fn refuse_fds(fd: BorrowedFd<'_>) {
     }
 }
 
-/// Binds a Unix socket of type `ty` at `path` with the rules in the module doc.
+/// The directories between `made` (the outermost one a bind created) and `path`'s own, from
+/// the innermost out, each removed if empty.
+fn remove_made_dirs(path: &Path, made: Option<&Path>) {
+    let Some(made) = made else { return };
+    for dir in path.ancestors().skip(1) {
+        if std::fs::remove_dir(dir).is_err() || dir == made {
+            return;
+        }
+    }
+}
+
+/// Binds a Unix socket of type `ty` at `path` with the rules in the module doc. A directory
+/// it made for the socket is removed again if the bind then fails.
 fn bind_path(path: &Path, ty: SockType, group: Option<Gid>) -> Result<UnixListener, SysError> {
     let shown = path.display();
     if path.as_os_str().len() > crate::limits::SOCK_PATH_MAX {
@@ -117,17 +138,32 @@ fn bind_path(path: &Path, ty: SockType, group: Option<Gid>) -> Result<UnixListen
     // Before creating a missing directory (a dangling symlink by its name would fail that
     // with a less telling EEXIST), and again after (someone may have made it meanwhile).
     check_fallback_dir(path).map_err(SysError::msg)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o750)
-                .create(dir)
-                .map_err(|e| SysError::msg(format!("create {}: {e}", dir.display())))?;
-            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750));
-            if let Some(g) = group {
-                let _ = chown(dir, None, Some(g));
-            }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let missing = |a: &&Path| !a.as_os_str().is_empty() && !a.exists();
+    let made_dir = dir.and_then(|d| d.ancestors().take_while(missing).last());
+    let made_dir = made_dir.map(Path::to_path_buf);
+    let bound = bind_in(path, ty, group, made_dir.clone());
+    bound.inspect_err(|_| remove_made_dirs(path, made_dir.as_deref()))
+}
+
+/// [`bind_path`] past its first check; `made_dir`: the outermost missing directory, which
+/// it creates (with those inside it).
+fn bind_in(
+    path: &Path,
+    ty: SockType,
+    group: Option<Gid>,
+    made_dir: Option<PathBuf>,
+) -> Result<UnixListener, SysError> {
+    let shown = path.display();
+    if let Some(dir) = path.parent().filter(|_| made_dir.is_some()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(dir)
+            .map_err(|e| SysError::msg(format!("create {}: {e}", dir.display())))?;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750));
+        if let Some(g) = group {
+            let _ = chown(dir, None, Some(g));
         }
     }
     check_fallback_dir(path).map_err(SysError::msg)?;
@@ -165,6 +201,7 @@ fn bind_path(path: &Path, ty: SockType, group: Option<Gid>) -> Result<UnixListen
         fd,
         path: path.to_path_buf(),
         ident: (m.dev(), m.ino()),
+        made_dir,
     };
     let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660));
     if let Some(g) = group {
