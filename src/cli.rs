@@ -103,7 +103,7 @@ pub struct AgentArgs {
     /// SO_SNDBUF in bytes for every socket the agent opens (1024-4194304; Linux reports twice the value; default: the kernel's)
     #[argh(option)]
     pub sndbuf: Option<u32>,
-    /// more logging (-v debug, -vv trace); RUST_LOG overrides
+    /// more logging (-v debug: connections; -vv trace: each request too); RUST_LOG overrides
     #[argh(switch, short = 'v')]
     pub verbose: u8,
 }

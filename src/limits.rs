@@ -36,6 +36,8 @@ pub const LINGER_SINK: usize = 512;
 /// Connections accepted while every client slot is taken wait at most until the end of
 /// the loop turn for one (hang-ups read in that turn free slots); this many at once.
 pub const ACCEPT_WAITING_MAX: usize = 16;
+/// `-vv` logs each request with at most this many bytes of its reply.
+pub const TRACE_REPLY_MAX: usize = 120;
 /// A pipe or terminal on stderr that the agent may not reopen non-blocking is written only
 /// when poll(2) says it takes more, and then at most this much at a time: what a pipe with a
 /// free page takes without waiting (`sys::stderr`).

@@ -549,7 +549,9 @@ fn an_xdg_runtime_dir_that_cannot_hold_the_socket_is_passed_over_with_a_warning(
 /// connect; without them, or when `RUST_LOG` is set (it wins), there are none.
 #[test]
 fn verbose_switches_and_rust_log() {
-    let debug_lines = |extra: &[&str], rust_log: &str| {
+    // (debug lines, trace lines) of an agent asked PING and, on its Unix socket, a plain
+    // AUTH with a made-up token.
+    let lines = |extra: &[&str], rust_log: &str| {
         let dir = temp_dir("verbose");
         let mut args = loopback_agent_args(&dir.join("t.sock"), &["--no-beacon", "--no-publish"]);
         args.extend(extra.iter().map(|s| s.to_string()));
@@ -557,17 +559,30 @@ fn verbose_switches_and_rust_log() {
             panic!("{extra:?} RUST_LOG={rust_log}: {:?} {}", f.status, f.stderr)
         });
         assert_eq!(a.ctl(&["PING"]).1.trim(), "PONG");
+        a.ctl(&["AUTH", "sw0rdfish"]);
         let (status, err) = a.stop();
         assert!(status.success(), "{err}");
-        err.lines().filter(|l| l.contains("connected")).count()
+        // A secret is never logged, at any level.
+        assert!(!err.contains("sw0rdfish"), "{err}");
+        let count = |level: &str| err.lines().filter(|l| l.starts_with(level)).count();
+        let traced = err
+            .lines()
+            .any(|l| l.starts_with("[TRACE") && l.ends_with(": PING -> PONG"));
+        assert_eq!(traced, count("[TRACE") > 0, "{err}");
+        (count("[DEBUG"), count("[TRACE"))
     };
     // An empty RUST_LOG is as good as none: the level comes from -v.
-    assert_eq!(debug_lines(&[], ""), 0);
-    assert!(debug_lines(&["-v"], "") >= 1);
-    assert!(debug_lines(&["-vv"], "") >= 1);
-    assert!(debug_lines(&["-v", "-v"], "") >= 1);
-    assert_eq!(debug_lines(&["-vv"], "info"), 0);
-    assert!(debug_lines(&[], "debug") >= 1);
+    assert_eq!(lines(&[], ""), (0, 0));
+    let (debug, trace) = lines(&["-v"], "");
+    assert!(debug >= 1 && trace == 0, "{debug} {trace}");
+    // -vv: each request too, with its reply.
+    let (debug, trace) = lines(&["-vv"], "");
+    assert!(debug >= 1 && trace >= 2, "{debug} {trace}");
+    let (debug, trace) = lines(&["-v", "-v"], "");
+    assert!(debug >= 1 && trace >= 2, "{debug} {trace}");
+    assert_eq!(lines(&["-vv"], "info"), (0, 0));
+    let (debug, trace) = lines(&[], "debug");
+    assert!(debug >= 1 && trace == 0, "{debug} {trace}");
 }
 
 /// Runs `tether ARGS` with stdout `out` (stdin /dev/null), bounded: (exit code, stderr).

@@ -11,7 +11,7 @@
 //! answer (`agent`).
 
 use crate::agent::{Outcome, Session, Transport};
-use crate::limits::{IN_BUF, OUT_BUF, REPLY_MAX};
+use crate::limits::{IN_BUF, OUT_BUF, REPLY_MAX, TRACE_REPLY_MAX};
 use crate::proto::line::{next_line, Frame};
 use crate::proto::wbuf::WBuf;
 use crate::sys::net::{self, Io as NetIo};
@@ -307,9 +307,27 @@ impl Conn {
                     return Stop::TooLong;
                 }
             };
+            let start = output.end;
             let mut w = WBuf::after(output.buf, output.end);
             let outcome = answer(line, session, &mut w, &table);
             output.end = w.len();
+            // -vv: each request and the start of its reply, escaped, allocating nothing.
+            if log::log_enabled!(log::Level::Trace) {
+                let reply = &output.buf[start..output.end];
+                let reply = reply.strip_suffix(b"\n").unwrap_or(reply);
+                // AUTH's argument may be the token itself (plain AUTH on the Unix socket).
+                let word = line
+                    .trim_ascii_start()
+                    .split(u8::is_ascii_whitespace)
+                    .next();
+                let auth = word.is_some_and(|w| w.eq_ignore_ascii_case(b"AUTH"));
+                let line = if auth { &b"AUTH (not shown)"[..] } else { line };
+                log::trace!(
+                    "client {i}: {} -> {}",
+                    line.escape_ascii(),
+                    reply[..reply.len().min(TRACE_REPLY_MAX)].escape_ascii()
+                );
+            }
             if outcome != Outcome::Continue {
                 return Stop::Outcome(outcome);
             }
