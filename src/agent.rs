@@ -748,14 +748,24 @@ mod tests {
         /// Deterministic "randomness": each call fills with the next counter value.
         draws: u8,
         no_random: bool,
+        /// The board to show instead of the default one.
+        board: Option<Board>,
+        /// STATUS `beacons`.
+        beacons: std::vec::Vec<(BeaconState, BeaconInfo)>,
     }
 
     impl Env for FakeEnv {
         fn board(&mut self) -> Board {
+            if let Some(b) = &self.board {
+                return b.clone();
+            }
             let mut b = Board::default();
             let _ = b.host.push_str("pi");
             b.temp_c = Some(41.25);
             b
+        }
+        fn beacons(&self, i: usize) -> Option<(BeaconState, &BeaconInfo)> {
+            self.beacons.get(i).map(|(s, b)| (*s, b))
         }
         fn write_sockets(&mut self, w: &mut WBuf<'_>) -> fmt::Result {
             w.write_str("{\"kind\":\"fake\"}")
@@ -1070,6 +1080,76 @@ mod tests {
             "{s}"
         );
         assert_eq!(s.matches('\n').count(), 1);
+    }
+
+    /// STATUS with everything at its widest and every name of the characters its escaping
+    /// lengthens most: control characters where the kernel gives the name (host, the
+    /// addresses' interfaces), `é` in `--iface` names (3 times its bytes), `"` and `\` in
+    /// facts and errors, numbers at their widest.
+    #[test]
+    fn status_at_its_widest_fits() {
+        use crate::limits::{
+            BEACON_ERROR_MAX, KEY_MAX, MAX_BEACON_IFACES, MAX_FACTS, STATUS_REPLY_MAX, VALUE_MAX,
+        };
+        let t = Instant::now();
+        let cfg = Config {
+            max_clients: usize::MAX,
+            interval_secs: u32::MAX,
+            led: false,
+            plain_auth: false,
+        };
+        let mut a = Agent::new(t, &"\u{1}".repeat(ID_MAX), &cfg);
+        for i in 0..MAX_FACTS {
+            let key = format!("{i:02}{}", "k".repeat(KEY_MAX - 2));
+            let value: std::vec::Vec<u8> = (0..VALUE_MAX)
+                .map(|j| if j % 2 == 0 { b'\\' } else { b'"' })
+                .collect();
+            a.facts.set(key.as_bytes(), &value, None).unwrap();
+        }
+        let mut b = Board::default();
+        while b.host.push('\u{1}').is_ok() {}
+        b.uptime_s = u64::MAX;
+        b.load = [-f32::MAX; 3];
+        b.mem_total_kb = u64::MAX;
+        b.mem_avail_kb = u64::MAX;
+        b.temp_c = Some(-f32::MAX);
+        let v6: IpAddr = [0xffff_u16; 8].into();
+        while !b.addrs.is_full() {
+            let mut name = heapless::String::new();
+            while name.push('\u{1}').is_ok() {}
+            b.addrs.push((name, v6)).unwrap();
+        }
+        let mut info = BeaconInfo {
+            port: u16::MAX,
+            seq: u64::MAX,
+            v4: true,
+            v6: true,
+            ..BeaconInfo::default()
+        };
+        while info.iface.push('é').is_ok() {}
+        while info.last_error.push('"').is_ok() {}
+        assert_eq!(info.last_error.len(), BEACON_ERROR_MAX);
+        let mut env = FakeEnv {
+            board: Some(b),
+            beacon: info.clone(),
+            ..FakeEnv::default()
+        };
+        for i in 0..MAX_BEACON_IFACES {
+            let state = [BeaconState::Up, BeaconState::Absent][i % 2];
+            env.beacons.push((state, info.clone()));
+        }
+        let mut buf = vec![0u8; STATUS_REPLY_MAX];
+        let mut w = WBuf::new(&mut buf);
+        let mut u = Session::new(Transport::Unix);
+        let r = a.handle(t, &mut u, parse(b"STATUS"), &mut env, &mut w);
+        assert_eq!(r, Outcome::Continue);
+        let s = core::str::from_utf8(w.as_bytes()).unwrap();
+        assert!(s.starts_with("OK {"), "{s}");
+        let v: serde_json::Value = serde_json::from_str(&s[3..]).unwrap();
+        assert_eq!(v["facts"].as_object().unwrap().len(), MAX_FACTS);
+        assert_eq!(v["beacons"].as_array().unwrap().len(), MAX_BEACON_IFACES);
+        // More than the bound of escaping that at most doubles a name allowed.
+        assert!(s.len() > 10240, "{}", s.len());
     }
 
     #[test]

@@ -7,8 +7,21 @@
 pub const LINE_MAX: usize = 255;
 /// Per-client input buffer: one maximal line plus `\r\n`.
 pub const IN_BUF: usize = LINE_MAX + 2;
-/// Largest single reply line, `\n` included. STATUS with a full fact table is the largest.
-pub const REPLY_MAX: usize = 10240;
+/// Largest single reply line, `\n` included: SOCKETS with every socket at its widest
+/// ([`SOCKETS_REPLY_MAX`], 12060; 11917 measured) and STATUS with a full fact table
+/// ([`STATUS_REPLY_MAX`], 11317; 10709 measured) are the largest.
+///
+/// It was 10240, which assumed that JSON escaping at most doubles a name; but `é` in a
+/// `--socket` path is 3 times its bytes escaped, and a control byte in a host or interface
+/// name (which the kernel allows) 6 times (see [`JSON_ESCAPE_MAX_FACTOR`]), so both replies
+/// could answer `ERR busy reply too large`. 12 KiB costs no memory: nothing is allocated
+/// with this size. It is only the room a client's output buffer ([`OUT_BUF`], allocated
+/// whole at start-up either way: `MAX_CLIENTS * (OUT_BUF + IN_BUF)`, 260 KiB, unchanged)
+/// must have free before its next request line is answered, so RSS does not change; what
+/// changes is that a client may leave 4 KiB of replies unread (was 6 KiB) before answering
+/// it waits for a flush. Tightening an input instead would refuse what Linux and users
+/// name as they like (socket paths and interface names outside ASCII) or the 16th client.
+pub const REPLY_MAX: usize = 12288;
 /// Per-client output buffer. A client whose unread replies exceed this is closed.
 pub const OUT_BUF: usize = 16384;
 /// `tether ctl`: the longest reply line it reads, `\n` included. The agent writes each
@@ -167,15 +180,40 @@ pub const PROC_LINE_MAX: usize = 512;
 pub const FILE_PATH_MAX: usize = 360;
 /// Longest Unix socket path (sun_path minus the NUL).
 pub const SOCK_PATH_MAX: usize = 107;
+/// How much [`crate::proto::json::write_str`] lengthens what it escapes, per input byte, at
+/// worst, by what the input may hold (`proto::json::tests::escape_factors_are_the_worst`
+/// measures every character and every byte that is not UTF-8):
+/// - any bytes (a name read from the kernel: host and interface names may hold control
+///   characters and bytes that are not UTF-8): a control byte is `\u0001`, a byte that is
+///   not UTF-8 `\ufffd`, 6 bytes each;
+pub const JSON_ESCAPE_MAX_FACTOR: usize = 6;
+/// - text without a control character ([`crate::sys::shows_as_is`]: Unix socket paths,
+///   `--iface` names): a 2-byte character such as `é` is `\u00e9` (3 times its bytes), a
+///   4-byte one a surrogate pair `\ud83d\ude00` (3 times), a 3-byte one 6 bytes (twice),
+///   `"` and `\` twice;
+pub const JSON_ESCAPE_TEXT_MAX_FACTOR: usize = 3;
+/// - printable ASCII (fact keys and values, error texts): `"` and `\` are twice.
+pub const JSON_ESCAPE_ASCII_MAX_FACTOR: usize = 2;
+/// How much [`crate::proto::prom::label_value`] lengthens a label value, per input byte, at
+/// worst: any bytes, 3 (a byte that is not UTF-8 is U+FFFD, written as its 3 bytes); UTF-8
+/// text (every name the agent holds as a `String`), 2 (`\`, `"` and a line feed; any other
+/// character is written as it is). `proto::prom::tests::escape_factors_are_the_worst`.
+pub const PROM_ESCAPE_MAX_FACTOR: usize = 3;
+pub const PROM_ESCAPE_TEXT_MAX_FACTOR: usize = 2;
+
 /// One SOCKETS item of a Unix socket at its widest: keys, the longest kind, two buffer
 /// sizes (C ints, sign included) and `"device":null` in 128 bytes, and a path of
-/// [`SOCK_PATH_MAX`] bytes escaped at worst (`"` and `\` double; a socket path with a control
-/// character is refused, and one not UTF-8 cannot be given). Any other item (a listener, a
-/// TCP client, a beacon socket, a beacon interface with none): keys, kind and state in 128
-/// bytes, an IPv6 address with scope and port (58) and the device escaped at worst.
+/// [`SOCK_PATH_MAX`] bytes escaped at worst: every Unix socket path the agent binds is UTF-8
+/// without a control character (`cli::sock_path`, `sys::unix::shows_cleanly`), so
+/// [`JSON_ESCAPE_TEXT_MAX_FACTOR`] (`/` and 53 `é`: 321 bytes with its quotes). Any other
+/// item (a listener, a TCP client, a beacon socket, a beacon interface with none): keys,
+/// kind and state in 128 bytes, an IPv6 address with scope and port (58) and the device
+/// escaped at worst: the name SO_BINDTODEVICE reads back is the kernel's current name of the
+/// interface, which a rename may have made any bytes ([`JSON_ESCAPE_MAX_FACTOR`]).
 /// `proto::sockets::tests::items_fit_their_bounds` proves both.
-pub const SOCKETS_UNIX_ITEM_MAX: usize = 128 + 2 + 2 * SOCK_PATH_MAX;
-pub const SOCKETS_NET_ITEM_MAX: usize = 128 + INET_ADDR_TEXT_MAX + 2 + 2 * IFNAME_MAX;
+pub const SOCKETS_UNIX_ITEM_MAX: usize = 128 + 2 + JSON_ESCAPE_TEXT_MAX_FACTOR * SOCK_PATH_MAX;
+pub const SOCKETS_NET_ITEM_MAX: usize =
+    128 + INET_ADDR_TEXT_MAX + 2 + JSON_ESCAPE_MAX_FACTOR * IFNAME_MAX;
 /// An IPv6 socket address as text at its widest: `[` 39 hex digits and colons `%` a
 /// 10-digit scope id `]:65535`.
 pub const INET_ADDR_TEXT_MAX: usize = 1 + 39 + 1 + 10 + 1 + 6;
@@ -188,11 +226,41 @@ pub const SOCKET_ADDR_TEXT_MAX: usize = if SOCK_PATH_MAX > INET_ADDR_TEXT_MAX {
 /// The whole SOCKETS reply, `OK {"sockets":[...]}\n`, with every socket there can be: the
 /// Unix listener, the publish socket and every client a Unix one; the TCP and HTTP
 /// listeners and two sockets per beacon interface.
-pub const SOCKETS_REPLY_MAX: usize = 16
+pub const SOCKETS_REPLY_MAX: usize = "OK {\"sockets\":[".len()
+    + "]}\n".len()
     + (2 + MAX_CLIENTS) * (SOCKETS_UNIX_ITEM_MAX + 1)
     + (MAX_LISTENERS + MAX_METRICS_LISTENERS + 2 * MAX_BEACON_IFACES) * (SOCKETS_NET_ITEM_MAX + 1);
 /// The board id as reported (STATUS, beacon): at most this many characters.
 pub const ID_MAX: usize = 32;
+
+/// STATUS at its widest, `\n` included: the keys, version and numbers (u64s, and floats at
+/// f32's widest: 39 digits) in [`STATUS_FIXED_MAX`]; the id and the host name escaped at
+/// worst (the kernel's host name may hold control characters: [`JSON_ESCAPE_MAX_FACTOR`]);
+/// every address ([`STATUS_ADDR_MAX`]), the `beacon` and each of `beacons`
+/// ([`STATUS_BEACON_MAX`]) and every fact ([`STATUS_FACT_MAX`]).
+/// `agent::tests::status_at_its_widest_fits` proves it.
+pub const STATUS_REPLY_MAX: usize = STATUS_FIXED_MAX
+    + 2
+    + JSON_ESCAPE_MAX_FACTOR * ID_MAX
+    + 2
+    + JSON_ESCAPE_MAX_FACTOR * HOST_MAX
+    + MAX_ADDRS * STATUS_ADDR_MAX
+    + (MAX_BEACON_IFACES + 1) * STATUS_BEACON_MAX
+    + MAX_FACTS * STATUS_FACT_MAX;
+pub const STATUS_FIXED_MAX: usize = 1024;
+/// `{"iface":..,"addr":".."},` with the longest IPv6 address and an interface name as the
+/// kernel has it, so escaped at worst ([`JSON_ESCAPE_MAX_FACTOR`]: `ip link` takes a
+/// control character or a byte that is not UTF-8 in a name).
+pub const STATUS_ADDR_MAX: usize = 32 + 39 + JSON_ESCAPE_MAX_FACTOR * IFNAME_MAX;
+/// One beacon interface: keys, the longest state and numbers in 128 bytes, an `--iface`
+/// name ([`crate::sys::iface::valid_name`]: no control character,
+/// [`JSON_ESCAPE_TEXT_MAX_FACTOR`]) and the last error (ASCII) escaped.
+pub const STATUS_BEACON_MAX: usize = 128
+    + JSON_ESCAPE_TEXT_MAX_FACTOR * IFNAME_MAX
+    + JSON_ESCAPE_ASCII_MAX_FACTOR * BEACON_ERROR_MAX;
+/// One fact, `"key":"value",`: a key is `A-Z a-z 0-9 _ . -`, which JSON writes as it is; a
+/// value printable ASCII ([`JSON_ESCAPE_ASCII_MAX_FACTOR`]).
+pub const STATUS_FACT_MAX: usize = KEY_MAX + JSON_ESCAPE_ASCII_MAX_FACTOR * VALUE_MAX + 6;
 
 /// IDENTIFY LED (`--led`): the "on" brightness written, a saved trigger name and a saved
 /// brightness, in bytes; and the most read from an LED file at a time (the trigger list
@@ -226,25 +294,25 @@ pub const HTTP_RESP_HEAD_MAX: usize = 256;
 /// One `tether_fact_info{key="K",value="V"} 1` line at worst: every key and value byte
 /// escaped (a value of printable ASCII can hold `\` and `"`, which escape to two bytes).
 pub const METRICS_FACT_LINE_MAX: usize = "tether_fact_info{key=\"".len()
-    + 2 * KEY_MAX
+    + PROM_ESCAPE_TEXT_MAX_FACTOR * KEY_MAX
     + "\",value=\"".len()
-    + 2 * VALUE_MAX
+    + PROM_ESCAPE_TEXT_MAX_FACTOR * VALUE_MAX
     + "\"} 1\n".len();
 /// Everything but the fact lines: HELP/TYPE of every family, the other samples with u64
-/// values at their widest, and the build_info labels (host and id escaped at worst: a
-/// hostname byte that is not UTF-8 becomes U+FFFD, 3 bytes). The 256: the publish counters.
-/// `metrics::tests::fixed_part_fits` proves the bound.
+/// values at their widest, and the build_info labels (host and id escaped at worst: the
+/// host as any bytes, [`PROM_ESCAPE_MAX_FACTOR`], though it is held as UTF-8 already; the
+/// id). The 256: the publish counters. `metrics::tests::fixed_part_fits` proves the bound.
 /// Plus `tether_beacon_iface_state` (3 states per interface) and
 /// `tether_beacon_iface_sequence` (one u64 per interface, HELP and TYPE 128), the name
-/// escaped at worst.
+/// (UTF-8 text, [`PROM_ESCAPE_TEXT_MAX_FACTOR`]) escaped at worst.
 pub const METRICS_FIXED_MAX: usize = 6144
     + 256
-    + 3 * HOST_MAX
-    + 2 * 32
-    + MAX_BEACON_IFACES * 3 * (56 + 2 * IFNAME_MAX)
+    + PROM_ESCAPE_MAX_FACTOR * HOST_MAX
+    + PROM_ESCAPE_TEXT_MAX_FACTOR * ID_MAX
+    + MAX_BEACON_IFACES * 3 * (56 + PROM_ESCAPE_TEXT_MAX_FACTOR * IFNAME_MAX)
     + 256
     + 128
-    + MAX_BEACON_IFACES * (64 + 2 * IFNAME_MAX);
+    + MAX_BEACON_IFACES * (64 + PROM_ESCAPE_TEXT_MAX_FACTOR * IFNAME_MAX);
 /// The largest `/metrics` body: a full fact table of maximum-length keys and values that
 /// all need escaping, plus the fixed part.
 pub const METRICS_BODY_MAX: usize = METRICS_FIXED_MAX + MAX_FACTS * METRICS_FACT_LINE_MAX;
@@ -364,15 +432,7 @@ macro_rules! limit_text {
 const _: () = assert!(IN_BUF >= LINE_MAX + 2);
 const _: () = assert!(OUT_BUF >= REPLY_MAX);
 const _: () = assert!(DEFAULT_MAX_CLIENTS <= MAX_CLIENTS);
-// STATUS lists every fact escaped at worst twice its size, plus the fixed fields and addresses.
-// Each of `beacon` and the `beacons` list: names, numbers and a 96-byte error escaped.
-const _: () = assert!(
-    REPLY_MAX
-        >= MAX_FACTS * (KEY_MAX + 2 * VALUE_MAX + 6)
-            + MAX_ADDRS * 64
-            + 1024
-            + (MAX_BEACON_IFACES + 1) * 320
-);
+const _: () = assert!(REPLY_MAX >= STATUS_REPLY_MAX);
 const _: () = assert!(REPLY_MAX >= SOCKETS_REPLY_MAX);
 const _: () = assert!(DATAGRAM_MAX >= 256);
 const _: () = assert!(PROBE_PENDING_MAX > PROBE_BURST as usize);
@@ -380,7 +440,14 @@ const _: () = assert!(NONCE_MAX + 16 < DATAGRAM_MAX);
 const _: () = assert!(PROBE_ANSWER_DELAY_MAX_MS <= 250);
 const _: () = assert!(PUBLISH_DGRAM_MAX == IN_BUF && PUBLISH_PER_TURN >= 1);
 const _: () = assert!(SOCKBUF_MIN < SOCKBUF_MAX && SOCKBUF_MAX <= i32::MAX as u32 / 2);
-const _: () = assert!(METRICS_FACT_LINE_MAX == 22 + 2 * KEY_MAX + 9 + 2 * VALUE_MAX + 5);
+const _: () = assert!(
+    METRICS_FACT_LINE_MAX
+        == 22
+            + PROM_ESCAPE_TEXT_MAX_FACTOR * KEY_MAX
+            + 9
+            + PROM_ESCAPE_TEXT_MAX_FACTOR * VALUE_MAX
+            + 5
+);
 const _: () = assert!(HTTP_RESP_MAX >= HTTP_RESP_HEAD_MAX + METRICS_BODY_MAX);
 const _: () = assert!(HTTP_RESP_MAX <= 32 * 1024);
 const _: () = assert!(HTTP_HEAD_MAX >= 256);

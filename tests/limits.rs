@@ -636,27 +636,36 @@ fn pipelining_past_the_output_buffer_closes_instead_of_answering_err_too_large()
 
 #[test]
 fn sockets_lists_every_socket_at_its_widest_in_one_line() {
-    // The longest socket path there can be, each of its bytes escaped in JSON (`"` and `\`),
+    // The longest socket paths there can be, of the character JSON escaping lengthens most
+    // in a path (`é`, written `\u00e9`: 3 times its bytes, limits::JSON_ESCAPE_TEXT_MAX_FACTOR),
     // four TCP and two HTTP listeners, the publish socket and a full table of Unix clients:
-    // SOCKETS answers with all of them in one OK line (limits::SOCKETS_REPLY_MAX).
+    // SOCKETS answers with all of them in one OK line (limits::SOCKETS_REPLY_MAX). The paths
+    // are relative (the agent runs in the test's directory), so that all their 107 bytes are
+    // `é`s; the clients connect through a short symlink.
     let dir = temp_dir("widest");
-    let room = 107 - dir.as_os_str().len() - 1;
-    let name: String = "\"\\".chars().cycle().take(room).collect();
-    let sock = dir.join(name);
-    assert_eq!(sock.as_os_str().len(), 107);
-    let sock_arg = sock.to_str().unwrap();
+    let name = |first: &str| format!("{first}{}", "é".repeat(53));
+    let (sock, publish) = (name("s"), name("p"));
+    assert_eq!((sock.len(), publish.len()), (107, 107));
     #[rustfmt::skip]
-    let a = Agent::start(&[
-        "--socket", sock_arg,
-        "--listen", "127.0.0.1:0", "--listen", "127.0.0.2:0",
-        "--listen", "127.0.0.3:0", "--listen", "127.0.0.4:0",
-        "--metrics", "127.0.0.1:0", "--metrics", "127.0.0.2:0",
-    ]);
-    let mut others: Vec<Client> = (0..15).map(|_| a.unix()).collect();
+    let args: Vec<String> = [
+        "agent", "--no-beacon", "--socket", &sock, "--publish", &publish,
+        "--listen", "127.0.0.1:0", "--listen", "127.0.0.1:0",
+        "--listen", "127.0.0.1:0", "--listen", "127.0.0.1:0",
+        "--metrics", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
+    ]
+    .map(String::from)
+    .into();
+    let mut cmd = tether_cmd(&args);
+    cmd.current_dir(&dir);
+    let a = Agent::spawn_command(cmd, dir.clone(), &[])
+        .unwrap_or_else(|f| panic!("agent did not start: {:?}\n{}", f.status, f.stderr));
+    let link = dir.join("s");
+    std::os::unix::fs::symlink(&sock, &link).unwrap();
+    let mut others: Vec<Client> = (0..15).map(|_| Client::unix(&link)).collect();
     for c in &mut others {
         assert_eq!(c.req("PING"), "PONG");
     }
-    let mut c = a.unix();
+    let mut c = Client::unix(&link);
     let reply = c.req("SOCKETS");
     let s = ok_json(&reply);
     let items = s["sockets"].as_array().unwrap();
@@ -667,7 +676,20 @@ fn sockets_lists_every_socket_at_its_widest_in_one_line() {
     assert_eq!(count("unix-publish"), 1, "{reply}");
     assert_eq!(count("unix-client"), 16, "{reply}");
     for i in items.iter().filter(|i| i["kind"] == "unix-client") {
-        assert_eq!(i["addr"], sock_arg, "{i}");
+        assert_eq!(i["addr"], sock.as_str(), "{i}");
     }
-    assert!(reply.len() > 16 * 2 * 70, "{} bytes", reply.len());
+    // Each path written in printable ASCII, 321 bytes with its quotes: the control socket's
+    // 17 times (its listener and 16 clients), the publish socket's once.
+    let escaped = format!("\"s{}\"", "\\u00e9".repeat(53));
+    assert_eq!(reply.matches(&escaped).count(), 17, "{reply}");
+    assert_eq!(reply.matches(&escaped.replacen('s', "p", 1)).count(), 1);
+    assert!(reply.is_ascii());
+    // 18 items of about 447 bytes and 6 listeners; the 8 beacon sockets a board may have
+    // besides (not here: --no-beacon) take it past the old 10240 (limits::REPLY_MAX).
+    assert!(reply.len() > 18 * 440, "{} bytes", reply.len());
+    assert!(reply.len() <= tether::limits::SOCKETS_REPLY_MAX);
+    drop(c);
+    drop(others);
+    let (status, _) = a.stop();
+    assert!(status.success(), "{status:?}");
 }

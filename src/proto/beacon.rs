@@ -501,14 +501,18 @@ mod tests {
     #[test]
     fn the_host_gives_way_so_the_longest_fixed_fields_still_fit_a_signed_answer() {
         // Every fixed field at its longest: a 64-byte host of two-byte characters (each
-        // written as a 6-byte escape), a 15-byte interface, the longest IPv6 address and
-        // numbers, a 64-byte nonce, `--metrics` and a signature, in a 512-byte answer.
+        // written as a 6-byte escape), a 15-byte interface escaped at worst (an `--iface`
+        // name has no control character: `é`s, 3 times their bytes,
+        // limits::JSON_ESCAPE_TEXT_MAX_FACTOR), the longest IPv6 address and numbers, a
+        // 64-byte nonce, `--metrics` and a signature, in a 512-byte answer.
         let nonce = [b'n'; NONCE_MAX];
         let host = "é".repeat(32);
+        let iface = format!("{}x", "é".repeat(7));
+        assert_eq!(iface.len(), crate::limits::IFNAME_MAX);
         let f = Fields {
             host: &host,
             addr: Some("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap()),
-            iface: "enx0123456789ab",
+            iface: &iface,
             port: 65535,
             seq: u64::MAX,
             uptime: u64::MAX,
@@ -534,17 +538,25 @@ mod tests {
         let src = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap();
         assert_eq!(verify(d, &key, src, Some(&nonce)), Trust::Signed);
         let v: serde_json::Value = serde_json::from_slice(d).unwrap();
+        // With the interface escaped at worst, the host gives way whole (with an ASCII
+        // name, part of it fits: below); every other field stays.
         let cut = v["host"].as_str().unwrap();
-        assert!(
-            !cut.is_empty() && host.starts_with(cut) && cut.len() < host.len(),
-            "{cut}"
-        );
-        assert_eq!(v["iface"], "enx0123456789ab");
+        assert!(host.starts_with(cut) && cut.len() < host.len(), "{cut}");
+        assert_eq!(v["iface"], iface.as_str());
         assert_eq!(v["facts_omitted"], 1, "facts give way first");
-        // A host that fits is never cut.
+        // With an ASCII interface name part of the host stays; a host that fits is never
+        // cut.
+        let ascii = Fields {
+            iface: "enx0123456789ab",
+            ..f
+        };
+        let n = encode_signed(&mut out, DATAGRAM_MAX, &ascii, [].into_iter(), Some(&key)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out[..n]).unwrap();
+        let cut = v["host"].as_str().unwrap();
+        assert!(!cut.is_empty() && host.starts_with(cut), "{cut}");
         let f = Fields {
             host: "pi-küche",
-            ..f
+            ..ascii
         };
         let n = encode_signed(&mut out, DATAGRAM_MAX, &f, [].into_iter(), Some(&key)).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out[..n]).unwrap();

@@ -9,8 +9,9 @@ use core::fmt::{self, Write};
 /// Writes `s` as a JSON string literal, quotes included, in printable ASCII: a UTF-8
 /// character outside it is written as `\uXXXX` (a surrogate pair above U+FFFF), so any JSON
 /// reader gets the text back; each sequence that is not valid UTF-8 is written as one
-/// `\ufffd` (as `String::from_utf8_lossy` decodes it). Never longer than six bytes per input byte, so any input gives valid one-line
-/// JSON within the buffers sized for that.
+/// `\ufffd` (as `String::from_utf8_lossy` decodes it). Never longer than six bytes per
+/// input byte, so any input gives valid one-line JSON within the buffers sized for that:
+/// [`crate::limits::JSON_ESCAPE_MAX_FACTOR`] and the factors beside it.
 pub fn write_str<W: Write>(w: &mut W, s: &[u8]) -> fmt::Result {
     w.write_char('"')?;
     for chunk in s.utf8_chunks() {
@@ -215,6 +216,44 @@ mod tests {
             // does, and as the host name is read (sys::board).
             assert_eq!(got, String::from_utf8_lossy(bad), "{lit}");
         }
+    }
+
+    /// The factors the limits budget with are the worst `write_str` does: every character
+    /// (and every byte that is not UTF-8) is measured, and the worst of each class is met.
+    #[test]
+    fn escape_factors_are_the_worst() {
+        use crate::limits::{
+            JSON_ESCAPE_ASCII_MAX_FACTOR as ASCII, JSON_ESCAPE_MAX_FACTOR as ANY,
+            JSON_ESCAPE_TEXT_MAX_FACTOR as TEXT,
+        };
+        let body = |s: &[u8]| esc(s).len() - 2;
+        let (mut any, mut text, mut ascii) = (0, 0, 0);
+        for ch in (0..=0x10ffff).filter_map(char::from_u32) {
+            let raw = ch.encode_utf8(&mut [0; 4]).len();
+            let n = body(ch.encode_utf8(&mut [0; 4]).as_bytes());
+            assert!(n <= ANY * raw, "{ch:?}: {n}");
+            any = any.max(n / raw);
+            if !ch.is_ascii_control() {
+                assert!(n <= TEXT * raw, "{ch:?}: {n}");
+                text = text.max(n / raw);
+            }
+            if ch.is_ascii() && !ch.is_ascii_control() {
+                assert!(n <= ASCII * raw, "{ch:?}: {n}");
+                ascii = ascii.max(n / raw);
+            }
+        }
+        for b in 0x80..=0xffu8 {
+            assert!(body(&[b]) <= ANY, "{b:#x}");
+        }
+        assert_eq!((any, text, ascii), (ANY, TEXT, ASCII));
+        // The worst of each: a control byte and a byte that is not UTF-8; `é` and an emoji
+        // (a surrogate pair); `"` and `\`.
+        assert_eq!(body(b"\x01"), ANY);
+        assert_eq!(body(b"\xff"), ANY);
+        assert_eq!(body("é".as_bytes()), TEXT * 2);
+        assert_eq!(body("😀".as_bytes()), TEXT * 4);
+        assert_eq!(body(b"\""), ASCII);
+        assert_eq!(body(b"\\"), ASCII);
     }
 
     #[test]

@@ -80,6 +80,29 @@ mod tests {
         assert_eq!(esc(b"\xff"), "\"\u{fffd}\"");
     }
 
+    /// [`crate::limits::PROM_ESCAPE_MAX_FACTOR`] (any bytes) and
+    /// [`crate::limits::PROM_ESCAPE_TEXT_MAX_FACTOR`] (UTF-8 text) are the worst, and met.
+    #[test]
+    fn escape_factors_are_the_worst() {
+        use crate::limits::{PROM_ESCAPE_MAX_FACTOR as ANY, PROM_ESCAPE_TEXT_MAX_FACTOR as TEXT};
+        let body = |s: &[u8]| esc(s).len() - 2;
+        let mut text = 0;
+        for ch in (0..=0x10ffff).filter_map(char::from_u32) {
+            let mut b = [0; 4];
+            let s = ch.encode_utf8(&mut b);
+            let n = body(s.as_bytes());
+            assert!(n <= TEXT * s.len(), "{ch:?}: {n}");
+            text = text.max(n / s.len());
+        }
+        assert_eq!(text, TEXT);
+        let mut any = 0;
+        for b in 0..=0xffu8 {
+            assert!(body(&[b]) <= ANY, "{b:#x}");
+            any = any.max(body(&[b]));
+        }
+        assert_eq!(any, ANY);
+    }
+
     #[test]
     fn family_lines() {
         let mut b = [0u8; 256];

@@ -79,6 +79,19 @@ mod tests {
         w.len()
     }
 
+    /// The worst names for each escaping: `é` (`\u00e9`, 3 times its bytes) and an emoji
+    /// (a surrogate pair, 3 times) for text; `"` (twice) as the old bound assumed; and for a
+    /// device name as the kernel may hold it, control bytes and bytes that are not UTF-8
+    /// (`\u0001`, `\ufffd`: 6 times).
+    fn worst_texts(len: usize) -> [Vec<u8>; 3] {
+        let fill = |unit: &str| {
+            let mut s = unit.repeat(len / unit.len());
+            s.push_str(&"/".repeat(len - s.len()));
+            s.into_bytes()
+        };
+        [fill("é"), fill("😀"), fill("\"")]
+    }
+
     #[test]
     fn items_fit_their_bounds() {
         let worst = |addr: &[u8], device: &[u8]| {
@@ -93,28 +106,48 @@ mod tests {
             s.device.extend_from_slice(device).unwrap();
             s
         };
-        let path = [b'"'; SOCK_PATH_MAX];
-        let unix = worst(&path, b"");
-        for kind in ["unix-listen", "unix-publish", "unix-client"] {
-            let n = written(|w| unix.write(w, kind));
-            assert!(n <= SOCKETS_UNIX_ITEM_MAX, "{kind}: {n}");
+        let mut widest = 0;
+        for path in worst_texts(SOCK_PATH_MAX) {
+            assert_eq!(path.len(), SOCK_PATH_MAX);
+            let unix = worst(&path, b"");
+            for kind in ["unix-listen", "unix-publish", "unix-client"] {
+                let n = written(|w| unix.write(w, kind));
+                assert!(n <= SOCKETS_UNIX_ITEM_MAX, "{kind}: {n}");
+                widest = widest.max(n);
+            }
         }
+        // `/` and 53 `é`: 319 bytes of path.
+        assert!(widest > 128 + 2 + 2 * SOCK_PATH_MAX, "{widest}");
         let v6 = std::net::SocketAddrV6::new([0xffff; 8].into(), 65535, 0, u32::MAX).to_string();
         assert_eq!(v6.len(), 58, "{v6}");
-        let net = worst(v6.as_bytes(), &[b'\\'; IFNAME_MAX]);
-        for kind in ["tcp-listen", "http-listen", "udp-beacon", "tcp-client"] {
-            let n = written(|w| net.write(w, kind));
-            assert!(n <= SOCKETS_NET_ITEM_MAX, "{kind}: {n}");
+        let [e, emoji, quote] = worst_texts(IFNAME_MAX);
+        let devices = [
+            vec![1; IFNAME_MAX],
+            vec![0xff; IFNAME_MAX],
+            e.clone(),
+            emoji.clone(),
+            quote.clone(),
+        ];
+        for device in &devices {
+            let net = worst(v6.as_bytes(), device);
+            for kind in ["tcp-listen", "http-listen", "udp-beacon", "tcp-client"] {
+                let n = written(|w| net.write(w, kind));
+                assert!(n <= SOCKETS_NET_ITEM_MAX, "{kind}: {n}");
+            }
         }
-        let device = "\\".repeat(IFNAME_MAX);
-        for state in [
-            BeaconState::Off,
-            BeaconState::Up,
-            BeaconState::Down,
-            BeaconState::Absent,
-        ] {
-            let n = written(|w| write_none(w, "udp-beacon", &device, state.as_str()));
-            assert!(n <= SOCKETS_NET_ITEM_MAX, "{state:?}: {n}");
+        // A link without a socket names it by its `--iface` name: text without a control
+        // character.
+        for device in [e, emoji, quote] {
+            let device = String::from_utf8(device).unwrap();
+            for state in [
+                BeaconState::Off,
+                BeaconState::Up,
+                BeaconState::Down,
+                BeaconState::Absent,
+            ] {
+                let n = written(|w| write_none(w, "udp-beacon", &device, state.as_str()));
+                assert!(n <= SOCKETS_NET_ITEM_MAX, "{state:?}: {n}");
+            }
         }
     }
 
