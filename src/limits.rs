@@ -284,6 +284,15 @@ pub const HTTP_READS_PER_TURN: usize = 8;
 pub const HTTP_HEAD_MAX: usize = 2048;
 /// A request head must be complete this long after the connection opened or its first byte.
 pub const HTTP_HEAD_TIMEOUT_SECS: u64 = 5;
+/// A new HTTP connection that finds every slot taken may take the slot of one whose request
+/// head has not come, not a byte of it or not all of it, this long after that head's clock
+/// started (the connection, or the head's first byte: the clock of
+/// [`HTTP_HEAD_TIMEOUT_SECS`]), the oldest first. A scraper sends its request as soon as it
+/// is connected, and a LAN delivers it within one retransmit (200 ms at least), so only a
+/// peer that holds a slot without asking loses it: four silent (slowloris) connections no
+/// longer shut scrapes out. While every taken slot is either busy or still in this grace,
+/// a new connection waits in the listen backlog until the first grace ends (not 503).
+pub const HTTP_HEAD_GRACE_MS: u64 = 500;
 /// A kept-alive connection waiting for its next request is closed after this long (and
 /// sooner when its slot is needed for a new connection).
 pub const HTTP_KEEPALIVE_SECS: u64 = 60;
@@ -451,6 +460,7 @@ const _: () = assert!(
 const _: () = assert!(HTTP_RESP_MAX >= HTTP_RESP_HEAD_MAX + METRICS_BODY_MAX);
 const _: () = assert!(HTTP_RESP_MAX <= 32 * 1024);
 const _: () = assert!(HTTP_HEAD_MAX >= 256);
+const _: () = assert!(HTTP_HEAD_GRACE_MS < HTTP_HEAD_TIMEOUT_SECS * 1000);
 const _: () = assert!(DEFAULT_METRICS_PORT >= 9100 && DEFAULT_METRICS_PORT <= 9999);
 
 #[cfg(test)]

@@ -12,10 +12,17 @@
 //! up to [`HTTP_KEEPALIVE_SECS`], given up for a new connection when every slot is busy),
 //! or `Drain`: write side shut, input read and dropped until the peer closes or
 //! [`DRAIN`] passes, so the last response is not destroyed by a reset.
+//!
+//! A new connection that finds every slot taken takes one whose connection needs it least
+//! (`Http::seat`): closing, then a request head that has not come (not a byte, or not
+//! all of it) within [`HTTP_HEAD_GRACE_MS`], then kept-alive and idle. While the only such
+//! slots are heads still in their grace, it waits in the listen backlog ([`Http::plan`]);
+//! only when every slot has a request in progress is it answered 503.
 
 use crate::limits::{
-    HTTP_HEAD_MAX, HTTP_HEAD_TIMEOUT_SECS, HTTP_KEEPALIVE_SECS, HTTP_READS_PER_TURN,
-    HTTP_RESP_HEAD_MAX, HTTP_RESP_MAX, HTTP_SEND_TIMEOUT_SECS, HTTP_SLOTS, LINGER_SINK,
+    HTTP_HEAD_GRACE_MS, HTTP_HEAD_MAX, HTTP_HEAD_TIMEOUT_SECS, HTTP_KEEPALIVE_SECS,
+    HTTP_READS_PER_TURN, HTTP_RESP_HEAD_MAX, HTTP_RESP_MAX, HTTP_SEND_TIMEOUT_SECS, HTTP_SLOTS,
+    LINGER_SINK,
 };
 use crate::metrics::HttpStats;
 use crate::proto::http::{
@@ -32,6 +39,7 @@ use std::time::{Duration, Instant};
 /// How long a closing connection may take to close its side.
 pub const DRAIN: Duration = Duration::from_secs(2);
 const HEAD_TIMEOUT: Duration = Duration::from_secs(HTTP_HEAD_TIMEOUT_SECS);
+const HEAD_GRACE: Duration = Duration::from_millis(HTTP_HEAD_GRACE_MS);
 const KEEPALIVE: Duration = Duration::from_secs(HTTP_KEEPALIVE_SECS);
 const SEND_TIMEOUT: Duration = Duration::from_secs(HTTP_SEND_TIMEOUT_SECS);
 
@@ -55,8 +63,29 @@ struct Slot {
     out_start: usize,
     out_end: usize,
     deadline: Instant,
+    /// When the clock of the request head awaited started ([`Slot::start_head`]).
+    head_since: Instant,
     /// Responses completed on this connection.
     served: u32,
+}
+
+/// What a connection in its head phase waits for, with nothing of it waiting unread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Awaits {
+    /// Kept alive after its answers: the next request, not begun.
+    Next,
+    /// Its first request, or the rest of one begun.
+    Head,
+}
+
+/// Where a new connection goes ([`Http::seat`]).
+enum Seat {
+    /// Slot `i`: free, or given up by its connection for the reason given.
+    Slot(usize, &'static str),
+    /// Nowhere yet: a request head still in its grace may lose its slot at this instant.
+    Wait(Instant),
+    /// Every slot has a request in progress.
+    Busy,
 }
 
 impl Slot {
@@ -71,19 +100,30 @@ impl Slot {
             out_start: 0,
             out_end: 0,
             deadline: now,
+            head_since: now,
             served: 0,
         }
     }
 
-    /// Kept alive and waiting for a next request that has not begun: not in the slot's
-    /// buffer, and not arrived on the socket either (the run loop accepts before it reads,
-    /// so a request can be waiting there, unread, when a new connection wants the slot).
-    fn idle(&self) -> bool {
-        self.fd.as_ref().is_some_and(|fd| {
-            self.phase == Phase::Head
-                && self.in_len == 0
-                && self.served > 0
-                && net::unread(fd.as_fd()) == 0
+    /// The clock of a request head starts (at the connection, at a head's first byte, or
+    /// when a response is sent with part of the next request already read): the head has
+    /// [`HEAD_TIMEOUT`], and after [`HEAD_GRACE`] its slot may go to a new connection.
+    fn start_head(&mut self, now: Instant) {
+        self.head_since = now;
+        self.deadline = now + HEAD_TIMEOUT;
+    }
+
+    /// In its head phase with nothing of a request waiting on the socket (the run loop
+    /// accepts before it reads, so a request can be waiting there, unread, when a new
+    /// connection wants the slot): what it waits for.
+    fn awaits(&self) -> Option<Awaits> {
+        let fd = self.fd.as_ref()?;
+        if self.phase != Phase::Head || net::unread(fd.as_fd()) != 0 {
+            return None;
+        }
+        Some(match self.in_len == 0 && self.served > 0 {
+            true => Awaits::Next,
+            false => Awaits::Head,
         })
     }
 }
@@ -109,6 +149,8 @@ pub enum Accepted {
 pub struct Http {
     slots: Vec<Slot>,
     stats: HttpStats,
+    /// New connections wait in the backlog until then ([`Http::plan`]).
+    hold: Option<Instant>,
 }
 
 impl Http {
@@ -116,6 +158,7 @@ impl Http {
         Http {
             slots: Vec::new(),
             stats: HttpStats::default(),
+            hold: None,
         }
     }
 
@@ -124,6 +167,7 @@ impl Http {
         Http {
             slots: (0..HTTP_SLOTS).map(|_| Slot::new(now)).collect(),
             stats: HttpStats::default(),
+            hold: None,
         }
     }
 
@@ -160,7 +204,64 @@ impl Http {
             .iter()
             .filter(|s| s.fd.is_some())
             .map(|s| s.deadline)
+            .chain(self.hold)
             .min()
+    }
+
+    /// Once per loop turn, before its deadline and its poll set are made: whether the
+    /// metrics listeners are polled ([`Http::accepting`]). A new connection that would
+    /// only find heads still in their grace waits in the listen backlog until the first
+    /// grace ends (the loop wakes then), rather than being refused 503 when a peer that
+    /// holds its slot without asking is about to lose it.
+    pub fn plan(&mut self, now: Instant) {
+        self.hold = match self.seat(now) {
+            Seat::Wait(t) => Some(t),
+            Seat::Slot(..) | Seat::Busy => None,
+        };
+    }
+
+    /// Whether new connections are taken this turn ([`Http::plan`]).
+    pub fn accepting(&self) -> bool {
+        self.hold.is_none()
+    }
+
+    /// Where a new connection would go now: a free slot, else the slot of a connection
+    /// that needs it least: closing ones first, then request heads that have not come
+    /// within [`HEAD_GRACE`] (the oldest first: a scraper sends its request at once, so
+    /// these are peers holding a slot without asking, slowloris), then the kept-alive one
+    /// idle the longest. A slot sending a response, or with a request waiting unread, or
+    /// with a head still in its grace is never taken.
+    fn seat(&self, now: Instant) -> Seat {
+        if let Some(i) = self.slots.iter().position(|s| s.fd.is_none()) {
+            return Seat::Slot(i, "");
+        }
+        let mut best: Option<(u8, Instant, usize)> = None;
+        let mut wait: Option<Instant> = None;
+        for (i, s) in self.slots.iter().enumerate() {
+            let rank = match (s.phase, s.awaits()) {
+                (Phase::Drain, _) => (0, s.deadline, i),
+                (_, Some(Awaits::Head)) => {
+                    let end = s.head_since + HEAD_GRACE;
+                    if end > now {
+                        wait = Some(wait.map_or(end, |w| w.min(end)));
+                        continue;
+                    }
+                    (1, s.head_since, i)
+                }
+                (_, Some(Awaits::Next)) => (2, s.deadline, i),
+                (_, None) => continue,
+            };
+            if best.is_none_or(|b| rank < b) {
+                best = Some(rank);
+            }
+        }
+        match (best, wait) {
+            (Some((0, _, i)), _) => Seat::Slot(i, "closing"),
+            (Some((1, _, i)), _) => Seat::Slot(i, "no request head within the grace"),
+            (Some((_, _, i)), _) => Seat::Slot(i, "kept alive, idle"),
+            (None, Some(t)) => Seat::Wait(t),
+            (None, None) => Seat::Busy,
+        }
     }
 
     /// Answers `conn` 503 (not taken into a slot: `why`) and counts it.
@@ -175,8 +276,14 @@ impl Http {
     }
 
     /// Accepts one connection from `listener` into a free slot (or the slot of a
-    /// connection that already has its answer), else answers it 503.
+    /// connection that needs it least, `Http::seat`), else answers it 503; or leaves it
+    /// in the backlog while a head in its grace may yet lose its slot.
     pub fn accept_one(&mut self, now: Instant, listener: BorrowedFd<'_>) -> Accepted {
+        let seat = self.seat(now);
+        if let Seat::Wait(t) = seat {
+            self.hold = Some(t);
+            return Accepted::None;
+        }
         let conn = match net::accept(listener) {
             Ok(Some(c)) => c,
             Ok(None) => return Accepted::None,
@@ -192,27 +299,15 @@ impl Http {
             self.refuse(&conn, "keeping fds spare");
             return Accepted::Spare(conn);
         }
-        let mut evicted = None;
-        let free = self.slots.iter().position(|s| s.fd.is_none()).or_else(|| {
-            // A connection that already had its answers gives its slot up: closing ones
-            // first, then the kept-alive one idle the longest.
-            let (_, _, i) = (0..self.slots.len())
-                .filter_map(|i| {
-                    let s = &self.slots[i];
-                    let idle = s.idle();
-                    let closing = s.fd.is_some() && s.phase == Phase::Drain;
-                    (idle || closing).then_some((idle, s.deadline, i))
-                })
-                .min()?;
-            log::debug!("http client {i} gives its slot up (answered; lingering)");
-            evicted = self.slots[i].fd.take();
-            self.close(i, "");
-            Some(i)
-        });
-        let Some(i) = free else {
+        let Seat::Slot(i, why) = seat else {
             self.refuse(&conn, "every slot busy");
             return Accepted::Refused(conn);
         };
+        let evicted = self.slots[i].fd.take();
+        if evicted.is_some() {
+            log::debug!("http client {i} gives its slot up ({why}; lingering)");
+        }
+        self.close(i, "");
         let s = &mut self.slots[i];
         s.fd = Some(conn);
         s.generation = s.generation.wrapping_add(1);
@@ -220,7 +315,7 @@ impl Http {
         s.in_len = 0;
         s.out_start = 0;
         s.out_end = 0;
-        s.deadline = now + HEAD_TIMEOUT;
+        s.start_head(now);
         s.served = 0;
         log::debug!("http client {i} connected");
         Accepted::Slot(evicted)
@@ -278,7 +373,7 @@ impl Http {
                     s.in_len += n;
                     if was_empty {
                         // A head's clock starts with its first byte.
-                        s.deadline = now + HEAD_TIMEOUT;
+                        s.start_head(now);
                     }
                     self.process(i, now, render);
                 }
@@ -383,12 +478,11 @@ impl Http {
         s.served = s.served.saturating_add(1);
         if keep_alive {
             s.phase = Phase::Head;
-            s.deadline = now
-                + if s.in_len == 0 {
-                    KEEPALIVE
-                } else {
-                    HEAD_TIMEOUT
-                };
+            if s.in_len == 0 {
+                s.deadline = now + KEEPALIVE;
+            } else {
+                s.start_head(now);
+            }
         } else {
             net::shutdown_write(fd.as_fd());
             s.phase = Phase::Drain;
@@ -399,11 +493,14 @@ impl Http {
 
     /// Closes every connection whose deadline has passed.
     pub fn timers(&mut self, now: Instant) {
+        if self.hold.is_some_and(|t| t <= now) {
+            self.hold = None;
+        }
         for i in 0..self.slots.len() {
             let s = &self.slots[i];
             if s.fd.is_some() && s.deadline <= now {
                 let why = match s.phase {
-                    Phase::Head if s.idle() => "keep-alive timeout",
+                    Phase::Head if s.awaits() == Some(Awaits::Next) => "keep-alive timeout",
                     Phase::Head => "request head timeout",
                     Phase::Send { .. } => "send timeout (client does not read)",
                     Phase::Drain => "closed",
