@@ -131,6 +131,9 @@ pub struct CtlArgs {
     /// send the command (SET or DEL only) as one datagram to the agent's publish socket (publish.sock beside the -s socket) and exit without waiting for an answer
     #[argh(switch)]
     pub dgram: bool,
+    /// with --dgram: the agent's publish socket, where its --publish moved it
+    #[argh(option)]
+    pub publish: Option<PathBuf>,
     /// the command, e.g. PING, STATUS, SET room kitchen (none: read commands from standard input)
     #[argh(positional, greedy)]
     pub words: Vec<String>,
@@ -468,8 +471,11 @@ impl CtlArgs {
                 "the command is longer than {LINE_MAX} bytes or has a newline"
             ));
         }
+        sock_path("--publish", self.publish.as_deref())?;
         if self.dgram {
             check_dgram(self, &line)?;
+        } else if self.publish.is_some() {
+            return Err("--publish names the socket --dgram sends to: give --dgram too".into());
         }
         Ok(timeout)
     }
@@ -483,6 +489,12 @@ fn check_dgram(args: &CtlArgs, line: &str) -> Result<(), String> {
         return Err(
             "--dgram goes to the local publish socket: -c and --token-file do not apply".into(),
         );
+    }
+    if args.socket.is_some() && args.publish.is_some() {
+        return Err("--dgram goes to --publish, or to publish.sock beside -s: give one".into());
+    }
+    if args.words.is_empty() {
+        return Err("--dgram sends the command given as words, e.g. --dgram SET temp 21.5 (it reads nothing from standard input)".into());
     }
     match parse(line.as_bytes()) {
         Ok(Request::Set { .. } | Request::Del(_)) => Ok(()),

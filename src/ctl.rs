@@ -181,7 +181,10 @@ fn exit_for(reply: &str) -> u8 {
 /// there; 77 permission denied; 75 the agent's queue is full (the datagram was not sent).
 pub fn dgram(args: &CtlArgs) -> Result<u8, Fatal> {
     let line = args.words.join(" ");
-    let path = unix_path(args)?.with_file_name("publish.sock");
+    let path = match &args.publish {
+        Some(p) => p.clone(),
+        None => unix_path(args)?.with_file_name("publish.sock"),
+    };
     let send = || {
         let s = std::os::unix::net::UnixDatagram::unbound()?;
         s.set_nonblocking(true)?;
@@ -195,6 +198,13 @@ pub fn dgram(args: &CtlArgs) -> Result<u8, Fatal> {
                 "send {}: the agent's queue is full, not sent",
                 path.display()
             ),
+        )),
+        Err(e) if e.kind() == ErrorKind::NotFound && args.publish.is_none() => Err(io_fatal(
+            &format!(
+                "send {} (an agent's --publish elsewhere: give it to --publish)",
+                path.display()
+            ),
+            e,
         )),
         Err(e) => Err(io_fatal(&format!("send {}", path.display()), e)),
     }

@@ -66,6 +66,20 @@ fn bad_options_exit_64_with_one_error_line() {
         &["scan", "-i", "a/b"],
         &["scan", "-i", "e\u{1b}[2Jx"],
         &["scan", "--port", "0"],
+        // ctl --publish: only with --dgram, not with -s; --dgram needs its words.
+        &["ctl", "--publish", "/tmp/p.sock", "SET", "a", "1"],
+        &[
+            "ctl",
+            "-s",
+            "/tmp/t.sock",
+            "--publish",
+            "/tmp/p.sock",
+            "--dgram",
+            "SET",
+            "a",
+            "1",
+        ],
+        &["ctl", "--dgram"],
         // One address twice (it would fail at bind, as if another program held it).
         &[
             "agent",

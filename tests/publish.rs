@@ -542,6 +542,39 @@ fn ctl_dgram_exit_codes() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// An agent whose `--publish` is not beside its control socket: `ctl --dgram --publish
+/// PATH` reaches it; `-s` alone says where it looked and what to give.
+#[test]
+fn ctl_dgram_to_a_publish_socket_moved_elsewhere() {
+    let dir = temp_dir("dgram-moved");
+    let moved = dir.join("elsewhere.pub");
+    let a = Agent::start(&["--publish", moved.to_str().unwrap()]);
+    let (code, err) = ctl_dgram(&a.unix, &["SET", "z", "3"], None);
+    assert_eq!(code, 69, "{err}");
+    assert!(err.contains("give it to --publish"), "{err}");
+    let c = tether_cmd(&[
+        "ctl",
+        "--publish",
+        moved.to_str().unwrap(),
+        "--dgram",
+        "SET",
+        "z",
+        "3",
+    ])
+    .output_bounded();
+    assert_eq!(
+        c.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&c.stderr)
+    );
+    assert!(wait_for(slack(Duration::from_secs(5)), || a
+        .unix()
+        .req("GET z")
+        == "OK 3"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 extern "C" {
     fn geteuid() -> u32;
 }
