@@ -517,6 +517,13 @@ impl ScanArgs {
         if self.port == 0 {
             return Err("--port 0: expected 1-65535".into());
         }
+        if self
+            .prometheus_sd
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err("--prometheus-sd \"\": expected a file path".into());
+        }
         Ok(wait)
     }
 }

@@ -239,12 +239,31 @@ pub fn connect_addrs(hp: &str) -> Result<Vec<std::net::SocketAddr>, Fatal> {
         };
         return Ok(vec![std::net::SocketAddrV6::new(ip, port, 0, index).into()]);
     }
-    if let Ok(a) = hp.parse() {
+    // A link-local address is one on every link: which one, only its interface says (the
+    // connect would fail with EINVAL).
+    let unscoped = |a: &std::net::SocketAddr| match a {
+        std::net::SocketAddr::V6(v6) => {
+            (v6.ip().segments()[0] & 0xffc0) == 0xfe80 && v6.scope_id() == 0
+        }
+        std::net::SocketAddr::V4(_) => false,
+    };
+    let link_local = |ip: &dyn std::fmt::Display| {
+        usage(format!(
+            "{ip} is link-local: give its interface, e.g. [{ip}%eth0]:PORT"
+        ))
+    };
+    if let Ok(a) = hp.parse::<std::net::SocketAddr>() {
+        if unscoped(&a) {
+            if let std::net::SocketAddr::V6(v6) = a {
+                return Err(link_local(v6.ip()));
+            }
+        }
         return Ok(vec![a]);
     }
     if hp.starts_with('[') && !hp.contains("]:") {
         return Err(usage("expected [IPv6 address]:PORT".into()));
     }
+
     // What is not an IP address and port must be HOST:PORT, checked before any lookup.
     let Some((host, port)) = hp.rsplit_once(':') else {
         return Err(usage("expected HOST:PORT".into()));
@@ -264,8 +283,11 @@ pub fn connect_addrs(hp: &str) -> Result<Vec<std::net::SocketAddr>, Fatal> {
     // name is letters, digits, `-`, `_` and dots (a Unicode name in its `xn--` form): what
     // else the resolver would be asked is a typo or a paste, not a board.
     let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-    let ip = host.parse::<std::net::IpAddr>().is_ok();
-    if host.is_empty() || !(ip || host.chars().all(name_char)) {
+    let ip = host.parse::<std::net::IpAddr>().ok();
+    if let Some(ip) = ip.filter(|ip| unscoped(&(*ip, port).into())) {
+        return Err(link_local(&ip));
+    }
+    if host.is_empty() || !(ip.is_some() || host.chars().all(name_char)) {
         return Err(usage(format!("{host}: not a host name or IP address")));
     }
     (host, port)
@@ -446,7 +468,8 @@ fn interactive(mut s: Session<'_>, to: &str, pretty: bool) -> Result<u8, Fatal> 
             stdout_written(writeln!(out))?;
             return Ok(0);
         };
-        if line.trim().is_empty() {
+        // As from a file: blank lines and `#` comments (a pasted script) are not sent.
+        if line.trim().is_empty() || line.trim().starts_with('#') {
             continue;
         }
         if ["quit", "exit"]
@@ -555,6 +578,10 @@ mod tests {
             "two words:4545",
             "board/1:4545",
             "kitchen,pi:4545",
+            // Link-local without its interface (the connect would be EINVAL).
+            "fe80::1:4545",
+            "[fe80::1]:4545",
+            "[febf::1]:4545",
         ] {
             let e = connect_addrs(hp).expect_err(hp);
             assert_eq!(e.code, EX_USAGE, "{hp}: {}", e.msg);

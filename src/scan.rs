@@ -804,6 +804,9 @@ pub fn run(args: ScanArgs, wait: Duration) -> Result<u8, Fatal> {
             });
         }
     }
+    if let Some(p) = &args.prometheus_sd {
+        check_sd_writable(p)?;
+    }
     let dev = args.iface.as_deref();
     let mut sc = Scanner::open(dev, args.port).map_err(|msg| Fatal {
         code: EX_UNAVAILABLE,
@@ -933,27 +936,9 @@ pub fn prometheus_sd<'b>(
 /// Replaces `path` atomically: a temp file in the same directory, written and synced,
 /// mode 0644 whatever the umask, then renamed over `path`.
 pub fn write_atomic(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"))?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => std::path::Path::new("."),
-    };
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let (tmp, f) = create_beside(path)?;
     let res = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(&tmp)?;
-        f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        let mut f = f;
         f.write_all(contents.as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
@@ -964,7 +949,52 @@ pub fn write_atomic(path: &std::path::Path, contents: &str) -> std::io::Result<(
     res
 }
 
-/// Writes the file_sd file when its contents differ from `last`; remembers them.
+/// The temporary file [`write_atomic`] writes before it renames it to `path`: created
+/// (mode 0644) in `path`'s directory.
+fn create_beside(path: &std::path::Path) -> std::io::Result<(std::path::PathBuf, std::fs::File)> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"))?;
+    if path.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "a directory",
+        ));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let tmp = dir.join(format!(
+        ".{}.tmp.{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(&tmp)?;
+    if let Err(e) = f.set_permissions(std::fs::Permissions::from_mode(0o644)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok((tmp, f))
+}
+
+/// `--prometheus-sd`: whether the file can be written, found out before any probe is sent
+/// (by making the temporary file and removing it: the file Prometheus reads is untouched).
+fn check_sd_writable(path: &std::path::Path) -> Result<(), Fatal> {
+    let (tmp, _) = create_beside(path).map_err(|e| Fatal {
+        code: EX_CANTCREAT,
+        msg: format!("--prometheus-sd {}: {e}", path.display()),
+    })?;
+    let _ = std::fs::remove_file(tmp);
+    Ok(())
+}
+
 fn update_sd(
     path: &std::path::Path,
     text: String,

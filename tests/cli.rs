@@ -66,6 +66,8 @@ fn bad_options_exit_64_with_one_error_line() {
         &["scan", "-i", "a/b"],
         &["scan", "-i", "e\u{1b}[2Jx"],
         &["scan", "--port", "0"],
+        &["scan", "--prometheus-sd", ""],
+        &["ctl", "-c", "[fe80::1]:4545", "PING"],
         // ctl --publish: only with --dgram, not with -s; --dgram needs its words.
         &["ctl", "--publish", "/tmp/p.sock", "SET", "a", "1"],
         &[

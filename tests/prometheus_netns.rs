@@ -206,13 +206,6 @@ fn prometheus_discovers_scrapes_and_forgets_three_boards() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&empty).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o644);
-    let out = sd_once(&dir.join("no-such-dir").join("x.json"));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(73), "{err}");
-    assert!(
-        err.lines().any(|l| l.starts_with("error: --prometheus-sd")),
-        "{err}"
-    );
 
     let mut agents = Vec::new();
     for i in 0..3 {
@@ -222,6 +215,18 @@ fn prometheus_discovers_scrapes_and_forgets_three_boards() {
         assert_eq!(a.unix().req(&format!("SET board b{i}")), "OK");
         agents.push(Some(a));
     }
+    // A file that cannot be written is found before any probe is sent (no agent answers
+    // one), and said in one line.
+    let answered = |a: &Option<Agent>| a.as_ref().map(|a| a.stats()["probes_answered"].clone());
+    let before = answered(&agents[0]);
+    for bad in [dir.join("no-such-dir").join("x.json"), dir.clone()] {
+        let out = sd_once(&bad);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(73), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("error: --prometheus-sd"), "{err}");
+    }
+    assert_eq!(answered(&agents[0]), before, "a probe was sent");
 
     let sd = dir.join("sd").join("tether.json");
     std::fs::create_dir_all(sd.parent().unwrap()).unwrap();

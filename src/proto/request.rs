@@ -257,10 +257,11 @@ fn parse_set(rest: &[u8]) -> Result<Request<'_>, Error> {
         return Err(E_KEY);
     }
     let mut ttl = None;
-    // A last word `ttl=N` is the time to live, not part of the value.
+    // A last word `ttl=N` is the time to live, not part of the value (`ttl=` alone too: a
+    // TTL left out, not a value that ends in "ttl=").
     let last_start = value.iter().rposition(|&b| b == b' ').map_or(0, |i| i + 1);
     let last = &value[last_start..];
-    if last.len() > 4 && last[..4].eq_ignore_ascii_case(b"ttl=") {
+    if last.len() >= 4 && last[..4].eq_ignore_ascii_case(b"ttl=") {
         match parse_u32(&last[4..]) {
             Some(t) if (1..=TTL_MAX_SECS).contains(&t) => ttl = Some(t),
             _ => return Err(E_TTL),
@@ -399,6 +400,8 @@ mod tests {
         assert_eq!(code(b"SET k ttl=5"), ErrCode::BadArgument);
         assert_eq!(code(b"SET k v ttl=0"), ErrCode::BadArgument);
         assert_eq!(code(b"SET k v ttl=x"), ErrCode::BadArgument);
+        assert_eq!(code(b"SET k v ttl="), ErrCode::BadArgument);
+        assert_eq!(code(b"SET k v TTL="), ErrCode::BadArgument);
         assert_eq!(code(b"SET k/x v"), ErrCode::BadArgument);
         assert_eq!(
             code(&[b"SET k ".as_slice(), &[b'v'; 65]].concat()),
