@@ -131,7 +131,7 @@ pub struct CtlArgs {
     /// send the command (SET or DEL only) as one datagram to the agent's publish socket (publish.sock beside the -s socket) and exit without waiting for an answer
     #[argh(switch)]
     pub dgram: bool,
-    /// with --dgram: the agent's publish socket, where its --publish moved it
+    /// with --dgram: the publish socket itself, for an agent that put it elsewhere
     #[argh(option)]
     pub publish: Option<PathBuf>,
     /// the command, e.g. PING, STATUS, SET room kitchen (none: read commands from standard input)
@@ -236,7 +236,8 @@ pub fn help_as_word(mut args: Vec<&str>) -> Vec<&str> {
     let mut i = 1;
     while let Some(&a) = args.get(i) {
         match a {
-            "-s" | "--socket" | "-c" | "--connect" | "-t" | "--timeout" | "--token-file" => i += 2,
+            "-s" | "--socket" | "-c" | "--connect" | "-t" | "--timeout" | "--token-file"
+            | "--publish" => i += 2,
             "--" => break,
             "help" => {
                 args.insert(i, "--");
@@ -563,6 +564,8 @@ mod tests {
             w(&["ctl", "--raw", "help", "x"]),
             ["ctl", "--raw", "--", "help", "x"]
         );
+        let publish = ["ctl", "--publish", "help", "--dgram", "--", "help"];
+        assert_eq!(w(&["ctl", "--publish", "help", "--dgram", "help"]), publish);
         // Not where the words begin, or not ctl's: as given.
         assert_eq!(w(&["ctl", "GET", "help"]), ["ctl", "GET", "help"]);
         assert_eq!(w(&["ctl", "--", "help"]), ["ctl", "--", "help"]);
