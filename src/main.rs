@@ -56,10 +56,21 @@ fn main() -> ExitCode {
         Ok(t) => t,
         Err(e) if e.status.is_ok() => return finish(to_stdout(&e.output).map(|_| 0)),
         Err(e) => {
-            // argh's message can span lines; the contract is one `error:` line.
+            // argh's message can span lines; the contract is one `error:` line, in the
+            // style of the others (lower case, no full stop: "Error parsing option" would
+            // follow "error: "), pointing at the subcommand's own help.
             let first = e.output.lines().next().unwrap_or("bad arguments").trim();
-            let first = tether::exit::printable(first);
-            eprintln!("error: {first} (see {prog} --help)");
+            let first = first.strip_prefix("Error ").unwrap_or(first);
+            let first = first.strip_suffix('.').unwrap_or(first);
+            let mut first = tether::exit::printable(first);
+            if let Some(c) = first.get(..1) {
+                first.replace_range(..1, &c.to_ascii_lowercase());
+            }
+            let help = match rest.first() {
+                Some(&sub) if ["agent", "ctl", "scan"].contains(&sub) => format!("{prog} {sub}"),
+                _ => prog.to_string(),
+            };
+            eprintln!("error: {first} (see {help} --help)");
             return ExitCode::from(EX_USAGE);
         }
     };

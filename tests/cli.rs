@@ -173,6 +173,29 @@ fn help_and_version() {
         run(&["--version"]),
         (0, "tether 0.1.0\n".into(), String::new())
     );
+    // A command line argh cannot parse: one line in the others' style, naming the
+    // subcommand's help.
+    for (args, want) in [
+        (
+            &["agent", "--bogus"][..],
+            "error: unrecognized argument: --bogus (see tether agent --help)\n",
+        ),
+        (
+            &["ctl", "-t"],
+            "error: no value provided for option '-t' (see tether ctl --help)\n",
+        ),
+        (
+            &["frobnicate"],
+            "error: unrecognized argument: frobnicate (see tether --help)\n",
+        ),
+    ] {
+        let (code, out, err) = run(args);
+        assert_eq!(
+            (code, out.as_str(), err.as_str()),
+            (64, "", want),
+            "{args:?}"
+        );
+    }
     assert_eq!(run(&["-V"]).1, "tether 0.1.0\n");
 }
 
