@@ -120,7 +120,7 @@ pub struct CtlArgs {
     #[argh(option, short = 'c')]
     pub connect: Option<String>,
     /// seconds to wait for the connection and each reply (default 5)
-    #[argh(option, short = 't', default = "5.0")]
+    #[argh(option, short = 't', default = "5.0", from_str_fn(decimal_arg))]
     pub timeout: f64,
     /// file holding the token: answer the agent's AUTH challenge first (the token itself is never sent)
     #[argh(option)]
@@ -147,7 +147,7 @@ pub struct ScanArgs {
     #[argh(option, short = 'i')]
     pub iface: Option<String>,
     /// seconds to listen for answers (default 2)
-    #[argh(option, short = 't', default = "2.0")]
+    #[argh(option, short = 't', default = "2.0", from_str_fn(decimal_arg))]
     pub timeout: f64,
     /// print JSON instead of a table
     #[argh(switch)]
@@ -364,17 +364,19 @@ impl AgentArgs {
         }
         // The same address twice would fail at bind (EADDRINUSE, exit 69) as if another
         // program held it; port 0 is a new port each time.
-        let bound: Vec<(&str, SocketAddr)> = (listen.iter().map(|a| ("--listen", *a)))
-            .chain(metrics.iter().map(|a| ("--metrics", *a)))
-            .filter(|(_, a)| a.port() != 0)
-            .collect();
-        let addrs: Vec<SocketAddr> = bound.iter().map(|b| b.1).collect();
-        if let Some(a) = given_twice(&addrs) {
-            let mut opts = bound.iter().filter(|b| b.1 == *a).map(|b| b.0);
-            return Err(match (opts.next(), opts.next()) {
-                (Some(o), Some(p)) if o != p => format!("{a}: given to both {o} and {p}"),
-                (o, _) => format!("{} {a}: given twice", o.unwrap_or("--listen")),
-            });
+        let n = listen.len();
+        let at = |i: usize| match i.checked_sub(n) {
+            None => ("--listen", listen[i]),
+            Some(m) => ("--metrics", metrics[m]),
+        };
+        for j in 0..n + metrics.len() {
+            let (p, a) = at(j);
+            if let Some((o, _)) = (0..j).map(at).find(|&(_, b)| b == a && a.port() != 0) {
+                return Err(match o == p {
+                    true => format!("{p} {a}: given twice"),
+                    false => format!("{a}: given to both {o} and {p}"),
+                });
+            }
         }
         Ok(AgentConfig {
             listen,
@@ -443,6 +445,12 @@ fn sock_path(option: &str, path: Option<&std::path::Path>) -> Result<(), String>
         ));
     }
     path_at_most(option, path, SOCK_PATH_MAX)
+}
+
+/// A decimal number argument (`-t SECS`), read with [`crate::proto::decimal`]: std's float
+/// parser would add 14 KiB to the binary for it.
+fn decimal_arg(v: &str) -> Result<f64, String> {
+    crate::proto::decimal::parse(v.as_bytes()).ok_or_else(|| "not a decimal number".into())
 }
 
 /// `-t SECS` of ctl and scan: at least a millisecond (less would be a zero timeout, which
@@ -623,8 +631,17 @@ mod tests {
         );
         assert_eq!(ctl(&["-t", "0.5"]).unwrap(), Duration::from_millis(500));
         assert_eq!(ctl(&["-t", "0.001"]).unwrap(), Duration::from_millis(1));
-        for bad in [&["-t", "0"][..], &["-t", "NaN"], &["-s", "a", "-c", "b:1"]] {
+        for bad in [&["-t", "0"][..], &["-s", "a", "-c", "b:1"]] {
             assert!(ctl(bad).is_err(), "{bad:?}");
+        }
+        // Not a decimal number: refused while parsing, before validate.
+        for bad in ["NaN", "inf", "x", "0x10", ""] {
+            let e = CtlArgs::from_args(&["ctl"], &["-t", bad]).unwrap_err();
+            assert!(
+                e.output.contains("not a decimal number"),
+                "{bad}: {}",
+                e.output
+            );
         }
         for bad in ["0.0009", "1e-12", "5e-324"] {
             assert!(ctl(&["-t", bad]).is_err(), "{bad}");

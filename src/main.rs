@@ -63,8 +63,8 @@ fn main() -> ExitCode {
             let first = first.strip_prefix("Error ").unwrap_or(first);
             let first = first.strip_suffix('.').unwrap_or(first);
             let mut first = tether::exit::printable(first);
-            if let Some(c) = first.get(..1) {
-                first.replace_range(..1, &c.to_ascii_lowercase());
+            if let Some(c) = first.get_mut(..1) {
+                c.make_ascii_lowercase();
             }
             let help = match rest.first() {
                 Some(&sub) if ["agent", "ctl", "scan"].contains(&sub) => format!("{prog} {sub}"),

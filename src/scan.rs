@@ -70,7 +70,7 @@ fn num<T: std::str::FromStr>(v: &[u8]) -> Option<T> {
 /// A measurement: a finite number within `lo..=hi`, else unknown (`1e999`, `NaN` and
 /// a 300-digit load are not a board's).
 fn reading(v: &[u8], lo: f64, hi: f64) -> Option<f64> {
-    num::<f64>(v).filter(|x| (lo..=hi).contains(x))
+    crate::proto::decimal::parse(v).filter(|x| (lo..=hi).contains(x))
 }
 
 /// True when `d` is one whole JSON object: [`fields`] (which stops at the first syntax

@@ -606,7 +606,7 @@ fn verbose_switches_and_rust_log() {
         let count = |level: &str| err.lines().filter(|l| l.starts_with(level)).count();
         let traced = err
             .lines()
-            .any(|l| l.starts_with("[TRACE") && l.ends_with(": PING -> PONG"));
+            .any(|l| l.starts_with("[TRACE") && l.ends_with(": \"PING\" -> \"PONG\""));
         assert_eq!(traced, count("[TRACE") > 0, "{err}");
         (count("[DEBUG"), count("[TRACE"))
     };

@@ -11,7 +11,8 @@
 //! - [`swar`]: eight bytes at a time (a line's end, a command word) in one integer.
 //! - [`hex`]: lowercase hex encoding and strict decoding.
 //! - [`wbuf`] / [`json`]: a fixed-size `fmt::Write` buffer and JSON string escaping.
-//! - [`fixed`]: a float with N decimals as `{:.N}` writes it, without core's float formatting.
+//! - [`fixed`]: a float with N decimals as `{:.N}` writes it, without core's float formatting;
+//!   [`decimal`]: a decimal number's value, without core's float parser.
 //! - [`sockets`]: one SOCKETS item (a socket's address and options) as JSON.
 //! - [`beacon`]: the beacon datagram and scan probe, their HMAC tags, and the reader
 //!   for the flat JSON objects tether itself emits (used by `tether scan`).
@@ -19,6 +20,7 @@
 //!   `/metrics`, and the Prometheus text format writers (label escaping).
 
 pub mod beacon;
+pub mod decimal;
 pub mod fixed;
 pub mod hex;
 pub mod json;

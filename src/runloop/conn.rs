@@ -316,17 +316,14 @@ impl Conn {
                 let reply = &output.buf[start..output.end];
                 let reply = reply.strip_suffix(b"\n").unwrap_or(reply);
                 // AUTH's argument may be the token itself (plain AUTH on the Unix socket).
-                let word = line
-                    .trim_ascii_start()
-                    .split(u8::is_ascii_whitespace)
-                    .next();
+                let word = line.trim_ascii_start().get(..4);
                 let auth = word.is_some_and(|w| w.eq_ignore_ascii_case(b"AUTH"));
-                let line = if auth { &b"AUTH (not shown)"[..] } else { line };
-                log::trace!(
-                    "client {i}: {} -> {}",
-                    line.escape_ascii(),
-                    reply[..reply.len().min(TRACE_REPLY_MAX)].escape_ascii()
-                );
+                fn text(b: &[u8]) -> &str {
+                    core::str::from_utf8(b).unwrap_or("(not UTF-8)")
+                }
+                let line = if auth { "AUTH (not shown)" } else { text(line) };
+                let reply = text(&reply[..reply.len().min(TRACE_REPLY_MAX)]);
+                log::trace!("client {i}: {line:?} -> {reply:?}");
             }
             if outcome != Outcome::Continue {
                 return Stop::Outcome(outcome);

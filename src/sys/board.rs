@@ -7,7 +7,7 @@ use crate::limits::PROC_READ_MAX;
 
 fn first_f32(b: &[u8]) -> Option<f32> {
     let w = b.split(|&c| c == b' ' || c == b'\n').next()?;
-    core::str::from_utf8(w).ok()?.parse().ok()
+    crate::proto::decimal::parse(w).map(|x| x as f32)
 }
 
 /// The whole seconds of `/proc/uptime`'s first field (`12345.67 ...`), read as an integer:

@@ -119,7 +119,7 @@ fn refuse_fds(fd: BorrowedFd<'_>) {
 fn remove_made_dirs(path: &Path, made: Option<&Path>) {
     let Some(made) = made else { return };
     for dir in path.ancestors().skip(1) {
-        if std::fs::remove_dir(dir).is_err() || dir == made {
+        if std::fs::remove_dir(dir).is_err() || dir.as_os_str() == made.as_os_str() {
             return;
         }
     }
