@@ -48,8 +48,12 @@ pub fn parse(s: &[u8]) -> Option<f64> {
         }
     }
     // 10^-330 is below the smallest f64 and 10^310 above the largest: nothing between
-    // loses more by stopping there.
-    let scale = scale.clamp(-330, 310);
+    // loses more by stopping there. Zero stays zero whatever its exponent (0 * inf is NaN).
+    let scale = if mantissa == 0 {
+        0
+    } else {
+        scale.clamp(-330, 310)
+    };
     let m = mantissa as f64;
     let v = if scale < 0 {
         m / pow10(scale.unsigned_abs())
@@ -143,6 +147,9 @@ mod tests {
             "-1e999",
             "3.141592653589793238462643383279",
             "0e5",
+            "0E1631088373",
+            "-0e999",
+            "0.000e-99999",
             "00012.5000",
         ] {
             close(s, 4);
@@ -164,7 +171,8 @@ mod tests {
             x ^= x << 17;
             s.clear();
             for k in 0..(x % 24) {
-                s.push(alphabet[((x >> (k * 2 % 40)) as usize + k as usize) % alphabet.len()]);
+                let i = ((x >> (k * 2 % 40)) + k) % alphabet.len() as u64;
+                s.push(alphabet[i as usize]);
             }
             let Some(got) = parse(&s) else { continue };
             read += 1;
