@@ -560,6 +560,25 @@ mod tests {
         assert!(parse(&["--metrics", "127.0.0.1:0", "--listen", "127.0.0.1:0"]).is_ok());
     }
 
+    /// help_as_word knows every ctl option that takes a value (argh's usage line says which:
+    /// `[-s <socket>]`): after such an option and a value, `help` is still the first word.
+    #[test]
+    fn help_as_word_knows_every_ctl_option_that_takes_a_value() {
+        let usage = CtlArgs::from_args(&["tether", "ctl"], &["--help"])
+            .unwrap_err()
+            .output;
+        let line = usage.lines().next().unwrap();
+        let opts: Vec<&str> = line
+            .split('[')
+            .filter_map(|p| p.split_once(" <").map(|(o, _)| o))
+            .collect();
+        assert!(opts.len() >= 5, "{line}");
+        for o in opts {
+            let got = help_as_word(vec!["ctl", o, "v", "help"]);
+            assert_eq!(got, ["ctl", o, "v", "--", "help"], "{o}");
+        }
+    }
+
     #[test]
     fn a_bare_help_where_ctls_words_begin_is_a_word() {
         let w = |args: &[&'static str]| help_as_word(args.to_vec());
