@@ -241,24 +241,20 @@ pub fn connect_addrs(hp: &str) -> Result<Vec<std::net::SocketAddr>, Fatal> {
     }
     // A link-local address is one on every link: which one, only its interface says (the
     // connect would fail with EINVAL).
-    let unscoped = |a: &std::net::SocketAddr| match a {
-        std::net::SocketAddr::V6(v6) => {
-            (v6.ip().segments()[0] & 0xffc0) == 0xfe80 && v6.scope_id() == 0
+    let scoped = |a: std::net::SocketAddr| match a {
+        // fe80::/10 (`Ipv6Addr::is_unicast_link_local` is newer than the MSRV, 1.82)
+        std::net::SocketAddr::V6(v6)
+            if v6.ip().segments()[0] & 0xffc0 == 0xfe80 && v6.scope_id() == 0 =>
+        {
+            let ip = v6.ip();
+            Err(usage(format!(
+                "{ip} is link-local: give its interface, e.g. [{ip}%eth0]:PORT"
+            )))
         }
-        std::net::SocketAddr::V4(_) => false,
+        _ => Ok(a),
     };
-    let link_local = |ip: &dyn std::fmt::Display| {
-        usage(format!(
-            "{ip} is link-local: give its interface, e.g. [{ip}%eth0]:PORT"
-        ))
-    };
-    if let Ok(a) = hp.parse::<std::net::SocketAddr>() {
-        if unscoped(&a) {
-            if let std::net::SocketAddr::V6(v6) = a {
-                return Err(link_local(v6.ip()));
-            }
-        }
-        return Ok(vec![a]);
+    if let Ok(a) = hp.parse() {
+        return scoped(a).map(|a| vec![a]);
     }
     if hp.starts_with('[') && !hp.contains("]:") {
         return Err(usage("expected [IPv6 address]:PORT".into()));
@@ -284,8 +280,8 @@ pub fn connect_addrs(hp: &str) -> Result<Vec<std::net::SocketAddr>, Fatal> {
     // else the resolver would be asked is a typo or a paste, not a board.
     let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
     let ip = host.parse::<std::net::IpAddr>().ok();
-    if let Some(ip) = ip.filter(|ip| unscoped(&(*ip, port).into())) {
-        return Err(link_local(&ip));
+    if let Some(ip) = ip {
+        scoped((ip, port).into())?;
     }
     if host.is_empty() || !(ip.is_some() || host.chars().all(name_char)) {
         return Err(usage(format!("{host}: not a host name or IP address")));
@@ -456,8 +452,8 @@ impl Session<'_> {
 fn interactive(mut s: Session<'_>, to: &str, pretty: bool) -> Result<u8, Fatal> {
     let mut input = std::io::stdin().lock();
     let mut out = std::io::stdout().lock();
-    let banner = format!("connected to {to}; HELP lists the commands, quit or Ctrl-D leaves\n");
-    if !stdout_written(out.write_all(banner.as_bytes()))? {
+    let banner = "HELP lists the commands, quit or Ctrl-D leaves";
+    if !stdout_written(writeln!(out, "connected to {to}; {banner}"))? {
         return Ok(0);
     }
     loop {

@@ -936,9 +936,8 @@ pub fn prometheus_sd<'b>(
 /// Replaces `path` atomically: a temp file in the same directory, written and synced,
 /// mode 0644 whatever the umask, then renamed over `path`.
 pub fn write_atomic(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
-    let (tmp, f) = create_beside(path)?;
+    let (tmp, mut f) = create_beside(path)?;
     let res = (|| {
-        let mut f = f;
         f.write_all(contents.as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)

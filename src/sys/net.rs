@@ -237,12 +237,14 @@ pub fn unread(fd: BorrowedFd<'_>) -> usize {
 
 /// Sends without ever raising SIGPIPE.
 pub fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> Io {
+    let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
+    written(|| socket::send(fd.as_raw_fd(), buf, flags))
+}
+
+/// What a non-blocking write (`op`, again after a signal) came to.
+pub fn written(mut op: impl FnMut() -> nix::Result<usize>) -> Io {
     loop {
-        match socket::send(
-            fd.as_raw_fd(),
-            buf,
-            MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
-        ) {
+        match op() {
             Ok(n) => return Io::Done(n),
             Err(Errno::EINTR) => continue,
             Err(Errno::EAGAIN) => return Io::WouldBlock,

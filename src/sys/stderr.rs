@@ -16,7 +16,6 @@
 
 use super::net::{self, Io};
 use crate::limits::{LOG_DROPPED_NOTE_MAX, LOG_POLLED_WRITE_MAX};
-use nix::errno::Errno;
 use nix::fcntl::{open, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::stat::{fstat, Mode, SFlag};
@@ -89,8 +88,11 @@ impl<F: AsFd> Log<F> {
         let fd = self.fd.as_fd();
         let io = match self.how {
             How::Send => net::send(fd, buf),
-            How::Write => write(fd, buf),
-            How::Poll if writable(fd) => write(fd, &buf[..buf.len().min(LOG_POLLED_WRITE_MAX)]),
+            How::Write => net::written(|| nix::unistd::write(fd, buf)),
+            How::Poll if writable(fd) => {
+                let part = &buf[..buf.len().min(LOG_POLLED_WRITE_MAX)];
+                net::written(|| nix::unistd::write(fd, part))
+            }
             How::Poll => Io::WouldBlock,
         };
         match io {
@@ -101,18 +103,6 @@ impl<F: AsFd> Log<F> {
                 Some(n)
             }
             Io::WouldBlock | Io::Closed => None,
-        }
-    }
-}
-
-/// write(2), again after a signal.
-fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> Io {
-    loop {
-        match nix::unistd::write(fd, buf) {
-            Ok(n) => return Io::Done(n),
-            Err(Errno::EINTR) => continue,
-            Err(Errno::EAGAIN) => return Io::WouldBlock,
-            Err(_) => return Io::Closed,
         }
     }
 }
