@@ -389,7 +389,10 @@ def check_led(g, token_file, secs=4):
     seen = [(m.group(1), m.group(2)) for m in re.finditer(led, g.text()[off.start():back.end()], re.M)]
     blink = [b for t, b in seen if t == "none"]
     changes = sum(1 for x, y in zip(blink, blink[1:]) if x != y)
-    if "0" not in blink or not any(b not in ("", "0") for b in blink) or changes < 3:
+    # Two changes (on, off, on or off, on, off) show a blink, not one switch. The guest's
+    # sampler is a shell loop: on the emulated single-core Pi Zero under a loaded host it
+    # sees as few as three samples in 4 s, so more changes cannot be asked of it.
+    if "0" not in blink or not any(b not in ("", "0") for b in blink) or changes < 2:
         fail(f"ACT brightness did not toggle while IDENTIFY ran: samples with trigger=none {blink}")
     log(f"ok   ACT LED: trigger {trig0} -> none, brightness {'/'.join(dict.fromkeys(blink))} "
         f"({changes} changes seen in {secs} s), trigger {trig0} back {t_back:.1f} s after IDENTIFY")
