@@ -443,6 +443,12 @@ fn absent_interface_at_start_and_no_default_interface() {
     let (status, err) = a.stop();
     assert_eq!(status.code(), Some(0));
     assert!(!err.contains('\u{1b}'), "{err:?}");
+    // An address added without `brd` leaves its interface no broadcast address (the
+    // kernel reads it back as 0.0.0.0, where a probe or beacon would reach only this
+    // host): not the default either; d0, made after it, is.
+    lonely.ip(&["link", "add", "n0", "type", "veth", "peer", "name", "p2"]);
+    lonely.ip(&["addr", "add", "10.77.3.1/24", "dev", "n0"]);
+    lonely.ip(&["link", "set", "n0", "up"]);
     lonely.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "p1"]);
     lonely.addr_up("d0", "10.77.2.1/24");
     let a =

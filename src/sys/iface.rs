@@ -127,8 +127,10 @@ pub fn info(name: &str) -> Option<IfInfo> {
         running: flags & libc::IFF_RUNNING != 0,
         loopback: flags & libc::IFF_LOOPBACK != 0,
         addr: addr_of(libc::SIOCGIFADDR as _),
+        // An address added without `brd` reads back as 0.0.0.0: no broadcast address (a
+        // probe sent there would go to this host).
         broadcast: if flags & libc::IFF_BROADCAST != 0 {
-            addr_of(libc::SIOCGIFBRDADDR as _)
+            addr_of(libc::SIOCGIFBRDADDR as _).filter(|b| !b.is_unspecified())
         } else {
             None
         },
