@@ -25,6 +25,7 @@ use crate::limits::{
     warn_due, DATAGRAM_MAX, FLEET_KEY_MAX, PROBE_ANSWER_DELAY_MAX_MS, PROBE_BURST,
     PROBE_PENDING_MAX, PROBE_PER_SEC, SECRET_SLACK,
 };
+use crate::lograte::LogRate;
 use crate::proto::beacon::{self, Fields, FleetKey, NONCE_MAX};
 use crate::sys::iface::IfName;
 use crate::sys::NoSecret;
@@ -202,6 +203,8 @@ pub struct Link {
     /// The next sequence number per family: each stream of datagrams out of one socket
     /// counts +1 (a scanner remembers seqs per source address).
     seq: [u64; 2],
+    /// Debug lines about dropped datagrams, rate-limited.
+    log: LogRate,
 }
 
 fn fam_ix(f: Family) -> usize {
@@ -237,6 +240,7 @@ impl Link {
             rng: seed | 1,
             seq: [0, 0],
             recheck: None,
+            log: LogRate::new(now),
         }
     }
 
@@ -351,6 +355,28 @@ impl Link {
         self.queued = [self.info.v4.then_some(k), self.info.v6.then_some(k)];
     }
 
+    /// A datagram dropped: counted in STATS, and said at debug level within the budget of
+    /// lines a peer can cause ([`LogRate`]).
+    fn drop_datagram(
+        &mut self,
+        now: Instant,
+        stats: &mut Stats,
+        what: &str,
+        len: usize,
+        from: SocketAddr,
+    ) {
+        stats.datagrams_dropped += 1;
+        if !log::log_enabled!(log::Level::Debug) {
+            return;
+        }
+        if let Some(hidden) = self.log.take(now) {
+            log::debug!("dropped {what} ({len} bytes) from {from}");
+            if hidden > 0 {
+                log::debug!("({hidden} more dropped datagrams not logged)");
+            }
+        }
+    }
+
     /// One datagram that arrived on this link's socket of `family`. Probes schedule a
     /// delayed answer; other boards' beacons are ignored; anything else is counted.
     pub fn on_datagram(
@@ -363,23 +389,24 @@ impl Link {
     ) {
         stats.bytes_in += d.len() as u64;
         if d.len() > DATAGRAM_MAX {
-            stats.datagrams_dropped += 1;
-            log::debug!("dropped oversized datagram from {from}");
-            return;
+            return self.drop_datagram(now, stats, "oversized datagram", d.len(), from);
         }
         let Some(nonce) = beacon::parse_probe(d) else {
             // Other boards' beacons arrive here too: not an error.
             if !beacon::is_beacon(d) {
-                stats.datagrams_dropped += 1;
-                log::debug!("dropped malformed datagram ({} bytes) from {from}", d.len());
+                self.drop_datagram(now, stats, "malformed datagram", d.len(), from);
             }
             return;
         };
         if !self.answerable(from) {
             // Spoofed: an answer there would reach every host (one datagram, N answers).
-            stats.datagrams_dropped += 1;
-            log::debug!("dropped probe from {from}: not a unicast sender");
-            return;
+            return self.drop_datagram(
+                now,
+                stats,
+                "probe from a non-unicast sender",
+                d.len(),
+                from,
+            );
         }
         if self.pending.is_full() || !self.take_token(now) {
             stats.probes_limited += 1;

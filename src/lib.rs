@@ -43,6 +43,7 @@ pub mod exit;
 pub mod facts;
 pub mod id;
 pub mod limits;
+pub mod lograte;
 pub mod metrics;
 pub mod proto;
 pub mod runloop;

@@ -331,9 +331,10 @@ pub const HTTP_RESP_MAX: usize = HTTP_RESP_HEAD_MAX + METRICS_BODY_MAX;
 /// The publish socket (`--publish`, a Unix datagram socket): datagrams read per loop
 /// turn, so a flood never starves the control port (the rest wait for the next turn).
 pub const PUBLISH_PER_TURN: usize = 32;
-/// Debug lines about published or rejected datagrams: at most this many per second
-/// (the rest are counted and the count is logged with the next line).
-pub const PUBLISH_LOG_PER_SEC: u32 = 10;
+/// Debug lines a peer causes one per datagram (publish datagrams, dropped probes and
+/// garbage on the beacon port): at most this many per second per source of them (the rest
+/// are counted and the count is logged with the next line, `lograte`).
+pub const DEBUG_LINES_PER_SEC: u32 = 10;
 /// Receive buffer for one publish datagram: a maximal line, `\r\n`, and one byte more
 /// so an oversized datagram is seen as such (MSG_TRUNC) and refused.
 pub const PUBLISH_DGRAM_MAX: usize = LINE_MAX + 2;

@@ -6,22 +6,23 @@
 //! rate-limited, who sent what (SO_PASSCRED). Owned by the run loop, like every fd.
 
 use crate::agent::Agent;
-use crate::limits::{PUBLISH_DGRAM_MAX, PUBLISH_LOG_PER_SEC, PUBLISH_PER_TURN};
+use crate::limits::{PUBLISH_DGRAM_MAX, PUBLISH_PER_TURN};
+use crate::lograte::LogRate;
 use crate::sys::unix::{self, Dgram, UnixListener};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub struct Publish {
     pub sock: UnixListener,
-    /// Debug-log rate limit: (window start, lines logged in it, lines not logged).
-    log: (Instant, u32, u64),
+    /// Debug lines, rate-limited.
+    log: LogRate,
 }
 
 impl Publish {
     pub fn new(sock: UnixListener, now: Instant) -> Publish {
         Publish {
             sock,
-            log: (now, 0, 0),
+            log: LogRate::new(now),
         }
     }
 
@@ -54,18 +55,11 @@ impl Publish {
         }
     }
 
-    /// One debug line per datagram, at most [`PUBLISH_LOG_PER_SEC`] a second.
+    /// One debug line per datagram, rate-limited ([`LogRate`]).
     fn log(&mut self, now: Instant, d: &Dgram, bytes: &[u8], res: Result<(), &str>) {
-        let (start, lines, hidden) = &mut self.log;
-        if now.saturating_duration_since(*start) >= Duration::from_secs(1) {
-            *start = now;
-            *lines = 0;
-        }
-        if *lines >= PUBLISH_LOG_PER_SEC {
-            *hidden += 1;
+        let Some(hidden) = self.log.take(now) else {
             return;
-        }
-        *lines += 1;
+        };
         let (pid, uid) = d.cred.unwrap_or((-1, u32::MAX));
         let line = core::str::from_utf8(bytes.trim_ascii_end()).unwrap_or("(not UTF-8)");
         match res {
@@ -74,9 +68,8 @@ impl Publish {
                 log::debug!("publish datagram from pid={pid} uid={uid} dropped: {why}: {line:?}")
             }
         }
-        if *hidden > 0 {
+        if hidden > 0 {
             log::debug!("({hidden} more publish datagrams not logged)");
-            *hidden = 0;
         }
     }
 

@@ -1,0 +1,57 @@
+//! Debug lines that a peer causes one per datagram (a publish datagram, a dropped probe or
+//! garbage on the beacon port), at most [`DEBUG_LINES_PER_SEC`] a second: under a flood,
+//! `-v` writes a few lines a second and how many it left out, not a line per datagram.
+
+use crate::limits::DEBUG_LINES_PER_SEC;
+use std::time::{Duration, Instant};
+
+/// One source of such lines and its budget.
+pub struct LogRate {
+    /// Start of the current one-second window.
+    start: Instant,
+    /// Lines logged in it.
+    lines: u32,
+    /// Lines left out since the last one logged.
+    hidden: u64,
+}
+
+impl LogRate {
+    pub fn new(now: Instant) -> LogRate {
+        LogRate {
+            start: now,
+            lines: 0,
+            hidden: 0,
+        }
+    }
+
+    /// Whether a line may be logged now: `Some(n)` when it may, `n` lines having been left
+    /// out before it (the caller says so after its line); `None` when it is left out.
+    pub fn take(&mut self, now: Instant) -> Option<u64> {
+        if now.saturating_duration_since(self.start) >= Duration::from_secs(1) {
+            self.start = now;
+            self.lines = 0;
+        }
+        if self.lines >= DEBUG_LINES_PER_SEC {
+            self.hidden += 1;
+            return None;
+        }
+        self.lines += 1;
+        Some(std::mem::take(&mut self.hidden))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_gets_its_budget_a_second_and_the_count_of_the_rest() {
+        let t0 = Instant::now();
+        let mut r = LogRate::new(t0);
+        let logged = (0..1000).filter(|_| r.take(t0).is_some()).count();
+        assert_eq!(logged, DEBUG_LINES_PER_SEC as usize);
+        let next = t0 + Duration::from_secs(1);
+        assert_eq!(r.take(next), Some(1000 - u64::from(DEBUG_LINES_PER_SEC)));
+        assert_eq!(r.take(next), Some(0));
+    }
+}
