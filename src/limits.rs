@@ -112,8 +112,6 @@ pub const AUTH_NONCE_BYTES: usize = 16;
 pub const DATAGRAM_MAX: usize = 512;
 /// Longest probe nonce echoed back in an answer.
 pub const NONCE_MAX: usize = 64;
-/// `tether scan`: signed seqs remembered per (id, run, source) to spot a re-sent datagram.
-pub const SCAN_SEQ_WINDOW: usize = 1024;
 /// `tether scan`: rows it keeps, at most (a LAN flooded with made-up ids cannot grow it
 /// without bound; datagrams of further boards are counted and said in one warning).
 pub const SCAN_BOARDS_MAX: usize = 1024;

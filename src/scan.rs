@@ -13,7 +13,7 @@ use crate::exit::{
 };
 use crate::limits::{
     BEACON_RECV_PER_TURN, DATAGRAM_MAX, SCAN_BOARDS_MAX, SCAN_FORGET_SECS, SCAN_LOAD_MAX,
-    SCAN_PROBES, SCAN_RCVBUF, SCAN_SEQ_WINDOW, SCAN_TEMP_C,
+    SCAN_PROBES, SCAN_RCVBUF, SCAN_TEMP_C,
 };
 use crate::proto::beacon::{self, count_members, fields, unquote, FleetKey, Trust};
 use crate::proto::fixed::Fixed;
@@ -53,6 +53,9 @@ pub struct Board {
     pub trust: Trust,
     /// Another board (another run, another address) carries the same id: a clone.
     pub dup_id: bool,
+    /// With a key: this run has answered one of this scan's probes (a signed datagram with
+    /// this scan's nonce), so it was alive after the scan began ([`Boards::ingest`]).
+    pub answered: bool,
 }
 
 /// A JSON string value as text: quotes removed and escapes undone (`\"` is `"`), so a
@@ -116,17 +119,26 @@ pub fn decode(d: &[u8], from: SocketAddr, now: Instant) -> Option<Board> {
         heard: now,
         trust: Trust::Unchecked,
         dup_id: false,
+        answered: false,
     };
     let mut version = None;
     for (k, v) in fields(d) {
         match k {
             b"tether" => version = num::<u32>(v),
-            b"id" => b.id = text(v),
+            b"id" if v.first() == Some(&b'"') => b.id = text(v),
             b"host" => b.host = text(v),
-            // An IP address, or the source stays: this text becomes a Prometheus target.
+            // A host's own IPv4 address, or the source stays: this text becomes a
+            // Prometheus target, and a loopback, unspecified, broadcast or multicast one (or
+            // an IPv6 one in an IPv4 datagram) would aim Prometheus at itself or nowhere.
             b"addr" if from.is_ipv4() => {
-                if let Ok(ip) = text(v).parse::<IpAddr>() {
-                    b.addr = ip.to_string();
+                if let Ok(IpAddr::V4(ip)) = text(v).parse::<IpAddr>() {
+                    if !(ip.is_loopback()
+                        || ip.is_unspecified()
+                        || ip.is_broadcast()
+                        || ip.is_multicast())
+                    {
+                        b.addr = ip.to_string();
+                    }
                 }
             }
             b"port" => b.port = num(v).unwrap_or(0),
@@ -182,10 +194,10 @@ pub struct Boards {
     nonce: String,
     /// The rows, sorted by their [`RowKey`].
     rows: Vec<(RowKey, Board)>,
-    /// Signed seqs seen per (id, run, source address), newest [`SCAN_SEQ_WINDOW`], sorted:
-    /// an agent counts each socket's datagrams on its own (one per interface and family).
-    /// A copy re-sent from another address already fails `verify`.
-    seqs: Vec<((String, String, IpAddr), Vec<u64>)>,
+    /// The newest signed seq heard per (id, run, source address), sorted: an agent counts
+    /// each socket's datagrams on its own (one per interface and family), in the order it
+    /// sends them. A copy re-sent from another address already fails `verify`.
+    seqs: Vec<((String, String, IpAddr), u64)>,
     /// Ids already warned about as clones (one warning per id per run of scan), sorted.
     warned: Vec<String>,
     /// Datagrams of boards past [`SCAN_BOARDS_MAX`] rows, ignored; and how many of them
@@ -233,28 +245,37 @@ impl Boards {
         })
     }
 
-    /// True when this signed (id, run, seq) was seen before (or is older than the window).
+    /// True when this signed (id, run, source) datagram is not newer than the newest one
+    /// heard from there: a copy, re-sent (a LAN does not reorder one socket's datagrams).
     fn seen_before(&mut self, b: &Board, run: &str) -> bool {
         let k = (b.id.clone(), run.to_string(), b.source);
-        let i = match find(&self.seqs, &k) {
-            Ok(i) => i,
-            Err(i) => {
-                self.seqs.insert(i, (k, Vec::new()));
-                i
+        match find(&self.seqs, &k) {
+            Ok(i) if b.seq <= self.seqs[i].1 => true,
+            Ok(i) => {
+                self.seqs[i].1 = b.seq;
+                false
             }
-        };
-        let set = &mut self.seqs[i].1;
-        if set.len() >= SCAN_SEQ_WINDOW && set.first().is_some_and(|&f| b.seq < f) {
-            return true;
+            Err(i) => {
+                self.seqs.insert(i, (k, b.seq));
+                false
+            }
         }
-        match set.binary_search(&b.seq) {
-            Ok(_) => return true,
-            Err(at) => set.insert(at, b.seq),
-        }
-        if set.len() > SCAN_SEQ_WINDOW {
-            set.remove(0);
-        }
-        false
+    }
+
+    /// Whether signed `b` (a run not seen from its address before) is stale: another run
+    /// of its id is heard at that address, and `b` is a goodbye (a goodbye ends only the
+    /// run it names: an agent that restarts says it before its new run begins), or that
+    /// other run has answered this scan's probe and `b` has not (a restart shows in the
+    /// new run's answer to the next probe). A copy of an earlier run's datagram, re-sent
+    /// from the board's own address, never replaces the board's current row.
+    fn stale_run(&self, b: &Board) -> bool {
+        self.rows.iter().any(|(k, r)| {
+            k.0 == Trust::Signed
+                && r.id == b.id
+                && r.run != b.run
+                && r.source == b.source
+                && (b.bye || (r.answered && !r.bye && !b.answered))
+        })
     }
 
     /// Classifies one datagram from `from` and files it under its row.
@@ -267,8 +288,10 @@ impl Boards {
             b.addr = scoped(from);
             b.addrs = vec![b.addr.clone()];
             if b.trust == Trust::Signed {
+                b.answered = fields(d)
+                    .any(|(k, v)| k == b"nonce" && unquote(v) == Some(self.nonce.as_bytes()));
                 let run = b.run.clone().unwrap_or_default();
-                if self.seen_before(&b, &run) {
+                if self.seen_before(&b, &run) || self.stale_run(&b) {
                     b.trust = Trust::Replayed;
                 }
             }
@@ -324,10 +347,34 @@ impl Boards {
             if old.source.is_ipv4() && !b.source.is_ipv4() {
                 b.source = old.source;
             }
+            b.answered |= old.answered;
         }
         match at {
             Ok(i) => self.rows[i].1 = b,
-            Err(_) if self.rows.len() >= SCAN_BOARDS_MAX => self.ignored += 1,
+            Err(_) if self.rows.len() >= SCAN_BOARDS_MAX => {
+                // Full: a signed board takes the place of a row the key did not confirm
+                // (forged and replayed ones first, then unsigned; the one heard longest
+                // ago), so a flood of made-up ids never keeps a fleet's boards out.
+                let victim = (k.0 == Trust::Signed)
+                    .then(|| {
+                        self.rows
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, (rk, _))| rk.0 != Trust::Signed)
+                            .min_by_key(|(_, (rk, r))| (rk.0 == Trust::Unsigned, r.heard))
+                            .map(|(i, _)| i)
+                    })
+                    .flatten();
+                match victim {
+                    Some(v) => {
+                        self.rows.remove(v);
+                        if let Err(i) = find(&self.rows, &k) {
+                            self.rows.insert(i, (k, b));
+                        }
+                    }
+                    None => self.ignored += 1,
+                }
+            }
             Err(i) => self.rows.insert(i, (k, b)),
         }
     }
@@ -335,32 +382,33 @@ impl Boards {
     /// Marks ids carried by boards of different runs (clones); returns the ids not
     /// warned about before, sorted.
     pub fn mark_clones(&mut self) -> Vec<String> {
-        // A clone: two believable rows of one id whose runs and addresses both differ.
+        // A clone: two believable rows of one id and one trust class whose runs and
+        // addresses both differ (so an unsigned sender cannot make a signed board a clone).
         let claims = |r: &Board| believable(r.trust) && r.run.is_some();
-        let mut dup: Vec<String> = Vec::new();
-        for (_, r) in self.rows.iter().filter(|(_, r)| claims(r)) {
-            let Err(at) = dup.binary_search(&r.id) else {
-                continue;
-            };
-            let clone = self
-                .rows
-                .iter()
-                .any(|(_, o)| claims(o) && o.id == r.id && o.run != r.run && o.source != r.source);
-            if clone {
-                dup.insert(at, r.id.clone());
+        let rows = &self.rows;
+        let dup: Vec<bool> = rows
+            .iter()
+            .map(|(_, r)| {
+                claims(r)
+                    && rows.iter().any(|(_, o)| {
+                        claims(o)
+                            && o.trust == r.trust
+                            && o.id == r.id
+                            && o.run != r.run
+                            && o.source != r.source
+                    })
+            })
+            .collect();
+        let mut new: Vec<String> = Vec::new();
+        for ((_, r), dup) in self.rows.iter_mut().zip(dup) {
+            r.dup_id = dup;
+            if let (true, Err(at)) = (dup, self.warned.binary_search(&r.id)) {
+                self.warned.insert(at, r.id.clone());
+                new.push(r.id.clone());
             }
         }
-        for (_, r) in self.rows.iter_mut() {
-            r.dup_id = believable(r.trust) && dup.binary_search(&r.id).is_ok();
-        }
-        dup.retain(|id| match self.warned.binary_search(id) {
-            Ok(_) => false,
-            Err(at) => {
-                self.warned.insert(at, id.clone());
-                true
-            }
-        });
-        dup
+        new.sort();
+        new
     }
 
     /// The rows to print: with a key only signed boards unless `all`.
@@ -453,8 +501,14 @@ fn status(b: &Board, now: Instant, silent_after: Duration) -> &'static str {
 /// The table; with a key a TRUST column is added at the end. Text a board sent (id, host,
 /// address) is shown [`printable`].
 pub fn table(rows: &[&Board], now: Instant, silent_after: Duration, trust: bool) -> String {
+    // ADDRESS as wide as its longest (a scoped IPv6 address is ~30 characters), so rows
+    // stay in line.
+    let aw = rows
+        .iter()
+        .map(|b| printable(&b.addr).chars().count())
+        .fold(15, usize::max);
     let mut s = format!(
-        "{:<16} {:<20} {:<15} {:>5} {:>7} {:>5} {:>6} {:>5} {:>6} {:<6}{}\n",
+        "{:<16} {:<20} {:<aw$} {:>5} {:>7} {:>5} {:>6} {:>5} {:>6} {:<6}{}\n",
         "ID",
         "HOST",
         "ADDRESS",
@@ -471,7 +525,7 @@ pub fn table(rows: &[&Board], now: Instant, silent_after: Duration, trust: bool)
     for b in rows {
         let seen = now.saturating_duration_since(b.heard).as_secs_f64();
         s += &format!(
-            "{:<16} {:<20} {:<15} {:>5} {:>7} {:>5} {:>6} {:>5} {:>5}s {:<6}{}\n",
+            "{:<16} {:<20} {:<aw$} {:>5} {:>7} {:>5} {:>6} {:>5} {:>5}s {:<6}{}\n",
             printable(&b.id),
             printable(&b.host),
             printable(&b.addr),
@@ -1102,6 +1156,19 @@ mod tests {
     }
 
     fn datagram(id: &str, run: &str, addr: [u8; 4], seq: u64, key: Option<&FleetKey>) -> Vec<u8> {
+        datagram_as(id, run, addr, seq, key, false, None)
+    }
+
+    /// A datagram as an agent sends it: a goodbye or not, answering a probe's nonce or not.
+    fn datagram_as(
+        id: &str,
+        run: &str,
+        addr: [u8; 4],
+        seq: u64,
+        key: Option<&FleetKey>,
+        bye: bool,
+        nonce: Option<&str>,
+    ) -> Vec<u8> {
         let f = beacon::Fields {
             id,
             host: "pi",
@@ -1115,8 +1182,8 @@ mod tests {
             mem_avail_kb: 1,
             temp_c: None,
             metrics: None,
-            bye: false,
-            nonce: None,
+            bye,
+            nonce: nonce.map(str::as_bytes),
         };
         let mut out = [0u8; 512];
         let n = beacon::encode_signed(&mut out, 512, &f, std::iter::empty(), key).unwrap();
@@ -1368,5 +1435,161 @@ mod tests {
             now,
         );
         assert_eq!(bs.shown(true).len(), 1);
+    }
+
+    /// With a key an unsigned sender cannot make a signed board a clone; two signed boards
+    /// of one id at two addresses still are, and so are two unsigned ones (`--all`).
+    #[test]
+    fn with_a_key_only_rows_of_one_trust_class_are_clones() {
+        let now = Instant::now();
+        let key = FleetKey::parse(b"the fleet key, long enough").unwrap();
+        let mut bs = Boards::new(Some(key.clone()), "n".into());
+        let (a, b, c, d) = ([10, 0, 0, 1], [10, 0, 0, 2], [10, 0, 0, 3], [10, 0, 0, 4]);
+        bs.ingest(&datagram("id1", "r1", a, 1, Some(&key)), from(a), now);
+        bs.ingest(&datagram("id1", "fake", b, 1, None), from(b), now);
+        assert!(bs.mark_clones().is_empty());
+        assert!(bs.shown(true).iter().all(|r| !r.dup_id));
+        bs.ingest(&datagram("id1", "r2", c, 1, Some(&key)), from(c), now);
+        bs.ingest(&datagram("id2", "u1", a, 1, None), from(a), now);
+        bs.ingest(&datagram("id2", "u2", d, 1, None), from(d), now);
+        assert_eq!(bs.mark_clones(), vec!["id1".to_string(), "id2".to_string()]);
+        let dup: Vec<(&str, &str, bool)> = bs
+            .shown(true)
+            .iter()
+            .map(|r| (r.id.as_str(), r.trust.as_str(), r.dup_id))
+            .collect();
+        assert!(dup.contains(&("id1", "unsigned", false)), "{dup:?}");
+        assert_eq!(dup.iter().filter(|x| x.2).count(), 4, "{dup:?}");
+    }
+
+    /// A full table of rows the key rejects gives way to signed boards.
+    #[test]
+    fn forged_rows_never_keep_a_signed_board_out() {
+        let now = Instant::now();
+        let key = FleetKey::parse(b"the fleet key, long enough").unwrap();
+        let bad = FleetKey::parse(b"a forger's guess at the key").unwrap();
+        let mut bs = Boards::new(Some(key.clone()), "n".into());
+        let f = [10, 9, 0, 66];
+        for i in 0..SCAN_BOARDS_MAX + 5 {
+            let id = format!("{i:016x}");
+            bs.ingest(&datagram(&id, "r", f, 1, Some(&bad)), from(f), now);
+        }
+        let a = [10, 9, 0, 1];
+        bs.ingest(&datagram("mine", "r", a, 1, Some(&key)), from(a), now);
+        let shown = bs.shown(false);
+        assert_eq!(shown.len(), 1);
+        assert_eq!(shown[0].id, "mine");
+        assert_eq!(bs.shown(true).len(), SCAN_BOARDS_MAX);
+        // Unsigned rows cannot push signed ones out, nor forged ones each other.
+        let mut bs = Boards::new(Some(key.clone()), "n".into());
+        for i in 0..SCAN_BOARDS_MAX {
+            let id = format!("{i:016x}");
+            bs.ingest(&datagram(&id, "r", a, 1, Some(&key)), from(a), now);
+        }
+        bs.ingest(&datagram("u", "r", f, 1, None), from(f), now);
+        assert_eq!(bs.shown(false).len(), SCAN_BOARDS_MAX);
+        assert!(bs.ignored_warning().is_some());
+    }
+
+    /// An earlier run's datagram re-sent from the board's own address (its goodbye, or a
+    /// beacon once the current run has answered this scan's probe) is `replayed` and leaves
+    /// the current row alone; a real restart (goodbye, then the new run) replaces it.
+    #[test]
+    fn an_earlier_runs_datagram_does_not_replace_the_current_run() {
+        let now = Instant::now();
+        let key = FleetKey::parse(b"the fleet key, long enough").unwrap();
+        let k = Some(&key);
+        let a = [10, 0, 0, 1];
+        let mut bs = Boards::new(Some(key.clone()), "n1".into());
+        bs.ingest(&datagram("id", "new", a, 5, k), from(a), now);
+        bs.ingest(
+            &datagram_as("id", "old", a, 99, k, true, None),
+            from(a),
+            now,
+        );
+        let row = |bs: &Boards| {
+            let v = bs.shown(false);
+            assert_eq!(v.len(), 1, "one signed row");
+            (v[0].run.clone().unwrap(), v[0].bye, v[0].seq)
+        };
+        assert_eq!(row(&bs), ("new".into(), false, 5));
+        assert!(bs.hidden(false).unwrap().contains("1 replayed"));
+        // Once the current run answered this scan's probe, an older run's beacon is stale.
+        bs.ingest(
+            &datagram_as("id", "new", a, 6, k, false, Some("n1")),
+            from(a),
+            now,
+        );
+        bs.ingest(&datagram("id", "old", a, 98, k), from(a), now);
+        assert_eq!(row(&bs), ("new".into(), false, 6));
+        // A seq older than the newest heard from that run is a copy too.
+        bs.ingest(&datagram("id", "new", a, 3, k), from(a), now);
+        assert_eq!(row(&bs), ("new".into(), false, 6));
+        // A restart: the current run says goodbye, then the next run begins.
+        bs.ingest(&datagram_as("id", "new", a, 7, k, true, None), from(a), now);
+        assert_eq!(row(&bs), ("new".into(), true, 7));
+        bs.ingest(&datagram("id", "next", a, 0, k), from(a), now);
+        assert_eq!(row(&bs), ("next".into(), false, 0));
+        // A crash (no goodbye): the new run's beacon replaces a run that has not answered
+        // this scan's probe, and its answer replaces one that has.
+        let mut bs = Boards::new(Some(key.clone()), "n2".into());
+        bs.ingest(&datagram("id", "r1", a, 4, k), from(a), now);
+        bs.ingest(&datagram("id", "r2", a, 0, k), from(a), now);
+        assert_eq!(row(&bs).0, "r2");
+        bs.ingest(
+            &datagram_as("id", "r2", a, 1, k, false, Some("n2")),
+            from(a),
+            now,
+        );
+        bs.ingest(
+            &datagram_as("id", "r3", a, 0, k, false, Some("n2")),
+            from(a),
+            now,
+        );
+        assert_eq!(row(&bs).0, "r3");
+    }
+
+    #[test]
+    fn an_unusable_addr_leaves_the_source_and_an_id_is_a_string() {
+        let now = Instant::now();
+        let src = from([10, 9, 0, 7]);
+        let with = |addr: &str| {
+            let d = format!("{{\"tether\":1,\"id\":\"x\",\"port\":4545,\"addr\":\"{addr}\"}}");
+            decode(d.as_bytes(), src, now).unwrap().addr
+        };
+        for bad in [
+            "127.0.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::1",
+            "fe80::1",
+        ] {
+            assert_eq!(with(bad), "10.9.0.7", "{bad}");
+        }
+        assert_eq!(with("10.9.0.8"), "10.9.0.8");
+        assert!(decode(b"{\"tether\":1,\"id\":12345,\"port\":4545}", src, now).is_none());
+    }
+
+    #[test]
+    fn a_long_address_widens_its_column_and_rows_stay_in_line() {
+        let now = Instant::now();
+        let mut b = decode(
+            b"{\"tether\":1,\"id\":\"x\",\"port\":4545}",
+            from([10, 9, 0, 7]),
+            now,
+        )
+        .unwrap();
+        b.addr = "fe80::a8c1:abff:fe12:3456%vx-b".into();
+        let short = decode(
+            b"{\"tether\":1,\"id\":\"y\",\"port\":4545}",
+            from([10, 9, 0, 8]),
+            now,
+        )
+        .unwrap();
+        let t = table(&[&b, &short], now, Duration::from_secs(15), false);
+        let at: Vec<usize> = t.lines().map(|l| l.find(" 4545 ").unwrap_or(0)).collect();
+        let head = t.lines().next().unwrap().find(" PORT ").unwrap();
+        assert!(at.iter().skip(1).all(|&p| p == head), "{t}");
     }
 }
