@@ -81,10 +81,11 @@ impl Lan {
     /// [`Lan::board`], with its own host name (a UTS namespace) when given.
     fn board_as(&self, n: usize, machine_id: &Path, host: Option<&str>, extra: &[&str]) -> Agent {
         let dir = temp_dir("trustboard");
-        let mut args = loopback_agent_args(
-            &dir.join("t.sock"),
-            &["--iface", &self.ifname(n as u8), "--interval", "1"],
-        );
+        let mut args =
+            loopback_agent_args(&dir.join("t.sock"), &["--iface", &self.ifname(n as u8)]);
+        if !extra.contains(&"--interval") {
+            args.extend(["--interval".to_string(), "1".to_string()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &*self.boards[n - 1]]);
@@ -580,4 +581,84 @@ fn a_non_ascii_host_name_reaches_status_and_scan_intact() {
     let (code, table, err) = lan.scan(&["-t", "1"]);
     assert_eq!(code, 0, "{err}");
     assert!(table.contains(name), "{table}");
+}
+
+#[test]
+fn a_restarted_boards_old_goodbye_re_sent_from_its_address_is_replayed() {
+    // A captured goodbye of a board's earlier run, re-sent from the board's own address
+    // (the forger takes that address too), must not mark the running board as gone.
+    if !can_netns() {
+        return;
+    }
+    let lan = Lan::new("r", 76, 1, true);
+    let forger = lan.forger.as_deref().unwrap().to_string();
+    let key = lan.file("key", KEY);
+    let key = key.to_str().unwrap();
+    let mid = lan.file("mid", &format!("{:032x}\n", 0xb7e));
+    let board_ip = lan.addr(1);
+    // Capture the goodbye board 1 says when it stops.
+    let first = lan.board(1, &mid, &["--fleet-key", key]);
+    let id = status_id(&first);
+    let capture_bye = in_ns(&forger, move || {
+        let s = UdpSocket::bind("0.0.0.0:4546").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let end = Instant::now() + slack(Duration::from_secs(8));
+        let mut buf = [0u8; 2048];
+        while Instant::now() < end {
+            if let Ok((n, src)) = s.recv_from(&mut buf) {
+                let d = &buf[..n];
+                if src.ip() == board_ip && d.windows(10).any(|w| w == b"\"bye\":true") {
+                    return d.to_vec();
+                }
+            }
+        }
+        panic!("no goodbye from the board");
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, _) = first.stop();
+    assert_eq!(status.code(), Some(0));
+    let bye = capture_bye.join().unwrap();
+    // The board runs again: the same id, a new run; beaconing once a minute, so within a
+    // scan it is heard only in its answers to the scan's probes (the last by ~0.9 s).
+    let board = lan.board(1, &mid, &["--fleet-key", key, "--interval", "60"]);
+    assert_eq!(status_id(&board), id);
+    lan.forger.as_ref().unwrap().ip(&[
+        "addr",
+        "add",
+        &format!("{board_ip}/32"),
+        "dev",
+        &lan.ifname(9),
+    ]);
+    // The old goodbye, from the board's address, 1.2 s into a 2 s scan: after the board's
+    // answers, with nothing of the board's own to follow it.
+    let bcast = Ipv4Addr::new(10, 241, lan.subnet, 255);
+    let at = Instant::now() + Duration::from_millis(1200);
+    let replaying = in_ns(&forger, move || {
+        let s = UdpSocket::bind((board_ip, 0)).unwrap();
+        s.set_broadcast(true).unwrap();
+        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        s.send_to(&bye, (bcast, 4546)).unwrap();
+    });
+    let (code, rows, err) = lan.scan_json(&["--fleet-key", key, "--all", "-t", "2"]);
+    replaying.join().unwrap();
+    assert_eq!(code, 0, "{err}");
+    let signed: Vec<&Value> = rows.iter().filter(|r| r["trust"] == "signed").collect();
+    assert_eq!(signed.len(), 1, "{rows:#?}");
+    assert_eq!(signed[0]["id"], *id, "{rows:#?}");
+    assert_eq!(
+        signed[0]["state"], "up",
+        "the board is marked gone: {rows:#?}"
+    );
+    // The re-sent goodbye is there with --all, as replayed.
+    assert!(
+        rows.iter()
+            .any(|r| r["trust"] == "replayed" && r["state"] == "bye" && r["id"] == *id),
+        "{rows:#?}"
+    );
+    assert_eq!(
+        board.unix().req("PING"),
+        "PONG",
+        "the board itself is untouched"
+    );
 }
