@@ -1042,10 +1042,15 @@ fn create_beside(path: &std::path::Path) -> std::io::Result<(std::path::PathBuf,
 fn check_sd_writable(path: &std::path::Path) -> Result<(), Fatal> {
     let (tmp, _) = create_beside(path).map_err(|e| Fatal {
         code: EX_CANTCREAT,
-        msg: format!("--prometheus-sd {}: {e}", path.display()),
+        msg: sd_error(path, e),
     })?;
     let _ = std::fs::remove_file(tmp);
     Ok(())
+}
+
+/// What a failed write of the target file says (one wording for the check and the writes).
+fn sd_error(path: &std::path::Path, e: std::io::Error) -> String {
+    format!("--prometheus-sd {}: {e}", path.display())
 }
 
 fn update_sd(
@@ -1056,7 +1061,7 @@ fn update_sd(
     if last.as_deref() == Some(text.as_str()) {
         return Ok(());
     }
-    write_atomic(path, &text).map_err(|e| format!("--prometheus-sd {}: {e}", path.display()))?;
+    write_atomic(path, &text).map_err(|e| sd_error(path, e))?;
     *last = Some(text);
     Ok(())
 }
