@@ -314,9 +314,15 @@ impl Link {
     /// The run loop's report after reconciling its sockets with [`Sockets`]: which
     /// families are open now, or the first error opening one.
     pub fn opened(&mut self, now: Instant, v4: bool, v6: bool, err: Option<(&str, &str)>) {
+        let families_changed = (self.info.v4, self.info.v6) != (v4, v6);
         self.info.v4 = v4;
         self.info.v6 = v6;
         if self.index.is_some() && (v4 || v6) {
+            if self.state == BeaconState::Up && families_changed {
+                // Up already, and a family came or went (IPv6 once its link-local address
+                // passed duplicate address detection): said as when it came up.
+                self.say_up();
+            }
             self.set_state(now, BeaconState::Up);
             match err {
                 // One family failed (a kernel without IPv6, or qemu-user, which has no
@@ -603,16 +609,20 @@ impl Link {
         self.last_warn = None;
         if s == BeaconState::Up {
             self.info.last_error.clear();
-            log::info!(
-                "beacon on {}: up, sending to{}{}, port {}",
-                self.info.iface,
-                if self.info.v4 { " 255.255.255.255" } else { "" },
-                if self.info.v6 { " ff02::1" } else { "" },
-                self.info.port
-            );
+            self.say_up();
         } else {
             self.warn(now);
         }
+    }
+
+    fn say_up(&self) {
+        log::info!(
+            "beacon on {}: up, sending to{}{}, port {}",
+            self.info.iface,
+            if self.info.v4 { " 255.255.255.255" } else { "" },
+            if self.info.v6 { " ff02::1" } else { "" },
+            self.info.port
+        );
     }
 }
 

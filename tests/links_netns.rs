@@ -493,7 +493,12 @@ fn a_board_started_during_duplicate_address_detection_is_found_over_ipv6() {
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let ll = link_local(net.a(), &a1).unwrap();
     assert_eq!(rows[0]["addr"], format!("{ll}%{p1}").as_str(), "{rows}");
-    a.stop();
+    // The log says where beacons go once IPv6 is there, not only what it said at first.
+    let (_, log) = a.stop();
+    assert!(
+        log.contains(&format!("beacon on {a1}: up, sending to ff02::1,")),
+        "{log}"
+    );
 }
 
 /// `args` inside namespace `ns`: a loopback agent (no `--iface` unless `extra` has one).
