@@ -300,8 +300,12 @@ impl Boards {
         let group = (!tied_to_run).then_some(b.source);
         if tied_to_run {
             // The same id from the same address under a new run is a restart, not a clone.
+            // A run that answers this scan's probe is current: its datagrams held back as
+            // stale before (a restart after a crash, heard before the next probe) were not.
             self.rows.retain(|(k, r)| {
-                !(k.0 == b.trust && r.id == b.id && r.run != b.run && r.source == b.source)
+                let restart = k.0 == b.trust && r.run != b.run;
+                let held_back = b.answered && k.0 == Trust::Replayed && r.run == b.run;
+                !((restart || held_back) && r.id == b.id && r.source == b.source)
             });
         }
         let mut k = (
@@ -1546,12 +1550,19 @@ mod tests {
             from(a),
             now,
         );
+        bs.ingest(&datagram("id", "r3", a, 0, k), from(a), now);
+        assert_eq!(row(&bs).0, "r2", "held back until it answers a probe");
         bs.ingest(
-            &datagram_as("id", "r3", a, 0, k, false, Some("n2")),
+            &datagram_as("id", "r3", a, 1, k, false, Some("n2")),
             from(a),
             now,
         );
         assert_eq!(row(&bs).0, "r3");
+        assert_eq!(
+            bs.hidden(false),
+            None,
+            "what was held back is not left as replayed"
+        );
     }
 
     #[test]
