@@ -273,7 +273,7 @@ impl Boards {
             k.0 == Trust::Signed
                 && r.id == b.id
                 && r.run != b.run
-                && r.source == b.source
+                && heard_at_one_address(r, b)
                 && (b.bye || (r.answered && !r.bye && !b.answered))
         })
     }
@@ -305,7 +305,7 @@ impl Boards {
             self.rows.retain(|(k, r)| {
                 let restart = k.0 == b.trust && r.run != b.run;
                 let held_back = b.answered && k.0 == Trust::Replayed && r.run == b.run;
-                !((restart || held_back) && r.id == b.id && r.source == b.source)
+                !((restart || held_back) && r.id == b.id && heard_at_one_address(r, &b))
             });
         }
         let mut k = (
@@ -399,7 +399,7 @@ impl Boards {
                             && o.trust == r.trust
                             && o.id == r.id
                             && o.run != r.run
-                            && o.source != r.source
+                            && !heard_at_one_address(o, r)
                     })
             })
             .collect();
@@ -466,6 +466,13 @@ fn sorted(rows: Vec<&Board>, cmp: fn(&Board, &Board) -> std::cmp::Ordering) -> V
         v.insert(at, r);
     }
     v
+}
+
+/// Whether `a` and `b` were heard at an address in common: one board (a restart, a copy
+/// of its datagram), however many addresses and families it is heard at; a clone is
+/// another board, at none of them.
+fn heard_at_one_address(a: &Board, b: &Board) -> bool {
+    a.source == b.source || a.addrs.iter().any(|x| b.addrs.contains(x))
 }
 
 /// Rows whose id can be taken at its word for clone detection.
@@ -1172,7 +1179,7 @@ mod tests {
     fn datagram_as(
         id: &str,
         run: &str,
-        addr: [u8; 4],
+        addr: impl Into<IpAddr>,
         seq: u64,
         key: Option<&FleetKey>,
         bye: bool,
@@ -1181,7 +1188,7 @@ mod tests {
         let f = beacon::Fields {
             id,
             host: "pi",
-            addr: Some(IpAddr::from(addr)),
+            addr: Some(addr.into()),
             iface: "eth0",
             port: 4545,
             seq,
@@ -1607,5 +1614,45 @@ mod tests {
         let at: Vec<usize> = t.lines().map(|l| l.find(" 4545 ").unwrap_or(0)).collect();
         let head = t.lines().next().unwrap().find(" PORT ").unwrap();
         assert!(at.iter().skip(1).all(|&p| p == head), "{t}");
+    }
+
+    /// A board heard over IPv4 and IPv6 is one board at both: a restart first heard over
+    /// the other family replaces it (no clone), and an earlier run's goodbye re-sent from
+    /// the address of the other family is `replayed`.
+    #[test]
+    fn a_board_heard_at_two_addresses_restarts_as_one_board() {
+        let now = Instant::now();
+        let key = FleetKey::parse(b"the fleet key, long enough").unwrap();
+        let k = Some(&key);
+        let v4 = [10, 0, 0, 1];
+        let ll: std::net::Ipv6Addr = "fe80::1".parse().unwrap();
+        let from6 = SocketAddr::V6(SocketAddrV6::new(ll, 4546, 0, 0));
+        let mut bs = Boards::new(Some(key.clone()), "n".into());
+        let hear = |bs: &mut Boards, run: &str, seq: u64, v6: bool, bye: bool, nonce| match v6 {
+            false => bs.ingest(
+                &datagram_as("id", run, v4, seq, k, bye, nonce),
+                from(v4),
+                now,
+            ),
+            true => bs.ingest(&datagram_as("id", run, ll, seq, k, bye, nonce), from6, now),
+        };
+        hear(&mut bs, "b", 1, false, false, Some("n"));
+        hear(&mut bs, "b", 1, true, false, Some("n"));
+        assert_eq!(bs.shown(false).len(), 1, "one board, two addresses");
+        // An old run's goodbye over IPv6: replayed, the board stays up.
+        hear(&mut bs, "a", 50, true, true, None);
+        let rows = bs.shown(false);
+        assert_eq!(
+            (rows.len(), rows[0].run.as_deref(), rows[0].bye),
+            (1, Some("b"), false)
+        );
+        // A restart after a crash, heard first over IPv6 (answering the probe).
+        hear(&mut bs, "c", 0, true, false, Some("n"));
+        assert!(bs.mark_clones().is_empty(), "a restart is not a clone");
+        let rows = bs.shown(false);
+        assert_eq!((rows.len(), rows[0].run.as_deref()), (1, Some("c")));
+        hear(&mut bs, "c", 0, false, false, Some("n"));
+        assert!(bs.mark_clones().is_empty());
+        assert_eq!(bs.shown(false).len(), 1);
     }
 }
