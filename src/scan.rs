@@ -183,6 +183,9 @@ fn host_port(addr: &str, port: u16) -> String {
 /// run it proves) the source address. A forger's rows never replace a signed board's.
 type RowKey = (Trust, String, String, Option<IpAddr>);
 
+/// One run of a board at one address: (id, run, source address).
+type RunAt = (String, String, IpAddr);
+
 /// Where `k` is (Ok) or belongs (Err) in `v`, kept sorted by key: a small sorted map.
 fn find<K: Ord, V>(v: &[(K, V)], k: &K) -> Result<usize, usize> {
     v.binary_search_by(|(x, _)| x.cmp(k))
@@ -194,10 +197,12 @@ pub struct Boards {
     nonce: String,
     /// The rows, sorted by their [`RowKey`].
     rows: Vec<(RowKey, Board)>,
-    /// The newest signed seq heard per (id, run, source address), sorted: an agent counts
-    /// each socket's datagrams on its own (one per interface and family), in the order it
-    /// sends them. A copy re-sent from another address already fails `verify`.
-    seqs: Vec<((String, String, IpAddr), u64)>,
+    /// The newest signed seq heard per (id, run, source address), and when, sorted: an
+    /// agent counts each socket's datagrams on its own (one per interface and family), in
+    /// the order it sends them. A copy re-sent from another address already fails
+    /// `verify`. Kept as long as a silent board's row ([`SCAN_FORGET_SECS`]), also after
+    /// its run was replaced: a copy of an earlier run's datagram is then still a copy.
+    seqs: Vec<(RunAt, (u64, Instant))>,
     /// Ids already warned about as clones (one warning per id per run of scan), sorted.
     warned: Vec<String>,
     /// Datagrams of boards past [`SCAN_BOARDS_MAX`] rows, ignored; and how many of them
@@ -224,13 +229,8 @@ impl Boards {
         let forget = Duration::from_secs(SCAN_FORGET_SECS);
         self.rows
             .retain(|(_, r)| now.saturating_duration_since(r.heard) < forget);
-        // The seqs of a run no row shows any more (a board restarted, or forgotten).
-        let rows = &self.rows;
-        self.seqs.retain(|((id, run, source), _)| {
-            rows.iter().any(|(_, r)| {
-                r.id == *id && r.run.as_deref().unwrap_or("") == run && r.source == *source
-            })
-        });
+        self.seqs
+            .retain(|(_, (_, heard))| now.saturating_duration_since(*heard) < forget);
     }
 
     /// A warning when datagrams of boards beyond [`SCAN_BOARDS_MAX`] were ignored since
@@ -250,13 +250,13 @@ impl Boards {
     fn seen_before(&mut self, b: &Board, run: &str) -> bool {
         let k = (b.id.clone(), run.to_string(), b.source);
         match find(&self.seqs, &k) {
-            Ok(i) if b.seq <= self.seqs[i].1 => true,
+            Ok(i) if b.seq <= self.seqs[i].1 .0 => true,
             Ok(i) => {
-                self.seqs[i].1 = b.seq;
+                self.seqs[i].1 = (b.seq, b.heard);
                 false
             }
             Err(i) => {
-                self.seqs.insert(i, (k, b.seq));
+                self.seqs.insert(i, (k, (b.seq, b.heard)));
                 false
             }
         }
@@ -1654,5 +1654,32 @@ mod tests {
         hear(&mut bs, "c", 0, false, false, Some("n"));
         assert!(bs.mark_clones().is_empty());
         assert_eq!(bs.shown(false).len(), 1);
+    }
+
+    /// `--watch` keeps one nonce: a probe answer of a run that has since restarted, re-sent
+    /// later in the same watch, is a copy (the seq memory outlives the replaced run's row).
+    #[test]
+    fn in_a_watch_an_earlier_runs_answer_stays_a_copy_after_a_restart() {
+        let now = Instant::now();
+        let key = FleetKey::parse(b"the fleet key, long enough").unwrap();
+        let k = Some(&key);
+        let a = [10, 0, 0, 1];
+        let mut bs = Boards::new(Some(key.clone()), "w".into());
+        let captured = datagram_as("id", "b", a, 5, k, false, Some("w"));
+        bs.ingest(&captured, from(a), now);
+        bs.ingest(&datagram_as("id", "b", a, 6, k, true, None), from(a), now);
+        bs.ingest(
+            &datagram_as("id", "c", a, 0, k, false, Some("w")),
+            from(a),
+            now,
+        );
+        bs.forget(now + Duration::from_secs(2));
+        bs.ingest(&captured, from(a), now + Duration::from_secs(3));
+        let rows = bs.shown(false);
+        assert_eq!((rows.len(), rows[0].run.as_deref()), (1, Some("c")));
+        assert!(bs.hidden(false).unwrap().contains("1 replayed"));
+        // Silent for SCAN_FORGET_SECS, a run is forgotten with its row.
+        bs.forget(now + Duration::from_secs(SCAN_FORGET_SECS + 10));
+        assert!(bs.shown(true).is_empty() && bs.seqs.is_empty());
     }
 }
