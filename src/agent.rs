@@ -218,6 +218,11 @@ const E_DENIED: Error = Error::new(
     ErrCode::Denied,
     "authenticate first (AUTH, then AUTH <hmac of the nonce>)",
 );
+/// Over TCP without `--token-file`: no AUTH can succeed, so none is offered.
+const E_READ_ONLY: Error = Error::new(
+    ErrCode::Denied,
+    "read-only over TCP: this agent has no --token-file (change it over its Unix socket)",
+);
 const E_AUTH: Error = Error::new(ErrCode::Denied, "bad token");
 const E_AUTH_WRONG: Error = Error::new(ErrCode::Denied, "wrong answer to the challenge");
 const E_AUTH_NO_NONCE: Error = Error::new(
@@ -318,7 +323,17 @@ impl Agent {
                 let _ = write_pong(out);
                 (Ok(()), Outcome::Continue)
             }
-            Ok(r) if r.mutates() && !session.may_mutate() => (Err(E_DENIED), Outcome::Continue),
+            Ok(r) if r.mutates() && !session.may_mutate() => {
+                let e = if self.token.is_some() {
+                    E_DENIED
+                } else {
+                    E_READ_ONLY
+                };
+                (Err(e), Outcome::Continue)
+            }
+            Ok(Request::Auth(_)) if self.token.is_none() && !session.may_mutate() => {
+                (Err(E_READ_ONLY), Outcome::Continue)
+            }
             Ok(r) => self.answer(now, session, r, env, out),
         };
         if res.is_ok() && !out.overflowed() {
@@ -960,8 +975,15 @@ mod tests {
         let mut a = agent(t, false);
         let mut env = FakeEnv::default();
         let mut s = Session::new(Transport::Tcp);
-        let (_, ans) = challenge(&mut a, t, &mut s, b"", &mut env);
-        assert!(run(&mut a, t, &mut s, &ans, &mut env).starts_with("ERR denied wrong answer"));
+        // Without a token no challenge is offered, and no answer (nor the empty token) is
+        // taken; a mutating request says why, and none of it counts as a failed AUTH.
+        let read_only = "ERR denied read-only over TCP: this agent has no --token-file";
+        for line in ["AUTH", "AUTH ", "AUTH 00", "SET k v"] {
+            let r = run(&mut a, t, &mut s, line, &mut env);
+            assert!(r.starts_with(read_only), "{line}: {r}");
+        }
+        assert!(s.challenge.is_none() && !s.authed);
+        assert_eq!(a.stats.auth_failures, 0);
         a.set_token(Some(b"s3cret"));
         env.no_random = true;
         let r = run(&mut a, t, &mut s, "AUTH", &mut env);

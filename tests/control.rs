@@ -392,6 +392,24 @@ fn tcp_is_read_only_until_auth_and_unix_is_not() {
     assert_eq!(t.req("DEL a"), "OK");
 }
 
+/// Without `--token-file` no AUTH can succeed over TCP: the agent says so rather than
+/// offering a challenge no answer meets, and `tether ctl` exits 77 with that line.
+#[test]
+fn without_a_token_file_tcp_says_it_is_read_only() {
+    let a = Agent::start(&[]);
+    let mut t = a.tcp();
+    let read_only = "ERR denied read-only over TCP: this agent has no --token-file";
+    for cmd in ["SET a b", "AUTH", "AUTH 0123"] {
+        let r = t.req(cmd);
+        assert!(r.starts_with(read_only), "{cmd}: {r}");
+    }
+    assert_eq!(a.stats()["auth_failures"], 0);
+    let (code, out, _) = a.ctl_tcp(&["SET", "a", "b"]);
+    assert_eq!(code, 77);
+    assert!(out.starts_with(read_only), "{out}");
+    assert_eq!(a.unix().req("SET a b"), "OK");
+}
+
 #[test]
 fn wrong_token_is_denied_and_slowed() {
     let (a, _tf) = token_agent("s3cret\n", &[]);
@@ -453,7 +471,11 @@ fn sighup_rereads_the_token_file() {
     std::fs::write(&tf, "").unwrap();
     a.signal(1);
     std::thread::sleep(Duration::from_millis(200));
-    assert!(a.tcp().auth("new-token").starts_with("ERR "), "AUTH off");
+    let r = a.tcp().req("AUTH");
+    assert!(
+        r.starts_with("ERR denied read-only over TCP"),
+        "AUTH off: {r}"
+    );
     assert_eq!(a.stats()["allocs_since_ready"], 0);
 }
 
