@@ -50,6 +50,9 @@ pub struct Board {
     pub run: Option<String>,
     pub bye: bool,
     pub heard: Instant,
+    /// When the row was first heard: two runs of one id are clones only while both are
+    /// heard ([`Boards::mark_clones`]), not one after the other (a restart).
+    pub first_heard: Instant,
     pub trust: Trust,
     /// Another board (another run, another address) carries the same id: a clone.
     pub dup_id: bool,
@@ -117,6 +120,7 @@ pub fn decode(d: &[u8], from: SocketAddr, now: Instant) -> Option<Board> {
         run: None,
         bye: false,
         heard: now,
+        first_heard: now,
         trust: Trust::Unchecked,
         dup_id: false,
         answered: false,
@@ -352,6 +356,7 @@ impl Boards {
                 b.source = old.source;
             }
             b.answered |= old.answered;
+            b.first_heard = old.first_heard;
         }
         match at {
             Ok(i) => self.rows[i].1 = b,
@@ -387,7 +392,9 @@ impl Boards {
     /// warned about before, sorted.
     pub fn mark_clones(&mut self) -> Vec<String> {
         // A clone: two believable rows of one id and one trust class whose runs and
-        // addresses both differ (so an unsigned sender cannot make a signed board a clone).
+        // addresses both differ (so an unsigned sender cannot make a signed board a clone),
+        // each heard after the other was first heard: alive at once, where a restart at a
+        // new address (another link, another family) is heard only after the old run.
         let claims = |r: &Board| believable(r.trust) && r.run.is_some();
         let rows = &self.rows;
         let dup: Vec<bool> = rows
@@ -400,6 +407,8 @@ impl Boards {
                             && o.id == r.id
                             && o.run != r.run
                             && !heard_at_one_address(o, r)
+                            && o.heard >= r.first_heard
+                            && r.heard >= o.first_heard
                     })
             })
             .collect();
@@ -1681,5 +1690,34 @@ mod tests {
         // Silent for SCAN_FORGET_SECS, a run is forgotten with its row.
         bs.forget(now + Duration::from_secs(SCAN_FORGET_SECS + 10));
         assert!(bs.shown(true).is_empty() && bs.seqs.is_empty());
+    }
+
+    /// A run heard only after another run of its id went quiet, at an address the old one
+    /// was never heard at (a restart onto another link or family), is not a clone; heard
+    /// while the old run still is, it is.
+    #[test]
+    fn a_restart_at_a_new_address_is_not_a_clone_two_live_runs_are() {
+        let t = Instant::now();
+        let (a, b) = ([10, 0, 0, 1], [10, 0, 1, 1]);
+        let mut bs = Boards::new(None, "n".into());
+        bs.ingest(&datagram("id", "old", a, 1, None), from(a), t);
+        bs.ingest(
+            &datagram("id", "old", a, 2, None),
+            from(a),
+            t + Duration::from_secs(1),
+        );
+        bs.ingest(
+            &datagram("id", "new", b, 0, None),
+            from(b),
+            t + Duration::from_secs(2),
+        );
+        assert!(bs.mark_clones().is_empty(), "one run after the other");
+        assert!(bs.shown(true).iter().all(|r| !r.dup_id));
+        bs.ingest(
+            &datagram("id", "old", a, 3, None),
+            from(a),
+            t + Duration::from_secs(3),
+        );
+        assert_eq!(bs.mark_clones(), vec!["id".to_string()], "both alive");
     }
 }
