@@ -275,9 +275,7 @@ impl Boards {
     fn stale_run(&self, b: &Board) -> bool {
         self.rows.iter().any(|(k, r)| {
             k.0 == Trust::Signed
-                && r.id == b.id
-                && r.run != b.run
-                && heard_at_one_address(r, b)
+                && another_run_of_one_board(r, b)
                 && (b.bye || (r.answered && !r.bye && !b.answered))
         })
     }
@@ -307,9 +305,12 @@ impl Boards {
             // A run that answers this scan's probe is current: its datagrams held back as
             // stale before (a restart after a crash, heard before the next probe) were not.
             self.rows.retain(|(k, r)| {
-                let restart = k.0 == b.trust && r.run != b.run;
-                let held_back = b.answered && k.0 == Trust::Replayed && r.run == b.run;
-                !((restart || held_back) && r.id == b.id && heard_at_one_address(r, &b))
+                let restart = k.0 == b.trust && another_run_of_one_board(r, &b);
+                let held_back = b.answered
+                    && k.0 == Trust::Replayed
+                    && (r.id == b.id && r.run == b.run)
+                    && heard_at_one_address(r, &b);
+                !(restart || held_back)
             });
         }
         let mut k = (
@@ -364,16 +365,16 @@ impl Boards {
                 // Full: a signed board takes the place of a row the key did not confirm
                 // (forged and replayed ones first, then unsigned; the one heard longest
                 // ago), so a flood of made-up ids never keeps a fleet's boards out.
-                let victim = (k.0 == Trust::Signed)
-                    .then(|| {
-                        self.rows
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, (rk, _))| rk.0 != Trust::Signed)
-                            .min_by_key(|(_, (rk, r))| (rk.0 == Trust::Unsigned, r.heard))
-                            .map(|(i, _)| i)
-                    })
-                    .flatten();
+                let victim = match k.0 {
+                    Trust::Signed => self
+                        .rows
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, (rk, _))| rk.0 != Trust::Signed)
+                        .min_by_key(|(_, (rk, r))| (rk.0 == Trust::Unsigned, r.heard))
+                        .map(|(i, _)| i),
+                    _ => None,
+                };
                 match victim {
                     Some(v) => {
                         self.rows.remove(v);
@@ -482,6 +483,12 @@ fn sorted(rows: Vec<&Board>, cmp: fn(&Board, &Board) -> std::cmp::Ordering) -> V
 /// another board, at none of them.
 fn heard_at_one_address(a: &Board, b: &Board) -> bool {
     a.source == b.source || a.addrs.iter().any(|x| b.addrs.contains(x))
+}
+
+/// Whether `a` is another run of `b`'s board: its id, another run, heard at an address in
+/// common (a restart, in either order).
+fn another_run_of_one_board(a: &Board, b: &Board) -> bool {
+    a.id == b.id && a.run != b.run && heard_at_one_address(a, b)
 }
 
 /// Rows whose id can be taken at its word for clone detection.
@@ -1219,6 +1226,11 @@ mod tests {
         SocketAddr::from((a, 4546))
     }
 
+    /// The fleet's key in these tests (a forger's is made apart, where one is needed).
+    fn fleet_key() -> FleetKey {
+        FleetKey::parse(b"the fleet key, long enough").unwrap()
+    }
+
     #[test]
     fn rows_are_per_board_clones_are_flagged_once() {
         let now = Instant::now();
@@ -1377,7 +1389,7 @@ mod tests {
     #[test]
     fn with_a_key_only_signed_rows_show_and_forgers_stay_apart() {
         let now = Instant::now();
-        let key = FleetKey::parse(b"the fleet key, long enough").unwrap();
+        let key = fleet_key();
         let bad = FleetKey::parse(b"a forger's guess at the key").unwrap();
         let mut bs = Boards::new(Some(key.clone()), "n".into());
         let (a, f) = ([10, 0, 0, 1], [10, 0, 0, 66]);
@@ -1467,7 +1479,7 @@ mod tests {
     #[test]
     fn with_a_key_only_rows_of_one_trust_class_are_clones() {
         let now = Instant::now();
-        let key = FleetKey::parse(b"the fleet key, long enough").unwrap();
+        let key = fleet_key();
         let mut bs = Boards::new(Some(key.clone()), "n".into());
         let (a, b, c, d) = ([10, 0, 0, 1], [10, 0, 0, 2], [10, 0, 0, 3], [10, 0, 0, 4]);
         bs.ingest(&datagram("id1", "r1", a, 1, Some(&key)), from(a), now);
@@ -1491,7 +1503,7 @@ mod tests {
     #[test]
     fn forged_rows_never_keep_a_signed_board_out() {
         let now = Instant::now();
-        let key = FleetKey::parse(b"the fleet key, long enough").unwrap();
+        let key = fleet_key();
         let bad = FleetKey::parse(b"a forger's guess at the key").unwrap();
         let mut bs = Boards::new(Some(key.clone()), "n".into());
         let f = [10, 9, 0, 66];
@@ -1522,7 +1534,7 @@ mod tests {
     #[test]
     fn an_earlier_runs_datagram_does_not_replace_the_current_run() {
         let now = Instant::now();
-        let key = FleetKey::parse(b"the fleet key, long enough").unwrap();
+        let key = fleet_key();
         let k = Some(&key);
         let a = [10, 0, 0, 1];
         let mut bs = Boards::new(Some(key.clone()), "n1".into());
@@ -1631,7 +1643,7 @@ mod tests {
     #[test]
     fn a_board_heard_at_two_addresses_restarts_as_one_board() {
         let now = Instant::now();
-        let key = FleetKey::parse(b"the fleet key, long enough").unwrap();
+        let key = fleet_key();
         let k = Some(&key);
         let v4 = [10, 0, 0, 1];
         let ll: std::net::Ipv6Addr = "fe80::1".parse().unwrap();
@@ -1670,7 +1682,7 @@ mod tests {
     #[test]
     fn in_a_watch_an_earlier_runs_answer_stays_a_copy_after_a_restart() {
         let now = Instant::now();
-        let key = FleetKey::parse(b"the fleet key, long enough").unwrap();
+        let key = fleet_key();
         let k = Some(&key);
         let a = [10, 0, 0, 1];
         let mut bs = Boards::new(Some(key.clone()), "w".into());

@@ -146,8 +146,21 @@ fn field<'a>(rows: &'a [Value], k: &str) -> Vec<&'a str> {
     rows.iter().map(|r| r[k].as_str().unwrap_or("?")).collect()
 }
 
-/// Captures one beacon sent by each of `from` (in namespace `ns`, port 4546).
+/// Captures one beacon sent by each of `from` (in namespace `ns`, port 4546), not a probe
+/// answer.
 fn capture(ns: &str, from: Vec<Ipv4Addr>) -> Vec<Vec<u8>> {
+    capture_where(ns, from, |d| !d.windows(7).any(|w| w == b"\"nonce\""))
+        .join()
+        .unwrap()
+}
+
+/// Listens in namespace `ns` (port 4546), on a thread of its own, for one datagram from
+/// each of `from` that `pick` takes; the thread returns them.
+fn capture_where(
+    ns: &str,
+    from: Vec<Ipv4Addr>,
+    pick: fn(&[u8]) -> bool,
+) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
     in_ns(ns, move || {
         let s = UdpSocket::bind("0.0.0.0:4546").unwrap();
         s.set_read_timeout(Some(Duration::from_millis(200)))
@@ -159,7 +172,7 @@ fn capture(ns: &str, from: Vec<Ipv4Addr>) -> Vec<Vec<u8>> {
             if let Ok((n, src)) = s.recv_from(&mut buf) {
                 let d = &buf[..n];
                 if let Some(i) = from.iter().position(|a| src.ip() == *a) {
-                    if d.starts_with(b"{") && !d.windows(7).any(|w| w == b"\"nonce\"") {
+                    if d.starts_with(b"{") && pick(d) {
                         got[i] = Some(d.to_vec());
                     }
                 }
@@ -169,8 +182,6 @@ fn capture(ns: &str, from: Vec<Ipv4Addr>) -> Vec<Vec<u8>> {
             .map(|g| g.expect("a beacon from every board"))
             .collect()
     })
-    .join()
-    .unwrap()
 }
 
 /// Checks the README's rule: the tag is `,"sig":"<64 hex>"` before the final `}` and is
@@ -599,26 +610,13 @@ fn a_restarted_boards_old_goodbye_re_sent_from_its_address_is_replayed() {
     // Capture the goodbye board 1 says when it stops.
     let first = lan.board(1, &mid, &["--fleet-key", key]);
     let id = status_id(&first);
-    let capture_bye = in_ns(&forger, move || {
-        let s = UdpSocket::bind("0.0.0.0:4546").unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        let end = Instant::now() + slack(Duration::from_secs(8));
-        let mut buf = [0u8; 2048];
-        while Instant::now() < end {
-            if let Ok((n, src)) = s.recv_from(&mut buf) {
-                let d = &buf[..n];
-                if src.ip() == board_ip && d.windows(10).any(|w| w == b"\"bye\":true") {
-                    return d.to_vec();
-                }
-            }
-        }
-        panic!("no goodbye from the board");
+    let capture_bye = capture_where(&forger, vec![board_ip], |d| {
+        d.windows(10).any(|w| w == b"\"bye\":true")
     });
     std::thread::sleep(Duration::from_millis(500));
     let (status, _) = first.stop();
     assert_eq!(status.code(), Some(0));
-    let bye = capture_bye.join().unwrap();
+    let bye = capture_bye.join().unwrap().remove(0);
     // The board runs again: the same id, a new run; beaconing once a minute, so within a
     // scan it is heard only in its answers to the scan's probes (the last by ~0.9 s).
     let board = lan.board(1, &mid, &["--fleet-key", key, "--interval", "60"]);
