@@ -115,6 +115,11 @@ pub const NONCE_MAX: usize = 64;
 /// `tether scan`: rows it keeps, at most (a LAN flooded with made-up ids cannot grow it
 /// without bound; datagrams of further boards are counted and said in one warning).
 pub const SCAN_BOARDS_MAX: usize = 1024;
+/// `tether scan --fleet-key`: signed (id, run, address) seq entries it remembers, at most:
+/// four per row (a board's IPv4 and IPv6 addresses, a restart or two within
+/// [`SCAN_FORGET_SECS`]). Only the key's holders add them; when full, the one heard
+/// longest ago goes (a copy of that run is then judged by the other rules).
+pub const SCAN_SEQS_MAX: usize = 4 * SCAN_BOARDS_MAX;
 /// `tether scan --watch`: a board silent this long is dropped from the listing (the
 /// service runs for months; boards are re-imaged, renumbered, retired).
 pub const SCAN_FORGET_SECS: u64 = 600;

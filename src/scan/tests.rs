@@ -1,0 +1,693 @@
+//! Unit tests of `tether scan`: the board table, what it prints, the target file.
+
+use super::render::human_secs;
+use super::*;
+use crate::limits::{SCAN_BOARDS_MAX, SCAN_FORGET_SECS, SCAN_SEQS_MAX};
+use crate::proto::beacon::{self, FleetKey, Trust};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+#[test]
+fn prometheus_sd_lists_up_boards_with_metrics_by_id() {
+    let now = Instant::now();
+    // Boards as `decode` makes them from what agents send.
+    let board = |id: &str, metrics: Option<u16>, bye: bool, age: u64| {
+        let m = metrics
+            .map(|p| format!(",\"metrics\":{p}"))
+            .unwrap_or_default();
+        let d = format!(
+            "{{\"tether\":1,\"id\":\"{id}\",\"host\":\"h-{id}\\\"\",\"addr\":\"10.0.0.1\",\"port\":4545{m},\"bye\":{bye}}}"
+        );
+        let from = SocketAddr::from(([10, 0, 0, 1], 4546));
+        decode(d.as_bytes(), from, now - Duration::from_secs(age)).unwrap()
+    };
+    let mut m = BTreeMap::new();
+    for b in [
+        board("bb", Some(9545), false, 0),
+        board("aa", Some(9100), false, 1),
+        board("cc", None, false, 0),
+        board("dd", Some(9545), true, 0),
+        board("ee", Some(9545), false, 60),
+    ] {
+        m.insert(b.id.clone(), b);
+    }
+    let sd = prometheus_sd(m.values().rev(), now, Duration::from_secs(15));
+    assert_eq!(
+        sd,
+        "[{\"targets\":[\"10.0.0.1:9100\"],\"labels\":{\"tether_id\":\"aa\",\"tether_host\":\"h-aa\\\"\"}},\
+         {\"targets\":[\"10.0.0.1:9545\"],\"labels\":{\"tether_id\":\"bb\",\"tether_host\":\"h-bb\\\"\"}}]"
+    );
+    assert_eq!(prometheus_sd([], now, Duration::from_secs(15)), "[]");
+}
+
+#[test]
+fn atomic_write_is_0644_and_leaves_no_temp_file() {
+    let d = std::env::temp_dir().join(format!("tether-sd-unit-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let p = d.join("tether.json");
+    write_atomic(&p, "[]").unwrap();
+    write_atomic(&p, "[1]").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), "[1]");
+    assert_eq!(
+        std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+    assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
+    assert!(write_atomic(&d.join("no/such/dir.json"), "[]").is_err());
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn decodes_what_the_agent_encodes() {
+    let f = beacon::Fields {
+        id: "00aa",
+        host: "pi",
+        addr: None,
+        iface: "wlan0",
+        port: 4545,
+        seq: 3,
+        run: Some("0123456789abcdef"),
+        uptime: 90000,
+        load: 1.5,
+        mem_avail_kb: 1,
+        temp_c: None,
+        metrics: Some(9545),
+        bye: true,
+        nonce: None,
+    };
+    let mut out = [0u8; 512];
+    let facts = [(b"a".as_slice(), b"1".as_slice()), (b"b", b"2")];
+    let n = beacon::encode(&mut out, 512, &f, facts.iter().copied()).unwrap();
+    let from = SocketAddr::from(([10, 0, 0, 9], 4546));
+    let b = decode(&out[..n], from, Instant::now()).unwrap();
+    assert_eq!(
+        (b.id.as_str(), b.host.as_str(), b.addr.as_str()),
+        ("00aa", "pi", "10.0.0.9")
+    );
+    assert_eq!(
+        (b.port, b.uptime, b.facts, b.seq, b.bye),
+        (4545, 90000, 2, 3, true)
+    );
+    assert_eq!(b.metrics, Some(9545));
+    assert!(decode(b"{\"tether\":2,\"id\":\"x\"}", from, Instant::now()).is_none());
+    assert!(decode(b"garbage", from, Instant::now()).is_none());
+    assert_eq!(human_secs(90000), "1d01h");
+}
+
+fn datagram(id: &str, run: &str, addr: [u8; 4], seq: u64, key: Option<&FleetKey>) -> Vec<u8> {
+    datagram_as(id, run, addr, seq, key, false, None)
+}
+
+/// A datagram as an agent sends it: a goodbye or not, answering a probe's nonce or not.
+fn datagram_as(
+    id: &str,
+    run: &str,
+    addr: impl Into<IpAddr>,
+    seq: u64,
+    key: Option<&FleetKey>,
+    bye: bool,
+    nonce: Option<&str>,
+) -> Vec<u8> {
+    let f = beacon::Fields {
+        id,
+        host: "pi",
+        addr: Some(addr.into()),
+        iface: "eth0",
+        port: 4545,
+        seq,
+        run: Some(run),
+        uptime: 1,
+        load: 0.0,
+        mem_avail_kb: 1,
+        temp_c: None,
+        metrics: None,
+        bye,
+        nonce: nonce.map(str::as_bytes),
+    };
+    let mut out = [0u8; 512];
+    let n = beacon::encode_signed(&mut out, 512, &f, std::iter::empty(), key).unwrap();
+    out[..n].to_vec()
+}
+
+fn from(a: [u8; 4]) -> SocketAddr {
+    SocketAddr::from((a, 4546))
+}
+
+/// The fleet's key in these tests (a forger's is made apart, where one is needed).
+fn fleet_key() -> FleetKey {
+    FleetKey::parse(b"the fleet key, long enough").unwrap()
+}
+
+#[test]
+fn rows_are_per_board_clones_are_flagged_once() {
+    let now = Instant::now();
+    let mut bs = Boards::new(None, "n".into());
+    let (a, b) = ([10, 0, 0, 1], [10, 0, 0, 2]);
+    bs.ingest(&datagram("id1", "run-a", a, 1, None), from(a), now);
+    bs.ingest(&datagram("id1", "run-a", a, 2, None), from(a), now);
+    // The same run from a second address: one multi-homed board.
+    bs.ingest(&datagram("id1", "run-a", b, 3, None), from(b), now);
+    assert_eq!(bs.shown(false).len(), 1);
+    assert!(bs.mark_clones().is_empty());
+    // Another run at another address: a clone; both rows, warned once.
+    let c = [10, 0, 0, 3];
+    bs.ingest(&datagram("id1", "run-b", c, 1, None), from(c), now);
+    assert_eq!(bs.mark_clones(), vec!["id1".to_string()]);
+    assert!(bs.mark_clones().is_empty(), "one warning per id");
+    let rows = bs.shown(false);
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r.dup_id && r.trust == Trust::Unchecked));
+    let j = to_json(&rows, now, Duration::from_secs(15));
+    assert!(j.contains("\"trust\":\"unchecked\",\"dup_id\":true"), "{j}");
+    // A restart at the same address replaces the old run's row.
+    let mut bs = Boards::new(None, "n".into());
+    bs.ingest(&datagram("id2", "old", a, 9, None), from(a), now);
+    bs.ingest(&datagram("id2", "new", a, 0, None), from(a), now);
+    assert!(bs.mark_clones().is_empty());
+    assert_eq!(bs.shown(false).len(), 1);
+}
+
+/// A datagram of `head`, `fill` repeated to 512 bytes, `tail` (as a forger sends it).
+fn filled(head: &[u8], fill: u8, tail: &[u8]) -> Vec<u8> {
+    let mut d = head.to_vec();
+    d.resize(512 - tail.len(), fill);
+    d.extend_from_slice(tail);
+    d
+}
+
+#[test]
+fn scan_json_is_valid_however_much_the_strings_escape() {
+    let now = Instant::now();
+    let (head, tail) = (
+        b"{\"tether\":1,\"id\":\"f0f0\",\"host\":\"".as_slice(),
+        b"\",\"addr\":\"10.9.0.66\",\"port\":4545,\"seq\":1,\"run\":\"00aa\"}".as_slice(),
+    );
+    let n = 512 - head.len() - tail.len();
+    // Raw control bytes (6 bytes each once escaped) and bytes that are not UTF-8.
+    for (fill, host) in [(1u8, "\u{1}"), (0xff, "\u{fffd}")] {
+        let mut b = decode(&filled(head, fill, tail), from([10, 9, 0, 66]), now).unwrap();
+        assert_eq!(b.host, host.repeat(n));
+        let rows = [&b];
+        let v: serde_json::Value =
+            serde_json::from_str(&to_json(&rows, now, Duration::from_secs(15))).unwrap();
+        assert_eq!(v[0]["host"], host.repeat(n));
+        assert_eq!(
+            (v[0]["id"].as_str(), v[0]["port"].as_u64()),
+            (Some("f0f0"), Some(4545))
+        );
+        // Far longer than any datagram: still whole.
+        b.id = "\u{7f}\u{1b}".repeat(2000);
+        b.run = Some("\u{fffd}\"\\".repeat(2000));
+        let rows = [&b, &b];
+        let v: serde_json::Value =
+            serde_json::from_str(&to_json(&rows, now, Duration::from_secs(15))).unwrap();
+        assert_eq!(v[1]["id"], b.id.as_str());
+        assert_eq!(v[1]["run"], b.run.as_deref().unwrap());
+        assert_eq!(v[1]["host"], host.repeat(n));
+        // The file_sd file too: such a board is listed, not left out.
+        b.metrics = Some(9100);
+        let sd = prometheus_sd([&b], now, Duration::from_secs(15));
+        let v: serde_json::Value = serde_json::from_str(&sd).unwrap();
+        assert_eq!(v[0]["labels"]["tether_id"], b.id.as_str());
+        assert_eq!(v[0]["labels"]["tether_host"], host.repeat(n));
+    }
+}
+
+#[test]
+fn only_whole_beacons_with_a_port_are_boards() {
+    let (now, a) = (Instant::now(), from([10, 0, 0, 1]));
+    let d = datagram(
+        "c0ffee00c0ffee00",
+        "1111111111111111",
+        [10, 0, 0, 1],
+        7,
+        None,
+    );
+    assert_eq!(decode(&d, a, now).unwrap().port, 4545);
+    let mut spaced = d.clone();
+    spaced.extend_from_slice(b" \r\n");
+    assert!(
+        decode(&spaced, a, now).is_some(),
+        "trailing whitespace is allowed"
+    );
+    // A real beacon cut anywhere (at 100 bytes the reviewer's case) is not a board.
+    for k in 0..d.len() {
+        assert!(decode(&d[..k], a, now).is_none(), "{k}");
+    }
+    for bad in [
+        b"{\"tether\":1,\"id\":\"badfacts00000000\",\"host\":\"brokenfacts\",\"facts\":{{{{"
+            .as_slice(),
+        b"{\"tether\":1,\"id\":\"garbageafterid00\"XXXXXXXXXXXXXXX",
+        b"{\"tether\":1,\"id\":\"x\",\"port\":4545,}",
+        b"{\"tether\":1,\"id\":\"x\",\"port\":4545,\"a\":1 junk 4545}",
+        b"{\"tether\":1,\"id\":\"x\",\"port\":4545}}",
+        b"{\"tether\":1,\"id\":\"x\",\"port\":4545} x",
+        b"{\"tether\":1,\"id\":\"x\",\"host\":\"no port\"}",
+        b"{\"tether\":1,\"id\":\"x\",\"port\":0}",
+        b"{\"tether\":1,\"id\":\"x\",\"port\":65536}",
+    ] {
+        let shown = String::from_utf8_lossy(bad);
+        assert!(decode(bad, a, now).is_none(), "{shown}");
+    }
+    let mut bs = Boards::new(None, "n".into());
+    bs.ingest(&d[..100], a, now);
+    assert!(bs.shown(true).is_empty());
+}
+
+#[test]
+fn the_table_shows_control_characters_as_question_marks() {
+    let (now, a) = (Instant::now(), from([10, 9, 0, 66]));
+    let sent = |id: &str, host: &[u8], addr: &str| {
+        let mut d = format!("{{\"tether\":1,\"id\":\"{id}\",\"host\":\"").into_bytes();
+        d.extend_from_slice(host);
+        d.extend_from_slice(format!("\",\"addr\":\"{addr}\",\"port\":4545}}").as_bytes());
+        decode(&d, a, now).unwrap()
+    };
+    let esc = sent("f3", b"x\x1b[2J\x1b]0;pwned\x07", "10.9.0.66");
+    let row = sent(
+        "f2",
+        b"evil\nf9dc1469d10fd16e pi-kitchen 192.168.1.23 4545",
+        "1\\u009b0",
+    );
+    let kind = sent(
+        "a\\u007fb\\u0085",
+        "pi-k\u{fc}che-\u{1f600}".as_bytes(),
+        "10.9.0.67",
+    );
+    let t = table(&[&esc, &row, &kind], now, Duration::from_secs(15), false);
+    let lines: Vec<&str> = t.lines().collect();
+    assert_eq!(lines.len(), 4, "a header and one line per board: {t}");
+    let controls = t.chars().filter(|c| c.is_control());
+    assert!(controls.eq(['\n'; 4]), "only the line ends: {t:?}");
+    assert!(lines[1].starts_with("f3               x?[2J?]0;pwned?      10.9.0.66 "));
+    assert!(lines[2].starts_with("f2               evil?f9dc1469d10fd16e pi-kitchen"));
+    // An `addr` that is not an IP address is not shown: the source address is.
+    assert!(lines[2].contains(" 10.9.0.66 "), "{t}");
+    assert!(
+        lines[3].starts_with("a?b?             pi-k\u{fc}che-\u{1f600} "),
+        "{t}"
+    );
+    assert_eq!(
+        clone_warning("a\u{1b}]0;x\u{7}").split_whitespace().nth(2),
+        Some("a?]0;x?")
+    );
+}
+
+#[test]
+fn with_a_key_only_signed_rows_show_and_forgers_stay_apart() {
+    let now = Instant::now();
+    let key = fleet_key();
+    let bad = FleetKey::parse(b"a forger's guess at the key").unwrap();
+    let mut bs = Boards::new(Some(key.clone()), "n".into());
+    let (a, f) = ([10, 0, 0, 1], [10, 0, 0, 66]);
+    let genuine = datagram("id1", "r", a, 1, Some(&key));
+    bs.ingest(&genuine, from(a), now);
+    // Forged (wrong key) and replayed (re-sent from elsewhere, or the same seq again).
+    bs.ingest(&datagram("id1", "r", a, 2, Some(&bad)), from(f), now);
+    bs.ingest(&genuine, from(f), now);
+    bs.ingest(&genuine, from(a), now);
+    bs.ingest(&datagram("id9", "q", f, 1, None), from(f), now);
+    assert!(bs.mark_clones().is_empty());
+    let shown = bs.shown(false);
+    assert_eq!(shown.len(), 1);
+    assert_eq!(shown[0].trust, Trust::Signed);
+    let all: Vec<&str> = bs.shown(true).iter().map(|r| r.trust.as_str()).collect();
+    // One replayed row per source: the re-sent copy elsewhere, the repeat at home.
+    assert_eq!(all.len(), 5, "{all:?}");
+    for t in ["signed", "forged", "replayed", "unsigned"] {
+        assert!(all.contains(&t), "{all:?}");
+    }
+    assert_eq!(
+        bs.hidden(false).as_deref(),
+        Some("hidden: 1 unsigned, 1 forged, 2 replayed (--all shows them)")
+    );
+    assert_eq!(bs.hidden(true), None);
+    let t = table(&bs.shown(true), now, Duration::from_secs(15), true);
+    assert!(t.lines().next().unwrap().ends_with(" TRUST"), "{t}");
+}
+
+#[test]
+fn unbelievable_readings_are_unknown_and_the_json_stays_valid() {
+    let now = Instant::now();
+    let beacon = |load: &str, temp: &str| {
+        let d = format!(
+            "{{\"tether\":1,\"id\":\"x\",\"port\":4545,\"load\":{load},\"temp_c\":{temp}}}"
+        );
+        decode(d.as_bytes(), from([10, 9, 0, 1]), now).unwrap()
+    };
+    for (load, temp) in [
+        ("1e999", "-1e999"),
+        ("1e300", "1e300"),
+        ("-1", "-300"),
+        ("NaN", "inf"),
+    ] {
+        let b = beacon(load, temp);
+        assert_eq!((b.load, b.temp_c), (None, None), "{load} {temp}");
+        let j = to_json(&[&b], now, Duration::from_secs(15));
+        assert!(
+            j.contains("\"load\":null,") && j.contains("\"temp_c\":null,"),
+            "{j}"
+        );
+        let t = table(&[&b], now, Duration::from_secs(15), false);
+        assert!(t.lines().nth(1).is_some_and(|l| l.len() < 120), "{t}");
+    }
+    let b = beacon("0.25", "48.3");
+    assert_eq!((b.load, b.temp_c), (Some(0.25), Some(48.3)));
+}
+
+#[test]
+fn a_flood_of_made_up_ids_fills_a_bounded_table_and_is_said_once() {
+    let now = Instant::now();
+    let mut bs = Boards::new(None, "n".into());
+    for i in 0..SCAN_BOARDS_MAX + 10 {
+        bs.ingest(
+            &datagram(&format!("{i:016x}"), "r", [10, 9, 0, 1], 1, None),
+            from([10, 9, 0, 1]),
+            now,
+        );
+    }
+    assert_eq!(bs.shown(true).len(), SCAN_BOARDS_MAX);
+    let w = bs.ignored_warning().unwrap();
+    assert!(w.contains(" 10 datagrams"), "{w}");
+    assert_eq!(bs.ignored_warning(), None, "said once");
+    // --watch forgets the silent ones, and then there is room again.
+    bs.forget(now + Duration::from_secs(SCAN_FORGET_SECS));
+    assert!(bs.shown(true).is_empty());
+    bs.ingest(
+        &datagram("new", "r", [10, 9, 0, 1], 1, None),
+        from([10, 9, 0, 1]),
+        now,
+    );
+    assert_eq!(bs.shown(true).len(), 1);
+}
+
+/// `--watch` runs for months: besides its rows, what scan remembers stays bounded.
+#[test]
+fn what_a_watch_remembers_stays_bounded() {
+    let t = Instant::now();
+    let key = fleet_key();
+    let a = [10, 9, 0, 1];
+    // A key holder at one address restarting without end: one row, and seq entries up to
+    // the bound, the ones heard longest ago going first.
+    let mut bs = Boards::new(Some(key.clone()), "n".into());
+    let at = |i: usize| t + Duration::from_millis(i as u64);
+    for i in 0..SCAN_SEQS_MAX + 10 {
+        bs.ingest(
+            &datagram("id", &format!("r{i}"), a, 1, Some(&key)),
+            from(a),
+            at(i),
+        );
+    }
+    assert_eq!(
+        (bs.shown(true).len(), bs.remembered().0),
+        (1, SCAN_SEQS_MAX)
+    );
+    let newest = datagram("id", &format!("r{}", SCAN_SEQS_MAX + 9), a, 1, Some(&key));
+    bs.ingest(&newest, from(a), at(SCAN_SEQS_MAX + 10));
+    assert!(
+        bs.hidden(false).unwrap().contains("1 replayed"),
+        "still remembered"
+    );
+    // Clone pairs of ever new ids (no key needed to send them): each id is warned about
+    // once while it has rows, and forgotten with them.
+    let mut bs = Boards::new(None, "n".into());
+    for round in 0..3u64 {
+        let now = t + Duration::from_secs(round * SCAN_FORGET_SECS);
+        bs.forget(now);
+        for i in 0..100 {
+            let id = format!("{round}-{i}");
+            bs.ingest(&datagram(&id, "x", a, 1, None), from(a), now);
+            bs.ingest(
+                &datagram(&id, "y", [10, 9, 0, 2], 1, None),
+                from([10, 9, 0, 2]),
+                now,
+            );
+        }
+        assert_eq!(bs.mark_clones().len(), 100);
+        assert_eq!(bs.mark_clones(), Vec::<String>::new(), "said once");
+        assert_eq!(bs.remembered().1, 100);
+    }
+    bs.forget(t + Duration::from_secs(3 * SCAN_FORGET_SECS));
+    assert_eq!(bs.remembered(), (0, 0));
+}
+
+/// With a key an unsigned sender cannot make a signed board a clone; two signed boards
+/// of one id at two addresses still are, and so are two unsigned ones (`--all`).
+#[test]
+fn with_a_key_only_rows_of_one_trust_class_are_clones() {
+    let now = Instant::now();
+    let key = fleet_key();
+    let mut bs = Boards::new(Some(key.clone()), "n".into());
+    let (a, b, c, d) = ([10, 0, 0, 1], [10, 0, 0, 2], [10, 0, 0, 3], [10, 0, 0, 4]);
+    bs.ingest(&datagram("id1", "r1", a, 1, Some(&key)), from(a), now);
+    bs.ingest(&datagram("id1", "fake", b, 1, None), from(b), now);
+    assert!(bs.mark_clones().is_empty());
+    assert!(bs.shown(true).iter().all(|r| !r.dup_id));
+    bs.ingest(&datagram("id1", "r2", c, 1, Some(&key)), from(c), now);
+    bs.ingest(&datagram("id2", "u1", a, 1, None), from(a), now);
+    bs.ingest(&datagram("id2", "u2", d, 1, None), from(d), now);
+    assert_eq!(bs.mark_clones(), vec!["id1".to_string(), "id2".to_string()]);
+    let dup: Vec<(&str, &str, bool)> = bs
+        .shown(true)
+        .iter()
+        .map(|r| (r.id.as_str(), r.trust.as_str(), r.dup_id))
+        .collect();
+    assert!(dup.contains(&("id1", "unsigned", false)), "{dup:?}");
+    assert_eq!(dup.iter().filter(|x| x.2).count(), 4, "{dup:?}");
+}
+
+/// A full table of rows the key rejects gives way to signed boards.
+#[test]
+fn forged_rows_never_keep_a_signed_board_out() {
+    let now = Instant::now();
+    let key = fleet_key();
+    let bad = FleetKey::parse(b"a forger's guess at the key").unwrap();
+    let mut bs = Boards::new(Some(key.clone()), "n".into());
+    let f = [10, 9, 0, 66];
+    for i in 0..SCAN_BOARDS_MAX + 5 {
+        let id = format!("{i:016x}");
+        bs.ingest(&datagram(&id, "r", f, 1, Some(&bad)), from(f), now);
+    }
+    let a = [10, 9, 0, 1];
+    bs.ingest(&datagram("mine", "r", a, 1, Some(&key)), from(a), now);
+    let shown = bs.shown(false);
+    assert_eq!(shown.len(), 1);
+    assert_eq!(shown[0].id, "mine");
+    assert_eq!(bs.shown(true).len(), SCAN_BOARDS_MAX);
+    // Unsigned rows cannot push signed ones out, nor forged ones each other.
+    let mut bs = Boards::new(Some(key.clone()), "n".into());
+    for i in 0..SCAN_BOARDS_MAX {
+        let id = format!("{i:016x}");
+        bs.ingest(&datagram(&id, "r", a, 1, Some(&key)), from(a), now);
+    }
+    bs.ingest(&datagram("u", "r", f, 1, None), from(f), now);
+    assert_eq!(bs.shown(false).len(), SCAN_BOARDS_MAX);
+    assert!(bs.ignored_warning().is_some());
+}
+
+/// An earlier run's datagram re-sent from the board's own address (its goodbye, or a
+/// beacon once the current run has answered this scan's probe) is `replayed` and leaves
+/// the current row alone; a real restart (goodbye, then the new run) replaces it.
+#[test]
+fn an_earlier_runs_datagram_does_not_replace_the_current_run() {
+    let now = Instant::now();
+    let key = fleet_key();
+    let k = Some(&key);
+    let a = [10, 0, 0, 1];
+    let mut bs = Boards::new(Some(key.clone()), "n1".into());
+    bs.ingest(&datagram("id", "new", a, 5, k), from(a), now);
+    bs.ingest(
+        &datagram_as("id", "old", a, 99, k, true, None),
+        from(a),
+        now,
+    );
+    let row = |bs: &Boards| {
+        let v = bs.shown(false);
+        assert_eq!(v.len(), 1, "one signed row");
+        (v[0].run.clone().unwrap(), v[0].bye, v[0].seq)
+    };
+    assert_eq!(row(&bs), ("new".into(), false, 5));
+    assert!(bs.hidden(false).unwrap().contains("1 replayed"));
+    // Once the current run answered this scan's probe, an older run's beacon is stale.
+    bs.ingest(
+        &datagram_as("id", "new", a, 6, k, false, Some("n1")),
+        from(a),
+        now,
+    );
+    bs.ingest(&datagram("id", "old", a, 98, k), from(a), now);
+    assert_eq!(row(&bs), ("new".into(), false, 6));
+    // A seq older than the newest heard from that run is a copy too.
+    bs.ingest(&datagram("id", "new", a, 3, k), from(a), now);
+    assert_eq!(row(&bs), ("new".into(), false, 6));
+    // A restart: the current run says goodbye, then the next run begins.
+    bs.ingest(&datagram_as("id", "new", a, 7, k, true, None), from(a), now);
+    assert_eq!(row(&bs), ("new".into(), true, 7));
+    bs.ingest(&datagram("id", "next", a, 0, k), from(a), now);
+    assert_eq!(row(&bs), ("next".into(), false, 0));
+    // A crash (no goodbye): the new run's beacon replaces a run that has not answered
+    // this scan's probe, and its answer replaces one that has.
+    let mut bs = Boards::new(Some(key.clone()), "n2".into());
+    bs.ingest(&datagram("id", "r1", a, 4, k), from(a), now);
+    bs.ingest(&datagram("id", "r2", a, 0, k), from(a), now);
+    assert_eq!(row(&bs).0, "r2");
+    bs.ingest(
+        &datagram_as("id", "r2", a, 1, k, false, Some("n2")),
+        from(a),
+        now,
+    );
+    bs.ingest(&datagram("id", "r3", a, 0, k), from(a), now);
+    assert_eq!(row(&bs).0, "r2", "held back until it answers a probe");
+    bs.ingest(
+        &datagram_as("id", "r3", a, 1, k, false, Some("n2")),
+        from(a),
+        now,
+    );
+    assert_eq!(row(&bs).0, "r3");
+    assert_eq!(
+        bs.hidden(false),
+        None,
+        "what was held back is not left as replayed"
+    );
+}
+
+#[test]
+fn an_unusable_addr_leaves_the_source_and_an_id_is_a_string() {
+    let now = Instant::now();
+    let src = from([10, 9, 0, 7]);
+    let with = |addr: &str| {
+        let d = format!("{{\"tether\":1,\"id\":\"x\",\"port\":4545,\"addr\":\"{addr}\"}}");
+        decode(d.as_bytes(), src, now).unwrap().addr
+    };
+    for bad in [
+        "127.0.0.1",
+        "0.0.0.0",
+        "255.255.255.255",
+        "224.0.0.1",
+        "::1",
+        "fe80::1",
+    ] {
+        assert_eq!(with(bad), "10.9.0.7", "{bad}");
+    }
+    assert_eq!(with("10.9.0.8"), "10.9.0.8");
+    assert!(decode(b"{\"tether\":1,\"id\":12345,\"port\":4545}", src, now).is_none());
+}
+
+#[test]
+fn a_long_address_widens_its_column_and_rows_stay_in_line() {
+    let now = Instant::now();
+    let mut b = decode(
+        b"{\"tether\":1,\"id\":\"x\",\"port\":4545}",
+        from([10, 9, 0, 7]),
+        now,
+    )
+    .unwrap();
+    b.addr = "fe80::a8c1:abff:fe12:3456%vx-b".into();
+    let short = decode(
+        b"{\"tether\":1,\"id\":\"y\",\"port\":4545}",
+        from([10, 9, 0, 8]),
+        now,
+    )
+    .unwrap();
+    let t = table(&[&b, &short], now, Duration::from_secs(15), false);
+    let at: Vec<usize> = t.lines().map(|l| l.find(" 4545 ").unwrap_or(0)).collect();
+    let head = t.lines().next().unwrap().find(" PORT ").unwrap();
+    assert!(at.iter().skip(1).all(|&p| p == head), "{t}");
+}
+
+/// A board heard over IPv4 and IPv6 is one board at both: a restart first heard over
+/// the other family replaces it (no clone), and an earlier run's goodbye re-sent from
+/// the address of the other family is `replayed`.
+#[test]
+fn a_board_heard_at_two_addresses_restarts_as_one_board() {
+    let now = Instant::now();
+    let key = fleet_key();
+    let k = Some(&key);
+    let v4 = [10, 0, 0, 1];
+    let ll: std::net::Ipv6Addr = "fe80::1".parse().unwrap();
+    let from6 = SocketAddr::V6(SocketAddrV6::new(ll, 4546, 0, 0));
+    let mut bs = Boards::new(Some(key.clone()), "n".into());
+    let hear = |bs: &mut Boards, run: &str, seq: u64, v6: bool, bye: bool, nonce| match v6 {
+        false => bs.ingest(
+            &datagram_as("id", run, v4, seq, k, bye, nonce),
+            from(v4),
+            now,
+        ),
+        true => bs.ingest(&datagram_as("id", run, ll, seq, k, bye, nonce), from6, now),
+    };
+    hear(&mut bs, "b", 1, false, false, Some("n"));
+    hear(&mut bs, "b", 1, true, false, Some("n"));
+    assert_eq!(bs.shown(false).len(), 1, "one board, two addresses");
+    // An old run's goodbye over IPv6: replayed, the board stays up.
+    hear(&mut bs, "a", 50, true, true, None);
+    let rows = bs.shown(false);
+    assert_eq!(
+        (rows.len(), rows[0].run.as_deref(), rows[0].bye),
+        (1, Some("b"), false)
+    );
+    // A restart after a crash, heard first over IPv6 (answering the probe).
+    hear(&mut bs, "c", 0, true, false, Some("n"));
+    assert!(bs.mark_clones().is_empty(), "a restart is not a clone");
+    let rows = bs.shown(false);
+    assert_eq!((rows.len(), rows[0].run.as_deref()), (1, Some("c")));
+    hear(&mut bs, "c", 0, false, false, Some("n"));
+    assert!(bs.mark_clones().is_empty());
+    assert_eq!(bs.shown(false).len(), 1);
+}
+
+/// `--watch` keeps one nonce: a probe answer of a run that has since restarted, re-sent
+/// later in the same watch, is a copy (the seq memory outlives the replaced run's row).
+#[test]
+fn in_a_watch_an_earlier_runs_answer_stays_a_copy_after_a_restart() {
+    let now = Instant::now();
+    let key = fleet_key();
+    let k = Some(&key);
+    let a = [10, 0, 0, 1];
+    let mut bs = Boards::new(Some(key.clone()), "w".into());
+    let captured = datagram_as("id", "b", a, 5, k, false, Some("w"));
+    bs.ingest(&captured, from(a), now);
+    bs.ingest(&datagram_as("id", "b", a, 6, k, true, None), from(a), now);
+    bs.ingest(
+        &datagram_as("id", "c", a, 0, k, false, Some("w")),
+        from(a),
+        now,
+    );
+    bs.forget(now + Duration::from_secs(2));
+    bs.ingest(&captured, from(a), now + Duration::from_secs(3));
+    let rows = bs.shown(false);
+    assert_eq!((rows.len(), rows[0].run.as_deref()), (1, Some("c")));
+    assert!(bs.hidden(false).unwrap().contains("1 replayed"));
+    // Silent for SCAN_FORGET_SECS, a run is forgotten with its row.
+    bs.forget(now + Duration::from_secs(SCAN_FORGET_SECS + 10));
+    assert!(bs.shown(true).is_empty() && bs.remembered() == (0, 0));
+}
+
+/// A run heard only after another run of its id went quiet, at an address the old one
+/// was never heard at (a restart onto another link or family), is not a clone; heard
+/// while the old run still is, it is.
+#[test]
+fn a_restart_at_a_new_address_is_not_a_clone_two_live_runs_are() {
+    let t = Instant::now();
+    let (a, b) = ([10, 0, 0, 1], [10, 0, 1, 1]);
+    let mut bs = Boards::new(None, "n".into());
+    bs.ingest(&datagram("id", "old", a, 1, None), from(a), t);
+    bs.ingest(
+        &datagram("id", "old", a, 2, None),
+        from(a),
+        t + Duration::from_secs(1),
+    );
+    bs.ingest(
+        &datagram("id", "new", b, 0, None),
+        from(b),
+        t + Duration::from_secs(2),
+    );
+    assert!(bs.mark_clones().is_empty(), "one run after the other");
+    assert!(bs.shown(true).iter().all(|r| !r.dup_id));
+    bs.ingest(
+        &datagram("id", "old", a, 3, None),
+        from(a),
+        t + Duration::from_secs(3),
+    );
+    assert_eq!(bs.mark_clones(), vec!["id".to_string()], "both alive");
+}
