@@ -120,6 +120,9 @@ pub const SCAN_BOARDS_MAX: usize = 1024;
 /// [`SCAN_FORGET_SECS`]). Only the key's holders add them; when full, the one heard
 /// longest ago goes (a copy of that run is then judged by the other rules).
 pub const SCAN_SEQS_MAX: usize = 4 * SCAN_BOARDS_MAX;
+/// `tether scan`: addresses one row lists, at most (a board on four links, each over both
+/// families); further ones are not added.
+pub const SCAN_ADDRS_MAX: usize = 8;
 /// `tether scan --watch`: a board silent this long is dropped from the listing (the
 /// service runs for months; boards are re-imaged, renumbered, retired).
 pub const SCAN_FORGET_SECS: u64 = 600;

@@ -6,7 +6,9 @@
 //! prints. Fed untrusted LAN datagrams: bounded ([`SCAN_BOARDS_MAX`] rows) and fuzzed
 //! (`fuzz/fuzz_targets/scan.rs`).
 
-use crate::limits::{SCAN_BOARDS_MAX, SCAN_FORGET_SECS, SCAN_LOAD_MAX, SCAN_SEQS_MAX, SCAN_TEMP_C};
+use crate::limits::{
+    SCAN_ADDRS_MAX, SCAN_BOARDS_MAX, SCAN_FORGET_SECS, SCAN_LOAD_MAX, SCAN_SEQS_MAX, SCAN_TEMP_C,
+};
 use crate::proto::beacon::{self, count_members, fields, unquote, FleetKey, Trust};
 use crate::proto::json;
 use crate::sys::iface;
@@ -340,8 +342,10 @@ impl Boards {
         if let Ok(i) = at {
             let old = &self.rows[i].1;
             let mut all: Vec<String> = old.addrs.clone();
+            // The first few heard: without a key a sender names any `addr` it likes, and
+            // a row must not grow with each one.
             for a in b.addrs.drain(..) {
-                if !all.contains(&a) {
+                if !all.contains(&a) && all.len() < SCAN_ADDRS_MAX {
                     all.push(a);
                 }
             }

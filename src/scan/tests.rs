@@ -2,7 +2,7 @@
 
 use super::render::human_secs;
 use super::*;
-use crate::limits::{SCAN_BOARDS_MAX, SCAN_FORGET_SECS, SCAN_SEQS_MAX};
+use crate::limits::{SCAN_ADDRS_MAX, SCAN_BOARDS_MAX, SCAN_FORGET_SECS, SCAN_SEQS_MAX};
 use crate::proto::beacon::{self, FleetKey, Trust};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -431,6 +431,14 @@ fn what_a_watch_remembers_stays_bounded() {
     }
     bs.forget(t + Duration::from_secs(3 * SCAN_FORGET_SECS));
     assert_eq!(bs.remembered(), (0, 0));
+    // One board's id and run sent naming ever new addresses: the row keeps the first few.
+    for i in 0..=255 {
+        let d = datagram("id", "r", [10, 9, 1, i], 1, None);
+        bs.ingest(&d, from([10, 9, 1, i]), t);
+    }
+    let rows = bs.shown(true);
+    assert_eq!((rows.len(), rows[0].addrs.len()), (1, SCAN_ADDRS_MAX));
+    assert_eq!(rows[0].addr, "10.9.1.0");
 }
 
 /// With a key an unsigned sender cannot make a signed board a clone; two signed boards
