@@ -161,12 +161,47 @@ impl Signing {
     }
 }
 
+/// The ports a beacon announces, per family: a listener a peer can reach over the
+/// family the beacon went out on. IPv6 listeners are IPV6_V6ONLY, so `0.0.0.0` serves
+/// IPv4 only and `[::]` IPv6 only, and `--metrics 0.0.0.0:9545` alone must not put a
+/// port into IPv6 beacons (scan would list `[fe80::…%eth0]:9545`, which refuses).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Announced {
+    /// Indexed by family (IPv4, IPv6).
+    ctl: [u16; 2],
+    metrics: [Option<u16>; 2],
+}
+
+impl Announced {
+    /// Control: the first listener of the family not on loopback, else the first
+    /// listener (a beacon always names a port). Metrics: the first of the family not on
+    /// loopback, else none.
+    pub fn new(ctl: &[SocketAddr], metrics: &[SocketAddr]) -> Announced {
+        let of = |list: &[SocketAddr], f: Family| {
+            list.iter()
+                .find(|a| a.is_ipv4() == (f == Family::V4) && !a.ip().is_loopback())
+                .map(|a| a.port())
+        };
+        let first = ctl.first().map_or(0, |a| a.port());
+        let both = |g: &dyn Fn(Family) -> Option<u16>| [g(Family::V4), g(Family::V6)];
+        let [c4, c6] = both(&|f| of(ctl, f));
+        Announced {
+            ctl: [c4.unwrap_or(first), c6.unwrap_or(first)],
+            metrics: both(&|f| of(metrics, f)),
+        }
+    }
+
+    /// (control port, metrics port) for a beacon going out over `f`.
+    pub fn ports(&self, f: Family) -> (u16, Option<u16>) {
+        (self.ctl[fam_ix(f)], self.metrics[fam_ix(f)])
+    }
+}
+
 /// What every link's datagrams share: the board's identity and announced ports.
 pub struct Common<'a> {
     pub agent: &'a Agent,
     pub board: &'a Board,
-    pub ctl_port: u16,
-    pub metrics_port: Option<u16>,
+    pub ports: Announced,
     pub run: &'a str,
     pub key: Option<&'a FleetKey>,
 }
@@ -484,13 +519,14 @@ impl Link {
             Family::V4 => self.addr4.map(IpAddr::V4),
             Family::V6 => self.addr6.map(IpAddr::V6),
         };
+        let (port, metrics) = c.ports.ports(t.family);
         let f = Fields {
             id: c.agent.id(),
             host: &c.board.host,
             addr,
             iface: &self.info.iface,
-            port: c.ctl_port,
-            metrics: c.metrics_port,
+            port,
+            metrics,
             seq: self.seq[fam_ix(t.family)],
             run: Some(c.run),
             uptime: c.board.uptime_s,
@@ -921,14 +957,22 @@ mod tests {
         let c = Common {
             agent: &agent,
             board: &board,
-            ctl_port: 4545,
-            metrics_port: None,
+            // Metrics over IPv4 only: this IPv6 answer names no metrics port.
+            ports: Announced::new(
+                &[sa("0.0.0.0:4545"), sa("[::]:4545")],
+                &[sa("0.0.0.0:9545")],
+            ),
             run: "0011223344556677",
             key: Some(&key),
         };
         let mut out = [0u8; DATAGRAM_MAX];
         let n = l.encode(&t, &c, &mut out).unwrap();
         assert!(n <= 300);
+        let text = std::str::from_utf8(&out[..n]).unwrap();
+        assert!(
+            text.contains("\"port\":4545,") && !text.contains("metrics"),
+            "{text}"
+        );
         let src: IpAddr = "fe80::1".parse().unwrap();
         assert_eq!(
             beacon::verify(&out[..n], &key, src, Some(b"nn")),
@@ -950,5 +994,38 @@ mod tests {
         let bye = drain(&mut l, t0);
         assert_eq!(bye.len(), 2);
         assert!(bye.iter().all(|t| t.kind == Kind::Bye));
+    }
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// Each family's beacons name the ports a peer reaches over that family: IPv6
+    /// listeners serve IPv6 only (IPV6_V6ONLY), loopback ones nobody on the LAN.
+    #[test]
+    fn beacons_announce_the_ports_their_family_reaches() {
+        let (v4, v6) = (Family::V4, Family::V6);
+        // The defaults: control on both families, metrics as the package sets them.
+        let both = [sa("0.0.0.0:4545"), sa("[::]:4545")];
+        let a = Announced::new(&both, &[sa("0.0.0.0:9545"), sa("[::]:9545")]);
+        assert_eq!(
+            (a.ports(v4), a.ports(v6)),
+            ((4545, Some(9545)), (4545, Some(9545)))
+        );
+        // Metrics on IPv4 only: IPv6 beacons name none (a scrape there would be refused).
+        let a = Announced::new(&both, &[sa("0.0.0.0:9545")]);
+        assert_eq!(
+            (a.ports(v4), a.ports(v6)),
+            ((4545, Some(9545)), (4545, None))
+        );
+        // Port 0 picked a port per family: each family names its own.
+        let a = Announced::new(&both, &[sa("0.0.0.0:34669"), sa("[::]:38829")]);
+        assert_eq!((a.ports(v4).1, a.ports(v6).1), (Some(34669), Some(38829)));
+        // Loopback is skipped; control falls back to the first listener, metrics to none.
+        let a = Announced::new(
+            &[sa("127.0.0.1:5000"), sa("[::]:4545")],
+            &[sa("127.0.0.1:9545")],
+        );
+        assert_eq!((a.ports(v4), a.ports(v6)), ((5000, None), (4545, None)));
     }
 }

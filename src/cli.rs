@@ -182,8 +182,6 @@ pub struct BeaconConfig {
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub listen: Vec<SocketAddr>,
-    /// True when `--listen` was not given: an unavailable IPv6 default is then skipped.
-    pub default_listen: bool,
     pub backlog: u16,
     pub max_clients: usize,
     pub idle: Option<Duration>,
@@ -380,7 +378,6 @@ impl AgentArgs {
         }
         Ok(AgentConfig {
             listen,
-            default_listen,
             backlog: self.backlog,
             max_clients: self.max_clients,
             idle: (self.idle_timeout > 0)

@@ -76,9 +76,9 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
         sndbuf: cfg.sndbuf,
     });
     sys::net::note_fd_limit();
-    let tcp = open_control_listeners(&cfg)?;
+    let tcp = open_listeners(&cfg.listen, cfg.backlog, "--listen")?;
     // Checked and opened before anything that leaves a file behind.
-    let metrics = open_metrics_listeners(&cfg)?;
+    let metrics = open_listeners(&cfg.metrics, cfg.backlog, "--metrics")?;
     let led = open_led(&cfg)?;
     let mut token_buf = [0u8; TOKEN_MAX + SECRET_SLACK];
     let token = read_token(&cfg, &mut token_buf)?;
@@ -148,39 +148,34 @@ fn new_run_id() -> Result<[u8; 8], Fatal> {
     Ok(run_id)
 }
 
-/// `--listen`: the control port's TCP listeners.
-fn open_control_listeners(cfg: &AgentConfig) -> Result<Listeners<MAX_LISTENERS>, Fatal> {
-    let mut tcp = heapless::Vec::new();
-    for addr in &cfg.listen {
-        match sys::net::tcp_listen(*addr, cfg.backlog) {
+/// `--listen` or `--metrics` (`what`): one TCP listener per address. Where the kernel has
+/// no IPv6, `[::]` is skipped with a warning when the option names another address (the
+/// default `--listen` does: 0.0.0.0 and [::]; so does the package's `--metrics`); any other
+/// failure stops start-up, naming the option.
+fn open_listeners<const N: usize>(
+    addrs: &[SocketAddr],
+    backlog: u16,
+    what: &str,
+) -> Result<Listeners<N>, Fatal> {
+    let mut out = heapless::Vec::new();
+    for addr in addrs {
+        match sys::net::tcp_listen(*addr, backlog) {
             Ok(fd) => {
                 let real = sys::net::local_inet(fd.as_fd()).unwrap_or(*addr);
-                let _ = tcp.push((fd, real));
+                let _ = out.push((fd, real));
             }
-            // The default [::] listener is skipped where the kernel has no IPv6.
             Err(e)
-                if cfg.default_listen
+                if addrs.len() > 1
                     && addr.is_ipv6()
+                    && addr.ip().is_unspecified()
                     && e.errno == Some(nix::errno::Errno::EAFNOSUPPORT) =>
             {
-                log::warn!("IPv6 unavailable, listening on IPv4 only: {e}");
+                log::warn!("IPv6 unavailable, {what} on IPv4 only: {e}");
             }
-            Err(e) => return Err(fatal(EX_UNAVAILABLE)(e)),
+            Err(e) => return Err(Fatal::new(EX_UNAVAILABLE, format!("{what}: {e}"))),
         }
     }
-    Ok(tcp)
-}
-
-/// `--metrics`: the HTTP listeners.
-fn open_metrics_listeners(cfg: &AgentConfig) -> Result<Listeners<MAX_METRICS_LISTENERS>, Fatal> {
-    let mut metrics = heapless::Vec::new();
-    for addr in &cfg.metrics {
-        let fd = sys::net::tcp_listen(*addr, cfg.backlog)
-            .map_err(|e| Fatal::new(EX_UNAVAILABLE, format!("--metrics: {e}")))?;
-        let real = sys::net::local_inet(fd.as_fd()).unwrap_or(*addr);
-        let _ = metrics.push((fd, real));
-    }
-    Ok(metrics)
+    Ok(out)
 }
 
 /// May this process give its files to group `g`? Root may; anyone else only to a group
@@ -289,8 +284,8 @@ fn beacon_ifaces(cfg: &AgentConfig) -> Vec<String> {
     }
 }
 
-/// One beacon link per interface, announcing the first control port and the first
-/// metrics port reachable from the LAN (not loopback); their sockets opened.
+/// One beacon link per interface, announcing per family the control and metrics ports a
+/// peer can reach over it ([`crate::beacon::Announced`]); their sockets opened.
 fn open_beacons(
     now: Instant,
     cfg: &AgentConfig,
@@ -300,20 +295,15 @@ fn open_beacons(
     run_id: [u8; 8],
     fleet_key: Option<crate::beacon::Signing>,
 ) -> Links {
-    let ctl_port = tcp.first().map_or(0, |(_, a)| a.port());
-    let metrics_port = metrics
-        .iter()
-        .map(|(_, a)| *a)
-        .find(|a| !a.ip().is_loopback())
-        .map(|a| a.port());
+    let addrs = |l: &[(OwnedFd, SocketAddr)]| l.iter().map(|(_, a)| *a).collect::<Vec<_>>();
+    let ports = crate::beacon::Announced::new(&addrs(tcp), &addrs(metrics));
     let bc = cfg.beacon.as_ref();
     let mut links = Links::new(
         now,
         ifaces,
         bc.map_or(crate::limits::DEFAULT_BEACON_PORT, |b| b.port),
         bc.map(|b| b.families).unwrap_or_default(),
-        ctl_port,
-        metrics_port,
+        ports,
         run_id,
         fleet_key,
         cfg.thermal.clone(),

@@ -339,6 +339,65 @@ fn ipv6_only_link_scan_finds_the_board_and_ctl_reaches_its_scoped_address() {
     a.stop();
 }
 
+/// Each family's beacons name the metrics port a scraper reaches over that family (IPv6
+/// listeners are IPv6-only): `--metrics 0.0.0.0:0` alone puts none in IPv6 beacons, which
+/// would send Prometheus to a scoped link-local address where nothing listens; with
+/// `[::]:0` too, IPv6 beacons name that listener's own port, and a scrape there answers.
+#[test]
+fn each_family_announces_the_metrics_port_it_reaches() {
+    if no_ipv6_multicast_here() {
+        return;
+    }
+    if !can_netns() {
+        return;
+    }
+    let net = Net::new("m");
+    net.link(1, false);
+    let (a1, _) = net.ifs(1);
+    let secs = 2.5 * slack(Duration::from_secs(1)).as_secs_f64();
+    for metrics in [vec!["0.0.0.0:0"], vec!["0.0.0.0:0", "[::]:0"]] {
+        let on4 = listen(net.peer(1), "0.0.0.0:4546", secs);
+        let on6 = listen(net.peer(1), "[::]:4546", secs);
+        let mut args = vec!["--iface", &a1, "--interval", "1"];
+        for m in &metrics {
+            args.extend(["--metrics", m]);
+        }
+        let a = start(&net, &args);
+        // The real addresses, from the ready line's ` metrics=ADDR[,ADDR]`.
+        let real: Vec<SocketAddr> = a
+            .ready
+            .split(" metrics=")
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .map(|x| x.trim().parse().unwrap())
+            .collect();
+        let port = |v4: bool| real.iter().find(|x| x.is_ipv4() == v4).map(|x| x.port());
+        let (g4, g6) = (on4.join().unwrap(), on6.join().unwrap());
+        for (got, v4) in [(&g4, true), (&g6, false)] {
+            let bs = beacons(got);
+            assert!(
+                bs.len() >= 2,
+                "{metrics:?}: {} beacons (IPv4: {v4})",
+                bs.len()
+            );
+            let want = port(v4).map_or(serde_json::Value::Null, |p| p.into());
+            assert!(
+                bs.iter().all(|b| b["metrics"] == want),
+                "{metrics:?}, IPv4 {v4}: {bs:?}"
+            );
+        }
+        if let Some(p) = port(false) {
+            // Where scan would send Prometheus: the beacon's scoped source, that port.
+            let mut at = g6.iter().find(|(d, _)| d.starts_with(b"{")).unwrap().1;
+            at.set_port(p);
+            let (head, body) = http_get_in(net.peer(1), at, "/metrics").expect("scrape");
+            assert!(head.starts_with("HTTP/1.1 200") && body.contains("tether_build_info"));
+        }
+        a.stop();
+    }
+}
+
 #[test]
 fn beacon_family_4_sends_no_ipv6_and_6_no_ipv4() {
     if no_ipv6_multicast_here() {

@@ -7,7 +7,7 @@
 //! start-up.
 
 use crate::agent::{Agent, BeaconInfo, BeaconState, Board};
-use crate::beacon::{Common, Families, Family, IfNow, Kind, Link, Signing, Sockets};
+use crate::beacon::{Announced, Common, Families, Family, IfNow, Kind, Link, Signing, Sockets};
 use crate::limits::{BEACON_RECV_PER_TURN, DATAGRAM_MAX, MAX_BEACON_IFACES};
 use crate::proto::wbuf::WBuf;
 use crate::sys::{iface, net, udp};
@@ -26,8 +26,7 @@ struct Entry {
 /// Every beacon interface, the sockets, and what their datagrams share.
 pub struct Links {
     entries: heapless::Vec<Entry, MAX_BEACON_IFACES>,
-    ctl_port: u16,
-    metrics_port: Option<u16>,
+    ports: Announced,
     /// 16 hex digits, random per agent start: sent as `run` in every datagram.
     run: heapless::String<16>,
     signing: Option<Signing>,
@@ -43,8 +42,7 @@ impl Links {
         ifaces: &[String],
         port: u16,
         families: Families,
-        ctl_port: u16,
-        metrics_port: Option<u16>,
+        ports: Announced,
         run: [u8; 8],
         signing: Option<Signing>,
         thermal: String,
@@ -65,8 +63,7 @@ impl Links {
         }
         Links {
             entries,
-            ctl_port,
-            metrics_port,
+            ports,
             run: run_s,
             signing,
             thermal,
@@ -174,8 +171,7 @@ impl Links {
                 let c = Common {
                     agent,
                     board: b,
-                    ctl_port: self.ctl_port,
-                    metrics_port: self.metrics_port,
+                    ports: self.ports,
                     run: &self.run,
                     key: self.signing.as_ref().map(|s| &s.key),
                 };

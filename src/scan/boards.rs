@@ -355,8 +355,13 @@ impl Boards {
             b.addrs = v4;
             b.addrs.extend(v6);
             b.addr = b.addrs[0].clone();
+            // A row heard over IPv4 is reached at its IPv4 address, so it keeps the ports
+            // its IPv4 datagrams named: each family's beacons name the listeners reachable
+            // over that family, and an IPv6 beacon may name no metrics port at all.
             if old.source.is_ipv4() && !b.source.is_ipv4() {
                 b.source = old.source;
+                b.port = old.port;
+                b.metrics = old.metrics;
             }
             b.answered |= old.answered;
             b.first_heard = old.first_heard;

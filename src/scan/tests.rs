@@ -644,6 +644,48 @@ fn a_board_heard_at_two_addresses_restarts_as_one_board() {
     assert_eq!(bs.shown(false).len(), 1);
 }
 
+/// Each family's beacons name the ports reachable over it: a dual-stack board whose IPv6
+/// beacons name no metrics port stays in the target file at its IPv4 address, whichever
+/// family was heard last; a board heard only over IPv6 without one is not listed.
+#[test]
+fn a_dual_stack_board_keeps_its_ipv4_ports() {
+    let now = Instant::now();
+    let ll: std::net::Ipv6Addr = "fe80::1".parse().unwrap();
+    let beacon = |id: &str, addr: IpAddr, metrics: Option<u16>| {
+        let f = beacon::Fields {
+            id,
+            host: "pi",
+            addr: Some(addr),
+            iface: "eth0",
+            port: 4545,
+            seq: 1,
+            run: Some("r"),
+            uptime: 1,
+            load: 0.0,
+            mem_avail_kb: 1,
+            temp_c: None,
+            metrics,
+            bye: false,
+            nonce: None,
+        };
+        let mut out = [0u8; 512];
+        let n = beacon::encode(&mut out, 512, &f, std::iter::empty()).unwrap();
+        out[..n].to_vec()
+    };
+    let from6 = SocketAddr::V6(SocketAddrV6::new(ll, 4546, 0, 0));
+    let v4 = IpAddr::from([10, 0, 0, 1]);
+    let mut bs = Boards::new(None, "n".into());
+    bs.ingest(&beacon("dual", v4, Some(9545)), from([10, 0, 0, 1]), now);
+    bs.ingest(&beacon("dual", ll.into(), None), from6, now);
+    bs.ingest(&beacon("v6only", ll.into(), None), from6, now);
+    let sd = prometheus_sd(bs.shown(false), now, Duration::from_secs(15));
+    assert!(
+        sd.contains("\"10.0.0.1:9545\"") && !sd.contains("v6only"),
+        "{sd}"
+    );
+    assert_eq!(bs.shown(false).len(), 2);
+}
+
 /// `--watch` keeps one nonce: a probe answer of a run that has since restarted, re-sent
 /// later in the same watch, is a copy (the seq memory outlives the replaced run's row).
 #[test]
