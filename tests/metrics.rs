@@ -704,9 +704,11 @@ fn the_readme_prometheus_config_and_alert_rules_are_valid_and_fire() {
     let out = promtool_ok(tool, &["check", "config", "prometheus.yml"], &dir);
     assert!(out.contains("SUCCESS: 1 rule files found"), "{out}");
     let out = promtool_ok(tool, &["check", "rules", "tether.rules.yml"], &dir);
-    assert!(out.contains("SUCCESS: 2 rules found"), "{out}");
-    // The rules fire as the README says: a board whose target left (stale `up`) is silent;
-    // one above 80 °C for 5 minutes is hot; a healthy board raises nothing.
+    assert!(out.contains("SUCCESS: 3 rules found"), "{out}");
+    // The rules fire as the README says: a board whose target left (stale `up`) is silent,
+    // also when another board took its address; one that moved to another address is not;
+    // one listed but not answering (`up` 0, never up) fails its scrapes; one above 80 °C
+    // for 5 minutes is hot; a healthy board raises nothing.
     std::fs::write(
         dir.join("tests.yml"),
         r#"rule_files: [tether.rules.yml]
@@ -714,12 +716,20 @@ evaluation_interval: 1m
 tests:
   - interval: 1m
     input_series:
-      - series: 'up{job="tether",instance="10.0.0.1:9545",tether_host="pi-a"}'
+      - series: 'up{job="tether",instance="10.0.0.1:9545",tether_id="a",tether_host="pi-a"}'
         values: '1 1 1 stale'
-      - series: 'up{job="tether",instance="10.0.0.2:9545",tether_host="pi-b"}'
+      - series: 'up{job="tether",instance="10.0.0.1:9545",tether_id="e",tether_host="pi-e"}'
+        values: '_ _ _ _ 1x8'
+      - series: 'up{job="tether",instance="10.0.0.2:9545",tether_id="b",tether_host="pi-b"}'
         values: '1x12'
-      - series: 'tether_temperature_celsius{job="tether",instance="10.0.0.2:9545",tether_host="pi-b"}'
+      - series: 'tether_temperature_celsius{job="tether",instance="10.0.0.2:9545",tether_id="b",tether_host="pi-b"}'
         values: '70 85x11'
+      - series: 'up{job="tether",instance="10.0.0.3:9545",tether_id="c",tether_host="pi-c"}'
+        values: '1 1 1 stale'
+      - series: 'up{job="tether",instance="[fe80::3%eth0]:9545",tether_id="c",tether_host="pi-c"}'
+        values: '_ _ _ 1x9'
+      - series: 'up{job="tether",instance="10.0.0.4:9545",tether_id="d",tether_host="pi-d"}'
+        values: '0x12'
     alert_rule_test:
       - eval_time: 2m
         alertname: TetherBoardSilent
@@ -727,15 +737,23 @@ tests:
       - eval_time: 6m
         alertname: TetherBoardSilent
         exp_alerts:
-          - exp_labels: {job: tether, instance: "10.0.0.1:9545", tether_host: pi-a, severity: warning}
+          - exp_labels: {job: tether, instance: "10.0.0.1:9545", tether_id: a, tether_host: pi-a, severity: warning}
             exp_annotations: {summary: "tether board pi-a (10.0.0.1:9545) stopped answering"}
+      - eval_time: 3m
+        alertname: TetherScrapeFailing
+        exp_alerts: []
+      - eval_time: 6m
+        alertname: TetherScrapeFailing
+        exp_alerts:
+          - exp_labels: {job: tether, instance: "10.0.0.4:9545", tether_id: d, tether_host: pi-d, severity: warning}
+            exp_annotations: {summary: "tether board pi-d (10.0.0.4:9545) is listed but its /metrics does not answer"}
       - eval_time: 4m
         alertname: TetherBoardHot
         exp_alerts: []
       - eval_time: 8m
         alertname: TetherBoardHot
         exp_alerts:
-          - exp_labels: {job: tether, instance: "10.0.0.2:9545", tether_host: pi-b, severity: warning}
+          - exp_labels: {job: tether, instance: "10.0.0.2:9545", tether_id: b, tether_host: pi-b, severity: warning}
             exp_annotations: {summary: "tether board pi-b is at 85.0 °C"}
 "#,
     )
