@@ -449,11 +449,22 @@ impl Link {
                 from,
             );
         }
+        // The same probe heard again while its answer waits (scan sends each probe to
+        // 255.255.255.255 and to the subnet's broadcast address, and both arrive): one
+        // answer, one token, so a scanner's probes cost half the rate limit.
+        if self
+            .pending
+            .iter()
+            .any(|p| p.t.to == from && p.t.nonce[..] == *nonce)
+        {
+            return;
+        }
         if self.pending.is_full() || !self.take_token(now) {
             stats.probes_limited += 1;
             return;
         }
-        let delay = u64::from(self.next_rand()) % (PROBE_ANSWER_DELAY_MAX_MS + 1);
+        // At least 1 ms: a copy of the probe read in the next turn still finds it waiting.
+        let delay = 1 + u64::from(self.next_rand()) % PROBE_ANSWER_DELAY_MAX_MS;
         let t = Transmit {
             family,
             to: from,
@@ -919,11 +930,14 @@ mod tests {
         drive(&mut l, t0, up(1));
         let mut st = Stats::default();
         let from: SocketAddr = "[fe80::9%1]:40000".parse().unwrap();
-        let p = probe("x");
-        for _ in 0..20 {
-            l.on_datagram(t0, Family::V6, &p, from, &mut st);
+        // The same probe twice while its answer waits (to two broadcast addresses): one.
+        l.on_datagram(t0, Family::V6, &probe("twice"), from, &mut st);
+        l.on_datagram(t0, Family::V6, &probe("twice"), from, &mut st);
+        assert_eq!((l.pending.len(), st.probes_limited), (1, 0));
+        for i in 0..20 {
+            l.on_datagram(t0, Family::V6, &probe(&format!("x{i}")), from, &mut st);
         }
-        assert_eq!(st.probes_limited, 20 - u64::from(PROBE_BURST));
+        assert_eq!(st.probes_limited, 21 - u64::from(PROBE_BURST));
         l.on_datagram(t0, Family::V4, b"garbage", from, &mut st);
         l.on_datagram(t0, Family::V4, &[b'x'; DATAGRAM_MAX + 1], from, &mut st);
         l.on_datagram(t0, Family::V4, b"{\"tether\":1}", from, &mut st);

@@ -139,7 +139,7 @@ pub const INTERVAL_MAX_SECS: u32 = 3600;
 /// Probe answers: a token bucket of this many replies, refilled at this rate per second.
 pub const PROBE_BURST: u32 = 8;
 pub const PROBE_PER_SEC: u32 = 4;
-/// Each probe answer waits a random 0..=this many ms (RFC 6762 §6), so a LAN full of
+/// Each probe answer waits a random 1..=this many ms (RFC 6762 §6), so a LAN full of
 /// boards does not answer a scan in the same instant.
 pub const PROBE_ANSWER_DELAY_MAX_MS: u64 = 250;
 /// Probe answers waiting for their delay, per interface: the bucket's burst and the few

@@ -101,15 +101,17 @@ fn start_agent(net: &Net, extra: &[&str]) -> Agent {
         .unwrap_or_else(|f| panic!("agent failed: {:?} {} {}", f.status, f.stdout, f.stderr))
 }
 
-/// Sends one probe of `size` bytes from namespace B and returns the answers.
+/// Sends `count` probes of `size` bytes from namespace B (nonces `nonce`, then `nonce1`,
+/// `nonce2`...: the agent answers a repeat of a waiting probe once) and returns the answers.
 fn probe(net: &Net, nonce: &str, size: usize, count: usize, wait: Duration) -> Vec<Vec<u8>> {
     let nonce = nonce.to_string();
     in_ns(&net.b, move || {
         let s = UdpSocket::bind("10.231.0.2:0").unwrap();
         s.set_broadcast(true).unwrap();
-        let mut p = format!("TETHER? {nonce}").into_bytes();
-        p.resize(size, b' ');
-        for _ in 0..count {
+        for i in 0..count {
+            let n = if i == 0 { String::new() } else { i.to_string() };
+            let mut p = format!("TETHER? {nonce}{n}").into_bytes();
+            p.resize(size, b' ');
             s.send_to(&p, (Ipv4Addr::BROADCAST, 4546)).unwrap();
         }
         s.set_read_timeout(Some(Duration::from_millis(100)))
@@ -191,6 +193,22 @@ fn beacon_leaves_only_its_interface_and_scan_finds_it() {
     let ans = json(&answers[0]);
     assert_eq!(ans["nonce"], "n0nce42");
     assert_eq!(ans["id"], id.as_str());
+    // Scan without -i sends each probe to 255.255.255.255 and to the directed broadcast:
+    // both copies reach the agent, which answers once (one token of its rate limit).
+    let twice = in_ns(&net.b, move || {
+        let s = UdpSocket::bind("10.231.0.2:0").unwrap();
+        s.set_broadcast(true).unwrap();
+        let mut p = b"TETHER? twice".to_vec();
+        p.resize(512, b' ');
+        for to in [Ipv4Addr::BROADCAST, Ipv4Addr::new(10, 231, 0, 255)] {
+            s.send_to(&p, (to, 4546)).unwrap();
+        }
+        s.set_read_timeout(Some(slack(Duration::from_millis(800))))
+            .unwrap();
+        let mut buf = [0u8; 600];
+        std::iter::from_fn(|| s.recv(&mut buf).ok()).count()
+    });
+    assert_eq!(twice.join().unwrap(), 1, "answers to one probe heard twice");
     let small = probe(&net, "tiny", 280, 1, slack(Duration::from_millis(800)));
     for d in &small {
         assert!(
