@@ -126,10 +126,12 @@ pub const SCAN_ADDRS_MAX: usize = 8;
 /// `tether scan --watch`: a board silent this long is dropped from the listing (the
 /// service runs for months; boards are re-imaged, renumbered, retired).
 pub const SCAN_FORGET_SECS: u64 = 600;
-/// `tether scan`: a beacon's load and temperature are believed within these bounds; a
-/// value outside (or not a finite number) shows as unknown.
+/// `tether scan`: a beacon's load is believed up to this bound; a value above (or not a
+/// finite number) shows as unknown.
 pub const SCAN_LOAD_MAX: f64 = 1e6;
-pub const SCAN_TEMP_C: (f64, f64) = (-273.15, 1000.0);
+/// A temperature in °C is believed within these bounds, by the agent reading `--thermal`
+/// and by `tether scan` reading a beacon; outside, it is unknown.
+pub const TEMP_C_RANGE: (f64, f64) = (-273.15, 1000.0);
 /// Default beacon port and interval.
 pub const DEFAULT_BEACON_PORT: u16 = 4546;
 pub const DEFAULT_INTERVAL_SECS: u32 = 5;

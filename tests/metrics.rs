@@ -166,6 +166,46 @@ fn get_and_head_answer_the_exposition_format() {
     assert_eq!(read_resp(&mut s, false).status, 404);
 }
 
+/// `--thermal`: what the kernel writes (integer millidegrees) is the temperature, in STATUS
+/// and in /metrics; anything else in the file (an exponent, a float, a number far out of
+/// range) is no temperature: `null` in STATUS, the family left out of /metrics.
+#[test]
+fn the_thermal_file_is_read_as_the_kernel_writes_it() {
+    let dir = temp_dir("thermal");
+    let file = dir.join("temp");
+    let path = file.to_str().unwrap().to_string();
+    for (text, want) in [
+        ("47500\n", Some("47.5")),
+        ("-5000\n", Some("-5.0")),
+        ("1e5\n", None),
+        ("99999999999999999999999\n", None),
+        ("45.5\n", None),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let (a, m) = agent_with_metrics(&["--thermal", &path]);
+        let status = ok_json(&a.unix().req("STATUS"));
+        let body = get(m).text();
+        let line = body
+            .lines()
+            .find(|l| l.starts_with("tether_temperature_celsius "));
+        match want {
+            Some(c) => {
+                assert_eq!(status["temp_c"].to_string(), c, "{text:?}");
+                assert_eq!(
+                    line,
+                    Some(format!("tether_temperature_celsius {c}").as_str())
+                );
+            }
+            None => {
+                assert!(status["temp_c"].is_null(), "{text:?}: {status}");
+                assert_eq!(line, None, "{text:?}");
+            }
+        }
+        a.stop();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn status_codes_for_other_methods_paths_and_malformed_heads() {
     let (_a, m) = agent_with_metrics(&[]);

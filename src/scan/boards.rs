@@ -7,7 +7,7 @@
 //! (`fuzz/fuzz_targets/scan.rs`).
 
 use crate::limits::{
-    SCAN_ADDRS_MAX, SCAN_BOARDS_MAX, SCAN_FORGET_SECS, SCAN_LOAD_MAX, SCAN_SEQS_MAX, SCAN_TEMP_C,
+    SCAN_ADDRS_MAX, SCAN_BOARDS_MAX, SCAN_FORGET_SECS, SCAN_LOAD_MAX, SCAN_SEQS_MAX, TEMP_C_RANGE,
 };
 use crate::proto::beacon::{self, count_members, fields, unquote, FleetKey, Trust};
 use crate::proto::json;
@@ -139,7 +139,7 @@ pub fn decode(d: &[u8], from: SocketAddr, now: Instant) -> Option<Board> {
             b"metrics" => b.metrics = num(v).filter(|&p: &u16| p != 0),
             b"uptime" => b.uptime = num(v).unwrap_or(0),
             b"load" => b.load = reading(v, 0.0, SCAN_LOAD_MAX),
-            b"temp_c" => b.temp_c = reading(v, SCAN_TEMP_C.0, SCAN_TEMP_C.1),
+            b"temp_c" => b.temp_c = reading(v, TEMP_C_RANGE.0, TEMP_C_RANGE.1),
             b"facts" => b.facts = count_members(v),
             b"seq" => b.seq = num(v).unwrap_or(0),
             b"run" => b.run = Some(text(v)),

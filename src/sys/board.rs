@@ -3,11 +3,26 @@
 
 use super::{iface, read_small};
 use crate::agent::Board;
-use crate::limits::PROC_READ_MAX;
+use crate::limits::{PROC_READ_MAX, TEMP_C_RANGE};
 
 fn first_f32(b: &[u8]) -> Option<f32> {
     let w = b.split(|&c| c == b' ' || c == b'\n').next()?;
     crate::proto::decimal::parse(w).map(|x| x as f32)
+}
+
+/// A thermal zone's `temp`: an integer in millidegrees Celsius and a newline, as the kernel
+/// writes it (`45000`, `-5000`), within [`TEMP_C_RANGE`]; anything else (a float, an
+/// exponent, `nan`, a number out of range) is no temperature.
+fn millidegrees(b: &[u8]) -> Option<f32> {
+    let w = b.strip_suffix(b"\n").unwrap_or(b);
+    let digits = w.strip_prefix(b"-").unwrap_or(w);
+    if digits.is_empty() || digits.len() > 7 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let c = f64::from(core::str::from_utf8(w).ok()?.parse::<i32>().ok()?) / 1000.0;
+    (TEMP_C_RANGE.0..=TEMP_C_RANGE.1)
+        .contains(&c)
+        .then_some(c as f32)
 }
 
 /// The whole seconds of `/proc/uptime`'s first field (`12345.67 ...`), read as an integer:
@@ -53,8 +68,7 @@ pub fn read(thermal: &str) -> Board {
         b.mem_avail_kb = meminfo_kb(&buf[..n], b"MemAvailable:");
     }
     if let Some(n) = read_small(thermal, &mut buf) {
-        // millidegrees Celsius
-        b.temp_c = first_f32(&buf[..n]).map(|m| m / 1000.0);
+        b.temp_c = millidegrees(&buf[..n]);
     }
     iface::ipv4_addrs(&mut b.addrs);
     iface::ipv6_addrs(&mut b.addrs);
@@ -76,6 +90,23 @@ mod tests {
     #[test]
     fn parses_proc_formats() {
         assert_eq!(first_f32(b"12345.67 999.0\n"), Some(12345.67));
+        assert_eq!(millidegrees(b"45000\n"), Some(45.0));
+        assert_eq!(millidegrees(b"-5500\n"), Some(-5.5));
+        for odd in [
+            &b"1e5"[..],
+            b"99999999999999999999999",
+            b"-300000",
+            b"1000001",
+            b"+42000",
+            b"42000\r\n",
+            b" 55000",
+            b"nan",
+            b"",
+            b"-",
+            b"45.5",
+        ] {
+            assert_eq!(millidegrees(odd), None, "{}", String::from_utf8_lossy(odd));
+        }
         // Past 2^24 s (194 days) every second still counts.
         assert_eq!(uptime_secs(b"100036455.14 98.0\n"), Some(100036455));
         assert_eq!(uptime_secs(b"100036456.99 98.0\n"), Some(100036456));
