@@ -18,7 +18,7 @@ use crate::cli::ScanArgs;
 use crate::exit::{
     printable, stdout_written, to_stdout, Fatal, EX_CANTCREAT, EX_CONFIG, EX_OSERR, EX_UNAVAILABLE,
 };
-use crate::limits::{BEACON_RECV_PER_TURN, DATAGRAM_MAX, SCAN_PROBES, SCAN_RCVBUF};
+use crate::limits::{warn_due, BEACON_RECV_PER_TURN, DATAGRAM_MAX, SCAN_PROBES, SCAN_RCVBUF};
 use crate::proto::beacon;
 use crate::proto::fixed::Fixed;
 use crate::sys::{iface, udp};
@@ -252,6 +252,19 @@ impl Scanner {
         }
     }
 
+    /// One round: probes with `nonce` (again at [`reprobe_times`]), collects for `wait`,
+    /// then says what it found that needs saying (clones, boards ignored). With
+    /// `say_unsent`, a probe that could not be sent is said at once (beacons are still
+    /// heard).
+    fn round(&mut self, boards: &mut Boards, nonce: &str, wait: Duration, say_unsent: bool) {
+        if let (Err(e), true) = (self.probe(nonce), say_unsent) {
+            eprintln!("warning: {e}; listening for beacons only");
+        }
+        let mut reprobe = reprobe_times(Instant::now(), wait);
+        self.collect(Instant::now() + wait, boards, nonce, &mut reprobe);
+        warn_clones(boards);
+    }
+
     /// Answers the kernel dropped for want of buffer room, over all sockets.
     fn dropped(&self) -> u64 {
         self.socks.iter().map(|s| u64::from(s.dropped)).sum()
@@ -264,6 +277,13 @@ fn reprobe_times(start: Instant, wait: Duration) -> Vec<Instant> {
     (1..SCAN_PROBES)
         .map(|k| start + wait / 2 * k / SCAN_PROBES.max(1))
         .collect()
+}
+
+/// The line that says the kernel dropped `n` datagrams scan could not read in time.
+fn dropped_warning(n: u64) -> String {
+    format!(
+        "warning: the kernel dropped {n} answers (receive buffer full); some boards may be missing"
+    )
 }
 
 /// Prints one `warning:` line per newly found cloned id, and one when boards past
@@ -307,12 +327,7 @@ pub fn run(args: ScanArgs, wait: Duration) -> Result<u8, Fatal> {
     let nonce = nonce()?;
     let mut boards = Boards::new(key, nonce.clone());
     let silent_after = wait.max(Duration::from_secs(15));
-    if let Err(e) = sc.probe(&nonce) {
-        eprintln!("warning: {e}; listening for beacons only");
-    }
-    let mut reprobe = reprobe_times(Instant::now(), wait);
-    sc.collect(Instant::now() + wait, &mut boards, &nonce, &mut reprobe);
-    warn_clones(&mut boards);
+    sc.round(&mut boards, &nonce, wait, true);
     let mut sd_last = None;
     if let Some(p) = &args.prometheus_sd {
         let text = prometheus_sd(boards.shown(false), Instant::now(), silent_after);
@@ -323,6 +338,7 @@ pub fn run(args: ScanArgs, wait: Duration) -> Result<u8, Fatal> {
     }
     if args.watch {
         let mut out = std::io::stdout();
+        let (mut dropped_said, mut dropped_warned) = (0, None);
         loop {
             let now = Instant::now();
             boards.forget(now);
@@ -341,17 +357,20 @@ pub fn run(args: ScanArgs, wait: Duration) -> Result<u8, Fatal> {
             if !stdout_written(out.write_all(shown.as_bytes()).and_then(|_| out.flush()))? {
                 return Ok(0);
             }
-            let _ = sc.probe(&nonce);
-            let mut reprobe = reprobe_times(Instant::now(), wait);
-            sc.collect(Instant::now() + wait, &mut boards, &nonce, &mut reprobe);
-            warn_clones(&mut boards);
+            // A new nonce each round: an answer captured before is then not this scan's.
+            let nonce = self::nonce()?;
+            boards.new_round(nonce.clone());
+            sc.round(&mut boards, &nonce, wait, false);
+            // What the kernel dropped since it was last said, at most once a minute.
+            let dropped = sc.dropped();
+            if dropped > dropped_said && warn_due(&mut dropped_warned, Instant::now()) {
+                eprintln!("{}", dropped_warning(dropped - dropped_said));
+                dropped_said = dropped;
+            }
         }
     }
     if sc.dropped() > 0 {
-        eprintln!(
-            "warning: the kernel dropped {} answers (receive buffer full); some boards may be missing",
-            sc.dropped()
-        );
+        eprintln!("{}", dropped_warning(sc.dropped()));
     }
     let now = Instant::now();
     let rows = boards.shown(args.all);

@@ -7,11 +7,12 @@
 //!
 //! Input: byte 0 bit 0 = scan with a fleet key; then records. A record is an op byte:
 //! bits 0-1 the source, bits 2-3 the time step (0, 1 s, 20 s, past `SCAN_FORGET_SECS`,
-//! which also runs `forget`), bit 4 = list afterwards, bit 7 = a beacon encoded from the
+//! which also runs `forget`), bit 4 = list afterwards, bit 5 = a new `--watch` round (a
+//! new probe nonce) first, bit 7 = a beacon encoded from the
 //! next 4 bytes (below), else a raw datagram of the next byte's length. Beacon bytes: id
 //! (1 of 6), run (1 of 4), seq, and flags: bye, metrics, the embedded address (none, the
-//! source, another, an IPv6 one), this scan's nonce, another nonce, signed with the key,
-//! signed with another key.
+//! source, another, an IPv6 one), this round's nonce, the round before's, signed with the
+//! key, signed with another key.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -23,7 +24,10 @@ use tether::limits::{
 use tether::proto::beacon::{encode_signed, Fields, FleetKey, Trust};
 use tether::scan::{prometheus_sd, scoped, table, to_json, Boards};
 
-const NONCE: &str = "0123456789abcdef";
+/// The probe nonce of `--watch` round `r`.
+fn nonce(r: u32) -> String {
+    format!("{r:016x}")
+}
 
 fn source(i: u8) -> SocketAddr {
     match i & 3 {
@@ -41,6 +45,7 @@ fn source(i: u8) -> SocketAddr {
 
 /// A beacon as an agent (or a forger) encodes it, from 4 input bytes.
 fn beacon(
+    round: u32,
     b: &[u8],
     from: SocketAddr,
     key: &FleetKey,
@@ -50,6 +55,7 @@ fn beacon(
     const IDS: [&str; 6] = ["aa", "bb", "cc", "dd", "ee", "ff"];
     const RUNS: [&str; 4] = ["r0", "r1", "r2", "r3"];
     let (id, run, seq, fl) = (b[0], b[1], b[2], b[3]);
+    let (this_round, last_round) = (nonce(round), nonce(round.wrapping_sub(1)));
     let addr = match (fl >> 2) & 3 {
         0 => None,
         1 => Some(from.ip()),
@@ -71,8 +77,8 @@ fn beacon(
         metrics: (fl & 2 != 0).then_some(9545),
         bye: fl & 1 != 0,
         nonce: match fl & 0x30 {
-            0x10 => Some(NONCE.as_bytes()),
-            0x20 => Some(b"another scan's"),
+            0x10 => Some(this_round.as_bytes()),
+            0x20 => Some(last_round.as_bytes()),
             _ => None,
         },
     };
@@ -120,7 +126,8 @@ fuzz_target!(|data: &[u8]| {
     let key = FleetKey::parse(b"the fleet key, long enough").expect("key");
     let other = FleetKey::parse(b"a forger's guess at the key").expect("key");
     let keyed = mode & 1 != 0;
-    let mut bs = Boards::new(keyed.then(|| key.clone()), NONCE.into());
+    let mut round = 0u32;
+    let mut bs = Boards::new(keyed.then(|| key.clone()), nonce(round));
     let t0 = Instant::now();
     let mut now = t0;
     let mut out = [0u8; DATAGRAM_MAX];
@@ -136,13 +143,17 @@ fuzz_target!(|data: &[u8]| {
         if (op >> 2) & 3 == 3 {
             bs.forget(now);
         }
+        if op & 0x20 != 0 {
+            round += 1;
+            bs.new_round(nonce(round));
+        }
         if op & 0x80 != 0 {
             if rest.len() < 4 {
                 return;
             }
             let (b, tail) = rest.split_at(4);
             rest = tail;
-            if let Some(n) = beacon(b, from, &key, &other, &mut out) {
+            if let Some(n) = beacon(round, b, from, &key, &other, &mut out) {
                 bs.ingest(&out[..n], from, now);
             }
         } else {

@@ -7,7 +7,8 @@
 //! (`fuzz/fuzz_targets/scan.rs`).
 
 use crate::limits::{
-    SCAN_ADDRS_MAX, SCAN_BOARDS_MAX, SCAN_FORGET_SECS, SCAN_LOAD_MAX, SCAN_SEQS_MAX, TEMP_C_RANGE,
+    SCAN_ADDRS_MAX, SCAN_BOARDS_MAX, SCAN_FORGET_SECS, SCAN_LOAD_MAX, SCAN_RUNS_PER_ID,
+    SCAN_SEQS_MAX, TEMP_C_RANGE,
 };
 use crate::proto::beacon::{self, count_members, fields, unquote, FleetKey, Trust};
 use crate::proto::json;
@@ -179,7 +180,10 @@ fn find<K: Ord, V>(v: &[(K, V)], k: &K) -> Result<usize, usize> {
 /// Every board heard so far, and what is needed to classify the next datagram.
 pub struct Boards {
     key: Option<FleetKey>,
-    nonce: String,
+    /// This round's probe nonce, and the round before's (an answer to it may come late):
+    /// `--watch` takes a new one each round, so an answer captured earlier carries a
+    /// nonce that is no longer this scan's ([`Boards::new_round`]).
+    nonces: (String, Option<String>),
     /// The rows, sorted by their [`RowKey`].
     rows: Vec<(RowKey, Board)>,
     /// The newest signed seq heard per (id, run, source address), and when, sorted: an
@@ -192,8 +196,8 @@ pub struct Boards {
     /// Ids already warned about as clones (one warning per id while it has a row), sorted;
     /// forgotten with the id's last row, so `--watch` keeps no more of them than rows.
     warned: Vec<String>,
-    /// Datagrams of boards past [`SCAN_BOARDS_MAX`] rows, ignored; and how many of them
-    /// were already said in a warning.
+    /// Datagrams of boards past [`SCAN_BOARDS_MAX`] rows, or of an id's runs past
+    /// [`SCAN_RUNS_PER_ID`], ignored; and how many of them were already said in a warning.
     ignored: u64,
     ignored_said: u64,
 }
@@ -202,13 +206,20 @@ impl Boards {
     pub fn new(key: Option<FleetKey>, nonce: String) -> Boards {
         Boards {
             key,
-            nonce,
+            nonces: (nonce, None),
             rows: Vec::new(),
             seqs: Vec::new(),
             warned: Vec::new(),
             ignored: 0,
             ignored_said: 0,
         }
+    }
+
+    /// `--watch`: the next round probes with `nonce`; answers to the last round's probe are
+    /// still this scan's, older ones are not.
+    pub fn new_round(&mut self, nonce: String) {
+        let last = std::mem::replace(&mut self.nonces.0, nonce);
+        self.nonces.1 = Some(last);
     }
 
     /// `--watch`: drops the boards silent for [`SCAN_FORGET_SECS`].
@@ -237,7 +248,8 @@ impl Boards {
         self.ignored_said = self.ignored;
         (new > 0).then(|| {
             format!(
-                "warning: more than {SCAN_BOARDS_MAX} boards heard: {new} datagrams of further ones ignored"
+                "warning: {new} datagrams ignored: scan keeps at most {SCAN_BOARDS_MAX} boards, and \
+                 {SCAN_RUNS_PER_ID} runs of one id"
             )
         })
     }
@@ -286,12 +298,20 @@ impl Boards {
             return;
         };
         if let Some(key) = &self.key {
-            b.trust = beacon::verify(d, key, from.ip(), Some(self.nonce.as_bytes()));
+            // A probe answer's nonce: this round's, or the last round's for one that came
+            // late; `verify` finds any other one `replayed`.
+            let theirs = fields(d)
+                .find(|(k, _)| *k == b"nonce")
+                .and_then(|(_, v)| unquote(v));
+            let ours = match &self.nonces {
+                (_, Some(last)) if theirs == Some(last.as_bytes()) => last,
+                (now, _) => now,
+            };
+            b.trust = beacon::verify(d, key, from.ip(), Some(ours.as_bytes()));
             b.addr = scoped(from);
             b.addrs = vec![b.addr.clone()];
             if b.trust == Trust::Signed {
-                b.answered = fields(d)
-                    .any(|(k, v)| k == b"nonce" && unquote(v) == Some(self.nonce.as_bytes()));
+                b.answered = theirs.is_some();
                 let run = b.run.clone().unwrap_or_default();
                 if self.seen_before(&b, &run) || self.stale_run(&b) {
                     b.trust = Trust::Replayed;
@@ -368,6 +388,9 @@ impl Boards {
         }
         match at {
             Ok(i) => self.rows[i].1 = b,
+            // A few runs of one id are clones; a thousand are a flood, and every check of
+            // a datagram of that id would compare it with each of them.
+            Err(i) if self.runs_of(&k, i) >= SCAN_RUNS_PER_ID => self.ignored += 1,
             Err(_) if self.rows.len() >= SCAN_BOARDS_MAX => {
                 // Full: a signed board takes the place of a row the key did not confirm
                 // (forged and replayed ones first, then unsigned; the one heard longest
@@ -396,6 +419,14 @@ impl Boards {
         }
     }
 
+    /// How many rows share `k`'s trust class and id, `at` being where `k` belongs (they
+    /// are next to each other: rows are sorted by trust, then id).
+    fn runs_of(&self, k: &RowKey, at: usize) -> usize {
+        let same = |(rk, _): &&(RowKey, Board)| (rk.0, &rk.1) == (k.0, &k.1);
+        let before = self.rows[..at].iter().rev().take_while(same).count();
+        before + self.rows[at..].iter().take_while(same).count()
+    }
+
     /// Marks ids carried by boards of different runs (clones); returns the ids not
     /// warned about before, sorted.
     pub fn mark_clones(&mut self) -> Vec<String> {
@@ -403,21 +434,22 @@ impl Boards {
         // addresses both differ (so an unsigned sender cannot make a signed board a clone),
         // each heard after the other was first heard: alive at once, where a restart at a
         // new address (another link, another family) is heard only after the old run.
+        // Rows of one trust class and id are next to each other, at most
+        // [`SCAN_RUNS_PER_ID`] of them: each is compared with its group only.
         let claims = |r: &Board| believable(r.trust) && r.run.is_some();
-        let rows = &self.rows;
-        let dup: Vec<bool> = rows
-            .iter()
-            .map(|(_, r)| {
-                claims(r)
-                    && rows.iter().any(|(_, o)| {
-                        claims(o)
-                            && o.trust == r.trust
-                            && o.id == r.id
-                            && o.run != r.run
-                            && !heard_at_one_address(o, r)
-                            && o.heard >= r.first_heard
-                            && r.heard >= o.first_heard
-                    })
+        let clone_of = |r: &Board, o: &Board| {
+            o.run != r.run
+                && !heard_at_one_address(o, r)
+                && o.heard >= r.first_heard
+                && r.heard >= o.first_heard
+        };
+        let dup: Vec<bool> = self
+            .rows
+            .chunk_by(|(a, _), (b, _)| (a.0, &a.1) == (b.0, &b.1))
+            .flat_map(|group| {
+                group.iter().map(|(_, r)| {
+                    claims(r) && group.iter().any(|(_, o)| claims(o) && clone_of(r, o))
+                })
             })
             .collect();
         let mut new: Vec<String> = Vec::new();

@@ -2,7 +2,9 @@
 
 use super::render::human_secs;
 use super::*;
-use crate::limits::{SCAN_ADDRS_MAX, SCAN_BOARDS_MAX, SCAN_FORGET_SECS, SCAN_SEQS_MAX};
+use crate::limits::{
+    SCAN_ADDRS_MAX, SCAN_BOARDS_MAX, SCAN_FORGET_SECS, SCAN_RUNS_PER_ID, SCAN_SEQS_MAX,
+};
 use crate::proto::beacon::{self, FleetKey, Trust};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -439,6 +441,67 @@ fn what_a_watch_remembers_stays_bounded() {
     let rows = bs.shown(true);
     assert_eq!((rows.len(), rows[0].addrs.len()), (1, SCAN_ADDRS_MAX));
     assert_eq!(rows[0].addr, "10.9.1.0");
+}
+
+/// One id claimed by ever new runs from ever new addresses (clones, or a flood of them):
+/// at most SCAN_RUNS_PER_ID rows of it, the rest counted, so no datagram of that id is
+/// compared with a thousand rows; the clone warning is said once.
+#[test]
+fn one_id_keeps_a_few_runs() {
+    let now = Instant::now();
+    let mut bs = Boards::new(None, "n".into());
+    for i in 0..1000u32 {
+        let a = [10, 9, (i >> 8) as u8, i as u8];
+        bs.ingest(&datagram("id", &format!("r{i}"), a, 1, None), from(a), now);
+    }
+    bs.ingest(
+        &datagram("other", "r", [10, 8, 0, 1], 1, None),
+        from([10, 8, 0, 1]),
+        now,
+    );
+    assert_eq!(bs.shown(true).len(), SCAN_RUNS_PER_ID + 1);
+    assert_eq!(bs.mark_clones(), vec!["id".to_string()]);
+    let w = bs.ignored_warning().unwrap();
+    assert!(
+        w.contains(&format!(" {} datagrams ignored", 1000 - SCAN_RUNS_PER_ID)),
+        "{w}"
+    );
+}
+
+/// `--watch` probes with a new nonce each round: an answer to the last round's probe is
+/// still this scan's; one captured rounds ago is `replayed`, even after its run's seq
+/// memory was forgotten.
+#[test]
+fn each_round_has_its_nonce() {
+    let t = Instant::now();
+    let key = fleet_key();
+    let k = Some(&key);
+    let a = [10, 9, 0, 1];
+    let mut bs = Boards::new(Some(key.clone()), "n1".into());
+    let captured = datagram_as("id", "old", a, 7, k, false, Some("n1"));
+    bs.ingest(&captured, from(a), t);
+    bs.new_round("n2".into());
+    let late = datagram_as("id", "old", a, 8, k, false, Some("n1"));
+    bs.ingest(&late, from(a), t);
+    let rows = bs.shown(false);
+    assert_eq!(
+        (rows.len(), rows[0].answered),
+        (1, true),
+        "late answer is this scan's"
+    );
+    bs.new_round("n3".into());
+    // Silent past the forgetting: rows and seq memory gone, a new run of the board is up.
+    let later = t + Duration::from_secs(SCAN_FORGET_SECS + 1);
+    bs.forget(later);
+    bs.ingest(
+        &datagram_as("id", "new", a, 0, k, false, Some("n3")),
+        from(a),
+        later,
+    );
+    bs.ingest(&captured, from(a), later);
+    let rows = bs.shown(false);
+    assert_eq!((rows.len(), rows[0].run.as_deref()), (1, Some("new")));
+    assert!(bs.hidden(false).unwrap().contains("1 replayed"));
 }
 
 /// With a key an unsigned sender cannot make a signed board a clone; two signed boards
