@@ -229,10 +229,10 @@ impl Boards {
             .retain(|(_, r)| now.saturating_duration_since(r.heard) < forget);
         self.seqs
             .retain(|(_, (_, heard))| now.saturating_duration_since(*heard) < forget);
-        let mut ids: Vec<&str> = self.rows.iter().map(|(k, _)| k.1.as_str()).collect();
-        ids.sort_unstable();
+        // (Clones are few: a scan over the rows per warned id, and no sort linked in.)
+        let rows = &self.rows;
         self.warned
-            .retain(|id| ids.binary_search(&id.as_str()).is_ok());
+            .retain(|id| rows.iter().any(|(k, _)| k.1 == *id));
     }
 
     /// How many seq entries and clone warnings are remembered besides the rows (bounded:

@@ -19,7 +19,10 @@ fn millidegrees(b: &[u8]) -> Option<f32> {
     if digits.is_empty() || digits.len() > 7 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let c = f64::from(core::str::from_utf8(w).ok()?.parse::<i32>().ok()?) / 1000.0;
+    let m = digits
+        .iter()
+        .fold(0i32, |n, d| n * 10 + i32::from(d - b'0'));
+    let c = f64::from(if digits.len() < w.len() { -m } else { m }) / 1000.0;
     (TEMP_C_RANGE.0..=TEMP_C_RANGE.1)
         .contains(&c)
         .then_some(c as f32)
