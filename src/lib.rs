@@ -6,7 +6,8 @@
 //!                  │                      │      └──── proto      (IO-free wire layer)
 //!                  ├─ ctl (+ ctl::pretty) ├── links ─── beacon ── proto::beacon
 //!                  │                      │   (sockets)  (IO-free: one Link per interface)
-//!                  └─ scan (poll)         └── sys (nix: sockets, signals, ioctl, /proc)
+//!                  └─ scan (poll) ─ render ─ boards   └── sys (nix: sockets, signals, ioctl, /proc)
+//!                     (sockets, files)        (IO-free table and trust rules, fuzzed)
 //!   exit: Fatal and the exit codes, for main.rs and the three subcommands
 //! ```
 //!
@@ -23,7 +24,9 @@
 //! - [`sys`] is the only module that calls nix's socket/signal/ioctl APIs; it reads and
 //!   writes the OS, and leaves every wire format to [`proto`].
 //! - [`runloop`] is the agent's only caller of poll(2) and owns every fd of the agent.
-//!   The client `tether scan` has a small poll of its own over its UDP sockets.
+//!   The client `tether scan` has a small poll of its own over its UDP sockets; its board
+//!   table (`scan::boards`: every datagram through `Boards::ingest(d, from, now)`) is
+//!   IO-free like [`beacon`], and `scan::render` turns the rows into text.
 //! - [`daemon`], [`ctl`], [`scan`] are the subcommands; none imports another. [`cli`]
 //!   validates their options; [`exit`] holds [`exit::Fatal`] and every exit code, and
 //!   `main.rs` prints the one `error:` line and exits with the code.

@@ -2,8 +2,8 @@
 //! per board (sorted by host, id, address). A client process: it may allocate. `--watch`
 //! keeps listening and re-probing, marking boards that said goodbye or went silent.
 //!
-//! The parts: [`boards`] is the table and the trust rules, sans I/O (every datagram goes
-//! through [`Boards::ingest`]); [`render`] turns its rows into the table, `--json` and the
+//! The parts: `boards` is the table and the trust rules, sans I/O (every datagram goes
+//! through [`Boards::ingest`]); `render` turns its rows into the table, `--json` and the
 //! Prometheus target file; this file owns the sockets, the clock and the files.
 
 mod boards;
