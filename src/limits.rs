@@ -120,9 +120,11 @@ pub const SCAN_BOARDS_MAX: usize = 1024;
 /// [`SCAN_FORGET_SECS`]). Only the key's holders add them; when full, the one heard
 /// longest ago goes (a copy of that run is then judged by the other rules).
 pub const SCAN_SEQS_MAX: usize = 4 * SCAN_BOARDS_MAX;
-/// `tether scan`: rows of one id and trust class, at most (clones sharing one machine-id:
-/// a few; past this a datagram of a further run of that id is ignored and counted).
-pub const SCAN_RUNS_PER_ID: usize = 8;
+/// `tether scan`: rows of one id and trust class, at most: boards cloned from one SD-card
+/// image share an id (a lab of a few hundred is possible, and each is listed); past this a
+/// datagram of a further run of that id is ignored and counted, so no datagram of one id
+/// is compared with more rows than this.
+pub const SCAN_RUNS_PER_ID: usize = 256;
 /// `tether scan`: addresses one row lists, at most (a board on four links, each over both
 /// families); further ones are not added.
 pub const SCAN_ADDRS_MAX: usize = 8;

@@ -437,11 +437,12 @@ impl Boards {
         // Rows of one trust class and id are next to each other, at most
         // [`SCAN_RUNS_PER_ID`] of them: each is compared with its group only.
         let claims = |r: &Board| believable(r.trust) && r.run.is_some();
+        // The cheap tests first: a flood of runs that are never heard twice fails on time.
         let clone_of = |r: &Board, o: &Board| {
-            o.run != r.run
-                && !heard_at_one_address(o, r)
-                && o.heard >= r.first_heard
+            o.heard >= r.first_heard
                 && r.heard >= o.first_heard
+                && o.run != r.run
+                && !heard_at_one_address(o, r)
         };
         let dup: Vec<bool> = self
             .rows
