@@ -11,7 +11,7 @@
 //!   a new index gets new sockets (SO_BINDTODEVICE ties a socket to an index);
 //! - probe answers: unicast back to the prober over the family the probe came in on,
 //!   never larger than the probe (no amplification), through a token bucket, and each
-//!   delayed by a random 0–[`PROBE_ANSWER_DELAY_MAX_MS`] ms so that a LAN full of boards
+//!   delayed by a random 1–[`PROBE_ANSWER_DELAY_MAX_MS`] ms so that a LAN full of boards
 //!   does not answer a scan in the same instant (RFC 6762 §6 does the same);
 //! - rate-limited operator warnings about the interface.
 //!
@@ -22,8 +22,8 @@
 
 use crate::agent::{Agent, BeaconInfo, BeaconState, Board, Stats};
 use crate::limits::{
-    warn_due, DATAGRAM_MAX, FLEET_KEY_MAX, PROBE_ANSWER_DELAY_MAX_MS, PROBE_BURST,
-    PROBE_PENDING_MAX, PROBE_PER_SEC, SECRET_SLACK,
+    warn_due, DATAGRAM_MAX, FLEET_KEY_MAX, MAX_LISTENERS, MAX_METRICS_LISTENERS,
+    PROBE_ANSWER_DELAY_MAX_MS, PROBE_BURST, PROBE_PENDING_MAX, PROBE_PER_SEC, SECRET_SLACK,
 };
 use crate::lograte::LogRate;
 use crate::proto::beacon::{self, Fields, FleetKey, NONCE_MAX};
@@ -161,39 +161,50 @@ impl Signing {
     }
 }
 
-/// The ports a beacon announces, per family: a listener a peer can reach over the
-/// family the beacon went out on. IPv6 listeners are IPV6_V6ONLY, so `0.0.0.0` serves
-/// IPv4 only and `[::]` IPv6 only, and `--metrics 0.0.0.0:9545` alone must not put a
-/// port into IPv6 beacons (scan would list `[fe80::…%eth0]:9545`, which refuses).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The ports a beacon announces: those of a listener a peer reaches at the beacon's own
+/// address. IPv6 listeners are IPV6_V6ONLY, so `0.0.0.0` serves IPv4 only and `[::]` IPv6
+/// only, and one on a specific address serves that address only: `--metrics 0.0.0.0:9545`
+/// alone must not put a port into IPv6 beacons (scan would list `[fe80::…%eth0]:9545`,
+/// which refuses), nor `[fd00::3]:9545` into beacons from `fe80::…`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Announced {
-    /// Indexed by family (IPv4, IPv6).
-    ctl: [u16; 2],
-    metrics: [Option<u16>; 2],
+    ctl: heapless::Vec<SocketAddr, MAX_LISTENERS>,
+    metrics: heapless::Vec<SocketAddr, MAX_METRICS_LISTENERS>,
 }
 
 impl Announced {
-    /// Control: the first listener of the family not on loopback, else the first
-    /// listener (a beacon always names a port). Metrics: the first of the family not on
-    /// loopback, else none.
+    /// The control and metrics listeners, by their real addresses.
     pub fn new(ctl: &[SocketAddr], metrics: &[SocketAddr]) -> Announced {
-        let of = |list: &[SocketAddr], f: Family| {
-            list.iter()
-                .find(|a| a.is_ipv4() == (f == Family::V4) && !a.ip().is_loopback())
-                .map(|a| a.port())
-        };
-        let first = ctl.first().map_or(0, |a| a.port());
-        let both = |g: &dyn Fn(Family) -> Option<u16>| [g(Family::V4), g(Family::V6)];
-        let [c4, c6] = both(&|f| of(ctl, f));
-        Announced {
-            ctl: [c4.unwrap_or(first), c6.unwrap_or(first)],
-            metrics: both(&|f| of(metrics, f)),
-        }
+        let mut a = Announced::default();
+        a.ctl.extend(ctl.iter().copied().take(MAX_LISTENERS));
+        a.metrics
+            .extend(metrics.iter().copied().take(MAX_METRICS_LISTENERS));
+        a
     }
 
-    /// (control port, metrics port) for a beacon going out over `f`.
-    pub fn ports(&self, f: Family) -> (u16, Option<u16>) {
-        (self.ctl[fam_ix(f)], self.metrics[fam_ix(f)])
+    /// (control port, metrics port) for a beacon over `f` from `addr` (the link's address
+    /// of that family, when it has one): a listener on that family's unspecified address
+    /// or on `addr`. Control falls back to the first listener (a beacon always names a
+    /// port; [`Announced::serves`] tells start-up to warn); metrics to none.
+    pub fn ports(&self, f: Family, addr: Option<IpAddr>) -> (u16, Option<u16>) {
+        let at = |list: &[SocketAddr]| {
+            list.iter()
+                .find(|l| {
+                    l.is_ipv4() == (f == Family::V4)
+                        && (l.ip().is_unspecified() || Some(l.ip()) == addr)
+                })
+                .map(|l| l.port())
+        };
+        let first = self.ctl.first().map_or(0, |l| l.port());
+        (at(&self.ctl).unwrap_or(first), at(&self.metrics))
+    }
+
+    /// Whether some control listener of family `f` is reachable from the LAN (not on
+    /// loopback): without one, that family's beacons name a port its peers cannot reach.
+    pub fn serves(&self, f: Family) -> bool {
+        self.ctl
+            .iter()
+            .any(|l| l.is_ipv4() == (f == Family::V4) && !l.ip().is_loopback())
     }
 }
 
@@ -201,7 +212,7 @@ impl Announced {
 pub struct Common<'a> {
     pub agent: &'a Agent,
     pub board: &'a Board,
-    pub ports: Announced,
+    pub ports: &'a Announced,
     pub run: &'a str,
     pub key: Option<&'a FleetKey>,
 }
@@ -530,7 +541,7 @@ impl Link {
             Family::V4 => self.addr4.map(IpAddr::V4),
             Family::V6 => self.addr6.map(IpAddr::V6),
         };
-        let (port, metrics) = c.ports.ports(t.family);
+        let (port, metrics) = c.ports.ports(t.family, addr);
         let f = Fields {
             id: c.agent.id(),
             host: &c.board.host,
@@ -858,7 +869,7 @@ mod tests {
         assert_eq!(l.poll_timeout(IV), t0 + IV);
         assert!(!l.tick_due(t0 + IV - Duration::from_millis(1), IV));
         assert!(l.tick_due(t0 + IV, IV));
-        // A probe: answered after 0-250 ms, not before its deadline.
+        // A probe: answered after 1-250 ms, not before its deadline.
         let mut st = Stats::default();
         let from: SocketAddr = "10.0.0.9:40000".parse().unwrap();
         let t1 = t0 + Duration::from_secs(1);
@@ -972,7 +983,7 @@ mod tests {
             agent: &agent,
             board: &board,
             // Metrics over IPv4 only: this IPv6 answer names no metrics port.
-            ports: Announced::new(
+            ports: &Announced::new(
                 &[sa("0.0.0.0:4545"), sa("[::]:4545")],
                 &[sa("0.0.0.0:9545")],
             ),
@@ -1014,32 +1025,42 @@ mod tests {
         s.parse().unwrap()
     }
 
-    /// Each family's beacons name the ports a peer reaches over that family: IPv6
-    /// listeners serve IPv6 only (IPV6_V6ONLY), loopback ones nobody on the LAN.
+    /// Each beacon names the ports a peer reaches at the beacon's address: IPv6
+    /// listeners serve IPv6 only (IPV6_V6ONLY), one on a specific address that address
+    /// only, loopback ones nobody on the LAN.
     #[test]
     fn beacons_announce_the_ports_their_family_reaches() {
         let (v4, v6) = (Family::V4, Family::V6);
+        let (ip4, ll) = (Some(sa("10.0.0.5:0").ip()), Some(sa("[fe80::5]:0").ip()));
+        let at = |a: &Announced| (a.ports(v4, ip4), a.ports(v6, ll));
         // The defaults: control on both families, metrics as the package sets them.
         let both = [sa("0.0.0.0:4545"), sa("[::]:4545")];
         let a = Announced::new(&both, &[sa("0.0.0.0:9545"), sa("[::]:9545")]);
-        assert_eq!(
-            (a.ports(v4), a.ports(v6)),
-            ((4545, Some(9545)), (4545, Some(9545)))
-        );
+        assert_eq!(at(&a), ((4545, Some(9545)), (4545, Some(9545))));
+        assert!(a.serves(v4) && a.serves(v6));
         // Metrics on IPv4 only: IPv6 beacons name none (a scrape there would be refused).
         let a = Announced::new(&both, &[sa("0.0.0.0:9545")]);
-        assert_eq!(
-            (a.ports(v4), a.ports(v6)),
-            ((4545, Some(9545)), (4545, None))
-        );
+        assert_eq!(at(&a), ((4545, Some(9545)), (4545, None)));
         // Port 0 picked a port per family: each family names its own.
         let a = Announced::new(&both, &[sa("0.0.0.0:34669"), sa("[::]:38829")]);
-        assert_eq!((a.ports(v4).1, a.ports(v6).1), (Some(34669), Some(38829)));
-        // Loopback is skipped; control falls back to the first listener, metrics to none.
+        assert_eq!((at(&a).0 .1, at(&a).1 .1), (Some(34669), Some(38829)));
+        // A specific address serves beacons from that address only.
+        let a = Announced::new(
+            &[sa("10.0.0.5:4545"), sa("[fd00::3]:4545")],
+            &[sa("10.0.0.5:9545"), sa("[fd00::3]:9545")],
+        );
+        assert_eq!(at(&a), ((4545, Some(9545)), (4545, None)));
+        assert_eq!(
+            a.ports(v6, Some(sa("[fd00::3]:0").ip())),
+            (4545, Some(9545))
+        );
+        // Loopback is skipped; control falls back to the first listener (and start-up
+        // warns: no control listener serves IPv4), metrics to none.
         let a = Announced::new(
             &[sa("127.0.0.1:5000"), sa("[::]:4545")],
             &[sa("127.0.0.1:9545")],
         );
-        assert_eq!((a.ports(v4), a.ports(v6)), ((5000, None), (4545, None)));
+        assert_eq!(at(&a), ((5000, None), (4545, None)));
+        assert!(!a.serves(v4) && a.serves(v6));
     }
 }

@@ -3,6 +3,7 @@
 //! loop. Start-up may allocate; the run loop may not. [`run`] reads as the list of steps.
 
 use crate::agent::{Agent, BeaconInfo, Config};
+use crate::beacon::Family;
 use crate::cli::AgentConfig;
 use crate::limits::{MAX_LISTENERS, MAX_METRICS_LISTENERS, SECRET_SLACK, TOKEN_MAX};
 use crate::runloop::{Devices, RunLoop, Watchdog};
@@ -298,11 +299,23 @@ fn open_beacons(
     let addrs = |l: &[(OwnedFd, SocketAddr)]| l.iter().map(|(_, a)| *a).collect::<Vec<_>>();
     let ports = crate::beacon::Announced::new(&addrs(tcp), &addrs(metrics));
     let bc = cfg.beacon.as_ref();
+    let families = bc.map(|b| b.families).unwrap_or_default();
+    for (on, f, name, any) in [
+        (families.v4(), Family::V4, "IPv4", "0.0.0.0"),
+        (families.v6(), Family::V6, "IPv6", "[::]"),
+    ] {
+        if on && !ifaces.is_empty() && !ports.serves(f) {
+            let (port, _) = ports.ports(f, None);
+            log::warn!(
+                "no --listen address serves {name}: {name} beacons name control port {port}, which {name} peers cannot reach (add --listen {any}:{port}, or --beacon-family)"
+            );
+        }
+    }
     let mut links = Links::new(
         now,
         ifaces,
         bc.map_or(crate::limits::DEFAULT_BEACON_PORT, |b| b.port),
-        bc.map(|b| b.families).unwrap_or_default(),
+        families,
         ports,
         run_id,
         fleet_key,

@@ -292,7 +292,7 @@ fn warn_clones(boards: &mut Boards) {
     for id in boards.mark_clones() {
         eprintln!("{}", clone_warning(&id));
     }
-    if let Some(w) = boards.ignored_warning() {
+    if let Some(w) = boards.ignored_warning(Instant::now()) {
         eprintln!("{w}");
     }
 }

@@ -746,9 +746,10 @@ fn the_readme_prometheus_config_and_alert_rules_are_valid_and_fire() {
     let out = promtool_ok(tool, &["check", "rules", "tether.rules.yml"], &dir);
     assert!(out.contains("SUCCESS: 3 rules found"), "{out}");
     // The rules fire as the README says: a board whose target left (stale `up`) is silent,
-    // also when another board took its address; one that moved to another address is not;
-    // one listed but not answering (`up` 0, never up) fails its scrapes; one above 80 °C
-    // for 5 minutes is hot; a healthy board raises nothing.
+    // once however many addresses it had, also when another board took its address; one
+    // that moved to another address is not; one listed but not answering (`up` 0, ever or
+    // since a while) fails its scrapes and is not silent; one above 80 °C for 5 minutes
+    // is hot; a healthy board raises nothing.
     std::fs::write(
         dir.join("tests.yml"),
         r#"rule_files: [tether.rules.yml]
@@ -758,6 +759,8 @@ tests:
     input_series:
       - series: 'up{job="tether",instance="10.0.0.1:9545",tether_id="a",tether_host="pi-a"}'
         values: '1 1 1 stale'
+      - series: 'up{job="tether",instance="10.0.0.1:36531",tether_id="a",tether_host="pi-a"}'
+        values: '1 stale'
       - series: 'up{job="tether",instance="10.0.0.1:9545",tether_id="e",tether_host="pi-e"}'
         values: '_ _ _ _ 1x8'
       - series: 'up{job="tether",instance="10.0.0.2:9545",tether_id="b",tether_host="pi-b"}'
@@ -770,6 +773,8 @@ tests:
         values: '_ _ _ 1x9'
       - series: 'up{job="tether",instance="10.0.0.4:9545",tether_id="d",tether_host="pi-d"}'
         values: '0x12'
+      - series: 'up{job="tether",instance="10.0.0.6:9545",tether_id="f",tether_host="pi-f"}'
+        values: '1 1 1 0x10'
     alert_rule_test:
       - eval_time: 2m
         alertname: TetherBoardSilent
@@ -777,8 +782,13 @@ tests:
       - eval_time: 6m
         alertname: TetherBoardSilent
         exp_alerts:
-          - exp_labels: {job: tether, instance: "10.0.0.1:9545", tether_id: a, tether_host: pi-a, severity: warning}
-            exp_annotations: {summary: "tether board pi-a (10.0.0.1:9545) stopped answering"}
+          - exp_labels: {tether_id: a, tether_host: pi-a, severity: warning}
+            exp_annotations: {summary: "tether board pi-a (a) stopped answering"}
+      - eval_time: 10m
+        alertname: TetherBoardSilent
+        exp_alerts:
+          - exp_labels: {tether_id: a, tether_host: pi-a, severity: warning}
+            exp_annotations: {summary: "tether board pi-a (a) stopped answering"}
       - eval_time: 3m
         alertname: TetherScrapeFailing
         exp_alerts: []
@@ -787,6 +797,13 @@ tests:
         exp_alerts:
           - exp_labels: {job: tether, instance: "10.0.0.4:9545", tether_id: d, tether_host: pi-d, severity: warning}
             exp_annotations: {summary: "tether board pi-d (10.0.0.4:9545) is listed but its /metrics does not answer"}
+      - eval_time: 10m
+        alertname: TetherScrapeFailing
+        exp_alerts:
+          - exp_labels: {job: tether, instance: "10.0.0.4:9545", tether_id: d, tether_host: pi-d, severity: warning}
+            exp_annotations: {summary: "tether board pi-d (10.0.0.4:9545) is listed but its /metrics does not answer"}
+          - exp_labels: {job: tether, instance: "10.0.0.6:9545", tether_id: f, tether_host: pi-f, severity: warning}
+            exp_annotations: {summary: "tether board pi-f (10.0.0.6:9545) is listed but its /metrics does not answer"}
       - eval_time: 4m
         alertname: TetherBoardHot
         exp_alerts: []

@@ -92,7 +92,7 @@ fn beacon(
 
 fn check_listings(bs: &mut Boards, keyed: bool, now: Instant) {
     let _ = bs.mark_clones();
-    let _ = bs.ignored_warning();
+    let _ = bs.ignored_warning(now);
     let _ = bs.hidden(false);
     let all = bs.shown(true);
     assert!(all.len() <= SCAN_BOARDS_MAX);

@@ -171,7 +171,7 @@ impl Links {
                 let c = Common {
                     agent,
                     board: b,
-                    ports: self.ports,
+                    ports: &self.ports,
                     run: &self.run,
                     key: self.signing.as_ref().map(|s| &s.key),
                 };

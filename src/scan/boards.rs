@@ -7,7 +7,7 @@
 //! (`fuzz/fuzz_targets/scan.rs`).
 
 use crate::limits::{
-    SCAN_ADDRS_MAX, SCAN_BOARDS_MAX, SCAN_FORGET_SECS, SCAN_LOAD_MAX, SCAN_RUNS_PER_ID,
+    warn_due, SCAN_ADDRS_MAX, SCAN_BOARDS_MAX, SCAN_FORGET_SECS, SCAN_LOAD_MAX, SCAN_RUNS_PER_ID,
     SCAN_SEQS_MAX, TEMP_C_RANGE,
 };
 use crate::proto::beacon::{self, count_members, fields, unquote, FleetKey, Trust};
@@ -200,6 +200,9 @@ pub struct Boards {
     /// [`SCAN_RUNS_PER_ID`], ignored; and how many of them were already said in a warning.
     ignored: u64,
     ignored_said: u64,
+    /// When that warning was last said: at most once a minute (a lab of clones past the
+    /// bound is ignored every round).
+    ignored_warned: Option<Instant>,
 }
 
 impl Boards {
@@ -212,6 +215,7 @@ impl Boards {
             warned: Vec::new(),
             ignored: 0,
             ignored_said: 0,
+            ignored_warned: None,
         }
     }
 
@@ -241,17 +245,18 @@ impl Boards {
         (self.seqs.len(), self.warned.len())
     }
 
-    /// A warning when datagrams of boards beyond [`SCAN_BOARDS_MAX`] were ignored since
-    /// the last one.
-    pub fn ignored_warning(&mut self) -> Option<String> {
+    /// A warning when datagrams of boards beyond [`SCAN_BOARDS_MAX`] (or of runs beyond
+    /// [`SCAN_RUNS_PER_ID`]) were ignored since it was last said, at most once a minute.
+    pub fn ignored_warning(&mut self, now: Instant) -> Option<String> {
         let new = self.ignored - self.ignored_said;
+        if new == 0 || !warn_due(&mut self.ignored_warned, now) {
+            return None;
+        }
         self.ignored_said = self.ignored;
-        (new > 0).then(|| {
-            format!(
-                "warning: {new} datagrams ignored: scan keeps at most {SCAN_BOARDS_MAX} boards, and \
-                 {SCAN_RUNS_PER_ID} runs of one id"
-            )
-        })
+        Some(format!(
+            "warning: {new} datagrams ignored: scan keeps at most {SCAN_BOARDS_MAX} boards, and \
+             {SCAN_RUNS_PER_ID} runs of one id"
+        ))
     }
 
     /// True when this signed (id, run, source) datagram is not newer than the newest one

@@ -371,9 +371,16 @@ fn a_flood_of_made_up_ids_fills_a_bounded_table_and_is_said_once() {
         );
     }
     assert_eq!(bs.shown(true).len(), SCAN_BOARDS_MAX);
-    let w = bs.ignored_warning().unwrap();
+    let w = bs.ignored_warning(now).unwrap();
     assert!(w.contains(" 10 datagrams"), "{w}");
-    assert_eq!(bs.ignored_warning(), None, "said once");
+    assert_eq!(bs.ignored_warning(now), None, "said once");
+    // More are ignored every round: said again a minute later, with their count.
+    let d = datagram("more", "r", [10, 9, 0, 1], 1, None);
+    bs.ingest(&d, from([10, 9, 0, 1]), now);
+    assert_eq!(bs.ignored_warning(now + Duration::from_secs(5)), None);
+    bs.ingest(&d, from([10, 9, 0, 1]), now);
+    let w = bs.ignored_warning(now + Duration::from_secs(60)).unwrap();
+    assert!(w.contains(" 2 datagrams"), "{w}");
     // --watch forgets the silent ones, and then there is room again.
     bs.forget(now + Duration::from_secs(SCAN_FORGET_SECS));
     assert!(bs.shown(true).is_empty());
@@ -461,7 +468,7 @@ fn one_id_keeps_a_few_runs() {
     );
     assert_eq!(bs.shown(true).len(), SCAN_RUNS_PER_ID + 1);
     assert_eq!(bs.mark_clones(), vec!["id".to_string()]);
-    let w = bs.ignored_warning().unwrap();
+    let w = bs.ignored_warning(now).unwrap();
     assert!(
         w.contains(&format!(" {} datagrams ignored", 1000 - SCAN_RUNS_PER_ID)),
         "{w}"
@@ -555,7 +562,7 @@ fn forged_rows_never_keep_a_signed_board_out() {
     }
     bs.ingest(&datagram("u", "r", f, 1, None), from(f), now);
     assert_eq!(bs.shown(false).len(), SCAN_BOARDS_MAX);
-    assert!(bs.ignored_warning().is_some());
+    assert!(bs.ignored_warning(now).is_some());
 }
 
 /// An earlier run's datagram re-sent from the board's own address (its goodbye, or a
