@@ -125,6 +125,11 @@ pub const SCAN_SEQS_MAX: usize = 4 * SCAN_BOARDS_MAX;
 /// datagram of a further run of that id is ignored and counted, so no datagram of one id
 /// is compared with more rows than this.
 pub const SCAN_RUNS_PER_ID: usize = 256;
+/// `tether scan`: an address of a board not heard this long, while the board was heard at
+/// another, is dropped from its row (renumbered by DHCP, a link gone). An agent beacons on
+/// all its links at once and answers each probe on each, so a live address is heard with
+/// the others.
+pub const SCAN_ADDR_STALE_SECS: u64 = 60;
 /// `tether scan`: addresses one row lists, at most (a board on four links, each over both
 /// families); further ones are not added.
 pub const SCAN_ADDRS_MAX: usize = 8;

@@ -97,6 +97,9 @@ fn check_listings(bs: &mut Boards, keyed: bool, now: Instant) {
     let all = bs.shown(true);
     assert!(all.len() <= SCAN_BOARDS_MAX);
     assert!(all.iter().all(|b| b.addrs.len() <= SCAN_ADDRS_MAX));
+    assert!(all
+        .iter()
+        .all(|b| b.addrs.len() == b.addrs_heard.len() && !b.addrs.is_empty()));
     let shown = bs.shown(false);
     for b in shown.iter().filter(|_| keyed) {
         // Signed, and filed at the addresses it was heard from.

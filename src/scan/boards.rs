@@ -7,8 +7,8 @@
 //! (`fuzz/fuzz_targets/scan.rs`).
 
 use crate::limits::{
-    warn_due, SCAN_ADDRS_MAX, SCAN_BOARDS_MAX, SCAN_FORGET_SECS, SCAN_LOAD_MAX, SCAN_RUNS_PER_ID,
-    SCAN_SEQS_MAX, TEMP_C_RANGE,
+    warn_due, SCAN_ADDRS_MAX, SCAN_ADDR_STALE_SECS, SCAN_BOARDS_MAX, SCAN_FORGET_SECS,
+    SCAN_LOAD_MAX, SCAN_RUNS_PER_ID, SCAN_SEQS_MAX, TEMP_C_RANGE,
 };
 use crate::proto::beacon::{self, count_members, fields, unquote, FleetKey, Trust};
 use crate::proto::json;
@@ -25,8 +25,12 @@ pub struct Board {
     /// Over IPv6 always the scoped source, `fe80::…%IFACE` (reachable as it is). A board
     /// heard over both families shows its IPv4 address here.
     pub addr: String,
-    /// Every address the board was heard at (IPv4 first), as `addr` writes them.
+    /// Every address the board was heard at (IPv4 first), as `addr` writes them; one not
+    /// heard for [`SCAN_ADDR_STALE_SECS`] while the board was heard at another is dropped
+    /// (renumbered by DHCP, a link gone).
     pub addrs: Vec<String>,
+    /// When each of `addrs` was last heard, in the same order.
+    pub addrs_heard: Vec<Instant>,
     /// The datagram's source address (IPv6 without its scope).
     pub source: IpAddr,
     pub port: u16,
@@ -100,6 +104,7 @@ pub fn decode(d: &[u8], from: SocketAddr, now: Instant) -> Option<Board> {
         host: String::new(),
         addr: scoped(from),
         addrs: Vec::new(),
+        addrs_heard: vec![now],
         source: from.ip(),
         port: 0,
         metrics: None,
@@ -366,24 +371,30 @@ impl Boards {
         // listing every address, its IPv4 one in `addr`.
         if let Ok(i) = at {
             let old = &self.rows[i].1;
-            let mut all: Vec<String> = old.addrs.clone();
+            // The addresses still heard (an agent beacons on all its links at once, and
+            // answers every probe on each), this datagram's now.
+            let stale = Duration::from_secs(SCAN_ADDR_STALE_SECS);
+            let mut all: Vec<(String, Instant)> = (old.addrs.iter().cloned())
+                .zip(old.addrs_heard.iter().copied())
+                .filter(|(_, t)| now.saturating_duration_since(*t) < stale)
+                .collect();
             // The first few heard: without a key a sender names any `addr` it likes, and
             // a row must not grow with each one.
             for a in b.addrs.drain(..) {
-                if !all.contains(&a) && all.len() < SCAN_ADDRS_MAX {
-                    all.push(a);
+                match all.iter().position(|(x, _)| *x == a) {
+                    Some(j) => all[j].1 = now,
+                    None if all.len() < SCAN_ADDRS_MAX => all.push((a, now)),
+                    None => {}
                 }
             }
             // IPv4 first, each family in the order heard.
-            let (v4, v6): (Vec<String>, Vec<String>) =
-                all.into_iter().partition(|a| !a.contains(':'));
-            b.addrs = v4;
-            b.addrs.extend(v6);
+            let (v4, v6): (Vec<_>, Vec<_>) = all.into_iter().partition(|(a, _)| !a.contains(':'));
+            (b.addrs, b.addrs_heard) = v4.into_iter().chain(v6).unzip();
             b.addr = b.addrs[0].clone();
             // A row heard over IPv4 is reached at its IPv4 address, so it keeps the ports
             // its IPv4 datagrams named: each family's beacons name the listeners reachable
             // over that family, and an IPv6 beacon may name no metrics port at all.
-            if old.source.is_ipv4() && !b.source.is_ipv4() {
+            if old.source.is_ipv4() && !b.source.is_ipv4() && !b.addr.contains(':') {
                 b.source = old.source;
                 b.port = old.port;
                 b.metrics = old.metrics;

@@ -754,6 +754,44 @@ fn a_dual_stack_board_keeps_its_ipv4_ports() {
         "{sd}"
     );
     assert_eq!(bs.shown(false).len(), 2);
+    // Renumbered by DHCP: once the old address has not been heard for a minute while the
+    // board was, the row is at the new one (and so is its target).
+    let (v4b, at) = (IpAddr::from([10, 0, 0, 42]), |s| {
+        now + Duration::from_secs(s)
+    });
+    bs.ingest(&beacon("dual", ll.into(), None), from6, at(30));
+    bs.ingest(
+        &beacon("dual", v4b, Some(9545)),
+        from([10, 0, 0, 42]),
+        at(30),
+    );
+    let dual = |bs: &Boards| {
+        let b = bs
+            .shown(false)
+            .into_iter()
+            .find(|b| b.id == "dual")
+            .unwrap();
+        (b.addr.clone(), b.addrs.len(), b.metrics)
+    };
+    assert_eq!(
+        dual(&bs),
+        ("10.0.0.1".into(), 3, Some(9545)),
+        "30 s: both kept"
+    );
+    bs.ingest(
+        &beacon("dual", v4b, Some(9545)),
+        from([10, 0, 0, 42]),
+        at(61),
+    );
+    assert_eq!(dual(&bs), ("10.0.0.42".into(), 2, Some(9545)));
+    let sd = prometheus_sd(bs.shown(false), at(61), Duration::from_secs(15));
+    assert!(
+        sd.contains("\"10.0.0.42:9545\"") && !sd.contains("10.0.0.1:"),
+        "{sd}"
+    );
+    // IPv4 gone: heard over IPv6 only, where it serves no metrics: no target.
+    bs.ingest(&beacon("dual", ll.into(), None), from6, at(200));
+    assert_eq!(dual(&bs), ("fe80::1".into(), 1, None));
 }
 
 /// `--watch` keeps one nonce: a probe answer of a run that has since restarted, re-sent
