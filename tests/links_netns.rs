@@ -394,7 +394,13 @@ fn each_family_announces_the_metrics_port_it_reaches() {
             let (head, body) = http_get_in(net.peer(1), at, "/metrics").expect("scrape");
             assert!(head.starts_with("HTTP/1.1 200") && body.contains("tether_build_info"));
         }
-        a.stop();
+        // `start` listens on [::] only: IPv4 beacons name a control port that IPv4 peers
+        // cannot reach, and start-up says so.
+        let (_, log) = a.stop();
+        assert!(
+            log.contains("no --listen address serves IPv4: IPv4 beacons name control port 4545"),
+            "{log}"
+        );
     }
 }
 
