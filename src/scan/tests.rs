@@ -113,9 +113,19 @@ fn datagram_as(
     nonce: Option<&str>,
 ) -> Vec<u8> {
     let f = beacon::Fields {
+        bye,
+        nonce: nonce.map(str::as_bytes),
+        ..fields(id, run, addr.into(), seq)
+    };
+    encoded(&f, key)
+}
+
+/// What an agent `id` of run `run` at `addr` puts in its beacon number `seq`.
+fn fields<'a>(id: &'a str, run: &'a str, addr: IpAddr, seq: u64) -> beacon::Fields<'a> {
+    beacon::Fields {
         id,
         host: "pi",
-        addr: Some(addr.into()),
+        addr: Some(addr),
         iface: "eth0",
         port: 4545,
         seq,
@@ -125,11 +135,15 @@ fn datagram_as(
         mem_avail_kb: 1,
         temp_c: None,
         metrics: None,
-        bye,
-        nonce: nonce.map(str::as_bytes),
-    };
+        bye: false,
+        nonce: None,
+    }
+}
+
+/// `f` as the datagram an agent sends, signed with `key` if given.
+fn encoded(f: &beacon::Fields<'_>, key: Option<&FleetKey>) -> Vec<u8> {
     let mut out = [0u8; 512];
-    let n = beacon::encode_signed(&mut out, 512, &f, std::iter::empty(), key).unwrap();
+    let n = beacon::encode_signed(&mut out, 512, f, std::iter::empty(), key).unwrap();
     out[..n].to_vec()
 }
 
@@ -722,25 +736,13 @@ fn a_dual_stack_board_keeps_its_ipv4_ports() {
     let now = Instant::now();
     let ll: std::net::Ipv6Addr = "fe80::1".parse().unwrap();
     let beacon = |id: &str, addr: IpAddr, metrics: Option<u16>| {
-        let f = beacon::Fields {
-            id,
-            host: "pi",
-            addr: Some(addr),
-            iface: "eth0",
-            port: 4545,
-            seq: 1,
-            run: Some("r"),
-            uptime: 1,
-            load: 0.0,
-            mem_avail_kb: 1,
-            temp_c: None,
-            metrics,
-            bye: false,
-            nonce: None,
-        };
-        let mut out = [0u8; 512];
-        let n = beacon::encode(&mut out, 512, &f, std::iter::empty()).unwrap();
-        out[..n].to_vec()
+        encoded(
+            &beacon::Fields {
+                metrics,
+                ..fields(id, "r", addr, 1)
+            },
+            None,
+        )
     };
     let from6 = SocketAddr::V6(SocketAddrV6::new(ll, 4546, 0, 0));
     let v4 = IpAddr::from([10, 0, 0, 1]);
