@@ -67,6 +67,16 @@ pub enum Family {
     V6,
 }
 
+impl Family {
+    fn of(a: &SocketAddr) -> Family {
+        if a.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        }
+    }
+}
+
 /// What the interface looks like now (read by the run loop through `sys::iface`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IfNow {
@@ -174,12 +184,14 @@ pub struct Announced {
 
 impl Announced {
     /// The control and metrics listeners, by their real addresses.
-    pub fn new(ctl: &[SocketAddr], metrics: &[SocketAddr]) -> Announced {
-        let mut a = Announced::default();
-        a.ctl.extend(ctl.iter().copied().take(MAX_LISTENERS));
-        a.metrics
-            .extend(metrics.iter().copied().take(MAX_METRICS_LISTENERS));
-        a
+    pub fn new(
+        ctl: impl IntoIterator<Item = SocketAddr>,
+        metrics: impl IntoIterator<Item = SocketAddr>,
+    ) -> Announced {
+        Announced {
+            ctl: ctl.into_iter().take(MAX_LISTENERS).collect(),
+            metrics: metrics.into_iter().take(MAX_METRICS_LISTENERS).collect(),
+        }
     }
 
     /// (control port, metrics port) for a beacon over `f` from `addr` (the link's address
@@ -189,10 +201,7 @@ impl Announced {
     pub fn ports(&self, f: Family, addr: Option<IpAddr>) -> (u16, Option<u16>) {
         let at = |list: &[SocketAddr]| {
             list.iter()
-                .find(|l| {
-                    l.is_ipv4() == (f == Family::V4)
-                        && (l.ip().is_unspecified() || Some(l.ip()) == addr)
-                })
+                .find(|l| Family::of(l) == f && (l.ip().is_unspecified() || Some(l.ip()) == addr))
                 .map(|l| l.port())
         };
         let first = self.ctl.first().map_or(0, |l| l.port());
@@ -204,7 +213,7 @@ impl Announced {
     pub fn serves(&self, f: Family) -> bool {
         self.ctl
             .iter()
-            .any(|l| l.is_ipv4() == (f == Family::V4) && !l.ip().is_loopback())
+            .any(|l| Family::of(l) == f && !l.ip().is_loopback())
     }
 }
 
@@ -983,10 +992,7 @@ mod tests {
             agent: &agent,
             board: &board,
             // Metrics over IPv4 only: this IPv6 answer names no metrics port.
-            ports: &Announced::new(
-                &[sa("0.0.0.0:4545"), sa("[::]:4545")],
-                &[sa("0.0.0.0:9545")],
-            ),
+            ports: &Announced::new([sa("0.0.0.0:4545"), sa("[::]:4545")], [sa("0.0.0.0:9545")]),
             run: "0011223344556677",
             key: Some(&key),
         };
@@ -1035,19 +1041,19 @@ mod tests {
         let at = |a: &Announced| (a.ports(v4, ip4), a.ports(v6, ll));
         // The defaults: control on both families, metrics as the package sets them.
         let both = [sa("0.0.0.0:4545"), sa("[::]:4545")];
-        let a = Announced::new(&both, &[sa("0.0.0.0:9545"), sa("[::]:9545")]);
+        let a = Announced::new(both, [sa("0.0.0.0:9545"), sa("[::]:9545")]);
         assert_eq!(at(&a), ((4545, Some(9545)), (4545, Some(9545))));
         assert!(a.serves(v4) && a.serves(v6));
         // Metrics on IPv4 only: IPv6 beacons name none (a scrape there would be refused).
-        let a = Announced::new(&both, &[sa("0.0.0.0:9545")]);
+        let a = Announced::new(both, [sa("0.0.0.0:9545")]);
         assert_eq!(at(&a), ((4545, Some(9545)), (4545, None)));
         // Port 0 picked a port per family: each family names its own.
-        let a = Announced::new(&both, &[sa("0.0.0.0:34669"), sa("[::]:38829")]);
+        let a = Announced::new(both, [sa("0.0.0.0:34669"), sa("[::]:38829")]);
         assert_eq!((at(&a).0 .1, at(&a).1 .1), (Some(34669), Some(38829)));
         // A specific address serves beacons from that address only.
         let a = Announced::new(
-            &[sa("10.0.0.5:4545"), sa("[fd00::3]:4545")],
-            &[sa("10.0.0.5:9545"), sa("[fd00::3]:9545")],
+            [sa("10.0.0.5:4545"), sa("[fd00::3]:4545")],
+            [sa("10.0.0.5:9545"), sa("[fd00::3]:9545")],
         );
         assert_eq!(at(&a), ((4545, Some(9545)), (4545, None)));
         assert_eq!(
@@ -1057,8 +1063,8 @@ mod tests {
         // Loopback is skipped; control falls back to the first listener (and start-up
         // warns: no control listener serves IPv4), metrics to none.
         let a = Announced::new(
-            &[sa("127.0.0.1:5000"), sa("[::]:4545")],
-            &[sa("127.0.0.1:9545")],
+            [sa("127.0.0.1:5000"), sa("[::]:4545")],
+            [sa("127.0.0.1:9545")],
         );
         assert_eq!(at(&a), ((5000, None), (4545, None)));
         assert!(!a.serves(v4) && a.serves(v6));

@@ -296,8 +296,8 @@ fn open_beacons(
     run_id: [u8; 8],
     fleet_key: Option<crate::beacon::Signing>,
 ) -> Links {
-    let addrs = |l: &[(OwnedFd, SocketAddr)]| l.iter().map(|(_, a)| *a).collect::<Vec<_>>();
-    let ports = crate::beacon::Announced::new(&addrs(tcp), &addrs(metrics));
+    let ports =
+        crate::beacon::Announced::new(tcp.iter().map(|(_, a)| *a), metrics.iter().map(|(_, a)| *a));
     let bc = cfg.beacon.as_ref();
     let families = bc.map(|b| b.families).unwrap_or_default();
     for (on, f, name, any) in [

@@ -1,8 +1,9 @@
 //! Debug lines that a peer causes one per datagram (a publish datagram, a dropped probe or
 //! garbage on the beacon port), at most [`DEBUG_LINES_PER_SEC`] a second: under a flood,
 //! `-v` writes a few lines a second and how many it left out, not a line per datagram.
+//! And a running count said in a warning at most once a minute ([`Unsaid`]).
 
-use crate::limits::DEBUG_LINES_PER_SEC;
+use crate::limits::{warn_due, DEBUG_LINES_PER_SEC};
 use std::time::{Duration, Instant};
 
 /// One source of such lines and its budget.
@@ -37,6 +38,27 @@ impl LogRate {
         }
         self.lines += 1;
         Some(std::mem::take(&mut self.hidden))
+    }
+}
+
+/// A running count (datagrams the kernel dropped, datagrams ignored) said in a warning:
+/// what it grew by since it was last said, at most once per
+/// [`WARN_EVERY_SECS`](crate::limits::WARN_EVERY_SECS).
+#[derive(Default)]
+pub struct Unsaid {
+    said: u64,
+    warned: Option<Instant>,
+}
+
+impl Unsaid {
+    /// How much `total` grew since it was last said, when that is to be said now.
+    pub fn take(&mut self, total: u64, now: Instant) -> Option<u64> {
+        let new = total.saturating_sub(self.said);
+        if new == 0 || !warn_due(&mut self.warned, now) {
+            return None;
+        }
+        self.said = total;
+        Some(new)
     }
 }
 

@@ -18,7 +18,8 @@ use crate::cli::ScanArgs;
 use crate::exit::{
     printable, stdout_written, to_stdout, Fatal, EX_CANTCREAT, EX_CONFIG, EX_OSERR, EX_UNAVAILABLE,
 };
-use crate::limits::{warn_due, BEACON_RECV_PER_TURN, DATAGRAM_MAX, SCAN_PROBES, SCAN_RCVBUF};
+use crate::limits::{BEACON_RECV_PER_TURN, DATAGRAM_MAX, SCAN_PROBES, SCAN_RCVBUF};
+use crate::lograte::Unsaid;
 use crate::proto::beacon;
 use crate::proto::fixed::Fixed;
 use crate::sys::{iface, udp};
@@ -338,7 +339,7 @@ pub fn run(args: ScanArgs, wait: Duration) -> Result<u8, Fatal> {
     }
     if args.watch {
         let mut out = std::io::stdout();
-        let (mut dropped_said, mut dropped_warned) = (0, None);
+        let mut dropped_said = Unsaid::default();
         loop {
             let now = Instant::now();
             boards.forget(now);
@@ -362,10 +363,8 @@ pub fn run(args: ScanArgs, wait: Duration) -> Result<u8, Fatal> {
             boards.new_round(nonce.clone());
             sc.round(&mut boards, &nonce, wait, false);
             // What the kernel dropped since it was last said, at most once a minute.
-            let dropped = sc.dropped();
-            if dropped > dropped_said && warn_due(&mut dropped_warned, Instant::now()) {
-                eprintln!("{}", dropped_warning(dropped - dropped_said));
-                dropped_said = dropped;
+            if let Some(n) = dropped_said.take(sc.dropped(), Instant::now()) {
+                eprintln!("{}", dropped_warning(n));
             }
         }
     }

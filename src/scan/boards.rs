@@ -7,9 +7,10 @@
 //! (`fuzz/fuzz_targets/scan.rs`).
 
 use crate::limits::{
-    warn_due, SCAN_ADDRS_MAX, SCAN_ADDR_STALE_SECS, SCAN_BOARDS_MAX, SCAN_FORGET_SECS,
-    SCAN_LOAD_MAX, SCAN_RUNS_PER_ID, SCAN_SEQS_MAX, TEMP_C_RANGE,
+    SCAN_ADDRS_MAX, SCAN_ADDR_STALE_SECS, SCAN_BOARDS_MAX, SCAN_FORGET_SECS, SCAN_LOAD_MAX,
+    SCAN_RUNS_PER_ID, SCAN_SEQS_MAX, TEMP_C_RANGE,
 };
+use crate::lograte::Unsaid;
 use crate::proto::beacon::{self, count_members, fields, unquote, FleetKey, Trust};
 use crate::proto::json;
 use crate::sys::iface;
@@ -177,6 +178,12 @@ type RowKey = (Trust, String, String, Option<IpAddr>);
 /// One run of a board at one address: (id, run, source address).
 type RunAt = (String, String, IpAddr);
 
+/// Whether two rows are of one trust class and id: next to each other in the sorted rows,
+/// at most [`SCAN_RUNS_PER_ID`] of them.
+fn one_id(a: &RowKey, b: &RowKey) -> bool {
+    (a.0, &a.1) == (b.0, &b.1)
+}
+
 /// Where `k` is (Ok) or belongs (Err) in `v`, kept sorted by key: a small sorted map.
 fn find<K: Ord, V>(v: &[(K, V)], k: &K) -> Result<usize, usize> {
     v.binary_search_by(|(x, _)| x.cmp(k))
@@ -202,12 +209,10 @@ pub struct Boards {
     /// forgotten with the id's last row, so `--watch` keeps no more of them than rows.
     warned: Vec<String>,
     /// Datagrams of boards past [`SCAN_BOARDS_MAX`] rows, or of an id's runs past
-    /// [`SCAN_RUNS_PER_ID`], ignored; and how many of them were already said in a warning.
+    /// [`SCAN_RUNS_PER_ID`], ignored; and what of them a warning said, at most once a
+    /// minute (a lab of clones past the bound is ignored every round).
     ignored: u64,
-    ignored_said: u64,
-    /// When that warning was last said: at most once a minute (a lab of clones past the
-    /// bound is ignored every round).
-    ignored_warned: Option<Instant>,
+    ignored_said: Unsaid,
 }
 
 impl Boards {
@@ -219,8 +224,7 @@ impl Boards {
             seqs: Vec::new(),
             warned: Vec::new(),
             ignored: 0,
-            ignored_said: 0,
-            ignored_warned: None,
+            ignored_said: Unsaid::default(),
         }
     }
 
@@ -253,11 +257,7 @@ impl Boards {
     /// A warning when datagrams of boards beyond [`SCAN_BOARDS_MAX`] (or of runs beyond
     /// [`SCAN_RUNS_PER_ID`]) were ignored since it was last said, at most once a minute.
     pub fn ignored_warning(&mut self, now: Instant) -> Option<String> {
-        let new = self.ignored - self.ignored_said;
-        if new == 0 || !warn_due(&mut self.ignored_warned, now) {
-            return None;
-        }
-        self.ignored_said = self.ignored;
+        let new = self.ignored_said.take(self.ignored, now)?;
         Some(format!(
             "warning: {new} datagrams ignored: scan keeps at most {SCAN_BOARDS_MAX} boards, and \
              {SCAN_RUNS_PER_ID} runs of one id"
@@ -438,7 +438,7 @@ impl Boards {
     /// How many rows share `k`'s trust class and id, `at` being where `k` belongs (they
     /// are next to each other: rows are sorted by trust, then id).
     fn runs_of(&self, k: &RowKey, at: usize) -> usize {
-        let same = |(rk, _): &&(RowKey, Board)| (rk.0, &rk.1) == (k.0, &k.1);
+        let same = |(rk, _): &&(RowKey, Board)| one_id(rk, k);
         let before = self.rows[..at].iter().rev().take_while(same).count();
         before + self.rows[at..].iter().take_while(same).count()
     }
@@ -462,7 +462,7 @@ impl Boards {
         };
         let dup: Vec<bool> = self
             .rows
-            .chunk_by(|(a, _), (b, _)| (a.0, &a.1) == (b.0, &b.1))
+            .chunk_by(|(a, _), (b, _)| one_id(a, b))
             .flat_map(|group| {
                 group.iter().map(|(_, r)| {
                     claims(r) && group.iter().any(|(_, o)| claims(o) && clone_of(r, o))

@@ -15,14 +15,11 @@ fn first_f32(b: &[u8]) -> Option<f32> {
 /// exponent, `nan`, a number out of range) is no temperature.
 fn millidegrees(b: &[u8]) -> Option<f32> {
     let w = b.strip_suffix(b"\n").unwrap_or(b);
-    let digits = w.strip_prefix(b"-").unwrap_or(w);
-    if digits.is_empty() || digits.len() > 7 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let m = digits
-        .iter()
-        .fold(0i32, |n, d| n * 10 + i32::from(d - b'0'));
-    let c = f64::from(if digits.len() < w.len() { -m } else { m }) / 1000.0;
+    let (sign, digits) = match w.strip_prefix(b"-") {
+        Some(d) => (-1.0, d),
+        None => (1.0, w),
+    };
+    let c = sign * f64::from(crate::proto::request::parse_u32(digits)?) / 1000.0;
     (TEMP_C_RANGE.0..=TEMP_C_RANGE.1)
         .contains(&c)
         .then_some(c as f32)
