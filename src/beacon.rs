@@ -22,8 +22,9 @@
 
 use crate::agent::{Agent, BeaconInfo, BeaconState, Board, Stats};
 use crate::limits::{
-    warn_due, DATAGRAM_MAX, FLEET_KEY_MAX, MAX_LISTENERS, MAX_METRICS_LISTENERS,
-    PROBE_ANSWER_DELAY_MAX_MS, PROBE_BURST, PROBE_PENDING_MAX, PROBE_PER_SEC, SECRET_SLACK,
+    warn_due, BEACON_ERROR_MAX, DATAGRAM_MAX, FLAP_LINES, FLAP_WINDOW_SECS, FLEET_KEY_MAX,
+    MAX_LISTENERS, MAX_METRICS_LISTENERS, PROBE_ANSWER_DELAY_MAX_MS, PROBE_BURST,
+    PROBE_PENDING_MAX, PROBE_PER_SEC, SECRET_SLACK,
 };
 use crate::lograte::LogRate;
 use crate::proto::beacon::{self, Fields, FleetKey, NONCE_MAX};
@@ -82,6 +83,8 @@ impl Family {
 pub struct IfNow {
     pub index: u32,
     pub up: bool,
+    /// The link has a carrier (`IFF_RUNNING`): a cable plugged in, a Wi-Fi association.
+    pub running: bool,
     pub v4: Option<Ipv4Addr>,
     /// Its IPv4 broadcast address (answers are never sent there).
     pub broadcast4: Option<Ipv4Addr>,
@@ -125,6 +128,8 @@ pub struct Transmit {
     /// At most this many bytes (a probe answer is never larger than its probe).
     pub max: usize,
     pub nonce: heapless::Vec<u8, NONCE_MAX>,
+    /// An answer's source address when the kernel named it (the probe's `local`).
+    pub src: Option<Ipv4Addr>,
 }
 
 /// A probe answer waiting for its random delay.
@@ -260,6 +265,8 @@ pub struct Link {
     seq: [u64; 2],
     /// Debug lines about dropped datagrams, rate-limited.
     log: LogRate,
+    /// Lines about changes of state, rate-limited ([`FLAP_LINES`]).
+    changes: LogRate,
 }
 
 fn fam_ix(f: Family) -> usize {
@@ -296,6 +303,7 @@ impl Link {
             seq: [0, 0],
             recheck: None,
             log: LogRate::new(now),
+            changes: LogRate::per(now, Duration::from_secs(FLAP_WINDOW_SECS), FLAP_LINES),
         }
     }
 
@@ -338,14 +346,17 @@ impl Link {
             self.addr4 = None;
             self.broadcast4 = None;
             self.addr6 = None;
+            self.info.last_error.clear();
             self.set_state(now, BeaconState::Absent);
             return Sockets::None;
         };
         self.addr4 = i.v4;
         self.broadcast4 = i.broadcast4;
         self.addr6 = i.v6;
-        if !i.up {
-            self.set_state(now, BeaconState::Down);
+        if !i.up || !i.running {
+            // Without a carrier (cable out, Wi-Fi not associated) a beacon reaches nobody:
+            // down too, as lldpd sends only on running interfaces.
+            self.set_down(now, if i.up { "no carrier" } else { "" }, false);
             if self.index.is_some_and(|x| x != i.index) {
                 // The name is another interface's now (renamed, recreated): the sockets
                 // are bound to the old one, which must not answer in this one's name.
@@ -356,9 +367,9 @@ impl Link {
         }
         self.index = Some(i.index);
         let v6 = self.families.v6() && i.v6.is_some();
-        // IPv4 goes out even without an address (as it always has), unless the link is
-        // IPv6-only: no IPv4 address but a link-local IPv6 one that beacons instead.
-        let v4 = self.families.v4() && (i.v4.is_some() || !v6);
+        // Only from an address of this link: without one the kernel would take another
+        // interface's as the source (a VPN's or an uplink's address told to the LAN).
+        let v4 = self.families.v4() && i.v4.is_some();
         Sockets::Want {
             index: i.index,
             v4,
@@ -386,13 +397,17 @@ impl Link {
                 None => self.info.last_error.clear(),
             }
         } else if let Some((what, e)) = err {
-            self.queued = [None, None];
-            self.set_state(now, BeaconState::Down);
-            self.set_error(now, what, e);
+            let mut why = heapless::String::<BEACON_ERROR_MAX>::new();
+            let _ = write!(why, "{what}: {e}");
+            self.set_down(now, &why, true);
         } else if self.index.is_some() {
-            // `--beacon-family 6` on a link without a (usable) link-local address yet.
-            self.set_state(now, BeaconState::Down);
-            self.set_error(now, "no IPv6 link-local address", "waiting");
+            // Up, but no address to send from yet (DHCP, duplicate address detection).
+            let why = match (self.families.v4(), self.families.v6()) {
+                (true, true) => "no IPv4 or IPv6 link-local address: waiting",
+                (true, false) => "no IPv4 address: waiting",
+                _ => "no IPv6 link-local address: waiting",
+            };
+            self.set_down(now, why, false);
         }
     }
 
@@ -446,6 +461,7 @@ impl Link {
         family: Family,
         d: &[u8],
         from: SocketAddr,
+        local: Option<Ipv4Addr>,
         stats: &mut Stats,
     ) {
         stats.bytes_in += d.len() as u64;
@@ -491,6 +507,7 @@ impl Link {
             kind: Kind::Answer,
             max: d.len(),
             nonce: heapless::Vec::from_slice(nonce).unwrap_or_default(),
+            src: local,
         };
         let _ = self.pending.push(Pending {
             due: now + Duration::from_millis(delay),
@@ -538,6 +555,7 @@ impl Link {
                     kind,
                     max: DATAGRAM_MAX,
                     nonce: heapless::Vec::new(),
+                    src: None,
                 });
             }
         }
@@ -547,7 +565,9 @@ impl Link {
     /// Encodes `t` into `out`; None when it cannot fit (then it is dropped).
     pub fn encode(&self, t: &Transmit, c: &Common<'_>, out: &mut [u8]) -> Option<usize> {
         let addr = match t.family {
-            Family::V4 => self.addr4.map(IpAddr::V4),
+            // An answer names the address it leaves from: on a link with two subnets (a
+            // renumbering) the one the prober is in, not the interface's first.
+            Family::V4 => t.src.or(self.addr4).map(IpAddr::V4),
             Family::V6 => self.addr6.map(IpAddr::V6),
         };
         let (port, metrics) = c.ports.ports(t.family, addr);
@@ -664,6 +684,45 @@ impl Link {
         }
     }
 
+    /// Down, and why (empty: the interface is down). Said when the state or the reason
+    /// changes; again at most once per [`crate::limits::WARN_EVERY_SECS`] only when
+    /// `repeat` (an error), not while the link merely waits (STATUS shows it meanwhile).
+    fn set_down(&mut self, now: Instant, why: &str, repeat: bool) {
+        let changed =
+            self.state != BeaconState::Down || !self.looked || self.info.last_error != why;
+        self.info.last_error.clear();
+        let _ = self.info.last_error.push_str(why);
+        self.queued = [None, None];
+        self.looked = true;
+        self.state = BeaconState::Down;
+        if changed {
+            self.say_change(now);
+        } else if repeat {
+            self.warn(now);
+        }
+    }
+
+    /// A change of state or reason, said within the link's budget: a link that flaps
+    /// writes [`FLAP_LINES`] lines per [`FLAP_WINDOW_SECS`] and how many changes it left
+    /// out, not a line per change (37,000 a day for a marginal Wi-Fi link).
+    fn say_change(&mut self, now: Instant) {
+        let Some(hidden) = self.changes.take(now) else {
+            self.last_warn = Some(now);
+            return;
+        };
+        if hidden > 0 {
+            log::warn!(
+                "beacon on {}: {hidden} more changes of state not logged: the interface flaps",
+                self.info.iface
+            );
+        }
+        self.last_warn = None;
+        match self.state {
+            BeaconState::Up => self.say_up(),
+            _ => self.warn(now),
+        }
+    }
+
     fn set_state(&mut self, now: Instant, s: BeaconState) {
         if s != BeaconState::Up {
             self.queued = [None, None];
@@ -673,13 +732,10 @@ impl Link {
         }
         self.looked = true;
         self.state = s;
-        self.last_warn = None;
         if s == BeaconState::Up {
             self.info.last_error.clear();
-            self.say_up();
-        } else {
-            self.warn(now);
         }
+        self.say_change(now);
     }
 
     fn say_up(&self) {
@@ -704,6 +760,7 @@ mod tests {
         Some(IfNow {
             index,
             up: true,
+            running: true,
             v4: Some(Ipv4Addr::new(10, 0, 0, 1)),
             broadcast4: Some(Ipv4Addr::new(10, 0, 0, 255)),
             v6: Some("fe80::1".parse().unwrap()),
@@ -818,11 +875,69 @@ mod tests {
     }
 
     #[test]
+    fn no_carrier_is_down_and_each_reason_is_said_once() {
+        let t0 = Instant::now();
+        let mut l = Link::new(t0, "eth0", 4546, Families::Both, 7);
+        drive(&mut l, t0, up(1));
+        assert_eq!(l.state().0, BeaconState::Up);
+        let unplugged = up(1).map(|i| IfNow {
+            running: false,
+            ..i
+        });
+        assert_eq!(drive(&mut l, t0, unplugged), Sockets::Keep);
+        assert_eq!(l.state().0, BeaconState::Down);
+        assert_eq!(l.state().1.last_error.as_str(), "no carrier");
+        l.on_tick(t0);
+        assert!(l.poll_transmit(t0).is_none(), "no beacon without a carrier");
+        assert_eq!(l.last_warn, Some(t0));
+        // Still unplugged a minute later: not said again (STATUS shows it).
+        let later = t0 + Duration::from_secs(crate::limits::WARN_EVERY_SECS + 1);
+        drive(&mut l, later, unplugged);
+        assert_eq!(l.last_warn, Some(t0));
+        // Another reason (the interface set down) is said.
+        let down = up(1).map(|i| IfNow {
+            up: false,
+            running: false,
+            ..i
+        });
+        drive(&mut l, later, down);
+        assert_eq!(l.last_warn, Some(later));
+        assert_eq!(l.state().1.last_error.as_str(), "");
+        drive(&mut l, later, up(1));
+        assert_eq!(l.state().0, BeaconState::Up);
+        l.on_tick(later);
+        assert!(
+            l.poll_transmit(later).is_some(),
+            "beacons again with the carrier"
+        );
+    }
+
+    #[test]
+    fn a_flapping_link_says_a_few_changes_and_counts_the_rest() {
+        let t0 = Instant::now();
+        let mut l = Link::new(t0, "wlan0", 4546, Families::Both, 7);
+        let down = up(1).map(|i| IfNow { up: false, ..i });
+        for k in 0..50u32 {
+            let t = t0 + Duration::from_secs(u64::from(k));
+            drive(&mut l, t, if k % 2 == 0 { up(1) } else { down });
+        }
+        // 50 changes in 50 s: FLAP_LINES said, the rest counted and said with the next
+        // change once the window has passed.
+        let later = t0 + Duration::from_secs(FLAP_WINDOW_SECS);
+        assert_eq!(l.changes.take(later), Some(50 - u64::from(FLAP_LINES)));
+        // Beacons still follow the link whether or not its changes are said.
+        assert_eq!(l.state().0, BeaconState::Down);
+        drive(&mut l, later, up(1));
+        assert_eq!(l.state().0, BeaconState::Up);
+    }
+
+    #[test]
     fn families_and_ipv6_only_links() {
         let t0 = Instant::now();
         let only6_if = IfNow {
             index: 2,
             up: true,
+            running: true,
             v4: None,
             broadcast4: None,
             v6: Some("fe80::2".parse().unwrap()),
@@ -832,8 +947,12 @@ mod tests {
         let mut l = Link::new(t0, "v6", 4546, Families::Both, 1);
         let want = |v4, v6| Sockets::Want { index: 2, v4, v6 };
         assert_eq!(l.update(t0, only6), want(false, true));
+        // IPv4 only from an IPv4 address of the link (the kernel would lend it another
+        // interface's): `--beacon-family 4` on an IPv6-only link waits, and says why.
         let mut l4 = Link::new(t0, "v6", 4546, Families::V4, 1);
-        assert_eq!(l4.update(t0, only6), want(true, false));
+        assert_eq!(drive(&mut l4, t0, only6), want(false, false));
+        assert_eq!(l4.state().0, BeaconState::Down);
+        assert_eq!(l4.state().1.last_error.as_str(), "no IPv4 address: waiting");
         let mut l6 = Link::new(t0, "v4", 4546, Families::V6, 1);
         let no6_if = IfNow {
             v6: None,
@@ -841,8 +960,12 @@ mod tests {
         };
         let no6 = Some(no6_if);
         assert_eq!(l6.update(t0, no6), want(false, false));
-        // No link-local address yet: IPv4 alone, even without an IPv4 address.
-        assert_eq!(l.update(t0, no6), want(true, false));
+        // Neither address yet: nothing goes out.
+        assert_eq!(drive(&mut l, t0, no6), want(false, false));
+        assert_eq!(
+            l.state().1.last_error.as_str(),
+            "no IPv4 or IPv6 link-local address: waiting"
+        );
         assert_eq!(
             l.poll_timeout(IV),
             t0,
@@ -855,14 +978,14 @@ mod tests {
             ..no6_if
         });
         l.on_tick(t0);
-        assert_eq!(l.update(t0, dad), want(true, false));
+        assert_eq!(l.update(t0, dad), want(false, false));
         assert_eq!(l.poll_timeout(IV), t0 + RECHECK);
         assert!(!l.recheck_due(t0) && l.recheck_due(t0 + RECHECK));
         assert!(!l.tick_due(t0 + RECHECK, IV), "a recheck is not a beacon");
         assert_eq!(l.update(t0 + RECHECK, only6), want(false, true));
         assert_eq!(l.poll_timeout(IV), t0 + IV);
         // --beacon-family 4 never waits for IPv6.
-        assert_eq!(l4.update(t0, dad), want(true, false));
+        assert_eq!(l4.update(t0, dad), want(false, false));
         assert!(l4.recheck.is_none());
     }
 
@@ -883,7 +1006,7 @@ mod tests {
         let from: SocketAddr = "10.0.0.9:40000".parse().unwrap();
         let t1 = t0 + Duration::from_secs(1);
         let p = probe("n1");
-        l.on_datagram(t1, Family::V4, &p, from, &mut st);
+        l.on_datagram(t1, Family::V4, &p, from, None, &mut st);
         let due = l.poll_timeout(IV);
         assert!(due >= t1 && due <= t1 + Duration::from_millis(PROBE_ANSWER_DELAY_MAX_MS));
         if due > t1 {
@@ -900,7 +1023,7 @@ mod tests {
         let mut delays = std::collections::BTreeSet::new();
         for i in 0..8u64 {
             let t = t1 + Duration::from_secs(10 + i);
-            l.on_datagram(t, Family::V6, &p, from, &mut st);
+            l.on_datagram(t, Family::V6, &p, from, None, &mut st);
             delays.insert(l.pending[0].due - t);
             drain(&mut l, t + Duration::from_secs(1));
         }
@@ -931,13 +1054,13 @@ mod tests {
             } else {
                 Family::V4
             };
-            l.on_datagram(t0, fam, &p, from.parse().unwrap(), &mut st);
+            l.on_datagram(t0, fam, &p, from.parse().unwrap(), None, &mut st);
         }
         assert_eq!(st.datagrams_dropped, spoofed.len() as u64);
         assert!(drain(&mut l, t0 + Duration::from_secs(1)).is_empty());
         // The board's neighbour on the same subnet is answered.
         let from: SocketAddr = "10.0.0.9:40000".parse().unwrap();
-        l.on_datagram(t0, Family::V4, &p, from, &mut st);
+        l.on_datagram(t0, Family::V4, &p, from, None, &mut st);
         let tx = drain(&mut l, t0 + Duration::from_secs(2));
         assert_eq!(tx.len(), 1);
         assert_eq!(tx[0].to, from);
@@ -951,16 +1074,30 @@ mod tests {
         let mut st = Stats::default();
         let from: SocketAddr = "[fe80::9%1]:40000".parse().unwrap();
         // The same probe twice while its answer waits (to two broadcast addresses): one.
-        l.on_datagram(t0, Family::V6, &probe("twice"), from, &mut st);
-        l.on_datagram(t0, Family::V6, &probe("twice"), from, &mut st);
+        l.on_datagram(t0, Family::V6, &probe("twice"), from, None, &mut st);
+        l.on_datagram(t0, Family::V6, &probe("twice"), from, None, &mut st);
         assert_eq!((l.pending.len(), st.probes_limited), (1, 0));
         for i in 0..20 {
-            l.on_datagram(t0, Family::V6, &probe(&format!("x{i}")), from, &mut st);
+            l.on_datagram(
+                t0,
+                Family::V6,
+                &probe(&format!("x{i}")),
+                from,
+                None,
+                &mut st,
+            );
         }
         assert_eq!(st.probes_limited, 21 - u64::from(PROBE_BURST));
-        l.on_datagram(t0, Family::V4, b"garbage", from, &mut st);
-        l.on_datagram(t0, Family::V4, &[b'x'; DATAGRAM_MAX + 1], from, &mut st);
-        l.on_datagram(t0, Family::V4, b"{\"tether\":1}", from, &mut st);
+        l.on_datagram(t0, Family::V4, b"garbage", from, None, &mut st);
+        l.on_datagram(
+            t0,
+            Family::V4,
+            &[b'x'; DATAGRAM_MAX + 1],
+            from,
+            None,
+            &mut st,
+        );
+        l.on_datagram(t0, Family::V4, b"{\"tether\":1}", from, None, &mut st);
         assert_eq!(st.datagrams_dropped, 2);
         let later = t0 + Duration::from_secs(1);
         let tx = drain(&mut l, later);
@@ -986,7 +1123,7 @@ mod tests {
         let mut st = Stats::default();
         let from: SocketAddr = "[fe80::9%1]:40000".parse().unwrap();
         let p = probe("nn");
-        l.on_datagram(t0, Family::V6, &p[..300], from, &mut st);
+        l.on_datagram(t0, Family::V6, &p[..300], from, None, &mut st);
         let t = l.poll_transmit(t0 + Duration::from_secs(1)).unwrap();
         let c = Common {
             agent: &agent,

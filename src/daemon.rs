@@ -278,7 +278,7 @@ fn beacon_ifaces(cfg: &AgentConfig) -> Vec<String> {
         Some(_) => match sys::iface::default_beacon_iface() {
             Some(n) => vec![n.to_string()],
             None => {
-                log::warn!("no interface is up with an IPv4 broadcast address or an IPv6 link-local address: beacons are off (use --iface)");
+                log::warn!("no interface is up with an IPv4 broadcast address or an IPv6 link-local address: no beacons until one is (looked for every interval; or use --iface)");
                 Vec::new()
             }
         },
@@ -322,6 +322,9 @@ fn open_beacons(
         cfg.thermal.clone(),
     );
     links.open(now);
+    if ifaces.is_empty() && bc.is_some_and(|b| b.ifaces.is_empty()) {
+        links.look_for_default(now);
+    }
     links
 }
 

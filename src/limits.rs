@@ -363,6 +363,10 @@ pub const SOCKBUF_MAX: u32 = 4 * 1024 * 1024;
 
 /// Rate limit for operator warnings that can repeat (interface flaps...).
 pub const WARN_EVERY_SECS: u64 = 60;
+/// A beacon interface's changes of state are said at most this many times per
+/// [`FLAP_WINDOW_SECS`]; a link that flaps faster writes how many changes it left out.
+pub const FLAP_LINES: u32 = 4;
+pub const FLAP_WINDOW_SECS: u64 = 600;
 
 /// Is a repeating warning to be said now? The first time, then at most once per
 /// [`WARN_EVERY_SECS`]; `last` is when it was last said (None: never, or reset).

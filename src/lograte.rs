@@ -8,8 +8,11 @@ use std::time::{Duration, Instant};
 
 /// One source of such lines and its budget.
 pub struct LogRate {
-    /// Start of the current one-second window.
+    /// Start of the current window.
     start: Instant,
+    window: Duration,
+    /// Lines allowed per window.
+    budget: u32,
     /// Lines logged in it.
     lines: u32,
     /// Lines left out since the last one logged.
@@ -18,8 +21,15 @@ pub struct LogRate {
 
 impl LogRate {
     pub fn new(now: Instant) -> LogRate {
+        LogRate::per(now, Duration::from_secs(1), DEBUG_LINES_PER_SEC)
+    }
+
+    /// At most `budget` lines per `window`.
+    pub fn per(now: Instant, window: Duration, budget: u32) -> LogRate {
         LogRate {
             start: now,
+            window,
+            budget,
             lines: 0,
             hidden: 0,
         }
@@ -28,11 +38,11 @@ impl LogRate {
     /// Whether a line may be logged now: `Some(n)` when it may, `n` lines having been left
     /// out before it (the caller says so after its line); `None` when it is left out.
     pub fn take(&mut self, now: Instant) -> Option<u64> {
-        if now.saturating_duration_since(self.start) >= Duration::from_secs(1) {
+        if now.saturating_duration_since(self.start) >= self.window {
             self.start = now;
             self.lines = 0;
         }
-        if self.lines >= DEBUG_LINES_PER_SEC {
+        if self.lines >= self.budget {
             self.hidden += 1;
             return None;
         }

@@ -237,7 +237,12 @@ impl Scanner {
             // than the datagrams are checked must not keep the scan past its window.
             for s in self.socks.iter_mut() {
                 for _ in 0..BEACON_RECV_PER_TURN {
-                    let Ok(Some((n, from, dropped))) = udp::recv_counting(s.fd.as_fd(), &mut buf)
+                    let Ok(Some(udp::Received {
+                        len: n,
+                        from,
+                        dropped,
+                        ..
+                    })) = udp::recv_from(s.fd.as_fd(), &mut buf)
                     else {
                         break;
                     };

@@ -470,7 +470,7 @@ fn absent_interface_at_start_and_no_default_interface() {
     assert_eq!(beacon_state(&a), "off");
     let (status, err) = a.stop();
     assert_eq!(status.code(), Some(0));
-    assert!(err.contains("beacons are off"), "{err}");
+    assert!(err.contains("no beacons until one is"), "{err}");
 
     // An interface whose name holds a control character (Linux allows all but white
     // space) is never the default: it would reach the ready line, the log and systemd's

@@ -760,3 +760,192 @@ fn the_default_beacon_interface_is_found_behind_more_than_16_addresses() {
     assert!(addrs.iter().all(|x| x["iface"] == "lo"), "{s}");
     a.stop();
 }
+
+#[test]
+fn a_board_that_starts_before_its_network_beacons_once_a_link_qualifies() {
+    if !can_netns() {
+        return;
+    }
+    // No --iface and nothing but loopback at start (a Pi whose Wi-Fi associates after
+    // the agent started): no beacons, then the first link that qualifies, within an
+    // interval, as if it had been named.
+    let net = Net::new("b");
+    let a = start(&net, &["--interval", "1"]);
+    assert!(a.ready.ends_with(" beacon=off"), "{}", a.ready);
+    assert_eq!(status(&a)["beacons"], serde_json::json!([]));
+    net.link(1, false);
+    let (a1, _) = net.ifs(1);
+    let heard = listen(
+        net.peer(1),
+        "0.0.0.0:4546",
+        3.0 * slack(Duration::from_secs(1)).as_secs_f64(),
+    );
+    let got = heard.join().unwrap();
+    let b = beacons(&got);
+    assert!(
+        b.iter()
+            .any(|b| b["iface"] == a1.as_str() && b["addr"] == "10.233.1.1"),
+        "{got:?}"
+    );
+    let s = status(&a);
+    assert_eq!(s["beacons"][0]["iface"], a1.as_str(), "{s}");
+    assert_eq!(s["beacons"][0]["state"], "up", "{s}");
+    let (_, log) = a.stop();
+    assert!(log.contains("no beacons until one is"), "{log}");
+    assert!(
+        log.contains(&format!("beacon: {a1} qualifies now")),
+        "{log}"
+    );
+}
+
+#[test]
+fn beacons_leave_only_from_the_links_own_address_and_only_with_a_carrier() {
+    if !can_netns() {
+        return;
+    }
+    let net = Net::new("c");
+    net.link(1, false);
+    net.link(2, true);
+    let (a1, p1) = net.ifs(1);
+    let (a2, _) = net.ifs(2);
+    // IPv4 beacons out of a link without an IPv4 address would carry the source address
+    // the kernel lends them from another link (a1's 10.233.1.1): none go.
+    let secs = 2.5 * slack(Duration::from_secs(1)).as_secs_f64();
+    let on2 = listen(net.peer(2), "0.0.0.0:4546", secs);
+    let a = start(
+        &net,
+        &[
+            "--iface",
+            &a2,
+            "--iface",
+            &a1,
+            "--interval",
+            "1",
+            "--beacon-family",
+            "4",
+        ],
+    );
+    let got = on2.join().unwrap();
+    assert!(beacons(&got).is_empty(), "{got:?}");
+    let s = status(&a);
+    assert_eq!(s["beacons"][0]["state"], "down", "{s}");
+    assert_eq!(
+        s["beacons"][0]["last_error"], "no IPv4 address: waiting",
+        "{s}"
+    );
+    assert_eq!(s["beacons"][1]["state"], "up", "{s}");
+    // The cable pulled (the peer's end down): a1 has no carrier, so it is down, and says
+    // why once; back up when the carrier returns.
+    assert!(sh(&["ip", "-n", net.peer(1), "link", "set", &p1, "down"]));
+    let state = |want: &str| {
+        wait_for(slack(Duration::from_secs(3)), || {
+            status(&a)["beacons"][1]["state"] == want
+        })
+    };
+    assert!(state("down"), "{}", status(&a));
+    assert_eq!(status(&a)["beacons"][1]["last_error"], "no carrier");
+    assert!(sh(&["ip", "-n", net.peer(1), "link", "set", &p1, "up"]));
+    assert!(state("up"), "{}", status(&a));
+    let (_, log) = a.stop();
+    assert_eq!(
+        log.matches(&format!("beacon on {a2}: no IPv4 address: waiting"))
+            .count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        log.matches(&format!("beacon on {a1}: no carrier")).count(),
+        1,
+        "{log}"
+    );
+}
+
+#[test]
+fn a_probe_from_a_second_subnet_is_answered_from_that_subnets_address() {
+    if !can_netns() {
+        return;
+    }
+    // Renumbering: the board has its old and its new address on one link, the scanner only
+    // the new. The answer leaves from the new one, and must say so: an `addr` naming the
+    // interface's first address is unreachable for the scanner, and with a fleet key it
+    // does not match the source, so scan calls the board replayed.
+    let net = Net::new("s");
+    net.link(1, false);
+    let (a1, p1) = net.ifs(1);
+    assert!(sh(&[
+        "ip",
+        "-n",
+        net.a(),
+        "addr",
+        "add",
+        "10.233.66.1/24",
+        "brd",
+        "+",
+        "dev",
+        &a1
+    ]));
+    let p = net.peer(1);
+    assert!(sh(&[
+        "ip", "-n", p, "addr", "flush", "dev", &p1, "scope", "global"
+    ]));
+    assert!(sh(&[
+        "ip",
+        "-n",
+        p,
+        "addr",
+        "add",
+        "10.233.66.2/24",
+        "brd",
+        "+",
+        "dev",
+        &p1
+    ]));
+    let dir = temp_dir("subnets");
+    let key = dir.join("fleet.key");
+    std::fs::write(&key, "two-subnets-fleet-key-0123456789").unwrap();
+    let key = key.to_str().unwrap();
+    let a = start(
+        &net,
+        &[
+            "--iface",
+            &a1,
+            "--interval",
+            "600",
+            "--beacon-family",
+            "4",
+            "--fleet-key",
+            key,
+        ],
+    );
+    let out = tether_cmd_in(
+        Some(p),
+        &[
+            "scan",
+            "-i",
+            &p1,
+            "-t",
+            "1",
+            "--json",
+            "--all",
+            "--fleet-key",
+            key,
+        ],
+    )
+    .output_bounded();
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    let answers: Vec<_> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["addrs"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == "10.233.66.1"))
+        })
+        .collect();
+    assert_eq!(answers.len(), 1, "{rows}");
+    assert_eq!(answers[0]["addr"], "10.233.66.1", "{rows}");
+    assert_eq!(answers[0]["trust"], "signed", "{rows}");
+    a.stop();
+}

@@ -26,6 +26,12 @@ struct Entry {
 /// Every beacon interface, the sockets, and what their datagrams share.
 pub struct Links {
     entries: heapless::Vec<Entry, MAX_BEACON_IFACES>,
+    /// Without `--iface`, when no interface qualified at start: when the default was
+    /// last looked for (it is looked for every interval until one qualifies).
+    looking: Option<Instant>,
+    port: u16,
+    families: Families,
+    seed: u32,
     ports: Announced,
     /// 16 hex digits, random per agent start: sent as `run` in every datagram.
     run: heapless::String<16>,
@@ -52,22 +58,38 @@ impl Links {
         let mut run_s = heapless::String::new();
         let _ = run_s.push_str(core::str::from_utf8(&hex).unwrap_or("0000000000000000"));
         let seed = u32::from_le_bytes([run[0], run[1], run[2], run[3]]);
-        let mut entries = heapless::Vec::new();
-        for (i, name) in ifaces.iter().enumerate() {
-            let link = Link::new(now, name, port, families, seed.wrapping_add(i as u32));
-            let _ = entries.push(Entry {
-                link,
-                v4: None,
-                v6: None,
-            });
-        }
-        Links {
-            entries,
+        let mut links = Links {
+            entries: heapless::Vec::new(),
+            looking: None,
+            port,
+            families,
+            seed,
             ports,
             run: run_s,
             signing,
             thermal,
+        };
+        for name in ifaces {
+            links.add(now, name);
         }
+        links
+    }
+
+    fn add(&mut self, now: Instant, name: &str) {
+        let seed = self.seed.wrapping_add(self.entries.len() as u32);
+        let link = Link::new(now, name, self.port, self.families, seed);
+        let _ = self.entries.push(Entry {
+            link,
+            v4: None,
+            v6: None,
+        });
+    }
+
+    /// No `--iface` and no interface qualified at start: look for the default one every
+    /// interval (a board that boots before its Wi-Fi associates), and beacon on the
+    /// first that qualifies, from then on as if it had been named.
+    pub fn look_for_default(&mut self, now: Instant) {
+        self.looking = Some(now);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -93,9 +115,11 @@ impl Links {
 
     /// The earliest deadline of all links.
     pub fn next_deadline(&self, interval: Duration) -> Option<Instant> {
+        let look = self.looking.map(|t| t + interval);
         self.entries
             .iter()
             .map(|e| e.link.poll_timeout(interval))
+            .chain(look)
             .min()
     }
 
@@ -110,6 +134,14 @@ impl Links {
 
     /// Timers: ticks that are due (the interface re-read first), then every datagram due.
     pub fn on_timer(&mut self, now: Instant, interval: Duration, agent: &mut Agent) {
+        if self.looking.is_some_and(|t| t + interval <= now) {
+            self.looking = Some(now);
+            if let Some(name) = iface::default_beacon_iface() {
+                log::info!("beacon: {name} qualifies now; beaconing on it");
+                self.looking = None;
+                self.add(now, &name);
+            }
+        }
         for e in self.entries.iter_mut() {
             if e.link.tick_due(now, interval) {
                 e.refresh(now);
@@ -130,9 +162,10 @@ impl Links {
         for _ in 0..BEACON_RECV_PER_TURN {
             let Some(fd) = e.sock(family) else { return };
             match udp::recv_from(fd, &mut buf) {
-                Ok(Some((n, from))) => {
+                Ok(Some(r)) => {
+                    let d = &buf[..r.len];
                     e.link
-                        .on_datagram(now, family, &buf[..n], from, &mut agent.stats)
+                        .on_datagram(now, family, d, r.from, r.local, &mut agent.stats)
                 }
                 Ok(None) => break,
                 Err(err) => {
@@ -250,6 +283,7 @@ impl Entry {
             IfNow {
                 index: i.index,
                 up: i.up,
+                running: i.running,
                 v4: i.addr,
                 broadcast4: i.broadcast,
                 v6,

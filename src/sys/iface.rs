@@ -297,7 +297,8 @@ pub fn valid_name(n: &str) -> bool {
 /// The default beacon interface, chosen among all interfaces: the first that is up, not
 /// loopback, and has an IPv4 broadcast address; otherwise the first up, non-loopback one
 /// with an IPv6 link-local address (or one still tentative). A name that is not UTF-8 or
-/// not [`valid_name`] (a control character) is passed over. Runs at start-up only.
+/// not [`valid_name`] (a control character) is passed over. Runs at start-up, and then
+/// once per interval while none qualifies (no heap).
 pub fn default_beacon_iface() -> Option<IfName> {
     let usable = |n: &str| info(n).filter(|i| i.up && !i.loopback);
     let find = |pick: &dyn Fn(&str) -> bool| {

@@ -61,6 +61,9 @@ pub fn open(device: Option<&str>, port: u16) -> Result<OwnedFd, (&'static str, E
     if let Some(d) = device {
         bind_to_device(fd.as_fd(), d).map_err(|e| ("SO_BINDTODEVICE", e))?;
     }
+    // Each datagram's local address to answer from ([`Received::local`]); best effort (an
+    // emulator may refuse it; the interface's first address is used then).
+    let _ = setsockopt(&fd, sockopt::Ipv4PacketInfo, &true);
     let sa = SockaddrIn::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
     bind(fd.as_raw_fd(), &sa).map_err(|e| ("bind", e))?;
     Ok(fd)
@@ -172,19 +175,23 @@ fn storage_to_std(sa: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-/// One datagram: Ok(None) when none is waiting. `buf` one byte larger than the largest
-/// datagram you accept lets the caller see oversized ones (n == buf.len()).
-pub fn recv_from(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<Option<(usize, SocketAddr)>, Errno> {
-    Ok(recv_counting(fd, buf)?.map(|(n, a, _)| (n, a)))
+/// A datagram read by [`recv_from`].
+pub struct Received {
+    /// Its length; `buf` one byte larger than the largest datagram accepted lets the caller
+    /// see oversized ones (`len == buf.len()`).
+    pub len: usize,
+    pub from: SocketAddr,
+    /// The socket's count of datagrams the kernel dropped for want of buffer room, when
+    /// SO_RXQ_OVFL is on.
+    pub dropped: Option<u32>,
+    /// The address of ours an answer to `from` goes out from (IP_PKTINFO's `ipi_spec_dst`:
+    /// on a link with two subnets, the one `from` is in), when IP_PKTINFO is on.
+    pub local: Option<Ipv4Addr>,
 }
 
-/// Like [`recv_from`], plus the socket's count of datagrams the kernel dropped for want
-/// of buffer room, when SO_RXQ_OVFL is on and the kernel attached it. recvmsg(2) by hand
-/// with a fixed control buffer: no heap, and no decoder for every kind of message.
-pub fn recv_counting(
-    fd: BorrowedFd<'_>,
-    buf: &mut [u8],
-) -> Result<Option<(usize, SocketAddr, Option<u32>)>, Errno> {
+/// One datagram: Ok(None) when none is waiting. recvmsg(2) by hand with a fixed control
+/// buffer: no heap, and no decoder for every kind of message.
+pub fn recv_from(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<Option<Received>, Errno> {
     loop {
         // SAFETY: all-zero is a valid sockaddr_storage.
         let mut sa: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
@@ -192,8 +199,8 @@ pub fn recv_counting(
             iov_base: buf.as_mut_ptr().cast(),
             iov_len: buf.len(),
         };
-        // Room for one cmsghdr and a u32, 8-byte aligned.
-        let mut ctl = [0u64; 4];
+        // Room for two messages (SO_RXQ_OVFL's u32, IP_PKTINFO's in_pktinfo), 8-byte aligned.
+        let mut ctl = [0u64; 8];
         // SAFETY: all-zero is a valid msghdr; the pointers set below stay valid for the call.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_name = (&mut sa as *mut libc::sockaddr_storage).cast();
@@ -210,20 +217,37 @@ pub fn recv_counting(
             Err(Errno::EAGAIN) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let mut dropped = None;
+        let (mut dropped, mut local) = (None, None);
         // SAFETY: the CMSG_* walk stays within `msg_controllen` bytes of `ctl`, which
-        // the kernel filled; the data of an SO_RXQ_OVFL message is one u32.
+        // the kernel filled; the data of an SO_RXQ_OVFL message is one u32, of an
+        // IP_PKTINFO message one in_pktinfo.
         unsafe {
             let mut c = libc::CMSG_FIRSTHDR(&msg);
             while !c.is_null() {
-                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SO_RXQ_OVFL {
-                    dropped = Some(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<u32>()));
+                match ((*c).cmsg_level, (*c).cmsg_type) {
+                    (libc::SOL_SOCKET, libc::SO_RXQ_OVFL) => {
+                        dropped = Some(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<u32>()));
+                    }
+                    (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                        let p: libc::in_pktinfo =
+                            std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                        let a = Ipv4Addr::from(u32::from_be(p.ipi_spec_dst.s_addr));
+                        local = (!a.is_unspecified()).then_some(a);
+                    }
+                    _ => {}
                 }
                 c = libc::CMSG_NXTHDR(&msg, c);
             }
         }
         match storage_to_std(&sa) {
-            Some(a) => return Ok(Some((n, a, dropped))),
+            Some(from) => {
+                return Ok(Some(Received {
+                    len: n,
+                    from,
+                    dropped,
+                    local,
+                }))
+            }
             None => continue,
         }
     }
