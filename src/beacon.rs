@@ -387,7 +387,7 @@ impl Link {
             if self.state == BeaconState::Up && families_changed {
                 // Up already, and a family came or went (IPv6 once its link-local address
                 // passed duplicate address detection): said as when it came up.
-                self.say_up();
+                self.say_change(now);
             }
             self.set_state(now, BeaconState::Up);
             match err {
@@ -415,6 +415,10 @@ impl Link {
     /// and the socket report).
     pub fn on_tick(&mut self, now: Instant) {
         self.last_tick = Some(now);
+        if self.changes.overdue(now) {
+            // A flap that settled: the count, and the state it settled in, are said.
+            self.say_change(now);
+        }
         self.queue(Kind::Beacon);
     }
 
@@ -562,14 +566,21 @@ impl Link {
         None
     }
 
-    /// Encodes `t` into `out`; None when it cannot fit (then it is dropped).
-    pub fn encode(&self, t: &Transmit, c: &Common<'_>, out: &mut [u8]) -> Option<usize> {
-        let addr = match t.family {
-            // An answer names the address it leaves from: on a link with two subnets (a
-            // renumbering) the one the prober is in, not the interface's first.
+    /// The address `t` names as the board's, which is the one it leaves from: for an
+    /// IPv4 answer the one the kernel answers the prober from (on a link with two subnets,
+    /// a renumbering, the prober's), else the interface's first (IPv4) or the link-local
+    /// address in use (IPv6, which the run loop sets as the source: the kernel might pick
+    /// another of several).
+    pub fn source(&self, t: &Transmit) -> Option<IpAddr> {
+        match t.family {
             Family::V4 => t.src.or(self.addr4).map(IpAddr::V4),
             Family::V6 => self.addr6.map(IpAddr::V6),
-        };
+        }
+    }
+
+    /// Encodes `t` into `out`; None when it cannot fit (then it is dropped).
+    pub fn encode(&self, t: &Transmit, c: &Common<'_>, out: &mut [u8]) -> Option<usize> {
+        let addr = self.source(t);
         let (port, metrics) = c.ports.ports(t.family, addr);
         let f = Fields {
             id: c.agent.id(),
@@ -921,10 +932,14 @@ mod tests {
             let t = t0 + Duration::from_secs(u64::from(k));
             drive(&mut l, t, if k % 2 == 0 { up(1) } else { down });
         }
-        // 50 changes in 50 s: FLAP_LINES said, the rest counted and said with the next
-        // change once the window has passed.
+        // 50 changes in 50 s: FLAP_LINES said, the rest counted; once the window has
+        // passed, the next tick says how many and the state the link settled in, though
+        // it does not change again.
         let later = t0 + Duration::from_secs(FLAP_WINDOW_SECS);
-        assert_eq!(l.changes.take(later), Some(50 - u64::from(FLAP_LINES)));
+        assert!(!l.changes.overdue(later - Duration::from_secs(1)));
+        assert!(l.changes.overdue(later));
+        l.on_tick(later);
+        assert!(!l.changes.overdue(later));
         // Beacons still follow the link whether or not its changes are said.
         assert_eq!(l.state().0, BeaconState::Down);
         drive(&mut l, later, up(1));

@@ -322,7 +322,7 @@ fn open_beacons(
         cfg.thermal.clone(),
     );
     links.open(now);
-    if ifaces.is_empty() && bc.is_some_and(|b| b.ifaces.is_empty()) {
+    if bc.is_some_and(|b| b.ifaces.is_empty()) {
         links.look_for_default(now);
     }
     links

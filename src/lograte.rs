@@ -49,6 +49,12 @@ impl LogRate {
         self.lines += 1;
         Some(std::mem::take(&mut self.hidden))
     }
+
+    /// Lines were left out and their window has passed: the caller says so now (with
+    /// [`LogRate::take`]) rather than wait for a next line that may never come.
+    pub fn overdue(&self, now: Instant) -> bool {
+        self.hidden > 0 && now.saturating_duration_since(self.start) >= self.window
+    }
 }
 
 /// A running count (datagrams the kernel dropped, datagrams ignored) said in a warning:

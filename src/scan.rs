@@ -182,7 +182,7 @@ impl Scanner {
                     .collect(),
             };
             for t in to {
-                match udp::send_to(s.fd.as_fd(), &p[..n], t, true) {
+                match udp::send_to(s.fd.as_fd(), &p[..n], t, true, None) {
                     Ok(_) => sent = true,
                     Err(e) => last = format!("send probe to {t}: {e}"),
                 }

@@ -43,6 +43,7 @@ impl Net {
         veth(&net.a, &vx, &net.c, &vy);
         net.a.addr_up(&vx, "10.232.0.1/24");
         net.c.addr_up(&vy, "10.232.0.2/24");
+        wait_carrier(&net.a, &vx);
         net
     }
 
@@ -51,6 +52,7 @@ impl Net {
         veth(&self.a, &self.va, &self.b, &self.vb);
         self.a.addr_up(&self.va, "10.231.0.1/24");
         self.b.addr_up(&self.vb, "10.231.0.2/24");
+        wait_carrier(&self.a, &self.va);
     }
 }
 
@@ -475,9 +477,19 @@ fn absent_interface_at_start_and_no_default_interface() {
     // An interface whose name holds a control character (Linux allows all but white
     // space) is never the default: it would reach the ready line, the log and systemd's
     // status raw. The next usable one is taken instead. (Veth pairs inside the namespace,
-    // their peers down: what the agent sends goes nowhere.)
+    // their peers up in a second namespace of the test's, for a carrier: what the agent
+    // sends stays there.)
+    let far = Netns::new(format!("ttf{}", std::process::id() % 100_000));
+    let veth_to_far = |dev: &str, peer: &str, up: bool| {
+        lonely.ip(&[
+            "link", "add", dev, "type", "veth", "peer", "name", peer, "netns", &far,
+        ]);
+        if up {
+            far.ip(&["link", "set", peer, "up"]);
+        }
+    };
     let escaped = "e\u{1b}[2Jx";
-    lonely.ip(&["link", "add", escaped, "type", "veth", "peer", "name", "p0"]);
+    veth_to_far(escaped, "p0", true);
     lonely.addr_up(escaped, "10.77.1.1/24");
     let dir = temp_dir("nodefault3");
     let args = loopback_agent_args(&dir.join("t.sock"), &[]);
@@ -490,16 +502,21 @@ fn absent_interface_at_start_and_no_default_interface() {
     // An address added without `brd` leaves its interface no broadcast address (the
     // kernel reads it back as 0.0.0.0, where a probe or beacon would reach only this
     // host): not the default either; d0, made after it, is.
-    lonely.ip(&["link", "add", "n0", "type", "veth", "peer", "name", "p2"]);
+    veth_to_far("n0", "p2", true);
     lonely.ip(&["addr", "add", "10.77.3.1/24", "dev", "n0"]);
     lonely.ip(&["link", "set", "n0", "up"]);
-    lonely.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "p1"]);
+    // Nor one without a carrier (its peer down: a cable out), though it has all else.
+    veth_to_far("c0", "p3", false);
+    lonely.addr_up("c0", "10.77.4.1/24");
+    veth_to_far("d0", "p1", true);
     lonely.addr_up("d0", "10.77.2.1/24");
+    wait_carrier(&lonely, "d0");
     let a =
         Agent::spawn_in(Some(&lonely), &args, dir, &[]).unwrap_or_else(|f| panic!("{}", f.stderr));
     assert!(a.ready.contains(" beacon=d0:"), "{:?}", a.ready);
     let (status, err) = a.stop();
     drop(lonely);
+    drop(far);
     assert_eq!(status.code(), Some(0));
     assert!(!err.contains('\u{1b}'), "{err:?}");
 }

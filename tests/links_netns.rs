@@ -138,6 +138,24 @@ fn start(net: &Net, extra: &[&str]) -> Agent {
         .unwrap_or_else(|f| panic!("agent failed: {:?} {} {}", f.status, f.stdout, f.stderr))
 }
 
+/// `tether scan ARGS --json` inside `ns`: its exit code and its rows.
+fn scan_rows(ns: &str, args: &[&str]) -> (Option<i32>, serde_json::Value) {
+    let all: Vec<&str> = ["scan"]
+        .into_iter()
+        .chain(args.iter().copied())
+        .chain(["--json"])
+        .collect();
+    let out = tether_cmd_in(Some(ns), &all).output_bounded();
+    let rows = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "scan {args:?}: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), rows)
+}
+
 fn status(a: &Agent) -> serde_json::Value {
     ok_json(&a.unix().req("STATUS"))
 }
@@ -279,11 +297,8 @@ fn ipv6_only_link_scan_finds_the_board_and_ctl_reaches_its_scoped_address() {
 
     let ll = link_local(net.a(), &a1).unwrap();
     let want = format!("{ll}%{p1}");
-    let out = tether_cmd_in(Some(net.peer(1)), &["scan", "-i", &p1, "-t", "1", "--json"])
-        .output_bounded();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "scan: {err}");
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (code, rows) = scan_rows(net.peer(1), &["-i", &p1, "-t", "1"]);
+    assert_eq!(code, Some(0), "{rows}");
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["addr"], want.as_str(), "{rows:?}");
@@ -547,15 +562,8 @@ fn a_board_started_during_duplicate_address_detection_is_found_over_ipv6() {
         "{}",
         status(&a)
     );
-    let out = tether_cmd_in(Some(net.peer(1)), &["scan", "-i", &p1, "-t", "1", "--json"])
-        .output_bounded();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (code, rows) = scan_rows(net.peer(1), &["-i", &p1, "-t", "1"]);
+    assert_eq!(code, Some(0), "{rows}");
     let ll = link_local(net.a(), &a1).unwrap();
     assert_eq!(rows[0]["addr"], format!("{ll}%{p1}").as_str(), "{rows}");
     // The log says where beacons go once IPv6 is there, not only what it said at first.
@@ -603,6 +611,7 @@ fn utf8_ns(tag: &str) -> Netns {
     ]);
     ns.ip(&["link", "set", "peer0", "up"]);
     ns.addr_up(UTF8_IF, "10.233.9.1/24");
+    wait_carrier(&ns, UTF8_IF);
     ns
 }
 
@@ -749,6 +758,7 @@ fn the_default_beacon_interface_is_found_behind_more_than_16_addresses() {
     ]);
     ns.ip(&["link", "set", "eth1", "up"]);
     ns.addr_up("eth0", "10.233.8.1/24");
+    wait_carrier(&ns, "eth0");
     let a = start_in(&ns, &["--interval", "1"]);
     assert_ready_beacon(&a, "eth0");
     let s = status(&a);
@@ -917,23 +927,7 @@ fn a_probe_from_a_second_subnet_is_answered_from_that_subnets_address() {
             key,
         ],
     );
-    let out = tether_cmd_in(
-        Some(p),
-        &[
-            "scan",
-            "-i",
-            &p1,
-            "-t",
-            "1",
-            "--json",
-            "--all",
-            "--fleet-key",
-            key,
-        ],
-    )
-    .output_bounded();
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    let (_, rows) = scan_rows(p, &["-i", &p1, "-t", "1", "--all", "--fleet-key", key]);
     let answers: Vec<_> = rows
         .as_array()
         .unwrap()
@@ -947,5 +941,134 @@ fn a_probe_from_a_second_subnet_is_answered_from_that_subnets_address() {
     assert_eq!(answers.len(), 1, "{rows}");
     assert_eq!(answers[0]["addr"], "10.233.66.1", "{rows}");
     assert_eq!(answers[0]["trust"], "signed", "{rows}");
+    a.stop();
+}
+
+#[test]
+fn the_default_interface_is_chosen_again_when_it_is_gone() {
+    if !can_netns() {
+        return;
+    }
+    // No --iface: a1 is the default. Deleted (a USB dongle swapped for another), the next
+    // that qualifies is taken within an interval, and beacons go there.
+    let net = Net::new("r");
+    net.link(1, false);
+    net.link(2, false);
+    let (a1, _) = net.ifs(1);
+    let (a2, _) = net.ifs(2);
+    let a = start(&net, &["--interval", "1", "--beacon-family", "4"]);
+    assert!(
+        a.ready.ends_with(&format!(" beacon={a1}:4546")),
+        "{}",
+        a.ready
+    );
+    assert!(sh(&["ip", "-n", net.a(), "link", "del", &a1]));
+    let heard = listen(
+        net.peer(2),
+        "0.0.0.0:4546",
+        3.0 * slack(Duration::from_secs(1)).as_secs_f64(),
+    );
+    let got = heard.join().unwrap();
+    assert!(
+        beacons(&got).iter().any(|b| b["iface"] == a2.as_str()),
+        "{got:?}"
+    );
+    let s = status(&a);
+    assert_eq!(s["beacons"][0]["iface"], a2.as_str(), "{s}");
+    assert_eq!(s["beacons"][0]["state"], "up", "{s}");
+    let (_, log) = a.stop();
+    assert!(
+        log.contains(&format!(
+            "beacon: {a2} qualifies now; beaconing on it instead of {a1} (absent)"
+        )),
+        "{log}"
+    );
+}
+
+#[test]
+fn an_answer_never_names_another_links_address() {
+    if !can_netns() {
+        return;
+    }
+    // a1's address removed within an interval (600 s here): a probe answer would leave
+    // from a2's address, which the prober on link 1 cannot reach. No answer instead.
+    let net = Net::new("g");
+    net.link(1, false);
+    net.link(2, false);
+    let (a1, p1) = net.ifs(1);
+    let a = start(
+        &net,
+        &["--iface", &a1, "--interval", "600", "--beacon-family", "4"],
+    );
+    assert!(sh(&[
+        "ip",
+        "-n",
+        net.a(),
+        "addr",
+        "del",
+        "10.233.1.1/24",
+        "dev",
+        &a1
+    ]));
+    let (_, rows) = scan_rows(net.peer(1), &["-i", &p1, "-t", "1"]);
+    assert!(!rows.to_string().contains("10.233.2.1"), "{rows}");
+    assert!(
+        ok_json(&a.unix().req("STATS"))["datagrams_dropped"]
+            .as_u64()
+            .is_some_and(|n| n >= 1),
+        "{}",
+        a.unix().req("STATS")
+    );
+    a.stop();
+}
+
+#[test]
+fn several_link_local_addresses_beacons_name_the_one_they_leave_from() {
+    if no_ipv6_multicast_here() {
+        return;
+    }
+    if !can_netns() {
+        return;
+    }
+    // A router-like board with fe80::1 beside its own link-local address: the kernel may
+    // send from either, and a keyed scan calls a datagram whose `addr` is not its source
+    // replayed. The agent sets the source to the address it names.
+    let net = Net::new("l");
+    net.link(1, true);
+    let (a1, p1) = net.ifs(1);
+    for k in 1..=6 {
+        let addr = format!("fe80::a:{k}/64");
+        assert!(sh(&[
+            "ip",
+            "-n",
+            net.a(),
+            "addr",
+            "add",
+            &addr,
+            "dev",
+            &a1,
+            "nodad"
+        ]));
+    }
+    let dir = temp_dir("lladdrs");
+    let key = dir.join("fleet.key");
+    std::fs::write(&key, "several-link-locals-fleet-key-01").unwrap();
+    let key = key.to_str().unwrap();
+    let a = start(
+        &net,
+        &[
+            "--iface",
+            &a1,
+            "--interval",
+            "1",
+            "--beacon-family",
+            "6",
+            "--fleet-key",
+            key,
+        ],
+    );
+    let (code, rows) = scan_rows(net.peer(1), &["-i", &p1, "-t", "2", "--fleet-key", key]);
+    assert_eq!(code, Some(0), "{rows}");
+    assert_eq!(rows[0]["trust"], "signed", "{rows}");
     a.stop();
 }

@@ -766,6 +766,7 @@ impl Pair {
         veth(&p.a, &p.va, &p.b, &vb);
         p.a.addr_up(&p.va, "10.233.0.1/24");
         p.b.addr_up(&vb, "10.233.0.2/24");
+        wait_carrier(&p.a, &p.va);
         p
     }
 }

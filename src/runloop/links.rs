@@ -12,6 +12,7 @@ use crate::limits::{BEACON_RECV_PER_TURN, DATAGRAM_MAX, MAX_BEACON_IFACES};
 use crate::proto::wbuf::WBuf;
 use crate::sys::{iface, net, udp};
 use std::fmt;
+use std::net::IpAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -26,9 +27,9 @@ struct Entry {
 /// Every beacon interface, the sockets, and what their datagrams share.
 pub struct Links {
     entries: heapless::Vec<Entry, MAX_BEACON_IFACES>,
-    /// Without `--iface`, when no interface qualified at start: when the default was
-    /// last looked for (it is looked for every interval until one qualifies).
-    looking: Option<Instant>,
+    /// Without `--iface`: when the default interface was last looked for (it is looked
+    /// for again every interval while there is none or it is not up).
+    auto: Option<Instant>,
     port: u16,
     families: Families,
     seed: u32,
@@ -60,7 +61,7 @@ impl Links {
         let seed = u32::from_le_bytes([run[0], run[1], run[2], run[3]]);
         let mut links = Links {
             entries: heapless::Vec::new(),
-            looking: None,
+            auto: None,
             port,
             families,
             seed,
@@ -85,11 +86,12 @@ impl Links {
         });
     }
 
-    /// No `--iface` and no interface qualified at start: look for the default one every
-    /// interval (a board that boots before its Wi-Fi associates), and beacon on the
-    /// first that qualifies, from then on as if it had been named.
+    /// No `--iface`: while no interface qualified (a board that boots before its Wi-Fi
+    /// associates) or the chosen one is not up (deleted, unplugged, a USB dongle swapped
+    /// for one with another name), look for the default one every interval and beacon on
+    /// the first that qualifies; the chosen one is kept while it is up.
     pub fn look_for_default(&mut self, now: Instant) {
-        self.looking = Some(now);
+        self.auto = Some(now);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -115,7 +117,10 @@ impl Links {
 
     /// The earliest deadline of all links.
     pub fn next_deadline(&self, interval: Duration) -> Option<Instant> {
-        let look = self.looking.map(|t| t + interval);
+        let look = self
+            .auto
+            .filter(|_| self.entries.is_empty())
+            .map(|t| t + interval);
         self.entries
             .iter()
             .map(|e| e.link.poll_timeout(interval))
@@ -134,14 +139,6 @@ impl Links {
 
     /// Timers: ticks that are due (the interface re-read first), then every datagram due.
     pub fn on_timer(&mut self, now: Instant, interval: Duration, agent: &mut Agent) {
-        if self.looking.is_some_and(|t| t + interval <= now) {
-            self.looking = Some(now);
-            if let Some(name) = iface::default_beacon_iface() {
-                log::info!("beacon: {name} qualifies now; beaconing on it");
-                self.looking = None;
-                self.add(now, &name);
-            }
-        }
         for e in self.entries.iter_mut() {
             if e.link.tick_due(now, interval) {
                 e.refresh(now);
@@ -150,7 +147,36 @@ impl Links {
                 e.refresh(now);
             }
         }
+        self.choose_default(now, interval);
         self.transmit(now, agent);
+    }
+
+    /// Without `--iface`, once an interval while there is no beacon interface or it is
+    /// not up: the default one, if another qualifies now (ticked in the next turn).
+    fn choose_default(&mut self, now: Instant, interval: Duration) {
+        let chosen = self.entries.first().map(|e| e.link.state().0);
+        if self.auto.is_some_and(|t| t + interval <= now)
+            && chosen.is_none_or(|s| s != BeaconState::Up)
+        {
+            self.auto = Some(now);
+            let found = iface::default_beacon_iface();
+            if let Some(name) = found.filter(|n| {
+                self.entries
+                    .first()
+                    .is_none_or(|e| e.link.name() != n.as_str())
+            }) {
+                match self.entries.first() {
+                    Some(e) => log::info!(
+                        "beacon: {name} qualifies now; beaconing on it instead of {} ({})",
+                        e.link.name(),
+                        e.link.state().0.as_str()
+                    ),
+                    None => log::info!("beacon: {name} qualifies now; beaconing on it"),
+                }
+                self.entries.clear();
+                self.add(now, &name);
+            }
+        }
     }
 
     /// Socket (`i`, `family`) is readable: reads a bounded number of datagrams.
@@ -213,8 +239,23 @@ impl Links {
                     continue;
                 };
                 let Some(fd) = e.sock(t.family) else { continue };
+                let src = e.link.source(&t);
+                if let (Kind::Answer, Some(IpAddr::V4(a))) = (t.kind, src) {
+                    // The kernel answers from `a` (IP_PKTINFO): when it is not this link's
+                    // (the address went since the link was last read), the answer would
+                    // give the prober another interface's address.
+                    if t.src.is_some() && !iface::has_ipv4(e.link.name(), a) {
+                        log::debug!("no answer on {}: {a} is not its address", e.link.name());
+                        agent.stats.datagrams_dropped += 1;
+                        continue;
+                    }
+                }
+                let src6 = match src {
+                    Some(IpAddr::V6(a)) => Some(a),
+                    _ => None,
+                };
                 let broadcast = t.kind != Kind::Answer;
-                let r = udp::send_to(fd, &out[..n], t.to, broadcast)
+                let r = udp::send_to(fd, &out[..n], t.to, broadcast, src6)
                     .map(|_| n)
                     .map_err(|e| e.desc());
                 e.link.on_sent(now, &t, r, &mut agent.stats);

@@ -164,6 +164,21 @@ pub fn ipv4_addrs(out: &mut heapless::Vec<(IfName, IpAddr), MAX_ADDRS>) {
     }
 }
 
+/// Is `a` an IPv4 address of interface `name` (its first or another: SIOCGIFCONF lists
+/// each under its label, `name` or `name:alias`)? True when the list was too long to
+/// read whole (then it cannot tell).
+pub fn has_ipv4(name: &str, a: Ipv4Addr) -> bool {
+    let mut all = heapless::Vec::new();
+    ipv4_addrs(&mut all);
+    all.is_full()
+        || all.iter().any(|(label, ip)| {
+            *ip == IpAddr::V4(a)
+                && label
+                    .strip_prefix(name)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(':'))
+        })
+}
+
 /// Calls `f(name, addr, flags)` for every line of /proc/net/if_inet6
 /// (`hex32 idx plen scope flags name`). No heap.
 fn each_inet6(mut f: impl FnMut(&[u8], Ipv6Addr, u32) -> bool) {
@@ -294,13 +309,15 @@ pub fn valid_name(n: &str) -> bool {
         && !n.contains([' ', '/', ':'])
 }
 
-/// The default beacon interface, chosen among all interfaces: the first that is up, not
-/// loopback, and has an IPv4 broadcast address; otherwise the first up, non-loopback one
+/// The default beacon interface, chosen among all interfaces: the first that is up with
+/// a carrier, not loopback, and has an IPv4 broadcast address; otherwise the first up, non-loopback one
 /// with an IPv6 link-local address (or one still tentative). A name that is not UTF-8 or
 /// not [`valid_name`] (a control character) is passed over. Runs at start-up, and then
 /// once per interval while none qualifies (no heap).
 pub fn default_beacon_iface() -> Option<IfName> {
-    let usable = |n: &str| info(n).filter(|i| i.up && !i.loopback);
+    // Up with a carrier (`ip link`'s LOWER_UP): a static eth0 with its cable out is not
+    // the default while wlan0 is associated.
+    let usable = |n: &str| info(n).filter(|i| i.up && i.running && !i.loopback);
     let find = |pick: &dyn Fn(&str) -> bool| {
         let mut found = None;
         each_iface(|raw| {

@@ -125,26 +125,80 @@ pub fn grow_rcvbuf(fd: BorrowedFd<'_>, bytes: usize) -> usize {
 /// answer meant for one peer is sent with it off, so that a source address the kernel
 /// routes as a broadcast (a spoofed subnet or secondary-address broadcast, which no check
 /// of ours can list in full) is refused (EACCES) instead of reaching the whole LAN.
+/// Over IPv6 `src` is the source address (IPV6_PKTINFO): of several link-local addresses
+/// the kernel might pick another than the one the datagram names.
 pub fn send_to(
     fd: BorrowedFd<'_>,
     buf: &[u8],
     to: SocketAddr,
     broadcast: bool,
+    src: Option<Ipv6Addr>,
 ) -> Result<usize, Errno> {
     if to.is_ipv4() {
         setsockopt(&fd, sockopt::Broadcast, &broadcast)?;
     }
     let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
     loop {
-        let r = match to {
-            SocketAddr::V4(a) => sendto(fd.as_raw_fd(), buf, &SockaddrIn::from(a), flags),
-            SocketAddr::V6(a) => sendto(fd.as_raw_fd(), buf, &SockaddrIn6::from(a), flags),
+        let r = match (to, src) {
+            (SocketAddr::V4(a), _) => sendto(fd.as_raw_fd(), buf, &SockaddrIn::from(a), flags),
+            (SocketAddr::V6(a), None) => sendto(fd.as_raw_fd(), buf, &SockaddrIn6::from(a), flags),
+            (SocketAddr::V6(a), Some(s)) => send_from6(fd, buf, a, s, flags.bits()),
         };
         match r {
             Err(Errno::EINTR) => continue,
             r => return r,
         }
     }
+}
+
+/// sendmsg(2) to `to` from `src` (an IPV6_PKTINFO message), by hand with a fixed
+/// control buffer: nix's sendmsg builds its control messages in a Vec.
+fn send_from6(
+    fd: BorrowedFd<'_>,
+    buf: &[u8],
+    to: SocketAddrV6,
+    src: Ipv6Addr,
+    flags: libc::c_int,
+) -> Result<usize, Errno> {
+    // SAFETY: all-zero is a valid sockaddr_in6.
+    let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+    sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+    sa.sin6_port = to.port().to_be();
+    sa.sin6_flowinfo = to.flowinfo().to_be();
+    sa.sin6_addr.s6_addr = to.ip().octets();
+    sa.sin6_scope_id = to.scope_id();
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // Room for one cmsghdr and an in6_pktinfo (20 bytes), 8-byte aligned.
+    let mut ctl = [0u64; 6];
+    let info = libc::in6_pktinfo {
+        ipi6_addr: libc::in6_addr {
+            s6_addr: src.octets(),
+        },
+        ipi6_ifindex: 0,
+    };
+    // SAFETY: all-zero is a valid msghdr; the pointers set below (`sa`, `iov`, `ctl`) stay
+    // valid for the call, and the one control message is written within `ctl`
+    // (CMSG_SPACE of an in6_pktinfo is 40 of its 48 bytes).
+    let r = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_name = (&mut sa as *mut libc::sockaddr_in6).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = ctl.as_mut_ptr().cast();
+        let len = std::mem::size_of::<libc::in6_pktinfo>() as u32;
+        msg.msg_controllen = libc::CMSG_SPACE(len) as _;
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::IPPROTO_IPV6;
+        (*c).cmsg_type = libc::IPV6_PKTINFO;
+        (*c).cmsg_len = libc::CMSG_LEN(len) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::in6_pktinfo>(), info);
+        libc::sendmsg(fd.as_raw_fd(), &msg, flags)
+    };
+    Errno::result(r).map(|n| n as usize)
 }
 
 /// A received source address as std's, with an IPv6 scope kept.

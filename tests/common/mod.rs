@@ -750,6 +750,24 @@ pub fn bridge_lan(
         hub.ip(&["link", "set", outer, "up"]);
         ns.addr_up(dev, cidr);
     }
+    for (ns, dev, _, _) in members {
+        wait_carrier(ns, dev);
+    }
+}
+
+/// Waits (at most 5 s) until `dev` in `ns` has a carrier (`LOWER_UP`): a veth gets it a
+/// moment after both ends are up, and the agent sends nothing out of a link without one.
+pub fn wait_carrier(ns: &str, dev: &str) {
+    let carrier = || {
+        let out = std::process::Command::new("ip")
+            .args(["-n", ns, "link", "show", "dev", dev])
+            .output_bounded();
+        String::from_utf8_lossy(&out.stdout).contains("LOWER_UP")
+    };
+    assert!(
+        wait_for(Duration::from_secs(5), carrier),
+        "{dev} in {ns}: no carrier"
+    );
 }
 
 /// Runs `f` on a thread that has joined network namespace `ns`; sockets it makes live there.
