@@ -472,7 +472,7 @@ fn bench(a: &[String]) {
     .collect();
     // Index of each of tether, C, redis in `sides` (C may be absent).
     let slot = |p: Proto| sides.iter().position(|s| s.0 == p);
-    let rounds: usize = opt_num(a, "--rounds", 5);
+    let rounds: usize = opt_num(a, "--rounds", 15);
     let scale: f64 = opt_num(a, "--scale", 1.0);
     let storm_n: usize = opt_num(a, "--storm", 2000);
     let storm_rounds: usize = opt_num(a, "--storm-rounds", 5);
@@ -497,7 +497,7 @@ fn bench(a: &[String]) {
             let (p, ad, pid) = sides[idx];
             let s = &mut res[idx];
             let c0 = cpu_secs(pid);
-            let r = load(ad, p, 1, 1, n(20_000.0));
+            let r = load(ad, p, 1, 1, n(10_000.0));
             s.errors += r.errors;
             s.requests += r.requests;
             let mut l = r.lat.clone();
@@ -505,7 +505,7 @@ fn bench(a: &[String]) {
             s.lat_p99_rounds.push(pct(&l, 0.99));
             s.lat1.extend(r.lat);
             let c1 = cpu_secs(pid);
-            let r = load(ad, p, 8, 16, n(200_000.0));
+            let r = load(ad, p, 8, 16, n(600_000.0));
             let c2 = cpu_secs(pid);
             s.errors += r.errors;
             s.requests += r.requests;
