@@ -699,17 +699,19 @@ impl Link {
     /// changes; again at most once per [`crate::limits::WARN_EVERY_SECS`] only when
     /// `repeat` (an error), not while the link merely waits (STATUS shows it meanwhile).
     fn set_down(&mut self, now: Instant, why: &str, repeat: bool) {
-        let changed =
-            self.state != BeaconState::Down || !self.looked || self.info.last_error != why;
+        let down = self.state == BeaconState::Down && self.looked;
+        if down && self.info.last_error == why {
+            if repeat {
+                self.warn(now);
+            }
+            return;
+        }
         self.info.last_error.clear();
         let _ = self.info.last_error.push_str(why);
-        self.queued = [None, None];
-        self.looked = true;
-        self.state = BeaconState::Down;
-        if changed {
-            self.say_change(now);
-        } else if repeat {
-            self.warn(now);
+        match down {
+            // Down already, for another reason.
+            true => self.say_change(now),
+            false => self.set_state(now, BeaconState::Down),
         }
     }
 

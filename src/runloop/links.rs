@@ -154,29 +154,25 @@ impl Links {
     /// Without `--iface`, once an interval while there is no beacon interface or it is
     /// not up: the default one, if another qualifies now (ticked in the next turn).
     fn choose_default(&mut self, now: Instant, interval: Duration) {
-        let chosen = self.entries.first().map(|e| e.link.state().0);
-        if self.auto.is_some_and(|t| t + interval <= now)
-            && chosen.is_none_or(|s| s != BeaconState::Up)
-        {
-            self.auto = Some(now);
-            let found = iface::default_beacon_iface();
-            if let Some(name) = found.filter(|n| {
-                self.entries
-                    .first()
-                    .is_none_or(|e| e.link.name() != n.as_str())
-            }) {
-                match self.entries.first() {
-                    Some(e) => log::info!(
-                        "beacon: {name} qualifies now; beaconing on it instead of {} ({})",
-                        e.link.name(),
-                        e.link.state().0.as_str()
-                    ),
-                    None => log::info!("beacon: {name} qualifies now; beaconing on it"),
-                }
-                self.entries.clear();
-                self.add(now, &name);
-            }
+        let up = |e: &Entry| e.link.state().0 == BeaconState::Up;
+        if self.auto.is_none_or(|t| t + interval > now) || self.entries.first().is_some_and(up) {
+            return;
         }
+        self.auto = Some(now);
+        let Some(name) = iface::default_beacon_iface() else {
+            return;
+        };
+        match self.entries.first() {
+            Some(e) if e.link.name() == name.as_str() => return,
+            Some(e) => log::info!(
+                "beacon: {name} qualifies now; beaconing on it instead of {} ({})",
+                e.link.name(),
+                e.link.state().0.as_str()
+            ),
+            None => log::info!("beacon: {name} qualifies now; beaconing on it"),
+        }
+        self.entries.clear();
+        self.add(now, &name);
     }
 
     /// Socket (`i`, `family`) is readable: reads a bounded number of datagrams.
@@ -239,18 +235,15 @@ impl Links {
                     continue;
                 };
                 let Some(fd) = e.sock(t.family) else { continue };
-                let src = e.link.source(&t);
-                if let (Kind::Answer, Some(IpAddr::V4(a))) = (t.kind, src) {
-                    // The kernel answers from `a` (IP_PKTINFO): when it is not this link's
-                    // (the address went since the link was last read), the answer would
-                    // give the prober another interface's address.
-                    if t.src.is_some() && !iface::has_ipv4(e.link.name(), a) {
-                        log::debug!("no answer on {}: {a} is not its address", e.link.name());
-                        agent.stats.datagrams_dropped += 1;
-                        continue;
-                    }
+                // An answer's `src` is where the kernel answers from (IP_PKTINFO): when it
+                // is not this link's (the address went since the link was last read), the
+                // answer would give the prober another interface's address.
+                if let Some(a) = t.src.filter(|a| !iface::has_ipv4(e.link.name(), *a)) {
+                    log::debug!("no answer on {}: {a} is not its address", e.link.name());
+                    agent.stats.datagrams_dropped += 1;
+                    continue;
                 }
-                let src6 = match src {
+                let src6 = match e.link.source(&t) {
                     Some(IpAddr::V6(a)) => Some(a),
                     _ => None,
                 };

@@ -8,7 +8,7 @@ use nix::errno::Errno;
 use nix::libc;
 use nix::sys::socket::{
     self, bind, sendto, setsockopt, sockopt, AddressFamily, MsgFlags, SockType, SockaddrIn,
-    SockaddrIn6,
+    SockaddrIn6, SockaddrLike,
 };
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -160,13 +160,7 @@ fn send_from6(
     src: Ipv6Addr,
     flags: libc::c_int,
 ) -> Result<usize, Errno> {
-    // SAFETY: all-zero is a valid sockaddr_in6.
-    let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-    sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-    sa.sin6_port = to.port().to_be();
-    sa.sin6_flowinfo = to.flowinfo().to_be();
-    sa.sin6_addr.s6_addr = to.ip().octets();
-    sa.sin6_scope_id = to.scope_id();
+    let sa = SockaddrIn6::from(to);
     let mut iov = libc::iovec {
         iov_base: buf.as_ptr() as *mut libc::c_void,
         iov_len: buf.len(),
@@ -184,8 +178,8 @@ fn send_from6(
     // (CMSG_SPACE of an in6_pktinfo is 40 of its 48 bytes).
     let r = unsafe {
         let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_name = (&mut sa as *mut libc::sockaddr_in6).cast();
-        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        msg.msg_name = sa.as_ptr() as *mut libc::c_void;
+        msg.msg_namelen = sa.len();
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = ctl.as_mut_ptr().cast();
