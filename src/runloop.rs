@@ -630,7 +630,7 @@ impl RunLoop {
                 Some(i) => (self.io.tcp[i].0.as_fd(), Transport::Tcp),
                 None => (self.io.unix.fd.as_fd(), Transport::Unix),
             };
-            let conn = match net::accept(fd) {
+            let conn = match net::accept(fd, transport == Transport::Tcp) {
                 Ok(Some(c)) => c,
                 Ok(None) => return,
                 Err(e @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)) => {

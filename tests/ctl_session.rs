@@ -240,6 +240,26 @@ fn a_file_of_commands_gets_one_reply_per_line_and_the_first_failure() {
     assert_eq!((code, out.as_str()), (0, "PONG\nOK\n"));
 }
 
+/// Nagle's algorithm against the agent's delayed ACK: ctl wrote a line and its `\n` in two
+/// writes, and over TCP the `\n` waited for the agent to acknowledge the line, which it
+/// delays (40 ms on Linux) since nothing answers half a line: 150 commands took 6 s over
+/// TCP and 12 ms over the Unix socket. Not a speed test: the threshold is far above what
+/// either transport takes (even under qemu-user) and below one delayed ACK per line.
+#[test]
+fn a_file_of_commands_over_tcp_waits_for_no_delayed_ack() {
+    let a = Agent::start(&[]);
+    let tcp = a.tcp_addr().to_string();
+    let n = 150;
+    let t0 = Instant::now();
+    let (code, out, err) = ctl_from_file(&["ctl", "-c", &tcp], &"PING\n".repeat(n));
+    let took = t0.elapsed();
+    assert_eq!((code, out.lines().count()), (0, n), "{out}{err}");
+    assert!(
+        took < Duration::from_secs(3),
+        "{n} commands from a file over TCP took {took:?} (one delayed ACK per line is 6 s)"
+    );
+}
+
 #[test]
 fn no_agent_ends_the_batch_with_69() {
     let a = Agent::start(&[]);

@@ -284,7 +284,7 @@ impl Http {
             self.hold = Some(t);
             return Accepted::None;
         }
-        let conn = match net::accept(listener) {
+        let conn = match net::accept(listener, true) {
             Ok(Some(c)) => c,
             Ok(None) => return Accepted::None,
             Err(e @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)) => {
