@@ -21,7 +21,7 @@ use crate::sys::net::{self, Io as NetIo};
 use crate::sys::signals::{Event, Signals};
 use crate::sys::unix::UnixListener;
 use crate::sys::{NoSecret, SysError};
-use conn::{Conn, Flushed, Read, Stop, Table};
+use conn::{Conn, Expired, Flushed, Read, Stop, Table};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::fmt;
@@ -354,14 +354,28 @@ impl RunLoop {
             Timer::AcceptPause => self.accept_paused_until = None,
             Timer::Clients => {
                 for i in 0..self.conns.len() {
-                    let c = &self.conns[i];
-                    if !c.is_open() {
+                    let c = &mut self.conns[i];
+                    let Some(fd) = c.fd() else {
                         continue;
+                    };
+                    match c.expired(now, self.idle) {
+                        // A request that came after this turn's poll is not idleness: the
+                        // next turn reads and answers it (closing over it would reset the
+                        // connection and lose it, as a client polling at the idle timeout
+                        // saw now and then).
+                        Expired::Idle if c.reading(now) && net::unread(fd) > 0 => c.last_rx = now,
+                        Expired::Idle => {
+                            self.agent.stats.closed_idle += 1;
+                            self.close(i, "idle timeout");
+                        }
+                        Expired::Stalled => {
+                            self.agent.stats.closed_slow += 1;
+                            self.close(i, "replies not read (client stopped reading)");
+                        }
+                        Expired::No => {}
                     }
-                    if self.idle.is_some_and(|d| now >= c.last_rx + d) {
-                        self.agent.stats.closed_idle += 1;
-                        self.close(i, "idle timeout");
-                    } else if c.session.hold_until.is_some_and(|t| t <= now) {
+                    let c = &self.conns[i];
+                    if c.is_open() && c.session.hold_until.is_some_and(|t| t <= now) {
                         // A held client's pending lines are answered as soon as the hold ends.
                         self.conns[i].session.hold_until = None;
                         self.process(i, now);
@@ -840,14 +854,13 @@ impl RunLoop {
     /// straight into its output buffer.
     fn process(&mut self, i: usize, now: Instant) {
         let c = &mut self.conns[i];
-        if !c.is_open() || c.closing || c.session.held(now) {
+        if !c.answering(now) {
             return;
         }
         c.session.hold_until = None;
-        let mut tight = false;
         loop {
             let (agent, io) = (&mut self.agent, &mut self.io);
-            let stop = Conn::answer(&mut self.conns, i, tight, |line, session, w, t| {
+            let stop = Conn::answer(&mut self.conns, i, |line, session, w, t| {
                 let mut host = Host {
                     dev: io,
                     clients: t,
@@ -858,14 +871,19 @@ impl RunLoop {
             match stop {
                 Stop::Incomplete => return,
                 Stop::Full => {
-                    // The largest reply may not fit: send what waits first. What is left
-                    // after that is the room the next reply gets (see `Outcome::NoRoom`).
+                    // The largest reply may not fit: send what waits first. When the socket
+                    // takes too little of it, the client reads slower than it asks: the
+                    // rest of its lines wait (back-pressure) until a flush makes room.
                     self.flush(i, now);
                     let c = &mut self.conns[i];
                     if !c.is_open() {
                         return;
                     }
-                    tight = !c.make_room();
+                    if !c.make_room() {
+                        // Its deadline moves no earlier: `clients_due` holds.
+                        c.back_up(now);
+                        return;
+                    }
                 }
                 Stop::TooLong => {
                     c.closing = true;
@@ -894,9 +912,10 @@ impl RunLoop {
                     }
                     return;
                 }
+                // Not with room for the largest reply, which `answer` makes sure of.
                 Stop::Outcome(Outcome::NoRoom) => {
                     self.agent.stats.closed_slow += 1;
-                    self.close(i, "output buffer full (client does not read)");
+                    self.close(i, "output buffer full");
                     return;
                 }
             }
@@ -904,25 +923,34 @@ impl RunLoop {
     }
 
     /// Sends connection `i`'s queued replies; a closing one that has sent its last reply
-    /// is closed and lingered, a failed one closed.
+    /// is closed and lingered, a failed one closed. One that was backed up and has room
+    /// now answers the lines that waited, and sends those replies too.
     fn flush(&mut self, i: usize, now: Instant) {
-        let c = &mut self.conns[i];
-        if !c.is_open() {
-            return;
-        }
-        let f = c.flush();
-        let (Flushed::All(n) | Flushed::Partly(n) | Flushed::Failed(n)) = f;
-        self.agent.stats.bytes_out += n as u64;
-        match f {
-            Flushed::Failed(_) => self.close(i, "send failed"),
-            Flushed::All(_) if self.conns[i].closing => {
-                if let Some(fd) = self.conns[i].reset() {
-                    log::debug!("client {i} closed: closing");
-                    self.linger(fd, now);
-                }
+        loop {
+            let c = &mut self.conns[i];
+            if !c.is_open() {
+                return;
             }
-            Flushed::All(_) if self.conns[i].finished() => self.close(i, "peer closed"),
-            _ => {}
+            let f = c.flush(now);
+            let (Flushed::All(n) | Flushed::Partly(n) | Flushed::Failed(n)) = f;
+            self.agent.stats.bytes_out += n as u64;
+            match f {
+                Flushed::Failed(_) => return self.close(i, "send failed"),
+                Flushed::All(_) if self.conns[i].closing => {
+                    if let Some(fd) = self.conns[i].reset() {
+                        log::debug!("client {i} closed: closing");
+                        self.linger(fd, now);
+                    }
+                    return;
+                }
+                Flushed::All(_) if self.conns[i].finished() => return self.close(i, "peer closed"),
+                _ => {}
+            }
+            // `process` flushes (here) before it backs up, so this goes one level deep.
+            if !self.conns[i].resume() {
+                return;
+            }
+            self.process(i, now);
         }
     }
 

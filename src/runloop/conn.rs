@@ -17,7 +17,7 @@ use crate::proto::wbuf::WBuf;
 use crate::sys::net::{self, Io as NetIo};
 use nix::poll::PollFlags;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// One slot's input and output buffers (see [`Conn::buffers`]).
 pub type Buffers = (&'static mut [u8], &'static mut [u8]);
@@ -35,6 +35,13 @@ pub struct Conn {
     /// [`OUT_BUF`] bytes of [`Conn::buffers`]: the bytes in use wait to be sent.
     output: Bytes,
     pub last_rx: Instant,
+    /// Back-pressure: the output buffer has no room for the next reply and the socket takes
+    /// no more, so nothing is read or answered until a flush makes room (the requests wait
+    /// in the kernel, the client's send blocks: a client may pipeline as much as it likes
+    /// and read as slowly as it likes). Since when it has taken no byte of its replies: the
+    /// idle time later it is closed as one that stopped reading (as one that stopped
+    /// sending is after the idle time).
+    backed_up: Option<Instant>,
     /// The last reply is queued; flush it, then close (and linger).
     pub closing: bool,
     /// The peer has sent everything (EOF: it closed, or half-closed and may still read).
@@ -72,6 +79,16 @@ pub enum Stop {
     Full,
     /// A reply's outcome other than [`Outcome::Continue`].
     Outcome(Outcome),
+}
+
+/// What [`Conn::expired`] found.
+#[derive(PartialEq, Eq)]
+pub enum Expired {
+    No,
+    /// Sent nothing for the idle time.
+    Idle,
+    /// Took none of its waiting replies for the idle time.
+    Stalled,
 }
 
 /// What [`Conn::flush`] did.
@@ -153,6 +170,7 @@ impl Conn {
                 end: 0,
             },
             last_rx: now,
+            backed_up: None,
             closing: false,
             eof: false,
         }
@@ -172,6 +190,7 @@ impl Conn {
         (self.input.start, self.input.end) = (0, 0);
         (self.output.start, self.output.end) = (0, 0);
         self.session.hold_until = None;
+        self.backed_up = None;
         self.closing = false;
         self.eof = false;
         self.fd.take()
@@ -194,8 +213,14 @@ impl Conn {
     pub fn reading(&self, now: Instant) -> bool {
         !self.closing
             && !self.eof
+            && self.backed_up.is_none()
             && !self.session.held(now)
             && self.input.end - self.input.start < IN_BUF
+    }
+
+    /// Are its complete lines to be answered now (not closing, held or backed up)?
+    pub fn answering(&self, now: Instant) -> bool {
+        self.is_open() && !self.closing && self.backed_up.is_none() && !self.session.held(now)
     }
 
     /// After EOF: is every complete line answered (what is left is at most a partial
@@ -224,13 +249,39 @@ impl Conn {
         ev
     }
 
-    /// Its own deadline: the end of a hold, or of the idle time.
-    pub fn deadline(&self, idle: Option<std::time::Duration>) -> Option<Instant> {
-        let idle = idle.map(|d| self.last_rx + d);
-        match (self.session.hold_until, idle) {
+    /// Its own deadline: the end of a hold, or of the idle time (backed up: the time its
+    /// replies may wait untaken).
+    pub fn deadline(&self, idle: Option<Duration>) -> Option<Instant> {
+        let quiet = idle.map(|d| self.backed_up.unwrap_or(self.last_rx) + d);
+        match (self.session.hold_until, quiet) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// Has it been quiet for the idle time at `now`, and how?
+    pub fn expired(&self, now: Instant, idle: Option<Duration>) -> Expired {
+        match (idle, self.backed_up) {
+            (Some(d), Some(t)) if now >= t + d => Expired::Stalled,
+            (Some(d), None) if now >= self.last_rx + d => Expired::Idle,
+            _ => Expired::No,
+        }
+    }
+
+    /// No room for the next reply after a flush: stop reading and answering until a flush
+    /// makes room ([`Conn::resume`]).
+    pub fn back_up(&mut self, now: Instant) {
+        self.backed_up.get_or_insert(now);
+    }
+
+    /// After a flush: true when it was backed up and there is room now (reading and
+    /// answering resume).
+    pub fn resume(&mut self) -> bool {
+        if self.backed_up.is_none() || !self.output.make_room() {
+            return false;
+        }
+        self.backed_up = None;
+        true
     }
 
     /// One recv into the free end of the input buffer.
@@ -267,14 +318,11 @@ impl Conn {
     /// buffer, with `answer`, which writes the reply straight into the free end of its
     /// output buffer and is given its session and a [`Table`] of every connection (for
     /// STATUS and SOCKETS). Stops before a line when the output buffer has no room for the
-    /// largest reply ([`Stop::Full`]); with `tight`, the first line is answered in
-    /// whatever room there is (after a flush that could not make more: a reply that does
-    /// not fit is then [`Outcome::NoRoom`]).
+    /// largest reply ([`Stop::Full`]).
     #[inline(always)]
     pub fn answer(
         conns: &mut [Conn],
         i: usize,
-        mut tight: bool,
         mut answer: impl FnMut(&[u8], &mut Session, &mut WBuf<'_>, &Table<'_>) -> Outcome,
     ) -> Stop {
         let (before, rest) = conns.split_at_mut(i);
@@ -293,7 +341,7 @@ impl Conn {
             me: fd.as_ref().map(|f| (f.as_fd(), session.transport)),
         };
         loop {
-            if !output.make_room() && !std::mem::take(&mut tight) {
+            if !output.make_room() {
                 return Stop::Full;
             }
             let line = match input.next() {
@@ -341,8 +389,9 @@ impl Conn {
         ok
     }
 
-    /// Sends queued replies until done or the socket is full.
-    pub fn flush(&mut self) -> Flushed {
+    /// Sends queued replies until done or the socket is full. A backed-up connection that
+    /// took bytes is not stalled: its clock starts again at `now`.
+    pub fn flush(&mut self, now: Instant) -> Flushed {
         let Some(fd) = &self.fd else {
             return Flushed::Failed(0);
         };
@@ -353,6 +402,9 @@ impl Conn {
                 NetIo::Done(n) => {
                     out.start += n;
                     sent += n;
+                    if let Some(t) = self.backed_up.as_mut() {
+                        *t = now;
+                    }
                 }
                 NetIo::WouldBlock => return Flushed::Partly(sent),
                 NetIo::Closed => return Flushed::Failed(sent),
