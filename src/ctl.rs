@@ -19,7 +19,7 @@ pub mod pretty;
 use crate::agent::AUTH_CHALLENGE_PREFIX;
 use crate::cli::CtlArgs;
 use crate::exit::{
-    escaped, stdout_written, to_stdout, Fatal, EX_CONFIG, EX_ERR, EX_NOPERM, EX_PROTOCOL,
+    escaped, stdout_written, to_stdout, Fatal, EX_CONFIG, EX_ERR, EX_IOERR, EX_NOPERM, EX_PROTOCOL,
     EX_TEMPFAIL, EX_UNAVAILABLE,
 };
 use crate::limits::{
@@ -88,12 +88,13 @@ fn not_protocol(line: &str, expected: &str, got: &str) -> Fatal {
 /// Sends `line` and reads one reply line before `deadline`. A line that is not one of
 /// the protocol's replies ([`is_reply`]), or is longer than any an agent sends
 /// ([`CTL_REPLY_LINE_MAX`]), is an error (76): the peer is not a tether agent.
-fn exchange(s: &mut dyn Stream, line: &str, deadline: Instant) -> Result<String, Fatal> {
+fn exchange(s: &mut dyn Stream, line: &[u8], deadline: Instant) -> Result<String, Fatal> {
     const EXPECTED: &str = "PONG, OK or ERR";
+    let shown = || String::from_utf8_lossy(line);
     // One write: the line end sent on its own waited, over TCP, for the agent's delayed
     // ACK of the line (Nagle's algorithm): 40 ms a command from a pipe (1,000 lines: 44 s).
     let mut msg = Vec::with_capacity(line.len() + 1);
-    msg.extend_from_slice(line.as_bytes());
+    msg.extend_from_slice(line);
     msg.push(b'\n');
     s.write_all(&msg).map_err(|e| io_fatal("send", e))?;
     let mut buf = [0u8; CTL_REPLY_LINE_MAX];
@@ -105,7 +106,7 @@ fn exchange(s: &mut dyn Stream, line: &str, deadline: Instant) -> Result<String,
                 "no line end in {CTL_REPLY_LINE_MAX} bytes, {}",
                 quoted(&start)
             );
-            return Err(not_protocol(line, EXPECTED, &got));
+            return Err(not_protocol(&shown(), EXPECTED, &got));
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -143,7 +144,7 @@ fn exchange(s: &mut dyn Stream, line: &str, deadline: Instant) -> Result<String,
     let reply = reply.strip_suffix(b"\r").unwrap_or(reply);
     let reply = String::from_utf8_lossy(reply).into_owned();
     if !is_reply(&reply) {
-        return Err(not_protocol(line, EXPECTED, &quoted(&reply)));
+        return Err(not_protocol(&shown(), EXPECTED, &quoted(&reply)));
     }
     Ok(reply)
 }
@@ -151,19 +152,22 @@ fn exchange(s: &mut dyn Stream, line: &str, deadline: Instant) -> Result<String,
 /// The AUTH challenge: asks for a nonce, answers HMAC-SHA256(token, "tether-auth-v1:" nonce).
 /// The token itself never leaves this process. Returns the agent's last reply line.
 fn authenticate(s: &mut dyn Stream, token: &[u8], deadline: Instant) -> Result<String, Fatal> {
-    let reply = exchange(s, "AUTH", deadline)?;
-    let Some(nonce) = reply.strip_prefix("OK ") else {
+    let reply = exchange(s, b"AUTH", deadline)?;
+    if reply.starts_with("ERR ") {
         return Ok(reply);
-    };
+    }
+    // Anything but `OK <nonce>` (a bare `OK` too) is not an agent's answer: going on would
+    // send the commands unauthenticated to whatever this is (76).
     let mut raw = [0u8; AUTH_NONCE_BYTES];
+    let nonce = reply.strip_prefix("OK ").unwrap_or_default();
     if !crate::proto::hex::decode(nonce.as_bytes(), &mut raw) {
-        let expected = format!("OK and a {}-digit nonce", 2 * AUTH_NONCE_BYTES);
+        let expected = format!("OK and a {}-digit nonce, or ERR", 2 * AUTH_NONCE_BYTES);
         return Err(not_protocol("AUTH", &expected, &quoted(&reply)));
     }
     let tag = crate::crypto::hmac_sha256(token, &[AUTH_CHALLENGE_PREFIX, nonce.as_bytes()]);
     let mut answer = [0u8; 64];
     crate::proto::hex::encode(&tag, &mut answer);
-    let line = format!("AUTH {}", String::from_utf8_lossy(&answer));
+    let line = [b"AUTH ".as_slice(), &answer].concat();
     exchange(s, &line, deadline)
 }
 
@@ -412,22 +416,37 @@ fn too_long_reply() -> String {
     )
 }
 
-/// One input line as it is, less its line end (`\n` or `\r\n`); None at EOF. Invalid
-/// UTF-8 is replaced.
-fn read_line(input: &mut impl BufRead) -> Option<String> {
+/// One input line as it is (any bytes), less its line end (`\n` or `\r\n`); None at EOF.
+/// Of a line longer than the protocol allows only its start is kept (enough to tell: more
+/// than [`LINE_MAX`] bytes), so a file without line ends (`< /dev/zero`) costs no memory.
+/// A read error (a directory, an I/O error) is one (74), not the end of the commands.
+fn read_line(input: &mut impl BufRead) -> Result<Option<Vec<u8>>, Fatal> {
     let mut raw = Vec::new();
-    match input.read_until(b'\n', &mut raw) {
-        Ok(0) | Err(_) => None,
-        Ok(_) => {
-            if raw.last() == Some(&b'\n') {
-                raw.pop();
-                if raw.last() == Some(&b'\r') {
-                    raw.pop();
-                }
-            }
-            Some(String::from_utf8_lossy(&raw).into_owned())
+    let mut any = false;
+    loop {
+        let buf = match input.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Fatal::new(EX_IOERR, format!("reading standard input: {e}"))),
+        };
+        if buf.is_empty() {
+            break;
+        }
+        any = true;
+        let end = buf.iter().position(|&b| b == b'\n');
+        let chunk = &buf[..end.unwrap_or(buf.len())];
+        let keep = chunk.len().min((LINE_MAX + 2).saturating_sub(raw.len()));
+        raw.extend_from_slice(&chunk[..keep]);
+        let used = end.map_or(chunk.len(), |e| e + 1);
+        input.consume(used);
+        if end.is_some() {
+            break;
         }
     }
+    if raw.last() == Some(&b'\r') {
+        raw.pop();
+    }
+    Ok(any.then_some(raw))
 }
 
 /// The connection of a prompt or pipe session, reopened (and authenticated again) when
@@ -442,7 +461,7 @@ struct Session<'a> {
 impl Session<'_> {
     /// Sends one command and returns the reply. A connection found closed before the
     /// command is sent is reopened first; the command itself is never sent twice.
-    fn send(&mut self, line: &str) -> Result<String, Fatal> {
+    fn send(&mut self, line: &[u8]) -> Result<String, Fatal> {
         if crate::sys::net::peer_gone(self.stream.as_fd()) {
             eprintln!("(the agent closed the connection; reconnecting)");
             let (mut stream, _) = connect(self.args, self.timeout)?;
@@ -468,10 +487,11 @@ fn interactive(mut s: Session<'_>, to: &str, pretty: bool) -> Result<u8, Fatal> 
         if !stdout_written(out.write_all(b"tether> ").and_then(|_| out.flush()))? {
             return Ok(0);
         }
-        let Some(line) = read_line(&mut input) else {
+        let Some(raw) = read_line(&mut input)? else {
             stdout_written(writeln!(out))?;
             return Ok(0);
         };
+        let line = String::from_utf8_lossy(&raw);
         // As from a file: blank lines and `#` comments (a pasted script) are not sent.
         if line.trim().is_empty() || line.trim().starts_with('#') {
             continue;
@@ -482,10 +502,10 @@ fn interactive(mut s: Session<'_>, to: &str, pretty: bool) -> Result<u8, Fatal> 
         {
             return Ok(0);
         }
-        let reply = if line.len() > LINE_MAX {
+        let reply = if raw.len() > LINE_MAX {
             too_long_reply()
         } else {
-            s.send(&line)?
+            s.send(&raw)?
         };
         if !stdout_written(show(&mut out, &line, &reply, pretty))? {
             return Ok(0);
@@ -499,15 +519,16 @@ fn interactive(mut s: Session<'_>, to: &str, pretty: bool) -> Result<u8, Fatal> 
 fn batch(mut s: Session<'_>, input: &mut impl BufRead, pretty: bool) -> Result<u8, Fatal> {
     let mut out = std::io::stdout().lock();
     let mut first_failure = None;
-    while let Some(line) = read_line(input) {
+    while let Some(raw) = read_line(input)? {
+        let line = String::from_utf8_lossy(&raw);
         let text = line.trim();
         if text.is_empty() || text.starts_with('#') {
             continue;
         }
-        let reply = if line.len() > LINE_MAX {
+        let reply = if raw.len() > LINE_MAX {
             too_long_reply()
         } else {
-            match s.send(&line) {
+            match s.send(&raw) {
                 Ok(r) => r,
                 Err(f) => return Err(Fatal::new(first_failure.unwrap_or(f.code), f.msg)),
             }
@@ -553,7 +574,7 @@ pub fn run(args: CtlArgs, timeout: Duration) -> Result<u8, Fatal> {
         };
     }
     let line = args.words.join(" ");
-    let reply = exchange(stream.as_mut(), &line, Instant::now() + timeout)?;
+    let reply = exchange(stream.as_mut(), line.as_bytes(), Instant::now() + timeout)?;
     stdout_written(show(&mut std::io::stdout().lock(), &line, &reply, pretty))?;
     Ok(exit_for(&reply))
 }

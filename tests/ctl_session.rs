@@ -192,7 +192,7 @@ fn on_a_terminal_an_empty_reply_is_none_and_a_non_json_one_is_shown_as_it_came()
 }
 
 /// `tether ctl ARGS... < FILE` with stdout a pipe: (exit code, stdout, stderr).
-fn ctl_from_file(args: &[&str], commands: &str) -> (i32, String, String) {
+fn ctl_from_file(args: &[&str], commands: impl AsRef<[u8]>) -> (i32, String, String) {
     let f = temp_dir("ctl-batch").join("commands");
     std::fs::write(&f, commands).unwrap();
     let mut c = tether_cmd(args);
@@ -251,7 +251,7 @@ fn a_file_of_commands_over_tcp_waits_for_no_delayed_ack() {
     let tcp = a.tcp_addr().to_string();
     let n = 150;
     let t0 = Instant::now();
-    let (code, out, err) = ctl_from_file(&["ctl", "-c", &tcp], &"PING\n".repeat(n));
+    let (code, out, err) = ctl_from_file(&["ctl", "-c", &tcp], "PING\n".repeat(n));
     let took = t0.elapsed();
     assert_eq!((code, out.lines().count()), (0, n), "{out}{err}");
     assert!(
@@ -353,10 +353,15 @@ fn a_peer_that_does_not_speak_tethers_protocol_is_76() {
     assert_eq!(error_lines(&err).len(), 1, "{err}");
     assert_eq!(got.try_iter().collect::<Vec<_>>(), ["PING"]);
 
-    // The AUTH challenge answered by something else than tether: 76 too.
-    let (code, out, err) = ping_with_token("SSH-2.0-OpenSSH_9.2p1");
-    assert_eq!((code, out.as_str()), (76, ""), "{err}");
-    assert_eq!(error_lines(&err).len(), 1, "{err}");
+    // The AUTH challenge answered by something else than tether: 76 too, a bare `OK` as
+    // well (an agent answers `OK <nonce>`; going on would send the command unauthenticated).
+    for reply in ["SSH-2.0-OpenSSH_9.2p1", "OK", "PONG"] {
+        let (code, out, err) = ping_with_token(reply);
+        assert_eq!((code, out.as_str()), (76, ""), "{reply}: {err}");
+        assert_eq!(error_lines(&err).len(), 1, "{err}");
+        assert!(err.starts_with("error: AUTH: expected "), "{err}");
+        assert!(err.ends_with("(not tether's protocol)\n"), "{err}");
+    }
 }
 
 #[test]
@@ -374,6 +379,63 @@ fn a_file_of_commands_is_sent_as_is_less_its_line_ends() {
         got.try_iter().collect::<Vec<_>>(),
         ["PING\t", "  GET a  ", "PING", "KEYS"]
     );
+    // Bytes that are not UTF-8 are sent as they are: 200 of Latin-1 `é` are 200 bytes, not
+    // 600 of U+FFFD (which were refused here as too long).
+    let mut latin1 = b"SET name ".to_vec();
+    latin1.extend([0xe9; 200]);
+    latin1.push(b'\n');
+    let (code, out, err) = ctl_from_file(&["ctl", "-s", sock.to_str().unwrap()], &latin1);
+    assert_eq!((code, out.as_str(), err.as_str()), (0, "OK\n", ""));
+    let got: Vec<String> = got.try_iter().collect();
+    assert_eq!(got, [format!("SET name {}", "\u{fffd}".repeat(200))]);
+}
+
+/// A file without line ends (`tether ctl < /dev/zero`, a binary piped by mistake) was read
+/// whole into memory, one line, until the board ran out of it. Only a line's start is kept
+/// now: the endless line is refused as too long, and the next line is sent.
+#[test]
+fn an_endless_line_costs_ctl_no_memory() {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let a = Agent::start(&[]);
+    let mut c = tether_cmd(&["ctl", "-s", a.unix.to_str().unwrap()]);
+    c.stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mb = 256;
+    let feed = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..mb {
+            stdin.write_all(&chunk).unwrap();
+        }
+        stdin.write_all(b"\nPING\n").unwrap();
+    });
+    let out = child.wait_with_output().unwrap();
+    feed.join().unwrap();
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(out.starts_with("ERR too-long "), "{out}");
+    assert!(out.ends_with("\nPONG\n"), "{out}");
+    // The largest child this test process has waited for (the agents of the tests beside
+    // this one use about a megabyte; under qemu-user some tens).
+    let kib = getrusage(UsageWho::RUSAGE_CHILDREN).unwrap().max_rss();
+    assert!(kib < 128 * 1024, "ctl took {kib} KiB for a {mb} MiB line");
+}
+
+/// A standard input ctl cannot read (a directory, an I/O error) is not an empty file:
+/// exit 74, one error line, nothing sent.
+#[test]
+fn unreadable_standard_input_is_74() {
+    let (sock, got) = fake_peer("OK");
+    let mut c = tether_cmd(&["ctl", "-s", sock.to_str().unwrap()]);
+    c.stdin(File::open(temp_dir("ctl-stdin-dir")).unwrap());
+    let out = c.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(74), "{err}");
+    assert_eq!(
+        error_lines(&err),
+        ["error: reading standard input: Is a directory (os error 21)"]
+    );
+    assert_eq!(got.try_iter().count(), 0);
 }
 
 /// The options `tether SUB --help` lists: each option's names (`-s`, `--socket`) and
