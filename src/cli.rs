@@ -46,8 +46,8 @@ pub struct AgentArgs {
     /// most clients served at once, TCP and Unix together (default and maximum 16)
     #[argh(option, default = "MAX_CLIENTS")]
     pub max_clients: usize,
-    /// close a client that sends nothing, or reads none of its waiting replies, for this
-    /// many seconds (default 60, 0 = never)
+    /// close a client that sends nothing, or reads none of its waiting replies (then at
+    /// least 10 s), for this many seconds (default 60, 0 = never)
     #[argh(option, default = "DEFAULT_IDLE_SECS")]
     pub idle_timeout: u32,
     /// beacon interface, repeatable up to 4 (default: the first up, non-loopback interface with an IPv4 broadcast address, else the first with an IPv6 link-local address)

@@ -82,6 +82,12 @@ pub const BACKLOG_MAX: u16 = 4096;
 pub const ACCEPTS_PER_TURN: usize = BACKLOG_MAX as usize + 1;
 /// Default idle timeout in seconds (`--idle-timeout`).
 pub const DEFAULT_IDLE_SECS: u32 = 60;
+/// A control client whose replies wait is closed as one that stopped reading when it has
+/// taken none of them for `--idle-timeout`, but never sooner than this: TCP shows a slow
+/// reader's progress only when its window reopens (over loopback, every 64 KiB: one
+/// segment), so a short idle timeout would cut off readers that are only slow. The
+/// control port's [`HTTP_SEND_TIMEOUT_SECS`].
+pub const REPLY_STALL_MIN_SECS: u64 = HTTP_SEND_TIMEOUT_SECS;
 
 /// Fact table capacity and shapes.
 pub const MAX_FACTS: usize = 32;

@@ -368,6 +368,10 @@ impl RunLoop {
                             self.agent.stats.closed_idle += 1;
                             self.close(i, "idle timeout");
                         }
+                        // Its socket took nothing, but the client read some of what the
+                        // kernel holds for it (a TCP window opens in large steps): slow,
+                        // not stopped.
+                        Expired::Stalled if c.read_meanwhile(now) => {}
                         Expired::Stalled => {
                             self.agent.stats.closed_slow += 1;
                             self.close(i, "replies not read (client stopped reading)");
@@ -880,8 +884,7 @@ impl RunLoop {
                         return;
                     }
                     if !c.make_room() {
-                        // Its deadline moves no earlier: `clients_due` holds.
-                        c.back_up(now);
+                        c.back_up();
                         return;
                     }
                 }

@@ -291,18 +291,18 @@ impl ReadWrite for std::os::unix::net::UnixStream {
 #[test]
 fn client_that_never_reads_is_closed_others_served() {
     // Once its replies back up the agent reads it no more, and closes it when it has taken
-    // none of them for the idle time (2 s here).
+    // none of them for the idle time (2 s here), at least 10 s (REPLY_STALL_MIN_SECS).
     let (mut a, before) = start(&["--idle-timeout", "2"]);
     let mut checker = a.tcp();
     let addr = a.tcp_addr();
     let (worst, written) = ping_while(&mut checker, move || {
         // STATUS replies are large: keep asking, never read, until the agent gives up on
-        // us or 4 s pass.
+        // us or 15 s pass.
         let mut s = raw_tcp(addr);
         s.set_write_timeout(Some(Duration::from_millis(200)))
             .unwrap();
         let req = b"STATUS\n".repeat(64);
-        let end = Instant::now() + slack(Duration::from_secs(4));
+        let end = Instant::now() + slack(Duration::from_secs(15));
         let mut written = 0usize;
         while Instant::now() < end {
             match s.write(&req) {

@@ -121,7 +121,7 @@ fn set_rst_on_close(s: &TcpStream) {
 #[test]
 fn client_that_never_reads_is_closed_others_are_served() {
     // Its requests are no longer read once its replies back up; it is closed when it has
-    // taken none of them for the idle time.
+    // taken none of them for the idle time (at least 10 s: REPLY_STALL_MIN_SECS).
     let a = Agent::start(&["--idle-timeout", "2"]);
     let mut other = a.tcp();
     assert_eq!(other.req("PING"), "PONG");
@@ -612,6 +612,44 @@ fn a_thermal_path_that_is_a_fifo_does_not_stop_the_agent_and_a_long_one_is_refus
         f.stderr,
         "error: --thermal: the path is 401 bytes, over the 360 this option allows\n"
     );
+}
+
+/// A client that reads its replies slowly but steadily is never taken for one that stopped
+/// reading, even with a short idle timeout: over TCP its reading shows only when its window
+/// reopens (64 KiB at a time over loopback), and after its requests are all read (it
+/// half-closed, `nc -N host port < file | slow consumer`) nothing it sends moves the idle
+/// clock. Both cut such a client off with replies lost: at 1 s the first reply was not even
+/// half way.
+#[test]
+fn a_slow_steady_reader_gets_every_reply() {
+    let a = Agent::start(&["--idle-timeout", "1", "--sndbuf", "4096"]);
+    let readers: Vec<_> = [a.tcp(), a.unix()]
+        .into_iter()
+        .map(|mut c| {
+            std::thread::spawn(move || {
+                let n = 300;
+                c.send("STATUS\nPING\n".repeat(n).as_bytes()).unwrap();
+                match &c.s {
+                    Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write).unwrap(),
+                    Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write).unwrap(),
+                }
+                for i in 0..2 * n {
+                    let l = c
+                        .line()
+                        .unwrap_or_else(|e| panic!("reply {i} of {}: {e}", 2 * n));
+                    let want = ["OK {\"id\":", "PONG"][i % 2];
+                    assert!(l.starts_with(want), "reply {i}: {l}");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                assert!(c.line().is_err(), "no EOF after the last reply");
+            })
+        })
+        .collect();
+    for r in readers {
+        r.join().unwrap();
+    }
+    let stats = a.stats();
+    assert_eq!(stats["closed_slow"], 0, "{stats}");
 }
 
 #[test]

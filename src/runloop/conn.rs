@@ -11,13 +11,18 @@
 //! answer (`agent`).
 
 use crate::agent::{Outcome, Session, Transport};
-use crate::limits::{IN_BUF, OUT_BUF, REPLY_MAX, TRACE_REPLY_MAX};
+use crate::limits::{IN_BUF, OUT_BUF, REPLY_MAX, REPLY_STALL_MIN_SECS, TRACE_REPLY_MAX};
 use crate::proto::line::{next_line, Frame};
 use crate::proto::wbuf::WBuf;
 use crate::sys::net::{self, Io as NetIo};
 use nix::poll::PollFlags;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
+
+/// How long waiting replies may go untaken: the idle time, at least [`REPLY_STALL_MIN_SECS`].
+fn stall_limit(idle: Duration) -> Duration {
+    idle.max(Duration::from_secs(REPLY_STALL_MIN_SECS))
+}
 
 /// One slot's input and output buffers (see [`Conn::buffers`]).
 pub type Buffers = (&'static mut [u8], &'static mut [u8]);
@@ -34,14 +39,20 @@ pub struct Conn {
     input: Bytes,
     /// [`OUT_BUF`] bytes of [`Conn::buffers`]: the bytes in use wait to be sent.
     output: Bytes,
+    /// When it last sent something, or took the last of its waiting replies: the idle time
+    /// runs from here while no reply waits.
     pub last_rx: Instant,
     /// Back-pressure: the output buffer has no room for the next reply and the socket takes
     /// no more, so nothing is read or answered until a flush makes room (the requests wait
     /// in the kernel, the client's send blocks: a client may pipeline as much as it likes
-    /// and read as slowly as it likes). Since when it has taken no byte of its replies: the
-    /// idle time later it is closed as one that stopped reading (as one that stopped
-    /// sending is after the idle time).
-    backed_up: Option<Instant>,
+    /// and read as slowly as it likes).
+    backed_up: bool,
+    /// Replies wait (the socket took only part of them): since when the client has shown
+    /// no sign of reading (the socket took no byte, and its queue of sent bytes the client
+    /// has not read got no shorter), and that queue's length then. The idle time later (see
+    /// [`stall_limit`]) it is closed as one that stopped reading, as one that stopped
+    /// sending is.
+    waiting: Option<(Instant, usize)>,
     /// The last reply is queued; flush it, then close (and linger).
     pub closing: bool,
     /// The peer has sent everything (EOF: it closed, or half-closed and may still read).
@@ -87,7 +98,7 @@ pub enum Expired {
     No,
     /// Sent nothing for the idle time.
     Idle,
-    /// Took none of its waiting replies for the idle time.
+    /// Took none of its waiting replies for the idle time (at least [`REPLY_STALL_MIN_SECS`]).
     Stalled,
 }
 
@@ -170,7 +181,8 @@ impl Conn {
                 end: 0,
             },
             last_rx: now,
-            backed_up: None,
+            backed_up: false,
+            waiting: None,
             closing: false,
             eof: false,
         }
@@ -190,7 +202,8 @@ impl Conn {
         (self.input.start, self.input.end) = (0, 0);
         (self.output.start, self.output.end) = (0, 0);
         self.session.hold_until = None;
-        self.backed_up = None;
+        self.backed_up = false;
+        self.waiting = None;
         self.closing = false;
         self.eof = false;
         self.fd.take()
@@ -213,14 +226,14 @@ impl Conn {
     pub fn reading(&self, now: Instant) -> bool {
         !self.closing
             && !self.eof
-            && self.backed_up.is_none()
+            && !self.backed_up
             && !self.session.held(now)
             && self.input.end - self.input.start < IN_BUF
     }
 
     /// Are its complete lines to be answered now (not closing, held or backed up)?
     pub fn answering(&self, now: Instant) -> bool {
-        self.is_open() && !self.closing && self.backed_up.is_none() && !self.session.held(now)
+        self.is_open() && !self.closing && !self.backed_up && !self.session.held(now)
     }
 
     /// After EOF: is every complete line answered (what is left is at most a partial
@@ -249,10 +262,13 @@ impl Conn {
         ev
     }
 
-    /// Its own deadline: the end of a hold, or of the idle time (backed up: the time its
-    /// replies may wait untaken).
+    /// Its own deadline: the end of a hold, or of the idle time (while replies wait: the
+    /// time they may wait untaken).
     pub fn deadline(&self, idle: Option<Duration>) -> Option<Instant> {
-        let quiet = idle.map(|d| self.backed_up.unwrap_or(self.last_rx) + d);
+        let quiet = idle.map(|d| match self.waiting {
+            Some((t, _)) => t + stall_limit(d),
+            None => self.last_rx + d,
+        });
         match (self.session.hold_until, quiet) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -261,26 +277,37 @@ impl Conn {
 
     /// Has it been quiet for the idle time at `now`, and how?
     pub fn expired(&self, now: Instant, idle: Option<Duration>) -> Expired {
-        match (idle, self.backed_up) {
-            (Some(d), Some(t)) if now >= t + d => Expired::Stalled,
+        match (idle, self.waiting) {
+            (Some(d), Some((t, _))) if now >= t + stall_limit(d) => Expired::Stalled,
             (Some(d), None) if now >= self.last_rx + d => Expired::Idle,
             _ => Expired::No,
         }
     }
 
+    /// [`Expired::Stalled`]: has the client read from its socket since the clock started
+    /// (the kernel has fewer of our bytes queued)? Then the clock starts again.
+    pub fn read_meanwhile(&mut self, now: Instant) -> bool {
+        let (Some((_, queued)), Some(fd)) = (self.waiting, self.fd()) else {
+            return false;
+        };
+        let q = net::unsent(fd);
+        self.waiting = Some((now, q));
+        q < queued
+    }
+
     /// No room for the next reply after a flush: stop reading and answering until a flush
     /// makes room ([`Conn::resume`]).
-    pub fn back_up(&mut self, now: Instant) {
-        self.backed_up.get_or_insert(now);
+    pub fn back_up(&mut self) {
+        self.backed_up = true;
     }
 
     /// After a flush: true when it was backed up and there is room now (reading and
     /// answering resume).
     pub fn resume(&mut self) -> bool {
-        if self.backed_up.is_none() || !self.output.make_room() {
+        if !self.backed_up || !self.output.make_room() {
             return false;
         }
-        self.backed_up = None;
+        self.backed_up = false;
         true
     }
 
@@ -389,8 +416,9 @@ impl Conn {
         ok
     }
 
-    /// Sends queued replies until done or the socket is full. A backed-up connection that
-    /// took bytes is not stalled: its clock starts again at `now`.
+    /// Sends queued replies until done or the socket is full. While replies wait, a send
+    /// that takes bytes starts the stall clock again (see `waiting`); when the last goes,
+    /// the idle time starts.
     pub fn flush(&mut self, now: Instant) -> Flushed {
         let Some(fd) = &self.fd else {
             return Flushed::Failed(0);
@@ -402,15 +430,20 @@ impl Conn {
                 NetIo::Done(n) => {
                     out.start += n;
                     sent += n;
-                    if let Some(t) = self.backed_up.as_mut() {
-                        *t = now;
-                    }
                 }
-                NetIo::WouldBlock => return Flushed::Partly(sent),
+                NetIo::WouldBlock => {
+                    if sent > 0 || self.waiting.is_none() {
+                        self.waiting = Some((now, net::unsent(fd.as_fd())));
+                    }
+                    return Flushed::Partly(sent);
+                }
                 NetIo::Closed => return Flushed::Failed(sent),
             }
         }
         (out.start, out.end) = (0, 0);
+        if self.waiting.take().is_some() {
+            self.last_rx = now;
+        }
         Flushed::All(sent)
     }
 }

@@ -235,9 +235,21 @@ pub fn peer_gone(fd: BorrowedFd<'_>) -> bool {
 /// How many bytes have arrived on `fd` and are not read yet (FIONREAD); 0 when it
 /// cannot tell. Reads nothing.
 pub fn unread(fd: BorrowedFd<'_>) -> usize {
+    queued(fd, nix::libc::FIONREAD)
+}
+
+/// How many bytes sent on `fd` its peer has not read yet (SIOCOUTQ: for TCP, those not
+/// acknowledged; for a Unix stream, those not consumed); 0 when it cannot tell.
+pub fn unsent(fd: BorrowedFd<'_>) -> usize {
+    queued(fd, nix::libc::TIOCOUTQ)
+}
+
+/// A socket queue's length in bytes, by an ioctl that writes it as a C int.
+fn queued(fd: BorrowedFd<'_>, request: nix::libc::Ioctl) -> usize {
     let mut n: nix::libc::c_int = 0;
-    // SAFETY: FIONREAD writes one c_int to `n`, which is valid and outlives the call.
-    let r = unsafe { nix::libc::ioctl(fd.as_raw_fd(), nix::libc::FIONREAD, &mut n) };
+    // SAFETY: FIONREAD and TIOCOUTQ write one c_int to `n`, which is valid and outlives
+    // the call.
+    let r = unsafe { nix::libc::ioctl(fd.as_raw_fd(), request, &mut n) };
     if r == 0 {
         usize::try_from(n).unwrap_or(0)
     } else {
