@@ -877,14 +877,9 @@ impl RunLoop {
                 Stop::Full => {
                     // The largest reply may not fit: send what waits first. When the socket
                     // takes too little of it, the client reads slower than it asks: the
-                    // rest of its lines wait (back-pressure) until a flush makes room.
-                    self.flush(i, now);
-                    let c = &mut self.conns[i];
-                    if !c.is_open() {
-                        return;
-                    }
-                    if !c.make_room() {
-                        c.back_up();
+                    // rest of its lines wait (back-pressure, `Conn::backed_up`) until a
+                    // flush makes room.
+                    if !self.send(i, now) || !self.conns[i].make_room() {
                         return;
                     }
                 }
@@ -925,36 +920,40 @@ impl RunLoop {
         }
     }
 
-    /// Sends connection `i`'s queued replies; a closing one that has sent its last reply
-    /// is closed and lingered, a failed one closed. One that was backed up and has room
-    /// now answers the lines that waited, and sends those replies too.
+    /// Sends connection `i`'s queued replies ([`RunLoop::send`]). One that was backed up
+    /// and has room now answers the lines that waited, and sends those replies too.
     fn flush(&mut self, i: usize, now: Instant) {
         loop {
-            let c = &mut self.conns[i];
-            if !c.is_open() {
-                return;
-            }
-            let f = c.flush(now);
-            let (Flushed::All(n) | Flushed::Partly(n) | Flushed::Failed(n)) = f;
-            self.agent.stats.bytes_out += n as u64;
-            match f {
-                Flushed::Failed(_) => return self.close(i, "send failed"),
-                Flushed::All(_) if self.conns[i].closing => {
-                    if let Some(fd) = self.conns[i].reset() {
-                        log::debug!("client {i} closed: closing");
-                        self.linger(fd, now);
-                    }
-                    return;
-                }
-                Flushed::All(_) if self.conns[i].finished() => return self.close(i, "peer closed"),
-                _ => {}
-            }
-            // `process` flushes (here) before it backs up, so this goes one level deep.
-            if !self.conns[i].resume() {
+            let backed_up = self.conns[i].backed_up();
+            if !self.send(i, now) || !backed_up || self.conns[i].backed_up() {
                 return;
             }
             self.process(i, now);
         }
+    }
+
+    /// Sends connection `i`'s queued replies; a closing one that has sent its last reply
+    /// is closed and lingered, a failed one closed. False when it is closed (or was).
+    fn send(&mut self, i: usize, now: Instant) -> bool {
+        let c = &mut self.conns[i];
+        if !c.is_open() {
+            return false;
+        }
+        let f = c.flush(now);
+        let (Flushed::All(n) | Flushed::Partly(n) | Flushed::Failed(n)) = f;
+        self.agent.stats.bytes_out += n as u64;
+        match f {
+            Flushed::Failed(_) => self.close(i, "send failed"),
+            Flushed::All(_) if self.conns[i].closing => {
+                if let Some(fd) = self.conns[i].reset() {
+                    log::debug!("client {i} closed: closing");
+                    self.linger(fd, now);
+                }
+            }
+            Flushed::All(_) if self.conns[i].finished() => self.close(i, "peer closed"),
+            _ => return true,
+        }
+        false
     }
 
     /// Accepts every waiting connection on metrics listener `li` (see [`http::Http`]).

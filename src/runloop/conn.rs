@@ -42,11 +42,6 @@ pub struct Conn {
     /// When it last sent something, or took the last of its waiting replies: the idle time
     /// runs from here while no reply waits.
     pub last_rx: Instant,
-    /// Back-pressure: the output buffer has no room for the next reply and the socket takes
-    /// no more, so nothing is read or answered until a flush makes room (the requests wait
-    /// in the kernel, the client's send blocks: a client may pipeline as much as it likes
-    /// and read as slowly as it likes).
-    backed_up: bool,
     /// Replies wait (the socket took only part of them): since when the client has shown
     /// no sign of reading (the socket took no byte, and its queue of sent bytes the client
     /// has not read got no shorter), and that queue's length then. The idle time later (see
@@ -181,7 +176,6 @@ impl Conn {
                 end: 0,
             },
             last_rx: now,
-            backed_up: false,
             waiting: None,
             closing: false,
             eof: false,
@@ -202,7 +196,6 @@ impl Conn {
         (self.input.start, self.input.end) = (0, 0);
         (self.output.start, self.output.end) = (0, 0);
         self.session.hold_until = None;
-        self.backed_up = false;
         self.waiting = None;
         self.closing = false;
         self.eof = false;
@@ -226,14 +219,24 @@ impl Conn {
     pub fn reading(&self, now: Instant) -> bool {
         !self.closing
             && !self.eof
-            && !self.backed_up
+            && !self.backed_up()
             && !self.session.held(now)
             && self.input.end - self.input.start < IN_BUF
     }
 
     /// Are its complete lines to be answered now (not closing, held or backed up)?
     pub fn answering(&self, now: Instant) -> bool {
-        self.is_open() && !self.closing && !self.backed_up && !self.session.held(now)
+        self.is_open() && !self.closing && !self.backed_up() && !self.session.held(now)
+    }
+
+    /// Back-pressure: the unsent replies leave no room for the largest reply, even moved to
+    /// the front (a flush left them: the socket takes no more), so nothing is read or
+    /// answered until a flush makes room. The requests wait in the kernel and the client's
+    /// send blocks: a client may pipeline as much as it likes and read as slowly as it
+    /// likes.
+    #[inline(always)]
+    pub fn backed_up(&self) -> bool {
+        !self.output.has_room()
     }
 
     /// After EOF: is every complete line answered (what is left is at most a partial
@@ -265,21 +268,26 @@ impl Conn {
     /// Its own deadline: the end of a hold, or of the idle time (while replies wait: the
     /// time they may wait untaken).
     pub fn deadline(&self, idle: Option<Duration>) -> Option<Instant> {
-        let quiet = idle.map(|d| match self.waiting {
-            Some((t, _)) => t + stall_limit(d),
-            None => self.last_rx + d,
-        });
-        match (self.session.hold_until, quiet) {
+        match (self.session.hold_until, self.quiet_until(idle)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
     }
 
-    /// Has it been quiet for the idle time at `now`, and how?
+    /// When it will have been quiet too long: the idle time after it last sent something,
+    /// or (while replies wait) [`stall_limit`] after it last showed it reads them.
+    fn quiet_until(&self, idle: Option<Duration>) -> Option<Instant> {
+        idle.map(|d| match self.waiting {
+            Some((t, _)) => t + stall_limit(d),
+            None => self.last_rx + d,
+        })
+    }
+
+    /// Has it been quiet too long at `now`, and how?
     pub fn expired(&self, now: Instant, idle: Option<Duration>) -> Expired {
-        match (idle, self.waiting) {
-            (Some(d), Some((t, _))) if now >= t + stall_limit(d) => Expired::Stalled,
-            (Some(d), None) if now >= self.last_rx + d => Expired::Idle,
+        match self.quiet_until(idle) {
+            Some(t) if now >= t && self.waiting.is_some() => Expired::Stalled,
+            Some(t) if now >= t => Expired::Idle,
             _ => Expired::No,
         }
     }
@@ -293,22 +301,6 @@ impl Conn {
         let q = net::unsent(fd);
         self.waiting = Some((now, q));
         q < queued
-    }
-
-    /// No room for the next reply after a flush: stop reading and answering until a flush
-    /// makes room ([`Conn::resume`]).
-    pub fn back_up(&mut self) {
-        self.backed_up = true;
-    }
-
-    /// After a flush: true when it was backed up and there is room now (reading and
-    /// answering resume).
-    pub fn resume(&mut self) -> bool {
-        if !self.backed_up || !self.output.make_room() {
-            return false;
-        }
-        self.backed_up = false;
-        true
     }
 
     /// One recv into the free end of the input buffer.
@@ -491,9 +483,16 @@ impl Bytes {
         if OUT_BUF - self.end >= REPLY_MAX {
             return true;
         }
-        if self.start > 0 {
-            self.compact();
+        if !self.has_room() {
+            return false;
         }
-        OUT_BUF - self.end >= REPLY_MAX
+        self.compact();
+        true
+    }
+
+    /// Output: room for the largest reply once the unsent bytes are moved to the front?
+    #[inline(always)]
+    fn has_room(&self) -> bool {
+        OUT_BUF - (self.end - self.start) >= REPLY_MAX
     }
 }
