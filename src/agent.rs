@@ -509,14 +509,19 @@ impl Agent {
         out: &mut WBuf<'_>,
     ) -> (Result<(), Error>, Outcome) {
         let challenge = session.challenge.take();
-        // Global limit on failures per second, so reconnecting does not buy more guesses.
+        // Over TCP, a limit on failures per second shared by every client, so reconnecting
+        // does not buy more guesses. Not on the Unix socket: whoever may connect there may
+        // change the agent without AUTH, and a TCP guesser must not lock it out.
+        let tcp = session.transport == Transport::Tcp;
         let (start, fails) = self.auth_window;
-        if now.saturating_duration_since(start) >= Duration::from_secs(1) {
-            self.auth_window = (now, 0);
-        } else if fails >= AUTH_FAILS_PER_SEC {
-            return (Err(E_AUTH_BUSY), Outcome::Continue);
+        if tcp {
+            if now.saturating_duration_since(start) >= Duration::from_secs(1) {
+                self.auth_window = (now, 0);
+            } else if fails >= AUTH_FAILS_PER_SEC {
+                return (Err(E_AUTH_BUSY), Outcome::Continue);
+            }
         }
-        let plain_ok = self.plain_auth || session.transport == Transport::Unix;
+        let plain_ok = self.plain_auth || !tcp;
         let mut tag = [0u8; 32];
         let is_answer = hex::decode(given, &mut tag);
         let live = challenge.filter(|c| now < c.until);
@@ -540,7 +545,9 @@ impl Agent {
                 (write_ok(out).map_err(|_| E_TOO_BIG), Outcome::Continue)
             }
             Err(e) => {
-                self.auth_window.1 += 1;
+                if tcp {
+                    self.auth_window.1 += 1;
+                }
                 self.stats.auth_failures += 1;
                 session.hold_until = Some(now + Duration::from_millis(AUTH_FAIL_DELAY_MS));
                 (Err(e), Outcome::Hold)

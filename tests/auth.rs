@@ -191,6 +191,45 @@ fn failed_answers_count_toward_the_global_throttle() {
     assert_eq!(conns[5].req("SET k v"), "OK");
 }
 
+/// The failure budget is TCP's: a TCP guesser spending it does not lock out AUTH on the
+/// Unix socket (`tether ctl --token-file` on the board), and failures there do not spend
+/// it. Both did: the sixth TCP failure in a second made a right Unix answer `ERR busy`.
+#[test]
+fn the_tcp_failure_budget_does_not_reach_the_unix_socket() {
+    let (a, _tf) = agent(&[]);
+    for _ in 0..6 {
+        let mut u = a.unix();
+        let n = nonce(&mut u);
+        let r = u.req(&auth_answer(b"guess", &n));
+        assert_eq!(r, "ERR denied wrong answer to the challenge");
+    }
+    assert_eq!(
+        a.tcp().auth(TOKEN),
+        "OK",
+        "Unix failures spent TCP's budget"
+    );
+    let mut conns: Vec<Client> = (0..6).map(|_| a.tcp()).collect();
+    let nonces: Vec<String> = conns.iter_mut().map(nonce).collect();
+    let start = std::time::Instant::now();
+    for (c, n) in conns.iter_mut().zip(&nonces).take(5) {
+        let r = c.req(&auth_answer(b"guess", n));
+        assert_eq!(r, "ERR denied wrong answer to the challenge");
+    }
+    let r = conns[5].req(&auth_answer(TOKEN.as_bytes(), &nonces[5]));
+    assert!(r.starts_with("ERR busy "), "{r}");
+    let mut u = a.unix();
+    assert_eq!(
+        u.auth(TOKEN),
+        "OK",
+        "a TCP guesser locked out the Unix socket"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "too slow to show it: the budget's second was over"
+    );
+    assert_eq!(failures(&a), 11);
+}
+
 #[test]
 fn status_stats_and_sockets_show_no_secret() {
     let (a, _tf) = agent(&[]);
