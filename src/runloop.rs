@@ -756,11 +756,14 @@ impl RunLoop {
         }
     }
 
+    /// Closes the clients whose peer has closed (or half-closed) and that have nothing
+    /// left to answer or send. One with replies waiting keeps its slot: a half-closed
+    /// peer (`nc -N`) still reads them.
     fn reap_gone(&mut self) {
         for i in 0..self.conns.len() {
             let c = &self.conns[i];
             let gone = c.fd().is_some_and(net::peer_gone);
-            if gone && !c.has_input() {
+            if gone && !c.has_input() && !c.has_output() {
                 self.close(i, "peer closed");
             }
         }

@@ -4,9 +4,9 @@
 
 mod common;
 use common::*;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -650,6 +650,65 @@ fn a_slow_steady_reader_gets_every_reply() {
     }
     let stats = a.stats();
     assert_eq!(stats["closed_slow"], 0, "{stats}");
+}
+
+/// A client that half-closed (`nc -N host port < file`) after its requests were all read,
+/// with replies still waiting in the agent, keeps its slot: a connect that finds the table
+/// full is told `ERR busy`, and the client gets every reply. It was taken for a client
+/// that had gone and closed to seat the newcomer, its replies cut off mid-line (13 of 16
+/// over the Unix socket, 17 of 22 over TCP). The window (every request read, replies not
+/// all out) moves with the kernel's buffers, so a range of batch sizes is tried.
+#[test]
+fn a_half_closed_client_keeps_its_slot_until_its_replies_are_out() {
+    use nix::sys::socket::{self as ns, sockopt};
+    let a = Agent::start(&["--max-clients", "1", "--sndbuf", "4096"]);
+    let addr = a.tcp_addr();
+    let std::net::SocketAddr::V4(v4) = addr else {
+        panic!("{addr}")
+    };
+    for n in (10..=30).step_by(2) {
+        for unix in [true, false] {
+            let mut s = if unix {
+                let u = std::os::unix::net::UnixStream::connect(&a.unix).unwrap();
+                Stream::Unix(u)
+            } else {
+                // A small receive window, as a slow device has: replies wait in the agent.
+                let fd = ns::socket(
+                    ns::AddressFamily::Inet,
+                    ns::SockType::Stream,
+                    ns::SockFlag::SOCK_CLOEXEC,
+                    None,
+                )
+                .unwrap();
+                ns::setsockopt(&fd, sockopt::RcvBuf, &4096).unwrap();
+                ns::connect(fd.as_raw_fd(), &ns::SockaddrIn::from(v4)).unwrap();
+                Stream::Tcp(TcpStream::from(fd))
+            };
+            s.write_all("STATUS\n".repeat(n).as_bytes()).unwrap();
+            match &s {
+                Stream::Tcp(t) => t.shutdown(std::net::Shutdown::Write).unwrap(),
+                Stream::Unix(u) => u.shutdown(std::net::Shutdown::Write).unwrap(),
+            }
+            std::thread::sleep(Duration::from_millis(150));
+            // Seated (the agent had closed the first) or refused: either way, not at the
+            // first client's cost.
+            let mut b = Client::tcp(addr);
+            b.set_timeout(Duration::from_millis(300));
+            let _ = b.line();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).unwrap();
+            let lines = got
+                .split(|&c| c == b'\n')
+                .filter(|l| l.starts_with(b"OK {"))
+                .count();
+            let how = if unix { "Unix" } else { "TCP" };
+            assert_eq!(lines, n, "{how}, {n} STATUS: {} bytes", got.len());
+            assert!(
+                got.ends_with(b"\n"),
+                "{how}, {n} STATUS: the last reply is cut"
+            );
+        }
+    }
 }
 
 #[test]
