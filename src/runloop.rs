@@ -819,10 +819,17 @@ impl RunLoop {
             self.read_client(i, now);
         }
         if ev.intersects(PollFlags::POLLHUP | PollFlags::POLLERR) {
-            // Reset or fully closed: what was readable has been answered above; no more
-            // replies can reach the peer, and poll would keep reporting this even for a
-            // client we are not reading (held, closing): close now, never spin.
-            self.close(i, "hang-up");
+            // Reset or fully closed: no more replies can reach the peer, and poll would
+            // keep reporting this even for a client we are not reading (held, closing):
+            // close now, never spin. Unless it left requests to read (`Conn::unheard`):
+            // then each turn reads more of them until their end.
+            if !ev.contains(PollFlags::POLLERR) && self.conns[i].unheard(now) {
+                // Lines a full output buffer held back, then the end if that was all.
+                self.process(i, now);
+                self.send(i, now);
+            } else {
+                self.close(i, "hang-up");
+            }
         }
     }
 
@@ -946,6 +953,7 @@ impl RunLoop {
         let (Flushed::All(n) | Flushed::Partly(n) | Flushed::Failed(n)) = f;
         self.agent.stats.bytes_out += n as u64;
         match f {
+            Flushed::Failed(_) if self.conns[i].unheard(now) => return true,
             Flushed::Failed(_) => self.close(i, "send failed"),
             Flushed::All(_) if self.conns[i].closing => {
                 if let Some(fd) = self.conns[i].reset() {

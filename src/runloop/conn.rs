@@ -54,6 +54,9 @@ pub struct Conn {
     /// Nothing more is read; complete lines are answered and the connection closes once
     /// their replies are sent ([`Conn::finished`]).
     pub eof: bool,
+    /// The peer closed without reading its replies, leaving requests unread (see
+    /// [`Conn::unheard`]): they are read and answered, the replies dropped.
+    unheard: bool,
 }
 
 /// One of a connection's buffers: `buf[start..end]` is in use.
@@ -179,6 +182,7 @@ impl Conn {
             waiting: None,
             closing: false,
             eof: false,
+            unheard: false,
         }
     }
 
@@ -199,6 +203,7 @@ impl Conn {
         self.waiting = None;
         self.closing = false;
         self.eof = false;
+        self.unheard = false;
         self.fd.take()
     }
 
@@ -242,7 +247,12 @@ impl Conn {
     /// After EOF: is every complete line answered (what is left is at most a partial
     /// line, which can never be completed)? Then, with its replies sent, it closes.
     pub fn finished(&self) -> bool {
-        self.eof && !matches!(next_line(self.input.unframed()), Frame::Line(..))
+        self.eof && !self.has_line()
+    }
+
+    /// Is a complete line waiting to be answered?
+    fn has_line(&self) -> bool {
+        matches!(next_line(self.input.unframed()), Frame::Line(..))
     }
 
     pub fn has_input(&self) -> bool {
@@ -301,6 +311,31 @@ impl Conn {
         let q = net::unsent(fd);
         self.waiting = Some((now, q));
         q < queued
+    }
+
+    /// Its peer takes no more replies (a send failed, or poll said it hung up): does it
+    /// still have requests to answer? A Unix stream peer that sent a batch and closed
+    /// without reading (`sendall(); close()`) leaves its requests readable, and the kernel
+    /// has taken them: they are read and answered as any are, the replies dropped, and
+    /// the connection closes at their end (its EOF). The replies waiting are dropped now.
+    /// False, so close it now, for TCP
+    /// (a peer that closed before reading resets the connection), for a connection
+    /// closing or held, and when nothing is left.
+    pub fn unheard(&mut self, now: Instant) -> bool {
+        let Some(fd) = self.fd() else {
+            return false;
+        };
+        if self.session.transport != Transport::Unix
+            || self.closing
+            || self.session.held(now)
+            || !(self.has_line() || net::unread(fd) > 0)
+        {
+            return false;
+        }
+        self.unheard = true;
+        (self.output.start, self.output.end) = (0, 0);
+        self.waiting = None;
+        true
     }
 
     /// One recv into the free end of the input buffer.
@@ -416,6 +451,9 @@ impl Conn {
             return Flushed::Failed(0);
         };
         let out = &mut self.output;
+        if self.unheard {
+            (out.start, out.end) = (0, 0);
+        }
         let mut sent = 0;
         while out.start < out.end {
             match net::send(fd.as_fd(), &out.buf[out.start..out.end]) {
