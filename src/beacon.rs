@@ -22,9 +22,9 @@
 
 use crate::agent::{Agent, BeaconInfo, BeaconState, Board, Stats};
 use crate::limits::{
-    warn_due, BEACON_ERROR_MAX, DATAGRAM_MAX, FLAP_LINES, FLAP_WINDOW_SECS, FLEET_KEY_MAX,
-    MAX_LISTENERS, MAX_METRICS_LISTENERS, PROBE_ANSWER_DELAY_MAX_MS, PROBE_BURST,
-    PROBE_PENDING_MAX, PROBE_PER_SEC, SECRET_SLACK,
+    secret_buf_len, warn_due, BEACON_ERROR_MAX, DATAGRAM_MAX, FLAP_LINES, FLAP_WINDOW_SECS,
+    FLEET_KEY_MAX, MAX_LISTENERS, MAX_METRICS_LISTENERS, PROBE_ANSWER_DELAY_MAX_MS, PROBE_BURST,
+    PROBE_PENDING_MAX, PROBE_PER_SEC,
 };
 use crate::lograte::LogRate;
 use crate::proto::beacon::{self, Fields, FleetKey, NONCE_MAX};
@@ -149,7 +149,7 @@ pub struct Signing {
 /// trimmed ([`crate::sys::read_secret`]), [`crate::limits::FLEET_KEY_MIN`]..=[`FLEET_KEY_MAX`]
 /// bytes. No heap on success.
 pub fn load_key(path: &Path) -> Result<FleetKey, String> {
-    let mut buf = [0u8; FLEET_KEY_MAX + SECRET_SLACK];
+    let mut buf = [0u8; secret_buf_len(FLEET_KEY_MAX)];
     let why = match crate::sys::read_secret(path, &mut buf, FLEET_KEY_MAX) {
         Ok(k) => match FleetKey::parse(k) {
             Ok(key) => return Ok(key),

@@ -23,7 +23,7 @@ use crate::exit::{
     EX_TEMPFAIL, EX_UNAVAILABLE,
 };
 use crate::limits::{
-    AUTH_NONCE_BYTES, CTL_QUOTE_MAX, CTL_REPLY_LINE_MAX, LINE_MAX, SECRET_SLACK, TOKEN_MAX,
+    secret_buf_len, AUTH_NONCE_BYTES, CTL_QUOTE_MAX, CTL_REPLY_LINE_MAX, LINE_MAX, TOKEN_MAX,
 };
 use crate::proto::reply::{ErrCode, TOO_LONG_TEXT};
 use nix::errno::Errno;
@@ -374,7 +374,7 @@ fn login(s: &mut dyn Stream, args: &CtlArgs, timeout: Duration) -> Result<Option
         return Ok(None);
     };
     // The agent's own checks, so that a file it would refuse is refused here too (78).
-    let mut buf = [0u8; TOKEN_MAX + SECRET_SLACK];
+    let mut buf = [0u8; secret_buf_len(TOKEN_MAX)];
     let token = crate::sys::read_secret(tf, &mut buf, TOKEN_MAX)
         .map_err(|e| Fatal::new(EX_CONFIG, format!("--token-file {}: {e}", tf.display())))?;
     let reply = authenticate(s, token, Instant::now() + timeout)?;

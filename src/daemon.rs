@@ -5,7 +5,7 @@
 use crate::agent::{Agent, BeaconInfo, Config};
 use crate::beacon::Family;
 use crate::cli::AgentConfig;
-use crate::limits::{MAX_LISTENERS, MAX_METRICS_LISTENERS, SECRET_SLACK, TOKEN_MAX};
+use crate::limits::{secret_buf_len, MAX_LISTENERS, MAX_METRICS_LISTENERS, TOKEN_MAX};
 use crate::runloop::{Devices, RunLoop, Watchdog};
 use crate::sys::{self, SysError};
 use std::io::Write;
@@ -81,7 +81,7 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
     // Checked and opened before anything that leaves a file behind.
     let metrics = open_listeners(&cfg.metrics, cfg.backlog, "--metrics")?;
     let led = open_led(&cfg)?;
-    let mut token_buf = [0u8; TOKEN_MAX + SECRET_SLACK];
+    let mut token_buf = [0u8; secret_buf_len(TOKEN_MAX)];
     let token = read_token(&cfg, &mut token_buf)?;
     let (unix, publish) = open_local_sockets(&cfg, now)?;
     let beacon_ifaces = beacon_ifaces(&cfg);

@@ -104,6 +104,12 @@ pub const FLEET_KEY_MAX: usize = 256;
 /// White space a secret file (token, fleet key) may hold around its secret (a newline, a
 /// CRLF, indentation) beyond the secret's own limit; a longer file is refused.
 pub const SECRET_SLACK: usize = 64;
+/// The buffer a secret file of at most `max` bytes is read into: room for its
+/// [`SECRET_SLACK`] and one byte more, so that a file over both is told from one that
+/// just fits.
+pub const fn secret_buf_len(max: usize) -> usize {
+    max + SECRET_SLACK + 1
+}
 /// A client that failed AUTH has its next line held back this long.
 pub const AUTH_FAIL_DELAY_MS: u64 = 1000;
 /// Across all clients, at most this many failed AUTHs per second are checked;

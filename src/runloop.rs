@@ -10,8 +10,8 @@
 use crate::agent::{Agent, BeaconInfo, BeaconState, Board, Env, Led, Outcome, Transport};
 use crate::beacon::Family;
 use crate::limits::{
-    ACCEPTS_PER_TURN, ACCEPT_PAUSE_MS, ACCEPT_WAITING_MAX, LINGER_MAX, LINGER_SECS, LINGER_SINK,
-    MAX_CLIENTS, MAX_LISTENERS, QUICK_POLLS, READS_PER_TURN, SECRET_SLACK, TOKEN_MAX,
+    secret_buf_len, ACCEPTS_PER_TURN, ACCEPT_PAUSE_MS, ACCEPT_WAITING_MAX, LINGER_MAX, LINGER_SECS,
+    LINGER_SINK, MAX_CLIENTS, MAX_LISTENERS, QUICK_POLLS, READS_PER_TURN, TOKEN_MAX,
 };
 use crate::proto::reply::{write_err, ErrCode, Error, TOO_LONG_TEXT};
 use crate::proto::request::parse;
@@ -632,7 +632,7 @@ impl RunLoop {
         let Some(p) = self.io.token_file.as_ref() else {
             return Ok(());
         };
-        let mut buf = [0u8; TOKEN_MAX + SECRET_SLACK];
+        let mut buf = [0u8; secret_buf_len(TOKEN_MAX)];
         let r = crate::sys::read_secret(p, &mut buf, TOKEN_MAX);
         self.agent.set_token(r.ok());
         r.map(|_| ())

@@ -356,15 +356,22 @@ fn a_bad_token_file_stops_start_up_with_one_line_saying_why() {
     std::fs::write(&long, format!("  {}\r\n", "a".repeat(128))).unwrap();
     let a = Agent::start(&["--token-file", long.to_str().unwrap()]);
     assert_eq!(a.unix().req("PING"), "PONG");
-    // More white space than a secret file may hold (64 bytes beyond the limit): refused.
+    // At most 64 bytes of white space beyond the limit (a file of 128 + 64 bytes was
+    // refused), and not one more.
+    std::fs::write(&long, format!("{}{}", "a".repeat(128), " ".repeat(64))).unwrap();
+    let a = Agent::start(&["--token-file", long.to_str().unwrap()]);
+    assert_eq!(a.unix().req("PING"), "PONG");
     let padded = dir.join("padded");
-    std::fs::write(&padded, format!("tok{}", " ".repeat(200))).unwrap();
-    let p = padded.to_str().unwrap();
-    let Err(e) = Agent::try_start(&["--token-file", p]) else {
-        panic!("started with --token-file {p}");
-    };
-    assert_eq!(
-        e.stderr,
-        format!("error: --token-file {p}: longer than 128 bytes\n")
-    );
+    for text in [
+        format!("{}{}", "a".repeat(128), "\n".repeat(65)),
+        format!("tok{}", " ".repeat(200)),
+    ] {
+        std::fs::write(&padded, text).unwrap();
+        let p = padded.to_str().unwrap();
+        let Err(e) = Agent::try_start(&["--token-file", p]) else {
+            panic!("started with --token-file {p}");
+        };
+        let why = "longer than 128 bytes and 64 of white space around them";
+        assert_eq!(e.stderr, format!("error: --token-file {p}: {why}\n"));
+    }
 }

@@ -109,6 +109,11 @@ pub enum NoSecret {
     Empty,
     /// Longer than the given number of bytes (white space trimmed).
     TooLong(usize),
+    /// Over the given number of bytes and [`SECRET_SLACK`] bytes of white space: read no
+    /// further.
+    ///
+    /// [`SECRET_SLACK`]: crate::limits::SECRET_SLACK
+    TooBig(usize),
 }
 
 impl fmt::Display for NoSecret {
@@ -117,13 +122,21 @@ impl fmt::Display for NoSecret {
             NoSecret::Unreadable => f.write_str("missing or unreadable"),
             NoSecret::Empty => f.write_str("empty"),
             NoSecret::TooLong(max) => write!(f, "longer than {max} bytes"),
+            NoSecret::TooBig(max) => write!(
+                f,
+                "longer than {max} bytes and {} of white space around them",
+                crate::limits::SECRET_SLACK
+            ),
         }
     }
 }
 
 /// Reads a secret file into `buf` without allocating: its contents with surrounding white
-/// space trimmed, 1..=`max` bytes. `buf` holds `max` plus [`SECRET_SLACK`] bytes of white
-/// space; a file that fills it is too long.
+/// space trimmed, 1..=`max` bytes. `buf` ([`secret_buf_len`]`(max)` bytes) holds `max`
+/// plus [`SECRET_SLACK`] bytes of white space and one more: a file that fills it is too
+/// long.
+///
+/// [`secret_buf_len`]: crate::limits::secret_buf_len
 ///
 /// [`SECRET_SLACK`]: crate::limits::SECRET_SLACK
 pub fn read_secret<'b>(
@@ -135,7 +148,7 @@ pub fn read_secret<'b>(
         .and_then(|p| read_small(p, buf))
         .ok_or(NoSecret::Unreadable)?;
     if n == buf.len() {
-        return Err(NoSecret::TooLong(max));
+        return Err(NoSecret::TooBig(max));
     }
     match buf[..n].trim_ascii() {
         [] => Err(NoSecret::Empty),
