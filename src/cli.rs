@@ -123,7 +123,7 @@ pub struct CtlArgs {
     /// seconds to wait for the connection and each reply (default 5)
     #[argh(option, short = 't', default = "5.0", from_str_fn(decimal_arg))]
     pub timeout: f64,
-    /// file holding the token: answer the agent's AUTH challenge first (the token itself is never sent)
+    /// file holding the token: over TCP, answer the agent's AUTH challenge first (the token itself is never sent)
     #[argh(option)]
     pub token_file: Option<PathBuf>,
     /// print STATUS, STATS and SOCKETS as the agent's one-line `OK {json}` even on a terminal

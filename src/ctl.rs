@@ -367,16 +367,25 @@ fn connect(args: &CtlArgs, timeout: Duration) -> Result<(Box<dyn Stream>, String
     }
 }
 
-/// `--token-file`: answers the AUTH challenge. `Some(code)` when the agent refused (its
-/// reply is printed, [`escaped`]), None when authenticated or when there is no token file.
-fn login(s: &mut dyn Stream, args: &CtlArgs, timeout: Duration) -> Result<Option<u8>, Fatal> {
+/// `--token-file`, read before anything is sent, with the agent's own checks, so that a
+/// file it would refuse is refused here too (78). None over the Unix socket: everything is
+/// allowed there without AUTH (the file is still checked), and an agent without a token
+/// would refuse the challenge.
+fn read_token<'b>(args: &CtlArgs, buf: &'b mut [u8]) -> Result<Option<&'b [u8]>, Fatal> {
     let Some(tf) = &args.token_file else {
         return Ok(None);
     };
-    // The agent's own checks, so that a file it would refuse is refused here too (78).
-    let mut buf = [0u8; secret_buf_len(TOKEN_MAX)];
-    let token = crate::sys::read_secret(tf, &mut buf, TOKEN_MAX)
+    let token = crate::sys::read_secret(tf, buf, TOKEN_MAX)
         .map_err(|e| Fatal::new(EX_CONFIG, format!("--token-file {}: {e}", tf.display())))?;
+    Ok(Some(token).filter(|_| args.connect.is_some()))
+}
+
+/// Answers the AUTH challenge with `token` ([`read_token`]). `Some(code)` when the agent
+/// refused (its reply is printed, [`escaped`]), None when authenticated or without a token.
+fn login(s: &mut dyn Stream, token: Option<&[u8]>, timeout: Duration) -> Result<Option<u8>, Fatal> {
+    let Some(token) = token else {
+        return Ok(None);
+    };
     let reply = authenticate(s, token, Instant::now() + timeout)?;
     if reply == "OK" {
         return Ok(None);
@@ -454,6 +463,7 @@ fn read_line(input: &mut impl BufRead) -> Result<Option<Vec<u8>>, Fatal> {
 /// `--idle-timeout`, and an agent restart.
 struct Session<'a> {
     args: &'a CtlArgs,
+    token: Option<&'a [u8]>,
     timeout: Duration,
     stream: Box<dyn Stream>,
 }
@@ -465,7 +475,7 @@ impl Session<'_> {
         if crate::sys::net::peer_gone(self.stream.as_fd()) {
             eprintln!("(the agent closed the connection; reconnecting)");
             let (mut stream, _) = connect(self.args, self.timeout)?;
-            if let Some(code) = login(stream.as_mut(), self.args, self.timeout)? {
+            if let Some(code) = login(stream.as_mut(), self.token, self.timeout)? {
                 return Err(Fatal::new(code, "AUTH refused on reconnecting"));
             }
             self.stream = stream;
@@ -557,13 +567,16 @@ pub fn run(args: CtlArgs, timeout: Duration) -> Result<u8, Fatal> {
     }
     let pretty = !args.raw && std::io::stdout().is_terminal();
     let stdin_tty = std::io::stdin().is_terminal();
+    let mut buf = [0u8; secret_buf_len(TOKEN_MAX)];
+    let token = read_token(&args, &mut buf)?;
     let (mut stream, to) = connect(&args, timeout)?;
-    if let Some(code) = login(stream.as_mut(), &args, timeout)? {
+    if let Some(code) = login(stream.as_mut(), token, timeout)? {
         return Ok(code);
     }
     if args.words.is_empty() {
         let s = Session {
             args: &args,
+            token,
             timeout,
             stream,
         };

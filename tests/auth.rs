@@ -245,12 +245,39 @@ fn status_stats_and_sockets_show_no_secret() {
     }
 }
 
+/// Over the Unix socket everything is allowed without AUTH: `ctl --token-file` (a script's
+/// usual flags) checks the file but sends no AUTH there. It did, and an agent without a
+/// token refused the challenge: exit 77, the SET never sent, a failure counted.
 #[test]
-fn ctl_token_file_over_unix_uses_the_challenge_too() {
+fn ctl_token_file_over_unix_needs_no_auth() {
     let (a, tf) = agent(&[]);
-    let (code, out, err) = a.ctl(&["--token-file", tf.to_str().unwrap(), "SET", "k", "v"]);
+    let tf = tf.to_str().unwrap();
+    let (code, out, err) = a.ctl(&["--token-file", tf, "SET", "k", "v"]);
     assert_eq!((code, out.as_str()), (0, "OK\n"), "{err}");
     assert_eq!(a.unix().req("GET k"), "OK v");
+    let plain = Agent::start(&[]);
+    let (code, out, err) = plain.ctl(&["--token-file", tf, "SET", "k", "w"]);
+    assert_eq!((code, out.as_str()), (0, "OK\n"), "{err}");
+    assert_eq!(plain.unix().req("GET k"), "OK w");
+    assert_eq!(failures(&a) + failures(&plain), 0);
+}
+
+/// A bad `--token-file` is 78 before anything is tried: not 69 because no agent listens
+/// where it would have been sent (a script can tell its own mistake from a dead board).
+#[test]
+fn ctl_checks_the_token_file_before_connecting() {
+    let dir = temp_dir("ctl-token-first");
+    let missing = dir.join("missing");
+    let m = missing.to_str().unwrap();
+    let nowhere = dir.join("nowhere.sock");
+    for to in [["-c", "127.0.0.1:1"], ["-s", nowhere.to_str().unwrap()]] {
+        let (code, out, err) = run(&["ctl", to[0], to[1], "--token-file", m, "PING"]);
+        assert_eq!(code, 78, "{out} {err}");
+        assert_eq!(
+            err,
+            format!("error: --token-file {m}: missing or unreadable\n")
+        );
+    }
 }
 
 /// Accepts one connection on `l`, connects it to `agent`, and copies bytes both ways,

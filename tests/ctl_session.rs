@@ -274,41 +274,63 @@ fn no_agent_ends_the_batch_with_69() {
 /// A stand-in for an agent on a Unix socket in a fresh directory: answers every line of
 /// every connection with `reply` and reports each line it got, without its `\n`.
 fn fake_peer(reply: &str) -> (std::path::PathBuf, mpsc::Receiver<String>) {
-    use std::io::BufRead;
     let sock = temp_dir("fake-peer").join("fake.sock");
     let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-    let reply = format!("{reply}\n");
-    let (tx, rx) = mpsc::channel();
+    let (reply, (tx, rx)) = (format!("{reply}\n"), mpsc::channel());
     std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
-            let mut lines = std::io::BufReader::new(conn.try_clone().unwrap());
-            let mut line = Vec::new();
-            while lines.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
-                if line.last() == Some(&b'\n') {
-                    line.pop();
-                }
-                let _ = tx.send(String::from_utf8_lossy(&line).into_owned());
-                line.clear();
-                if conn.write_all(reply.as_bytes()).is_err() {
-                    break;
-                }
-            }
-        }
+        listener
+            .incoming()
+            .map_while(Result::ok)
+            .for_each(|c| answer(&c, &reply, &tx))
     });
     (sock, rx)
 }
 
-/// `tether ctl -s SOCK --token-file F PING` against a [`fake_peer`] that answers the AUTH
-/// challenge (and anything else) with `reply`: (exit code, stdout, stderr).
+/// [`fake_peer`] on a loopback TCP port.
+fn fake_tcp_peer(reply: &str) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (reply, (tx, _)) = (format!("{reply}\n"), mpsc::channel());
+    std::thread::spawn(move || {
+        listener
+            .incoming()
+            .map_while(Result::ok)
+            .for_each(|c| answer(&c, &reply, &tx))
+    });
+    addr
+}
+
+/// A fake peer's connection: every line answered with `reply` and reported on `tx`.
+fn answer<S>(conn: &S, reply: &str, tx: &mpsc::Sender<String>)
+where
+    for<'a> &'a S: std::io::Read + std::io::Write,
+{
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(conn);
+    let mut line = Vec::new();
+    while lines.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        let _ = tx.send(String::from_utf8_lossy(&line).into_owned());
+        line.clear();
+        let mut w = conn;
+        if w.write_all(reply.as_bytes()).is_err() {
+            break;
+        }
+    }
+}
+
+/// `tether ctl -c ADDR --token-file F PING` against a [`fake_tcp_peer`] that answers the
+/// AUTH challenge (and anything else) with `reply`: (exit code, stdout, stderr).
 fn ping_with_token(reply: &str) -> (i32, String, String) {
     let tf = temp_dir("fake-token").join("token");
     std::fs::write(&tf, "s3cret\n").unwrap();
-    let (sock, _) = fake_peer(reply);
+    let addr = fake_tcp_peer(reply).to_string();
     run(&[
         "ctl",
-        "-s",
-        sock.to_str().unwrap(),
+        "-c",
+        &addr,
         "--token-file",
         tf.to_str().unwrap(),
         "PING",
