@@ -266,8 +266,9 @@ pub struct RunLoop {
     accept_warned: Option<Instant>,
     /// When [`Timer::Clients`] runs next: never later than the earliest hold end or idle
     /// timeout of an open client. Reading from a client only moves its idle timeout later,
-    /// so this is not recomputed per request or per turn: a new client or hold can only
-    /// bring it earlier ([`RunLoop::client_due`]), and the timer itself, when it runs,
+    /// so this is not recomputed per request or per turn: a new client, a hold, or the
+    /// last waiting reply of a client taken (its stall limit gives way to the idle time)
+    /// can bring it earlier ([`RunLoop::client_due`]), and the timer itself, when it runs,
     /// makes it exact again.
     clients_due: Option<Instant>,
     /// How many of the next turns may poll only the clients and the TCP listeners, without
@@ -949,6 +950,7 @@ impl RunLoop {
         if !c.is_open() {
             return false;
         }
+        let waited = c.replies_waiting();
         let f = c.flush(now);
         let (Flushed::All(n) | Flushed::Partly(n) | Flushed::Failed(n)) = f;
         self.agent.stats.bytes_out += n as u64;
@@ -962,6 +964,14 @@ impl RunLoop {
                 }
             }
             Flushed::All(_) if self.conns[i].finished() => self.close(i, "peer closed"),
+            // The last waiting reply went: the idle time runs from now, which can be
+            // sooner than the stall limit the timer was set for.
+            Flushed::All(_) if waited => {
+                if let Some(t) = self.conns[i].deadline(self.idle) {
+                    self.client_due(t);
+                }
+                return true;
+            }
             _ => return true,
         }
         false

@@ -711,6 +711,32 @@ fn a_half_closed_client_keeps_its_slot_until_its_replies_are_out() {
     }
 }
 
+/// Once a client has taken every waiting reply, the idle time runs from then: it was
+/// closed only at the stall limit set while its replies waited (10 s, against
+/// `--idle-timeout 1`).
+#[test]
+fn the_idle_time_runs_from_the_last_waiting_reply() {
+    let a = Agent::start(&["--idle-timeout", "1", "--sndbuf", "4096"]);
+    // Over the Unix socket, where --sndbuf bounds what the kernel holds for the client (over
+    // loopback TCP its receive window alone would hold every reply).
+    let mut c = a.unix();
+    let n = 200;
+    c.send("STATUS\n".repeat(n).as_bytes()).unwrap();
+    // Past the idle time while the replies wait: the stall limit is what is due.
+    std::thread::sleep(Duration::from_millis(1500));
+    for i in 0..n {
+        c.line().unwrap_or_else(|e| panic!("reply {i}: {e}"));
+    }
+    let drained = Instant::now();
+    c.set_timeout(Duration::from_secs(15));
+    assert!(c.closed(), "not closed");
+    let after = drained.elapsed();
+    assert!(
+        after < slack(Duration::from_secs(4)),
+        "closed {after:?} after its last reply, with --idle-timeout 1"
+    );
+}
+
 #[test]
 fn pipelining_past_the_output_buffer_waits_for_the_client_to_read() {
     // 400 STATUS and SOCKETS replies (about 600 bytes each) do not fit a 16 KiB output

@@ -302,6 +302,11 @@ impl Conn {
         }
     }
 
+    /// Do replies wait for the client to read them (the stall clock runs)?
+    pub fn replies_waiting(&self) -> bool {
+        self.waiting.is_some()
+    }
+
     /// [`Expired::Stalled`]: has the client read from its socket since the clock started
     /// (the kernel has fewer of our bytes queued)? Then the clock starts again.
     pub fn read_meanwhile(&mut self, now: Instant) -> bool {

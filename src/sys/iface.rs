@@ -12,16 +12,12 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 pub type IfName = heapless::String<IFNAME_MAX>;
 
-/// A throwaway datagram socket to issue interface ioctls on.
+/// A throwaway datagram socket to issue interface ioctls on (never read, but made as
+/// every fd of the agent is: non-blocking and close-on-exec).
 fn ctl_socket() -> Option<OwnedFd> {
-    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
-    socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .ok()
+    use nix::sys::socket::{socket, AddressFamily, SockType};
+    let flags = super::net::SOCK_FLAGS;
+    socket(AddressFamily::Inet, SockType::Datagram, flags, None).ok()
 }
 
 /// An interface name as the kernel holds it (up to IFNAMSIZ - 1 bytes, any but NUL, `/`,
