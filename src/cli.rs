@@ -50,7 +50,7 @@ pub struct AgentArgs {
     /// least 10 s), for this many seconds (default 60, 0 = never)
     #[argh(option, default = "DEFAULT_IDLE_SECS")]
     pub idle_timeout: u32,
-    /// beacon interface, repeatable up to 4 (default: the first up, non-loopback interface with an IPv4 broadcast address, else the first with an IPv6 link-local address)
+    /// beacon interface, repeatable up to 4 (default: the first up, non-loopback interface with a carrier and an IPv4 broadcast address, else the first with an IPv6 link-local address)
     #[argh(option)]
     pub iface: Vec<String>,
     /// beacon over IPv4 broadcast (4), IPv6 link-local multicast ff02::1 (6) or both (default both)
@@ -114,7 +114,7 @@ pub struct AgentArgs {
 /// words, a prompt on a terminal, else one command per line of standard input.
 #[argh(subcommand, name = "ctl")]
 pub struct CtlArgs {
-    /// the agent's Unix socket (default: the agent's default for this user)
+    /// the agent's Unix socket (default: the agent's default for this user, or when that is absent /run/tether/tether.sock)
     #[argh(option, short = 's')]
     pub socket: Option<PathBuf>,
     /// connect over TCP to HOST:PORT instead

@@ -304,10 +304,10 @@ pub fn connect_addrs(hp: &str) -> Result<Vec<std::net::SocketAddr>, Fatal> {
         })
 }
 
-/// The agent's Unix socket: `-s`, else this user's default, whose `/tmp/tether-UID`
+/// The agent's Unix socket: `-s`, else ctl's default ([`crate::sys::unix::ctl_socket_path`]), whose
 /// directory must be this user's own ([`crate::sys::unix::check_fallback_dir`]): 69.
 fn unix_path(args: &CtlArgs) -> Result<PathBuf, Fatal> {
-    let p = (args.socket.clone()).unwrap_or_else(crate::sys::unix::default_socket_path);
+    let p = (args.socket.clone()).unwrap_or_else(crate::sys::unix::ctl_socket_path);
     crate::sys::unix::check_fallback_dir(&p).map_err(|e| Fatal::new(EX_UNAVAILABLE, e))?;
     Ok(p)
 }

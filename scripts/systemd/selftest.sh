@@ -28,12 +28,14 @@ wait_for() {
     until "$@"; do [ "$(date +%s)" -lt "$end" ] || return 1; sleep 0.1; done
 }
 is_active() { [ "$(prop ActiveState)" = active ]; }
+# As a user on the board types them: no -s (a user without an agent of their own gets the
+# system agent's socket).
 pong_as() { # pong_as USER: `tether ctl PING` over the Unix socket as USER prints PONG
     local out
-    out=$(T runuser -u "$1" -- tether ctl -s "$SOCK" -t 3 PING 2>&1) && [ "$out" = PONG ]
+    out=$(T runuser -u "$1" -- tether ctl -t 3 PING 2>&1) && [ "$out" = PONG ]
 }
 publish_as() { # publish_as USER: `tether ctl --dgram SET from_USER 1` as USER, then GET sees it
-    T runuser -u "$1" -- tether ctl -s "$SOCK" --dgram SET "from_$1" 1 \
+    T runuser -u "$1" -- tether ctl --dgram SET "from_$1" 1 \
         && wait_for 3 bash -c "[ \"\$(tether ctl -s $SOCK GET from_$1)\" = 'OK 1' ]"
 }
 journal() { T journalctl --no-pager -q -u tether -o cat "$@"; }
@@ -99,13 +101,13 @@ T useradd --create-home bob
 out=$(T tether ctl PING 2>&1); rc=$?
 if [ $rc -eq 0 ] && [ "$out" = PONG ]; then ok "tether ctl PING as root (default socket)"; else bad "tether ctl PING as root" "(rc=$rc: $out)"; fi
 check "tether ctl PING as alice (member of group tether)" pong_as alice
-out=$(T runuser -u bob -- tether ctl -s "$SOCK" PING 2>&1); rc=$?
+out=$(T runuser -u bob -- tether ctl PING 2>&1); rc=$?
 if [ $rc -eq 77 ]; then ok "bob (not a member) is refused, exit 77" "($out)"; else bad "bob (not a member) is refused, exit 77" "(rc=$rc: $out)"; fi
 check "socket is tether:tether 0660, directory 0750" test "$(stat -c '%U:%G %a' "$SOCK") $(stat -c %a /run/tether)" = "tether:tether 660 750"
 # The publish socket beside it (issue 10): same owner and mode, usable under the hardening.
 check "publish socket is tether:tether 0660" test "$(stat -c '%U:%G %a' "$PUB")" = "tether:tether 660"
 check "alice publishes with tether ctl --dgram, GET sees it" publish_as alice
-out=$(T runuser -u bob -- tether ctl -s "$SOCK" --dgram SET from_bob 1 2>&1); rc=$?
+out=$(T runuser -u bob -- tether ctl --dgram SET from_bob 1 2>&1); rc=$?
 if [ $rc -eq 77 ]; then ok "bob may not publish, exit 77" "($out)"; else bad "bob may not publish, exit 77" "(rc=$rc: $out)"; fi
 
 # ---- 4. hardening of the running agent --------------------------------------------------
@@ -218,7 +220,7 @@ fresh_restart
 if wait_for 10 is_active; then ok "--socket-group tetherctl with the documented drop-in starts"; else bad "--socket-group tetherctl with the documented drop-in starts" "($(journal -n 3 | tr '\n' ' '))"; fi
 check "socket is group tetherctl" test "$(stat -c %G "$SOCK" 2>/dev/null)" = tetherctl
 check "carol (member of tetherctl) gets PONG" pong_as carol
-out=$(T runuser -u bob -- tether ctl -s "$SOCK" PING 2>&1); rc=$?
+out=$(T runuser -u bob -- tether ctl PING 2>&1); rc=$?
 if [ $rc -eq 77 ]; then ok "bob still refused, exit 77"; else bad "bob still refused, exit 77" "(rc=$rc: $out)"; fi
 rm -f "$DROPIN/socket-group.conf"
 set_args "--interval 5"

@@ -222,9 +222,34 @@ pub fn shows_cleanly(path: &Path) -> bool {
         .is_some_and(|s| super::shows_as_is(s) && !s.contains(char::is_whitespace))
 }
 
-/// The agent's default socket path for this user (also `tether ctl`'s default).
+/// Where the system's agent (root's, the packaged unit's) has its socket.
+pub const SYSTEM_SOCKET: &str = "/run/tether/tether.sock";
+
+/// The agent's default socket path for this user.
 pub fn default_socket_path() -> PathBuf {
     default_socket_path_why().0
+}
+
+/// `tether ctl`'s default socket: this user's agent's ([`default_socket_path`]), or, when
+/// there is none, the system agent's ([`SYSTEM_SOCKET`], which a member of its group may
+/// use: on a board that is the agent to talk to).
+pub fn ctl_socket_path() -> PathBuf {
+    ctl_socket_choice(
+        default_socket_path(),
+        |p| !matches!(p.symlink_metadata(), Err(e) if e.kind() == std::io::ErrorKind::NotFound),
+    )
+}
+
+/// [`ctl_socket_path`] given this user's default and whether a path is there (a path that
+/// cannot be looked at, in a directory this user may not enter, is: connecting then says
+/// why, permission denied).
+fn ctl_socket_choice(own: PathBuf, there: impl Fn(&Path) -> bool) -> PathBuf {
+    let system = Path::new(SYSTEM_SOCKET);
+    if own == system || there(&own) || !there(system) {
+        own
+    } else {
+        system.into()
+    }
 }
 
 /// [`default_socket_path`], and why a set `$XDG_RUNTIME_DIR` was passed over, if it was
@@ -244,7 +269,7 @@ fn default_socket_path_for(
     xdg: Option<&std::ffi::OsStr>,
 ) -> (PathBuf, Option<&'static str>) {
     if uid.is_root() {
-        return (PathBuf::from("/run/tether/tether.sock"), None);
+        return (PathBuf::from(SYSTEM_SOCKET), None);
     }
     let why = match xdg.filter(|d| !d.is_empty()) {
         None => None,
@@ -453,6 +478,26 @@ mod tests {
         assert!(!shows_cleanly(Path::new(OsStr::from_bytes(
             b"/tmp/k\xfcche"
         ))));
+    }
+
+    #[test]
+    fn ctl_falls_back_to_the_system_agent_only_when_the_user_has_none() {
+        let own = PathBuf::from("/run/user/1000/tether.sock");
+        let system = Path::new(SYSTEM_SOCKET);
+        let with = |present: &'static [&str]| {
+            ctl_socket_choice(own.clone(), move |p| {
+                present.iter().any(|q| Path::new(q) == p)
+            })
+        };
+        assert_eq!(
+            with(&[]),
+            own,
+            "neither: the user's own is named in the error"
+        );
+        assert_eq!(with(&[SYSTEM_SOCKET]), system);
+        assert_eq!(with(&["/run/user/1000/tether.sock", SYSTEM_SOCKET]), own);
+        assert_eq!(with(&["/run/user/1000/tether.sock"]), own);
+        assert_eq!(ctl_socket_choice(system.into(), |_| false), system);
     }
 
     #[test]
