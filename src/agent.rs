@@ -211,7 +211,9 @@ pub struct Agent {
     identify: Option<Identify>,
     max_clients: usize,
     started: Instant,
-    auth_window: (Instant, u32),
+    /// When the last [`AUTH_FAILS_PER_SEC`] failed AUTHs over TCP were, oldest at
+    /// `auth_fails.1`: another is checked only when that one is a second old.
+    auth_fails: ([Option<Instant>; AUTH_FAILS_PER_SEC], usize),
 }
 
 const E_DENIED: Error = Error::new(
@@ -275,7 +277,7 @@ impl Agent {
             identify: None,
             max_clients: cfg.max_clients,
             started: now,
-            auth_window: (now, 0),
+            auth_fails: ([None; AUTH_FAILS_PER_SEC], 0),
         }
     }
 
@@ -513,13 +515,10 @@ impl Agent {
         // does not buy more guesses. Not on the Unix socket: whoever may connect there may
         // change the agent without AUTH, and a TCP guesser must not lock it out.
         let tcp = session.transport == Transport::Tcp;
-        let (start, fails) = self.auth_window;
-        if tcp {
-            if now.saturating_duration_since(start) >= Duration::from_secs(1) {
-                self.auth_window = (now, 0);
-            } else if fails >= AUTH_FAILS_PER_SEC {
-                return (Err(E_AUTH_BUSY), Outcome::Continue);
-            }
+        let (fails, oldest) = self.auth_fails;
+        let second = Duration::from_secs(1);
+        if tcp && fails[oldest].is_some_and(|t| now.saturating_duration_since(t) < second) {
+            return (Err(E_AUTH_BUSY), Outcome::Continue);
         }
         let plain_ok = self.plain_auth || !tcp;
         let mut tag = [0u8; 32];
@@ -546,7 +545,9 @@ impl Agent {
             }
             Err(e) => {
                 if tcp {
-                    self.auth_window.1 += 1;
+                    let (fails, oldest) = &mut self.auth_fails;
+                    fails[*oldest] = Some(now);
+                    *oldest = (*oldest + 1) % AUTH_FAILS_PER_SEC;
                 }
                 self.stats.auth_failures += 1;
                 session.hold_until = Some(now + Duration::from_millis(AUTH_FAIL_DELAY_MS));
@@ -1018,6 +1019,30 @@ mod tests {
         let later = later + Duration::from_secs(1);
         let (_, good) = challenge(&mut a, later, &mut s, b"tok", &mut env);
         assert_eq!(run(&mut a, later, &mut s, &good, &mut env), "OK\n");
+    }
+
+    /// At most five failures are checked in any second, not five per calendar-like window:
+    /// a fixed window let nine through in 50 ms across its edge.
+    #[test]
+    fn auth_failures_are_limited_in_any_second() {
+        let t = Instant::now();
+        let at = |ms| t + Duration::from_millis(ms);
+        let mut a = agent(t, false);
+        a.set_token(Some(b"tok"));
+        let mut env = FakeEnv::default();
+        let mut fail = |a: &mut Agent, ms| {
+            let mut s = Session::new(Transport::Tcp);
+            run(a, at(ms), &mut s, "AUTH x", &mut env)
+        };
+        for ms in [0, 950, 950, 950, 950] {
+            assert!(fail(&mut a, ms).starts_with("ERR denied"), "{ms}");
+        }
+        // The one at 0 is a second old: one more is checked, then none until 1950.
+        assert!(fail(&mut a, 1000).starts_with("ERR denied"));
+        assert!(fail(&mut a, 1000).starts_with("ERR busy"));
+        assert!(fail(&mut a, 1949).starts_with("ERR busy"));
+        assert!(fail(&mut a, 1950).starts_with("ERR denied"));
+        assert_eq!(a.stats.auth_failures, 7);
     }
 
     #[test]

@@ -112,9 +112,9 @@ pub const fn secret_buf_len(max: usize) -> usize {
 }
 /// A client that failed AUTH has its next line held back this long.
 pub const AUTH_FAIL_DELAY_MS: u64 = 1000;
-/// Across all clients, at most this many failed AUTHs per second are checked;
+/// Across all TCP clients, at most this many failed AUTHs are checked in any second;
 /// beyond it AUTH answers `ERR busy` without comparing.
-pub const AUTH_FAILS_PER_SEC: u32 = 5;
+pub const AUTH_FAILS_PER_SEC: usize = 5;
 /// A challenge nonce (`AUTH` alone) is valid this long, once, on its own connection.
 pub const AUTH_NONCE_SECS: u64 = 30;
 /// Random bytes in a challenge nonce (sent as twice as many lowercase hex digits).
