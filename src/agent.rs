@@ -296,8 +296,12 @@ impl Agent {
 
     /// Sets (or clears) the AUTH token: a token file's secret, as
     /// [`crate::sys::read_secret`] gives it (trimmed, 1..=TOKEN_MAX bytes).
-    pub fn set_token(&mut self, token: Option<&[u8]>) {
-        self.token = token.and_then(|t| heapless::Vec::from_slice(t).ok());
+    /// Sets the AUTH token (None: AUTH disabled). True when that changed it.
+    pub fn set_token(&mut self, token: Option<&[u8]>) -> bool {
+        let token = token.and_then(|t| heapless::Vec::from_slice(t).ok());
+        let changed = token != self.token;
+        self.token = token;
+        changed
     }
 
     pub fn has_token(&self) -> bool {

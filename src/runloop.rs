@@ -20,7 +20,7 @@ use crate::sys::led::LedFile;
 use crate::sys::net::{self, Io as NetIo};
 use crate::sys::signals::{Event, Signals};
 use crate::sys::unix::UnixListener;
-use crate::sys::{NoSecret, SysError};
+use crate::sys::SysError;
 use conn::{Conn, Expired, Flushed, Read, Stop, Table};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -615,28 +615,37 @@ impl RunLoop {
         stop
     }
 
-    /// Re-reads `--token-file` (SIGHUP). A missing or empty file disables AUTH.
+    /// Re-reads `--token-file` (SIGHUP). A missing, empty or too long file disables AUTH.
+    /// When the token changed (or went), the TCP connections authenticated with the old
+    /// one are no longer: revoking a token that leaked also ends the sessions it opened.
     pub fn reload_token(&mut self) {
-        let r = self.read_token();
-        let Some(p) = self.io.token_file.as_ref().map(|p| p.display()) else {
+        let Some(path) = self.io.token_file.as_ref() else {
             return;
         };
+        let mut buf = [0u8; secret_buf_len(TOKEN_MAX)];
+        let r = crate::sys::read_secret(path, &mut buf, TOKEN_MAX);
+        let changed = self.agent.set_token(r.ok());
+        let p = path.display();
         match r {
-            Ok(()) => log::info!("token reloaded from {p}"),
+            Ok(_) if !changed => log::info!("token file {p}: unchanged"),
+            Ok(_) => log::info!("token reloaded from {p}"),
             Err(e) => log::warn!("token file {p}: {e}; AUTH disabled"),
         }
-    }
-
-    /// Reads `--token-file`, when one is set, into the agent. On Err AUTH is disabled and
-    /// the error says why (start-up makes it fatal, SIGHUP a warning).
-    pub fn read_token(&mut self) -> Result<(), NoSecret> {
-        let Some(p) = self.io.token_file.as_ref() else {
-            return Ok(());
-        };
-        let mut buf = [0u8; secret_buf_len(TOKEN_MAX)];
-        let r = crate::sys::read_secret(p, &mut buf, TOKEN_MAX);
-        self.agent.set_token(r.ok());
-        r.map(|_| ())
+        if !changed {
+            return;
+        }
+        let mut revoked = 0;
+        for c in self.conns.iter_mut().filter(|c| c.is_open()) {
+            if c.session.transport == Transport::Tcp && c.session.authed {
+                c.session.authed = false;
+                revoked += 1;
+            }
+        }
+        if revoked > 0 {
+            log::info!(
+                "{revoked} TCP connection(s) authenticated with the old token must AUTH again"
+            );
+        }
     }
 
     fn accepting(&self, now: Instant) -> bool {

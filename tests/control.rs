@@ -482,7 +482,12 @@ fn wrong_token_is_denied_and_slowed() {
 #[test]
 fn sighup_rereads_the_token_file() {
     let (a, tf) = token_agent("old-token\n", &[]);
-    assert_eq!(a.tcp().auth("old-token"), "OK");
+    let mut kept = a.tcp();
+    assert_eq!(kept.auth("old-token"), "OK");
+    // The same token again: the session stays authenticated.
+    a.signal(1); // SIGHUP
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(kept.req("SET k same"), "OK");
     std::fs::write(&tf, "new-token\n").unwrap();
     a.signal(1); // SIGHUP
                  // The reload has no reply of its own: retry (each failure costs a 1 s hold).
@@ -500,6 +505,12 @@ fn sighup_rereads_the_token_file() {
     let r = a.tcp().auth("old-token");
     assert!(r.starts_with("ERR denied"), "old token still works: {r}");
     assert_eq!(a.unix().req("GET k"), "OK v");
+    // A session the old token opened is revoked with it (a leaked token's sessions end),
+    // and may authenticate again with the new one.
+    let r = kept.req("SET k stale");
+    assert!(r.starts_with("ERR denied authenticate first"), "{r}");
+    assert_eq!(kept.auth("new-token"), "OK");
+    assert_eq!(kept.req("SET k fresh"), "OK");
     // Reloading is steady-state work: no allocation, a good file or an empty one.
     std::fs::write(&tf, "").unwrap();
     a.signal(1);
