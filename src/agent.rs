@@ -237,7 +237,7 @@ const E_AUTH_EXPIRED: Error = Error::new(
 );
 const E_AUTH_PLAIN: Error = Error::new(
     ErrCode::Denied,
-    "plain AUTH <token> is off over TCP (send AUTH for a challenge; agent --plain-auth allows it)",
+    "plain AUTH <token> is off over TCP (send AUTH for a challenge, then AUTH <its HMAC in 64 hex digits>; agent --plain-auth allows it)",
 );
 const E_NO_RANDOM: Error = Error::new(ErrCode::Busy, "no randomness for a challenge, try later");
 const E_AUTH_BUSY: Error = Error::new(ErrCode::Busy, "too many failed AUTH, try later");

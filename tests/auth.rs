@@ -149,7 +149,7 @@ fn plain_auth_is_refused_by_default() {
     let r = t.req(&format!("AUTH {TOKEN}"));
     assert_eq!(
         r,
-        "ERR denied plain AUTH <token> is off over TCP (send AUTH for a challenge; agent --plain-auth allows it)"
+        "ERR denied plain AUTH <token> is off over TCP (send AUTH for a challenge, then AUTH <its HMAC in 64 hex digits>; agent --plain-auth allows it)"
     );
     assert!(t.req("SET k v").starts_with("ERR denied "));
     assert_eq!(failures(&a), 1);
