@@ -659,22 +659,18 @@ impl RunLoop {
                 None => (self.io.unix.fd.as_fd(), Transport::Unix),
             };
             let conn = match net::accept(fd, transport == Transport::Tcp) {
-                Ok(Some(c)) => c,
-                Ok(None) => return,
-                Err(e @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)) => {
+                net::Accept::Conn(c) => c,
+                net::Accept::None => return,
+                net::Accept::Short(e) => {
                     self.pause_accepts(now, "", e.desc());
                     return;
                 }
-                Err(e) => {
-                    log::debug!("accept: {}", e.desc());
+                net::Accept::Spare(conn) => {
+                    self.tell_busy(&conn, "keeping fds spare");
+                    self.refuse_for_fds(now, "", conn);
                     return;
                 }
             };
-            if net::in_fd_reserve(conn.as_fd()) {
-                self.tell_busy(&conn, "keeping fds spare");
-                self.refuse_for_fds(now, "", conn);
-                return;
-            }
             if self.waiting.is_empty() {
                 if let Some(i) = self.free_slot() {
                     self.seat(i, conn, transport, now);

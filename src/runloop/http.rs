@@ -285,20 +285,14 @@ impl Http {
             return Accepted::None;
         }
         let conn = match net::accept(listener, true) {
-            Ok(Some(c)) => c,
-            Ok(None) => return Accepted::None,
-            Err(e @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)) => {
-                return Accepted::Pause(e)
-            }
-            Err(e) => {
-                log::debug!("http accept: {}", e.desc());
-                return Accepted::None;
+            net::Accept::Conn(c) => c,
+            net::Accept::None => return Accepted::None,
+            net::Accept::Short(e) => return Accepted::Pause(e),
+            net::Accept::Spare(conn) => {
+                self.refuse(&conn, "keeping fds spare");
+                return Accepted::Spare(conn);
             }
         };
-        if net::in_fd_reserve(conn.as_fd()) {
-            self.refuse(&conn, "keeping fds spare");
-            return Accepted::Spare(conn);
-        }
         let Seat::Slot(i, why) = seat else {
             self.refuse(&conn, "every slot busy");
             return Accepted::Refused(conn);

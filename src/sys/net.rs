@@ -168,16 +168,29 @@ pub fn local_inet(fd: BorrowedFd<'_>) -> Option<SocketAddr> {
     sa.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
 }
 
-/// Accepts one connection (non-blocking, close-on-exec). `Ok(None)` when none is waiting.
+/// What one [`accept`] gave.
+pub enum Accept {
+    /// None is waiting (or the error was the connection's own, logged at debug level).
+    None,
+    Conn(OwnedFd),
+    /// Accepted, but keeping it would leave fewer than [`crate::limits::FD_RESERVE`] fds
+    /// ([`in_fd_reserve`]): to be refused (and accepting paused).
+    Spare(OwnedFd),
+    /// Out of fds or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM): accepting should pause.
+    Short(Errno),
+}
+
+/// Accepts one connection (non-blocking, close-on-exec), and classifies what came.
 ///
 /// A TCP connection (`tcp`) gets TCP_NODELAY, as redis, nginx and every Go server set it:
 /// the agent writes each turn's replies to a client with one send, so Nagle's algorithm has
 /// no small writes to merge, only replies to hold back. Without it a reply written while an
 /// earlier one is unacknowledged waits for the client's delayed ACK (40 ms on Linux): 1,000
 /// pipelined PINGs in one write were answered in 42 ms instead of 0.2 ms.
-pub fn accept(listener: BorrowedFd<'_>, tcp: bool) -> Result<Option<OwnedFd>, Errno> {
+pub fn accept(listener: BorrowedFd<'_>, tcp: bool) -> Accept {
     loop {
         match accept4(listener, SOCK_FLAGS) {
+            Ok(fd) if in_fd_reserve(fd.as_fd()) => return Accept::Spare(fd),
             Ok(fd) => {
                 // Best effort: a client keeps the kernel's sizes (and Nagle) rather than
                 // being refused.
@@ -185,13 +198,19 @@ pub fn accept(listener: BorrowedFd<'_>, tcp: bool) -> Result<Option<OwnedFd>, Er
                 if tcp {
                     let _ = setsockopt(&fd, sockopt::TcpNoDelay, &true);
                 }
-                return Ok(Some(fd));
+                return Accept::Conn(fd);
             }
             Err(Errno::EINTR) => continue,
-            Err(Errno::EAGAIN) => return Ok(None),
+            Err(Errno::EAGAIN) => return Accept::None,
             // The peer gave up between SYN and accept: not our problem, try the next one.
             Err(Errno::ECONNABORTED | Errno::EPROTO) => continue,
-            Err(e) => return Err(e),
+            Err(e @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)) => {
+                return Accept::Short(e)
+            }
+            Err(e) => {
+                log::debug!("accept: {}", e.desc());
+                return Accept::None;
+            }
         }
     }
 }
