@@ -563,7 +563,9 @@ impl RunLoop {
                                 let r = crate::metrics::Readings::read(&mut host);
                                 crate::metrics::render(w, now, agent, &r, hs)
                             };
-                            self.http.ready(i, ev, now, &mut render);
+                            if let Some(fd) = self.http.ready(i, ev, now, &mut render) {
+                                self.linger(fd, now);
+                            }
                         }
                     }
                 }

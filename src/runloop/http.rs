@@ -10,8 +10,8 @@
 //! the connection or the head's first byte) -> `Send` (the whole response is in the slot's
 //! buffer; [`HTTP_SEND_TIMEOUT_SECS`] to take it) -> back to `Head` when kept alive (idle
 //! up to [`HTTP_KEEPALIVE_SECS`], given up for a new connection when every slot is busy),
-//! or `Drain`: write side shut, input read and dropped until the peer closes or
-//! [`DRAIN`] passes, so the last response is not destroyed by a reset.
+//! or out of the slot, to the run loop's lingering connections (write side shut, input
+//! dropped until the peer closes), so the last response is not destroyed by a reset.
 //!
 //! A new connection that finds every slot taken takes one whose connection needs it least
 //! (`Http::seat`): closing, then a request head that has not come (not a byte, or not
@@ -22,7 +22,6 @@
 use crate::limits::{
     HTTP_HEAD_GRACE_MS, HTTP_HEAD_MAX, HTTP_HEAD_TIMEOUT_SECS, HTTP_KEEPALIVE_SECS,
     HTTP_READS_PER_TURN, HTTP_RESP_HEAD_MAX, HTTP_RESP_MAX, HTTP_SEND_TIMEOUT_SECS, HTTP_SLOTS,
-    LINGER_SINK,
 };
 use crate::metrics::HttpStats;
 use crate::proto::http::{
@@ -36,8 +35,6 @@ use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-/// How long a closing connection may take to close its side.
-pub const DRAIN: Duration = Duration::from_secs(2);
 const HEAD_TIMEOUT: Duration = Duration::from_secs(HTTP_HEAD_TIMEOUT_SECS);
 const HEAD_GRACE: Duration = Duration::from_millis(HTTP_HEAD_GRACE_MS);
 const KEEPALIVE: Duration = Duration::from_secs(HTTP_KEEPALIVE_SECS);
@@ -50,7 +47,6 @@ pub type Render<'r> = dyn FnMut(&mut WBuf<'_>, &HttpStats) -> fmt::Result + 'r;
 enum Phase {
     Head,
     Send { keep_alive: bool },
-    Drain,
 }
 
 struct Slot {
@@ -151,6 +147,9 @@ pub struct Http {
     stats: HttpStats,
     /// New connections wait in the backlog until then ([`Http::plan`]).
     hold: Option<Instant>,
+    /// A connection that has sent its last response, out of its slot: [`Http::ready`]
+    /// hands it to the run loop to linger.
+    done: Option<OwnedFd>,
 }
 
 impl Http {
@@ -159,6 +158,7 @@ impl Http {
             slots: Vec::new(),
             stats: HttpStats::default(),
             hold: None,
+            done: None,
         }
     }
 
@@ -168,6 +168,7 @@ impl Http {
             slots: (0..HTTP_SLOTS).map(|_| Slot::new(now)).collect(),
             stats: HttpStats::default(),
             hold: None,
+            done: None,
         }
     }
 
@@ -190,7 +191,6 @@ impl Http {
             Phase::Head if s.in_len < HTTP_HEAD_MAX => PollFlags::POLLIN,
             Phase::Head => PollFlags::empty(),
             Phase::Send { .. } => PollFlags::POLLOUT,
-            Phase::Drain => PollFlags::POLLIN,
         };
         Some((fd.as_fd(), s.generation, ev))
     }
@@ -239,7 +239,6 @@ impl Http {
         let mut wait: Option<Instant> = None;
         for (i, s) in self.slots.iter().enumerate() {
             let rank = match (s.phase, s.awaits()) {
-                (Phase::Drain, _) => (0, s.deadline, i),
                 (_, Some(Awaits::Head)) => {
                     let end = s.head_since + HEAD_GRACE;
                     if end > now {
@@ -256,7 +255,6 @@ impl Http {
             }
         }
         match (best, wait) {
-            (Some((0, _, i)), _) => Seat::Slot(i, "closing"),
             (Some((1, _, i)), _) => Seat::Slot(i, "no request head within the grace"),
             (Some((_, _, i)), _) => Seat::Slot(i, "kept alive, idle"),
             (None, Some(t)) => Seat::Wait(t),
@@ -316,21 +314,37 @@ impl Http {
     }
 
     fn close(&mut self, i: usize, why: &str) {
-        let s = &mut self.slots[i];
-        if s.fd.take().is_some() {
+        if self.release(i).is_some() {
             log::debug!("http client {i} closed: {why}");
         }
+    }
+
+    /// Empties slot `i` and hands its connection back.
+    fn release(&mut self, i: usize) -> Option<OwnedFd> {
+        let s = &mut self.slots[i];
         s.in_len = 0;
         s.out_start = 0;
         s.out_end = 0;
         s.phase = Phase::Head;
+        s.fd.take()
     }
 
-    /// Poll said slot `i` is ready.
-    pub fn ready(&mut self, i: usize, ev: PollFlags, now: Instant, render: &mut Render<'_>) {
-        if self.slots[i].fd.is_none() {
-            return;
+    /// Poll said slot `i` is ready. Returns a connection that has sent its last response,
+    /// for the caller to linger (half-closed, drained).
+    pub fn ready(
+        &mut self,
+        i: usize,
+        ev: PollFlags,
+        now: Instant,
+        render: &mut Render<'_>,
+    ) -> Option<OwnedFd> {
+        if self.slots[i].fd.is_some() {
+            self.serve(i, ev, now, render);
         }
+        self.done.take()
+    }
+
+    fn serve(&mut self, i: usize, ev: PollFlags, now: Instant, render: &mut Render<'_>) {
         if ev.intersects(PollFlags::POLLOUT) {
             self.flush(i, now);
             // A pipelined request may already be waiting.
@@ -349,14 +363,6 @@ impl Http {
             let s = &mut self.slots[i];
             let Some(fd) = &s.fd else { return };
             match s.phase {
-                Phase::Drain => {
-                    let mut sink = [0u8; LINGER_SINK];
-                    match net::recv(fd.as_fd(), &mut sink) {
-                        NetIo::Done(_) => continue,
-                        NetIo::WouldBlock => return,
-                        NetIo::Closed => return self.close(i, "closed after the last response"),
-                    }
-                }
                 Phase::Send { .. } => return,
                 Phase::Head if s.in_len >= HTTP_HEAD_MAX => return,
                 Phase::Head => {}
@@ -478,10 +484,8 @@ impl Http {
                 s.start_head(now);
             }
         } else {
-            net::shutdown_write(fd.as_fd());
-            s.phase = Phase::Drain;
-            s.in_len = 0;
-            s.deadline = now + DRAIN;
+            self.done = self.release(i);
+            log::debug!("http client {i} closed after its last response (lingering)");
         }
     }
 
@@ -497,7 +501,6 @@ impl Http {
                     Phase::Head if s.awaits() == Some(Awaits::Next) => "keep-alive timeout",
                     Phase::Head => "request head timeout",
                     Phase::Send { .. } => "send timeout (client does not read)",
-                    Phase::Drain => "closed",
                 };
                 self.close(i, why);
             }
