@@ -830,8 +830,10 @@ impl RunLoop {
             // Reset or fully closed: no more replies can reach the peer, and poll would
             // keep reporting this even for a client we are not reading (held, closing):
             // close now, never spin. Unless it left requests to read (`Conn::unheard`):
-            // then each turn reads more of them until their end.
-            if !ev.contains(PollFlags::POLLERR) && self.conns[i].unheard(now) {
+            // then each turn reads more of them until their end. Also on POLLERR: a Unix
+            // peer that closed with replies unread leaves ECONNRESET pending, which recv
+            // returns only once the requests before it are read.
+            if self.conns[i].unheard(now) {
                 // Lines a full output buffer held back, then the end if that was all.
                 self.process(i, now);
                 self.send(i, now);

@@ -731,8 +731,10 @@ fn the_idle_time_runs_from_the_last_waiting_reply() {
     c.set_timeout(Duration::from_secs(15));
     assert!(c.closed(), "not closed");
     let after = drained.elapsed();
+    // Not `slack`ed: the stall limit it was closed at is 10 s from the first waiting
+    // reply (8.5 s after the last), and an emulated agent is as punctual with a timer.
     assert!(
-        after < slack(Duration::from_secs(4)),
+        after < Duration::from_secs(5),
         "closed {after:?} after its last reply, with --idle-timeout 1"
     );
 }

@@ -181,12 +181,23 @@ fn a_batch_sent_before_closing_is_answered_whole() {
     let a = Agent::start(&[]);
     let set: String = (1..=2000).map(|i| format!("SET k {i}\n")).collect();
     let status = format!("{}SET k after-status\n", "STATUS\n".repeat(300));
-    for (batch, want) in [
-        (set, "OK 2000"),
-        (status, "OK after-status"),
-        ("SET k whole\nSET k part".to_string(), "OK whole"),
+    for (batch, want, earlier) in [
+        (set.clone(), "OK 2000", false),
+        (status, "OK after-status", false),
+        ("SET k whole\nSET k part".to_string(), "OK whole", false),
+        // A reply left unread: the close leaves the agent's socket an error (POLLERR)
+        // too, which closed it at once (412 of 2,000 answered, in 3 runs of 5: tried 3
+        // times).
+        (set.clone(), "OK 2000", true),
+        (set.clone(), "OK 2000", true),
+        (set, "OK 2000", true),
     ] {
+        assert_eq!(a.unix().req("SET k before"), "OK");
         let mut s = std::os::unix::net::UnixStream::connect(&a.unix).unwrap();
+        if earlier {
+            s.write_all(b"PING\n").unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+        }
         s.write_all(batch.as_bytes()).unwrap();
         drop(s);
         let mut c = a.unix();
