@@ -211,9 +211,30 @@ pub struct Agent {
     identify: Option<Identify>,
     max_clients: usize,
     started: Instant,
-    /// When the last [`AUTH_FAILS_PER_SEC`] failed AUTHs over TCP were, oldest at
-    /// `auth_fails.1`: another is checked only when that one is a second old.
-    auth_fails: ([Option<Instant>; AUTH_FAILS_PER_SEC], usize),
+    /// The failed AUTHs over TCP and over the Unix socket ([`Agent::fails`]).
+    auth_fails: [Fails; 2],
+}
+
+/// When the last [`AUTH_FAILS_PER_SEC`] failed AUTHs of one transport were: another is
+/// checked only when the oldest of them is a second old. One per transport: a TCP guesser
+/// cannot lock out `tether ctl` on the board, and on the board nobody guesses the token
+/// faster than over the network.
+#[derive(Clone, Copy, Default)]
+struct Fails {
+    at: [Option<Instant>; AUTH_FAILS_PER_SEC],
+    oldest: usize,
+}
+
+impl Fails {
+    fn full(&self, now: Instant) -> bool {
+        let second = Duration::from_secs(1);
+        self.at[self.oldest].is_some_and(|t| now.saturating_duration_since(t) < second)
+    }
+
+    fn record(&mut self, now: Instant) {
+        self.at[self.oldest] = Some(now);
+        self.oldest = (self.oldest + 1) % AUTH_FAILS_PER_SEC;
+    }
 }
 
 const E_DENIED: Error = Error::new(
@@ -277,7 +298,7 @@ impl Agent {
             identify: None,
             max_clients: cfg.max_clients,
             started: now,
-            auth_fails: ([None; AUTH_FAILS_PER_SEC], 0),
+            auth_fails: [Fails::default(); 2],
         }
     }
 
@@ -482,6 +503,11 @@ impl Agent {
         res
     }
 
+    /// The failed AUTHs of `transport`.
+    fn fails(&mut self, transport: Transport) -> &mut Fails {
+        &mut self.auth_fails[usize::from(transport == Transport::Unix)]
+    }
+
     /// `AUTH` alone: a fresh nonce for this connection, replacing any outstanding one.
     fn challenge(
         &mut self,
@@ -515,13 +541,10 @@ impl Agent {
         out: &mut WBuf<'_>,
     ) -> (Result<(), Error>, Outcome) {
         let challenge = session.challenge.take();
-        // Over TCP, a limit on failures per second shared by every client, so reconnecting
-        // does not buy more guesses. Not on the Unix socket: whoever may connect there may
-        // change the agent without AUTH, and a TCP guesser must not lock it out.
+        // A limit on failures per second shared by every client of the transport, so
+        // reconnecting does not buy more guesses.
         let tcp = session.transport == Transport::Tcp;
-        let (fails, oldest) = self.auth_fails;
-        let second = Duration::from_secs(1);
-        if tcp && fails[oldest].is_some_and(|t| now.saturating_duration_since(t) < second) {
+        if self.fails(session.transport).full(now) {
             return (Err(E_AUTH_BUSY), Outcome::Continue);
         }
         let plain_ok = self.plain_auth || !tcp;
@@ -548,11 +571,7 @@ impl Agent {
                 (write_ok(out).map_err(|_| E_TOO_BIG), Outcome::Continue)
             }
             Err(e) => {
-                if tcp {
-                    let (fails, oldest) = &mut self.auth_fails;
-                    fails[*oldest] = Some(now);
-                    *oldest = (*oldest + 1) % AUTH_FAILS_PER_SEC;
-                }
+                self.fails(session.transport).record(now);
                 self.stats.auth_failures += 1;
                 session.hold_until = Some(now + Duration::from_millis(AUTH_FAIL_DELAY_MS));
                 (Err(e), Outcome::Hold)
