@@ -402,7 +402,7 @@ fn a_bad_token_file_stops_start_up_with_one_line_saying_why() {
         let Err(e) = Agent::try_start(&["--token-file", p]) else {
             panic!("started with --token-file {p}");
         };
-        let why = "longer than 128 bytes and 64 of white space around them";
+        let why = "the file is over 192 bytes (at most 128 and 64 of white space)";
         assert_eq!(e.stderr, format!("error: --token-file {p}: {why}\n"));
     }
 }

@@ -122,11 +122,14 @@ impl fmt::Display for NoSecret {
             NoSecret::Unreadable => f.write_str("missing or unreadable"),
             NoSecret::Empty => f.write_str("empty"),
             NoSecret::TooLong(max) => write!(f, "longer than {max} bytes"),
-            NoSecret::TooBig(max) => write!(
-                f,
-                "longer than {max} bytes and {} of white space around them",
-                crate::limits::SECRET_SLACK
-            ),
+            NoSecret::TooBig(max) => {
+                let slack = crate::limits::SECRET_SLACK;
+                let file = max + slack;
+                write!(
+                    f,
+                    "the file is over {file} bytes (at most {max} and {slack} of white space)"
+                )
+            }
         }
     }
 }
