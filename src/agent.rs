@@ -213,6 +213,8 @@ pub struct Agent {
     started: Instant,
     /// The failed AUTHs over TCP and over the Unix socket ([`Agent::fails`]).
     auth_fails: [Fails; 2],
+    /// Started with `--token-file` (so no token means the file went bad at a SIGHUP).
+    pub token_file: bool,
 }
 
 /// When the last [`AUTH_FAILS_PER_SEC`] failed AUTHs of one transport were: another is
@@ -245,6 +247,11 @@ const E_DENIED: Error = Error::new(
 const E_READ_ONLY: Error = Error::new(
     ErrCode::Denied,
     "read-only over TCP: this agent has no --token-file (change it over its Unix socket)",
+);
+/// As [`E_READ_ONLY`], with a `--token-file` that a SIGHUP found bad (AUTH is off).
+const E_READ_ONLY_BAD_TOKEN: Error = Error::new(
+    ErrCode::Denied,
+    "read-only over TCP: this agent's --token-file was bad at its last reload (see its log; change it over its Unix socket)",
 );
 const E_AUTH: Error = Error::new(ErrCode::Denied, "bad token");
 const E_AUTH_WRONG: Error = Error::new(ErrCode::Denied, "wrong answer to the challenge");
@@ -299,6 +306,7 @@ impl Agent {
             max_clients: cfg.max_clients,
             started: now,
             auth_fails: [Fails::default(); 2],
+            token_file: false,
         }
     }
 
@@ -323,6 +331,15 @@ impl Agent {
         let changed = token != self.token;
         self.token = token;
         changed
+    }
+
+    /// Why TCP is read-only when there is no token.
+    fn read_only(&self) -> Error {
+        if self.token_file {
+            E_READ_ONLY_BAD_TOKEN
+        } else {
+            E_READ_ONLY
+        }
     }
 
     pub fn has_token(&self) -> bool {
@@ -354,12 +371,12 @@ impl Agent {
                 let e = if self.token.is_some() {
                     E_DENIED
                 } else {
-                    E_READ_ONLY
+                    self.read_only()
                 };
                 (Err(e), Outcome::Continue)
             }
             Ok(Request::Auth(_)) if self.token.is_none() && !session.may_mutate() => {
-                (Err(E_READ_ONLY), Outcome::Continue)
+                (Err(self.read_only()), Outcome::Continue)
             }
             Ok(r) => self.answer(now, session, r, env, out),
         };

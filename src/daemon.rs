@@ -95,6 +95,7 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
     };
     let mut agent = Agent::new(now, &id, &core_cfg);
     agent.set_token(token);
+    agent.token_file = cfg.token_file.is_some();
     let links = open_beacons(now, &cfg, &beacon_ifaces, &tcp, &metrics, run_id, fleet_key);
     let off_info = BeaconInfo {
         port: cfg
