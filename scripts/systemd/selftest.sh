@@ -201,6 +201,19 @@ sleep 1.2 # a refused AUTH above holds that connection for 1 s; let the limiter 
 check "after reload: second token works" set_fact /tmp/t2 green
 check "after reload: first token refused" bash -c "! tether ctl -c 127.0.0.1:4545 -t 3 --token-file /tmp/t1 SET color red >/dev/null 2>&1"
 check "reload kept the process (same MainPID), fact set" bash -c "[ \"\$(systemctl show -p MainPID --value tether)\" = $pid ] && [ \"\$(tether ctl GET color)\" = 'OK green' ]"
+# A configuration error (exit 78: here a token file the agent's user may not read, the
+# usual mistake) is not retried: the unit fails once, and once the file is fixed a plain
+# restart brings it back. Retried, the 5 starts a minute went in 10 s, and the fixed
+# restart was refused ("Start request repeated too quickly") until `reset-failed`.
+chmod 0600 /etc/tether/token
+T systemctl reset-failed tether 2>/dev/null
+T systemctl restart tether 2>/dev/null
+sleep 5 # RestartSec=2s: two retries by now, were there any
+failed_once() { [ "$(prop ActiveState) $(prop Result) $(prop ExecMainStatus)" = "failed exit-code 78" ]; }
+check "a config error (exit 78) fails once, not retried" failed_once
+chmod 0640 /etc/tether/token
+check "fixed, a plain systemctl restart brings it back" bash -c "timeout 20 systemctl restart tether"
+check "... and it is active" wait_for 10 is_active
 
 # ---- 8. another socket group (the documented drop-in) -----------------------------------
 # As board/RASPBERRY-PI.md says: the agent must be in the group (SupplementaryGroups=) and
