@@ -37,10 +37,10 @@ pub enum Cmd {
 /// Run the agent in the foreground (for systemd, procd or busybox init).
 #[argh(subcommand, name = "agent")]
 pub struct AgentArgs {
-    /// TCP address to listen on, repeatable (default 0.0.0.0:4545 and [::]:4545); port 0 picks a free port
+    /// TCP address to listen on, repeatable up to 4 (default 0.0.0.0:4545 and [::]:4545); port 0 picks a free port
     #[argh(option)]
     pub listen: Vec<String>,
-    /// listen backlog (default 8)
+    /// listen backlog, 1-4096 (default 8)
     #[argh(option, default = "DEFAULT_BACKLOG")]
     pub backlog: u16,
     /// most clients served at once, TCP and Unix together (default and maximum 16)
@@ -62,7 +62,7 @@ pub struct AgentArgs {
     /// UDP port for beacons and scan probes (default 4546)
     #[argh(option, default = "DEFAULT_BEACON_PORT")]
     pub beacon_port: u16,
-    /// seconds between beacons (default 5; INTERVAL changes it at run time)
+    /// seconds between beacons, 1-3600 (default 5; INTERVAL changes it at run time)
     #[argh(option, default = "DEFAULT_INTERVAL_SECS")]
     pub interval: u32,
     /// path of the Unix socket (default /run/tether/tether.sock as root, else $XDG_RUNTIME_DIR/tether.sock or /tmp/tether-$UID/tether.sock)
@@ -542,6 +542,27 @@ mod tests {
     fn parse(args: &[&str]) -> Result<AgentConfig, String> {
         let a = AgentArgs::from_args(&["agent"], args).map_err(|e| e.output)?;
         a.validate()
+    }
+
+    /// `--help` states ranges in words (argh's doc comments cannot name a constant): they
+    /// are the limits the options are checked against.
+    #[test]
+    fn help_states_the_limits_the_options_are_checked_against() {
+        use crate::limits::{BACKLOG_MAX, INTERVAL_MAX_SECS, INTERVAL_MIN_SECS};
+        let help = parse(&["--help"]).unwrap_err();
+        for said in [
+            format!("repeatable up to {MAX_LISTENERS} (default 0.0.0.0:4545"),
+            format!("listen backlog, 1-{BACKLOG_MAX} (default 8)"),
+            format!("seconds between beacons, {INTERVAL_MIN_SECS}-{INTERVAL_MAX_SECS} (default"),
+            format!("repeatable (at most {MAX_METRICS_LISTENERS}; off by default)"),
+            format!("beacon interface, repeatable up to {MAX_BEACON_IFACES} (default"),
+        ] {
+            let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert!(
+                flat.contains(&said),
+                "--help does not say {said:?}:\n{help}"
+            );
+        }
     }
 
     #[test]
