@@ -345,15 +345,32 @@ pub fn run(args: ScanArgs, wait: Duration) -> Result<u8, Fatal> {
     if args.watch {
         let mut out = std::io::stdout();
         let mut dropped_said = Unsaid::default();
+        // Said when it changes, not every round: what the key hid, and why the target
+        // file cannot be written.
+        let mut hidden_said = None;
+        let mut sd_said = None;
         loop {
             let now = Instant::now();
             boards.forget(now);
             if let Some(p) = &args.prometheus_sd {
                 let text = prometheus_sd(boards.shown(false), now, silent_after);
-                if let Err(e) = update_sd(p, text, &mut sd_last) {
-                    eprintln!("warning: {e}; retrying");
+                let r = update_sd(p, text, &mut sd_last);
+                match (&r, &sd_said) {
+                    (Err(e), _) if sd_said.as_ref() != Some(e) => {
+                        eprintln!("warning: {e}; retrying")
+                    }
+                    (Ok(()), Some(_)) => {
+                        eprintln!("note: --prometheus-sd {}: written again", p.display())
+                    }
+                    _ => {}
                 }
+                sd_said = r.err();
             }
+            let hidden = boards.hidden(args.all);
+            if hidden.is_some() && hidden != hidden_said {
+                eprintln!("note: {}", hidden.as_deref().unwrap_or_default());
+            }
+            hidden_said = hidden;
             let rows = boards.shown(args.all);
             let shown = if args.json {
                 to_json(&rows, now, silent_after) + "\n"
@@ -383,24 +400,25 @@ pub fn run(args: ScanArgs, wait: Duration) -> Result<u8, Fatal> {
     } else if !rows.is_empty() {
         to_stdout(&table(&rows, now, silent_after, checked))?;
     }
-    if rows.is_empty() && args.prometheus_sd.is_some() {
-        // The target file is the product: an empty fleet is a valid answer, not a failure.
-        eprintln!(
-            "warning: no boards answered within {}s; the target file lists none",
-            Fixed(args.timeout, 1)
-        );
-        return Ok(0);
-    }
     if rows.is_empty() {
+        // Under 0.1 s in milliseconds: `-t 0.04` did not wait "0.0s".
+        let decimals = if args.timeout < 0.1 { 3 } else { 1 };
         let within = format!(
             "within {}s{}",
-            Fixed(args.timeout, 1),
+            Fixed(args.timeout, decimals),
             dev.map(|d| format!(" on {d}")).unwrap_or_default()
         );
-        match boards.hidden(args.all) {
-            Some(h) => eprintln!("error: no signed board answered {within}; {h}"),
-            None => eprintln!("error: no boards answered {within}"),
+        let what = match boards.hidden(args.all) {
+            Some(h) => format!("no signed board answered {within}; {h}"),
+            None => format!("no boards answered {within}"),
+        };
+        if args.prometheus_sd.is_some() {
+            // The target file is the product: an empty fleet is a valid answer, not a
+            // failure.
+            eprintln!("warning: {what}; the target file lists none");
+            return Ok(0);
         }
+        eprintln!("error: {what}");
         return Ok(EX_UNAVAILABLE);
     }
     if let Some(h) = boards.hidden(args.all) {
@@ -409,14 +427,25 @@ pub fn run(args: ScanArgs, wait: Duration) -> Result<u8, Fatal> {
     Ok(0)
 }
 
+/// Which file a path names: device and inode.
+type FileId = (u64, u64);
+
+fn file_id(m: &std::fs::Metadata) -> FileId {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino())
+}
+
 /// Replaces `path` atomically: a temp file in the same directory, written and synced,
-/// mode 0644 whatever the umask, then renamed over `path`.
-pub fn write_atomic(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
+/// mode 0644 whatever the umask, then renamed over `path`. Returns which file `path` now
+/// names.
+pub fn write_atomic(path: &std::path::Path, contents: &str) -> std::io::Result<FileId> {
     let (tmp, mut f) = create_beside(path)?;
     let res = (|| {
         f.write_all(contents.as_bytes())?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        let id = file_id(&f.metadata()?);
+        std::fs::rename(&tmp, path)?;
+        Ok(id)
     })();
     if res.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -424,8 +453,9 @@ pub fn write_atomic(path: &std::path::Path, contents: &str) -> std::io::Result<(
     res
 }
 
-/// The temporary file [`write_atomic`] writes before it renames it to `path`: created
-/// (mode 0644) in `path`'s directory.
+/// The temporary file [`write_atomic`] writes before it renames it to `path`: created new
+/// (mode 0644) in `path`'s directory, never through what is already there (O_EXCL: a
+/// symlink planted at the name is not followed; another name is tried).
 fn create_beside(path: &std::path::Path) -> std::io::Result<(std::path::PathBuf, std::fs::File)> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let name = path
@@ -441,17 +471,23 @@ fn create_beside(path: &std::path::Path) -> std::io::Result<(std::path::PathBuf,
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => std::path::Path::new("."),
     };
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .open(&tmp)?;
+    let mut n = 0u32;
+    let (tmp, f) = loop {
+        let tmp = dir.join(format!(
+            ".{}.tmp.{}.{n}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let open = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&tmp);
+        match open {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 64 => n += 1,
+            r => break (tmp, r?),
+        }
+    };
     if let Err(e) = f.set_permissions(std::fs::Permissions::from_mode(0o644)) {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
@@ -475,15 +511,20 @@ fn sd_error(path: &std::path::Path, e: std::io::Error) -> String {
     format!("--prometheus-sd {}: {e}", path.display())
 }
 
+/// Writes the target file when its text changed, or when the file there is not the one
+/// last written (deleted, or replaced): not every round (an SD card wears).
 fn update_sd(
     path: &std::path::Path,
     text: String,
-    last: &mut Option<String>,
+    last: &mut Option<(String, FileId)>,
 ) -> Result<(), String> {
-    if last.as_deref() == Some(text.as_str()) {
-        return Ok(());
+    if let Some((t, id)) = last {
+        let there = std::fs::symlink_metadata(path).ok().map(|m| file_id(&m));
+        if *t == text && there == Some(*id) {
+            return Ok(());
+        }
     }
-    write_atomic(path, &text).map_err(|e| sd_error(path, e))?;
-    *last = Some(text);
+    let id = write_atomic(path, &text).map_err(|e| sd_error(path, e))?;
+    *last = Some((text, id));
     Ok(())
 }

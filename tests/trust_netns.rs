@@ -297,6 +297,24 @@ fn fleet_key_signs_and_scan_tells_signed_forged_altered_replayed() {
             .any(|l| l.starts_with("note: hidden: ") && l.contains(" forged")),
         "{err}"
     );
+    // `--watch` says so too (it never did: a forger went unnoticed by a watching scan).
+    let mut watch = tether_cmd_in(
+        Some(&lan.scanner),
+        &["scan", "--watch", "-t", "1", "--fleet-key", key],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    std::thread::sleep(slack(Duration::from_millis(2500)));
+    let _ = watch.kill();
+    let out = watch.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("note: hidden: ") && l.contains(" forged")),
+        "--watch: {err}"
+    );
 
     // --all shows what the forger sent, from where it really came.
     let (code, rows, err) = lan.scan_json(&["--fleet-key", key, "--all", "-t", "2"]);

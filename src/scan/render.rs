@@ -38,14 +38,22 @@ fn status(b: &Board, now: Instant, silent_after: Duration) -> &'static str {
 /// The table; with a key a TRUST column is added at the end. Text a board sent (id, host,
 /// address) is shown [`printable`].
 pub fn table(rows: &[&Board], now: Instant, silent_after: Duration, trust: bool) -> String {
-    // ADDRESS as wide as its longest (a scoped IPv6 address is ~30 characters), so rows
-    // stay in line.
-    let aw = rows
-        .iter()
-        .map(|b| printable(&b.addr).chars().count())
-        .fold(15, usize::max);
-    let mut s = format!(
-        "{:<16} {:<20} {:<aw$} {:>5} {:>7} {:>5} {:>6} {:>5} {:>6} {:<6}{}\n",
+    // HOST and ADDRESS as wide as their longest (a host name may have 64 characters, a
+    // scoped IPv6 address ~30), so rows stay in line.
+    let width = |f: fn(&Board) -> &str, least| {
+        rows.iter()
+            .map(|b| printable(f(b)).chars().count())
+            .fold(least, usize::max)
+    };
+    let (hw, aw) = (width(|b| &b.host, 20), width(|b| &b.addr, 15));
+    // Each line without the padding of its last column.
+    let mut s = String::new();
+    let mut line = |l: String| {
+        s += l.trim_end();
+        s.push('\n');
+    };
+    line(format!(
+        "{:<16} {:<hw$} {:<aw$} {:>5} {:>7} {:>5} {:>6} {:>5} {:>6} {:<6}{}",
         "ID",
         "HOST",
         "ADDRESS",
@@ -57,12 +65,12 @@ pub fn table(rows: &[&Board], now: Instant, silent_after: Duration, trust: bool)
         "SEEN",
         "STATE",
         if trust { " TRUST" } else { "" }
-    );
+    ));
     let shown = |v: Option<f64>, decimals| v.map_or("-".into(), |v| Fixed(v, decimals).to_string());
     for b in rows {
         let seen = now.saturating_duration_since(b.heard).as_secs_f64();
-        s += &format!(
-            "{:<16} {:<20} {:<aw$} {:>5} {:>7} {:>5} {:>6} {:>5} {:>5}s {:<6}{}\n",
+        line(format!(
+            "{:<16} {:<hw$} {:<aw$} {:>5} {:>7} {:>5} {:>6} {:>5} {:>5}s {:<6}{}",
             printable(&b.id),
             printable(&b.host),
             printable(&b.addr),
@@ -78,7 +86,7 @@ pub fn table(rows: &[&Board], now: Instant, silent_after: Duration, trust: bool)
             } else {
                 String::new()
             }
-        );
+        ));
     }
     s
 }

@@ -61,6 +61,58 @@ fn atomic_write_is_0644_and_leaves_no_temp_file() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
+/// The temporary name is predictable, so someone who may write in the directory could
+/// plant a symlink there: it is not followed (the file it named was emptied and made
+/// 0644), another name is used.
+#[test]
+fn atomic_write_never_writes_through_a_planted_symlink() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = std::env::temp_dir().join(format!("tether-sd-link-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let precious = d.join("precious");
+    std::fs::write(&precious, "precious").unwrap();
+    std::fs::set_permissions(&precious, std::fs::Permissions::from_mode(0o600)).unwrap();
+    for n in 0..3 {
+        let planted = d.join(format!(".x.json.tmp.{}.{n}", std::process::id()));
+        std::os::unix::fs::symlink(&precious, planted).unwrap();
+    }
+    let p = d.join("x.json");
+    write_atomic(&p, "[]").unwrap();
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), "[]");
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "precious");
+    let mode = std::fs::metadata(&precious).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// `--watch` writes the file when its text changes, and also when the file is gone or is
+/// not the one written (deleted, or its directory made anew): it stayed missing while the
+/// boards stayed the same.
+#[test]
+fn the_target_file_is_written_again_when_it_went() {
+    let d = std::env::temp_dir().join(format!("tether-sd-again-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    let p = d.join("t.json");
+    let mut last = None;
+    update_sd(&p, "[1]".into(), &mut last).unwrap();
+    let m0 = std::fs::metadata(&p).unwrap().modified().unwrap();
+    // Unchanged: not written again.
+    std::thread::sleep(Duration::from_millis(20));
+    update_sd(&p, "[1]".into(), &mut last).unwrap();
+    assert_eq!(std::fs::metadata(&p).unwrap().modified().unwrap(), m0);
+    std::fs::remove_file(&p).unwrap();
+    update_sd(&p, "[1]".into(), &mut last).unwrap();
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), "[1]");
+    std::fs::write(&p, "something else").unwrap();
+    std::fs::rename(&p, d.join("moved")).unwrap();
+    std::fs::write(&p, "edited").unwrap();
+    update_sd(&p, "[1]".into(), &mut last).unwrap();
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), "[1]");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
 #[test]
 fn decodes_what_the_agent_encodes() {
     let f = beacon::Fields {
@@ -297,7 +349,19 @@ fn the_table_shows_control_characters_as_question_marks() {
     assert_eq!(lines.len(), 4, "a header and one line per board: {t}");
     let controls = t.chars().filter(|c| c.is_control());
     assert!(controls.eq(['\n'; 4]), "only the line ends: {t:?}");
-    assert!(lines[1].starts_with("f3               x?[2J?]0;pwned?      10.9.0.66 "));
+    assert!(lines[1].starts_with("f3               x?[2J?]0;pwned?  "));
+    // HOST is as wide as the longest (row 2's), so ADDRESS stays in one column.
+    let col = |l: &str, s: &str| l.chars().count() - l[l.find(s).unwrap()..].chars().count();
+    assert_eq!(
+        col(lines[1], "10.9.0.66"),
+        col(lines[3], "10.9.0.67"),
+        "{t}"
+    );
+    assert_eq!(col(lines[0], "ADDRESS"), col(lines[1], "10.9.0.66"), "{t}");
+    assert!(
+        t.lines().all(|l| l == l.trim_end()),
+        "padding left at a line's end: {t:?}"
+    );
     assert!(lines[2].starts_with("f2               evil?f9dc1469d10fd16e pi-kitchen"));
     // An `addr` that is not an IP address is not shown: the source address is.
     assert!(lines[2].contains(" 10.9.0.66 "), "{t}");
