@@ -323,9 +323,9 @@ impl Agent {
         now.saturating_duration_since(self.started)
     }
 
-    /// Sets (or clears) the AUTH token: a token file's secret, as
-    /// [`crate::sys::read_secret`] gives it (trimmed, 1..=TOKEN_MAX bytes).
-    /// Sets the AUTH token (None: AUTH disabled). True when that changed it.
+    /// Sets the AUTH token, a token file's secret as [`crate::sys::read_secret`] gives it
+    /// (trimmed, 1..=TOKEN_MAX bytes), or clears it (None: AUTH disabled). True when that
+    /// changed it.
     pub fn set_token(&mut self, token: Option<&[u8]>) -> bool {
         let token = token.and_then(|t| heapless::Vec::from_slice(t).ok());
         let changed = token != self.token;

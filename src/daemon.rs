@@ -11,7 +11,7 @@ use crate::sys::{self, SysError};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::exit::Fatal;
 use crate::exit::{EX_CONFIG, EX_OSERR, EX_UNAVAILABLE, EX_USAGE};
@@ -263,10 +263,27 @@ fn open_publish(
 
 /// `--led`, checked now so a typo fails start-up, not IDENTIFY.
 fn open_led(cfg: &AgentConfig) -> Result<Option<sys::led::LedFile>, Fatal> {
-    cfg.led
-        .as_ref()
-        .map(|p| sys::led::LedFile::open(p).map_err(fatal(EX_CONFIG)))
-        .transpose()
+    let Some(p) = cfg.led.as_ref() else {
+        return Ok(None);
+    };
+    let until = Instant::now() + Duration::from_millis(crate::limits::LED_WAIT_MS);
+    let mut said = false;
+    loop {
+        match sys::led::LedFile::open(p) {
+            Ok(led) => return Ok(Some(led)),
+            Err(e) if Instant::now() >= until => return Err(fatal(EX_CONFIG)(e)),
+            Err(e) => {
+                if !said {
+                    log::warn!(
+                        "{e}: waiting up to {} ms for it (udev at boot)",
+                        crate::limits::LED_WAIT_MS
+                    );
+                    said = true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
 }
 
 /// The beacon interfaces: `--iface` (repeatable), else the first up, non-loopback one with
@@ -330,7 +347,7 @@ fn open_beacons(
 }
 
 /// `--token-file`: read now, so a missing, empty or long token stops start-up (SIGHUP
-/// re-reads it: `RunLoop::read_token`).
+/// re-reads it: `RunLoop::reload_token`).
 fn read_token<'b>(cfg: &AgentConfig, buf: &'b mut [u8]) -> Result<Option<&'b [u8]>, Fatal> {
     let Some(p) = &cfg.token_file else {
         return Ok(None);

@@ -40,9 +40,11 @@ pub const READS_PER_TURN: usize = 16;
 /// datagram, a scan probe or a scrape is seen: this many turns of a few microseconds.
 pub const QUICK_POLLS: u8 = 15;
 /// Closing and refused connections are half-closed and drained ("lingered") this long at
-/// most, so a reset does not destroy the last reply; at most this many at once.
+/// most, so a reset does not destroy the last reply; at most this many at once: 16, and
+/// one for each HTTP slot, whose connections closing after their last response linger
+/// here too (they did in their slots: a scrape flood does not push others out sooner).
 pub const LINGER_SECS: u64 = 2;
-pub const LINGER_MAX: usize = 16;
+pub const LINGER_MAX: usize = 16 + HTTP_SLOTS;
 /// What a lingering connection sends (control or HTTP) is read into (and dropped from) a
 /// stack buffer this big.
 pub const LINGER_SINK: usize = 512;
@@ -112,8 +114,8 @@ pub const fn secret_buf_len(max: usize) -> usize {
 }
 /// A client that failed AUTH has its next line held back this long.
 pub const AUTH_FAIL_DELAY_MS: u64 = 1000;
-/// Across all TCP clients, at most this many failed AUTHs are checked in any second;
-/// beyond it AUTH answers `ERR busy` without comparing.
+/// Across all clients of one transport (TCP, the Unix socket), at most this many failed
+/// AUTHs are checked in any second; beyond it AUTH answers `ERR busy` without comparing.
 pub const AUTH_FAILS_PER_SEC: usize = 5;
 /// A challenge nonce (`AUTH` alone) is valid this long, once, on its own connection.
 pub const AUTH_NONCE_SECS: u64 = 30;
@@ -296,6 +298,10 @@ pub const STATUS_FACT_MAX: usize = KEY_MAX + JSON_ESCAPE_ASCII_MAX_FACTOR * VALU
 /// brightness, in bytes; and the most read from an LED file at a time (the trigger list
 /// is read in pieces of this size).
 pub const LED_ON_MAX: usize = 8;
+/// At start, how long `--led` may take to become writable (the LED rule's `chgrp` runs
+/// while udev works through its boot-time events, maybe after the agent starts) before it
+/// is a configuration error (exit 78, which the unit does not retry).
+pub const LED_WAIT_MS: u64 = 5000;
 pub const LED_TRIGGER_MAX: usize = 32;
 pub const LED_BRIGHTNESS_MAX: usize = 16;
 pub const LED_READ_MAX: usize = 512;

@@ -217,6 +217,23 @@ fn every_command_over_tcp_v6() {
     assert_eq!(Client::tcp(a.tcp[1]).req("PING"), "PONG");
 }
 
+/// At boot the LED rule's chgrp may come after the agent starts: `--led` that is not
+/// writable yet is waited for (up to 5 s) before it is a configuration error, which the
+/// unit does not retry.
+#[test]
+fn an_led_that_comes_within_seconds_is_waited_for() {
+    let dir = temp_dir("led-late");
+    let led = dir.join("brightness");
+    let later = led.clone();
+    let maker = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1000));
+        std::fs::write(&later, "0\n").unwrap();
+    });
+    let a = Agent::start(&["--led", led.to_str().unwrap()]);
+    maker.join().unwrap();
+    assert_eq!(a.unix().req("IDENTIFY 1"), "OK");
+}
+
 #[test]
 fn identify_blinks_the_led_file_and_restores_it() {
     let dir = temp_dir("led");

@@ -14,8 +14,8 @@
 //! dropped until the peer closes), so the last response is not destroyed by a reset.
 //!
 //! A new connection that finds every slot taken takes one whose connection needs it least
-//! (`Http::seat`): closing, then a request head that has not come (not a byte, or not
-//! all of it) within [`HTTP_HEAD_GRACE_MS`], then kept-alive and idle. While the only such
+//! (`Http::seat`): a request head that has not come (not a byte, or not all of it)
+//! within [`HTTP_HEAD_GRACE_MS`], then kept-alive and idle. While the only such
 //! slots are heads still in their grace, it waits in the listen backlog ([`Http::plan`]);
 //! only when every slot has a request in progress is it answered 503.
 
@@ -226,7 +226,7 @@ impl Http {
     }
 
     /// Where a new connection would go now: a free slot, else the slot of a connection
-    /// that needs it least: closing ones first, then request heads that have not come
+    /// that needs it least: request heads that have not come
     /// within [`HEAD_GRACE`] (the oldest first: a scraper sends its request at once, so
     /// these are peers holding a slot without asking, slowloris), then the kept-alive one
     /// idle the longest. A slot sending a response, or with a request waiting unread, or
