@@ -276,28 +276,36 @@ fn no_agent_ends_the_batch_with_69() {
 fn fake_peer(reply: &str) -> (std::path::PathBuf, mpsc::Receiver<String>) {
     let sock = temp_dir("fake-peer").join("fake.sock");
     let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-    let (reply, (tx, rx)) = (format!("{reply}\n"), mpsc::channel());
-    std::thread::spawn(move || {
-        listener
-            .incoming()
-            .map_while(Result::ok)
-            .for_each(|c| answer(&c, &reply, &tx))
-    });
-    (sock, rx)
+    (
+        sock,
+        serve_fake(move || listener.accept().map(|(c, _)| c), reply),
+    )
 }
 
 /// [`fake_peer`] on a loopback TCP port.
 fn fake_tcp_peer(reply: &str) -> std::net::SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let (reply, (tx, _)) = (format!("{reply}\n"), mpsc::channel());
-    std::thread::spawn(move || {
-        listener
-            .incoming()
-            .map_while(Result::ok)
-            .for_each(|c| answer(&c, &reply, &tx))
-    });
+    serve_fake(move || listener.accept().map(|(c, _)| c), reply);
     addr
+}
+
+/// A fake peer's thread: every connection `accept` gives is [`answer`]ed with `reply`.
+fn serve_fake<S>(
+    mut accept: impl FnMut() -> std::io::Result<S> + Send + 'static,
+    reply: &str,
+) -> mpsc::Receiver<String>
+where
+    S: Send,
+    for<'a> &'a S: std::io::Read + std::io::Write,
+{
+    let (reply, (tx, rx)) = (format!("{reply}\n"), mpsc::channel());
+    std::thread::spawn(move || {
+        while let Ok(c) = accept() {
+            answer(&c, &reply, &tx);
+        }
+    });
+    rx
 }
 
 /// A fake peer's connection: every line answered with `reply` and reported on `tx`.

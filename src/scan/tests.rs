@@ -42,11 +42,17 @@ fn prometheus_sd_lists_up_boards_with_metrics_by_id() {
     assert_eq!(prometheus_sd([], now, Duration::from_secs(15)), "[]");
 }
 
-#[test]
-fn atomic_write_is_0644_and_leaves_no_temp_file() {
-    let d = std::env::temp_dir().join(format!("tether-sd-unit-{}", std::process::id()));
+/// An empty directory of this test process's own for a target-file test.
+fn fresh_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("tether-sd-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn atomic_write_is_0644_and_leaves_no_temp_file() {
+    let d = fresh_dir("unit");
     let p = d.join("tether.json");
     write_atomic(&p, "[]").unwrap();
     write_atomic(&p, "[1]").unwrap();
@@ -67,9 +73,7 @@ fn atomic_write_is_0644_and_leaves_no_temp_file() {
 #[test]
 fn atomic_write_never_writes_through_a_planted_symlink() {
     use std::os::unix::fs::PermissionsExt;
-    let d = std::env::temp_dir().join(format!("tether-sd-link-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
+    let d = fresh_dir("link");
     let precious = d.join("precious");
     std::fs::write(&precious, "precious").unwrap();
     std::fs::set_permissions(&precious, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -91,9 +95,7 @@ fn atomic_write_never_writes_through_a_planted_symlink() {
 /// boards stayed the same.
 #[test]
 fn the_target_file_is_written_again_when_it_went() {
-    let d = std::env::temp_dir().join(format!("tether-sd-again-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
+    let d = fresh_dir("again");
     let p = d.join("t.json");
     let mut last = None;
     update_sd(&p, "[1]".into(), &mut last).unwrap();
