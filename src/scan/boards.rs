@@ -474,10 +474,11 @@ impl Boards {
             r.dup_id = dup;
             if let (true, Err(at)) = (dup, self.warned.binary_search(&r.id)) {
                 self.warned.insert(at, r.id.clone());
-                new.push(r.id.clone());
+                // In order as `warned` is (no sort: its code would be 2 KiB of the binary).
+                let at = new.binary_search(&r.id).unwrap_or_else(|at| at);
+                new.insert(at, r.id.clone());
             }
         }
-        new.sort();
         new
     }
 
