@@ -406,3 +406,30 @@ fn a_bad_token_file_stops_start_up_with_one_line_saying_why() {
         assert_eq!(e.stderr, format!("error: --token-file {p}: {why}\n"));
     }
 }
+
+#[test]
+fn a_token_file_other_users_can_read_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let (a, tf) = agent(&[]); // written 0644 (umask 022)
+                              // Rotated (SIGHUP) to a file every user can change, then to one only its group reads:
+                              // each reload is seen when its token works.
+    for (token, mode) in [("tok-two", 0o646), ("tok-three", 0o640)] {
+        std::fs::write(&tf, token).unwrap();
+        std::fs::set_permissions(&tf, std::fs::Permissions::from_mode(mode)).unwrap();
+        a.signal(1);
+        let works = || a.tcp().auth(token) == "OK";
+        assert!(wait_for(slack(Duration::from_secs(5)), works), "{token}");
+    }
+    assert_eq!(a.stats()["allocs_since_ready"], 0);
+    let (_, err) = a.stop();
+    let f = tf.display();
+    let warned: Vec<&str> = err.lines().filter(|l| l.contains("other users")).collect();
+    let line = |can, mode| {
+        format!("[WARN  tether::sys] {f}: other users can {can} it (mode {mode}): chmod o-rwx it")
+    };
+    assert_eq!(
+        warned,
+        [line("read", "0644"), line("change", "0646")],
+        "{err}"
+    );
+}

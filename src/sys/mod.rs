@@ -88,8 +88,11 @@ pub fn open_read(path: impl AsRef<std::path::Path>) -> std::io::Result<std::fs::
 
 /// Reads a small file into `buf` without allocating ([`open_read`]); returns the bytes read.
 pub fn read_small(path: &str, buf: &mut [u8]) -> Option<usize> {
+    read_all(open_read(path).ok()?, buf)
+}
+
+fn read_all(mut f: std::fs::File, buf: &mut [u8]) -> Option<usize> {
     use std::io::Read;
-    let mut f = open_read(path).ok()?;
     let mut n = 0;
     while n < buf.len() {
         match f.read(&mut buf[n..]) {
@@ -147,15 +150,25 @@ pub fn read_secret<'b>(
     buf: &'b mut [u8],
     max: usize,
 ) -> Result<&'b [u8], NoSecret> {
-    let n = (path.to_str())
-        .and_then(|p| read_small(p, buf))
-        .ok_or(NoSecret::Unreadable)?;
+    let f = open_read(path).map_err(|_| NoSecret::Unreadable)?;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = f.metadata().map_or(0, |m| m.permissions().mode());
+    let n = read_all(f, buf).ok_or(NoSecret::Unreadable)?;
     if n == buf.len() {
         return Err(NoSecret::TooBig(max));
     }
     match buf[..n].trim_ascii() {
         [] => Err(NoSecret::Empty),
         s if s.len() > max => Err(NoSecret::TooLong(max)),
-        s => Ok(s),
+        s => {
+            // A secret every user of the board can read (or change) is no secret: said, not
+            // refused (the agent's user may be the only one there is).
+            if mode & 0o006 != 0 {
+                let can = if mode & 0o002 != 0 { "change" } else { "read" };
+                let (p, m) = (path.display(), mode & 0o7777);
+                log::warn!("{p}: other users can {can} it (mode {m:04o}): chmod o-rwx it");
+            }
+            Ok(s)
+        }
     }
 }
