@@ -159,6 +159,7 @@ need_rust_src() {
 need_zig() {
     local venv=$TETHER_CACHE/zig-venv
     if ! "$venv/bin/python" -m ziglang version >/dev/null 2>&1; then
+        need_cmd python3 python3
         rm -rf "$venv"
         mkdir -p "$TETHER_CACHE"
         if ! python3 -m venv "$venv" >/dev/null 2>&1; then

@@ -147,9 +147,52 @@ impl<F: AsFd> io::Write for Log<F> {
     }
 }
 
+/// A moment in UTC as the lines of a log file begin with it (`2026-12-02T21:53:52Z`): a
+/// file, unlike the journal, stamps nothing itself. Seconds since 1970.
+pub struct Utc(pub u64);
+
+impl Utc {
+    pub fn now() -> Utc {
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        Utc(since.map_or(0, |d| d.as_secs()))
+    }
+}
+
+impl std::fmt::Display for Utc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (days, secs) = (self.0 / 86_400, self.0 % 86_400);
+        // Days since 1970-01-01 to a civil date: Howard Hinnant's civil_from_days, in
+        // 400-year eras counted from 0000-03-01.
+        let z = days as i64 + 719_468;
+        let (era, doe) = (z.div_euclid(146_097), z.rem_euclid(146_097));
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        let (h, min, s) = (secs / 3_600, secs / 60 % 60, secs % 60);
+        write!(f, "{y:04}-{m:02}-{d:02}T{h:02}:{min:02}:{s:02}Z")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utc_is_the_civil_date_and_time() {
+        for (secs, text) in [
+            (0, "1970-01-01T00:00:00Z"),
+            (951_782_400, "2000-02-29T00:00:00Z"),
+            (1_709_251_199, "2024-02-29T23:59:59Z"),
+            (1_798_848_000, "2027-01-02T00:00:00Z"),
+            (4_102_444_800, "2100-01-01T00:00:00Z"),
+            (4_107_542_400, "2100-03-01T00:00:00Z"),
+        ] {
+            assert_eq!(Utc(secs).to_string(), text);
+        }
+    }
     use nix::sys::socket::{setsockopt, sockopt};
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
