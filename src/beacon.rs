@@ -269,6 +269,13 @@ pub struct Link {
     changes: LogRate,
 }
 
+/// What outlives a link that another replaces (no `--iface`: the default interface
+/// changed, [`Link::carry_on`]).
+pub struct Carried {
+    seq: [u64; 2],
+    changes: LogRate,
+}
+
 fn fam_ix(f: Family) -> usize {
     match f {
         Family::V4 => 0,
@@ -309,6 +316,25 @@ impl Link {
 
     pub fn name(&self) -> &str {
         &self.info.iface
+    }
+
+    /// This link replaced by another: what the new one carries on ([`Link::carry_on`]).
+    pub fn carried(self) -> Carried {
+        Carried {
+            seq: self.seq,
+            changes: self.changes,
+        }
+    }
+
+    /// Carries on where the replaced link stopped: its sequence numbers (a scanner holds
+    /// a run to ever higher ones per source address: starting at 0 again, a board that
+    /// came back to an address within the scanner's memory would read as replayed and be
+    /// hidden) and its budget of lines about changes (two interfaces flapping in turn are
+    /// one flap).
+    pub fn carry_on(&mut self, c: Carried) {
+        self.seq = c.seq;
+        self.info.seq = c.seq[0].max(c.seq[1]);
+        self.changes = c.changes;
     }
 
     pub fn port(&self) -> u16 {

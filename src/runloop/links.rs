@@ -171,8 +171,12 @@ impl Links {
             ),
             None => log::info!("beacon: {name} qualifies now; beaconing on it"),
         }
+        let old = self.entries.pop().map(|e| e.link.carried());
         self.entries.clear();
         self.add(now, &name);
+        if let (Some(c), Some(e)) = (old, self.entries.first_mut()) {
+            e.link.carry_on(c);
+        }
     }
 
     /// Socket (`i`, `family`) is readable: reads a bounded number of datagrams.
