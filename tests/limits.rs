@@ -825,3 +825,37 @@ fn sockets_lists_every_socket_at_its_widest_in_one_line() {
     let (status, _) = a.stop();
     assert!(status.success(), "{status:?}");
 }
+
+/// `ss -tno` of the agent's side of its established TCP connections: one line each.
+fn agent_side(a: &Agent) -> Vec<String> {
+    let port = format!("( sport = :{} )", a.tcp_addr().port());
+    let out = std::process::Command::new("ss")
+        .args(["-tnoH", "state", "established", &port])
+        .output()
+        .expect("ss (iproute2)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines().map(str::to_string).collect()
+}
+
+#[test]
+fn with_no_idle_timeout_tcp_keepalive_finds_a_vanished_peer() {
+    // A peer gone without a FIN or RST (crashed, its Wi-Fi gone) would hold its slot for
+    // good with --idle-timeout 0: the kernel probes it after 60 s idle, every 10 s, and
+    // drops it after 6 unanswered. With an idle timeout, that timeout does the work.
+    for (args, keepalive) in [(&["--idle-timeout", "0"][..], true), (&[][..], false)] {
+        let a = Agent::start(args);
+        let mut c = a.tcp();
+        assert_eq!(c.req("PING"), "PONG");
+        let lines = agent_side(&a);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let timer = lines[0].contains("timer:(keepalive,");
+        assert_eq!(timer, keepalive, "{args:?}: {lines:?}");
+        if keepalive {
+            // The first probe within a minute (ss shows the time left: "1min" or "58sec").
+            let left = lines[0].split("timer:(keepalive,").nth(1).unwrap();
+            let secs: String = left.chars().take_while(char::is_ascii_digit).collect();
+            let within = left.starts_with("1min") || (30..=60).contains(&secs.parse().unwrap_or(0));
+            assert!(within, "{left}");
+        }
+    }
+}

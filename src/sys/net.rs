@@ -215,6 +215,23 @@ pub fn accept(listener: BorrowedFd<'_>, tcp: bool) -> Accept {
     }
 }
 
+/// TCP keepalive on a connection that no idle timeout will close (`--idle-timeout 0`): a
+/// peer gone without a FIN or RST (crashed, rebooted, its NAT entry or Wi-Fi gone) is found
+/// dead after [`KEEPALIVE_IDLE_SECS`] + [`KEEPALIVE_PROBES`] × [`KEEPALIVE_INTERVAL_SECS`]
+/// and its slot freed; without it, sixteen such peers would fill the client table until a
+/// restart. Best effort, as TCP_NODELAY.
+///
+/// [`KEEPALIVE_IDLE_SECS`]: crate::limits::KEEPALIVE_IDLE_SECS
+/// [`KEEPALIVE_PROBES`]: crate::limits::KEEPALIVE_PROBES
+/// [`KEEPALIVE_INTERVAL_SECS`]: crate::limits::KEEPALIVE_INTERVAL_SECS
+pub fn keepalive(fd: BorrowedFd<'_>) {
+    use crate::limits::{KEEPALIVE_IDLE_SECS, KEEPALIVE_INTERVAL_SECS, KEEPALIVE_PROBES};
+    let _ = setsockopt(&fd, sockopt::TcpKeepIdle, &KEEPALIVE_IDLE_SECS);
+    let _ = setsockopt(&fd, sockopt::TcpKeepInterval, &KEEPALIVE_INTERVAL_SECS);
+    let _ = setsockopt(&fd, sockopt::TcpKeepCount, &KEEPALIVE_PROBES);
+    let _ = setsockopt(&fd, sockopt::KeepAlive, &true);
+}
+
 /// Outcome of a non-blocking read or write.
 pub enum Io {
     Done(usize),
