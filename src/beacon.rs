@@ -22,8 +22,8 @@
 
 use crate::agent::{Agent, BeaconInfo, BeaconState, Board, Stats};
 use crate::limits::{
-    secret_buf_len, warn_due, BEACON_ERROR_MAX, DATAGRAM_MAX, FLAP_LINES, FLAP_WINDOW_SECS,
-    FLEET_KEY_MAX, MAX_LISTENERS, MAX_METRICS_LISTENERS, PROBE_ANSWER_DELAY_MAX_MS, PROBE_BURST,
+    secret_buf_len, BEACON_ERROR_MAX, DATAGRAM_MAX, FLAP_LINES, FLAP_WINDOW_SECS, FLEET_KEY_MAX,
+    MAX_LISTENERS, MAX_METRICS_LISTENERS, PROBE_ANSWER_DELAY_MAX_MS, PROBE_BURST,
     PROBE_PENDING_MAX, PROBE_PER_SEC,
 };
 use crate::lograte::LogRate;
@@ -252,7 +252,7 @@ pub struct Link {
     first_due: Instant,
     /// Token bucket for probe answers: (tokens, last refill).
     bucket: (u32, Instant),
-    last_warn: Option<Instant>,
+    last_warn: crate::lograte::Repeat,
     /// Beacons (or goodbyes) queued for each family, sent by [`Link::poll_transmit`].
     queued: [Option<Kind>; 2],
     pending: heapless::Vec<Pending, PROBE_PENDING_MAX>,
@@ -303,7 +303,7 @@ impl Link {
             last_tick: None,
             first_due: now,
             bucket: (PROBE_BURST, now),
-            last_warn: None,
+            last_warn: crate::lograte::Repeat::default(),
             queued: [None, None],
             pending: heapless::Vec::new(),
             rng: seed | 1,
@@ -701,10 +701,10 @@ impl Link {
         self.warn(now);
     }
 
-    /// Warnings about the interface are rate-limited: one per state change, then at
-    /// most one per [`crate::limits::WARN_EVERY_SECS`] ([`warn_due`]).
+    /// Warnings about the interface are rate-limited: one per state change, then as a
+    /// [`crate::lograte::Repeat`] allows (1, 2, 4 ... minutes apart, at most an hour).
     fn warn(&mut self, now: Instant) {
-        if warn_due(&mut self.last_warn, now) {
+        if self.last_warn.due(now) {
             if self.info.last_error.is_empty() {
                 log::warn!(
                     "beacon on {}: interface {}; retrying every interval",
@@ -722,7 +722,7 @@ impl Link {
     }
 
     /// Down, and why (empty: the interface is down). Said when the state or the reason
-    /// changes; again at most once per [`crate::limits::WARN_EVERY_SECS`] only when
+    /// changes; again as a [`crate::lograte::Repeat`] allows only when
     /// `repeat` (an error), not while the link merely waits (STATUS shows it meanwhile).
     fn set_down(&mut self, now: Instant, why: &str, repeat: bool) {
         let down = self.state == BeaconState::Down && self.looked;
@@ -746,7 +746,7 @@ impl Link {
     /// out, not a line per change (37,000 a day for a marginal Wi-Fi link).
     fn say_change(&mut self, now: Instant) {
         let Some(hidden) = self.changes.take(now) else {
-            self.last_warn = Some(now);
+            self.last_warn.said(now);
             return;
         };
         if hidden > 0 {
@@ -755,7 +755,7 @@ impl Link {
                 self.info.iface
             );
         }
-        self.last_warn = None;
+        self.last_warn.reset();
         match self.state {
             BeaconState::Up => self.say_up(),
             _ => self.warn(now),
@@ -928,11 +928,11 @@ mod tests {
         assert_eq!(l.state().1.last_error.as_str(), "no carrier");
         l.on_tick(t0);
         assert!(l.poll_transmit(t0).is_none(), "no beacon without a carrier");
-        assert_eq!(l.last_warn, Some(t0));
+        assert_eq!(l.last_warn.last(), Some(t0));
         // Still unplugged a minute later: not said again (STATUS shows it).
         let later = t0 + Duration::from_secs(crate::limits::WARN_EVERY_SECS + 1);
         drive(&mut l, later, unplugged);
-        assert_eq!(l.last_warn, Some(t0));
+        assert_eq!(l.last_warn.last(), Some(t0));
         // Another reason (the interface set down) is said.
         let down = up(1).map(|i| IfNow {
             up: false,
@@ -940,7 +940,7 @@ mod tests {
             ..i
         });
         drive(&mut l, later, down);
-        assert_eq!(l.last_warn, Some(later));
+        assert_eq!(l.last_warn.last(), Some(later));
         assert_eq!(l.state().1.last_error.as_str(), "");
         drive(&mut l, later, up(1));
         assert_eq!(l.state().0, BeaconState::Up);

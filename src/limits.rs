@@ -385,23 +385,16 @@ pub const PUBLISH_DGRAM_MAX: usize = LINE_MAX + 2;
 pub const SOCKBUF_MIN: u32 = 1024;
 pub const SOCKBUF_MAX: u32 = 4 * 1024 * 1024;
 
-/// Rate limit for operator warnings that can repeat (interface flaps...).
+/// Operator warnings that repeat while a condition lasts (a socket error, accepts paused,
+/// a growing count) are said again after this many seconds, then after twice as long each
+/// time, up to [`WARN_MAX_SECS`] ([`crate::lograte::Repeat`]): an error that never clears
+/// is said 29 times in its first day and 24 a day after that, not 1,440.
 pub const WARN_EVERY_SECS: u64 = 60;
+pub const WARN_MAX_SECS: u64 = 3_600;
 /// A beacon interface's changes of state are said at most this many times per
 /// [`FLAP_WINDOW_SECS`]; a link that flaps faster writes how many changes it left out.
 pub const FLAP_LINES: u32 = 4;
 pub const FLAP_WINDOW_SECS: u64 = 600;
-
-/// Is a repeating warning to be said now? The first time, then at most once per
-/// [`WARN_EVERY_SECS`]; `last` is when it was last said (None: never, or reset).
-pub fn warn_due(last: &mut Option<std::time::Instant>, now: std::time::Instant) -> bool {
-    let every = std::time::Duration::from_secs(WARN_EVERY_SECS);
-    let due = last.is_none_or(|t| now.saturating_duration_since(t) >= every);
-    if due {
-        *last = Some(now);
-    }
-    due
-}
 
 /// One piece of a text that spells out limits: see [`crate::limit_text`].
 pub enum Piece {

@@ -3,7 +3,7 @@
 //! `-v` writes a few lines a second and how many it left out, not a line per datagram.
 //! And a running count said in a warning at most once a minute ([`Unsaid`]).
 
-use crate::limits::{warn_due, DEBUG_LINES_PER_SEC};
+use crate::limits::{DEBUG_LINES_PER_SEC, WARN_EVERY_SECS, WARN_MAX_SECS};
 use std::time::{Duration, Instant};
 
 /// One source of such lines and its budget.
@@ -57,20 +57,61 @@ impl LogRate {
     }
 }
 
+/// A warning that repeats while its condition lasts: said the first time, then again after
+/// [`WARN_EVERY_SECS`], and after twice as long each time up to [`WARN_MAX_SECS`]. A
+/// condition that went away for a while (nothing said for twice the gap) starts over.
+#[derive(Default)]
+pub struct Repeat {
+    /// When it was last said (None: never, or reset).
+    last: Option<Instant>,
+    /// Seconds from `last` until it may be said again.
+    gap: u64,
+}
+
+impl Repeat {
+    /// Is it to be said now? (Said, if so.)
+    pub fn due(&mut self, now: Instant) -> bool {
+        let since = self
+            .last
+            .map(|t| now.saturating_duration_since(t).as_secs());
+        let gap = self.gap.max(WARN_EVERY_SECS);
+        self.gap = match since {
+            Some(s) if s < gap => return false,
+            Some(s) if s < 2 * gap => (2 * gap).min(WARN_MAX_SECS),
+            _ => WARN_EVERY_SECS,
+        };
+        self.last = Some(now);
+        true
+    }
+
+    /// Said now by other means (a line about a change): the next repeat is a gap away.
+    pub fn said(&mut self, now: Instant) {
+        self.last = Some(now);
+    }
+
+    /// The condition changed: the next one is said at once, and repeats start over.
+    pub fn reset(&mut self) {
+        *self = Repeat::default();
+    }
+
+    pub fn last(&self) -> Option<Instant> {
+        self.last
+    }
+}
+
 /// A running count (datagrams the kernel dropped, datagrams ignored) said in a warning:
-/// what it grew by since it was last said, at most once per
-/// [`WARN_EVERY_SECS`](crate::limits::WARN_EVERY_SECS).
+/// what it grew by since it was last said, as a [`Repeat`] allows.
 #[derive(Default)]
 pub struct Unsaid {
     said: u64,
-    warned: Option<Instant>,
+    warned: Repeat,
 }
 
 impl Unsaid {
     /// How much `total` grew since it was last said, when that is to be said now.
     pub fn take(&mut self, total: u64, now: Instant) -> Option<u64> {
         let new = total.saturating_sub(self.said);
-        if new == 0 || !warn_due(&mut self.warned, now) {
+        if new == 0 || !self.warned.due(now) {
             return None;
         }
         self.said = total;
@@ -81,6 +122,29 @@ impl Unsaid {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeating_warning_is_said_ever_less_often_and_starts_over_after_a_pause() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut r = Repeat::default();
+        // Asked every second for a day: said at 0, 1, 3, 7, 15, 31, 63 minutes, then hourly.
+        let said: Vec<u64> = (0..86_400).filter(|&s| r.due(at(s))).collect();
+        let minutes: Vec<u64> = said.iter().take(8).map(|s| s / 60).collect();
+        assert_eq!(minutes, [0, 1, 3, 7, 15, 31, 63, 123]);
+        assert!(said.windows(2).all(|w| w[1] - w[0] <= WARN_MAX_SECS));
+        assert_eq!(said.len(), 29);
+        // Quiet for two hours (the condition went away): said at once, a minute later again.
+        let back = 86_400 + 2 * WARN_MAX_SECS;
+        assert!(r.due(at(back)));
+        assert!(!r.due(at(back + 59)));
+        assert!(r.due(at(back + 60)));
+        // A change said by other means counts as said; a reset says the next at once.
+        r.said(at(back + 100));
+        assert!(!r.due(at(back + 101)));
+        r.reset();
+        assert!(r.due(at(back + 102)));
+    }
 
     #[test]
     fn a_flood_gets_its_budget_a_second_and_the_count_of_the_rest() {

@@ -263,7 +263,7 @@ pub struct RunLoop {
     idle: Option<Duration>,
     accept_paused_until: Option<Instant>,
     /// When running out of fds was last said in the log ([`RunLoop::pause_accepts`]).
-    accept_warned: Option<Instant>,
+    accept_warned: crate::lograte::Repeat,
     /// When [`Timer::Clients`] runs next: never later than the earliest hold end or idle
     /// timeout of an open client. Reading from a client only moves its idle timeout later,
     /// so this is not recomputed per request or per turn: a new client, a hold, or the
@@ -295,7 +295,7 @@ impl RunLoop {
             signals,
             idle,
             accept_paused_until: None,
-            accept_warned: None,
+            accept_warned: crate::lograte::Repeat::default(),
             clients_due: None,
             quick_polls: 0,
             waiting: heapless::Vec::new(),
@@ -693,11 +693,11 @@ impl RunLoop {
     }
 
     /// Out of fds or memory: accepting stops for [`ACCEPT_PAUSE`]. Said in the log the first
-    /// time and then at most once per [`crate::limits::WARN_EVERY_SECS`] while it lasts (it can last as
+    /// time and then as a [`crate::lograte::Repeat`] allows while it lasts (it can last as
     /// long as something else holds the fds: one line every 200 ms would flood the journal).
     fn pause_accepts(&mut self, now: Instant, what: &str, why: &str) {
         self.accept_paused_until = Some(now + ACCEPT_PAUSE);
-        if crate::limits::warn_due(&mut self.accept_warned, now) {
+        if self.accept_warned.due(now) {
             log::warn!("accept{what}: {why}: pausing accepts");
         }
     }
