@@ -135,16 +135,23 @@ impl LedFile {
                 }
                 r
             }
-            Led::Restore => match self.saved.take() {
-                Some((trig, bright)) => {
-                    let r = write_file(&self.brightness, &bright);
-                    match (&self.trigger, trig.is_empty()) {
-                        (Some(t), false) => write_file(t, &trig),
-                        _ => r,
-                    }
+            // Kept until it went back: a restore that failed (the LED's files briefly not
+            // writable) is tried again at the end of the next IDENTIFY, which finds it
+            // saved and does not take the `none` it left for the LED's own trigger.
+            Led::Restore => {
+                let Some((trig, bright)) = &self.saved else {
+                    return Ok(());
+                };
+                let r = write_file(&self.brightness, bright);
+                let r = match (&self.trigger, trig.is_empty()) {
+                    (Some(t), false) => write_file(t, trig),
+                    _ => r,
+                };
+                if r.is_ok() {
+                    self.saved = None;
                 }
-                None => Ok(()),
-            },
+                r
+            }
         }
     }
 }
@@ -251,6 +258,29 @@ mod tests {
             .err()
             .expect("an unwritable trigger is refused");
         assert!(e.to_string().contains("trigger"), "{e}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_restore_that_failed_is_done_at_the_next_identify() {
+        let d = led_dir(
+            "restore",
+            "none [heartbeat] timer
+",
+        );
+        let mut led = LedFile::open(&d).unwrap();
+        led.set(Led::On).unwrap();
+        // The trigger file is briefly not writable when IDENTIFY ends.
+        std::fs::remove_file(d.join("trigger")).unwrap();
+        std::fs::create_dir(d.join("trigger")).unwrap();
+        assert!(led.set(Led::Restore).is_err());
+        std::fs::remove_dir(d.join("trigger")).unwrap();
+        std::fs::write(d.join("trigger"), "[none] heartbeat timer\n").unwrap();
+        // The next IDENTIFY blinks, and its end gives the LED its own trigger back.
+        led.set(Led::On).unwrap();
+        led.set(Led::Restore).unwrap();
+        let trigger = std::fs::read_to_string(d.join("trigger")).unwrap();
+        assert_eq!(trigger, "heartbeat");
         let _ = std::fs::remove_dir_all(&d);
     }
 }
