@@ -93,6 +93,7 @@ fn main() -> ExitCode {
         Some(Cmd::Agent(a)) => {
             let verbose = a.verbose;
             a.validate().map_err(Fatal::usage).and_then(|cfg| {
+                tether::sys::close_inherited();
                 init_logging(verbose);
                 tether::daemon::run(cfg).map(|()| 0)
             })

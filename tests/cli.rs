@@ -773,3 +773,22 @@ fn a_failed_start_leaves_no_directory_behind() {
     assert_eq!(live.ctl(&["PING"]).1, "PONG\n");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_agent_keeps_no_descriptor_it_was_started_with() {
+    // A starter that passes on a pipe (busybox's start-stop-daemon, a shell's saved
+    // descriptors, `x=$(/etc/init.d/tether start)`): kept, its reader would wait for the
+    // pipe's end for as long as the agent runs.
+    let (r, w) = nix::unistd::pipe().unwrap(); // no close-on-exec: inherited
+    let a = Agent::start(&[]);
+    let ino = nix::sys::stat::fstat(&w).unwrap().st_ino;
+    drop((r, w));
+    let pipe = format!("pipe:[{ino}]");
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", a.pid())).unwrap();
+    let held: Vec<String> = fds
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(!held.contains(&pipe), "{pipe} in {held:?}");
+    assert_eq!(a.unix().req("PING"), "PONG");
+}

@@ -111,5 +111,19 @@ as bob 'tether ctl -s /run/tether/tether.sock PING'
 check "--socket-group: a user outside it is refused (77)" test $? = 77
 init stop
 
+# Started where its output is read through a pipe (`x=$(/etc/init.d/tether start)`, a
+# provisioning tool): the agent keeps none of the caller's descriptors, or the reader
+# would wait for the end of that pipe for as long as the agent runs.
+args "$base"
+# shellcheck disable=SC2016
+timeout 20 sh -c 'x=$(/etc/init.d/tether start); echo "$x"' >/tmp/out 2>&1
+check "start inside \$(...): returns (exit 0), the agent keeps no descriptor of the caller's" test $? = 0
+pid=$(agent_pid)
+# shellcheck disable=SC2012
+extra=$(ls "/proc/$pid/fd" 2>/dev/null | while read -r fd; do
+    [ "$fd" -gt 2 ] && readlink "/proc/$pid/fd/$fd"; done | grep -c pipe)
+check "the agent holds no pipe but its own" test "$extra" = 0
+init stop
+
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -75,6 +75,27 @@ pub fn shows_as_is(s: &str) -> bool {
     !s.chars().any(crate::exit::hidden)
 }
 
+/// Closes every descriptor above stderr that the agent was started with. busybox's
+/// start-stop-daemon, a shell's saved descriptors or a provisioning tool pass theirs on;
+/// kept, a pipe's reader would wait for its end for as long as the agent runs
+/// (`x=$(/etc/init.d/tether start)`), and a descriptor of a mount keeps it busy. Call it
+/// first, before anything is opened. close_range(2) (Linux 5.9); before that, one close(2)
+/// per possible descriptor below RLIMIT_NOFILE (at most 65,536).
+pub fn close_inherited() {
+    use nix::libc;
+    // SAFETY: no descriptor above 2 is in use yet (nothing has been opened); close_range
+    // only closes.
+    if unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) } == 0 {
+        return;
+    }
+    let most = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _)| soft.min(65_536));
+    for fd in 3..most as i32 {
+        // SAFETY: as above.
+        unsafe { libc::close(fd) };
+    }
+}
+
 /// Opens a file the agent reads (/proc, /sys, `--thermal`, the LED's, key files), for
 /// reading and non-blocking: a path that is a FIFO (a mistake in `--thermal`, say) reads
 /// as nothing or fails instead of stopping the whole agent in open(2) or read(2).
