@@ -30,6 +30,14 @@ fn socket_is_0660_in_a_new_0750_directory() {
     assert_eq!(a.unix().req("PING"), "PONG");
     let (st, _) = a.stop();
     assert_eq!(st.code(), Some(0));
+    // Two levels made: the outer one as `mkdir -p` would make it, so that another
+    // --socket-group's members get through to the socket's own 0750 directory.
+    let outer = dir.join("outer");
+    let sock = outer.join("inner").join("ctl.sock");
+    let a = Agent::start(&["--socket", sock.to_str().unwrap()]);
+    assert_eq!(mode(&outer) & 0o005, 0o005, "outer mode {:o}", mode(&outer));
+    assert_eq!(mode(&outer.join("inner")), 0o750);
+    a.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }
 

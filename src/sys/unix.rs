@@ -156,9 +156,11 @@ fn bind_in(
 ) -> Result<UnixListener, SysError> {
     let shown = path.display();
     if let Some(dir) = path.parent().filter(|_| made_dir.is_some()) {
+        // Those around it as `mkdir -p` makes them (0755 under umask 022): 0750 and the
+        // agent's group, they would keep `--socket-group`'s members out. Its own, 0750.
         std::fs::DirBuilder::new()
             .recursive(true)
-            .mode(0o750)
+            .mode(0o755)
             .create(dir)
             .map_err(|e| SysError::msg(format!("create {}: {e}", dir.display())))?;
         let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750));
