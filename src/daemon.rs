@@ -25,18 +25,58 @@ fn fatal(code: u8) -> impl Fn(SysError) -> Fatal {
     }
 }
 
-/// The board id: hashed machine-id, else a hashed MAC, else the hostname hashed.
-pub fn board_id(beacon_iface: Option<&str>) -> heapless::String<16> {
+/// Where the board id came from ([`board_id`]), for the warning when it is not a
+/// machine id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdFrom {
+    MachineId,
+    Serial,
+    Mac,
+    Host,
+}
+
+/// The board id and its source: the first usable of /etc/machine-id and
+/// /var/lib/dbus/machine-id (a placeholder is none), the device tree's serial number (a
+/// Raspberry Pi's, fixed in its SoC), the beacon interface's MAC, the host name. The
+/// first two hashed as they are read (existing ids stay as they were).
+pub fn board_id(beacon_iface: Option<&str>) -> (heapless::String<16>, IdFrom) {
+    board_id_from(&MACHINE_ID_FILES, DT_SERIAL, beacon_iface)
+}
+
+fn board_id_from(
+    machine_ids: &[&str],
+    dt_serial: &str,
+    beacon_iface: Option<&str>,
+) -> (heapless::String<16>, IdFrom) {
     let mut buf = [0u8; 64];
-    if let Some(mid) = sys::board::machine_id(&mut buf) {
-        return crate::id::board_id(mid);
+    for &path in machine_ids {
+        if let Some(n) = sys::read_small(path, &mut buf) {
+            let id = buf[..n].trim_ascii();
+            if id.len() >= 16 && !placeholder_machine_id(id) {
+                return (crate::id::board_id(id), IdFrom::MachineId);
+            }
+        }
+    }
+    if let Some(n) = sys::read_small(dt_serial, &mut buf) {
+        // A device-tree string: NUL-terminated.
+        let serial = buf[..n]
+            .split(|&c| c == 0)
+            .next()
+            .unwrap_or(&[])
+            .trim_ascii();
+        if serial.len() >= 8 && !serial.iter().all(|&c| c == b'0') {
+            return (crate::id::board_id(serial), IdFrom::Serial);
+        }
     }
     if let Some(mac) = beacon_iface.and_then(sys::iface::info).and_then(|i| i.mac) {
-        return crate::id::board_id(&mac);
+        return (crate::id::board_id(&mac), IdFrom::Mac);
     }
     let b = sys::board::read("/nonexistent");
-    crate::id::board_id(b.host.as_bytes())
+    (crate::id::board_id(b.host.as_bytes()), IdFrom::Host)
 }
+
+const MACHINE_ID_FILES: [&str; 2] = ["/etc/machine-id", "/var/lib/dbus/machine-id"];
+const DT_SERIAL: &str = "/proc/device-tree/serial-number";
 
 /// True for the machine-ids that image builders leave behind: empty, all zeros, or the
 /// literal `uninitialized` (systemd's marker for "generate on first boot").
@@ -45,20 +85,22 @@ pub fn placeholder_machine_id(raw: &[u8]) -> bool {
     id.iter().all(|&c| c == b'0') || id == b"uninitialized"
 }
 
-/// Logs a warning when /etc/machine-id is a placeholder: every board made from the same
-/// image then has the same id, and `tether scan` flags them as clones.
-fn warn_placeholder_machine_id() {
-    let mut buf = [0u8; 64];
-    let path = "/etc/machine-id";
-    if let Some(n) = sys::read_small(path, &mut buf) {
-        if placeholder_machine_id(&buf[..n]) {
-            log::warn!(
-                "{path} is a placeholder ({:?}): boards from the same image will share an id; \
-                 run `rm {path} && systemd-machine-id-setup` on each board",
-                String::from_utf8_lossy(buf[..n].trim_ascii())
-            );
-        }
-    }
+/// Says where an id that is not a machine id came from, and what that means: a MAC or a
+/// host name changes with the dongle or the name, and a board whose beacon interface comes
+/// late gets another id at its next start.
+fn warn_id_source(from: IdFrom) {
+    let what = match from {
+        IdFrom::MachineId => return,
+        IdFrom::Serial => "the device tree's serial number",
+        IdFrom::Mac => "the beacon interface's MAC (it changes with the interface)",
+        IdFrom::Host => "the host name (it changes with the name)",
+    };
+    let [etc, dbus] = MACHINE_ID_FILES;
+    log::warn!(
+        "no usable machine id in {etc} or {dbus}: the board id comes from {what}; give the \
+         board one: `systemd-machine-id-setup`, or `tr -d - </proc/sys/kernel/random/uuid \
+         >{etc}`"
+    );
 }
 
 /// TCP (or HTTP) listeners with the addresses they really got (port 0 resolved).
@@ -85,8 +127,8 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
     let token = read_token(&cfg, &mut token_buf)?;
     let (unix, publish) = open_local_sockets(&cfg, now)?;
     let beacon_ifaces = beacon_ifaces(&cfg);
-    warn_placeholder_machine_id();
-    let id = board_id(beacon_ifaces.first().map(String::as_str));
+    let (id, from) = board_id(beacon_ifaces.first().map(String::as_str));
+    warn_id_source(from);
     let core_cfg = Config {
         max_clients: cfg.max_clients,
         interval_secs: cfg.interval_secs,
@@ -411,7 +453,35 @@ fn ready_line(rl: &RunLoop) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::placeholder_machine_id;
+    use super::{board_id_from, placeholder_machine_id, IdFrom};
+    use crate::id::board_id;
+
+    #[test]
+    fn the_id_comes_from_the_first_usable_source() {
+        let dir = std::env::temp_dir().join(format!("tether-id-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |name: &str, text: &[u8]| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).unwrap();
+            p.to_str().unwrap().to_string()
+        };
+        let good = "3d1219c7c4c5404aaa1f6d2a48adfda4";
+        let etc = file("etc", b"uninitialized\n");
+        let dbus = file("dbus", format!("{good}\n").as_bytes());
+        let serial = file("serial", b"00000000c0ffee42\0");
+        let zeros = file("zeros", b"0000000000000000\0");
+        let missing = dir.join("missing").to_str().unwrap().to_string();
+        // A placeholder in /etc/machine-id: dbus's, hashed as before.
+        let got = board_id_from(&[&etc, &dbus], &serial, None);
+        assert_eq!(got, (board_id(good.as_bytes()), IdFrom::MachineId));
+        // No machine id: the device tree's serial number, without its NUL.
+        let got = board_id_from(&[&etc, &missing], &serial, None);
+        assert_eq!(got, (board_id(b"00000000c0ffee42"), IdFrom::Serial));
+        // A serial of zeros is none either: then (no beacon interface) the host name.
+        let got = board_id_from(&[&missing], &zeros, None);
+        assert_eq!(got.1, IdFrom::Host);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn placeholder_machine_ids() {

@@ -75,14 +75,6 @@ pub fn read(thermal: &str) -> Board {
     b
 }
 
-/// The raw machine id (32 hex chars) from /etc/machine-id, if present.
-pub fn machine_id(buf: &mut [u8; 64]) -> Option<&[u8]> {
-    let n = read_small("/etc/machine-id", buf)
-        .or_else(|| read_small("/var/lib/dbus/machine-id", buf))?;
-    let id = buf[..n].trim_ascii();
-    (id.len() >= 16).then_some(id)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
