@@ -620,8 +620,12 @@ impl Agent {
         Ok(())
     }
 
+    /// Ends a blink and puts the LED back. Also when none blinks (`IDENTIFY 0`, shutdown):
+    /// a restore that failed at the end of the last one is tried again (and is nothing
+    /// when there is nothing to put back).
     fn stop_identify(&mut self, env: &mut dyn Env) {
-        if self.identify.take().is_some() {
+        self.identify = None;
+        if self.led {
             if let Err(e) = env.led(Led::Restore) {
                 log::warn!("identify: restoring the LED failed: {e}");
             }
@@ -1264,5 +1268,11 @@ mod tests {
         assert!(env.leds.contains(&Led::Off));
         let mut b = agent(t, false);
         assert!(run(&mut b, t, &mut u, "IDENTIFY", &mut env).starts_with("ERR unsupported "));
+        // A restore that failed (the LED layer keeps what it saved) is tried again at
+        // shutdown and at `IDENTIFY 0`, though no blink runs then.
+        env.leds.clear();
+        a.shutdown(&mut env);
+        assert_eq!(run(&mut a, now, &mut u, "IDENTIFY 0", &mut env), "OK\n");
+        assert_eq!(env.leds, [Led::Restore, Led::Restore]);
     }
 }

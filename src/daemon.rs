@@ -120,6 +120,12 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
     });
     sys::net::note_fd_limit();
     let tcp = open_listeners(&cfg.listen, cfg.backlog, "--listen")?;
+    let dead = Duration::from_secs(u64::from(crate::limits::KEEPALIVE_DEAD_SECS));
+    if cfg.idle.is_none_or(|idle| idle > dead) {
+        for (fd, _) in &tcp {
+            sys::net::keepalive(fd.as_fd());
+        }
+    }
     // Checked and opened before anything that leaves a file behind.
     let metrics = open_listeners(&cfg.metrics, cfg.backlog, "--metrics")?;
     let led = open_led(&cfg)?;
@@ -178,6 +184,7 @@ fn load_fleet_key(cfg: &AgentConfig) -> Result<Option<crate::beacon::Signing>, F
         return Ok(None);
     };
     let key = crate::beacon::load_key(p).map_err(|msg| Fatal::new(EX_CONFIG, msg))?;
+    said_at_start("signing with the fleet key in", p);
     Ok(Some(crate::beacon::Signing {
         path: p.clone(),
         key,
@@ -394,9 +401,19 @@ fn read_token<'b>(cfg: &AgentConfig, buf: &'b mut [u8]) -> Result<Option<&'b [u8
     let Some(p) = &cfg.token_file else {
         return Ok(None);
     };
-    sys::read_secret(p, buf, TOKEN_MAX)
-        .map(Some)
-        .map_err(|e| Fatal::new(EX_CONFIG, format!("--token-file {}: {e}", p.display())))
+    let token = sys::read_secret(p, buf, TOKEN_MAX)
+        .map_err(|e| Fatal::new(EX_CONFIG, format!("--token-file {}: {e}", p.display())))?;
+    said_at_start("AUTH over TCP with the token in", p);
+    Ok(Some(token))
+}
+
+/// Names a secret file at start. The line is longer than any a SIGHUP writes about that
+/// file (the longest: other users can change it), so the logger's line buffer, which grows
+/// to the longest line yet, has room for those before the agent is ready: re-reading
+/// allocates nothing, however long the path.
+fn said_at_start(what: &str, p: &std::path::Path) {
+    let p = p.display();
+    log::info!("{what} {p} (re-read on SIGHUP; keep it root:tether 0640, no other user's)");
 }
 
 /// Prints the ready line on stdout, logs it, and tells systemd (READY=1, STATUS=, and

@@ -84,12 +84,16 @@ pub const BACKLOG_MAX: u16 = 4096;
 pub const ACCEPTS_PER_TURN: usize = BACKLOG_MAX as usize + 1;
 /// Default idle timeout in seconds (`--idle-timeout`).
 pub const DEFAULT_IDLE_SECS: u32 = 60;
-/// TCP keepalive with `--idle-timeout 0` ([`crate::sys::net::keepalive`]): the first probe
+/// TCP keepalive when no idle timeout would close a vanished peer sooner (`--idle-timeout`
+/// 0 or over [`KEEPALIVE_DEAD_SECS`], [`crate::sys::net::keepalive`]): the first probe
 /// after this many idle seconds, then one every [`KEEPALIVE_INTERVAL_SECS`]; after
-/// [`KEEPALIVE_PROBES`] unanswered the connection is dead (2 min in all).
+/// [`KEEPALIVE_PROBES`] unanswered, or data unacknowledged for as long, the connection is
+/// dead.
 pub const KEEPALIVE_IDLE_SECS: u32 = 60;
 pub const KEEPALIVE_INTERVAL_SECS: u32 = 10;
 pub const KEEPALIVE_PROBES: u32 = 6;
+pub const KEEPALIVE_DEAD_SECS: u32 =
+    KEEPALIVE_IDLE_SECS + KEEPALIVE_PROBES * KEEPALIVE_INTERVAL_SECS;
 /// A control client whose replies wait is closed as one that stopped reading when it has
 /// taken none of them for `--idle-timeout`, but never sooner than this: TCP shows a slow
 /// reader's progress only when its window reopens (over loopback, every 64 KiB: one

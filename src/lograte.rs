@@ -1,7 +1,8 @@
 //! Debug lines that a peer causes one per datagram (a publish datagram, a dropped probe or
 //! garbage on the beacon port), at most [`DEBUG_LINES_PER_SEC`] a second: under a flood,
 //! `-v` writes a few lines a second and how many it left out, not a line per datagram.
-//! And a running count said in a warning at most once a minute ([`Unsaid`]).
+//! And warnings that repeat while a condition lasts, ever less often ([`Repeat`]), such as
+//! a running count ([`Unsaid`]).
 
 use crate::limits::{DEBUG_LINES_PER_SEC, WARN_EVERY_SECS, WARN_MAX_SECS};
 use std::time::{Duration, Instant};
@@ -58,8 +59,12 @@ impl LogRate {
 }
 
 /// A warning that repeats while its condition lasts: said the first time, then again after
-/// [`WARN_EVERY_SECS`], and after twice as long each time up to [`WARN_MAX_SECS`]. A
-/// condition that went away for a while (nothing said for twice the gap) starts over.
+/// [`WARN_EVERY_SECS`], and after twice as long each time up to [`WARN_MAX_SECS`], however
+/// often it is asked (each interval, up to an hour apart). Nothing said for twice
+/// [`WARN_MAX_SECS`] (the condition went away for a while) starts it over, as [`reset`]
+/// does at once.
+///
+/// [`reset`]: Repeat::reset
 #[derive(Default)]
 pub struct Repeat {
     /// When it was last said (None: never, or reset).
@@ -77,7 +82,7 @@ impl Repeat {
         let gap = self.gap.max(WARN_EVERY_SECS);
         self.gap = match since {
             Some(s) if s < gap => return false,
-            Some(s) if s < 2 * gap => (2 * gap).min(WARN_MAX_SECS),
+            Some(s) if s < 2 * WARN_MAX_SECS => (2 * gap).min(WARN_MAX_SECS),
             _ => WARN_EVERY_SECS,
         };
         self.last = Some(now);
@@ -134,6 +139,15 @@ mod tests {
         assert_eq!(minutes, [0, 1, 3, 7, 15, 31, 63, 123]);
         assert!(said.windows(2).all(|w| w[1] - w[0] <= WARN_MAX_SECS));
         assert_eq!(said.len(), 29);
+        // Asked once per 5-minute interval, or once an hour: the same backing off, to
+        // hourly (not every time, as a start over at twice the gap would have it).
+        for every in [300, WARN_MAX_SECS] {
+            let mut r = Repeat::default();
+            let said = (0..86_400 / every)
+                .filter(|&k| r.due(at(k * every)))
+                .count();
+            assert!(said <= 24 + 7, "every {every} s: {said} lines a day");
+        }
         // Quiet for two hours (the condition went away): said at once, a minute later again.
         let back = 86_400 + 2 * WARN_MAX_SECS;
         assert!(r.due(at(back)));

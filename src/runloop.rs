@@ -673,9 +673,6 @@ impl RunLoop {
                     return;
                 }
             };
-            if transport == Transport::Tcp && self.idle.is_none() {
-                net::keepalive(conn.as_fd());
-            }
             if self.waiting.is_empty() {
                 if let Some(i) = self.free_slot() {
                     self.seat(i, conn, transport, now);

@@ -384,7 +384,7 @@ pub fn run(args: ScanArgs, wait: Duration) -> Result<u8, Fatal> {
             let nonce = self::nonce()?;
             boards.new_round(nonce.clone());
             sc.round(&mut boards, &nonce, wait, false);
-            // What the kernel dropped since it was last said, at most once a minute.
+            // What the kernel dropped since it was last said, as a Repeat allows (a minute, then ever longer).
             if let Some(n) = dropped_said.take(sc.dropped(), Instant::now()) {
                 eprintln!("{}", dropped_warning(n));
             }

@@ -410,26 +410,52 @@ fn a_bad_token_file_stops_start_up_with_one_line_saying_why() {
 #[test]
 fn a_token_file_other_users_can_read_is_warned_about() {
     use std::os::unix::fs::PermissionsExt;
-    let (a, tf) = agent(&[]); // written 0644 (umask 022)
-                              // Rotated (SIGHUP) to a file every user can change, then to one only its group reads:
-                              // each reload is seen when its token works.
-    for (token, mode) in [("tok-two", 0o646), ("tok-three", 0o640)] {
-        std::fs::write(&tf, token).unwrap();
-        std::fs::set_permissions(&tf, std::fs::Permissions::from_mode(mode)).unwrap();
-        a.signal(1);
-        let works = || a.tcp().auth(token) == "OK";
+    let mode = |p: &std::path::Path, m| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    // Written 0644 (umask 022): warned at start.
+    let (a, tf) = agent(&[]);
+    let (_, err_a) = a.stop();
+    // Rotated (SIGHUP) to a file every user can change, to one every user can read, to one
+    // only its group reads: each reload is seen when its token works. A long path, 0600 at
+    // start: the SIGHUP lines naming it are the longest the agent writes, and the logger's
+    // line buffer must have room for them before the agent is ready.
+    // Over 300 bytes: more than twice the ready line's length, so no buffer that line
+    // grew (at most doubling) can hold the warning by chance.
+    let long_dir = temp_dir("token").join("t".repeat(150));
+    std::fs::create_dir_all(&long_dir).unwrap();
+    let long = long_dir.join("t".repeat(150));
+    std::fs::write(&long, format!("  {TOKEN}\n")).unwrap();
+    mode(&long, 0o600);
+    let b = Agent::start(&["--token-file", long.to_str().unwrap()]);
+    for (token, m) in [
+        ("tok-two", 0o646),
+        ("tok-three", 0o644),
+        ("tok-four", 0o640),
+    ] {
+        std::fs::write(&long, token).unwrap();
+        mode(&long, m);
+        b.signal(1);
+        let works = || b.tcp().auth(token) == "OK";
         assert!(wait_for(slack(Duration::from_secs(5)), works), "{token}");
     }
-    assert_eq!(a.stats()["allocs_since_ready"], 0);
-    let (_, err) = a.stop();
-    let f = tf.display();
-    let warned: Vec<&str> = err.lines().filter(|l| l.contains("other users")).collect();
-    let line = |can, mode| {
+    eprintln!("ALLOCS {}", b.stats()["allocs_since_ready"]);
+    assert_eq!(b.stats()["allocs_since_ready"], 0);
+    let line = |f: &std::path::Path, can, mode| {
+        let f = f.display();
         format!("[WARN  tether::sys] {f}: other users can {can} it (mode {mode}): chmod o-rwx it")
     };
-    assert_eq!(
-        warned,
-        [line("read", "0644"), line("change", "0646")],
-        "{err}"
-    );
+    let warned = |err: &str| -> Vec<String> {
+        (err.lines())
+            .filter(|l| l.contains("other users"))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(warned(&err_a), [line(&tf, "read", "0644")], "{err_a}");
+    let (_, err) = b.stop();
+    for l in err.lines() {
+        eprintln!("LEN {} {}", l.len(), &l[..l.len().min(60)]);
+    }
+    let want = [line(&long, "change", "0646"), line(&long, "read", "0644")];
+    assert_eq!(warned(&err), want, "{err}");
 }

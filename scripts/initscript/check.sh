@@ -111,12 +111,13 @@ as bob 'tether ctl -s /run/tether/tether.sock PING'
 check "--socket-group: a user outside it is refused (77)" test $? = 77
 init stop
 
-# Started where its output is read through a pipe (`x=$(/etc/init.d/tether start)`, a
-# provisioning tool): the agent keeps none of the caller's descriptors, or the reader
-# would wait for the end of that pipe for as long as the agent runs.
+# Started by a caller whose pipe is open on a descriptor above stderr (a provisioning
+# tool's, a shell's saved one; here `9>&1` inside `$(...)`), which busybox's
+# start-stop-daemon passes on: the agent keeps none of them, or the reader would wait for
+# the end of that pipe for as long as the agent runs.
 args "$base"
 # shellcheck disable=SC2016
-timeout 20 sh -c 'x=$(/etc/init.d/tether start); echo "$x"' >/tmp/out 2>&1
+timeout 20 sh -c 'x=$(/etc/init.d/tether start 9>&1); echo "$x"' >/tmp/out 2>&1
 check "start inside \$(...): returns (exit 0), the agent keeps no descriptor of the caller's" test $? = 0
 pid=$(agent_pid)
 # shellcheck disable=SC2012

@@ -255,7 +255,7 @@ impl Boards {
     }
 
     /// A warning when datagrams of boards beyond [`SCAN_BOARDS_MAX`] (or of runs beyond
-    /// [`SCAN_RUNS_PER_ID`]) were ignored since it was last said, at most once a minute.
+    /// [`SCAN_RUNS_PER_ID`]) were ignored since it was last said, as a [`crate::lograte::Repeat`] allows.
     pub fn ignored_warning(&mut self, now: Instant) -> Option<String> {
         let new = self.ignored_said.take(self.ignored, now)?;
         Some(format!(

@@ -215,20 +215,23 @@ pub fn accept(listener: BorrowedFd<'_>, tcp: bool) -> Accept {
     }
 }
 
-/// TCP keepalive on a connection that no idle timeout will close (`--idle-timeout 0`): a
-/// peer gone without a FIN or RST (crashed, rebooted, its NAT entry or Wi-Fi gone) is found
-/// dead after [`KEEPALIVE_IDLE_SECS`] + [`KEEPALIVE_PROBES`] × [`KEEPALIVE_INTERVAL_SECS`]
-/// and its slot freed; without it, sixteen such peers would fill the client table until a
-/// restart. Best effort, as TCP_NODELAY.
+/// TCP keepalive, set on a listener (the connections it accepts inherit it): a peer gone
+/// without a FIN or RST (crashed, rebooted, its NAT entry or Wi-Fi gone) is found dead
+/// after [`KEEPALIVE_DEAD_SECS`] and its slot freed, idle or with a reply unacknowledged
+/// (TCP_USER_TIMEOUT: keepalive sends no probe while data is in flight, and the kernel's
+/// retransmissions alone would take about 15 min). For `--idle-timeout` 0 or longer than
+/// that: sixteen such peers would otherwise fill the client table until a restart, or for
+/// as long as the timeout. Best effort, as TCP_NODELAY.
 ///
-/// [`KEEPALIVE_IDLE_SECS`]: crate::limits::KEEPALIVE_IDLE_SECS
-/// [`KEEPALIVE_PROBES`]: crate::limits::KEEPALIVE_PROBES
-/// [`KEEPALIVE_INTERVAL_SECS`]: crate::limits::KEEPALIVE_INTERVAL_SECS
+/// [`KEEPALIVE_DEAD_SECS`]: crate::limits::KEEPALIVE_DEAD_SECS
 pub fn keepalive(fd: BorrowedFd<'_>) {
-    use crate::limits::{KEEPALIVE_IDLE_SECS, KEEPALIVE_INTERVAL_SECS, KEEPALIVE_PROBES};
+    use crate::limits::{
+        KEEPALIVE_DEAD_SECS, KEEPALIVE_IDLE_SECS, KEEPALIVE_INTERVAL_SECS, KEEPALIVE_PROBES,
+    };
     let _ = setsockopt(&fd, sockopt::TcpKeepIdle, &KEEPALIVE_IDLE_SECS);
     let _ = setsockopt(&fd, sockopt::TcpKeepInterval, &KEEPALIVE_INTERVAL_SECS);
     let _ = setsockopt(&fd, sockopt::TcpKeepCount, &KEEPALIVE_PROBES);
+    let _ = setsockopt(&fd, sockopt::TcpUserTimeout, &(KEEPALIVE_DEAD_SECS * 1000));
     let _ = setsockopt(&fd, sockopt::KeepAlive, &true);
 }
 
