@@ -3,7 +3,7 @@
 //! loop. Start-up may allocate; the run loop may not. [`run`] reads as the list of steps.
 
 use crate::agent::{Agent, BeaconInfo, Config};
-use crate::beacon::Family;
+use crate::beacon::{Families, Family};
 use crate::cli::AgentConfig;
 use crate::limits::{secret_buf_len, MAX_LISTENERS, MAX_METRICS_LISTENERS, TOKEN_MAX};
 use crate::runloop::{Devices, RunLoop, Watchdog};
@@ -200,9 +200,10 @@ fn new_run_id() -> Result<[u8; 8], Fatal> {
 }
 
 /// `--listen` or `--metrics` (`what`): one TCP listener per address. Where the kernel has
-/// no IPv6, `[::]` is skipped with a warning when the option names another address (the
-/// default `--listen` does: 0.0.0.0 and [::]; so does the package's `--metrics`); any other
-/// failure stops start-up, naming the option.
+/// no IPv6, `[::]` is skipped with a warning when the option also names an IPv4 address
+/// (the default `--listen` does: 0.0.0.0 and [::]; so does the package's `--metrics`); any
+/// other failure stops start-up, naming the option (IPv6 addresses alone: no listener would
+/// be left).
 fn open_listeners<const N: usize>(
     addrs: &[SocketAddr],
     backlog: u16,
@@ -216,7 +217,7 @@ fn open_listeners<const N: usize>(
                 let _ = out.push((fd, real));
             }
             Err(e)
-                if addrs.len() > 1
+                if addrs.iter().any(SocketAddr::is_ipv4)
                     && addr.is_ipv6()
                     && addr.ip().is_unspecified()
                     && e.errno == Some(nix::errno::Errno::EAFNOSUPPORT) =>
@@ -366,7 +367,13 @@ fn open_beacons(
     let ports =
         crate::beacon::Announced::new(tcp.iter().map(|(_, a)| *a), metrics.iter().map(|(_, a)| *a));
     let bc = cfg.beacon.as_ref();
-    let families = bc.map(|b| b.families).unwrap_or_default();
+    let mut families = bc.map(|b| b.families).unwrap_or_default();
+    if families == Families::Both && !sys::net::ipv6_available() {
+        // A kernel without IPv6: IPv4 beacons only, not an IPv6 socket error each interval
+        // (nor a warning that no listener serves IPv6).
+        log::info!("no IPv6 in this kernel: beacons over IPv4 only");
+        families = Families::V4;
+    }
     for (on, f, name, any) in [
         (families.v4(), Family::V4, "IPv4", "0.0.0.0"),
         (families.v6(), Family::V6, "IPv6", "[::]"),

@@ -241,6 +241,41 @@ T systemctl daemon-reload
 fresh_restart
 wait_for 10 is_active
 
+# ---- 8b. no IPv6, as a kernel without it gives the agent ----------------------------------
+# RestrictAddressFamilies= without AF_INET6 fails every IPv6 socket with EAFNOSUPPORT, as a
+# kernel built without IPv6 does: the default --listen and the package's --metrics serve
+# IPv4, one warning each, and nothing else is said about IPv6 (it advised adding the
+# listener that had just failed).
+if [ -e /share/emulated ]; then
+    # RestrictAddressFamilies= is a seccomp filter, which qemu-user does not emulate.
+    printf '  skip %-58s %s\n' "no IPv6 (RestrictAddressFamilies without AF_INET6)" "(qemu-user: seccomp not emulated)"
+else
+    # (An empty assignment first: more assignments would add to the unit's list.)
+    printf '[Service]\nRestrictAddressFamilies=\nRestrictAddressFamilies=AF_INET AF_UNIX\n' >"$DROPIN/90-test-no-ipv6.conf"
+    set_args "--interval 5 --metrics 0.0.0.0:9545 --metrics [::]:9545"
+    T systemctl daemon-reload
+    fresh_restart
+    if wait_for 10 is_active; then ok "no IPv6: starts"; else bad "no IPv6: starts" "($(journal -n 3 | tr '\n' ' '))"; fi
+    check "no IPv6: PONG over TCP at 127.0.0.1:4545" bash -c "[ \"\$(tether ctl -c 127.0.0.1:4545 -t 3 PING)\" = PONG ]"
+    v6_lines=$(journal _PID="$(main_pid)" | grep 'IPv6 unavailable\|serves IPv6\|AF_INET6\|IPV6_')
+    if [ "$(printf '%s\n' "$v6_lines" | grep -c 'IPv6 unavailable, --listen on IPv4 only\|IPv6 unavailable, --metrics on IPv4 only')" = 2 ] && [ "$(printf '%s\n' "$v6_lines" | grep -c .)" = 2 ]; then
+        ok "no IPv6: one warning for --listen, one for --metrics, none else"
+    else
+        bad "no IPv6: one warning for --listen, one for --metrics, none else" "($v6_lines)"
+    fi
+    # Only IPv6 addresses (two: one alone always failed): none is skipped (it started with no
+    # TCP listener at all).
+    set_args "--interval 5 --listen [::]:4545 --listen [::]:4546"
+    fresh_restart 2>/dev/null
+    no_listener_start() { ! is_active && journal -n 30 | grep -q '^error: --listen: .*EAFNOSUPPORT'; }
+    if wait_for 5 no_listener_start; then ok "no IPv6, only IPv6 --listen addresses: start-up fails, naming --listen"; else bad "no IPv6, only IPv6 --listen addresses: start-up fails, naming --listen" "($(prop ActiveState): $(journal -n 3 | tr '\n' ' '))"; fi
+    rm -f "$DROPIN/90-test-no-ipv6.conf"
+    set_args "--interval 5"
+    T systemctl daemon-reload
+    fresh_restart
+    wait_for 10 is_active
+fi
+
 # ---- 9. the init script defers to systemd ----------------------------------------------
 # On a system running systemd, /etc/init.d/tether (via /lib/lsb/init-functions) hands the
 # action to systemctl instead of starting a second agent outside the unit.

@@ -137,6 +137,13 @@ pub fn warn_capped_buf_sizes(fd: BorrowedFd<'_>) {
     }
 }
 
+/// Whether this kernel has IPv6 at all (an AF_INET6 socket can be made; without it,
+/// EAFNOSUPPORT). IPv6 disabled by sysctl still makes sockets.
+pub fn ipv6_available() -> bool {
+    socket::socket(AddressFamily::Inet6, SockType::Datagram, SOCK_FLAGS, None)
+        .map_or_else(|e| e != Errno::EAFNOSUPPORT, |_| true)
+}
+
 /// Opens a TCP listener. IPv6 sockets are IPV6_V6ONLY so v4 and v6 can share a port.
 pub fn tcp_listen(addr: SocketAddr, backlog: u16) -> Result<OwnedFd, SysError> {
     let fam = if addr.is_ipv4() {
