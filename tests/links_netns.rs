@@ -1103,3 +1103,40 @@ fn several_link_local_addresses_beacons_name_the_one_they_leave_from() {
     assert_eq!(rows[0]["trust"], "signed", "{rows}");
     a.stop();
 }
+
+#[test]
+fn out_of_descriptors_an_interface_stays_up_not_absent() {
+    if !can_netns() {
+        return;
+    }
+    if emulated() {
+        // qemu-user's own descriptors count against the same limit: no fixed number fits.
+        skip("RLIMIT_NOFILE arithmetic differs under qemu-user");
+        return;
+    }
+    // RLIMIT_NOFILE 11: the agent's own sockets (listener, Unix, publish, signalfd and two
+    // per beacon interface) fit, with none to spare for the ioctl socket that looks at an
+    // interface each interval. The interface was taken for absent then, its working
+    // sockets closed: the beacon flapped between up and absent.
+    let net = Net::new("n");
+    net.link(1, false);
+    net.link(2, false);
+    let (a1, _) = net.ifs(1);
+    let (a2, _) = net.ifs(2);
+    let dir = temp_dir("links-nofile");
+    let extra = ["--iface", &a1, "--iface", &a2, "--interval", "1"];
+    let args = loopback_agent_args(&dir.join("t.sock"), &extra);
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args(["netns", "exec", net.a(), "prlimit", "--nofile=11:11", BIN]);
+    cmd.args(&args);
+    let a = Agent::spawn_command(cmd, dir, &[]).unwrap_or_else(|f| panic!("{}", f.stderr));
+    // (No client can be served at this limit: the peers' captures tell.)
+    let heard = [1, 2].map(|i| listen(net.peer(i), "0.0.0.0:4546", 4.0));
+    let heard = heard.map(|h| beacons(&h.join().unwrap()).len());
+    let (_, log) = a.stop();
+    assert!(!log.contains("absent"), "{log}");
+    assert!(
+        heard.iter().all(|&n| n >= 3),
+        "beacons heard per link: {heard:?}\n{log}"
+    );
+}

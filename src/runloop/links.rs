@@ -316,9 +316,10 @@ impl Entry {
         let mut owned = iface::IfName::new();
         let _ = owned.push_str(self.link.name());
         let name = owned.as_str();
-        let now_if = iface::info(name).map(|i| {
-            let (v6, v6_tentative) = iface::link_local_state(name);
-            IfNow {
+        let look = iface::look(name).and_then(|i| {
+            let Some(i) = i else { return Ok(None) };
+            let (v6, v6_tentative) = iface::link_local_state(name)?;
+            Ok(Some(IfNow {
                 index: i.index,
                 up: i.up,
                 running: i.running,
@@ -326,8 +327,13 @@ impl Entry {
                 broadcast4: i.broadcast,
                 v6,
                 v6_tentative,
-            }
+            }))
         });
+        // Out of descriptors (or memory) to look with: the interface is as it was, not
+        // absent (its working sockets closed); looked at again at the next tick.
+        let Ok(now_if) = look else {
+            return;
+        };
         let mut err = None;
         match self.link.update(now, now_if) {
             Sockets::None => {

@@ -6,6 +6,7 @@
 //! that is not).
 
 use crate::limits::{IFNAME_MAX, MAX_ADDRS, PROC_LINE_MAX};
+use nix::errno::Errno;
 use nix::libc;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -13,11 +14,25 @@ use std::os::fd::{AsRawFd, OwnedFd};
 pub type IfName = heapless::String<IFNAME_MAX>;
 
 /// A throwaway datagram socket to issue interface ioctls on (never read, but made as
-/// every fd of the agent is: non-blocking and close-on-exec).
-fn ctl_socket() -> Option<OwnedFd> {
+/// every fd of the agent is: non-blocking and close-on-exec). Err: none can be made now
+/// ([`short`]).
+fn ctl_socket() -> Result<Option<OwnedFd>, Errno> {
     use nix::sys::socket::{socket, AddressFamily, SockType};
     let flags = super::net::SOCK_FLAGS;
-    socket(AddressFamily::Inet, SockType::Datagram, flags, None).ok()
+    match socket(AddressFamily::Inet, SockType::Datagram, flags, None) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(e) if short(e) => Err(e),
+        Err(_) => Ok(None),
+    }
+}
+
+/// An error that says "not now" (out of descriptors or memory), not "not there": what
+/// was to be looked at is as it was.
+fn short(e: Errno) -> bool {
+    matches!(
+        e,
+        Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM
+    )
 }
 
 /// An interface name as the kernel holds it (up to IFNAMSIZ - 1 bytes, any but NUL, `/`,
@@ -79,17 +94,27 @@ pub struct IfInfo {
     pub mac: Option<[u8; 6]>,
 }
 
-/// Reads one interface; None when it does not exist.
+/// Reads one interface; None when it does not exist (or cannot be looked at now: see
+/// [`look`]).
 pub fn info(name: &str) -> Option<IfInfo> {
-    let fd = ctl_socket()?;
+    look(name).ok().flatten()
+}
+
+/// [`info`], or Err when the agent cannot look now (out of descriptors or memory): the
+/// interface is then as it was, not absent.
+pub fn look(name: &str) -> Result<Option<IfInfo>, Errno> {
+    Ok(ctl_socket()?.and_then(|fd| info_with(&fd, name)))
+}
+
+fn info_with(fd: &OwnedFd, name: &str) -> Option<IfInfo> {
     let mut r = ifreq_for(name)?;
-    if !ioctl_ifreq(&fd, libc::SIOCGIFINDEX as _, &mut r) {
+    if !ioctl_ifreq(fd, libc::SIOCGIFINDEX as _, &mut r) {
         return None;
     }
     // SAFETY: SIOCGIFINDEX filled the ifindex member of the union.
     let index = unsafe { r.ifr_ifru.ifru_ifindex } as u32;
     let mut r = ifreq_for(name)?;
-    let flags = if ioctl_ifreq(&fd, libc::SIOCGIFFLAGS as _, &mut r) {
+    let flags = if ioctl_ifreq(fd, libc::SIOCGIFFLAGS as _, &mut r) {
         // SAFETY: SIOCGIFFLAGS filled the flags member.
         i32::from(unsafe { r.ifr_ifru.ifru_flags })
     } else {
@@ -97,7 +122,7 @@ pub fn info(name: &str) -> Option<IfInfo> {
     };
     let addr_of = |req: libc::c_ulong| {
         let mut r = ifreq_for(name)?;
-        if !ioctl_ifreq(&fd, req, &mut r) {
+        if !ioctl_ifreq(fd, req, &mut r) {
             return None;
         }
         // SAFETY: the address requests fill a sockaddr member of the union.
@@ -105,7 +130,7 @@ pub fn info(name: &str) -> Option<IfInfo> {
     };
     let mac = {
         let mut r = ifreq_for(name)?;
-        if ioctl_ifreq(&fd, libc::SIOCGIFHWADDR as _, &mut r) {
+        if ioctl_ifreq(fd, libc::SIOCGIFHWADDR as _, &mut r) {
             // SAFETY: SIOCGIFHWADDR filled the hwaddr member.
             let sa = unsafe { r.ifr_ifru.ifru_hwaddr };
             let mut m = [0u8; 6];
@@ -136,7 +161,7 @@ pub fn info(name: &str) -> Option<IfInfo> {
 
 /// Every interface with an IPv4 address, with that address (SIOCGIFCONF).
 pub fn ipv4_addrs(out: &mut heapless::Vec<(IfName, IpAddr), MAX_ADDRS>) {
-    let Some(fd) = ctl_socket() else { return };
+    let Ok(Some(fd)) = ctl_socket() else { return };
     // SAFETY: ifreq is plain old data; all-zero is a valid value.
     let mut reqs: [libc::ifreq; MAX_ADDRS] = unsafe { std::mem::zeroed() };
     let mut conf = libc::ifconf {
@@ -177,7 +202,7 @@ pub fn has_ipv4(name: &str, a: Ipv4Addr) -> bool {
 
 /// Calls `f(name, addr, flags)` for every line of /proc/net/if_inet6
 /// (`hex32 idx plen scope flags name`). No heap.
-fn each_inet6(mut f: impl FnMut(&[u8], Ipv6Addr, u32) -> bool) {
+fn each_inet6(mut f: impl FnMut(&[u8], Ipv6Addr, u32) -> bool) -> Result<(), Errno> {
     each_line("/proc/net/if_inet6", |line| {
         let mut words = line.split(|&b| b == b' ').filter(|w| !w.is_empty());
         let (Some(hex), Some(flags), Some(name)) = (words.next(), words.nth(3), words.next())
@@ -194,15 +219,20 @@ fn each_inet6(mut f: impl FnMut(&[u8], Ipv6Addr, u32) -> bool) {
             }
             _ => true,
         }
-    });
+    })
 }
 
 /// Calls `f` for every line (without its newline) of a /proc file of any length, read in
-/// chunks on the stack, until `f` returns false. No heap.
-fn each_line(path: &str, mut f: impl FnMut(&[u8]) -> bool) {
+/// chunks on the stack, until `f` returns false. No heap. Err: it cannot be opened now
+/// ([`short`]); a file that is not there has no lines.
+fn each_line(path: &str, mut f: impl FnMut(&[u8]) -> bool) -> Result<(), Errno> {
     use std::io::Read;
-    let Ok(mut file) = super::open_read(path) else {
-        return;
+    let mut file = match super::open_read(path) {
+        Ok(file) => file,
+        Err(e) => {
+            let e = Errno::from_raw(e.raw_os_error().unwrap_or(0));
+            return if short(e) { Err(e) } else { Ok(()) };
+        }
     };
     let mut buf = [0u8; 2 * PROC_LINE_MAX];
     // `buf[..held]`: the start of a line whose end has not been read yet.
@@ -211,21 +241,21 @@ fn each_line(path: &str, mut f: impl FnMut(&[u8]) -> bool) {
         let n = match file.read(&mut buf[held..]) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => return,
+            Err(_) => return Ok(()),
         };
         if n == 0 {
             // The last line, if it has no newline.
             if held > 0 && !skipping {
                 f(&buf[..held]);
             }
-            return;
+            return Ok(());
         }
         let end = held + n;
         let mut start = 0;
         while let Some(i) = buf[start..end].iter().position(|&b| b == b'\n') {
             let line = &buf[start..start + i];
             if !std::mem::take(&mut skipping) && line.len() <= PROC_LINE_MAX && !f(line) {
-                return;
+                return Ok(());
             }
             start += i + 1;
         }
@@ -240,7 +270,7 @@ fn each_line(path: &str, mut f: impl FnMut(&[u8]) -> bool) {
 
 /// IPv6 addresses from /proc/net/if_inet6.
 pub fn ipv6_addrs(out: &mut heapless::Vec<(IfName, IpAddr), MAX_ADDRS>) {
-    each_inet6(|name, a, _| out.push((display_name(name), IpAddr::V6(a))).is_ok());
+    let _ = each_inet6(|name, a, _| out.push((display_name(name), IpAddr::V6(a))).is_ok());
 }
 
 /// Kernel address flags (include/uapi/linux/if_addr.h): not usable as a source yet/ever.
@@ -249,7 +279,9 @@ const IFA_F_TENTATIVE: u32 = 0x40;
 
 /// The interface's IPv6 link-local address: (the usable one, if any; whether one is
 /// still tentative, i.e. duplicate address detection has not finished).
-pub fn link_local_state(name: &str) -> (Option<Ipv6Addr>, bool) {
+/// Err: /proc/net/if_inet6 cannot be read now ([`short`]); a kernel without IPv6 (no such
+/// file) has none.
+pub fn link_local_state(name: &str) -> Result<(Option<Ipv6Addr>, bool), Errno> {
     let (mut usable, mut tentative) = (None, false);
     each_inet6(|n, a, flags| {
         if n == name.as_bytes() && a.segments()[0] & 0xffc0 == 0xfe80 {
@@ -260,14 +292,14 @@ pub fn link_local_state(name: &str) -> (Option<Ipv6Addr>, bool) {
             tentative |= flags & IFA_F_DADFAILED == 0;
         }
         true
-    });
-    (usable, tentative)
+    })?;
+    Ok((usable, tentative))
 }
 
 /// The interface's usable IPv6 link-local address (fe80::/10, duplicate address
 /// detection finished), if it has one.
 pub fn link_local(name: &str) -> Option<Ipv6Addr> {
-    link_local_state(name).0
+    link_local_state(name).ok()?.0
 }
 
 /// The name of interface `index` (for a scoped IPv6 address), if it exists.
@@ -283,7 +315,7 @@ pub fn name_of_index(index: u32) -> Option<IfName> {
 fn each_iface(mut f: impl FnMut(&[u8]) -> bool) {
     // Two heading lines without a `:`, then `  name: counters…` (a name holds no `:` nor
     // white space).
-    each_line("/proc/net/dev", |line| {
+    let _ = each_line("/proc/net/dev", |line| {
         match line.iter().position(|&b| b == b':') {
             Some(i) => f(line[..i].trim_ascii_start()),
             None => true,
@@ -327,7 +359,7 @@ pub fn default_beacon_iface() -> Option<IfName> {
     };
     find(&|n| usable(n).is_some_and(|i| i.broadcast.is_some())).or_else(|| {
         find(&|n| {
-            let (ll, tentative) = link_local_state(n);
+            let (ll, tentative) = link_local_state(n).unwrap_or_default();
             usable(n).is_some() && (ll.is_some() || tentative)
         })
     })
@@ -402,12 +434,12 @@ mod tests {
         let path = std::env::temp_dir().join(format!("tether-each-line-{}", std::process::id()));
         std::fs::write(&path, want.join(&b'\n')).unwrap();
         let mut got = Vec::new();
-        each_line(path.to_str().unwrap(), |l| {
+        let _ = each_line(path.to_str().unwrap(), |l| {
             got.push(l.to_vec());
             true
         });
         let mut stopped = 0;
-        each_line(path.to_str().unwrap(), |_| {
+        let _ = each_line(path.to_str().unwrap(), |_| {
             stopped += 1;
             stopped < 3
         });
