@@ -145,21 +145,36 @@ pub struct Signing {
     pub key: FleetKey,
 }
 
+/// Why a fleet key file holds no key ([`load_key`]); shown after `--fleet-key PATH: `.
+#[derive(Debug)]
+pub enum KeyFileError {
+    File(NoSecret),
+    Key(beacon::KeyError),
+}
+
+impl std::fmt::Display for KeyFileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // How to make a key is the useful answer to an empty file.
+            KeyFileError::File(NoSecret::Empty) => beacon::KeyError::Short(0).fmt(f),
+            KeyFileError::File(e) => e.fmt(f),
+            KeyFileError::Key(e) => e.fmt(f),
+        }
+    }
+}
+
 /// Reads a fleet key file (`--fleet-key`): its contents with surrounding white space
 /// trimmed ([`crate::sys::read_secret`]), [`crate::limits::FLEET_KEY_MIN`]..=[`FLEET_KEY_MAX`]
-/// bytes. No heap on success.
-pub fn load_key(path: &Path) -> Result<FleetKey, String> {
+/// bytes. No heap, also when it fails (SIGHUP re-reads it in the steady state).
+pub fn load_key(path: &Path) -> Result<FleetKey, KeyFileError> {
     let mut buf = [0u8; secret_buf_len(FLEET_KEY_MAX)];
-    let why = match crate::sys::read_secret(path, &mut buf, FLEET_KEY_MAX) {
-        Ok(k) => match FleetKey::parse(k) {
-            Ok(key) => return Ok(key),
-            Err(e) => e.to_string(),
-        },
-        // How to make a key is the useful answer to an empty file.
-        Err(NoSecret::Empty) => beacon::KeyError::Short(0).to_string(),
-        Err(e) => e.to_string(),
-    };
-    Err(format!("--fleet-key {}: {why}", path.display()))
+    let raw = crate::sys::read_secret(path, &mut buf, FLEET_KEY_MAX).map_err(KeyFileError::File)?;
+    FleetKey::parse(raw).map_err(KeyFileError::Key)
+}
+
+/// `--fleet-key PATH: why`, the text of a fleet key file that holds no key.
+pub fn key_file_message(path: &Path, e: &KeyFileError) -> String {
+    format!("--fleet-key {}: {e}", path.display())
 }
 
 impl Signing {
@@ -171,7 +186,10 @@ impl Signing {
                 self.key = k;
                 log::info!("fleet key reloaded from {}", self.path.display());
             }
-            Err(e) => log::warn!("{e}: keeping the previous fleet key"),
+            Err(e) => {
+                let p = self.path.display();
+                log::warn!("--fleet-key {p}: {e}: keeping the previous fleet key");
+            }
         }
     }
 }
@@ -360,6 +378,13 @@ impl Link {
     /// True when the interface should be re-read before the next tick.
     pub fn recheck_due(&self, now: Instant) -> bool {
         self.recheck.is_some_and(|r| r <= now)
+    }
+
+    /// The interface could not be looked at now (out of descriptors): it is as it was, and
+    /// a recheck that was due is tried again a [`RECHECK`] later (not at once: that would
+    /// spin until a descriptor frees).
+    pub fn not_now(&mut self, now: Instant) {
+        self.recheck = self.recheck.map(|_| now + RECHECK);
     }
 
     /// The interface as it is now; returns the sockets wanted.
@@ -1025,6 +1050,11 @@ mod tests {
         assert_eq!(l.poll_timeout(IV), t0 + RECHECK);
         assert!(!l.recheck_due(t0) && l.recheck_due(t0 + RECHECK));
         assert!(!l.tick_due(t0 + RECHECK, IV), "a recheck is not a beacon");
+        // A recheck that could not look (out of descriptors) waits a RECHECK again: due
+        // at once, the loop would spin until a descriptor frees.
+        l.not_now(t0 + RECHECK);
+        assert!(!l.recheck_due(t0 + RECHECK));
+        assert_eq!(l.poll_timeout(IV), t0 + 2 * RECHECK);
         assert_eq!(l.update(t0 + RECHECK, only6), want(false, true));
         assert_eq!(l.poll_timeout(IV), t0 + IV);
         // --beacon-family 4 never waits for IPv6.

@@ -64,7 +64,7 @@ fn board_id_from(
             .next()
             .unwrap_or(&[])
             .trim_ascii();
-        if serial.len() >= 8 && !serial.iter().all(|&c| c == b'0') {
+        if serial.len() >= 8 && !placeholder_machine_id(serial) {
             return (crate::id::board_id(serial), IdFrom::Serial);
         }
     }
@@ -183,8 +183,8 @@ fn load_fleet_key(cfg: &AgentConfig) -> Result<Option<crate::beacon::Signing>, F
     let Some(p) = &cfg.fleet_key else {
         return Ok(None);
     };
-    let key = crate::beacon::load_key(p).map_err(|msg| Fatal::new(EX_CONFIG, msg))?;
-    said_at_start("signing with the fleet key in", p);
+    let key = crate::beacon::load_key(p)
+        .map_err(|e| Fatal::new(EX_CONFIG, crate::beacon::key_file_message(p, &e)))?;
     Ok(Some(crate::beacon::Signing {
         path: p.clone(),
         key,
@@ -368,7 +368,7 @@ fn open_beacons(
         crate::beacon::Announced::new(tcp.iter().map(|(_, a)| *a), metrics.iter().map(|(_, a)| *a));
     let bc = cfg.beacon.as_ref();
     let mut families = bc.map(|b| b.families).unwrap_or_default();
-    if families == Families::Both && !sys::net::ipv6_available() {
+    if bc.is_some() && families == Families::Both && !sys::net::ipv6_available() {
         // A kernel without IPv6: IPv4 beacons only, not an IPv6 socket error each interval
         // (nor a warning that no listener serves IPv6).
         log::info!("no IPv6 in this kernel: beacons over IPv4 only");
@@ -410,17 +410,7 @@ fn read_token<'b>(cfg: &AgentConfig, buf: &'b mut [u8]) -> Result<Option<&'b [u8
     };
     let token = sys::read_secret(p, buf, TOKEN_MAX)
         .map_err(|e| Fatal::new(EX_CONFIG, format!("--token-file {}: {e}", p.display())))?;
-    said_at_start("AUTH over TCP with the token in", p);
     Ok(Some(token))
-}
-
-/// Names a secret file at start. The line is longer than any a SIGHUP writes about that
-/// file (the longest: other users can change it), so the logger's line buffer, which grows
-/// to the longest line yet, has room for those before the agent is ready: re-reading
-/// allocates nothing, however long the path.
-fn said_at_start(what: &str, p: &std::path::Path) {
-    let p = p.display();
-    log::info!("{what} {p} (re-read on SIGHUP; keep it root:tether 0640, no other user's)");
 }
 
 /// Prints the ready line on stdout, logs it, and tells systemd (READY=1, STATUS=, and

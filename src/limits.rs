@@ -57,6 +57,9 @@ pub const TRACE_REPLY_MAX: usize = 120;
 /// when poll(2) says it takes more, and then at most this much at a time: what a pipe with a
 /// free page takes without waiting (`sys::stderr`).
 pub const LOG_POLLED_WRITE_MAX: usize = 4096;
+/// A log line, at most (`sys::stderr::Logger`, on the stack): longer ones are cut. Room for
+/// the longest the agent writes (a 360-byte path and the text around it) twice over.
+pub const LOG_LINE_MAX: usize = 1024;
 /// The "N log line(s) dropped" note, in bytes at most.
 pub const LOG_DROPPED_NOTE_MAX: usize = 96;
 /// After EMFILE/ENFILE/ENOMEM on accept, accepting pauses this long instead of spinning.
@@ -87,8 +90,7 @@ pub const DEFAULT_IDLE_SECS: u32 = 60;
 /// TCP keepalive when no idle timeout would close a vanished peer sooner (`--idle-timeout`
 /// 0 or over [`KEEPALIVE_DEAD_SECS`], [`crate::sys::net::keepalive`]): the first probe
 /// after this many idle seconds, then one every [`KEEPALIVE_INTERVAL_SECS`]; after
-/// [`KEEPALIVE_PROBES`] unanswered, or data unacknowledged for as long, the connection is
-/// dead.
+/// [`KEEPALIVE_PROBES`] unanswered the connection is dead.
 pub const KEEPALIVE_IDLE_SECS: u32 = 60;
 pub const KEEPALIVE_INTERVAL_SECS: u32 = 10;
 pub const KEEPALIVE_PROBES: u32 = 6;

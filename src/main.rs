@@ -14,27 +14,13 @@ fn init_logging(verbose: u8) {
         1 => log::LevelFilter::Debug,
         _ => log::LevelFilter::Trace,
     };
-    // Under systemd stderr is journald's socket; by hand it may be a pipe or a terminal:
-    // each is written without waiting, so that a reader that stops costs log lines, not the
-    // agent (tether::sys::stderr).
-    // A regular file (the init script's /var/log/tether.log) is written as usual, and each
-    // line gets the time: the journal stamps its own, a file nothing.
-    let (target, stamp) = match tether::sys::stderr::nonblocking() {
-        Some(log) => (env_logger::Target::Pipe(Box::new(log)), false),
-        None => (env_logger::Target::Stderr, true),
-    };
-    env_logger::Builder::new()
+    // env_logger for its filter (RUST_LOG, -v); each line is formatted on the stack and
+    // written without waiting by tether::sys::stderr::Logger.
+    let filter = env_logger::Builder::new()
         .filter_level(level)
         .parse_env("RUST_LOG")
-        .format(move |buf, r| {
-            use std::io::Write;
-            if stamp {
-                write!(buf, "{} ", tether::sys::stderr::Utc::now())?;
-            }
-            writeln!(buf, "[{:<5} {}] {}", r.level(), r.target(), r.args())
-        })
-        .target(target)
-        .init();
+        .build();
+    tether::sys::stderr::Logger::install(filter);
 }
 
 fn main() -> ExitCode {

@@ -307,9 +307,9 @@ fn warn_clones(boards: &mut Boards) {
 /// returns the exit code.
 pub fn run(args: ScanArgs, wait: Duration) -> Result<u8, Fatal> {
     let key = match &args.fleet_key {
-        Some(p) => Some(crate::beacon::load_key(p).map_err(|msg| Fatal {
+        Some(p) => Some(crate::beacon::load_key(p).map_err(|e| Fatal {
             code: EX_CONFIG,
-            msg,
+            msg: crate::beacon::key_file_message(p, &e),
         })?),
         None => None,
     };

@@ -439,7 +439,6 @@ fn a_token_file_other_users_can_read_is_warned_about() {
         let works = || b.tcp().auth(token) == "OK";
         assert!(wait_for(slack(Duration::from_secs(5)), works), "{token}");
     }
-    eprintln!("ALLOCS {}", b.stats()["allocs_since_ready"]);
     assert_eq!(b.stats()["allocs_since_ready"], 0);
     let line = |f: &std::path::Path, can, mode| {
         let f = f.display();
@@ -453,9 +452,6 @@ fn a_token_file_other_users_can_read_is_warned_about() {
     };
     assert_eq!(warned(&err_a), [line(&tf, "read", "0644")], "{err_a}");
     let (_, err) = b.stop();
-    for l in err.lines() {
-        eprintln!("LEN {} {}", l.len(), &l[..l.len().min(60)]);
-    }
     let want = [line(&long, "change", "0646"), line(&long, "read", "0644")];
     assert_eq!(warned(&err), want, "{err}");
 }

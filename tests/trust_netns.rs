@@ -404,6 +404,8 @@ fn fleet_key_signs_and_scan_tells_signed_forged_altered_replayed() {
     std::thread::sleep(Duration::from_millis(300));
     let (code, rows, _) = lan.scan_json(&["--fleet-key", new_file, "-t", "1.5"]);
     assert_eq!((code, field(&rows, "id")), (0, vec![ids[0].as_str()]));
+    // A bad key at SIGHUP is steady-state work too: said without a heap allocation.
+    assert_eq!(boards[0].stats()["allocs_since_ready"], 0);
     let mut boards = boards;
     let (status, err) = boards.remove(0).stop();
     assert_eq!(status.code(), Some(0));

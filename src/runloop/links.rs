@@ -332,6 +332,7 @@ impl Entry {
         // Out of descriptors (or memory) to look with: the interface is as it was, not
         // absent (its working sockets closed); looked at again at the next tick.
         let Ok(now_if) = look else {
+            self.link.not_now(now);
             return;
         };
         let mut err = None;

@@ -222,23 +222,21 @@ pub fn accept(listener: BorrowedFd<'_>, tcp: bool) -> Accept {
     }
 }
 
-/// TCP keepalive, set on a listener (the connections it accepts inherit it): a peer gone
-/// without a FIN or RST (crashed, rebooted, its NAT entry or Wi-Fi gone) is found dead
-/// after [`KEEPALIVE_DEAD_SECS`] and its slot freed, idle or with a reply unacknowledged
-/// (TCP_USER_TIMEOUT: keepalive sends no probe while data is in flight, and the kernel's
-/// retransmissions alone would take about 15 min). For `--idle-timeout` 0 or longer than
+/// TCP keepalive, set on a listener (the connections it accepts inherit it): an idle peer
+/// gone without a FIN or RST (crashed, rebooted, its NAT entry or Wi-Fi gone) is found dead
+/// after [`KEEPALIVE_DEAD_SECS`] and its slot freed. For `--idle-timeout` 0 or longer than
 /// that: sixteen such peers would otherwise fill the client table until a restart, or for
-/// as long as the timeout. Best effort, as TCP_NODELAY.
+/// as long as the timeout. (One gone with a reply unacknowledged is found by the kernel's
+/// retransmissions, in about 15 min. TCP_USER_TIMEOUT would shorten that, but it also
+/// aborts a live reader that only stopped reading for as long: "read as slowly as it
+/// likes" would not hold.) Best effort, as TCP_NODELAY.
 ///
 /// [`KEEPALIVE_DEAD_SECS`]: crate::limits::KEEPALIVE_DEAD_SECS
 pub fn keepalive(fd: BorrowedFd<'_>) {
-    use crate::limits::{
-        KEEPALIVE_DEAD_SECS, KEEPALIVE_IDLE_SECS, KEEPALIVE_INTERVAL_SECS, KEEPALIVE_PROBES,
-    };
+    use crate::limits::{KEEPALIVE_IDLE_SECS, KEEPALIVE_INTERVAL_SECS, KEEPALIVE_PROBES};
     let _ = setsockopt(&fd, sockopt::TcpKeepIdle, &KEEPALIVE_IDLE_SECS);
     let _ = setsockopt(&fd, sockopt::TcpKeepInterval, &KEEPALIVE_INTERVAL_SECS);
     let _ = setsockopt(&fd, sockopt::TcpKeepCount, &KEEPALIVE_PROBES);
-    let _ = setsockopt(&fd, sockopt::TcpUserTimeout, &(KEEPALIVE_DEAD_SECS * 1000));
     let _ = setsockopt(&fd, sockopt::KeepAlive, &true);
 }
 

@@ -15,7 +15,7 @@
 //! file is written as before: it never waits for a reader.
 
 use super::net::{self, Io};
-use crate::limits::{LOG_DROPPED_NOTE_MAX, LOG_POLLED_WRITE_MAX};
+use crate::limits::{LOG_DROPPED_NOTE_MAX, LOG_LINE_MAX, LOG_POLLED_WRITE_MAX};
 use nix::fcntl::{open, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::stat::{fstat, Mode, SFlag};
@@ -147,6 +147,104 @@ impl<F: AsFd> io::Write for Log<F> {
     }
 }
 
+/// The agent's logger: env_logger's filter (`RUST_LOG`, `-v`), and each line formatted on
+/// the stack, at most [`LOG_LINE_MAX`] bytes (a longer one is cut and ends in `...`), so
+/// that no log line allocates, however long a path or a peer's text in it (env_logger's
+/// own line buffer grew to the longest line yet: a SIGHUP naming a long path allocated).
+/// Under systemd, to a pipe or a terminal: written without waiting ([`nonblocking`]); to a
+/// regular file (the init script's log): as usual, each line beginning with the UTC time
+/// ([`Utc`]: a file, unlike the journal, stamps nothing itself).
+pub struct Logger {
+    filter: env_logger::Logger,
+    out: std::sync::Mutex<Out>,
+}
+
+enum Out {
+    Nonblocking(Log<OwnedFd>),
+    /// A regular file (or stderr that cannot be told): the time first.
+    Stamped,
+}
+
+/// One log line being formatted: what fits in [`LOG_LINE_MAX`] bytes, and whether more
+/// was cut.
+struct Line {
+    buf: [u8; LOG_LINE_MAX],
+    len: usize,
+    cut: bool,
+}
+
+impl std::fmt::Write for Line {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let room = LOG_LINE_MAX - CUT.len() - 1 - self.len;
+        let mut n = s.len().min(room);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        self.cut |= n < s.len();
+        Ok(())
+    }
+}
+
+/// How a cut line ends.
+const CUT: &[u8] = b"...";
+
+impl Logger {
+    /// Installs it as the `log` crate's logger (once, at start-up).
+    pub fn install(filter: env_logger::Logger) {
+        let out = match nonblocking() {
+            Some(log) => Out::Nonblocking(log),
+            None => Out::Stamped,
+        };
+        log::set_max_level(filter.filter());
+        let logger = Logger {
+            filter,
+            out: std::sync::Mutex::new(out),
+        };
+        let _ = log::set_boxed_logger(Box::new(logger));
+    }
+}
+
+impl log::Log for Logger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.filter.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        use std::fmt::Write as _;
+        use std::io::Write as _;
+        if !self.filter.matches(record) {
+            return;
+        }
+        let Ok(mut out) = self.out.lock() else {
+            return;
+        };
+        let mut line = Line {
+            buf: [0; LOG_LINE_MAX],
+            len: 0,
+            cut: false,
+        };
+        if matches!(*out, Out::Stamped) {
+            let _ = write!(line, "{} ", Utc::now());
+        }
+        let (level, target) = (record.level(), record.target());
+        let _ = write!(line, "[{level:<5} {target}] {}", record.args());
+        if line.cut {
+            line.buf[line.len..line.len + CUT.len()].copy_from_slice(CUT);
+            line.len += CUT.len();
+        }
+        line.buf[line.len] = b'\n';
+        let bytes = &line.buf[..=line.len];
+        let _ = match &mut *out {
+            Out::Nonblocking(log) => log.write_all(bytes),
+            Out::Stamped => io::stderr().write_all(bytes),
+        };
+    }
+
+    fn flush(&self) {}
+}
+
 /// A moment in UTC as the lines of a log file begin with it (`2026-12-02T21:53:52Z`): a
 /// file, unlike the journal, stamps nothing itself. Seconds since 1970.
 pub struct Utc(pub u64);
@@ -179,6 +277,31 @@ impl std::fmt::Display for Utc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_line_longer_than_its_buffer_is_cut_at_a_character() {
+        use std::fmt::Write as _;
+        let mut line = Line {
+            buf: [0; LOG_LINE_MAX],
+            len: 0,
+            cut: false,
+        };
+        let _ = write!(line, "{}", "é".repeat(LOG_LINE_MAX));
+        assert!(line.cut);
+        assert!(line.len < LOG_LINE_MAX - CUT.len());
+        assert!(std::str::from_utf8(&line.buf[..line.len]).is_ok());
+        // What fits goes in whole.
+        let mut short = Line {
+            buf: [0; LOG_LINE_MAX],
+            len: 0,
+            cut: false,
+        };
+        let _ = write!(short, "[INFO  tether] {}", 1 + 1);
+        assert_eq!(
+            (&short.buf[..short.len], short.cut),
+            (&b"[INFO  tether] 2"[..], false)
+        );
+    }
 
     #[test]
     fn utc_is_the_civil_date_and_time() {
