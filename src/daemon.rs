@@ -273,8 +273,19 @@ fn open_local_sockets(
         }
         path
     });
-    let unix =
-        sys::unix::listen_unix(&sock_path, cfg.backlog, group).map_err(fatal(EX_UNAVAILABLE))?;
+    let unix = sys::unix::listen_unix(&sock_path, cfg.backlog, group).map_err(|e| {
+        // A path the user did not type: say where it came from and how to choose another.
+        let from = match cfg.socket {
+            Some(_) => "",
+            None if std::env::var_os("XDG_RUNTIME_DIR")
+                .is_some_and(|d| sock_path.starts_with(d)) =>
+            {
+                " (the default socket, in $XDG_RUNTIME_DIR; --socket PATH sets another)"
+            }
+            None => " (the default socket; --socket PATH sets another)",
+        };
+        Fatal::new(EX_UNAVAILABLE, format!("{e}{from}"))
+    })?;
     let publish = open_publish(cfg, &unix, group, now).inspect_err(|_| unix.undo())?;
     sys::net::warn_capped_buf_sizes(unix.fd.as_fd());
     Ok((unix, publish))

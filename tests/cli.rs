@@ -540,6 +540,21 @@ fn an_xdg_runtime_dir_that_cannot_hold_the_socket_is_passed_over_with_a_warning(
         // The test's own RLIMIT_NOFILE is far above what 16 clients need.
         assert!(!err.contains("RLIMIT_NOFILE"), "{xdg:?}: {err}");
     }
+    // One that is usable but cannot be made (no such parent, not this user's): the error
+    // names the variable, which the user never typed (it read "create /nonexistent/run:
+    // Permission denied" alone).
+    let out = as_nobody(&["agent", "--no-beacon", "--listen", "127.0.0.1:0"])
+        .env("XDG_RUNTIME_DIR", "/nonexistent/run")
+        .output_within(slack(Duration::from_secs(10)));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{err}");
+    assert_eq!(error_lines(&err).len(), 1, "{err}");
+    assert!(
+        err.contains("error: create /nonexistent/run: ")
+            && err
+                .contains("(the default socket, in $XDG_RUNTIME_DIR; --socket PATH sets another)"),
+        "{err}"
+    );
     // /tmp/tether-UID is made in /tmp, where anyone may make it first: the agent and ctl
     // use it only when it is this user's own directory that nobody else may write in.
     use std::os::unix::fs::PermissionsExt;
