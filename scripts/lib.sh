@@ -224,7 +224,8 @@ setup_target() {
         TARGET_ROUTE=rustup
         return 0
     fi
-    say "$t: no prebuilt std from rustup here, using -Zbuild-std + zig"
+    # Said once: build-all calls this again (TETHER_NO_INSTALL=1) for each build.
+    [ -n "${TETHER_NO_INSTALL:-}" ] || say "$t: no prebuilt std from rustup here, using -Zbuild-std + zig"
     TARGET_ROUTE=build-std+zig
     need_rust_src
     linker=$(zig_linker "$t") || die "cannot write the zig linker wrapper for $t"
