@@ -464,11 +464,12 @@ fn ready_line(rl: &RunLoop) -> String {
         tcp.join(","),
         rl.io.unix.path.display()
     );
-    // Before beacon=: the line keeps ending in beacon= (or metrics=) as before.
+    // SPEC's three fields first, in its order (scripts parse `unix=PATH beacon=`), then
+    // what later options added.
+    line += &format!(" beacon={beacon}");
     if let Some(p) = &rl.io.publish {
         line += &format!(" publish={}", p.sock.path.display());
     }
-    line += &format!(" beacon={beacon}");
     if !rl.io.metrics.is_empty() {
         let m: Vec<String> = rl.io.metrics.iter().map(|(_, a)| a.to_string()).collect();
         line += &format!(" metrics={}", m.join(","));

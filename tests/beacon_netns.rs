@@ -147,8 +147,9 @@ fn beacon_leaves_only_its_interface_and_scan_finds_it() {
     let on_b = listen(&net.b, 3.5 * slack(Duration::from_secs(1)).as_secs_f64());
     let on_c = listen(&net.c, 3.5 * slack(Duration::from_secs(1)).as_secs_f64());
     let a = start_agent(&net, &["--iface", &net.va, "--interval", "1"]);
-    assert!(
-        a.ready.ends_with(&format!(" beacon={}:4546", net.va)),
+    assert_eq!(
+        a.ready_field("beacon"),
+        Some(format!("{}:4546", net.va).as_str()),
         "{}",
         a.ready
     );
@@ -434,7 +435,7 @@ fn absent_interface_at_start_and_no_default_interface() {
     }
     let net = Net::new("d");
     let a = start_agent(&net, &["--iface", "nosuch0", "--interval", "1"]);
-    assert!(a.ready.ends_with(" beacon=nosuch0:4546"), "{}", a.ready);
+    assert_eq!(a.ready_field("beacon"), Some("nosuch0:4546"), "{}", a.ready);
     wait_state(&a, "absent", slack(Duration::from_secs(3)));
     assert_eq!(a.unix().req("PING"), "PONG");
     // SOCKETS: the interface with no socket has the same keys as any socket.
@@ -468,7 +469,7 @@ fn absent_interface_at_start_and_no_default_interface() {
     let args = loopback_agent_args(&dir.join("t.sock"), &[]);
     let a =
         Agent::spawn_in(Some(&lonely), &args, dir, &[]).unwrap_or_else(|f| panic!("{}", f.stderr));
-    assert!(a.ready.ends_with(" beacon=off"), "{}", a.ready);
+    assert_eq!(a.ready_field("beacon"), Some("off"), "{}", a.ready);
     assert_eq!(beacon_state(&a), "off");
     let (status, err) = a.stop();
     assert_eq!(status.code(), Some(0));
@@ -495,7 +496,7 @@ fn absent_interface_at_start_and_no_default_interface() {
     let args = loopback_agent_args(&dir.join("t.sock"), &[]);
     let a = Agent::spawn_in(Some(&lonely), &args, dir.clone(), &[])
         .unwrap_or_else(|f| panic!("{}", f.stderr));
-    assert!(a.ready.ends_with(" beacon=off"), "{:?}", a.ready);
+    assert_eq!(a.ready_field("beacon"), Some("off"), "{:?}", a.ready);
     let (status, err) = a.stop();
     assert_eq!(status.code(), Some(0));
     assert!(!err.contains('\u{1b}'), "{err:?}");

@@ -10,7 +10,13 @@ use std::time::{Duration, Instant};
 fn ping_over_tcp_and_unix_and_ctl() {
     let a = Agent::start(&[]);
     assert!(a.ready.starts_with("ready tcp=127.0.0.1:"), "{}", a.ready);
-    assert!(a.ready.ends_with(" beacon=off"), "{}", a.ready);
+    // SPEC's fields first, in its order, then the publish socket (on by default).
+    let want = format!(
+        " unix={} beacon=off publish={}",
+        a.unix.display(),
+        a.unix.with_file_name("publish.sock").display()
+    );
+    assert!(a.ready.ends_with(&want), "{}", a.ready);
     assert_eq!(a.tcp().req("PING"), "PONG");
     assert_eq!(a.unix().req("ping"), "PONG");
     let (code, out, _) = a.ctl(&["PING"]);

@@ -591,10 +591,10 @@ fn start_in(ns: &str, extra: &[&str]) -> Agent {
         .unwrap_or_else(|f| panic!("agent failed: {:?} {} {}", f.status, f.stdout, f.stderr))
 }
 
-/// The ready line ends with `beacon=IFACE:4546`: `iface` is the one beacon interface.
+/// The ready line says `beacon=IFACE:4546`: `iface` is the one beacon interface.
 fn assert_ready_beacon(a: &Agent, iface: &str) {
-    let want = format!(" beacon={iface}:4546");
-    assert!(a.ready.ends_with(&want), "{}", a.ready);
+    let want = format!("{iface}:4546");
+    assert_eq!(a.ready_field("beacon"), Some(want.as_str()), "{}", a.ready);
 }
 
 /// A namespace with `lo` up and the kernel's duplicate address detection off.
@@ -790,7 +790,7 @@ fn a_board_that_starts_before_its_network_beacons_once_a_link_qualifies() {
     // interval, as if it had been named.
     let net = Net::new("b");
     let a = start(&net, &["--interval", "1"]);
-    assert!(a.ready.ends_with(" beacon=off"), "{}", a.ready);
+    assert_eq!(a.ready_field("beacon"), Some("off"), "{}", a.ready);
     assert_eq!(status(&a)["beacons"], serde_json::json!([]));
     net.link(1, false);
     let (a1, _) = net.ifs(1);
@@ -970,11 +970,7 @@ fn the_default_interface_is_chosen_again_when_it_is_gone() {
     let (a1, _) = net.ifs(1);
     let (a2, _) = net.ifs(2);
     let a = start(&net, &["--interval", "1", "--beacon-family", "4"]);
-    assert!(
-        a.ready.ends_with(&format!(" beacon={a1}:4546")),
-        "{}",
-        a.ready
-    );
+    assert_ready_beacon(&a, &a1);
     let seq = || status(&a)["beacons"][0]["seq"].as_u64().unwrap();
     assert!(wait_for(slack(Duration::from_secs(4)), || seq() >= 2));
     assert!(sh(&["ip", "-n", net.a(), "link", "del", &a1]));

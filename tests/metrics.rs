@@ -124,11 +124,13 @@ fn closed_within(s: &mut TcpStream, d: Duration) -> bool {
 #[test]
 fn get_and_head_answer_the_exposition_format() {
     let (a, m) = agent_with_metrics(&[]);
-    assert!(
-        a.ready.contains(" beacon=off metrics=127.0.0.1:"),
-        "{}",
-        a.ready
+    // After SPEC's fields and the publish socket: the line ends in metrics=.
+    let publish = a.publish_path().expect("publish=");
+    let want = format!(
+        " beacon=off publish={} metrics=127.0.0.1:",
+        publish.display()
     );
+    assert!(a.ready.contains(&want), "{}", a.ready);
     let r = get(m);
     assert_eq!(r.status, 200, "{}", r.head);
     assert!(r.head.starts_with("HTTP/1.1 200 OK\r\n"), "{}", r.head);

@@ -210,8 +210,9 @@ fn prometheus_discovers_scrapes_and_forgets_three_boards() {
     let mut agents = Vec::new();
     for i in 0..3 {
         let a = start_agent(&net, i, &dir);
-        let want = format!(" beacon={}:4546 metrics=0.0.0.0:9545", net.iface(i));
-        assert!(a.ready.ends_with(&want), "{}", a.ready);
+        let want = format!("{}:4546", net.iface(i));
+        assert_eq!(a.ready_field("beacon"), Some(want.as_str()), "{}", a.ready);
+        assert!(a.ready.ends_with(" metrics=0.0.0.0:9545"), "{}", a.ready);
         assert_eq!(a.unix().req(&format!("SET board b{i}")), "OK");
         agents.push(Some(a));
     }

@@ -35,10 +35,10 @@ fn published_facts_show_in_get_keys_and_status_and_bad_datagrams_are_counted() {
     let a = Agent::start(&[]);
     let p = a.publish_path().expect("publish= in the ready line");
     assert_eq!(p, a.unix.with_file_name("publish.sock"), "{}", a.ready);
-    // publish= comes right after unix=; the line still ends in beacon=.
+    // publish= comes after SPEC's three fields (tcp=, unix=, beacon=).
     assert!(
         a.ready.contains(&format!(
-            " unix={} publish={} beacon=",
+            " unix={} beacon=off publish={}",
             a.unix.display(),
             p.display()
         )),
@@ -793,8 +793,9 @@ fn published_facts_travel_in_the_next_beacon_and_the_beacon_socket_has_the_buffe
     );
     let a = Agent::spawn_in(Some(&pair.a), &args, dir, &[])
         .unwrap_or_else(|f| panic!("agent failed: {:?} {}", f.status, f.stderr));
-    assert!(
-        a.ready.ends_with(&format!(" beacon={}:4546", pair.va)),
+    assert_eq!(
+        a.ready_field("beacon"),
+        Some(format!("{}:4546", pair.va).as_str()),
         "{}",
         a.ready
     );

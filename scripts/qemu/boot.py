@@ -88,9 +88,9 @@ class Cpio:
         return self.buf.getvalue()
 
 
-# The agent's ready line (publish= sits between unix= and beacon= since issue 10);
+# The agent's ready line: SPEC's fields in its order, then publish= and metrics=;
 # smoke.py uses it too.
-READY = re.compile(r"ready tcp=(\S+) unix=(\S+)(?: publish=\S+)? beacon=(\S+)")
+READY = re.compile(r"ready tcp=(\S+) unix=(\S+) beacon=(\S+)(?: publish=\S+)?(?: metrics=\S+)?")
 
 INIT = r"""#!/bin/busybox sh
 /bin/busybox --install -s /bin

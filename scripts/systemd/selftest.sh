@@ -92,7 +92,7 @@ wait_for 5 bash -c "journalctl -q -u tether -o cat | grep -q '^ready tcp='"
 ready=$(journal | grep -m1 '^ready tcp=')
 status=$(prop StatusText)
 if [ -n "$ready" ] && [ "$status" = "$ready" ]; then ok "StatusText is the ready line" "($status)"; else bad "StatusText is the ready line" "(StatusText='$status' ready='$ready')"; fi
-check "ready line names the socket, the publish socket, beacon off (no LAN here), metrics on (the shipped defaults)" bash -c "[[ '$status' == *' unix=$SOCK publish=$PUB beacon=off metrics=0.0.0.0:9545,[::]:9545'* ]]"
+check "ready line names the socket, the publish socket, beacon off (no LAN here), metrics on (the shipped defaults)" bash -c "[[ '$status' == *' unix=$SOCK beacon=off publish=$PUB metrics=0.0.0.0:9545,[::]:9545'* ]]"
 check "journal shows the agent's log lines (stderr, info)" wait_for 5 bash -c "journalctl -q -u tether -o cat | grep -q 'ready tcp=.* id=[0-9a-f]\{16\} version='"
 
 # ---- 3. the socket: root, group member, non-member --------------------------------------

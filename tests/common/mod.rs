@@ -301,12 +301,16 @@ impl Agent {
         ok_json(&self.unix().req("STATS"))
     }
 
-    /// The publish socket from the ready line's `publish=` (None with `--no-publish`).
-    pub fn publish_path(&self) -> Option<PathBuf> {
+    /// The value of the ready line's `key=` field, if it has one.
+    pub fn ready_field(&self, key: &str) -> Option<&str> {
         self.ready
             .split_whitespace()
-            .find_map(|w| w.strip_prefix("publish="))
-            .map(PathBuf::from)
+            .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+    }
+
+    /// The publish socket from the ready line's `publish=` (None with `--no-publish`).
+    pub fn publish_path(&self) -> Option<PathBuf> {
+        self.ready_field("publish").map(PathBuf::from)
     }
 
     /// Sends one datagram to the agent's publish socket.
