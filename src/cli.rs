@@ -135,10 +135,24 @@ pub struct CtlArgs {
     /// with --dgram: the publish socket itself, for an agent that put it elsewhere
     #[argh(option)]
     pub publish: Option<PathBuf>,
-    /// the command, e.g. PING, STATUS, SET room kitchen (none: read commands from standard input)
+    /// the command, e.g. PING, STATUS, SET room kitchen, after every option: from its first word on, everything is sent as it is (none: read commands from standard input)
     #[argh(positional, greedy)]
     pub words: Vec<String>,
 }
+
+/// ctl's options: after the command's first word they are sent as part of the command.
+const CTL_OPTIONS: [&str; 10] = [
+    "-s",
+    "--socket",
+    "-c",
+    "--connect",
+    "-t",
+    "--timeout",
+    "--token-file",
+    "--raw",
+    "--dgram",
+    "--publish",
+];
 
 #[derive(FromArgs, Debug)]
 /// Probe the LAN for agents and print one row per board.
@@ -448,7 +462,13 @@ fn sock_path(option: &str, path: Option<&std::path::Path>) -> Result<(), String>
 /// A decimal number argument (`-t SECS`), read with [`crate::proto::decimal`]: std's float
 /// parser would add 14 KiB to the binary for it.
 fn decimal_arg(v: &str) -> Result<f64, String> {
-    crate::proto::decimal::parse(v.as_bytes()).ok_or_else(|| "not a decimal number".into())
+    // `.5` and `5.` as people type them (the protocol's grammar wants a digit on each side).
+    let whole = match v.as_bytes() {
+        [b'.', ..] => format!("0{v}"),
+        [.., b'.'] => format!("{v}0"),
+        _ => v.to_string(),
+    };
+    crate::proto::decimal::parse(whole.as_bytes()).ok_or_else(|| "not a decimal number".into())
 }
 
 /// `-t SECS` of ctl and scan: at least a millisecond (less would be a zero timeout, which
@@ -463,6 +483,14 @@ fn seconds(secs: f64, max: u32) -> Result<Duration, String> {
 }
 
 impl CtlArgs {
+    /// The first of ctl's own options among the command's words (after the first): sent
+    /// to the agent as a word, which the user rarely meant (`SET k v -c host:4545` stores
+    /// "v -c host:4545" on the default agent).
+    pub fn misplaced_option(&self) -> Option<&str> {
+        let later = self.words.iter().skip(1).map(String::as_str);
+        later.into_iter().find(|w| CTL_OPTIONS.contains(w))
+    }
+
     /// Checks what can be checked without I/O (with `--dgram`, the line itself); returns
     /// the timeout. With no words, ctl reads its commands from standard input (a prompt
     /// on a terminal).

@@ -84,9 +84,15 @@ fn main() -> ExitCode {
                 tether::daemon::run(cfg).map(|()| 0)
             })
         }
-        Some(Cmd::Ctl(c)) => (c.validate())
-            .map_err(Fatal::usage)
-            .and_then(|timeout| tether::ctl::run(c, timeout)),
+        Some(Cmd::Ctl(c)) => (c.validate()).map_err(Fatal::usage).and_then(|timeout| {
+            if let Some(o) = c.misplaced_option() {
+                eprintln!(
+                    "warning: {o} comes after the command, so it is sent as part of it \
+                     (ctl's options go before the command)"
+                );
+            }
+            tether::ctl::run(c, timeout)
+        }),
         Some(Cmd::Scan(s)) => (s.validate())
             .map_err(Fatal::usage)
             .and_then(|wait| tether::scan::run(s, wait)),

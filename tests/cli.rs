@@ -372,6 +372,38 @@ fn ctl_timeout_below_a_millisecond_is_refused_before_sending() {
         }
     }
     assert_eq!(a.unix().req("GET k"), "ERR not-found no such fact");
+    // Half a second as people type it, and the upper bound.
+    for half in [".5", "5."] {
+        let (code, out, err) = run(&["ctl", "-t", half, "-s", sock, "PING"]);
+        assert_eq!(
+            (code, out.as_str(), err.as_str()),
+            (0, "PONG\n", ""),
+            "{half}"
+        );
+    }
+    let (code, _, err) = run(&["ctl", "-t", "1000000", "-s", sock, "PING"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("below 1000000 seconds"), "{err}");
+}
+
+/// Options go before the command: one after its first word is sent as a word of the
+/// command, and ctl says so (`SET room hall -c otherhost:4545` stored "hall -c ..." on the
+/// default agent without a word).
+#[test]
+fn ctl_an_option_after_the_command_is_sent_and_warned_about() {
+    let a = Agent::start(&[]);
+    let sock = a.unix.to_str().unwrap();
+    let (code, out, err) = run(&["ctl", "-s", sock, "SET", "room", "hall", "-t", "2"]);
+    assert_eq!((code, out.as_str()), (0, "OK\n"), "{err}");
+    assert_eq!(
+        err,
+        "warning: -t comes after the command, so it is sent as part of it \
+         (ctl's options go before the command)\n"
+    );
+    assert_eq!(a.unix().req("GET room"), "OK hall -t 2");
+    // A word that only looks like one (a value "-5") is no option: nothing said.
+    let (code, _, err) = run(&["ctl", "-s", sock, "SET", "t", "-5"]);
+    assert_eq!((code, err.as_str()), (0, ""));
 }
 
 /// A Unix socket path longer than sun_path holds (107 bytes) is a bad option: 64 and one
