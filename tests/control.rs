@@ -318,6 +318,11 @@ fn line_limits_crlf_and_case() {
     assert!(r.starts_with("ERR bad-command "), "{r}");
     let r = c.req("PING extra");
     assert!(r.starts_with("ERR bad-argument "), "{r}");
+    // A value beyond ASCII (a degree sign) is refused by what it is.
+    assert_eq!(
+        c.req("SET temp 21.5 °C"),
+        "ERR bad-argument value must be 1-64 bytes of printable ASCII"
+    );
     assert_eq!(c.req("quit"), "OK");
     assert!(c.closed());
 }
