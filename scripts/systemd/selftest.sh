@@ -78,6 +78,13 @@ if T dpkg -i "$DEB" >/tmp/dpkg.log 2>&1; then
 else
     bad "dpkg -i installs"; cat /tmp/dpkg.log
 fi
+version=$(dpkg-query -W -f '${Version}' tether 2>/dev/null)
+commit=$(cat /share/commit 2>/dev/null)
+names_commit() { # VERSION+gitYYYYMMDDHHMMSS.HASH[.dirtySECONDS]-1, HASH the commit's
+    [[ $version =~ ^[0-9]+\.[0-9]+\.[0-9]+\+git[0-9]{14}\.([0-9a-f]{7,40})(\.dirty[0-9]{10,})?-1$ ]] \
+        && { [ -z "$commit" ] || [[ $commit == "${BASH_REMATCH[1]}"* ]]; }
+}
+if names_commit; then ok "package version names the commit (dpkg -l tether)" "($version)"; else bad "package version names the commit (dpkg -l tether)" "($version, commit ${commit:-unknown})"; fi
 check "system user and group tether exist (sysusers)" bash -c 'getent passwd tether | grep -q ":/nonexistent:/usr/sbin/nologin$" && getent group tether >/dev/null'
 check "unit enabled (multi-user.target wants it)" test "$(T systemctl is-enabled tether)" = enabled
 check "unit active after install" wait_for 10 is_active
