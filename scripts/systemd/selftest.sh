@@ -380,6 +380,28 @@ check "restarted cleanly: new MainPID, active" wait_for 10 new_pid2
 check "serving after upgrade, local option kept" bash -c "[ \"\$(tether ctl PING)\" = PONG ] && grep -q '^TETHER_ARGS=\"--interval 5\"' /etc/default/tether"
 check "old agent stopped cleanly (SIGTERM, no failure)" wait_for 5 bash -c "! kill -0 $old 2>/dev/null && journalctl -q -o cat _PID=$old | grep -q 'SIGTERM: shutting down' && [ \"\$(systemctl show -p NRestarts --value tether) \$(systemctl show -p Result --value tether)\" = '$nr success' ]"
 
+# ---- 11b. upgrade to a later version, /etc/default/tether edited, no terminal -------------
+# The later version is this package with a higher version (as a later commit's would be)
+# and a change where the options are documented, which changes in most releases. When that
+# was /etc/default/tether itself (a conffile) an edited one made dpkg ask which to keep,
+# and with no terminal apt-get failed (exit 100, package half-configured, old agent left).
+rm -rf /tmp/later && T dpkg-deb -R "$DEB" /tmp/later
+later=${version%-*}.1-${version##*-}
+sed -i "s/^Version: .*/Version: $later/" /tmp/later/DEBIAN/control
+doc=/tmp/later/usr/share/doc/tether/examples/tether.default
+[ -e "$doc" ] || doc=/tmp/later/etc/default/tether
+echo '# (a later version documents one more option here)' >>"$doc"
+(cd /tmp/later && find . -path ./DEBIAN -prune -o -type f -print | sed 's#^\./##' | sort | xargs md5sum) >/tmp/later/DEBIAN/md5sums
+mkdir -p /tmp/laterdeb
+T dpkg-deb --root-owner-group -b /tmp/later "/tmp/laterdeb/tether_${later}_$(dpkg-deb -f "$DEB" Architecture).deb" >/dev/null
+old=$(main_pid)
+if (cd /tmp/laterdeb && T apt-get install -y -q ./tether_*.deb </dev/null) >/tmp/apt.log 2>&1; then
+    ok "later version, edited /etc/default/tether, stdin /dev/null: apt-get install exits 0"
+else
+    bad "later version, edited /etc/default/tether, stdin /dev/null: apt-get install exits 0"; tail -n 6 /tmp/apt.log
+fi
+check "... installed and configured ($later), the edit kept, a new agent serving" bash -c "[ \"\$(dpkg-query -W -f '\${db:Status-Abbrev}\${Version}' tether)\" = 'ii $later' ] && grep -q '^TETHER_ARGS=\"--interval 5\"' /etc/default/tether && [ \"\$(systemctl show -p MainPID --value tether)\" != $old ] && [ \"\$(tether ctl PING)\" = PONG ]"
+
 # ---- 12. purge --------------------------------------------------------------------------
 if T dpkg --purge tether >/tmp/dpkg.log 2>&1; then ok "dpkg --purge exits 0"; else bad "dpkg --purge exits 0"; cat /tmp/dpkg.log; fi
 check "no tether process left" bash -c "! pgrep -x tether >/dev/null"
