@@ -481,6 +481,30 @@ if wait_for 10 is_active; then ok "no sysusers: unit active (Group=tether resolv
 T dpkg --purge tether >/dev/null 2>&1
 mv /usr/bin/systemd-sysusers.hidden /usr/bin/systemd-sysusers
 
+# ---- 16. a user tether that is not a system user; apt remove --------------------------------
+# Someone's account named tether (uid >= 1000, a home, a login shell) is refused, as
+# `adduser --system` refuses it: adopted, the agent ran as that person and the unit's
+# RemoveIPC=yes deleted their /dev/shm files and IPC objects at every stop.
+T userdel tether >/dev/null 2>&1; getent group tether >/dev/null && T groupdel tether
+T useradd --create-home --shell /bin/bash tether
+uid=$(id -u tether)
+T dpkg -i "$DEB" </dev/null >/tmp/dpkg.log 2>&1; rc=$?
+if [ $rc -ne 0 ] && grep -q "user tether exists but is not a system user (uid $uid" /tmp/dpkg.log && ! pgrep -u tether >/dev/null; then
+    ok "a login user tether (uid $uid): dpkg -i fails, saying why, runs nothing as it" "($(grep -m1 'not a system user' /tmp/dpkg.log | cut -c1-60)...)"
+else
+    bad "a login user tether (uid $uid): dpkg -i fails, saying why, runs nothing as it" "(exit $rc; $(ps -o user=,args= -C tether | head -n1))"; tail -n 4 /tmp/dpkg.log
+fi
+T dpkg --purge tether >/dev/null 2>&1
+T userdel -r tether >/dev/null 2>&1; getent group tether >/dev/null && T groupdel tether
+# Still accepted: a group tether above the system range without its user (sysusers gives
+# the user that gid as uid), at install and at the upgrade after.
+T groupadd -g 1500 tether
+if T dpkg -i "$DEB" </dev/null >/tmp/dpkg.log 2>&1 && [ "$(id -u tether)" = 1500 ] \
+    && T dpkg -i "$DEB" </dev/null >>/tmp/dpkg.log 2>&1 && wait_for 10 is_active; then
+    ok "group tether gid 1500, no user: installs (user uid 1500), upgrades, active"
+else
+    bad "group tether gid 1500, no user: installs (user uid 1500), upgrades, active" "($(getent passwd tether))"; tail -n 4 /tmp/dpkg.log
+fi
 say "== $pass passed, $fail failed in $(($(date +%s%3N) - t_start)) ms"
 [ $fail -gt 99 ] && fail=99
 exit $fail
