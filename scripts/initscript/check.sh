@@ -126,5 +126,15 @@ extra=$(ls "/proc/$pid/fd" 2>/dev/null | while read -r fd; do
 check "the agent holds no pipe but its own" test "$extra" = 0
 init stop
 
+# The binary missing (busybox's ash; the boot runs start). The package's /usr/bin/tether
+# (absent here) gone is a removed package whose script stays: exit 0, nothing said. The
+# by-hand /usr/local/bin/tether missing is a mistake: exit 5 (LSB: not installed), said.
+DAEMON=/usr/bin/tether /etc/init.d/tether start >/tmp/out 2>&1
+check "the package's /usr/bin/tether gone: start exits 0, quietly" test $? = 0 -a ! -s /tmp/out -a "$(agents)" = 0
+mv /usr/local/bin/tether /usr/local/bin/tether.away
+init start
+check "/usr/local/bin/tether missing: start exits 5, says so" test "$rc" = 5 -a "$(grep -c 'tether: /usr/local/bin/tether not found' /tmp/out)" = 1 -a "$(agents)" = 0
+mv /usr/local/bin/tether.away /usr/local/bin/tether
+
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

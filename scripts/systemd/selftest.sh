@@ -358,16 +358,17 @@ rc=$(init_rc status)
 check "init script: status when stopped exits 3 (LSB)" test "$rc" = 3
 rc=$(init_rc try-restart)
 check "init script: try-restart when stopped exits 0 and starts nothing" bash -c "[ $rc = 0 ] && ! pgrep -x tether >/dev/null"
-# After `dpkg -r` the script stays (a conffile), with its rc links, and the binary is gone:
-# at shutdown sysvinit runs it with stop, at boot with start. Stop and status must still
-# answer (0, and 3: LSB has no 5 for status); start says it and exits 5 (LSB: not installed).
-GONE=(env DAEMON=/usr/bin/tether.removed SYSTEMCTL_SKIP_REDIRECT=1 /etc/init.d/tether)
+# A binary the script names that is not there: stop and status must still answer (0, and
+# 3: LSB has no 5 for status). Start of the by-hand /usr/local/bin/tether says it and exits
+# 5 (LSB: not installed); the package's /usr/bin/tether gone (after `apt remove`, the
+# script a conffile that stays) exits 0 quietly: step 16.
+GONE=(env DAEMON=/usr/local/bin/tether SYSTEMCTL_SKIP_REDIRECT=1 /etc/init.d/tether)
 rc=$(T "${GONE[@]}" stop >/tmp/init.out 2>&1; echo $?)
-check "init script, binary removed: stop exits 0" test "$rc" = 0
+check "init script, binary missing: stop exits 0" test "$rc" = 0
 rc=$(T "${GONE[@]}" status >/tmp/init.out 2>&1; echo $?)
-check "init script, binary removed: status exits 3" test "$rc" = 3
+check "init script, binary missing: status exits 3" test "$rc" = 3
 rc=$(T "${GONE[@]}" start >/tmp/init.out 2>&1; echo $?)
-check "init script, binary removed: start exits 5, starts nothing" bash -c "[ $rc = 5 ] && ! pgrep -x tether >/dev/null"
+check "init script, /usr/local/bin/tether missing: start exits 5, starts nothing" bash -c "[ $rc = 5 ] && ! pgrep -x tether >/dev/null"
 pkill -x tether; rm -f /etc/conf.d/tether "$PIDF"
 T systemctl start tether
 wait_for 10 is_active
@@ -505,6 +506,32 @@ if T dpkg -i "$DEB" </dev/null >/tmp/dpkg.log 2>&1 && [ "$(id -u tether)" = 1500
 else
     bad "group tether gid 1500, no user: installs (user uid 1500), upgrades, active" "($(getent passwd tether))"; tail -n 4 /tmp/dpkg.log
 fi
+# apt remove with an agent the init script started (SYSTEMCTL_SKIP_REDIRECT, as in 10b):
+# prerm stops it too (invoke-rc.d leaves the script alone under systemd).
+T systemctl stop tether
+echo 'TETHER_ARGS="--no-beacon --listen 127.0.0.1:4545"' >/etc/conf.d/tether
+T env SYSTEMCTL_SKIP_REDIRECT=1 /etc/init.d/tether start >/dev/null 2>&1
+ipid=$(init_pid)
+T dpkg -r tether >/tmp/dpkg.log 2>&1; rc=$?
+if [ -n "$ipid" ] && [ $rc = 0 ] && wait_for 5 bash -c '! pgrep -x tether >/dev/null'; then
+    ok "dpkg -r stops an agent the init script started"
+else
+    bad "dpkg -r stops an agent the init script started" "(pid ${ipid:-none}, exit $rc, left: $(pgrep -x tether | tr '\n' ' '))"
+fi
+pkill -x tether
+# Removed: the init script (a conffile) stays with its rc links, and sysvinit runs it at
+# every boot: it exits 0 saying nothing (it said "/usr/bin/tether not found", exit 5). Run
+# as on a board without systemd: /run/systemd hidden in a mount namespace of its own (with
+# it, Debian's hook exits 0 at once for the unit that remove masked, and hides the script).
+out=$(T unshare --mount sh -c 'mount -t tmpfs none /run/systemd && exec /etc/init.d/tether start' 2>&1); rc=$?
+if [ $rc = 0 ] && [ -z "$out" ] && ! pgrep -x tether >/dev/null; then
+    ok "removed: /etc/init.d/tether start exits 0, quietly"
+else
+    bad "removed: /etc/init.d/tether start exits 0, quietly" "(exit $rc: $out)"
+fi
+rm -f /etc/conf.d/tether
+T dpkg --purge tether >/dev/null 2>&1
+
 say "== $pass passed, $fail failed in $(($(date +%s%3N) - t_start)) ms"
 [ $fail -gt 99 ] && fail=99
 exit $fail
