@@ -447,6 +447,16 @@ else
 fi
 check "tether-scan-sd: writes [] to $SD" wait_for 10 sd_written
 check "tether-scan-sd: $SD mode 0644, owner tether" test "$(stat -c '%a %U' $SD 2>&1)" = "644 tether"
+# Left behind by `apt remove`, it fails at every start: it must give up, i.e. reach
+# StartLimitBurst starts within StartLimitIntervalSec at one start each RestartSec (with
+# systemd's default 5 in 10 s and RestartSec=5s it retried for ever).
+usec() { systemd-analyze timespan "$(systemctl show -p "$1" --value tether-scan-sd)" | awk '/μs:/{print $2}'; }
+burst=$(systemctl show -p StartLimitBurst --value tether-scan-sd)
+if [ "$((burst * $(usec RestartUSec)))" -lt "$(usec StartLimitIntervalUSec)" ]; then
+    ok "tether-scan-sd gives up when it keeps failing (start limit)" "($burst in $(systemctl show -p StartLimitIntervalUSec --value tether-scan-sd))"
+else
+    bad "tether-scan-sd gives up when it keeps failing (start limit)" "($burst starts in $(systemctl show -p StartLimitIntervalUSec --value tether-scan-sd), RestartSec $(systemctl show -p RestartUSec --value tether-scan-sd))"
+fi
 T systemctl disable --now tether-scan-sd >/dev/null 2>&1
 rm -f /etc/systemd/system/tether-scan-sd.service
 T apt-get purge -y -q tether >/dev/null 2>&1
