@@ -60,6 +60,24 @@ check "by hand: user tether created (sysusers)" bash -c 'getent passwd tether >/
 check "by hand: active, runs /usr/local/bin/tether" bash -c "[ \"\$(systemctl is-active tether)\" = active ] && systemctl show -p ExecStart --value tether | grep -q 'path=/usr/local/bin/tether '"
 out=$(T tether ctl PING 2>&1)
 if [ "$out" = PONG ]; then ok "by hand: tether ctl PING as root"; else bad "by hand: tether ctl PING as root" "($out)"; fi
+# The package installed over it: its postinst warns that the by-hand unit in /etc wins.
+if T dpkg -i --force-confold "$DEB" </dev/null >/tmp/dpkg.log 2>&1 \
+    && grep -q 'warning: /etc/systemd/system/tether.service' /tmp/dpkg.log; then
+    ok "by hand, then dpkg -i: postinst warns of /etc/systemd/system/tether.service"
+else
+    bad "by hand, then dpkg -i: postinst warns of /etc/systemd/system/tether.service"; tail -n 8 /tmp/dpkg.log
+fi
+# Then RASPBERRY-PI.md's "Moving to the package", as written (its apt line finds the package
+# by the guide's glob): the package's unit and binary take over.
+mkdir -p /tmp/move
+cp "$DEB" "/tmp/move/tether_$(dpkg-deb -f "$DEB" Version)_$(dpkg-deb -f "$DEB" Architecture).deb"
+if [ -s /share/byhand/move.sh ] && (cd /tmp/move && T bash -e /share/byhand/move.sh </dev/null) >/tmp/move.log 2>&1; then
+    ok "by hand -> package: the guide's moving steps succeed"
+else
+    bad "by hand -> package: the guide's moving steps succeed" "($(wc -l </share/byhand/move.sh) lines)"; tail -n 10 /tmp/move.log
+fi
+check "by hand -> package: active on /usr/bin/tether, by-hand unit and binary gone" bash -c "systemctl is-active -q tether && systemctl show -p ExecStart --value tether | grep -q 'path=/usr/bin/tether ' && [ ! -e /etc/systemd/system/tether.service ] && [ ! -e /usr/local/bin/tether ] && [ \"\$(tether ctl PING)\" = PONG ]"
+T dpkg --purge tether >/dev/null 2>&1
 # Undo it all, so the package starts from a clean system.
 T systemctl disable --now tether >/dev/null 2>&1
 rm -f /usr/local/bin/tether /etc/default/tether /etc/systemd/system/tether.service \
