@@ -412,7 +412,7 @@ doc=/tmp/later/usr/share/doc/tether/examples/tether.default
 echo '# (a later version documents one more option here)' >>"$doc"
 (cd /tmp/later && find . -path ./DEBIAN -prune -o -type f -print | sed 's#^\./##' | sort | xargs md5sum) >/tmp/later/DEBIAN/md5sums
 mkdir -p /tmp/laterdeb
-T dpkg-deb --root-owner-group -b /tmp/later "/tmp/laterdeb/tether_${later}_$(dpkg-deb -f "$DEB" Architecture).deb" >/dev/null
+T dpkg-deb --root-owner-group -Zgzip -b /tmp/later "/tmp/laterdeb/tether_${later}_$(dpkg-deb -f "$DEB" Architecture).deb" >/dev/null
 old=$(main_pid)
 if (cd /tmp/laterdeb && T apt-get install -y -q ./tether_*.deb </dev/null) >/tmp/apt.log 2>&1; then
     ok "later version, edited /etc/default/tether, stdin /dev/null: apt-get install exits 0"
