@@ -69,7 +69,11 @@ fn main() -> ExitCode {
         }
     };
     if top.version {
-        let version = format!("tether {}\n", tether::agent::VERSION);
+        let version = format!(
+            "tether {}{}\n",
+            tether::agent::VERSION,
+            env!("TETHER_COMMIT")
+        );
         return finish(to_stdout(&version).map(|_| 0));
     }
     let res = match top.cmd {

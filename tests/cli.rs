@@ -169,10 +169,7 @@ fn help_and_version() {
     ] {
         assert!(out.contains(opt), "agent --help lacks {opt}");
     }
-    assert_eq!(
-        run(&["--version"]),
-        (0, "tether 0.1.0\n".into(), String::new())
-    );
+    assert_eq!(run(&["--version"]), (0, version_line(), String::new()));
     // A command line argh cannot parse: one line in the others' style, naming the
     // subcommand's help.
     for (args, want) in [
@@ -196,7 +193,25 @@ fn help_and_version() {
             "{args:?}"
         );
     }
-    assert_eq!(run(&["-V"]).1, "tether 0.1.0\n");
+    assert_eq!(run(&["-V"]).1, version_line());
+}
+
+/// What `tether --version` prints: the version, and the commit HEAD is at (the binary is
+/// built again when HEAD moves), when the tree is a git checkout with git at hand.
+fn version_line() -> String {
+    let head = std::process::Command::new("git")
+        .args(["log", "-1", "--abbrev=8", "--format=%h, %cd"])
+        .args(["--date=format-local:%Y-%m-%d"])
+        .env("TZ", "UTC")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    match head {
+        Some(h) => format!("tether 0.1.0 (git {h})\n"),
+        None => "tether 0.1.0\n".into(),
+    }
 }
 
 #[test]

@@ -127,7 +127,11 @@ const E_KEY: Error = Error::new(
 );
 const E_VALUE: Error = Error::new(
     ErrCode::BadArgument,
-    crate::limit_text!("value must be 1-", { VALUE_MAX }, " bytes of printable ASCII"),
+    crate::limit_text!(
+        "value must be 1-",
+        { VALUE_MAX },
+        " bytes of printable ASCII"
+    ),
 );
 const E_TTL: Error = Error::new(
     ErrCode::BadArgument,
