@@ -83,7 +83,9 @@ fn main() -> ExitCode {
         Some(Cmd::Agent(a)) => {
             let verbose = a.verbose;
             a.validate().map_err(Fatal::usage).and_then(|cfg| {
-                tether::sys::close_inherited();
+                // SAFETY: first thing after the command line is read: nothing owns a
+                // descriptor above 2 yet (the logger opens its own next).
+                unsafe { tether::sys::close_inherited() };
                 init_logging(verbose);
                 tether::daemon::run(cfg).map(|()| 0)
             })

@@ -81,11 +81,19 @@ pub fn shows_as_is(s: &str) -> bool {
 /// (`x=$(/etc/init.d/tether start)`), and a descriptor of a mount keeps it busy. Call it
 /// first, before anything is opened. close_range(2) (Linux 5.9); before that, one close(2)
 /// per possible descriptor below RLIMIT_NOFILE (at most 65,536).
-pub fn close_inherited() {
+///
+/// # Safety
+///
+/// Nothing in the process may own a descriptor above 2 (a `File`, an `OwnedFd`): it would
+/// be closed under its owner, whose drop then closes whatever took the number next. Call
+/// it before anything is opened.
+pub unsafe fn close_inherited() {
     use nix::libc;
-    // SAFETY: no descriptor above 2 is in use yet (nothing has been opened); close_range
-    // only closes.
-    if unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) } == 0 {
+    // SAFETY: the caller owns no descriptor above 2; close_range only closes. Its
+    // arguments are unsigned ints; syscall(2) reads longs, so they go as such (~0 as the
+    // kernel truncates it: 32 bits of ones, whatever a long's width).
+    let (first, last): (libc::c_long, libc::c_long) = (3, u32::MAX as libc::c_long);
+    if unsafe { libc::syscall(libc::SYS_close_range, first, last, 0 as libc::c_long) } == 0 {
         return;
     }
     let most = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)

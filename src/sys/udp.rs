@@ -166,7 +166,7 @@ fn send_from6(
         iov_len: buf.len(),
     };
     // Room for one cmsghdr and an in6_pktinfo (20 bytes), 8-byte aligned.
-    let mut ctl = [0u64; 6];
+    let mut ctl = [0u64; SEND6_CTL_WORDS];
     let info = libc::in6_pktinfo {
         ipi6_addr: libc::in6_addr {
             s6_addr: src.octets(),
@@ -174,8 +174,8 @@ fn send_from6(
         ipi6_ifindex: 0,
     };
     // SAFETY: all-zero is a valid msghdr; the pointers set below (`sa`, `iov`, `ctl`) stay
-    // valid for the call, and the one control message is written within `ctl`
-    // (CMSG_SPACE of an in6_pktinfo is 40 of its 48 bytes).
+    // valid for the call, and the one control message is written within `ctl` (checked at
+    // compile time for the target: SEND6_CTL_WORDS).
     let r = unsafe {
         let mut msg: libc::msghdr = std::mem::zeroed();
         msg.msg_name = sa.as_ptr() as *mut libc::c_void;
@@ -194,6 +194,24 @@ fn send_from6(
     };
     Errno::result(r).map(|n| n as usize)
 }
+
+// The control buffers, in u64 words (8-byte aligned), and a check at compile time, for the
+// target built, that what they must hold fits: a cmsghdr is 16 bytes on 64-bit targets and
+// 12 on 32-bit ARM.
+const SEND6_CTL_WORDS: usize = 6;
+const RECV_CTL_WORDS: usize = 8;
+// SAFETY (both): CMSG_SPACE only computes a size.
+const _: () = assert!(
+    unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::in6_pktinfo>() as u32) } as usize
+        <= SEND6_CTL_WORDS * 8
+);
+const _: () = assert!(
+    unsafe {
+        libc::CMSG_SPACE(std::mem::size_of::<u32>() as u32)
+            + libc::CMSG_SPACE(std::mem::size_of::<libc::in_pktinfo>() as u32)
+    } as usize
+        <= RECV_CTL_WORDS * 8
+);
 
 /// A received source address as std's, with an IPv6 scope kept.
 fn storage_to_std(sa: &libc::sockaddr_storage) -> Option<SocketAddr> {
@@ -215,7 +233,8 @@ fn storage_to_std(sa: &libc::sockaddr_storage) -> Option<SocketAddr> {
             Some(SocketAddr::V6(SocketAddrV6::new(
                 Ipv6Addr::from(a.sin6_addr.s6_addr),
                 u16::from_be(a.sin6_port),
-                u32::from_be(a.sin6_flowinfo),
+                // As std keeps it: the field as it is (std's own conversions do not swap it).
+                a.sin6_flowinfo,
                 a.sin6_scope_id,
             )))
         }
@@ -248,7 +267,7 @@ pub fn recv_from(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<Option<Received>,
             iov_len: buf.len(),
         };
         // Room for two messages (SO_RXQ_OVFL's u32, IP_PKTINFO's in_pktinfo), 8-byte aligned.
-        let mut ctl = [0u64; 8];
+        let mut ctl = [0u64; RECV_CTL_WORDS];
         // SAFETY: all-zero is a valid msghdr; the pointers set below stay valid for the call.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_name = (&mut sa as *mut libc::sockaddr_storage).cast();
@@ -266,19 +285,23 @@ pub fn recv_from(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<Option<Received>,
             Err(e) => return Err(e),
         };
         let (mut dropped, mut local) = (None, None);
-        // SAFETY: the CMSG_* walk stays within `msg_controllen` bytes of `ctl`, which
-        // the kernel filled; the data of an SO_RXQ_OVFL message is one u32, of an
-        // IP_PKTINFO message one in_pktinfo.
+        // SAFETY: CMSG_FIRSTHDR/NXTHDR give headers within `msg_controllen` bytes of
+        // `ctl`, which the kernel filled; a payload is read only when the header's
+        // cmsg_len covers it (under MSG_CTRUNC the kernel writes a last header whose
+        // payload was cut: reading past it would read past `ctl`).
         unsafe {
             let mut c = libc::CMSG_FIRSTHDR(&msg);
             while !c.is_null() {
+                let data = libc::CMSG_DATA(c);
+                let len = ((*c).cmsg_len as usize).saturating_sub(data as usize - c as usize);
                 match ((*c).cmsg_level, (*c).cmsg_type) {
-                    (libc::SOL_SOCKET, libc::SO_RXQ_OVFL) => {
-                        dropped = Some(std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<u32>()));
+                    (libc::SOL_SOCKET, libc::SO_RXQ_OVFL) if len >= 4 => {
+                        dropped = Some(std::ptr::read_unaligned(data.cast::<u32>()));
                     }
-                    (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
-                        let p: libc::in_pktinfo =
-                            std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                    (libc::IPPROTO_IP, libc::IP_PKTINFO)
+                        if len >= std::mem::size_of::<libc::in_pktinfo>() =>
+                    {
+                        let p: libc::in_pktinfo = std::ptr::read_unaligned(data.cast());
                         let a = Ipv4Addr::from(u32::from_be(p.ipi_spec_dst.s_addr));
                         local = (!a.is_unspecified()).then_some(a);
                     }

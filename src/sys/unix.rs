@@ -359,10 +359,19 @@ pub struct Dgram {
 /// The most file descriptors one message can carry (Linux's `SCM_MAX_FD`).
 const SCM_MAX_FD: usize = 253;
 /// Control buffer: SCM_CREDENTIALS and SCM_RIGHTS with [`SCM_MAX_FD`] fds, each
-/// `CMSG_SPACE` (a 16-byte header, the payload rounded up to 8), aligned for `cmsghdr`.
+/// `CMSG_SPACE` (on 64-bit targets a 16-byte header, the payload rounded up to 8; less on
+/// 32-bit ARM: checked below for the target built), aligned for `cmsghdr`.
 /// Every fd a sender passes must fit: those that do not are dropped by the kernel itself,
 /// closed in the agent's thread where [`close_passed_fd`] cannot defuse them.
 const CMSG_BUF: usize = (16 + 16) + (16 + (SCM_MAX_FD * 4).next_multiple_of(8));
+// SAFETY: CMSG_SPACE only computes a size.
+const _: () = assert!(
+    unsafe {
+        libc::CMSG_SPACE(std::mem::size_of::<libc::ucred>() as u32)
+            + libc::CMSG_SPACE((SCM_MAX_FD * std::mem::size_of::<libc::c_int>()) as u32)
+    } as usize
+        <= CMSG_BUF
+);
 #[repr(C, align(8))]
 struct CmsgBuf([u8; CMSG_BUF]);
 
