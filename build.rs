@@ -4,14 +4,30 @@
 // container without it).
 use std::process::Command;
 
+/// git's answer in this source tree only: never a repository around it (a tarball unpacked
+/// in Buildroot's tree, a home directory under git), whose commit is not this one's.
 fn git(args: &[&str]) -> Option<String> {
+    let root = std::env::var("CARGO_MANIFEST_DIR").ok()?;
+    let above = std::path::Path::new(&root).parent()?;
     let out = Command::new("git")
         .args(args)
         .env("TZ", "UTC")
+        .env("GIT_CEILING_DIRECTORIES", above)
         .output()
         .ok()?;
     let s = String::from_utf8(out.stdout).ok()?;
-    (out.status.success() && !s.trim().is_empty()).then(|| s.trim().to_string())
+    if !out.status.success() {
+        // A repository git refuses (another owner's: "dubious ownership") is said; none
+        // at all (a tarball) is not.
+        let err = String::from_utf8_lossy(&out.stderr);
+        if !err.contains("not a git repository") {
+            for line in err.lines().filter(|l| !l.trim().is_empty()) {
+                println!("cargo:warning=git {}: {line}", args[0]);
+            }
+        }
+        return None;
+    }
+    (!s.trim().is_empty()).then(|| s.trim().to_string())
 }
 
 fn main() {
@@ -30,14 +46,18 @@ fn main() {
     ]);
     println!(
         "cargo:rustc-env=TETHER_COMMIT={}",
-        commit.map_or(String::new(), |c| format!(" (git {c})"))
+        commit
+            .as_ref()
+            .map_or(String::new(), |c| format!(" (git {c})"))
     );
-    // Built again when HEAD moves: HEAD itself, the branch it names, packed refs. Only
-    // files that exist (cargo runs a script whose watched file is missing every time).
-    let mut watch = vec!["HEAD".to_string(), "packed-refs".to_string()];
-    watch.extend(git(&["symbolic-ref", "-q", "HEAD"]));
-    for f in watch {
-        if let Some(p) = git(&["rev-parse", "--git-path", &f]) {
+    if commit.is_none() {
+        return;
+    }
+    // Built again when HEAD moves: HEAD, the reflog every commit, checkout and reset
+    // appends to, the loose refs (a directory: cargo looks inside) and the packed ones.
+    // Only what exists: cargo runs a script whose watched path is missing every time.
+    for f in ["HEAD", "logs/HEAD", "refs/heads", "packed-refs"] {
+        if let Some(p) = git(&["rev-parse", "--git-path", f]) {
             if std::path::Path::new(&p).exists() {
                 println!("cargo:rerun-if-changed={p}");
             }
