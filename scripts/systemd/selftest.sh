@@ -524,7 +524,17 @@ else
     bad "a login user tether (uid $uid): dpkg -i fails, saying why, runs nothing as it" "(exit $rc; $(ps -o user=,args= -C tether | head -n1))"; tail -n 4 /tmp/dpkg.log
 fi
 T dpkg --purge tether >/dev/null 2>&1
-T userdel -r tether >/dev/null 2>&1; getent group tether >/dev/null && T groupdel tether
+# Renamed as the message said before (the user only): the group tether is still that
+# person's primary group, and the unit's Group= and RemoveIPC=yes would be theirs.
+T usermod -l tess tether
+T dpkg -i "$DEB" </dev/null >/tmp/dpkg.log 2>&1; rc=$?
+if [ $rc -ne 0 ] && grep -q "group tether (gid $(getent group tether | cut -d: -f3)) is the primary group of account tess" /tmp/dpkg.log; then
+    ok "group tether that is another account's primary group: dpkg -i fails, saying why"
+else
+    bad "group tether that is another account's primary group: dpkg -i fails, saying why" "(exit $rc; $(getent passwd tether))"; tail -n 4 /tmp/dpkg.log
+fi
+T dpkg --purge tether >/dev/null 2>&1
+T userdel -r tess >/dev/null 2>&1; T userdel tether >/dev/null 2>&1; getent group tether >/dev/null && T groupdel tether
 # Still accepted: a group tether above the system range without its user (sysusers gives
 # the user that gid as uid), at install and at the upgrade after.
 T groupadd -g 1500 tether
@@ -534,6 +544,15 @@ if T dpkg -i "$DEB" </dev/null >/tmp/dpkg.log 2>&1 && [ "$(id -u tether)" = 1500
 else
     bad "group tether gid 1500, no user: installs (user uid 1500), upgrades, active" "($(getent passwd tether))"; tail -n 4 /tmp/dpkg.log
 fi
+# No /etc/login.defs (a trimmed image): the upgrade's check of the existing user goes on
+# with the default (awk's failure ended postinst under set -e, exit 2, without a word).
+mv /etc/login.defs /etc/login.defs.hidden
+if T dpkg -i "$DEB" </dev/null >/tmp/dpkg.log 2>&1 && wait_for 10 is_active; then
+    ok "no /etc/login.defs: the upgrade goes through, active"
+else
+    bad "no /etc/login.defs: the upgrade goes through, active"; tail -n 4 /tmp/dpkg.log
+fi
+mv /etc/login.defs.hidden /etc/login.defs
 # apt remove with an agent the init script started (SYSTEMCTL_SKIP_REDIRECT, as in 10b):
 # prerm stops it too (invoke-rc.d leaves the script alone under systemd).
 T systemctl stop tether
