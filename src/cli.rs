@@ -696,6 +696,11 @@ mod tests {
             "no words: a session"
         );
         assert_eq!(ctl(&["-t", "0.5"]).unwrap(), Duration::from_millis(500));
+        assert_eq!(ctl(&["-t", ".5"]).unwrap(), Duration::from_millis(500));
+        assert_eq!(ctl(&["-t", "5."]).unwrap(), Duration::from_secs(5));
+        for bad in [".", "", "-.5", ".5.", "..5"] {
+            assert!(decimal_arg(bad).is_err(), "{bad:?}");
+        }
         assert_eq!(ctl(&["-t", "0.001"]).unwrap(), Duration::from_millis(1));
         for bad in [&["-t", "0"][..], &["-s", "a", "-c", "b:1"]] {
             assert!(ctl(bad).is_err(), "{bad:?}");

@@ -277,8 +277,11 @@ fn open_local_sockets(
         // A path the user did not type: say where it came from and how to choose another.
         let from = match cfg.socket {
             Some(_) => "",
+            None if e.what.contains("--socket") => "", // it says so already
+
+            // (An empty value is no directory: the path is then /tmp's, never "in" it.)
             None if std::env::var_os("XDG_RUNTIME_DIR")
-                .is_some_and(|d| sock_path.starts_with(d)) =>
+                .is_some_and(|d| !d.is_empty() && sock_path.starts_with(d)) =>
             {
                 " (the default socket, in $XDG_RUNTIME_DIR; --socket PATH sets another)"
             }

@@ -119,7 +119,7 @@ fn bad_options_exit_64_with_one_error_line() {
         &["ctl", "-s", "", "PING"],
         // A C1 control (CSI) in a socket path: it is shown in the ready line.
         &["agent", "--no-beacon", "--socket", "/tmp/e\u{9b}2J.sock"],
-        // A space: the path is one field of the ready line (`unix=PATH publish=...`).
+        // A space: the path is one field of the ready line (`unix=PATH beacon=...`).
         &["agent", "--no-beacon", "--socket", "/tmp/my dir/t.sock"],
         &["agent", "--no-beacon", "--publish", "/tmp/p\u{a0}q.sock"],
         &["ctl", "-s", "/tmp/my dir/t.sock", "PING"],
@@ -641,6 +641,17 @@ fn an_xdg_runtime_dir_that_cannot_hold_the_socket_is_passed_over_with_a_warning(
             assert!(err.contains(&want), "{who}, {made_by}: {err}");
         }
         assert!(!decoy.join("tether.sock").exists(), "{made_by}");
+        // An empty XDG_RUNTIME_DIR is none (the path is /tmp's): not blamed for it.
+        let out = as_nobody(&["agent", "--no-beacon", "--listen", "127.0.0.1:0"])
+            .env("XDG_RUNTIME_DIR", "")
+            .output_within(slack(Duration::from_secs(10)));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(69), "{made_by}: {err}");
+        assert!(
+            err.contains(&format!("/tmp/tether-65534 {why}")),
+            "{made_by}: {err}"
+        );
+        assert!(!err.contains("XDG_RUNTIME_DIR"), "{made_by}: {err}");
     }
     let _ = std::fs::remove_file(dir);
     let _ = std::fs::remove_dir_all(&decoy);

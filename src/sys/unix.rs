@@ -218,7 +218,7 @@ fn bind_in(
 /// Whether a socket path can be shown as it is (in the ready line, the log, systemd's
 /// STATUS= and SOCKETS): UTF-8 that [`super::shows_as_is`], and no white space (Unicode's,
 /// as `str::split_whitespace` knows it): the path is one field of the space-separated
-/// ready line (`unix=PATH publish=PATH`), which scripts and tests split.
+/// ready line (`unix=PATH beacon=... publish=PATH`), which scripts and tests split.
 pub fn shows_cleanly(path: &Path) -> bool {
     path.to_str()
         .is_some_and(|s| super::shows_as_is(s) && !s.contains(char::is_whitespace))
