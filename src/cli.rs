@@ -141,7 +141,9 @@ pub struct CtlArgs {
 }
 
 /// ctl's options: after the command's first word they are sent as part of the command.
-const CTL_OPTIONS: [&str; 10] = [
+const CTL_OPTIONS: [&str; 12] = [
+    "-h",
+    "--help",
     "-s",
     "--socket",
     "-c",
