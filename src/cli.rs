@@ -489,8 +489,9 @@ impl CtlArgs {
     /// to the agent as a word, which the user rarely meant (`SET k v -c host:4545` stores
     /// "v -c host:4545" on the default agent).
     pub fn misplaced_option(&self) -> Option<&str> {
-        let later = self.words.iter().skip(1).map(String::as_str);
-        later.into_iter().find(|w| CTL_OPTIONS.contains(w))
+        (self.words.iter().skip(1))
+            .map(String::as_str)
+            .find(|w| CTL_OPTIONS.contains(w))
     }
 
     /// Checks what can be checked without I/O (with `--dgram`, the line itself); returns

@@ -7,7 +7,7 @@ use crate::beacon::{Families, Family};
 use crate::cli::AgentConfig;
 use crate::limits::{secret_buf_len, MAX_LISTENERS, MAX_METRICS_LISTENERS, TOKEN_MAX};
 use crate::runloop::{Devices, RunLoop, Watchdog};
-use crate::sys::{self, SysError};
+use crate::sys::{self, unix::SocketFrom, SysError};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
@@ -263,31 +263,34 @@ fn open_local_sockets(
         },
         None => None,
     };
-    let sock_path = cfg.socket.clone().unwrap_or_else(|| {
-        let (path, why) = sys::unix::default_socket_path_why();
-        if let Some(why) = why {
-            log::warn!(
-                "XDG_RUNTIME_DIR passed over ({why}): the socket is {}",
-                path.display()
-            );
-        }
-        path
-    });
-    let unix = sys::unix::listen_unix(&sock_path, cfg.backlog, group).map_err(|e| {
-        // A path the user did not type: say where it came from and how to choose another.
-        let from = match cfg.socket {
-            Some(_) => "",
-            None if e.what.contains("--socket") => "", // it says so already
-
-            // (An empty value is no directory: the path is then /tmp's, never "in" it.)
-            None if std::env::var_os("XDG_RUNTIME_DIR")
-                .is_some_and(|d| !d.is_empty() && sock_path.starts_with(d)) =>
-            {
-                " (the default socket, in $XDG_RUNTIME_DIR; --socket PATH sets another)"
+    // A path the user did not type: an error says where it came from and how to choose
+    // another.
+    let (sock_path, hint) = match &cfg.socket {
+        Some(p) => (p.clone(), ""),
+        None => match sys::unix::default_socket_path_why() {
+            (path, SocketFrom::RuntimeDir) => (
+                path,
+                " (the default socket, in $XDG_RUNTIME_DIR; --socket PATH sets another)",
+            ),
+            (path, from) => {
+                if let SocketFrom::Fallback(Some(why)) = from {
+                    log::warn!(
+                        "XDG_RUNTIME_DIR passed over ({why}): the socket is {}",
+                        path.display()
+                    );
+                }
+                (path, " (the default socket; --socket PATH sets another)")
             }
-            None => " (the default socket; --socket PATH sets another)",
+        },
+    };
+    let unix = sys::unix::listen_unix(&sock_path, cfg.backlog, group).map_err(|e| {
+        // (An error that names --socket says so already.)
+        let hint = if e.what.contains("--socket") {
+            ""
+        } else {
+            hint
         };
-        Fatal::new(EX_UNAVAILABLE, format!("{e}{from}"))
+        Fatal::new(EX_UNAVAILABLE, format!("{e}{hint}"))
     })?;
     let publish = open_publish(cfg, &unix, group, now).inspect_err(|_| unix.undo())?;
     sys::net::warn_capped_buf_sizes(unix.fd.as_fd());

@@ -254,9 +254,19 @@ fn ctl_socket_choice(own: PathBuf, there: impl Fn(&Path) -> bool) -> PathBuf {
     }
 }
 
-/// [`default_socket_path`], and why a set `$XDG_RUNTIME_DIR` was passed over, if it was
-/// (for the agent's warning).
-pub fn default_socket_path_why() -> (PathBuf, Option<&'static str>) {
+/// Where the agent's default socket path comes from (for its warning and its errors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketFrom {
+    /// root's: [`SYSTEM_SOCKET`].
+    System,
+    /// This user's `$XDG_RUNTIME_DIR`.
+    RuntimeDir,
+    /// `/tmp/tether-UID`, and why a set `$XDG_RUNTIME_DIR` was passed over, if it was.
+    Fallback(Option<&'static str>),
+}
+
+/// [`default_socket_path`], and where it comes from.
+pub fn default_socket_path_why() -> (PathBuf, SocketFrom) {
     default_socket_path_for(
         nix::unistd::getuid(),
         std::env::var_os("XDG_RUNTIME_DIR").as_deref(),
@@ -269,9 +279,9 @@ pub fn default_socket_path_why() -> (PathBuf, Option<&'static str>) {
 fn default_socket_path_for(
     uid: nix::unistd::Uid,
     xdg: Option<&std::ffi::OsStr>,
-) -> (PathBuf, Option<&'static str>) {
+) -> (PathBuf, SocketFrom) {
     if uid.is_root() {
-        return (PathBuf::from(SYSTEM_SOCKET), None);
+        return (PathBuf::from(SYSTEM_SOCKET), SocketFrom::System);
     }
     let why = match xdg.filter(|d| !d.is_empty()) {
         None => None,
@@ -288,11 +298,14 @@ fn default_socket_path_for(
             } else if !shows_cleanly(&p) {
                 Some("not UTF-8, or a space or control character")
             } else {
-                return (p, None);
+                return (p, SocketFrom::RuntimeDir);
             }
         }
     };
-    (fallback_dir(uid).join("tether.sock"), why)
+    (
+        fallback_dir(uid).join("tether.sock"),
+        SocketFrom::Fallback(why),
+    )
 }
 
 /// `/tmp/tether-UID`: the directory of a user's default socket without a usable
@@ -520,11 +533,13 @@ mod tests {
             Path::new("/run/user/1000/tether.sock")
         );
         let fallback = Path::new("/tmp/tether-1000/tether.sock");
-        assert_eq!(default_socket_path_for(user, None), (fallback.into(), None));
+        let none = SocketFrom::Fallback(None);
+        assert_eq!(default_socket_path_for(user, None), (fallback.into(), none));
         let empty = default_socket_path_for(user, Some(OsStr::new("")));
-        assert_eq!(empty, (fallback.into(), None));
+        assert_eq!(empty, (fallback.into(), none));
         let rel = default_socket_path_for(user, Some(OsStr::new("run/user/1000")));
-        assert_eq!(rel, (fallback.into(), Some("not an absolute path")));
+        let passed_over = SocketFrom::Fallback(Some("not an absolute path"));
+        assert_eq!(rel, (fallback.into(), passed_over));
         let long = format!("/{}", "d".repeat(SOCK_PATH_MAX - "/tether.sock".len() - 1));
         assert_eq!(xdg(long.as_bytes()).as_os_str().len(), SOCK_PATH_MAX);
         let too_long = format!("{long}d");
@@ -539,6 +554,6 @@ mod tests {
             assert_eq!(xdg(bad), fallback, "{:?}", OsStr::from_bytes(bad));
         }
         let root = default_socket_path_for(Uid::from_raw(0), Some(OsStr::new("/run/user/0")));
-        assert_eq!(root, ("/run/tether/tether.sock".into(), None));
+        assert_eq!(root, ("/run/tether/tether.sock".into(), SocketFrom::System));
     }
 }
