@@ -7,8 +7,8 @@ guest binary and the machine's QEMU arguments. This file is the one copy of the 
 Steps (each timed):
   1. write a gzip'd newc cpio: /init (busybox sh), busybox, tether, the modules in insmod
      order, a token file; the init brings the NIC up as 10.0.2.15/24 (default route via
-     10.0.2.2, else a broadcast to 255.255.255.255 is ENETUNREACH) and runs
-     `tether agent --iface IFACE --interval 1 --token-file ...` (plus `--led` with --board);
+     10.0.2.2, else a broadcast to 255.255.255.255 is ENETUNREACH), sets the clock to 2038-01-19
+     03:13:57 and runs `tether agent --iface IFACE --interval 1 --token-file ...` (plus `--led` with --board);
   2. boot with user-mode networking, restrict=on (nothing the guest sends ever leaves QEMU;
      only the hostfwd of the control port comes in) and a filter-dump pcap of the guest NIC;
   3. from the host, with the host's `tether ctl -c 127.0.0.1:PORT`: PING -> PONG (retried:
@@ -21,7 +21,10 @@ Steps (each timed):
      that was there before came back;
   5. read the pcap: a UDP datagram to 255.255.255.255:4546 whose payload starts with
      {"tether":1 must have left the guest NIC (unless --beacon=skip; with --beacon=auto only
-     when the guest's ready line says it beacons).
+     when the guest's ready line says it beacons);
+  6. past 2038: /init set the guest's clock 10 s before a 32-bit time_t ends (2038-01-19
+     03:14:07 UTC), sends the agent's log to a file and, 15 s after the start, a SIGHUP:
+     its line for it must be stamped past that end, and STATUS still answered.
 QEMU is always killed at the end by its PID (some raspi machines cannot power off), also on
 an error, Ctrl-C, SIGTERM from `timeout`, or if this script dies (PR_SET_PDEATHSIG).
 The run directory (initramfs, console log, capture, token) is removed after a pass and kept
@@ -133,8 +136,20 @@ if [ -e /etc/board ]; then
         read -t 0.05 _ <&3
     done) &
 fi
+# 2038-01-19 03:14:07 UTC is where a 32-bit time_t ends, and a board that runs for years
+# gets there (the 32-bit Pis' musl keeps its old calls for such programs; this guest's
+# busybox is one, so it cannot set a later date): the clock is set 10 s before it, the
+# agent logs to a regular file (every line stamped, as under an init script; tail -f shows
+# them on the console), and 15 s after it started a SIGHUP asks it for a line past the end.
+date -s "2038-01-19 03:13:57" >/dev/null || echo "guest: date -s failed"
+echo "guest-sys: date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+: >/run/tether.log
+tail -f /run/tether.log &
 echo "guest: starting /bin/tether agent $(cat /etc/tether.args)"
-RUST_LOG=info /bin/tether agent $(cat /etc/tether.args)
+RUST_LOG=info /bin/tether agent $(cat /etc/tether.args) 2>>/run/tether.log &
+agent=$!
+(sleep 15; echo "guest: SIGHUP to the agent"; kill -HUP $agent) &
+wait $agent
 echo "guest: tether agent exited with status $?"
 poweroff -f
 """
@@ -439,6 +454,30 @@ def check_beacon(g, mode, port):
     return None
 
 
+def check_clock(g):
+    """/init set the guest's clock 10 s before a 32-bit time_t ends (2038-01-19 03:14:07 UTC)
+    and sent the agent a SIGHUP 15 s after it started: the agent's log-file line for it is
+    stamped past that end, and the agent still answers."""
+    m = g.wait_console(r"^guest-sys: date=(\S+)$", 10, "the guest's date line")
+    if not m.group(1).startswith("2038-01-19T03:1"):
+        fail(f"the guest's clock says {m.group(1)}, not 2038-01-19 03:1x: /init's date -s did not take")
+    end = time.monotonic() + 40
+    line = re.compile(r"^(\S+) \[INFO +tether\S*\] token file \S+: unchanged$", re.M)
+    while not (s := line.search(g.text())):
+        g.alive("while waiting for the agent's line after the SIGHUP")
+        if "guest: tether agent exited" in g.text() or time.monotonic() > end:
+            rc, out, err = g.ctl(["PING"])
+            fail(f"no stamped log line for the SIGHUP sent past 2038-01-19 03:14:07 (PING now: "
+                 f"rc={rc} {out!r} {err!r})\n--- console ---\n{g.text()[-3000:]}")
+        time.sleep(0.2)
+    if s.group(1) <= "2038-01-19T03:14:07Z":
+        fail(f"the agent's line for the SIGHUP is stamped {s.group(1)}: not past the end of a 32-bit time_t")
+    status = check_status(g)
+    log(f"ok   past the end of a 32-bit time_t: clock set to {m.group(1)}, the agent's line for "
+        f"a SIGHUP stamped {s.group(1)}, STATUS after it (uptime {status.get('uptime')})")
+    return s.group(1)
+
+
 def main():
     # SIGTERM/SIGHUP (e.g. from `timeout`) unwind through the finally that stops qemu.
     signal.signal(signal.SIGTERM, on_signal)
@@ -495,6 +534,7 @@ def main():
         n = check_beacon(g, a.beacon, a.beacon_port)
         if n:
             summary["beacons"] = n
+        summary["log stamped"] = check_clock(g)
         ok = True
     finally:
         g.stop()

@@ -225,8 +225,8 @@ impl log::Log for Logger {
             len: 0,
             cut: false,
         };
-        if matches!(*out, Out::Stamped) {
-            let _ = write!(line, "{} ", Utc::now());
+        if let (Out::Stamped, Some(now)) = (&*out, Utc::now()) {
+            let _ = write!(line, "{now} ");
         }
         let (level, target) = (record.level(), record.target());
         let _ = write!(line, "[{level:<5} {target}] {}", record.args());
@@ -250,9 +250,15 @@ impl log::Log for Logger {
 pub struct Utc(pub u64);
 
 impl Utc {
-    pub fn now() -> Utc {
-        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-        Utc(since.map_or(0, |d| d.as_secs()))
+    /// Now, from CLOCK_REALTIME through nix, not `std::time::SystemTime`: on the 32-bit ARM
+    /// boards std's clock call is musl's 32-bit-time_t one, which fails (EOVERFLOW) from
+    /// 2038-01-19 03:14:07 UTC on (std unwraps it; the emulated Pi 2B's lines past that
+    /// second came out without their time). nix's is the 64-bit one there (`--cfg
+    /// libc_unstable_musl_v1_2`, .cargo/config.toml); built without that, a time it cannot
+    /// say is `None` and the line goes out unstamped.
+    pub fn now() -> Option<Utc> {
+        let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME).ok()?;
+        u64::try_from(t.tv_sec()).ok().map(Utc)
     }
 }
 
