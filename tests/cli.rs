@@ -284,6 +284,20 @@ fn ctl_a_host_name_that_does_not_resolve_is_69() {
     assert!(err.contains("cannot resolve nosuchhost.invalid"), "{err}");
 }
 
+/// A scoped link-local address whose interface is not there: unreachable (69), like
+/// `scan -i` with such an interface, not a usage error (it may come up later). Nothing is
+/// sent: the name is looked up before any socket.
+#[test]
+fn ctl_a_scope_interface_that_is_not_there_is_69() {
+    let out = tether_cmd(&["ctl", "-c", "[fe80::1%nosuch0]:4545", "PING"])
+        .output_within(slack(Duration::from_secs(10)));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{err}");
+    assert_eq!(out.stdout, b"");
+    assert_eq!(error_lines(&err).len(), 1, "{err}");
+    assert!(err.contains("no interface nosuch0"), "{err}");
+}
+
 #[test]
 fn ctl_times_out_with_75() {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
