@@ -13,6 +13,8 @@ fn git(args: &[&str]) -> Option<String> {
         .args(args)
         .env("TZ", "UTC")
         .env("GIT_CEILING_DIRECTORIES", above)
+        // `git status` refreshes the index when it may: not from a build.
+        .env("GIT_OPTIONAL_LOCKS", "0")
         .output()
         .ok()?;
     let s = String::from_utf8(out.stdout).ok()?;
@@ -30,37 +32,46 @@ fn git(args: &[&str]) -> Option<String> {
     (!s.trim().is_empty()).then(|| s.trim().to_string())
 }
 
+/// What the binary is built from (tracked files): a change to any of them since the commit
+/// marks `--version`'s commit `-dirty`. Relative to the package's root, where cargo runs
+/// this script.
+const SOURCES: [&str; 5] = ["src", "build.rs", "Cargo.toml", "Cargo.lock", ".cargo"];
+
 fn main() {
     let target = std::env::var("TARGET").unwrap_or_default();
     let host = std::env::var("HOST").unwrap_or_default();
     println!("cargo:rustc-env=TETHER_BUILD_TARGET={target}");
     println!("cargo:rustc-env=TETHER_BUILD_HOST={host}");
     println!("cargo:rerun-if-changed=build.rs");
-    // The 8 hex digits the package's version names too, and the commit's date (UTC).
+    // The 8 hex digits the package's version names too, and the commit's date (UTC); and
+    // `-dirty` when what the binary is built from differs from that commit.
     let commit = git(&[
         "log",
         "-1",
         "--abbrev=8",
-        "--format=%h, %cd",
+        "--format=%h %cd",
         "--date=format-local:%Y-%m-%d",
     ]);
-    println!(
-        "cargo:rustc-env=TETHER_COMMIT={}",
-        commit
-            .as_ref()
-            .map_or(String::new(), |c| format!(" (git {c})"))
-    );
-    if commit.is_none() {
+    let Some((hash, date)) = commit.as_ref().and_then(|c| c.split_once(' ')) else {
+        println!("cargo:rustc-env=TETHER_COMMIT=");
         return;
-    }
+    };
+    let mut status = vec!["status", "--porcelain", "--untracked-files=no", "--"];
+    status.extend(SOURCES);
+    let dirty = if git(&status).is_some() { "-dirty" } else { "" };
+    println!("cargo:rustc-env=TETHER_COMMIT= (git {hash}{dirty}, {date})");
     // Built again when HEAD moves: HEAD, the reflog every commit, checkout and reset
-    // appends to, the loose refs (a directory: cargo looks inside) and the packed ones.
-    // Only what exists: cargo runs a script whose watched path is missing every time.
+    // appends to, the loose refs (a directory: cargo looks inside) and the packed ones;
+    // and when a source changes. Only what exists: cargo runs a script whose watched path
+    // is missing every time.
     for f in ["HEAD", "logs/HEAD", "refs/heads", "packed-refs"] {
         if let Some(p) = git(&["rev-parse", "--git-path", f]) {
             if std::path::Path::new(&p).exists() {
                 println!("cargo:rerun-if-changed={p}");
             }
         }
+    }
+    for f in SOURCES.iter().filter(|f| std::path::Path::new(f).exists()) {
+        println!("cargo:rerun-if-changed={f}");
     }
 }

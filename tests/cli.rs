@@ -197,21 +197,39 @@ fn help_and_version() {
 }
 
 /// What `tether --version` prints: the version, and the commit HEAD is at (the binary is
-/// built again when HEAD moves), when the tree is a git checkout with git at hand.
+/// built again when HEAD moves), `-dirty` when the sources the binary is built from differ
+/// from it (build.rs's list), when the tree is a git checkout with git at hand.
 fn version_line() -> String {
-    let head = std::process::Command::new("git")
-        .args(["log", "-1", "--abbrev=8", "--format=%h, %cd"])
-        .args(["--date=format-local:%Y-%m-%d"])
-        .env("TZ", "UTC")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    match head {
-        Some(h) => format!("tether 0.1.0 (git {h})\n"),
-        None => "tether 0.1.0\n".into(),
-    }
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .env("TZ", "UTC")
+            .env("GIT_OPTIONAL_LOCKS", "0")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let head = git(&[
+        "log",
+        "-1",
+        "--abbrev=8",
+        "--format=%h %cd",
+        "--date=format-local:%Y-%m-%d",
+    ]);
+    let Some((hash, date)) = head.as_deref().and_then(|h| h.split_once(' ')) else {
+        return "tether 0.1.0\n".into();
+    };
+    let sources = ["src", "build.rs", "Cargo.toml", "Cargo.lock", ".cargo"];
+    let mut status = vec!["status", "--porcelain", "--untracked-files=no", "--"];
+    status.extend(sources);
+    let dirty = if git(&status).is_some_and(|s| !s.is_empty()) {
+        "-dirty"
+    } else {
+        ""
+    };
+    format!("tether 0.1.0 (git {hash}{dirty}, {date})\n")
 }
 
 #[test]
