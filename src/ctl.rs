@@ -380,7 +380,7 @@ fn read_token<'b>(args: &CtlArgs, buf: &'b mut [u8]) -> Result<Option<&'b [u8]>,
     };
     let token = crate::sys::read_secret(tf, buf, TOKEN_MAX)
         .map_err(|e| Fatal::new(EX_CONFIG, format!("--token-file {}: {e}", tf.display())))?;
-    Ok(Some(token).filter(|_| args.connect.is_some()))
+    Ok(Some(token.accept(tf)).filter(|_| args.connect.is_some()))
 }
 
 /// Answers the AUTH challenge with `token` ([`read_token`]). `Some(code)` when the agent

@@ -427,7 +427,7 @@ fn read_token<'b>(cfg: &AgentConfig, buf: &'b mut [u8]) -> Result<Option<&'b [u8
     };
     let token = sys::read_secret(p, buf, TOKEN_MAX)
         .map_err(|e| Fatal::new(EX_CONFIG, format!("--token-file {}: {e}", p.display())))?;
-    Ok(Some(token))
+    Ok(Some(token.accept(p)))
 }
 
 /// Prints the ready line on stdout, logs it, and tells systemd (READY=1, STATUS=, and

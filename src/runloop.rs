@@ -625,7 +625,7 @@ impl RunLoop {
             return;
         };
         let mut buf = [0u8; secret_buf_len(TOKEN_MAX)];
-        let r = crate::sys::read_secret(path, &mut buf, TOKEN_MAX);
+        let r = crate::sys::read_secret(path, &mut buf, TOKEN_MAX).map(|s| s.accept(path));
         let changed = self.agent.set_token(r.ok());
         let p = path.display();
         match r {

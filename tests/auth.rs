@@ -407,6 +407,36 @@ fn a_bad_token_file_stops_start_up_with_one_line_saying_why() {
     }
 }
 
+/// A key file that cannot be used is refused with one `error:` line: its mode is not
+/// warned about first (it is only once the key is taken, as above).
+#[test]
+fn an_unusable_key_file_others_can_read_is_one_error_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir("key");
+    let key = dir.join("key");
+    let p = key.to_str().unwrap();
+    for (opt, text, why) in [
+        (
+            "--fleet-key",
+            "short\n",
+            "the key is 5 bytes; at least 16 are needed",
+        ),
+        ("--token-file", " \n", "empty"),
+    ] {
+        std::fs::write(&key, text).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let Err(e) = Agent::try_start(&[opt, p]) else {
+            panic!("started with {opt} {p}");
+        };
+        assert_eq!(e.stderr.lines().count(), 1, "{}", e.stderr);
+        assert!(
+            e.stderr.starts_with(&format!("error: {opt} {p}: {why}")),
+            "{}",
+            e.stderr
+        );
+    }
+}
+
 #[test]
 fn a_token_file_other_users_can_read_is_warned_about() {
     use std::os::unix::fs::PermissionsExt;

@@ -166,6 +166,33 @@ impl fmt::Display for NoSecret {
     }
 }
 
+/// A secret file's contents, and whether users other than its owner and group can read or
+/// change the file: said by [`Secret::accept`] once the caller takes the contents (a key
+/// too short to use is one `error:` line, not a warning about its mode first).
+#[must_use = "accept() it: that warns about a file others can read"]
+pub struct Secret<'b> {
+    pub bytes: &'b [u8],
+    mode: u32,
+}
+
+impl<'b> Secret<'b> {
+    /// The contents, warning first when every user of the board can read (or change) the
+    /// file: a secret that is no secret is said, not refused (the agent's user may be the
+    /// only one there is).
+    pub fn accept(self, path: &std::path::Path) -> &'b [u8] {
+        if self.mode & 0o006 != 0 {
+            let can = if self.mode & 0o002 != 0 {
+                "change"
+            } else {
+                "read"
+            };
+            let (p, m) = (path.display(), self.mode & 0o7777);
+            log::warn!("{p}: other users can {can} it (mode {m:04o}): chmod o-rwx it");
+        }
+        self.bytes
+    }
+}
+
 /// Reads a secret file into `buf` without allocating: its contents with surrounding white
 /// space trimmed, 1..=`max` bytes. `buf` ([`secret_buf_len`]`(max)` bytes) holds `max`
 /// plus [`SECRET_SLACK`] bytes of white space and one more: a file that fills it is too
@@ -178,7 +205,7 @@ pub fn read_secret<'b>(
     path: &std::path::Path,
     buf: &'b mut [u8],
     max: usize,
-) -> Result<&'b [u8], NoSecret> {
+) -> Result<Secret<'b>, NoSecret> {
     let f = open_read(path).map_err(|_| NoSecret::Unreadable)?;
     use std::os::unix::fs::PermissionsExt;
     let mode = f.metadata().map_or(0, |m| m.permissions().mode());
@@ -189,15 +216,6 @@ pub fn read_secret<'b>(
     match buf[..n].trim_ascii() {
         [] => Err(NoSecret::Empty),
         s if s.len() > max => Err(NoSecret::TooLong(max)),
-        s => {
-            // A secret every user of the board can read (or change) is no secret: said, not
-            // refused (the agent's user may be the only one there is).
-            if mode & 0o006 != 0 {
-                let can = if mode & 0o002 != 0 { "change" } else { "read" };
-                let (p, m) = (path.display(), mode & 0o7777);
-                log::warn!("{p}: other users can {can} it (mode {m:04o}): chmod o-rwx it");
-            }
-            Ok(s)
-        }
+        bytes => Ok(Secret { bytes, mode }),
     }
 }
