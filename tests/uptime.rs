@@ -1,0 +1,89 @@
+//! An agent on a board that has been up for 400 days: its monotonic clock is past 2^32
+//! milliseconds (49.7 days), where a 32-bit millisecond count would have wrapped, and far
+//! from where a fresh boot starts it. Run in a time namespace whose monotonic and boot-time
+//! clocks are 400 days ahead (`unshare --time`: root, Linux 5.11+), through the runner on
+//! the emulated targets: STATUS tells the uptime, and the agent's timers (a fact's TTL, the
+//! idle timeout) still fire when due.
+mod common;
+
+use common::*;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const OFFSET_SECS: u64 = 400 * 86_400;
+
+/// Whether a time namespace can be made here; otherwise says why and skips (a failure
+/// under CI).
+fn can_unshare_time() -> bool {
+    let ok = Command::new("unshare")
+        .args(["--time", "--monotonic", "1", "true"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        skip("`unshare --time` failed: time namespaces need root, util-linux 2.36 and Linux 5.11");
+    }
+    ok
+}
+
+#[test]
+fn an_agent_on_a_board_up_for_400_days_keeps_its_timers() {
+    if !can_unshare_time() {
+        return;
+    }
+    let host_up = std::fs::read_to_string("/proc/uptime").unwrap();
+    let host_up: f64 = host_up.split(' ').next().unwrap().parse().unwrap();
+    let dir = temp_dir("uptime");
+    let args = loopback_agent_args(&dir.join("t.sock"), &["--no-beacon", "--idle-timeout", "1"]);
+    let offset = OFFSET_SECS.to_string();
+    let mut cmd = Command::new("unshare");
+    // unshare then execs the agent in place (pid and signals are the agent's): a new time
+    // namespace is entered at exec (Linux 5.11+ for a process that exec's without forking).
+    cmd.args(["--time", "--monotonic", &offset, "--boottime", &offset]);
+    cmd.args(runner()).arg(BIN).args(&args);
+    let a = Agent::spawn_command(cmd, dir, &[])
+        .unwrap_or_else(|f| panic!("{:?} {} {}", f.status, f.stdout, f.stderr));
+
+    let status = ok_json(&a.unix().req("STATUS"));
+    let up = status["uptime"].as_u64().unwrap();
+    let want = OFFSET_SECS + host_up as u64;
+    assert!(
+        up >= want && up < want + 120,
+        "uptime {up}, want about {want}"
+    );
+    assert!(status["agent_uptime"].as_u64().unwrap() < 60, "{status}");
+
+    // A fact's TTL runs out when due.
+    let mut c = a.unix();
+    assert_eq!(c.req("SET k v ttl=1"), "OK");
+    assert_eq!(c.req("GET k"), "OK v");
+    drop(c);
+    let set = Instant::now();
+    let gone = || a.unix().req("GET k").starts_with("ERR not-found");
+    assert!(
+        wait_for(slack(Duration::from_secs(5)), gone),
+        "k never expired"
+    );
+    assert!(
+        set.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        set.elapsed()
+    );
+
+    // An idle client is closed after --idle-timeout.
+    let mut idle = a.tcp();
+    idle.set_timeout(slack(Duration::from_secs(5)));
+    assert_eq!(idle.req("PING"), "PONG");
+    let since = Instant::now();
+    assert!(idle.closed(), "idle client not closed");
+    let took = since.elapsed();
+    assert!(took >= Duration::from_millis(800), "closed after {took:?}");
+    assert!(
+        took < slack(Duration::from_secs(3)),
+        "closed after {took:?}"
+    );
+    let stats = a.stats();
+    assert_eq!(stats["closed_idle"].as_u64(), Some(1), "{stats}");
+    assert_eq!(stats["facts_expired"].as_u64(), Some(1), "{stats}");
+    let (status, err) = a.stop();
+    assert_eq!(status.code(), Some(0), "{err}");
+}
