@@ -1,7 +1,7 @@
 //! An agent on a board that has been up for 400 days: its monotonic clock is past 2^32
 //! milliseconds (49.7 days), where a 32-bit millisecond count would have wrapped, and far
 //! from where a fresh boot starts it. Run in a time namespace whose monotonic and boot-time
-//! clocks are 400 days ahead (`unshare --time`: root, Linux 5.11+), through the runner on
+//! clocks are 400 days ahead (`unshare --time`, as root), through the runner on
 //! the emulated targets: STATUS tells the uptime, and the agent's timers (a fact's TTL, the
 //! idle timeout) still fire when due.
 mod common;
@@ -12,15 +12,29 @@ use std::time::{Duration, Instant};
 
 const OFFSET_SECS: u64 = 400 * 86_400;
 
-/// Whether a time namespace can be made here; otherwise says why and skips (a failure
-/// under CI).
+/// Whether a time namespace can be made here, and entered by a program unshare execs in
+/// place (as the agent is below); otherwise says why and skips (a failure under CI).
 fn can_unshare_time() -> bool {
-    let ok = Command::new("unshare")
-        .args(["--time", "--monotonic", "1", "true"])
+    let off = OFFSET_SECS.to_string();
+    let up = Command::new("unshare")
+        .args(["--time", "--boottime", &off, "cat", "/proc/uptime"])
         .output()
-        .is_ok_and(|o| o.status.success());
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split('.')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        });
+    let ok = up.is_some_and(|s| s >= OFFSET_SECS);
     if !ok {
-        skip("`unshare --time` failed: time namespaces need root, util-linux 2.36 and Linux 5.11");
+        skip(&format!(
+            "`unshare --time --boottime {off} cat /proc/uptime` said {up:?}: a time namespace \
+             needs root and util-linux 2.36, and a program exec'd after unshare(CLONE_NEWTIME) \
+             must enter it"
+        ));
     }
     ok
 }
@@ -36,8 +50,8 @@ fn an_agent_on_a_board_up_for_400_days_keeps_its_timers() {
     let args = loopback_agent_args(&dir.join("t.sock"), &["--no-beacon", "--idle-timeout", "1"]);
     let offset = OFFSET_SECS.to_string();
     let mut cmd = Command::new("unshare");
-    // unshare then execs the agent in place (pid and signals are the agent's): a new time
-    // namespace is entered at exec (Linux 5.11+ for a process that exec's without forking).
+    // unshare then execs the agent in place (pid and signals are the agent's), which
+    // enters the new time namespace there (checked above).
     cmd.args(["--time", "--monotonic", &offset, "--boottime", &offset]);
     cmd.args(runner()).arg(BIN).args(&args);
     let a = Agent::spawn_command(cmd, dir, &[])
