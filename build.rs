@@ -43,6 +43,21 @@ fn main() {
     println!("cargo:rustc-env=TETHER_BUILD_TARGET={target}");
     println!("cargo:rustc-env=TETHER_BUILD_HOST={host}");
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rustc-env=TETHER_SOURCES={}", SOURCES.join(" "));
+    // A 32-bit musl build without .cargo/config.toml's libc cfg (a RUSTFLAGS variable
+    // replaces that file's rustflags): its libc calls stop telling the time of day past
+    // 2038-01-19 03:14:07 UTC (docs/BOARDS.md, "The year 2038").
+    let var = |k: &str| std::env::var(k).unwrap_or_default();
+    if var("CARGO_CFG_TARGET_ENV") == "musl"
+        && var("CARGO_CFG_TARGET_POINTER_WIDTH") == "32"
+        && std::env::var_os("CARGO_CFG_LIBC_UNSTABLE_MUSL_V1_2").is_none()
+    {
+        println!(
+            "cargo:warning=built without --cfg libc_unstable_musl_v1_2, which \
+             .cargo/config.toml sets (a RUSTFLAGS variable replaces it: add it there too): \
+             log-file times stop past 2038-01-19 03:14:07 UTC"
+        );
+    }
     // The 8 hex digits the package's version names too, and the commit's date (UTC); and
     // `-dirty` when what the binary is built from differs from that commit.
     let commit = git(&[

@@ -169,9 +169,8 @@ impl std::fmt::Display for KeyFileError {
 pub fn load_key(path: &Path) -> Result<FleetKey, KeyFileError> {
     let mut buf = [0u8; secret_buf_len(FLEET_KEY_MAX)];
     let raw = crate::sys::read_secret(path, &mut buf, FLEET_KEY_MAX).map_err(KeyFileError::File)?;
-    let key = FleetKey::parse(raw.bytes).map_err(KeyFileError::Key)?;
-    raw.accept(path);
-    Ok(key)
+    raw.accept_with(path, FleetKey::parse)
+        .map_err(KeyFileError::Key)
 }
 
 /// `--fleet-key PATH: why`, the text of a fleet key file that holds no key.

@@ -221,8 +221,8 @@ pub fn dgram(args: &CtlArgs) -> Result<u8, Fatal> {
 /// scoped with an interface name, `[fe80::1%eth0]:4545`, as `tether scan` prints it), or a
 /// host name and port, which the system resolver looks up (as long as resolv.conf's
 /// `timeout` and `attempts` let it: `-t` cannot bound it without a thread). A malformed
-/// value is a usage error (64); a name that does not resolve, or a scope interface that is
-/// not there, leaves the agent unreachable (69).
+/// value is a usage error (64), a scope that is no interface name too; a name that does not
+/// resolve, or a scope interface that is not there, leaves the agent unreachable (69).
 pub fn connect_addrs(hp: &str) -> Result<Vec<std::net::SocketAddr>, Fatal> {
     let usage = |e: String| Fatal::usage(format!("-c {hp}: {e}"));
     let scoped = hp
@@ -238,11 +238,18 @@ pub fn connect_addrs(hp: &str) -> Result<Vec<std::net::SocketAddr>, Fatal> {
             .map_err(|_| usage(format!("{port}: not a port")))?;
         let index = match scope.parse::<u32>() {
             Ok(i) => i,
+            Err(_) if !crate::sys::iface::valid_name(scope) => {
+                return Err(usage(format!("{scope:?}: not a valid interface name")));
+            }
             Err(_) => {
-                // Not there now is not a typo: it may come up later (as `scan -i`: 69).
+                // A name that is not there now is not a typo: it may come up later (as
+                // `scan -i`: 69).
                 crate::sys::iface::info(scope)
                     .ok_or_else(|| {
-                        Fatal::new(EX_UNAVAILABLE, format!("-c {hp}: no interface {scope}"))
+                        Fatal::new(
+                            EX_UNAVAILABLE,
+                            format!("-c {hp}: {scope}: no such interface"),
+                        )
                     })?
                     .index
             }

@@ -407,34 +407,42 @@ fn a_bad_token_file_stops_start_up_with_one_line_saying_why() {
     }
 }
 
-/// A key file that cannot be used is refused with one `error:` line: its mode is not
-/// warned about first (it is only once the key is taken, as above).
+/// A fleet key file others can read is warned about once the key is taken, at start and
+/// at each SIGHUP; one that cannot be used is refused with one `error:` line, its mode not
+/// warned about first.
 #[test]
-fn an_unusable_key_file_others_can_read_is_one_error_line() {
+fn a_fleet_key_file_others_can_read_is_warned_about_only_when_taken() {
     use std::os::unix::fs::PermissionsExt;
     let dir = temp_dir("key");
     let key = dir.join("key");
     let p = key.to_str().unwrap();
-    for (opt, text, why) in [
-        (
-            "--fleet-key",
-            "short\n",
-            "the key is 5 bytes; at least 16 are needed",
-        ),
-        ("--token-file", " \n", "empty"),
-    ] {
-        std::fs::write(&key, text).unwrap();
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let Err(e) = Agent::try_start(&[opt, p]) else {
-            panic!("started with {opt} {p}");
-        };
-        assert_eq!(e.stderr.lines().count(), 1, "{}", e.stderr);
-        assert!(
-            e.stderr.starts_with(&format!("error: {opt} {p}: {why}")),
-            "{}",
-            e.stderr
-        );
-    }
+    std::fs::write(&key, "short\n").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let Err(e) = Agent::try_start(&["--fleet-key", p]) else {
+        panic!("started with --fleet-key {p}");
+    };
+    assert_eq!(e.stderr.lines().count(), 1, "{}", e.stderr);
+    let why = "the key is 5 bytes; at least 16 are needed";
+    assert!(
+        e.stderr
+            .starts_with(&format!("error: --fleet-key {p}: {why}")),
+        "{}",
+        e.stderr
+    );
+
+    std::fs::write(&key, "a-fleet-key-of-32-bytes-or-so...\n").unwrap();
+    let a = Agent::start(&["--fleet-key", p]);
+    a.signal(1);
+    // The SIGHUP is read in the turn that answers this PING or before it.
+    assert_eq!(a.unix().req("PING"), "PONG");
+    std::thread::sleep(slack(Duration::from_millis(200)));
+    let (_, err) = a.stop();
+    let warned = err
+        .lines()
+        .filter(|l| l.contains("other users can read it"))
+        .count();
+    assert_eq!(warned, 2, "{err}");
+    assert!(err.contains("unchanged"), "{err}");
 }
 
 #[test]

@@ -198,14 +198,18 @@ fn help_and_version() {
 
 /// What `tether --version` prints: the version, and the commit HEAD is at (the binary is
 /// built again when HEAD moves), `-dirty` when the sources the binary is built from differ
-/// from it (build.rs's list), when the tree is a git checkout with git at hand.
+/// from it (build.rs's list, TETHER_SOURCES), when the tree is a git checkout with git at
+/// hand.
 fn version_line() -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let git = |args: &[&str]| {
         std::process::Command::new("git")
             .args(args)
             .env("TZ", "UTC")
             .env("GIT_OPTIONAL_LOCKS", "0")
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            // This tree's git only, as build.rs asks (a tarball inside another checkout).
+            .env("GIT_CEILING_DIRECTORIES", root.parent().unwrap())
+            .current_dir(root)
             .output()
             .ok()
             .filter(|o| o.status.success())
@@ -221,9 +225,9 @@ fn version_line() -> String {
     let Some((hash, date)) = head.as_deref().and_then(|h| h.split_once(' ')) else {
         return "tether 0.1.0\n".into();
     };
-    let sources = ["src", "build.rs", "Cargo.toml", "Cargo.lock", ".cargo"];
+    // build.rs's list of what the binary is built from.
     let mut status = vec!["status", "--porcelain", "--untracked-files=no", "--"];
-    status.extend(sources);
+    status.extend(env!("TETHER_SOURCES").split(' '));
     let dirty = if git(&status).is_some_and(|s| !s.is_empty()) {
         "-dirty"
     } else {
@@ -313,7 +317,17 @@ fn ctl_a_scope_interface_that_is_not_there_is_69() {
     assert_eq!(out.status.code(), Some(69), "{err}");
     assert_eq!(out.stdout, b"");
     assert_eq!(error_lines(&err).len(), 1, "{err}");
-    assert!(err.contains("no interface nosuch0"), "{err}");
+    assert!(err.contains("nosuch0: no such interface"), "{err}");
+    // What cannot be an interface's name is a usage error, as with scan -i.
+    for bad in [
+        "[fe80::1%]:4545",
+        "[fe80::1%a/b]:4545",
+        &format!("[fe80::1%{}]:4545", "e".repeat(32)),
+    ] {
+        let (code, out, err) = run(&["ctl", "-c", bad, "PING"]);
+        assert_eq!((code, out.as_str()), (64, ""), "{bad}: {err}");
+        assert!(err.contains("not a valid interface name"), "{bad}: {err}");
+    }
 }
 
 #[test]

@@ -24,7 +24,8 @@ Steps (each timed):
      when the guest's ready line says it beacons);
   6. past 2038: /init set the guest's clock 10 s before a 32-bit time_t ends (2038-01-19
      03:14:07 UTC), sends the agent's log to a file and, 15 s after the start, a SIGHUP:
-     its line for it must be stamped past that end, and STATUS still answered.
+     its line for it must be stamped past that end, the guest's own `tether ctl PING` get
+     PONG, and STATUS still answered.
 QEMU is always killed at the end by its PID (some raspi machines cannot power off), also on
 an error, Ctrl-C, SIGTERM from `timeout`, or if this script dies (PR_SET_PDEATHSIG).
 The run directory (initramfs, console log, capture, token) is removed after a pass and kept
@@ -137,10 +138,12 @@ if [ -e /etc/board ]; then
     done) &
 fi
 # 2038-01-19 03:14:07 UTC is where a 32-bit time_t ends, and a board that runs for years
-# gets there (the 32-bit Pis' musl keeps its old calls for such programs; this guest's
-# busybox is one, so it cannot set a later date): the clock is set 10 s before it, the
+# gets there (on the 32-bit Pis, musl keeps 32-bit-time_t calls for programs built for
+# them; Debian 12's 32-bit busybox has such a time_t and cannot set a later date itself):
+# the clock is set 10 s before it, the
 # agent logs to a regular file (every line stamped, as under an init script; tail -f shows
-# them on the console), and 15 s after it started a SIGHUP asks it for a line past the end.
+# them on the console), and 15 s after it started a SIGHUP asks it for a line past the end;
+# then the board's own `tether ctl` asks for a PONG.
 date -s "2038-01-19 03:13:57" >/dev/null || echo "guest: date -s failed"
 echo "guest-sys: date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 : >/run/tether.log
@@ -148,7 +151,8 @@ tail -f /run/tether.log &
 echo "guest: starting /bin/tether agent $(cat /etc/tether.args)"
 RUST_LOG=info /bin/tether agent $(cat /etc/tether.args) 2>>/run/tether.log &
 agent=$!
-(sleep 15; echo "guest: SIGHUP to the agent"; kill -HUP $agent) &
+(sleep 15; echo "guest: SIGHUP to the agent"; kill -HUP $agent
+ out=$(/bin/tether ctl -s /run/tether.sock PING 2>&1); echo "guest-ctl: PING: $out (exit $?)") &
 wait $agent
 echo "guest: tether agent exited with status $?"
 poweroff -f
@@ -472,9 +476,13 @@ def check_clock(g):
         time.sleep(0.2)
     if s.group(1) <= "2038-01-19T03:14:07Z":
         fail(f"the agent's line for the SIGHUP is stamped {s.group(1)}: not past the end of a 32-bit time_t")
+    c = g.wait_console(r"^guest-ctl: PING: (.*)$", 10, "the guest's own ctl PING")
+    if c.group(1).strip() != "PONG (exit 0)":
+        fail(f"the guest's own `tether ctl PING` past 2038 said {c.group(1)!r}")
     status = check_status(g)
     log(f"ok   past the end of a 32-bit time_t: clock set to {m.group(1)}, the agent's line for "
-        f"a SIGHUP stamped {s.group(1)}, STATUS after it (uptime {status.get('uptime')})")
+        f"a SIGHUP stamped {s.group(1)}, the guest's ctl PING -> PONG, STATUS after it "
+        f"(uptime {status.get('uptime')})")
     return s.group(1)
 
 

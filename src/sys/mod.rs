@@ -167,19 +167,34 @@ impl fmt::Display for NoSecret {
 }
 
 /// A secret file's contents, and whether users other than its owner and group can read or
-/// change the file: said by [`Secret::accept`] once the caller takes the contents (a key
-/// too short to use is one `error:` line, not a warning about its mode first).
+/// change the file: said once the caller takes the contents ([`Secret::accept`], or
+/// [`Secret::accept_with`] when they must parse first: a key too short to use is one
+/// `error:` line, not a warning about its mode first). The contents are reached only
+/// through those two.
 #[must_use = "accept() it: that warns about a file others can read"]
 pub struct Secret<'b> {
-    pub bytes: &'b [u8],
+    bytes: &'b [u8],
     mode: u32,
 }
 
 impl<'b> Secret<'b> {
-    /// The contents, warning first when every user of the board can read (or change) the
-    /// file: a secret that is no secret is said, not refused (the agent's user may be the
-    /// only one there is).
+    /// The contents (see [`Secret::accept_with`]).
     pub fn accept(self, path: &std::path::Path) -> &'b [u8] {
+        match self.accept_with(path, Ok::<_, std::convert::Infallible>) {
+            Ok(b) => b,
+            Err(never) => match never {},
+        }
+    }
+
+    /// `parse` of the contents; when it takes them, a warning first if every user of the
+    /// board can read (or change) the file: a secret that is no secret is said, not
+    /// refused (the agent's user may be the only one there is).
+    pub fn accept_with<T, E>(
+        self,
+        path: &std::path::Path,
+        parse: impl FnOnce(&'b [u8]) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let taken = parse(self.bytes)?;
         if self.mode & 0o006 != 0 {
             let can = if self.mode & 0o002 != 0 {
                 "change"
@@ -189,7 +204,7 @@ impl<'b> Secret<'b> {
             let (p, m) = (path.display(), self.mode & 0o7777);
             log::warn!("{p}: other users can {can} it (mode {m:04o}): chmod o-rwx it");
         }
-        self.bytes
+        Ok(taken)
     }
 }
 
