@@ -209,9 +209,9 @@ pub const BEACON_ERROR_MAX: usize = 96;
 pub const MAX_ADDRS: usize = 16;
 /// Longest hostname we report (HOST_NAME_MAX).
 pub const HOST_MAX: usize = 64;
-/// The board's small /proc and /sys files (hostname, uptime, loadavg, the start of
-/// meminfo, `--thermal`) are read into a stack buffer this big; only meminfo is longer,
-/// and the lines read from it (MemTotal, MemAvailable) come in its first 200 bytes.
+/// The board's small /proc and /sys files (the start of meminfo, `--thermal`) are read
+/// into a stack buffer this big; only meminfo is longer, and the line read from it
+/// (MemAvailable) comes in its first 200 bytes.
 pub const PROC_READ_MAX: usize = 2048;
 /// The longest line of /proc/net/if_inet6 or /proc/net/dev the agent reads (in chunks of
 /// twice this); a longer one is skipped. An if_inet6 line is at most 32 + 4 * 3 + 1 + 15

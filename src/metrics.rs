@@ -221,7 +221,7 @@ pub fn render(
     .zip(b.load)
     {
         family(w, name, Kind::Gauge, help)?;
-        // /proc/loadavg has two decimals; a load is never NaN.
+        // Two decimals, as /proc/loadavg has them (sys::board); a load is never NaN.
         let v = if v.is_finite() { v } else { 0.0 };
         writeln!(w, "{name} {}", Fixed(v.into(), 2))?;
     }

@@ -566,3 +566,36 @@ fn a_fact_past_its_ttl_is_gone_for_a_request_in_the_same_turn() {
     let stats = c.req("STATS");
     assert_eq!(json_u64(&stats, "facts_expired"), Some(1), "{stats}");
 }
+
+/// A board without /proc (a chroot or a container that mounts none; here an empty tmpfs
+/// over it, in a mount namespace of the agent's own): STATUS still tells the host name,
+/// uptime, load and total memory (system calls, not /proc files); the available memory,
+/// which only /proc/meminfo tells, is 0. Native only: qemu-user needs /proc itself.
+#[test]
+fn status_without_proc_still_tells_host_uptime_load_and_memory() {
+    if emulated() {
+        eprintln!("not under qemu-user, which needs /proc itself");
+        return;
+    }
+    if !can_netns() {
+        // The same need: root, to make a mount namespace.
+        return;
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let dir = temp_dir("noproc");
+    let args = loopback_agent_args(&dir.join("t.sock"), &["--no-beacon"]);
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c"]);
+    cmd.arg("mount -t tmpfs none /proc && exec \"$0\" \"$@\"");
+    cmd.arg(BIN).args(&args);
+    let a = Agent::spawn_command(cmd, dir, &[])
+        .unwrap_or_else(|f| panic!("{:?} {} {}", f.status, f.stdout, f.stderr));
+    let s = ok_json(&a.unix().req("STATUS"));
+    assert_eq!(s["host"], host.trim_end(), "{s}");
+    assert!(s["uptime"].as_u64().unwrap() > 0, "{s}");
+    assert!(s["memory"]["total_kb"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(s["memory"]["avail_kb"], 0, "{s}");
+    assert_eq!(s["loadavg"].as_array().map(Vec::len), Some(3), "{s}");
+    let (code, err) = a.stop();
+    assert_eq!(code.code(), Some(0), "{err}");
+}

@@ -1,6 +1,6 @@
 //! A decimal number's value, read without core's float parser (dec2flt: its table of powers
 //! of five alone is 10 KiB, about 14 KiB of the aarch64 binary in all, for the few numbers
-//! tether reads: `-t SECS`, `/proc/loadavg`, a thermal zone's millidegrees, and a beacon's
+//! tether reads: `-t SECS`, a thermal zone's millidegrees, and a beacon's
 //! `load` and `temp_c`). Pure: no I/O, no heap, no panic.
 //!
 //! The syntax is JSON's number, `-`? digits (`.` digits)? ([eE] [+-]? digits)?, with leading

@@ -1,13 +1,19 @@
-//! Board facts from /proc and /sys: uptime, load, memory, temperature, hostname,
-//! addresses, and the machine id. Every read goes into a stack buffer; nothing allocates.
+//! Board facts: the host name (uname), uptime (CLOCK_BOOTTIME), load and total memory
+//! (sysinfo): system calls, so they are there without /proc too, and fewer of them than
+//! files to open; available memory (/proc/meminfo), temperature (/sys), addresses. Every
+//! read goes into a stack buffer; nothing allocates.
 
 use super::{iface, read_small};
 use crate::agent::Board;
 use crate::limits::{PROC_READ_MAX, TEMP_C_RANGE};
 
-fn first_f32(b: &[u8]) -> Option<f32> {
-    let w = b.split(|&c| c == b' ' || c == b'\n').next()?;
-    crate::proto::decimal::parse(w).map(|x| x as f32)
+/// A load average as /proc/loadavg writes it, from sysinfo's: the kernel keeps it in 11-bit
+/// fixed point (sysinfo shifts it to 16 bits, nix divides), and /proc rounds it half up to
+/// two decimals (`FIXED_1 / 200` added, then the integer and hundredths of the sum).
+fn load_2dp(v: f64) -> f32 {
+    let a = (v * 2048.0) as u64 + 10;
+    let (int, hundredths) = (a >> 11, ((a & 2047) * 100) >> 11);
+    (int as f64 + hundredths as f64 / 100.0) as f32
 }
 
 /// A thermal zone's `temp`: an integer in millidegrees Celsius and a newline, as the kernel
@@ -25,14 +31,6 @@ fn millidegrees(b: &[u8]) -> Option<f32> {
         .then_some(c as f32)
 }
 
-/// The whole seconds of `/proc/uptime`'s first field (`12345.67 ...`), read as an integer:
-/// an f32 has 24 bits, so after 194 days of uptime it would step by 2 s, then 4 s, 8 s.
-fn uptime_secs(b: &[u8]) -> Option<u64> {
-    let w = b.split(|&c| c == b' ' || c == b'\n').next()?;
-    let whole = w.split(|&c| c == b'.').next()?;
-    core::str::from_utf8(whole).ok()?.parse().ok()
-}
-
 fn meminfo_kb(buf: &[u8], key: &[u8]) -> u64 {
     buf.split(|&c| c == b'\n')
         .find(|l| l.starts_with(key))
@@ -45,26 +43,26 @@ fn meminfo_kb(buf: &[u8], key: &[u8]) -> u64 {
         .unwrap_or(0)
 }
 
-/// Reads the board now. Missing files give zeros / None, never an error.
+/// Reads the board now. What cannot be read gives zeros / None, never an error.
 pub fn read(thermal: &str) -> Board {
+    use std::os::unix::ffi::OsStrExt;
     let mut b = Board::default();
+    // As the kernel holds it (up to 64 bytes): /proc/sys/kernel/hostname's, this UTS
+    // namespace's.
+    if let Ok(u) = nix::sys::utsname::uname() {
+        super::push_lossy(&mut b.host, u.nodename().as_bytes());
+    }
+    // /proc/uptime's first field, in whole seconds (sysinfo's uptime rounds up).
+    if let Ok(t) = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME) {
+        b.uptime_s = u64::try_from(t.tv_sec()).unwrap_or(0);
+    }
+    if let Ok(si) = nix::sys::sysinfo::sysinfo() {
+        let (l1, l5, l15) = si.load_average();
+        b.load = [l1, l5, l15].map(load_2dp);
+        b.mem_total_kb = si.ram_total() / 1024;
+    }
     let mut buf = [0u8; PROC_READ_MAX];
-    if let Some(n) = read_small("/proc/sys/kernel/hostname", &mut buf) {
-        // As the kernel holds it (up to 64 bytes), less the line end.
-        let name = &buf[..n];
-        super::push_lossy(&mut b.host, name.strip_suffix(b"\n").unwrap_or(name));
-    }
-    if let Some(n) = read_small("/proc/uptime", &mut buf) {
-        b.uptime_s = uptime_secs(&buf[..n]).unwrap_or(0);
-    }
-    if let Some(n) = read_small("/proc/loadavg", &mut buf) {
-        let mut w = buf[..n].split(|&c| c == b' ');
-        for slot in b.load.iter_mut() {
-            *slot = w.next().and_then(first_f32).unwrap_or(0.0);
-        }
-    }
     if let Some(n) = read_small("/proc/meminfo", &mut buf) {
-        b.mem_total_kb = meminfo_kb(&buf[..n], b"MemTotal:");
         b.mem_avail_kb = meminfo_kb(&buf[..n], b"MemAvailable:");
     }
     if let Some(n) = read_small(thermal, &mut buf) {
@@ -81,7 +79,6 @@ mod tests {
 
     #[test]
     fn parses_proc_formats() {
-        assert_eq!(first_f32(b"12345.67 999.0\n"), Some(12345.67));
         assert_eq!(millidegrees(b"45000\n"), Some(45.0));
         assert_eq!(millidegrees(b"-5500\n"), Some(-5.5));
         for odd in [
@@ -99,15 +96,67 @@ mod tests {
         ] {
             assert_eq!(millidegrees(odd), None, "{}", String::from_utf8_lossy(odd));
         }
-        // Past 2^24 s (194 days) every second still counts.
-        assert_eq!(uptime_secs(b"100036455.14 98.0\n"), Some(100036455));
-        assert_eq!(uptime_secs(b"100036456.99 98.0\n"), Some(100036456));
-        assert_eq!(uptime_secs(b"7 1\n"), Some(7));
-        assert_eq!(uptime_secs(b"x.5 1\n"), None);
         let mi = b"MemTotal:        1000 kB\nMemFree: 5 kB\nMemAvailable:     750 kB\n";
         assert_eq!(meminfo_kb(mi, b"MemTotal:"), 1000);
         assert_eq!(meminfo_kb(mi, b"MemAvailable:"), 750);
         assert_eq!(meminfo_kb(mi, b"Nope:"), 0);
+    }
+
+    /// The kernel's rounding: fixed-point values (n / 2048) to two decimals, half up.
+    #[test]
+    fn loads_round_as_proc_loadavg_does() {
+        for (fixed, text) in [
+            (0, "0.00"),
+            (10, "0.00"),  // 0.0049 -> 0.00
+            (11, "0.01"),  // 0.0054 -> 0.01
+            (491, "0.24"), // 0.2397
+            (2048, "1.00"),
+            (2047, "1.00"),
+            (4095, "2.00"),
+            (100 * 2048 + 1023, "100.50"),
+        ] {
+            let v = f64::from(fixed) * 32.0 / 65536.0; // sysinfo's shift, nix's division
+            assert_eq!(format!("{:.2}", load_2dp(v)), text, "{fixed}");
+        }
+    }
+
+    /// The same host name, uptime, loads and total memory as /proc says (read back to back:
+    /// retried when a second or a load update falls between the two).
+    #[test]
+    fn reads_what_proc_says() {
+        let proc_view = || {
+            let f = |p| std::fs::read_to_string(p).unwrap();
+            let host = f("/proc/sys/kernel/hostname").trim_end().to_string();
+            let up: u64 = f("/proc/uptime")
+                .split('.')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let loads: Vec<String> = f("/proc/loadavg")
+                .split(' ')
+                .take(3)
+                .map(String::from)
+                .collect();
+            let total = meminfo_kb(f("/proc/meminfo").as_bytes(), b"MemTotal:");
+            (host, up, loads, total)
+        };
+        let ours = |b: &Board| {
+            let loads = b.load.iter().map(|l| format!("{l:.2}")).collect();
+            (b.host.to_string(), b.uptime_s, loads, b.mem_total_kb)
+        };
+        let same = (0..20).any(|_| {
+            let before = proc_view();
+            let b = read("/nonexistent/thermal");
+            let after = proc_view();
+            before == after && ours(&b) == before
+        });
+        assert!(
+            same,
+            "{:?} vs {:?}",
+            proc_view(),
+            ours(&read("/nonexistent"))
+        );
     }
 
     #[test]
