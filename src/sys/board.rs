@@ -1,7 +1,7 @@
 //! Board facts: the host name (uname), uptime (CLOCK_BOOTTIME), load and total memory
 //! (sysinfo): system calls, so they are there without /proc too, and fewer of them than
-//! files to open; available memory (/proc/meminfo), temperature (/sys), addresses. Every
-//! read goes into a stack buffer; nothing allocates.
+//! files to open; memory (/proc/meminfo where it can be read), temperature (/sys),
+//! addresses. Every read goes into a stack buffer; nothing allocates.
 
 use super::{iface, read_small};
 use crate::agent::Board;
@@ -61,8 +61,13 @@ pub fn read(thermal: &str) -> Board {
         b.load = [l1, l5, l15].map(load_2dp);
         b.mem_total_kb = si.ram_total() / 1024;
     }
+    // The available memory only /proc/meminfo tells; its total too where it can be read,
+    // as it is read anyway (qemu-user cuts sysinfo's byte counts to 32 bits for a 32-bit
+    // program on a host with more than 4 GiB; a 32-bit kernel, or a 64-bit one's compat
+    // call, scales them instead).
     let mut buf = [0u8; PROC_READ_MAX];
     if let Some(n) = read_small("/proc/meminfo", &mut buf) {
+        b.mem_total_kb = meminfo_kb(&buf[..n], b"MemTotal:");
         b.mem_avail_kb = meminfo_kb(&buf[..n], b"MemAvailable:");
     }
     if let Some(n) = read_small(thermal, &mut buf) {
