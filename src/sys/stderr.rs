@@ -253,9 +253,9 @@ impl Utc {
     /// Now, from CLOCK_REALTIME through nix, not `std::time::SystemTime`: on the 32-bit ARM
     /// boards std's clock call is musl's 32-bit-time_t one, which fails (EOVERFLOW) past
     /// 2038-01-19 03:14:07 UTC, and std unwraps it: the agent logging to a file died there
-    /// (SIGILL, the size-tuned build's abort) at its first line, in the emulated Pi 2B. nix's is the 64-bit one there (`--cfg
-    /// libc_unstable_musl_v1_2`, .cargo/config.toml); built without that, a time it cannot
-    /// say is `None` and the line goes out unstamped.
+    /// (SIGILL, the size-tuned build's abort) at its first line, in the emulated Pi 2B.
+    /// nix's is the 64-bit one there (`--cfg libc_unstable_musl_v1_2`, .cargo/config.toml);
+    /// built without that, a time it cannot say is `None` and the line goes out unstamped.
     pub fn now() -> Option<Utc> {
         let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME).ok()?;
         u64::try_from(t.tv_sec()).ok().map(Utc)

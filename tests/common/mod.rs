@@ -530,6 +530,15 @@ impl Client {
         self.req(&auth_answer(token.as_bytes(), nonce))
     }
 
+    /// Asserts that the agent closes the connection (an idle timeout) no sooner than
+    /// `earliest` and sooner than `latest` after `since`.
+    pub fn assert_closed_between(&mut self, since: Instant, earliest: Duration, latest: Duration) {
+        assert!(self.closed(), "idle client not closed");
+        let took = since.elapsed();
+        assert!(took >= earliest, "closed after {took:?}");
+        assert!(took < latest, "closed after {took:?}");
+    }
+
     /// True when the agent has closed the connection (EOF or reset) within the timeout.
     pub fn closed(&mut self) -> bool {
         let mut b = [0u8; 64];
