@@ -38,8 +38,10 @@ pub enum IdFrom {
 /// The board id and its source: the first usable of /etc/machine-id and
 /// /var/lib/dbus/machine-id (a placeholder is none), the device tree's serial number (a
 /// Raspberry Pi's, fixed in its SoC), the beacon interface's MAC, the host name. The
-/// first two hashed as they are read (existing ids stay as they were).
-pub fn board_id(beacon_iface: Option<&str>) -> (heapless::String<16>, IdFrom) {
+/// first two hashed as they are read (existing ids stay as they were). A source that is
+/// there but cannot be read now (out of descriptors, not readable by this user, an I/O
+/// error) is an error, not the next source: the board would announce another id.
+pub fn board_id(beacon_iface: Option<&str>) -> Result<(heapless::String<16>, IdFrom), SysError> {
     board_id_from(&MACHINE_ID_FILES, DT_SERIAL, beacon_iface)
 }
 
@@ -47,32 +49,37 @@ fn board_id_from(
     machine_ids: &[&str],
     dt_serial: &str,
     beacon_iface: Option<&str>,
-) -> (heapless::String<16>, IdFrom) {
+) -> Result<(heapless::String<16>, IdFrom), SysError> {
     let mut buf = [0u8; 64];
+    let mut read = |path: &str| {
+        sys::read_small_if_there(path, &mut buf)
+            .map(|n| n.map(|n| buf[..n].to_vec()))
+            .map_err(|e| SysError::new(format!("reading {path} for the board id"), e))
+    };
     for &path in machine_ids {
-        if let Some(n) = sys::read_small(path, &mut buf) {
-            let id = buf[..n].trim_ascii();
+        if let Some(text) = read(path)? {
+            let id = text.trim_ascii();
             if id.len() >= 16 && !placeholder_machine_id(id) {
-                return (crate::id::board_id(id), IdFrom::MachineId);
+                return Ok((crate::id::board_id(id), IdFrom::MachineId));
             }
         }
     }
-    if let Some(n) = sys::read_small(dt_serial, &mut buf) {
+    if let Some(text) = read(dt_serial)? {
         // A device-tree string: NUL-terminated.
-        let serial = buf[..n]
-            .split(|&c| c == 0)
-            .next()
-            .unwrap_or(&[])
-            .trim_ascii();
+        let serial = text.split(|&c| c == 0).next().unwrap_or(&[]).trim_ascii();
         if serial.len() >= 8 && !placeholder_machine_id(serial) {
-            return (crate::id::board_id(serial), IdFrom::Serial);
+            return Ok((crate::id::board_id(serial), IdFrom::Serial));
         }
     }
-    if let Some(mac) = beacon_iface.and_then(sys::iface::info).and_then(|i| i.mac) {
-        return (crate::id::board_id(&mac), IdFrom::Mac);
+    if let Some(name) = beacon_iface {
+        let info = sys::iface::look(name)
+            .map_err(|e| SysError::new(format!("looking up {name}'s MAC for the board id"), e))?;
+        if let Some(mac) = info.and_then(|i| i.mac) {
+            return Ok((crate::id::board_id(&mac), IdFrom::Mac));
+        }
     }
     let b = sys::board::read("/nonexistent");
-    (crate::id::board_id(b.host.as_bytes()), IdFrom::Host)
+    Ok((crate::id::board_id(b.host.as_bytes()), IdFrom::Host))
 }
 
 const MACHINE_ID_FILES: [&str; 2] = ["/etc/machine-id", "/var/lib/dbus/machine-id"];
@@ -131,10 +138,11 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
     let led = open_led(&cfg)?;
     let mut token_buf = [0u8; secret_buf_len(TOKEN_MAX)];
     let token = read_token(&cfg, &mut token_buf)?;
-    let (unix, publish) = open_local_sockets(&cfg, now)?;
     let beacon_ifaces = beacon_ifaces(&cfg);
-    let (id, from) = board_id(beacon_ifaces.first().map(String::as_str));
+    let (id, from) =
+        board_id(beacon_ifaces.first().map(String::as_str)).map_err(fatal(EX_OSERR))?;
     warn_id_source(from);
+    let (unix, publish) = open_local_sockets(&cfg, now)?;
     let core_cfg = Config {
         max_clients: cfg.max_clients,
         interval_secs: cfg.interval_secs,
@@ -504,14 +512,22 @@ mod tests {
         let zeros = file("zeros", b"0000000000000000\0");
         let missing = dir.join("missing").to_str().unwrap().to_string();
         // A placeholder in /etc/machine-id: dbus's, hashed as before.
-        let got = board_id_from(&[&etc, &dbus], &serial, None);
+        let got = board_id_from(&[&etc, &dbus], &serial, None).unwrap();
         assert_eq!(got, (board_id(good.as_bytes()), IdFrom::MachineId));
         // No machine id: the device tree's serial number, without its NUL.
-        let got = board_id_from(&[&etc, &missing], &serial, None);
+        let got = board_id_from(&[&etc, &missing], &serial, None).unwrap();
         assert_eq!(got, (board_id(b"00000000c0ffee42"), IdFrom::Serial));
         // A serial of zeros is none either: then (no beacon interface) the host name.
-        let got = board_id_from(&[&missing], &zeros, None);
+        let got = board_id_from(&[&missing], &zeros, None).unwrap();
         assert_eq!(got.1, IdFrom::Host);
+        // A machine id that is there but cannot be read (here a directory: EISDIR) is an
+        // error, not the serial's id.
+        let unreadable = dir.to_str().unwrap();
+        let err = board_id_from(&[unreadable, &dbus], &serial, None).unwrap_err();
+        assert_eq!(err.errno, Some(nix::errno::Errno::EISDIR), "{err}");
+        assert!(err.to_string().contains("for the board id"), "{err}");
+        let err = board_id_from(&[&missing], unreadable, None).unwrap_err();
+        assert_eq!(err.errno, Some(nix::errno::Errno::EISDIR), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

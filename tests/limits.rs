@@ -436,8 +436,86 @@ fn pong_within(a: &Agent, d: Duration) -> Client {
     }
 }
 
+#[test]
+fn short_of_fds_at_start_up_the_agent_names_what_it_was_opening_or_starts_as_itself() {
+    if emulated() {
+        eprintln!("not run under qemu-user: its own descriptors count against RLIMIT_NOFILE; the native suite runs this test");
+        return;
+    }
+    // From RLIMIT_NOFILE 4 up, each open at start-up is the one that fails in turn. Each
+    // failure is one `error:` line that names what was being opened; the first limit that
+    // starts must give the board id the agent has with fds to spare. (Out of fds while
+    // reading /etc/machine-id, the agent used to fall back to the host name's id and
+    // announce another board.) The first that starts says it has no fds for clients.
+    let dir = temp_dir("fd-start");
+    let publish = dir.join("p.sock");
+    let extra = [
+        "--no-beacon",
+        "--metrics",
+        "127.0.0.1:0",
+        "--publish",
+        publish.to_str().unwrap(),
+    ];
+    let args = loopback_agent_args(&dir.join("t.sock"), &extra);
+    let logged_id = |err: &str| {
+        err.split_whitespace()
+            .find_map(|w| w.strip_prefix("id="))
+            .map(str::to_string)
+    };
+    let (_, err) = Agent::spawn_command(tether_cmd_in(None, &args), dir.clone(), &[])
+        .unwrap_or_else(|f| panic!("{}", f.stderr))
+        .stop();
+    let id = logged_id(&err).unwrap_or_else(|| panic!("no id= in the log: {err}"));
+    let dir_shown = dir.to_str().unwrap();
+    for n in 4..16 {
+        let f = match Agent::spawn_command(nofile_cmd(n, &args), dir.clone(), &[]) {
+            Ok(a) => {
+                let (status, err) = a.stop();
+                assert_eq!(status.code(), Some(0), "{err}");
+                assert_eq!(
+                    logged_id(&err),
+                    Some(id.clone()),
+                    "RLIMIT_NOFILE {n}: {err}"
+                );
+                // So few fds leave none for clients, even with every one in use (where
+                // the check's own probe cannot open): said at start-up.
+                let warning = format!("RLIMIT_NOFILE {n} leaves fds for ");
+                assert!(err.contains(&warning), "{err}");
+                return;
+            }
+            Err(f) => f,
+        };
+        let err = f.stderr.trim_end();
+        assert_eq!(err.lines().count(), 1, "RLIMIT_NOFILE {n}: {err}");
+        assert!(err.starts_with("error: "), "RLIMIT_NOFILE {n}: {err}");
+        assert!(err.contains("EMFILE"), "RLIMIT_NOFILE {n}: {err}");
+        assert!(
+            [
+                "signalfd",
+                "--listen",
+                "--metrics",
+                dir_shown,
+                "for the board id"
+            ]
+            .iter()
+            .any(|what| err.contains(what)),
+            "RLIMIT_NOFILE {n}: names nothing: {err}"
+        );
+        assert!(
+            std::fs::read_dir(&dir).map_or(true, |mut d| d.next().is_none()),
+            "RLIMIT_NOFILE {n}: a failed start left files behind"
+        );
+    }
+    panic!("no start-up with up to 15 fds");
+}
+
 /// `tether agent ARGS` with RLIMIT_NOFILE set to `n` (soft and hard) in the child.
 fn agent_with_nofile(n: u64, dir: std::path::PathBuf, args: &[String]) -> Agent {
+    Agent::spawn_command(nofile_cmd(n, args), dir, &[]).unwrap_or_else(|f| panic!("{}", f.stderr))
+}
+
+/// The command for `tether agent ARGS` with RLIMIT_NOFILE `n` (soft and hard).
+fn nofile_cmd(n: u64, args: &[String]) -> std::process::Command {
     let mut cmd = tether_cmd_in(None, args);
     // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
@@ -452,7 +530,7 @@ fn agent_with_nofile(n: u64, dir: std::path::PathBuf, args: &[String]) -> Agent 
             }
         });
     }
-    Agent::spawn_command(cmd, dir, &[]).unwrap_or_else(|f| panic!("{}", f.stderr))
+    cmd
 }
 
 #[test]

@@ -117,10 +117,28 @@ pub fn open_read(path: impl AsRef<std::path::Path>) -> std::io::Result<std::fs::
 
 /// Reads a small file into `buf` without allocating ([`open_read`]); returns the bytes read.
 pub fn read_small(path: &str, buf: &mut [u8]) -> Option<usize> {
-    read_all(open_read(path).ok()?, buf)
+    read_all(open_read(path).ok()?, buf).ok()
 }
 
-fn read_all(mut f: std::fs::File, buf: &mut [u8]) -> Option<usize> {
+/// [`read_small`] that tells a file that is not there (`Ok(None)`: ENOENT, ENOTDIR) from
+/// one that is there but could not be read now (out of descriptors, EACCES, EIO).
+pub fn read_small_if_there(path: &str, buf: &mut [u8]) -> Result<Option<usize>, Errno> {
+    let errno = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(nix::libc::EIO));
+    match open_read(path) {
+        Ok(f) => read_all(f, buf).map(Some).map_err(errno),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(nix::libc::ENOENT | nix::libc::ENOTDIR)
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(errno(e)),
+    }
+}
+
+fn read_all(mut f: std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
     use std::io::Read;
     let mut n = 0;
     while n < buf.len() {
@@ -128,10 +146,10 @@ fn read_all(mut f: std::fs::File, buf: &mut [u8]) -> Option<usize> {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return None,
+            Err(e) => return Err(e),
         }
     }
-    Some(n)
+    Ok(n)
 }
 
 /// Why a secret file (`--token-file`, `--fleet-key`) holds no secret.
@@ -224,7 +242,7 @@ pub fn read_secret<'b>(
     let f = open_read(path).map_err(|_| NoSecret::Unreadable)?;
     use std::os::unix::fs::PermissionsExt;
     let mode = f.metadata().map_or(0, |m| m.permissions().mode());
-    let n = read_all(f, buf).ok_or(NoSecret::Unreadable)?;
+    let n = read_all(f, buf).map_err(|_| NoSecret::Unreadable)?;
     if n == buf.len() {
         return Err(NoSecret::TooBig(max));
     }

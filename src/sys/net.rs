@@ -52,11 +52,12 @@ fn fd_ceiling() -> i64 {
 /// for connections than `max_clients` (the [`crate::limits::FD_RESERVE`] kept spare), as
 /// under `ulimit -n 16`, where the connections beyond it are told `ERR busy`.
 pub fn warn_fd_room(max_clients: usize) {
-    // The lowest free number, which the next connection gets.
-    let Ok(probe) = std::fs::File::open("/dev/null") else {
-        return;
-    };
-    let room = fd_ceiling().saturating_sub(i64::from(probe.as_raw_fd()));
+    // The lowest free number, which the next connection gets; none free (EMFILE) is as if
+    // the next one were the limit itself.
+    let next = std::fs::File::open("/dev/null").map_or(FD_LIMIT.load(Ordering::Relaxed), |p| {
+        i64::from(p.as_raw_fd())
+    });
+    let room = fd_ceiling().saturating_sub(next);
     if room < i64::try_from(max_clients).unwrap_or(i64::MAX) {
         log::warn!(
             "RLIMIT_NOFILE {} leaves fds for {} connection(s) at once, fewer than --max-clients \

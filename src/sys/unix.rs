@@ -55,7 +55,7 @@ impl UnixListener {
 /// `ty` is the type of socket we are about to bind there.
 fn probe_live(path: &Path, ty: SockType) -> Result<bool, SysError> {
     let fd = socket::socket(AddressFamily::Unix, ty, SOCK_FLAGS, None)
-        .map_err(|e| SysError::new("socket(AF_UNIX)", e))?;
+        .map_err(|e| SysError::new(format!("socket {}", path.display()), e))?;
     let addr = UnixAddr::new(path).map_err(|e| SysError::new(format!("{}", path.display()), e))?;
     match socket::connect(fd.as_raw_fd(), &addr) {
         // EAGAIN: a live listener whose backlog is full. EPROTOTYPE: a live socket of the
@@ -188,7 +188,7 @@ fn bind_in(
         Err(_) => {}
     }
     let fd = socket::socket(AddressFamily::Unix, ty, SOCK_FLAGS, None)
-        .map_err(|e| SysError::new("socket(AF_UNIX)", e))?;
+        .map_err(|e| SysError::new(format!("socket {shown}"), e))?;
     refuse_fds(fd.as_fd());
     super::net::apply_buf_sizes(fd.as_fd()).map_err(|(what, e)| SysError::new(what, e))?;
     let addr = UnixAddr::new(path).map_err(|e| SysError::new(format!("{shown}"), e))?;
