@@ -51,20 +51,15 @@ fn board_id_from(
     beacon_iface: Option<&str>,
 ) -> Result<(heapless::String<16>, IdFrom), SysError> {
     let mut buf = [0u8; 64];
-    let mut read = |path: &str| {
-        sys::read_small_if_there(path, &mut buf)
-            .map(|n| n.map(|n| buf[..n].to_vec()))
-            .map_err(|e| SysError::new(format!("reading {path} for the board id"), e))
-    };
     for &path in machine_ids {
-        if let Some(text) = read(path)? {
+        if let Some(text) = read_id_source(path, &mut buf)? {
             let id = text.trim_ascii();
             if id.len() >= 16 && !placeholder_machine_id(id) {
                 return Ok((crate::id::board_id(id), IdFrom::MachineId));
             }
         }
     }
-    if let Some(text) = read(dt_serial)? {
+    if let Some(text) = read_id_source(dt_serial, &mut buf)? {
         // A device-tree string: NUL-terminated.
         let serial = text.split(|&c| c == 0).next().unwrap_or(&[]).trim_ascii();
         if serial.len() >= 8 && !placeholder_machine_id(serial) {
@@ -80,6 +75,14 @@ fn board_id_from(
     }
     let b = sys::board::read("/nonexistent");
     Ok((crate::id::board_id(b.host.as_bytes()), IdFrom::Host))
+}
+
+/// A board-id file's bytes; None when it is not there.
+fn read_id_source<'b>(path: &str, buf: &'b mut [u8]) -> Result<Option<&'b [u8]>, SysError> {
+    match sys::read_small_if_there(path, buf) {
+        Ok(n) => Ok(n.map(|n| &buf[..n])),
+        Err(e) => Err(SysError::new(format!("reading {path} for the board id"), e)),
+    }
 }
 
 const MACHINE_ID_FILES: [&str; 2] = ["/etc/machine-id", "/var/lib/dbus/machine-id"];
