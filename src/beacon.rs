@@ -163,6 +163,17 @@ impl std::fmt::Display for KeyFileError {
     }
 }
 
+impl KeyFileError {
+    /// The exit code when start-up (agent or scan) stops on it: see
+    /// [`NoSecret::exit_code`]; a key that is not one is the configuration's (78).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            KeyFileError::File(e) => e.exit_code(),
+            KeyFileError::Key(_) => crate::exit::EX_CONFIG,
+        }
+    }
+}
+
 /// Reads a fleet key file (`--fleet-key`): its contents with surrounding white space
 /// trimmed ([`crate::sys::read_secret`]), [`crate::limits::FLEET_KEY_MIN`]..=[`FLEET_KEY_MAX`]
 /// bytes. No heap, also when it fails (SIGHUP re-reads it in the steady state).

@@ -19,7 +19,7 @@ pub mod pretty;
 use crate::agent::AUTH_CHALLENGE_PREFIX;
 use crate::cli::CtlArgs;
 use crate::exit::{
-    escaped, stdout_written, to_stdout, Fatal, EX_CONFIG, EX_ERR, EX_IOERR, EX_NOPERM, EX_PROTOCOL,
+    escaped, stdout_written, to_stdout, Fatal, EX_ERR, EX_IOERR, EX_NOPERM, EX_OSERR, EX_PROTOCOL,
     EX_TEMPFAIL, EX_UNAVAILABLE,
 };
 use crate::limits::{
@@ -244,7 +244,11 @@ pub fn connect_addrs(hp: &str) -> Result<Vec<std::net::SocketAddr>, Fatal> {
             Err(_) => {
                 // A name that is not there now is not a typo: it may come up later (as
                 // `scan -i`: 69).
-                crate::sys::iface::info(scope)
+                crate::sys::iface::look(scope)
+                    .map_err(|e| {
+                        let e = crate::sys::SysError::new("looking it up", e);
+                        Fatal::new(EX_OSERR, format!("-c {hp}: {scope}: {e}"))
+                    })?
                     .ok_or_else(|| {
                         Fatal::new(
                             EX_UNAVAILABLE,
@@ -386,7 +390,7 @@ fn read_token<'b>(args: &CtlArgs, buf: &'b mut [u8]) -> Result<Option<&'b [u8]>,
         return Ok(None);
     };
     let token = crate::sys::read_secret(tf, buf, TOKEN_MAX)
-        .map_err(|e| Fatal::new(EX_CONFIG, format!("--token-file {}: {e}", tf.display())))?;
+        .map_err(|e| Fatal::new(e.exit_code(), format!("--token-file {}: {e}", tf.display())))?;
     Ok(Some(token.accept(tf)).filter(|_| args.connect.is_some()))
 }
 

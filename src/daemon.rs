@@ -141,7 +141,7 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
     let led = open_led(&cfg)?;
     let mut token_buf = [0u8; secret_buf_len(TOKEN_MAX)];
     let token = read_token(&cfg, &mut token_buf)?;
-    let beacon_ifaces = beacon_ifaces(&cfg);
+    let beacon_ifaces = beacon_ifaces(&cfg)?;
     let (id, from) =
         board_id(beacon_ifaces.first().map(String::as_str)).map_err(fatal(EX_OSERR))?;
     warn_id_source(from);
@@ -195,7 +195,7 @@ fn load_fleet_key(cfg: &AgentConfig) -> Result<Option<crate::beacon::Signing>, F
         return Ok(None);
     };
     let key = crate::beacon::load_key(p)
-        .map_err(|e| Fatal::new(EX_CONFIG, crate::beacon::key_file_message(p, &e)))?;
+        .map_err(|e| Fatal::new(e.exit_code(), crate::beacon::key_file_message(p, &e)))?;
     Ok(Some(crate::beacon::Signing {
         path: p.clone(),
         key,
@@ -243,9 +243,13 @@ fn open_listeners<const N: usize>(
 
 /// May this process give its files to group `g`? Root may; anyone else only to a group
 /// it is in (the effective group or a supplementary one).
-fn may_use_group(g: nix::unistd::Gid) -> bool {
+fn may_use_group(g: nix::unistd::Gid) -> Result<bool, SysError> {
     use nix::unistd::{getegid, geteuid, getgroups};
-    geteuid().is_root() || getegid() == g || getgroups().is_ok_and(|gs| gs.contains(&g))
+    if geteuid().is_root() || getegid() == g {
+        return Ok(true);
+    }
+    let groups = getgroups().map_err(|e| SysError::new("getgroups", e))?;
+    Ok(groups.contains(&g))
 }
 
 /// The Unix control socket and the publish socket beside it, owned by `--socket-group`
@@ -255,23 +259,24 @@ fn open_local_sockets(
     now: Instant,
 ) -> Result<(sys::unix::UnixListener, Option<Publish>), Fatal> {
     let group = match &cfg.socket_group {
-        Some(name) => match nix::unistd::Group::from_name(name) {
-            // chgrp(2) to a group needs root (CAP_CHOWN) or membership: checked now, so
-            // a group this user may not use is a configuration error like an unknown one.
-            Ok(Some(g)) if may_use_group(g.gid) => Some(g.gid),
-            Ok(Some(_)) => {
+        // chgrp(2) to a group needs root (CAP_CHOWN) or membership: checked now, so a
+        // group this user may not use is a configuration error like an unknown one. A
+        // group database that cannot be read now is the system's (71).
+        Some(name) => {
+            let os = |e: SysError| Fatal::new(EX_OSERR, format!("--socket-group {name}: {e}"));
+            let g = nix::unistd::Group::from_name(name)
+                .map_err(|e| os(SysError::new("reading the group database", e)))?
+                .ok_or_else(|| {
+                    Fatal::new(EX_CONFIG, format!("--socket-group {name}: no such group"))
+                })?;
+            if !may_use_group(g.gid).map_err(os)? {
                 return Err(Fatal::new(
                     EX_CONFIG,
                     format!("--socket-group {name}: this user is neither root nor in it"),
-                ))
+                ));
             }
-            _ => {
-                return Err(Fatal::new(
-                    EX_CONFIG,
-                    format!("--socket-group {name}: no such group"),
-                ))
-            }
-        },
+            Some(g.gid)
+        }
         None => None,
     };
     // A path the user did not type: an error says where it came from and how to choose
@@ -349,6 +354,8 @@ fn open_led(cfg: &AgentConfig) -> Result<Option<sys::led::LedFile>, Fatal> {
     loop {
         match sys::led::LedFile::open(p) {
             Ok(led) => return Ok(Some(led)),
+            // Out of fds or memory, an I/O error: not udev's doing, nothing to wait for.
+            Err(e) if e.errno.is_some_and(sys::unreadable_now) => return Err(fatal(EX_OSERR)(e)),
             Err(e) if Instant::now() >= until => return Err(fatal(EX_CONFIG)(e)),
             Err(e) => {
                 if !said {
@@ -366,17 +373,22 @@ fn open_led(cfg: &AgentConfig) -> Result<Option<sys::led::LedFile>, Fatal> {
 
 /// The beacon interfaces: `--iface` (repeatable), else the first up, non-loopback one with
 /// a broadcast address, else the first with an IPv6 link-local address; none with
-/// `--no-beacon` or when there is none.
-fn beacon_ifaces(cfg: &AgentConfig) -> Vec<String> {
+/// `--no-beacon` or when there is none. Interfaces that cannot be looked at now (out of
+/// fds) stop start-up: the board id may be the default interface's MAC.
+fn beacon_ifaces(cfg: &AgentConfig) -> Result<Vec<String>, Fatal> {
     match &cfg.beacon {
-        None => Vec::new(),
-        Some(bc) if !bc.ifaces.is_empty() => bc.ifaces.clone(),
+        None => Ok(Vec::new()),
+        Some(bc) if !bc.ifaces.is_empty() => Ok(bc.ifaces.clone()),
         Some(_) => match sys::iface::default_beacon_iface() {
-            Some(n) => vec![n.to_string()],
-            None => {
+            Ok(Some(n)) => Ok(vec![n.to_string()]),
+            Ok(None) => {
                 log::warn!("no interface is up with an IPv4 broadcast address or an IPv6 link-local address: no beacons until one is (looked for every interval; or use --iface)");
-                Vec::new()
+                Ok(Vec::new())
             }
+            Err(e) => Err(fatal(EX_OSERR)(SysError::new(
+                "looking for the default beacon interface",
+                e,
+            ))),
         },
     }
 }
@@ -437,7 +449,7 @@ fn read_token<'b>(cfg: &AgentConfig, buf: &'b mut [u8]) -> Result<Option<&'b [u8
         return Ok(None);
     };
     let token = sys::read_secret(p, buf, TOKEN_MAX)
-        .map_err(|e| Fatal::new(EX_CONFIG, format!("--token-file {}: {e}", p.display())))?;
+        .map_err(|e| Fatal::new(e.exit_code(), format!("--token-file {}: {e}", p.display())))?;
     Ok(Some(token.accept(p)))
 }
 

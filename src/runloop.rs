@@ -617,7 +617,8 @@ impl RunLoop {
         stop
     }
 
-    /// Re-reads `--token-file` (SIGHUP). A missing, empty or too long file disables AUTH.
+    /// Re-reads `--token-file` (SIGHUP). A missing, empty or too long file disables AUTH;
+    /// one that cannot be read now (out of fds, an I/O error) keeps the token as it was.
     /// When the token changed (or went), the TCP connections authenticated with the old
     /// one are no longer: revoking a token that leaked also ends the sessions it opened.
     pub fn reload_token(&mut self) {
@@ -626,8 +627,14 @@ impl RunLoop {
         };
         let mut buf = [0u8; secret_buf_len(TOKEN_MAX)];
         let r = crate::sys::read_secret(path, &mut buf, TOKEN_MAX).map(|s| s.accept(path));
-        let changed = self.agent.set_token(r.ok());
         let p = path.display();
+        if let Err(e @ crate::sys::NoSecret::Unreadable(errno)) = r {
+            if crate::sys::unreadable_now(errno) {
+                log::warn!("token file {p}: {e}; keeping the previous token");
+                return;
+            }
+        }
+        let changed = self.agent.set_token(r.ok());
         match r {
             Ok(_) if !changed => log::info!("token file {p}: unchanged"),
             Ok(_) => log::info!("token reloaded from {p}"),

@@ -16,7 +16,7 @@ pub use render::{prometheus_sd, table, to_json};
 
 use crate::cli::ScanArgs;
 use crate::exit::{
-    printable, stdout_written, to_stdout, Fatal, EX_CANTCREAT, EX_CONFIG, EX_OSERR, EX_UNAVAILABLE,
+    printable, stdout_written, to_stdout, Fatal, EX_CANTCREAT, EX_OSERR, EX_UNAVAILABLE,
 };
 use crate::limits::{BEACON_RECV_PER_TURN, DATAGRAM_MAX, SCAN_PROBES, SCAN_RCVBUF};
 use crate::lograte::Unsaid;
@@ -308,17 +308,26 @@ fn warn_clones(boards: &mut Boards) {
 pub fn run(args: ScanArgs, wait: Duration) -> Result<u8, Fatal> {
     let key = match &args.fleet_key {
         Some(p) => Some(crate::beacon::load_key(p).map_err(|e| Fatal {
-            code: EX_CONFIG,
+            code: e.exit_code(),
             msg: crate::beacon::key_file_message(p, &e),
         })?),
         None => None,
     };
     if let Some(i) = &args.iface {
-        if iface::info(i).is_none() {
-            return Err(Fatal {
-                code: EX_UNAVAILABLE,
-                msg: format!("-i {i}: no such interface"),
-            });
+        match iface::look(i) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Err(Fatal {
+                    code: EX_UNAVAILABLE,
+                    msg: format!("-i {i}: no such interface"),
+                })
+            }
+            Err(e) => {
+                return Err(Fatal {
+                    code: EX_OSERR,
+                    msg: format!("-i {i}: {}", crate::sys::SysError::new("looking it up", e)),
+                })
+            }
         }
     }
     if let Some(p) = &args.prometheus_sd {

@@ -1137,3 +1137,68 @@ fn out_of_descriptors_an_interface_stays_up_not_absent() {
         "beacons heard per link: {heard:?}\n{log}"
     );
 }
+
+#[test]
+fn short_of_fds_the_default_interfaces_mac_stays_the_board_id() {
+    if !can_netns() {
+        return;
+    }
+    if emulated() {
+        eprintln!("not run under qemu-user: its own descriptors count against RLIMIT_NOFILE; the native suite runs this test");
+        return;
+    }
+    // A board without a machine id (a placeholder bind-mounted over both files; no device
+    // tree here) takes its id from the default beacon interface's MAC. Out of fds while
+    // looking for that interface, the agent used to find none and start with the host
+    // name's id (and no beacon).
+    let ns = lone_ns("fdid");
+    ns.ip(&["link", "add", "e0", "type", "veth", "peer", "name", "p0"]);
+    ns.ip(&["link", "set", "p0", "up"]);
+    ns.addr_up("e0", "10.233.19.1/24");
+    wait_carrier(&ns, "e0");
+    let dir = temp_dir("fd-id");
+    let placeholder = dir.with_extension("machine-id");
+    std::fs::write(&placeholder, "").unwrap();
+    let args = loopback_agent_args(&dir.join("t.sock"), &["--no-publish"]);
+    let cmd = |n: u64| {
+        let mut cmd = std::process::Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            &ns,
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+        ]);
+        cmd.args(["sh", "-c"]);
+        cmd.arg(concat!(
+            "mount --bind \"$0\" /etc/machine-id && ",
+            "{ [ ! -e /var/lib/dbus/machine-id ] || mount --bind \"$0\" /var/lib/dbus/machine-id; } && ",
+            "n=$1; shift; exec prlimit --nofile=$n:$n \"$@\""
+        ));
+        cmd.arg(&placeholder)
+            .arg(n.to_string())
+            .arg(BIN)
+            .args(&args);
+        cmd
+    };
+    let mac = "the board id comes from the beacon interface's MAC";
+    let (_, log) = Agent::spawn_command(cmd(1024), dir.clone(), &[])
+        .unwrap_or_else(|f| panic!("{}", f.stderr))
+        .stop();
+    assert!(log.contains(mac), "{log}");
+    let id = logged_id(&log);
+    let names = [
+        "signalfd",
+        "--listen",
+        dir.to_str().unwrap(),
+        "default beacon interface",
+        "for the board id",
+    ];
+    let (n, a) = first_start_short_of_fds(cmd, &dir, &names);
+    let (_, log) = a.stop();
+    let _ = std::fs::remove_file(&placeholder);
+    assert!(log.contains(mac), "RLIMIT_NOFILE {n}: {log}");
+    assert_eq!(logged_id(&log), id, "RLIMIT_NOFILE {n}: {log}");
+}

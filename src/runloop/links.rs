@@ -159,7 +159,8 @@ impl Links {
             return;
         }
         self.auto = Some(now);
-        let Some(name) = iface::default_beacon_iface() else {
+        // Interfaces that cannot be looked at now: again in an interval.
+        let Ok(Some(name)) = iface::default_beacon_iface() else {
             return;
         };
         match self.entries.first() {

@@ -15,24 +15,15 @@ pub type IfName = heapless::String<IFNAME_MAX>;
 
 /// A throwaway datagram socket to issue interface ioctls on (never read, but made as
 /// every fd of the agent is: non-blocking and close-on-exec). Err: none can be made now
-/// ([`short`]).
+/// ([`super::short`]).
 fn ctl_socket() -> Result<Option<OwnedFd>, Errno> {
     use nix::sys::socket::{socket, AddressFamily, SockType};
     let flags = super::net::SOCK_FLAGS;
     match socket(AddressFamily::Inet, SockType::Datagram, flags, None) {
         Ok(fd) => Ok(Some(fd)),
-        Err(e) if short(e) => Err(e),
+        Err(e) if super::short(e) => Err(e),
         Err(_) => Ok(None),
     }
-}
-
-/// An error that says "not now" (out of descriptors or memory), not "not there": what
-/// was to be looked at is as it was.
-fn short(e: Errno) -> bool {
-    matches!(
-        e,
-        Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM
-    )
 }
 
 /// An interface name as the kernel holds it (up to IFNAMSIZ - 1 bytes, any but NUL, `/`,
@@ -224,14 +215,14 @@ fn each_inet6(mut f: impl FnMut(&[u8], Ipv6Addr, u32) -> bool) -> Result<(), Err
 
 /// Calls `f` for every line (without its newline) of a /proc file of any length, read in
 /// chunks on the stack, until `f` returns false. No heap. Err: it cannot be opened now
-/// ([`short`]); a file that is not there has no lines.
+/// ([`super::short`]); a file that is not there has no lines.
 fn each_line(path: &str, mut f: impl FnMut(&[u8]) -> bool) -> Result<(), Errno> {
     use std::io::Read;
     let mut file = match super::open_read(path) {
         Ok(file) => file,
         Err(e) => {
             let e = Errno::from_raw(e.raw_os_error().unwrap_or(0));
-            return if short(e) { Err(e) } else { Ok(()) };
+            return if super::short(e) { Err(e) } else { Ok(()) };
         }
     };
     let mut buf = [0u8; 2 * PROC_LINE_MAX];
@@ -279,7 +270,7 @@ const IFA_F_TENTATIVE: u32 = 0x40;
 
 /// The interface's IPv6 link-local address: (the usable one, if any; whether one is
 /// still tentative, i.e. duplicate address detection has not finished).
-/// Err: /proc/net/if_inet6 cannot be read now ([`short`]); a kernel without IPv6 (no such
+/// Err: /proc/net/if_inet6 cannot be read now ([`super::short`]); a kernel without IPv6 (no such
 /// file) has none.
 pub fn link_local_state(name: &str) -> Result<(Option<Ipv6Addr>, bool), Errno> {
     let (mut usable, mut tentative) = (None, false);
@@ -311,16 +302,17 @@ pub fn name_of_index(index: u32) -> Option<IfName> {
 }
 
 /// Calls `f` with the name of every interface (/proc/net/dev: all of them, in the kernel's
-/// order, whatever their addresses) until it returns false.
-fn each_iface(mut f: impl FnMut(&[u8]) -> bool) {
+/// order, whatever their addresses) until it returns false. Err: /proc/net/dev cannot be
+/// read now ([`super::short`]).
+fn each_iface(mut f: impl FnMut(&[u8]) -> bool) -> Result<(), Errno> {
     // Two heading lines without a `:`, then `  name: counters…` (a name holds no `:` nor
     // white space).
-    let _ = each_line("/proc/net/dev", |line| {
+    each_line("/proc/net/dev", |line| {
         match line.iter().position(|&b| b == b':') {
             Some(i) => f(line[..i].trim_ascii_start()),
             None => true,
         }
-    });
+    })
 }
 
 /// A name an interface may have and tether takes as text (`--iface`, `scan -i`, the
@@ -341,27 +333,36 @@ pub fn valid_name(n: &str) -> bool {
 /// a carrier, not loopback, and has an IPv4 broadcast address; otherwise the first up, non-loopback one
 /// with an IPv6 link-local address (or one still tentative). A name that is not UTF-8 or
 /// not [`valid_name`] (a control character) is passed over. Runs at start-up, and then
-/// once per interval while none qualifies (no heap).
-pub fn default_beacon_iface() -> Option<IfName> {
+/// once per interval while none qualifies (no heap). Err: the interfaces cannot be looked
+/// at now ([`super::short`]), which is not "none qualifies".
+pub fn default_beacon_iface() -> Result<Option<IfName>, Errno> {
     // Up with a carrier (`ip link`'s LOWER_UP): a static eth0 with its cable out is not
     // the default while wlan0 is associated.
-    let usable = |n: &str| info(n).filter(|i| i.up && i.running && !i.loopback);
-    let find = |pick: &dyn Fn(&str) -> bool| {
-        let mut found = None;
+    let usable = |n: &str| -> Result<Option<IfInfo>, Errno> {
+        Ok(look(n)?.filter(|i| i.up && i.running && !i.loopback))
+    };
+    let find = |pick: &dyn Fn(&str) -> Result<bool, Errno>| {
+        let (mut found, mut failed) = (None, None);
         each_iface(|raw| {
             match core::str::from_utf8(raw) {
-                Ok(n) if valid_name(n) && pick(n) => found = Some(display_name(raw)),
+                Ok(n) if valid_name(n) => match pick(n) {
+                    Ok(true) => found = Some(display_name(raw)),
+                    Ok(false) => {}
+                    Err(e) => failed = Some(e),
+                },
                 _ => {}
             }
-            found.is_none()
-        });
-        found
+            found.is_none() && failed.is_none()
+        })?;
+        failed.map_or(Ok(found), Err)
     };
-    find(&|n| usable(n).is_some_and(|i| i.broadcast.is_some())).or_else(|| {
-        find(&|n| {
-            let (ll, tentative) = link_local_state(n).unwrap_or_default();
-            usable(n).is_some() && (ll.is_some() || tentative)
-        })
+    let broadcast = |n: &str| Ok(usable(n)?.is_some_and(|i| i.broadcast.is_some()));
+    if let Some(n) = find(&broadcast)? {
+        return Ok(Some(n));
+    }
+    find(&|n| {
+        let (ll, tentative) = link_local_state(n)?;
+        Ok(usable(n)?.is_some() && (ll.is_some() || tentative))
     })
 }
 
@@ -455,8 +456,9 @@ mod tests {
         each_iface(|n| {
             names.push(n.to_vec());
             true
-        });
+        })
+        .unwrap();
         assert!(names.iter().any(|n| n == b"lo"), "{names:?}");
-        assert_ne!(default_beacon_iface().as_deref(), Some("lo"));
+        assert_ne!(default_beacon_iface().unwrap().as_deref(), Some("lo"));
     }
 }

@@ -95,7 +95,9 @@ impl LedFile {
         };
         // Both files IDENTIFY writes must be writable now, or the agent does not start.
         for f in [Some(&brightness), trigger.as_ref()].into_iter().flatten() {
-            open_w(f, false).map_err(|e| SysError::msg(format!("--led {}: {e}", f.display())))?;
+            open_w(f, false).map_err(|e| {
+                SysError::new(format!("--led {}", f.display()), super::errno_of(&e))
+            })?;
         }
         let mut on_value = heapless::Vec::new();
         let max = dir.map(|d| read_into::<LED_ON_MAX>(&d.join("max_brightness")));

@@ -115,6 +115,27 @@ pub fn open_read(path: impl AsRef<std::path::Path>) -> std::io::Result<std::fs::
         .open(path)
 }
 
+/// Out of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM): "not now", not "not
+/// there" nor "not allowed". What was to be read, made or accepted is as it was.
+pub fn short(e: Errno) -> bool {
+    matches!(
+        e,
+        Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM
+    )
+}
+
+/// A file that is there but cannot be read now: [`short`], or an I/O error (a failing SD
+/// card). At start-up that is the system's failure (exit 71, which systemd restarts), not
+/// the configuration's (78, which it does not); a reload keeps what it had.
+pub fn unreadable_now(e: Errno) -> bool {
+    short(e) || e == Errno::EIO
+}
+
+/// The errno of an I/O error from std (EIO when it carries none).
+fn errno_of(e: &std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(nix::libc::EIO))
+}
+
 /// Reads a small file into `buf` without allocating ([`open_read`]); returns the bytes read.
 pub fn read_small(path: &str, buf: &mut [u8]) -> Option<usize> {
     read_all(open_read(path).ok()?, buf).ok()
@@ -123,18 +144,12 @@ pub fn read_small(path: &str, buf: &mut [u8]) -> Option<usize> {
 /// [`read_small`] that tells a file that is not there (`Ok(None)`: ENOENT, ENOTDIR) from
 /// one that is there but could not be read now (out of descriptors, EACCES, EIO).
 pub fn read_small_if_there(path: &str, buf: &mut [u8]) -> Result<Option<usize>, Errno> {
-    let errno = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(nix::libc::EIO));
     match open_read(path) {
-        Ok(f) => read_all(f, buf).map(Some).map_err(errno),
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(nix::libc::ENOENT | nix::libc::ENOTDIR)
-            ) =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(errno(e)),
+        Ok(f) => read_all(f, buf).map(Some).map_err(|e| errno_of(&e)),
+        Err(e) => match errno_of(&e) {
+            Errno::ENOENT | Errno::ENOTDIR => Ok(None),
+            e => Err(e),
+        },
     }
 }
 
@@ -155,7 +170,8 @@ fn read_all(mut f: std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
 /// Why a secret file (`--token-file`, `--fleet-key`) holds no secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoSecret {
-    Unreadable,
+    /// open(2) or read(2) failed: missing, not allowed, or not now ([`unreadable_now`]).
+    Unreadable(Errno),
     Empty,
     /// Longer than the given number of bytes (white space trimmed).
     TooLong(usize),
@@ -169,7 +185,8 @@ pub enum NoSecret {
 impl fmt::Display for NoSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            NoSecret::Unreadable => f.write_str("missing or unreadable"),
+            NoSecret::Unreadable(e) if unreadable_now(*e) => write!(f, "cannot be read now ({e})"),
+            NoSecret::Unreadable(e) => write!(f, "missing or unreadable ({e})"),
             NoSecret::Empty => f.write_str("empty"),
             NoSecret::TooLong(max) => write!(f, "longer than {max} bytes"),
             NoSecret::TooBig(max) => {
@@ -180,6 +197,17 @@ impl fmt::Display for NoSecret {
                     "the file is over {file} bytes (at most {max} and {slack} of white space)"
                 )
             }
+        }
+    }
+}
+
+impl NoSecret {
+    /// The exit code when start-up (or `ctl`) stops on it: 71 for a file that cannot be
+    /// read now ([`unreadable_now`]), else 78 (the file is wrong).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            NoSecret::Unreadable(e) if unreadable_now(*e) => crate::exit::EX_OSERR,
+            _ => crate::exit::EX_CONFIG,
         }
     }
 }
@@ -239,10 +267,10 @@ pub fn read_secret<'b>(
     buf: &'b mut [u8],
     max: usize,
 ) -> Result<Secret<'b>, NoSecret> {
-    let f = open_read(path).map_err(|_| NoSecret::Unreadable)?;
+    let f = open_read(path).map_err(|e| NoSecret::Unreadable(errno_of(&e)))?;
     use std::os::unix::fs::PermissionsExt;
     let mode = f.metadata().map_or(0, |m| m.permissions().mode());
-    let n = read_all(f, buf).map_err(|_| NoSecret::Unreadable)?;
+    let n = read_all(f, buf).map_err(|e| NoSecret::Unreadable(errno_of(&e)))?;
     if n == buf.len() {
         return Err(NoSecret::TooBig(max));
     }

@@ -54,9 +54,11 @@ fn fd_ceiling() -> i64 {
 pub fn warn_fd_room(max_clients: usize) {
     // The lowest free number, which the next connection gets; none free (EMFILE) is as if
     // the next one were the limit itself.
-    let next = std::fs::File::open("/dev/null").map_or(FD_LIMIT.load(Ordering::Relaxed), |p| {
-        i64::from(p.as_raw_fd())
-    });
+    let next = match std::fs::File::open("/dev/null") {
+        Ok(p) => i64::from(p.as_raw_fd()),
+        Err(e) if e.raw_os_error() == Some(nix::libc::EMFILE) => FD_LIMIT.load(Ordering::Relaxed),
+        Err(_) => return,
+    };
     let room = fd_ceiling().saturating_sub(next);
     if room < i64::try_from(max_clients).unwrap_or(i64::MAX) {
         log::warn!(
@@ -184,7 +186,7 @@ pub enum Accept {
     /// Accepted, but keeping it would leave fewer than [`crate::limits::FD_RESERVE`] fds
     /// ([`in_fd_reserve`]): to be refused (and accepting paused).
     Spare(OwnedFd),
-    /// Out of fds or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM): accepting should pause.
+    /// Out of fds or memory ([`super::short`]): accepting should pause.
     Short(Errno),
 }
 
@@ -212,9 +214,7 @@ pub fn accept(listener: BorrowedFd<'_>, tcp: bool) -> Accept {
             Err(Errno::EAGAIN) => return Accept::None,
             // The peer gave up between SYN and accept: not our problem, try the next one.
             Err(Errno::ECONNABORTED | Errno::EPROTO) => continue,
-            Err(e @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)) => {
-                return Accept::Short(e)
-            }
+            Err(e) if super::short(e) => return Accept::Short(e),
             Err(e) => {
                 log::debug!("accept: {}", e.desc());
                 return Accept::None;

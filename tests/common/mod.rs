@@ -856,3 +856,47 @@ pub fn listen_udp(
         .expect("listener ready");
     h
 }
+
+/// The board id in an agent's log (its ready line's `id=`).
+pub fn logged_id(log: &str) -> String {
+    log.split_whitespace()
+        .find_map(|w| w.strip_prefix("id="))
+        .unwrap_or_else(|| panic!("no id= in the log: {log}"))
+        .to_string()
+}
+
+/// Starts the agent `cmd(n)` runs with RLIMIT_NOFILE `n` = 4, 5, ... until one starts,
+/// each open of the start-up failing in turn. Every start before must fail with one
+/// `error:` line that says EMFILE and names what was being opened (one of `names`), exit
+/// 69 or 71 (not 78: nothing is wrong with the configuration, and systemd restarts those
+/// two), and leave nothing in `dir`. The first that starts: its `n`, and the agent.
+pub fn first_start_short_of_fds(
+    cmd: impl Fn(u64) -> Command,
+    dir: &Path,
+    names: &[&str],
+) -> (u64, Agent) {
+    for n in 4..20 {
+        let f = match Agent::spawn_command(cmd(n), dir.to_path_buf(), &[]) {
+            Ok(a) => return (n, a),
+            Err(f) => f,
+        };
+        let err = f.stderr.trim_end();
+        let code = f.status.code();
+        assert!(
+            matches!(code, Some(69 | 71)),
+            "RLIMIT_NOFILE {n}: exit {code:?}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "RLIMIT_NOFILE {n}: {err}");
+        assert!(err.starts_with("error: "), "RLIMIT_NOFILE {n}: {err}");
+        assert!(err.contains("EMFILE"), "RLIMIT_NOFILE {n}: {err}");
+        assert!(
+            names.iter().any(|what| err.contains(what)),
+            "RLIMIT_NOFILE {n}: names none of {names:?}: {err}"
+        );
+        assert!(
+            std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none()),
+            "RLIMIT_NOFILE {n}: a failed start left files behind"
+        );
+    }
+    panic!("no start-up with up to 19 fds");
+}
