@@ -911,3 +911,37 @@ fn the_agent_keeps_no_descriptor_it_was_started_with() {
     assert!(!held.contains(&pipe), "{pipe} in {held:?}");
     assert_eq!(a.unix().req("PING"), "PONG");
 }
+
+/// An LED file that is there but cannot be read at start (a directory here: EISDIR, for
+/// sysfs's ENOMEM or EIO) is not taken for one that is not there: `max_brightness` (else
+/// "on" would be 1, dim on a PWM LED) or a `trigger` whose stat fails (a symlink loop:
+/// else the trigger is never saved). Like an unwritable LED: waited for, then 78.
+#[test]
+fn an_led_file_there_but_unreadable_at_start_is_78() {
+    let dir = temp_dir("led-unreadable");
+    let max = dir.join("max");
+    std::fs::create_dir_all(max.join("max_brightness")).unwrap();
+    std::fs::write(max.join("brightness"), "0\n").unwrap();
+    let looped = dir.join("loop");
+    std::fs::create_dir_all(&looped).unwrap();
+    std::fs::write(looped.join("brightness"), "0\n").unwrap();
+    std::os::unix::fs::symlink("trigger", looped.join("trigger")).unwrap();
+    let cases = [
+        (max.to_string_lossy().into_owned(), "max_brightness"),
+        (
+            looped.join("brightness").to_string_lossy().into_owned(),
+            "trigger",
+        ),
+    ];
+    std::thread::scope(|s| {
+        for (led, file) in &cases {
+            s.spawn(move || {
+                let f = agent_fails(&["--led", led]);
+                assert_eq!(f.status.code(), Some(78), "{led}: {}", f.stderr);
+                let errs = error_lines(&f.stderr);
+                assert_eq!(errs.len(), 1, "{led}: {}", f.stderr);
+                assert!(errs[0].contains(file), "{led}: {}", errs[0]);
+            });
+        }
+    });
+}

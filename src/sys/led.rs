@@ -2,9 +2,10 @@
 //! treated as the directory: trigger set to `none` while blinking, restored after), or a
 //! plain brightness file with no `trigger` beside it (a regular file in tests).
 
-use super::{read_small, SysError};
+use super::{read_small_if_there, SysError};
 use crate::agent::Led;
 use crate::limits::{LED_BRIGHTNESS_MAX, LED_ON_MAX, LED_READ_MAX, LED_TRIGGER_MAX};
+use nix::errno::Errno;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -32,26 +33,30 @@ fn open_w(path: &Path, truncate: bool) -> std::io::Result<std::fs::File> {
 
 /// The active trigger in a sysfs `trigger` file, the name between `[` and `]`: read a
 /// piece at a time, since the list of every trigger the kernel has can pass a page (it
-/// grows with CPUs, PHYs, mmc hosts, rfkill switches).
-fn active_trigger(path: &Path) -> heapless::Vec<u8, LED_TRIGGER_MAX> {
+/// grows with CPUs, PHYs, mmc hosts, rfkill switches). An error when it cannot be read
+/// or names none: then nothing could put the trigger back, so IDENTIFY must not take it.
+fn active_trigger(path: &Path) -> Result<heapless::Vec<u8, LED_TRIGGER_MAX>, &'static str> {
     use std::io::Read;
+    const UNREADABLE: &str = "cannot read the LED's trigger";
     let mut name = heapless::Vec::new();
-    let Ok(mut f) = super::open_read(path) else {
-        return name;
-    };
+    let mut f = super::open_read(path).map_err(|_| UNREADABLE)?;
     let mut buf = [0u8; LED_READ_MAX];
     let mut inside = false;
     loop {
         let n = match f.read(&mut buf) {
-            Ok(0) | Err(_) => return heapless::Vec::new(),
+            Ok(0) => return Err("no active trigger in the LED's trigger file"),
             Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return Err(UNREADABLE),
         };
         for &c in &buf[..n] {
             match c {
                 b'[' => inside = true,
-                b']' if inside => return name,
+                b']' if inside => return Ok(name),
                 // A name longer than any trigger's: not a trigger file after all.
-                _ if inside && name.push(c).is_err() => return heapless::Vec::new(),
+                _ if inside && name.push(c).is_err() => {
+                    return Err("no active trigger in the LED's trigger file")
+                }
                 _ => {}
             }
         }
@@ -63,15 +68,16 @@ fn write_file(path: &Path, data: &[u8]) -> Result<(), &'static str> {
     f.write_all(data).map_err(|_| "cannot write the LED file")
 }
 
-fn read_into<const N: usize>(path: &Path) -> heapless::Vec<u8, N> {
+/// The file's first `N` bytes; `Ok(None)` when it is not there ([`read_small_if_there`]),
+/// an error when it is there but cannot be read now.
+fn read_into<const N: usize>(path: &Path) -> Result<Option<heapless::Vec<u8, N>>, Errno> {
     let mut buf = [0u8; LED_READ_MAX];
-    let mut v = heapless::Vec::new();
-    if let Some(p) = path.to_str() {
-        if let Some(n) = read_small(p, &mut buf) {
-            let _ = v.extend_from_slice(&buf[..n.min(N)]);
-        }
-    }
-    v
+    let p = path.to_str().ok_or(Errno::EINVAL)?;
+    Ok(read_small_if_there(p, &mut buf)?.map(|n| {
+        let mut v = heapless::Vec::new();
+        let _ = v.extend_from_slice(&buf[..n.min(N)]);
+        v
+    }))
 }
 
 impl LedFile {
@@ -79,28 +85,38 @@ impl LedFile {
     pub fn open(path: &Path) -> Result<LedFile, SysError> {
         // `.../leds/ACT/brightness` (the form the docs suggest) is the LED's directory:
         // the kernel drops the trigger at the first brightness write, so it must be saved.
+        // A file there that cannot be read now is an error, not taken for one that is not.
+        let read = |f: &Path| {
+            read_into::<LED_ON_MAX>(f)
+                .map_err(|e| SysError::new(format!("--led {}", f.display()), e))
+        };
         let dir = match path.parent() {
             _ if path.is_dir() => Some(path),
             Some(d) if path.file_name() == Some("brightness".as_ref()) => {
-                Some(d).filter(|d| d.join("trigger").exists())
+                read(&d.join("trigger"))?.map(|_| d)
             }
             _ => None,
         };
         let (brightness, trigger) = match dir {
             Some(d) => {
                 let t = d.join("trigger");
-                (d.join("brightness"), t.exists().then_some(t))
+                (d.join("brightness"), read(&t)?.map(|_| t))
             }
             None => (path.to_path_buf(), None),
         };
-        // Both files IDENTIFY writes must be writable now, or the agent does not start.
+        // Both files IDENTIFY writes must be writable now, or the agent does not start...
         for f in [Some(&brightness), trigger.as_ref()].into_iter().flatten() {
             open_w(f, false).map_err(|e| {
                 SysError::new(format!("--led {}", f.display()), super::errno_of(&e))
             })?;
         }
+        // ...and brightness readable: IDENTIFY saves it before it writes.
+        read(&brightness)?;
         let mut on_value = heapless::Vec::new();
-        let max = dir.map(|d| read_into::<LED_ON_MAX>(&d.join("max_brightness")));
+        let max = match dir {
+            Some(d) => read(&d.join("max_brightness"))?,
+            None => None,
+        };
         let max = max.as_ref().map_or(&[][..], |m| m.trim_ascii());
         let _ = on_value.extend_from_slice(if !max.is_empty() { max } else { b"1" });
         let _ = on_value.push(b'\n');
@@ -117,13 +133,21 @@ impl LedFile {
             Led::On | Led::Off => {
                 let first = self.saved.is_none();
                 if first {
+                    // Both read before anything is written: what cannot be saved now could
+                    // not be put back, so then the LED is left as it is.
                     // A sysfs trigger file lists all triggers with the active one in [].
-                    let mut trig = heapless::Vec::new();
+                    let trig = match &self.trigger {
+                        Some(t) => active_trigger(t)?,
+                        None => heapless::Vec::new(),
+                    };
+                    let bright = match read_into::<LED_BRIGHTNESS_MAX>(&self.brightness) {
+                        Ok(Some(b)) => b,
+                        _ => return Err("cannot read the LED's brightness"),
+                    };
                     if let Some(t) = &self.trigger {
-                        trig = active_trigger(t);
                         write_file(t, b"none")?;
                     }
-                    self.saved = Some((trig, read_into::<LED_BRIGHTNESS_MAX>(&self.brightness)));
+                    self.saved = Some((trig, bright));
                 }
                 let v: &[u8] = if cmd == Led::On {
                     &self.on_value
@@ -144,10 +168,11 @@ impl LedFile {
                 let Some((trig, bright)) = &self.saved else {
                     return Ok(());
                 };
+                // Both, and an error if either failed: kept saved, tried again.
                 let r = write_file(&self.brightness, bright);
-                let r = match (&self.trigger, trig.is_empty()) {
-                    (Some(t), false) => write_file(t, trig),
-                    _ => r,
+                let r = match &self.trigger {
+                    Some(t) => write_file(t, trig).and(r),
+                    None => r,
                 };
                 if r.is_ok() {
                     self.saved = None;
@@ -240,10 +265,10 @@ mod tests {
     fn a_failed_identify_puts_the_trigger_back_and_an_unwritable_led_fails_at_start() {
         let d = led_dir("fail", "none [heartbeat] timer\n");
         let mut led = LedFile::open(&d).unwrap();
-        // The brightness file becomes something no one can write (a directory: root
-        // ignores file modes).
+        // The brightness file becomes something that reads (as empty) but no one can
+        // write (a FIFO without a reader: root ignores file modes).
         std::fs::remove_file(d.join("brightness")).unwrap();
-        std::fs::create_dir(d.join("brightness")).unwrap();
+        nix::unistd::mkfifo(&d.join("brightness"), nix::sys::stat::Mode::S_IRWXU).unwrap();
         assert!(led.set(Led::On).is_err());
         assert_eq!(
             std::fs::read_to_string(d.join("trigger")).unwrap(),
@@ -252,7 +277,7 @@ mod tests {
         // At start-up each file IDENTIFY writes must be writable: brightness...
         assert!(LedFile::open(&d).is_err());
         // ...and the trigger.
-        std::fs::remove_dir(d.join("brightness")).unwrap();
+        std::fs::remove_file(d.join("brightness")).unwrap();
         std::fs::write(d.join("brightness"), "0\n").unwrap();
         std::fs::remove_file(d.join("trigger")).unwrap();
         std::fs::create_dir(d.join("trigger")).unwrap();
@@ -281,6 +306,28 @@ mod tests {
         // The next IDENTIFY blinks, and its end gives the LED its own trigger back.
         led.set(Led::On).unwrap();
         led.set(Led::Restore).unwrap();
+        let trigger = std::fs::read_to_string(d.join("trigger")).unwrap();
+        assert_eq!(trigger, "heartbeat");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_restore_that_could_not_write_the_brightness_is_not_done() {
+        let d = led_dir("bright", "none [heartbeat] timer\n");
+        std::fs::write(d.join("brightness"), "5\n").unwrap();
+        let mut led = LedFile::open(&d).unwrap();
+        led.set(Led::On).unwrap();
+        // The trigger goes back, the brightness cannot: an error, and kept for next time.
+        std::fs::remove_file(d.join("brightness")).unwrap();
+        std::fs::create_dir(d.join("brightness")).unwrap();
+        assert!(led.set(Led::Restore).is_err());
+        std::fs::remove_dir(d.join("brightness")).unwrap();
+        std::fs::write(d.join("brightness"), "1\n").unwrap();
+        led.set(Led::Restore).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(d.join("brightness")).unwrap(),
+            "5\n"
+        );
         let trigger = std::fs::read_to_string(d.join("trigger")).unwrap();
         assert_eq!(trigger, "heartbeat");
         let _ = std::fs::remove_dir_all(&d);
