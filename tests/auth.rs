@@ -279,7 +279,7 @@ fn ctl_checks_the_token_file_before_connecting() {
         assert_eq!(code, 78, "{out} {err}");
         assert_eq!(
             err,
-            format!("error: --token-file {m}: missing or unreadable\n")
+            format!("error: --token-file {m}: missing or unreadable (ENOENT: No such file or directory)\n")
         );
     }
 }
@@ -372,7 +372,10 @@ fn a_bad_token_file_stops_start_up_with_one_line_saying_why() {
     std::fs::write(&long, format!("{}\n", "a".repeat(129))).unwrap();
     let missing = dir.join("missing");
     for (f, why) in [
-        (&missing, "missing or unreadable"),
+        (
+            &missing,
+            "missing or unreadable (ENOENT: No such file or directory)",
+        ),
         (&empty, "empty"),
         (&long, "longer than 128 bytes"),
     ] {

@@ -397,7 +397,10 @@ fn ctl_token_file_auths_first() {
     for (f, why) in [
         (&empty, "empty"),
         (&long, "longer than 128 bytes"),
-        (&missing, "missing or unreadable"),
+        (
+            &missing,
+            "missing or unreadable (ENOENT: No such file or directory)",
+        ),
     ] {
         let f = f.to_str().unwrap();
         let (code, out, err) = run(&["ctl", "-c", &tcp, "--token-file", f, "DEL", "a"]);
