@@ -56,6 +56,8 @@ struct Scanner {
     /// on the listening ones (port `port`). Every one counts kernel drops (SO_RXQ_OVFL).
     socks: Vec<Sock>,
     port: u16,
+    /// `-i`'s interface.
+    dev: Option<String>,
     /// IPv4 probe destinations: see [`probe_targets`].
     targets: Vec<Ipv4Addr>,
     /// IPv6: ff02::1 scoped to each interface with a link-local address.
@@ -124,39 +126,60 @@ impl Scanner {
     /// Opens the sockets of both families (a family that cannot open is left out: an
     /// IPv4-only or IPv6-only host still scans). Err only when no probe socket opened.
     fn open(dev: Option<&str>, port: u16) -> Result<Scanner, String> {
-        let mut socks = Vec::new();
-        let mut last = String::new();
-        let mut add = |r: Result<OwnedFd, (&'static str, nix::errno::Errno)>,
-                       probe: Option<Family>| match r {
-            Ok(fd) => {
-                let _ = udp::grow_rcvbuf(fd.as_fd(), SCAN_RCVBUF);
-                let _ = nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::RxqOvfl, &1);
-                socks.push(Sock {
-                    fd,
-                    probe,
-                    dropped: 0,
-                });
-            }
-            Err((what, e)) if probe.is_some() => last = format!("scan socket: {what}: {e}"),
-            Err(_) => {}
-        };
-        add(udp::open(dev, 0), Some(Family::V4));
-        // Also hear ordinary beacons (boards that rate-limit our probe still show up).
-        add(udp::open(dev, port), None);
-        let targets6 = probe_targets6(dev);
-        if !targets6.is_empty() {
-            add(udp::open6_any(dev, 0), Some(Family::V6));
-            add(udp::open6_any(dev, port), None);
-        }
-        if !socks.iter().any(|s| s.probe.is_some()) {
-            return Err(last);
-        }
-        Ok(Scanner {
-            socks,
+        let mut sc = Scanner {
+            socks: Vec::new(),
             port,
-            targets: probe_targets(dev.is_some()),
-            targets6,
-        })
+            dev: dev.map(str::to_string),
+            targets: Vec::new(),
+            targets6: Vec::new(),
+        };
+        let mut last = sc.add(udp::open(dev, 0), Some(Family::V4)).err();
+        // Also hear ordinary beacons (boards that rate-limit our probe still show up).
+        let _ = sc.add(udp::open(dev, port), None);
+        if let Err(e) = sc.refresh() {
+            last = Some(e);
+        }
+        if !sc.socks.iter().any(|s| s.probe.is_some()) {
+            return Err(last.unwrap_or_default());
+        }
+        Ok(sc)
+    }
+
+    /// Keeps socket `r` (`probe`: which family it probes, None for one that listens);
+    /// Err says why it could not be opened.
+    fn add(
+        &mut self,
+        r: Result<OwnedFd, (&'static str, nix::errno::Errno)>,
+        probe: Option<Family>,
+    ) -> Result<(), String> {
+        let fd = r.map_err(|(what, e)| format!("scan socket: {what}: {e}"))?;
+        let _ = udp::grow_rcvbuf(fd.as_fd(), SCAN_RCVBUF);
+        let _ = nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::RxqOvfl, &1);
+        self.socks.push(Sock {
+            fd,
+            probe,
+            dropped: 0,
+        });
+        Ok(())
+    }
+
+    /// Looks at the interfaces (at the start, and before each `--watch` round): an
+    /// interface that came up since (its directed broadcast address, or an IPv6 link-local
+    /// address past duplicate address detection) is probed from then on, and the IPv6
+    /// sockets open with the first IPv6 link. Err: the IPv6 probe socket could not open.
+    fn refresh(&mut self) -> Result<(), String> {
+        let dev = self.dev.clone();
+        let dev = dev.as_deref();
+        self.targets = probe_targets(dev.is_some());
+        self.targets6 = probe_targets6(dev);
+        let has6 = self.socks.iter().any(|s| s.probe == Some(Family::V6));
+        if self.targets6.is_empty() || has6 {
+            return Ok(());
+        }
+        // The listening one only with the probe one: never twice.
+        self.add(udp::open6_any(dev, 0), Some(Family::V6))?;
+        let _ = self.add(udp::open6_any(dev, self.port), None);
+        Ok(())
     }
 
     /// Sends one probe to every target; Err (the last error) only when none went out.
@@ -392,6 +415,8 @@ pub fn run(args: ScanArgs, wait: Duration) -> Result<u8, Fatal> {
             // A new nonce each round: an answer captured before is then not this scan's.
             let nonce = self::nonce()?;
             boards.new_round(nonce.clone());
+            // (An IPv6 socket that cannot open now is tried again next round.)
+            let _ = sc.refresh();
             sc.round(&mut boards, &nonce, wait, false);
             // What the kernel dropped since it was last said, as a Repeat allows (a minute, then ever longer).
             if let Some(n) = dropped_said.take(sc.dropped(), Instant::now()) {

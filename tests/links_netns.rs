@@ -1202,3 +1202,59 @@ fn short_of_fds_the_default_interfaces_mac_stays_the_board_id() {
     assert!(log.contains(mac), "RLIMIT_NOFILE {n}: {log}");
     assert_eq!(logged_id(&log), id, "RLIMIT_NOFILE {n}: {log}");
 }
+
+#[test]
+fn a_watching_scan_finds_a_board_on_a_link_that_came_after_it_started() {
+    if no_ipv6_multicast_here() || !can_netns() {
+        return;
+    }
+    // `tether scan --watch` (the tether-scan-sd service) started before its host had any
+    // IPv6 link, as at boot before the network or while duplicate address detection runs:
+    // it looked at the interfaces once, opened no IPv6 socket, and never listed a board
+    // reached over IPv6 until it was restarted.
+    let net = Net::new("wl");
+    let (_, p1) = net.ifs(1);
+    let mut watch = tether_cmd_in(Some(net.peer(1)), &["scan", "--watch", "-t", "1", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = watch.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next_rows = || -> serde_json::Value {
+        let l = rx
+            .recv_timeout(slack(Duration::from_secs(5)))
+            .expect("a --watch refresh");
+        serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}: {l}"))
+    };
+    assert_eq!(next_rows(), serde_json::json!([]), "nothing to find yet");
+    // Now the link (IPv6 only) and a board behind it.
+    net.link(1, true);
+    let a = start(&net, &["--interval", "1"]);
+    let id = status(&a)["id"].clone();
+    let mut rows = serde_json::Value::Null;
+    for _ in 0..6 {
+        rows = next_rows();
+        if rows.as_array().is_some_and(|r| !r.is_empty()) {
+            break;
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    a.stop();
+    assert_eq!(rows[0]["id"], id, "in 6 rounds after the link came: {rows}");
+    assert!(
+        rows[0]["addr"]
+            .as_str()
+            .is_some_and(|s| s.ends_with(&format!("%{p1}"))),
+        "{rows}"
+    );
+}
