@@ -556,6 +556,36 @@ fn bash_completion_knows_every_option_and_which_take_a_value() {
     }
 }
 
+#[test]
+fn the_example_options_file_and_the_man_page_explain_every_agent_option() {
+    // board/tether.default.example says it explains every option (README, man page,
+    // RASPBERRY-PI.md, PACKAGING.md point to it); the unit and the init script pass
+    // --socket themselves.
+    let root = env!("CARGO_MANIFEST_DIR");
+    let example = std::fs::read_to_string(format!("{root}/board/tether.default.example")).unwrap();
+    let man = std::fs::read_to_string(format!("{root}/board/tether.1")).unwrap();
+    for (names, _) in help_options("agent") {
+        let long = names.iter().find(|n| n.starts_with("--")).unwrap();
+        if long == "--help" {
+            continue;
+        }
+        if long != "--socket" {
+            let explained = example.lines().any(|l| {
+                let l = l.trim_start_matches(['#', ' ']);
+                names.iter().any(|n| l.starts_with(&format!("{n} ")))
+            });
+            assert!(
+                explained,
+                "board/tether.default.example does not explain {long}"
+            );
+        }
+        assert!(
+            man.contains(&long.replace('-', "\\-")),
+            "board/tether.1 does not name {long}"
+        );
+    }
+}
+
 /// Peer text with C0 controls (ESC, BEL, CR), DEL and a UTF-8 encoded C1 control (CSI,
 /// which some terminals obey as ESC `[`), around text that must stay as it is.
 const HOSTILE: &str = "\u{1b}[2J\u{1b}]0;pwned\u{7}\u{9b}31mred\r\u{7f} café ✓ 温度";
