@@ -19,7 +19,7 @@ pub mod pretty;
 use crate::agent::AUTH_CHALLENGE_PREFIX;
 use crate::cli::CtlArgs;
 use crate::exit::{
-    escaped, stdout_written, to_stdout, Fatal, EX_ERR, EX_IOERR, EX_NOPERM, EX_OSERR, EX_PROTOCOL,
+    escaped, stdout_written, to_stdout, Fatal, EX_ERR, EX_IOERR, EX_NOPERM, EX_PROTOCOL,
     EX_TEMPFAIL, EX_UNAVAILABLE,
 };
 use crate::limits::{
@@ -242,19 +242,8 @@ pub fn connect_addrs(hp: &str) -> Result<Vec<std::net::SocketAddr>, Fatal> {
                 return Err(usage(format!("{scope:?}: not a valid interface name")));
             }
             Err(_) => {
-                // A name that is not there now is not a typo: it may come up later (as
-                // `scan -i`: 69).
-                crate::sys::iface::look(scope)
-                    .map_err(|e| {
-                        let e = crate::sys::SysError::new("looking it up", e);
-                        Fatal::new(EX_OSERR, format!("-c {hp}: {scope}: {e}"))
-                    })?
-                    .ok_or_else(|| {
-                        Fatal::new(
-                            EX_UNAVAILABLE,
-                            format!("-c {hp}: {scope}: no such interface"),
-                        )
-                    })?
+                crate::sys::iface::named(scope)
+                    .map_err(|f| Fatal::new(f.code, format!("-c {hp}: {}", f.msg)))?
                     .index
             }
         };

@@ -38,9 +38,9 @@ pub enum IdFrom {
 /// The board id and its source: the first usable of /etc/machine-id and
 /// /var/lib/dbus/machine-id (a placeholder is none), the device tree's serial number (a
 /// Raspberry Pi's, fixed in its SoC), the beacon interface's MAC, the host name. The
-/// first two hashed as they are read (existing ids stay as they were). A source that is
-/// there but cannot be read now (out of descriptors, not readable by this user, an I/O
-/// error) is an error, not the next source: the board would announce another id.
+/// first two hashed as they are read (existing ids stay as they were). A source that
+/// cannot be read now (out of descriptors or memory, an I/O error) is an error, not the
+/// next source: the board would announce another id until its next start.
 pub fn board_id(beacon_iface: Option<&str>) -> Result<(heapless::String<16>, IdFrom), SysError> {
     board_id_from(&MACHINE_ID_FILES, DT_SERIAL, beacon_iface)
 }
@@ -77,11 +77,15 @@ fn board_id_from(
     Ok((crate::id::board_id(b.host.as_bytes()), IdFrom::Host))
 }
 
-/// A board-id file's bytes; None when it is not there.
+/// A board-id file's bytes; None when it is not there, or can never be read (EACCES
+/// under a sandbox: the next source then gives the same id at every start).
 fn read_id_source<'b>(path: &str, buf: &'b mut [u8]) -> Result<Option<&'b [u8]>, SysError> {
     match sys::read_small_if_there(path, buf) {
         Ok(n) => Ok(n.map(|n| &buf[..n])),
-        Err(e) => Err(SysError::new(format!("reading {path} for the board id"), e)),
+        Err(e) if sys::unreadable_now(e) => {
+            Err(SysError::new(format!("reading {path} for the board id"), e))
+        }
+        Err(_) => Ok(None),
     }
 }
 
@@ -263,7 +267,10 @@ fn open_local_sockets(
         // group this user may not use is a configuration error like an unknown one. A
         // group database that cannot be read now is the system's (71).
         Some(name) => {
-            let os = |e: SysError| Fatal::new(EX_OSERR, format!("--socket-group {name}: {e}"));
+            let os = |e: SysError| {
+                let code = e.errno.map_or(EX_OSERR, sys::read_failure_code);
+                Fatal::new(code, format!("--socket-group {name}: {e}"))
+            };
             let g = nix::unistd::Group::from_name(name)
                 .map_err(|e| os(SysError::new("reading the group database", e)))?
                 .ok_or_else(|| {
@@ -374,7 +381,8 @@ fn open_led(cfg: &AgentConfig) -> Result<Option<sys::led::LedFile>, Fatal> {
 /// The beacon interfaces: `--iface` (repeatable), else the first up, non-loopback one with
 /// a broadcast address, else the first with an IPv6 link-local address; none with
 /// `--no-beacon` or when there is none. Interfaces that cannot be looked at now (out of
-/// fds) stop start-up: the board id may be the default interface's MAC.
+/// fds) stop start-up, not "none is up": the board would start without a beacon interface
+/// (until one is looked for again) and, without a machine id, with another id.
 fn beacon_ifaces(cfg: &AgentConfig) -> Result<Vec<String>, Fatal> {
     match &cfg.beacon {
         None => Ok(Vec::new()),
@@ -535,14 +543,14 @@ mod tests {
         // A serial of zeros is none either: then (no beacon interface) the host name.
         let got = board_id_from(&[&missing], &zeros, None).unwrap();
         assert_eq!(got.1, IdFrom::Host);
-        // A machine id that is there but cannot be read (here a directory: EISDIR) is an
-        // error, not the serial's id.
+        // One that can never be read (here a directory: EISDIR; EACCES under a sandbox)
+        // is passed over, as one that is not there: the next source gives the same id at
+        // every start. (One that cannot be read now stops start-up: tests/limits.rs.)
         let unreadable = dir.to_str().unwrap();
-        let err = board_id_from(&[unreadable, &dbus], &serial, None).unwrap_err();
-        assert_eq!(err.errno, Some(nix::errno::Errno::EISDIR), "{err}");
-        assert!(err.to_string().contains("for the board id"), "{err}");
-        let err = board_id_from(&[&missing], unreadable, None).unwrap_err();
-        assert_eq!(err.errno, Some(nix::errno::Errno::EISDIR), "{err}");
+        let got = board_id_from(&[unreadable, &dbus], &serial, None).unwrap();
+        assert_eq!(got, (board_id(good.as_bytes()), IdFrom::MachineId));
+        let got = board_id_from(&[&missing], unreadable, None).unwrap();
+        assert_eq!(got.1, IdFrom::Host);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

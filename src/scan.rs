@@ -337,21 +337,7 @@ pub fn run(args: ScanArgs, wait: Duration) -> Result<u8, Fatal> {
         None => None,
     };
     if let Some(i) = &args.iface {
-        match iface::look(i) {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                return Err(Fatal {
-                    code: EX_UNAVAILABLE,
-                    msg: format!("-i {i}: no such interface"),
-                })
-            }
-            Err(e) => {
-                return Err(Fatal {
-                    code: EX_OSERR,
-                    msg: format!("-i {i}: {}", crate::sys::SysError::new("looking it up", e)),
-                })
-            }
-        }
+        iface::named(i).map_err(|f| Fatal::new(f.code, format!("-i {}", f.msg)))?;
     }
     if let Some(p) = &args.prometheus_sd {
         check_sd_writable(p)?;

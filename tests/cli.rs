@@ -915,10 +915,11 @@ fn the_agent_keeps_no_descriptor_it_was_started_with() {
     assert_eq!(a.unix().req("PING"), "PONG");
 }
 
-/// An LED file that is there but cannot be read at start (a directory here: EISDIR, for
-/// sysfs's ENOMEM or EIO) is not taken for one that is not there: `max_brightness` (else
-/// "on" would be 1, dim on a PWM LED) or a `trigger` whose stat fails (a symlink loop:
-/// else the trigger is never saved). Like an unwritable LED: waited for, then 78.
+/// An LED file that is there but cannot be read at start (a directory here: EISDIR) is
+/// not taken for one that is not there: `max_brightness` (else "on" would be 1, dim on a
+/// PWM LED) or a `trigger` whose stat fails (a symlink loop: else the trigger is never
+/// saved). Like an unwritable LED: waited for, then 78. (Out of fds, ENOMEM or EIO it is
+/// 71 at once: tests/limits.rs.)
 #[test]
 fn an_led_file_there_but_unreadable_at_start_is_78() {
     let dir = temp_dir("led-unreadable");

@@ -113,4 +113,13 @@ fn identify_with_an_unreadable_trigger_fails_and_leaves_the_led_as_it_was() {
         "the trigger was written: {n:?} {:?}",
         &got[..*n.as_ref().unwrap_or(&0)]
     );
+    // One that names no active trigger (`[]`): nothing could be put back (the kernel
+    // refuses an empty name), so nothing is written.
+    drop(fifo);
+    std::fs::remove_file(led.join("trigger")).unwrap();
+    std::fs::write(led.join("trigger"), "none timer [] mmc0\n").unwrap();
+    let r = a.unix().req("IDENTIFY 1");
+    assert!(r.starts_with("ERR unsupported "), "{r}");
+    assert_eq!(read("brightness"), "0\n", "the brightness was written");
+    assert_eq!(read("trigger"), "none timer [] mmc0\n");
 }

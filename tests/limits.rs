@@ -443,7 +443,8 @@ fn short_of_fds_at_start_up_the_agent_names_what_it_was_opening_or_starts_as_its
         return;
     }
     // Out of fds while reading /etc/machine-id, the agent used to fall back to the host
-    // name's id and announce another board; opening --led, it waited 5 s for udev and
+    // name's id and announce another board (a machine without /etc/machine-id reads no
+    // file for its id: tests/links_netns.rs has the case of the MAC's); opening --led, it waited 5 s for udev and
     // exited 78. The first that starts also says it has no fds
     // for clients (every fd in use: the check's own probe cannot open).
     let dir = temp_dir("fd-start");
@@ -473,8 +474,9 @@ fn short_of_fds_at_start_up_the_agent_names_what_it_was_opening_or_starts_as_its
         "for the board id",
     ];
     let (n, a) = first_start_short_of_fds(|n| nofile_cmd(n, &args), &dir, &names);
-    let (_, err) = a.stop();
+    let (status, err) = a.stop();
     let _ = std::fs::remove_file(&led);
+    assert_eq!(status.code(), Some(0), "{err}");
     assert_eq!(logged_id(&err), id, "RLIMIT_NOFILE {n}: {err}");
     let warning = format!("RLIMIT_NOFILE {n} leaves fds for ");
     assert!(err.contains(&warning), "{err}");
@@ -507,7 +509,8 @@ fn short_of_fds_a_token_file_is_not_a_bad_one_at_start_up_nor_at_sighup() {
     // The first limit that starts leaves no fd free: the reload cannot open the file.
     a.signal(1);
     std::thread::sleep(slack(Duration::from_millis(300)));
-    let (_, log) = a.stop();
+    let (status, log) = a.stop();
+    assert_eq!(status.code(), Some(0), "{log}");
     let _ = std::fs::remove_file(&tf);
     assert!(
         log.contains(

@@ -1147,8 +1147,8 @@ fn short_of_fds_the_default_interfaces_mac_stays_the_board_id() {
         eprintln!("not run under qemu-user: its own descriptors count against RLIMIT_NOFILE; the native suite runs this test");
         return;
     }
-    // A board without a machine id (a placeholder bind-mounted over both files; no device
-    // tree here) takes its id from the default beacon interface's MAC. Out of fds while
+    // A board without a machine id or a device-tree serial number (a placeholder
+    // bind-mounted over each) takes its id from the default beacon interface's MAC. Out of fds while
     // looking for that interface, the agent used to find none and start with the host
     // name's id (and no beacon).
     let ns = lone_ns("fdid");
@@ -1173,8 +1173,10 @@ fn short_of_fds_the_default_interfaces_mac_stays_the_board_id() {
         ]);
         cmd.args(["sh", "-c"]);
         cmd.arg(concat!(
-            "mount --bind \"$0\" /etc/machine-id && ",
+            "{ [ ! -e /etc/machine-id ] || mount --bind \"$0\" /etc/machine-id; } && ",
             "{ [ ! -e /var/lib/dbus/machine-id ] || mount --bind \"$0\" /var/lib/dbus/machine-id; } && ",
+            // An ARM machine's device tree has a serial number, which comes before the MAC.
+            "{ [ ! -e /proc/device-tree/serial-number ] || mount --bind \"$0\" /proc/device-tree/serial-number; } && ",
             "n=$1; shift; exec prlimit --nofile=$n:$n \"$@\""
         ));
         cmd.arg(&placeholder)
@@ -1197,7 +1199,8 @@ fn short_of_fds_the_default_interfaces_mac_stays_the_board_id() {
         "for the board id",
     ];
     let (n, a) = first_start_short_of_fds(cmd, &dir, &names);
-    let (_, log) = a.stop();
+    let (status, log) = a.stop();
+    assert_eq!(status.code(), Some(0), "{log}");
     let _ = std::fs::remove_file(&placeholder);
     assert!(log.contains(mac), "RLIMIT_NOFILE {n}: {log}");
     assert_eq!(logged_id(&log), id, "RLIMIT_NOFILE {n}: {log}");

@@ -97,6 +97,24 @@ pub fn look(name: &str) -> Result<Option<IfInfo>, Errno> {
     Ok(ctl_socket()?.and_then(|fd| info_with(&fd, name)))
 }
 
+/// The interface a command line names (`scan -i`, a scope in `ctl -c`), or one
+/// `NAME: ...` line to follow the option: 69 when it is not there (not a typo: it may come
+/// up later), 71 when it cannot be looked at now.
+pub fn named(name: &str) -> Result<IfInfo, crate::exit::Fatal> {
+    use crate::exit::{Fatal, EX_OSERR, EX_UNAVAILABLE};
+    match look(name) {
+        Ok(Some(i)) => Ok(i),
+        Ok(None) => Err(Fatal::new(
+            EX_UNAVAILABLE,
+            format!("{name}: no such interface"),
+        )),
+        Err(e) => {
+            let e = super::SysError::new("looking it up", e);
+            Err(Fatal::new(EX_OSERR, format!("{name}: {e}")))
+        }
+    }
+}
+
 fn info_with(fd: &OwnedFd, name: &str) -> Option<IfInfo> {
     let mut r = ifreq_for(name)?;
     if !ioctl_ifreq(fd, libc::SIOCGIFINDEX as _, &mut r) {
@@ -214,16 +232,22 @@ fn each_inet6(mut f: impl FnMut(&[u8], Ipv6Addr, u32) -> bool) -> Result<(), Err
 }
 
 /// Calls `f` for every line (without its newline) of a /proc file of any length, read in
-/// chunks on the stack, until `f` returns false. No heap. Err: it cannot be opened now
-/// ([`super::short`]); a file that is not there has no lines.
+/// chunks on the stack, until `f` returns false. No heap. Err: it cannot be opened or read
+/// now ([`super::unreadable_now`]); a file that is not there has no lines.
 fn each_line(path: &str, mut f: impl FnMut(&[u8]) -> bool) -> Result<(), Errno> {
     use std::io::Read;
+    // Not now: an error; any other (not there, not allowed): no lines.
+    let failed = |e: std::io::Error| {
+        let e = super::errno_of(&e);
+        if super::unreadable_now(e) {
+            Err(e)
+        } else {
+            Ok(())
+        }
+    };
     let mut file = match super::open_read(path) {
         Ok(file) => file,
-        Err(e) => {
-            let e = Errno::from_raw(e.raw_os_error().unwrap_or(0));
-            return if super::short(e) { Err(e) } else { Ok(()) };
-        }
+        Err(e) => return failed(e),
     };
     let mut buf = [0u8; 2 * PROC_LINE_MAX];
     // `buf[..held]`: the start of a line whose end has not been read yet.
@@ -232,7 +256,7 @@ fn each_line(path: &str, mut f: impl FnMut(&[u8]) -> bool) -> Result<(), Errno> 
         let n = match file.read(&mut buf[held..]) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => return Ok(()),
+            Err(e) => return failed(e),
         };
         if n == 0 {
             // The last line, if it has no newline.

@@ -38,13 +38,14 @@ fn open_w(path: &Path, truncate: bool) -> std::io::Result<std::fs::File> {
 fn active_trigger(path: &Path) -> Result<heapless::Vec<u8, LED_TRIGGER_MAX>, &'static str> {
     use std::io::Read;
     const UNREADABLE: &str = "cannot read the LED's trigger";
+    const NONE: &str = "no active trigger in the LED's trigger file";
     let mut name = heapless::Vec::new();
     let mut f = super::open_read(path).map_err(|_| UNREADABLE)?;
     let mut buf = [0u8; LED_READ_MAX];
     let mut inside = false;
     loop {
         let n = match f.read(&mut buf) {
-            Ok(0) => return Err("no active trigger in the LED's trigger file"),
+            Ok(0) => return Err(NONE),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => return Err(UNREADABLE),
@@ -52,11 +53,11 @@ fn active_trigger(path: &Path) -> Result<heapless::Vec<u8, LED_TRIGGER_MAX>, &'s
         for &c in &buf[..n] {
             match c {
                 b'[' => inside = true,
+                // `[]`: no name to put back (the kernel refuses an empty one).
+                b']' if inside && name.is_empty() => return Err(NONE),
                 b']' if inside => return Ok(name),
                 // A name longer than any trigger's: not a trigger file after all.
-                _ if inside && name.push(c).is_err() => {
-                    return Err("no active trigger in the LED's trigger file")
-                }
+                _ if inside && name.push(c).is_err() => return Err(NONE),
                 _ => {}
             }
         }
@@ -90,20 +91,22 @@ impl LedFile {
             read_into::<LED_ON_MAX>(f)
                 .map_err(|e| SysError::new(format!("--led {}", f.display()), e))
         };
-        let dir = match path.parent() {
-            _ if path.is_dir() => Some(path),
+        let (dir, trigger) = match path.parent() {
+            _ if path.is_dir() => {
+                let t = path.join("trigger");
+                (Some(path), read(&t)?.map(|_| t))
+            }
+            // A `brightness` file is an LED's only beside a `trigger`.
             Some(d) if path.file_name() == Some("brightness".as_ref()) => {
-                read(&d.join("trigger"))?.map(|_| d)
-            }
-            _ => None,
-        };
-        let (brightness, trigger) = match dir {
-            Some(d) => {
                 let t = d.join("trigger");
-                (d.join("brightness"), read(&t)?.map(|_| t))
+                match read(&t)? {
+                    Some(_) => (Some(d), Some(t)),
+                    None => (None, None),
+                }
             }
-            None => (path.to_path_buf(), None),
+            _ => (None, None),
         };
+        let brightness = dir.map_or_else(|| path.to_path_buf(), |d| d.join("brightness"));
         // Both files IDENTIFY writes must be writable now, or the agent does not start...
         for f in [Some(&brightness), trigger.as_ref()].into_iter().flatten() {
             open_w(f, false).map_err(|e| {

@@ -131,6 +131,17 @@ pub fn unreadable_now(e: Errno) -> bool {
     short(e) || e == Errno::EIO
 }
 
+/// The exit code when start-up (or a client) stops on `e` from reading what it was
+/// given: 71 (the system's, which systemd restarts) for [`unreadable_now`], else 78 (the
+/// configuration's: not there, not allowed, not a file), which it does not.
+pub fn read_failure_code(e: Errno) -> u8 {
+    if unreadable_now(e) {
+        crate::exit::EX_OSERR
+    } else {
+        crate::exit::EX_CONFIG
+    }
+}
+
 /// The errno of an I/O error from std (EIO when it carries none).
 fn errno_of(e: &std::io::Error) -> Errno {
     Errno::from_raw(e.raw_os_error().unwrap_or(nix::libc::EIO))
@@ -206,7 +217,7 @@ impl NoSecret {
     /// read now ([`unreadable_now`]), else 78 (the file is wrong).
     pub fn exit_code(&self) -> u8 {
         match self {
-            NoSecret::Unreadable(e) if unreadable_now(*e) => crate::exit::EX_OSERR,
+            NoSecret::Unreadable(e) => read_failure_code(*e),
             _ => crate::exit::EX_CONFIG,
         }
     }
