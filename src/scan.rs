@@ -168,8 +168,7 @@ impl Scanner {
     /// address past duplicate address detection) is probed from then on, and the IPv6
     /// sockets open with the first IPv6 link. Err: the IPv6 probe socket could not open.
     fn refresh(&mut self) -> Result<(), String> {
-        let dev = self.dev.clone();
-        let dev = dev.as_deref();
+        let dev = self.dev.as_deref();
         self.targets = probe_targets(dev.is_some());
         self.targets6 = probe_targets6(dev);
         let has6 = self.socks.iter().any(|s| s.probe == Some(Family::V6));
@@ -177,8 +176,10 @@ impl Scanner {
             return Ok(());
         }
         // The listening one only with the probe one: never twice.
-        self.add(udp::open6_any(dev, 0), Some(Family::V6))?;
-        let _ = self.add(udp::open6_any(dev, self.port), None);
+        let probe = udp::open6_any(self.dev.as_deref(), 0);
+        self.add(probe, Some(Family::V6))?;
+        let listen = udp::open6_any(self.dev.as_deref(), self.port);
+        let _ = self.add(listen, None);
         Ok(())
     }
 

@@ -438,8 +438,7 @@ fn pong_within(a: &Agent, d: Duration) -> Client {
 
 #[test]
 fn short_of_fds_at_start_up_the_agent_names_what_it_was_opening_or_starts_as_itself() {
-    if emulated() {
-        eprintln!("not run under qemu-user: its own descriptors count against RLIMIT_NOFILE; the native suite runs this test");
+    if !fd_limits_are_the_agents() {
         return;
     }
     // Out of fds while reading /etc/machine-id, the agent used to fall back to the host
@@ -484,8 +483,7 @@ fn short_of_fds_at_start_up_the_agent_names_what_it_was_opening_or_starts_as_its
 
 #[test]
 fn short_of_fds_a_token_file_is_not_a_bad_one_at_start_up_nor_at_sighup() {
-    if emulated() {
-        eprintln!("not run under qemu-user: its own descriptors count against RLIMIT_NOFILE; the native suite runs this test");
+    if !fd_limits_are_the_agents() {
         return;
     }
     // A token file that cannot be read for want of fds used to be "missing or unreadable":

@@ -1106,9 +1106,7 @@ fn out_of_descriptors_an_interface_stays_up_not_absent() {
     if !can_netns() {
         return;
     }
-    if emulated() {
-        // qemu-user's own descriptors count against the same limit: no fixed number fits.
-        eprintln!("not run under qemu-user: its own descriptors count against RLIMIT_NOFILE; the native suite runs this test");
+    if !fd_limits_are_the_agents() {
         return;
     }
     // RLIMIT_NOFILE 11: the agent's own sockets (listener, Unix, publish, signalfd and two
@@ -1143,8 +1141,7 @@ fn short_of_fds_the_default_interfaces_mac_stays_the_board_id() {
     if !can_netns() {
         return;
     }
-    if emulated() {
-        eprintln!("not run under qemu-user: its own descriptors count against RLIMIT_NOFILE; the native suite runs this test");
+    if !fd_limits_are_the_agents() {
         return;
     }
     // A board without a machine id or a device-tree serial number (a placeholder

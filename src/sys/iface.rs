@@ -294,7 +294,7 @@ const IFA_F_TENTATIVE: u32 = 0x40;
 
 /// The interface's IPv6 link-local address: (the usable one, if any; whether one is
 /// still tentative, i.e. duplicate address detection has not finished).
-/// Err: /proc/net/if_inet6 cannot be read now ([`super::short`]); a kernel without IPv6 (no such
+/// Err: /proc/net/if_inet6 cannot be read now ([`super::unreadable_now`]); a kernel without IPv6 (no such
 /// file) has none.
 pub fn link_local_state(name: &str) -> Result<(Option<Ipv6Addr>, bool), Errno> {
     let (mut usable, mut tentative) = (None, false);
@@ -327,7 +327,7 @@ pub fn name_of_index(index: u32) -> Option<IfName> {
 
 /// Calls `f` with the name of every interface (/proc/net/dev: all of them, in the kernel's
 /// order, whatever their addresses) until it returns false. Err: /proc/net/dev cannot be
-/// read now ([`super::short`]).
+/// read now ([`super::unreadable_now`]).
 fn each_iface(mut f: impl FnMut(&[u8]) -> bool) -> Result<(), Errno> {
     // Two heading lines without a `:`, then `  name: counters…` (a name holds no `:` nor
     // white space).
@@ -358,7 +358,7 @@ pub fn valid_name(n: &str) -> bool {
 /// with an IPv6 link-local address (or one still tentative). A name that is not UTF-8 or
 /// not [`valid_name`] (a control character) is passed over. Runs at start-up, and then
 /// once per interval while none qualifies (no heap). Err: the interfaces cannot be looked
-/// at now ([`super::short`]), which is not "none qualifies".
+/// at now ([`super::unreadable_now`]), which is not "none qualifies".
 pub fn default_beacon_iface() -> Result<Option<IfName>, Errno> {
     // Up with a carrier (`ip link`'s LOWER_UP): a static eth0 with its cable out is not
     // the default while wlan0 is associated.
