@@ -200,7 +200,7 @@ fn every_command_over_tcp_v4() {
 #[test]
 fn every_command_over_tcp_v6() {
     if !ipv6_loopback() {
-        eprintln!("skipped: cannot bind [::1] on this machine (no IPv6)");
+        skip("cannot bind [::1] on this machine (no IPv6)");
         return;
     }
     let (a, _tf) = token_agent(
