@@ -123,6 +123,9 @@ pub fn decode(d: &[u8], from: SocketAddr, now: Instant) -> Option<Board> {
         answered: false,
     };
     let mut version = None;
+    // Facts the board publishes but left out of this datagram (they did not fit): FACTS is
+    // the board's count, as STATUS and `tether_facts` give it, not what fitted.
+    let mut omitted = 0usize;
     for (k, v) in fields(d) {
         match k {
             b"tether" => version = num::<u32>(v),
@@ -148,12 +151,18 @@ pub fn decode(d: &[u8], from: SocketAddr, now: Instant) -> Option<Board> {
             b"load" => b.load = reading(v, 0.0, SCAN_LOAD_MAX),
             b"temp_c" => b.temp_c = reading(v, TEMP_C_RANGE.0, TEMP_C_RANGE.1),
             b"facts" => b.facts = count_members(v),
+            b"facts_omitted" => omitted = num(v).unwrap_or(0),
             b"seq" => b.seq = num(v).unwrap_or(0),
             b"run" => b.run = Some(text(v)),
             b"bye" => b.bye = v == b"true",
             _ => {}
         }
     }
+    // (At most a board's table: the count of a forged datagram stays a number that fits.)
+    b.facts = b
+        .facts
+        .saturating_add(omitted)
+        .min(crate::limits::MAX_FACTS);
     b.addrs.push(b.addr.clone());
     (version == Some(1) && !b.id.is_empty() && b.port != 0).then_some(b)
 }

@@ -147,6 +147,16 @@ fn decodes_what_the_agent_encodes() {
         (4545, 90000, 2, 3, true)
     );
     assert_eq!(b.metrics, Some(9545));
+    // Facts left out of the datagram (they did not fit) still count: FACTS is what the
+    // board publishes, as its STATUS says.
+    let v = [b'v'; 64];
+    let keys: Vec<String> = (0..32).map(|i| format!("key{i:02}")).collect();
+    let many: Vec<(&[u8], &[u8])> = keys.iter().map(|k| (k.as_bytes(), &v[..])).collect();
+    let n = beacon::encode(&mut out, 512, &f, many.iter().copied()).unwrap();
+    let text = String::from_utf8_lossy(&out[..n]);
+    assert!(text.contains("\"facts_omitted\":"), "{text}");
+    let b = decode(&out[..n], from, Instant::now()).unwrap();
+    assert_eq!(b.facts, 32, "{text}");
     assert!(decode(b"{\"tether\":2,\"id\":\"x\"}", from, Instant::now()).is_none());
     assert!(decode(b"garbage", from, Instant::now()).is_none());
     assert_eq!(human_secs(90000), "1d01h");
