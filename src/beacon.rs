@@ -297,6 +297,10 @@ pub struct Link {
     log: LogRate,
     /// Lines about changes of state, rate-limited ([`FLAP_LINES`]).
     changes: LogRate,
+    /// The family whose failed send `last_error` tells, when that is what it tells: that
+    /// family's next beacon ends it; the other family's does not (a family whose socket
+    /// cannot be opened stays explained while the other one beacons).
+    send_failed: Option<Family>,
 }
 
 /// What outlives a link that another replaces (no `--iface`: the default interface
@@ -341,6 +345,7 @@ impl Link {
             recheck: None,
             log: LogRate::new(now),
             changes: LogRate::per(now, Duration::from_secs(FLAP_WINDOW_SECS), FLAP_LINES),
+            send_failed: None,
         }
     }
 
@@ -409,7 +414,7 @@ impl Link {
             self.addr4 = None;
             self.broadcast4 = None;
             self.addr6 = None;
-            self.info.last_error.clear();
+            self.clear_error();
             self.set_state(now, BeaconState::Absent);
             return Sockets::None;
         };
@@ -457,7 +462,7 @@ impl Link {
                 // One family failed (a kernel without IPv6, or qemu-user, which has no
                 // IPV6_MULTICAST_IF): beacon on the other, show why, retry each interval.
                 Some((what, e)) => self.set_error(now, what, e),
-                None => self.info.last_error.clear(),
+                None => self.clear_error(),
             }
         } else if let Some((what, e)) = err {
             let mut why = heapless::String::<BEACON_ERROR_MAX>::new();
@@ -686,7 +691,9 @@ impl Link {
                     stats.probes_answered += 1;
                 } else {
                     stats.beacons_sent += 1;
-                    self.info.last_error.clear();
+                    if self.send_failed == Some(t.family) {
+                        self.clear_error();
+                    }
                 }
             }
             (Err(e), Kind::Answer) => {
@@ -697,6 +704,7 @@ impl Link {
             (Err(e), _) => {
                 stats.beacon_errors += 1;
                 self.set_error(now, "send", e);
+                self.send_failed = Some(t.family);
             }
         }
     }
@@ -732,8 +740,14 @@ impl Link {
         ok
     }
 
-    fn set_error(&mut self, now: Instant, what: &str, e: &str) {
+    /// No error in effect (STATUS `last_error` empty).
+    fn clear_error(&mut self) {
         self.info.last_error.clear();
+        self.send_failed = None;
+    }
+
+    fn set_error(&mut self, now: Instant, what: &str, e: &str) {
+        self.clear_error();
         let _ = write!(self.info.last_error, "{what}: {e}");
         self.warn(now);
     }
@@ -769,7 +783,7 @@ impl Link {
             }
             return;
         }
-        self.info.last_error.clear();
+        self.clear_error();
         let _ = self.info.last_error.push_str(why);
         match down {
             // Down already, for another reason.
@@ -809,7 +823,7 @@ impl Link {
         self.looked = true;
         self.state = s;
         if s == BeaconState::Up {
-            self.info.last_error.clear();
+            self.clear_error();
         }
         self.say_change(now);
     }
@@ -942,6 +956,13 @@ mod tests {
         let tx = drain(&mut l, t0);
         assert_eq!(tx.len(), 1, "IPv4 only");
         assert_eq!(tx[0].to, "255.255.255.255:4546".parse().unwrap());
+        // The IPv4 beacon that went out does not hide why IPv6 is not beaconing.
+        let mut st = Stats::default();
+        l.on_sent(t0, &tx[0], Ok(300), &mut st);
+        assert_eq!(
+            l.state().1.last_error.as_str(),
+            "IPV6_MULTICAST_IF: Protocol not available"
+        );
         l.goodbye();
         assert_eq!(drain(&mut l, t0).len(), 1, "a goodbye over IPv4");
         // The retry that works clears the error.
@@ -1242,6 +1263,18 @@ mod tests {
             l.state().1.last_error.as_str(),
             "send: Network is unreachable"
         );
+        // The other family's next beacon leaves it shown; the same family's ends it.
+        l.on_tick(t0);
+        let next = drain(&mut l, t0);
+        let (same, other): (Vec<_>, Vec<_>) = next.iter().partition(|t| t.family == b.family);
+        assert_eq!((same.len(), other.len()), (1, 1));
+        l.on_sent(t0, other[0], Ok(300), &mut st);
+        assert_eq!(
+            l.state().1.last_error.as_str(),
+            "send: Network is unreachable"
+        );
+        l.on_sent(t0, same[0], Ok(300), &mut st);
+        assert_eq!(l.state().1.last_error.as_str(), "");
         // Goodbye: one per open family.
         l.goodbye();
         let bye = drain(&mut l, t0);
