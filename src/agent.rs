@@ -8,7 +8,7 @@
 use crate::facts::Facts;
 use crate::limits::{
     AUTH_FAILS_PER_SEC, AUTH_FAIL_DELAY_MS, AUTH_NONCE_BYTES, AUTH_NONCE_SECS, BEACON_ERROR_MAX,
-    HOST_MAX, IDENTIFY_DEFAULT_SECS, IDENTIFY_HALF_PERIOD_MS, ID_MAX, IFNAME_MAX, MAX_ADDRS,
+    HOST_SHOWN_MAX, IDENTIFY_DEFAULT_SECS, IDENTIFY_HALF_PERIOD_MS, ID_MAX, IFNAME_MAX, MAX_ADDRS,
     REPLY_MAX, TOKEN_MAX,
 };
 use crate::proto::fixed::Fixed;
@@ -91,13 +91,14 @@ pub enum Outcome {
 /// A snapshot of the board, read by the run loop from /proc and /sys.
 #[derive(Debug, Clone, Default)]
 pub struct Board {
-    pub host: heapless::String<HOST_MAX>,
+    /// The kernel's up to [`crate::limits::HOST_MAX`] bytes as text (never cut: [`HOST_SHOWN_MAX`]).
+    pub host: heapless::String<HOST_SHOWN_MAX>,
     pub uptime_s: u64,
     pub load: [f32; 3],
     pub mem_total_kb: u64,
     pub mem_avail_kb: u64,
     pub temp_c: Option<f32>,
-    pub addrs: heapless::Vec<(heapless::String<IFNAME_MAX>, IpAddr), MAX_ADDRS>,
+    pub addrs: heapless::Vec<(crate::sys::iface::ShownIfName, IpAddr), MAX_ADDRS>,
 }
 
 /// The LED commands the core gives while IDENTIFY runs.
@@ -1205,7 +1206,12 @@ mod tests {
             a.facts.set(key.as_bytes(), &value, None).unwrap();
         }
         let mut b = Board::default();
-        while b.host.push('\u{1}').is_ok() {}
+        // The widest the kernel's names can be shown: each of their bytes a control
+        // character (`\u0001` escaped), as wide as a U+FFFD (`\ufffd`) for a byte that is
+        // not UTF-8 (the text may hold three times as many bytes, never more characters).
+        for _ in 0..crate::limits::HOST_MAX {
+            b.host.push('\u{1}').unwrap();
+        }
         b.uptime_s = u64::MAX;
         b.load = [-f32::MAX; 3];
         b.mem_total_kb = u64::MAX;
@@ -1214,7 +1220,9 @@ mod tests {
         let v6: IpAddr = [0xffff_u16; 8].into();
         while !b.addrs.is_full() {
             let mut name = heapless::String::new();
-            while name.push('\u{1}').is_ok() {}
+            for _ in 0..IFNAME_MAX {
+                name.push('\u{1}').unwrap();
+            }
             b.addrs.push((name, v6)).unwrap();
         }
         let mut info = BeaconInfo {

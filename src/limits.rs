@@ -209,6 +209,12 @@ pub const BEACON_ERROR_MAX: usize = 96;
 pub const MAX_ADDRS: usize = 16;
 /// Longest hostname we report (HOST_NAME_MAX).
 pub const HOST_MAX: usize = 64;
+/// A name the kernel holds as bytes (host, interface), as text to show: each byte that is
+/// not UTF-8 becomes U+FFFD, three bytes ([`crate::sys::push_lossy`]), so the text takes
+/// up to three times the name's bytes and no name is cut.
+pub const SHOWN_FACTOR: usize = 3;
+pub const HOST_SHOWN_MAX: usize = SHOWN_FACTOR * HOST_MAX;
+pub const IFNAME_SHOWN_MAX: usize = SHOWN_FACTOR * IFNAME_MAX;
 /// The board's small /proc and /sys files (the start of meminfo, `--thermal`) are read
 /// into a stack buffer this big; only meminfo is longer, and the line read from it
 /// (MemAvailable) comes in its first 200 bytes.

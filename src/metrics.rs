@@ -381,11 +381,12 @@ mod tests {
         HOST_MAX, KEY_MAX, MAX_FACTS, METRICS_BODY_MAX, METRICS_FIXED_MAX, VALUE_MAX,
     };
 
-    /// Every reading at its widest: host bytes that all need escaping, u64::MAX counters.
+    /// Every reading at its widest: a host of bytes that are not UTF-8 (each shown as
+    /// U+FFFD, three bytes in a label: wider than an escaped `"`), u64::MAX counters.
     fn worst_readings() -> Readings {
         let mut b = Board::default();
         for _ in 0..HOST_MAX {
-            let _ = b.host.push('"');
+            b.host.push(char::REPLACEMENT_CHARACTER).unwrap();
         }
         b.uptime_s = u64::MAX;
         b.load = [f32::MAX; 3];

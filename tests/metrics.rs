@@ -820,3 +820,38 @@ tests:
     promtool_ok(tool, &["test", "rules", "tests.yml"], &dir);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A host name that is not UTF-8 (the kernel takes any bytes, here 60 Latin-1 `é`s and
+/// `-pi`, set in a UTS namespace of the agent's own): STATUS and the `host` label show each
+/// byte that is not UTF-8 as U+FFFD and the whole name (it was cut after 21 of them: the
+/// name's 64 bytes held only 21 three-byte characters).
+#[test]
+fn a_host_name_that_is_not_utf8_is_shown_whole() {
+    use std::os::unix::ffi::OsStrExt;
+    if !can_netns() {
+        // The same need: root, to make a UTS namespace.
+        return;
+    }
+    let dir = temp_dir("host-bytes");
+    let extra = ["--no-beacon", "--metrics", "127.0.0.1:0"];
+    let args = loopback_agent_args(&dir.join("t.sock"), &extra);
+    let mut host = vec![0xe9u8; 60];
+    host.extend_from_slice(b"-pi");
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-u", "sh", "-c"]);
+    cmd.arg("printf %s \"$BOARD_HOST\" > /proc/sys/kernel/hostname && exec \"$@\"");
+    cmd.arg("sh")
+        .env("BOARD_HOST", std::ffi::OsStr::from_bytes(&host));
+    cmd.args(runner()).arg(BIN).args(&args);
+    let a = Agent::spawn_command(cmd, dir, &[])
+        .unwrap_or_else(|f| panic!("{:?} {} {}", f.status, f.stdout, f.stderr));
+    let want = format!("{}-pi", "\u{fffd}".repeat(60));
+    let s = ok_json(&a.unix().req("STATUS"));
+    assert_eq!(s["host"], want.as_str(), "{s}");
+    let m = metrics_addrs(&a.ready);
+    let body = get(m[0]).text();
+    let label = format!("host=\"{want}\"");
+    assert!(body.contains(&label), "{body}");
+    let (code, err) = a.stop();
+    assert_eq!(code.code(), Some(0), "{err}");
+}

@@ -5,13 +5,16 @@
 //! Names are the kernel's bytes: looked up as they are, shown as UTF-8 (U+FFFD for a byte
 //! that is not).
 
-use crate::limits::{IFNAME_MAX, MAX_ADDRS, PROC_LINE_MAX};
+use crate::limits::{IFNAME_MAX, IFNAME_SHOWN_MAX, MAX_ADDRS, PROC_LINE_MAX};
 use nix::errno::Errno;
 use nix::libc;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
 
 pub type IfName = heapless::String<IFNAME_MAX>;
+/// An interface name as shown (STATUS `addresses`): the kernel's bytes, each sequence that
+/// is not UTF-8 as U+FFFD, never cut ([`IFNAME_SHOWN_MAX`]).
+pub type ShownIfName = heapless::String<IFNAME_SHOWN_MAX>;
 
 /// A throwaway datagram socket to issue interface ioctls on (never read, but made as
 /// every fd of the agent is: non-blocking and close-on-exec). Err: none can be made now
@@ -28,14 +31,14 @@ fn ctl_socket() -> Result<Option<OwnedFd>, Errno> {
 
 /// An interface name as the kernel holds it (up to IFNAMSIZ - 1 bytes, any but NUL, `/`,
 /// `:` and white space), to show: see [`super::push_lossy`].
-fn display_name(bytes: &[u8]) -> IfName {
-    let mut n = IfName::new();
+fn display_name<const N: usize>(bytes: &[u8]) -> heapless::String<N> {
+    let mut n = heapless::String::new();
     super::push_lossy(&mut n, bytes);
     n
 }
 
 /// A NUL-terminated name in a kernel buffer, to show.
-fn name_of(raw: &[libc::c_char]) -> IfName {
+fn name_of<const N: usize>(raw: &[libc::c_char]) -> heapless::String<N> {
     let mut bytes = [0u8; libc::IFNAMSIZ];
     let mut n = 0;
     for (d, &c) in bytes.iter_mut().zip(raw.iter().take_while(|&&c| c != 0)) {
@@ -169,7 +172,7 @@ fn info_with(fd: &OwnedFd, name: &str) -> Option<IfInfo> {
 }
 
 /// Every interface with an IPv4 address, with that address (SIOCGIFCONF).
-pub fn ipv4_addrs(out: &mut heapless::Vec<(IfName, IpAddr), MAX_ADDRS>) {
+pub fn ipv4_addrs(out: &mut heapless::Vec<(ShownIfName, IpAddr), MAX_ADDRS>) {
     let Ok(Some(fd)) = ctl_socket() else { return };
     // SAFETY: ifreq is plain old data; all-zero is a valid value.
     let mut reqs: [libc::ifreq; MAX_ADDRS] = unsafe { std::mem::zeroed() };
@@ -284,7 +287,7 @@ fn each_line(path: &str, mut f: impl FnMut(&[u8]) -> bool) -> Result<(), Errno> 
 }
 
 /// IPv6 addresses from /proc/net/if_inet6.
-pub fn ipv6_addrs(out: &mut heapless::Vec<(IfName, IpAddr), MAX_ADDRS>) {
+pub fn ipv6_addrs(out: &mut heapless::Vec<(ShownIfName, IpAddr), MAX_ADDRS>) {
     let _ = each_inet6(|name, a, _| out.push((display_name(name), IpAddr::V6(a))).is_ok());
 }
 
@@ -441,12 +444,15 @@ mod tests {
 
     #[test]
     fn names_keep_their_utf8_and_show_other_bytes_as_replacement_chars() {
-        assert_eq!(display_name("\u{e9}th0".as_bytes()).as_str(), "\u{e9}th0");
-        assert_eq!(display_name(b"a\xffb\xc3").as_str(), "a\u{fffd}b\u{fffd}");
-        // Cut at the last char that fits: 15 bytes hold five U+FFFD.
-        assert_eq!(display_name(&[0xff; 15]).as_str(), "\u{fffd}".repeat(5));
+        let shown = |b: &[u8]| display_name::<IFNAME_SHOWN_MAX>(b);
+        assert_eq!(shown("\u{e9}th0".as_bytes()).as_str(), "\u{e9}th0");
+        assert_eq!(shown(b"a\xffb\xc3").as_str(), "a\u{fffd}b\u{fffd}");
+        // Never cut as shown: fifteen bytes that are not UTF-8 are fifteen U+FFFD (an
+        // IfName, the name to look up, holds five).
+        assert_eq!(shown(&[0xff; 15]).as_str(), "\u{fffd}".repeat(15));
+        assert_eq!(display_name::<IFNAME_MAX>(&[0xff; 15]).len(), 15);
         let raw: Vec<libc::c_char> = b"\xc3\xa9th0\0junk".iter().map(|&b| b as _).collect();
-        assert_eq!(name_of(&raw).as_str(), "\u{e9}th0");
+        assert_eq!(name_of::<IFNAME_MAX>(&raw).as_str(), "\u{e9}th0");
     }
 
     #[test]
