@@ -18,17 +18,22 @@ fn load_2dp(v: f64) -> f32 {
 
 /// A thermal zone's `temp`: an integer in millidegrees Celsius and a newline, as the kernel
 /// writes it (`45000`, `-5000`), within [`TEMP_C_RANGE`]; anything else (a float, an
-/// exponent, `nan`, a number out of range) is no temperature.
+/// exponent, `nan`, a number out of range) is no temperature. Rounded here, in integers, to
+/// the tenth every surface shows (half away from zero: 47350 is 47.4, as printf rounds it;
+/// an f32 of 47.35 is 47.3499... and showed 47.3), and never -0.0.
 fn millidegrees(b: &[u8]) -> Option<f32> {
     let w = b.strip_suffix(b"\n").unwrap_or(b);
     let (sign, digits) = match w.strip_prefix(b"-") {
         Some(d) => (-1.0, d),
         None => (1.0, w),
     };
-    let c = sign * f64::from(crate::proto::request::parse_u32(digits)?) / 1000.0;
+    let m = crate::proto::request::parse_u32(digits)?;
+    let c = sign * f64::from(m) / 1000.0;
+    let tenths = f64::from(m / 100 + u32::from(m % 100 >= 50));
+    // `+ 0.0`: a reading that rounds to zero is 0.0, not -0.0.
     (TEMP_C_RANGE.0..=TEMP_C_RANGE.1)
         .contains(&c)
-        .then_some(c as f32)
+        .then_some((sign * tenths / 10.0 + 0.0) as f32)
 }
 
 fn meminfo_kb(buf: &[u8], key: &[u8]) -> u64 {
@@ -86,6 +91,20 @@ mod tests {
     fn parses_proc_formats() {
         assert_eq!(millidegrees(b"45000\n"), Some(45.0));
         assert_eq!(millidegrees(b"-5500\n"), Some(-5.5));
+        // To the tenth shown, half away from zero, whatever the f32 of the exact reading.
+        for (raw, shown) in [
+            (&b"47250\n"[..], "47.3"),
+            (b"47350\n", "47.4"),
+            (b"47450\n", "47.5"),
+            (b"47349\n", "47.3"),
+            (b"-5050\n", "-5.1"),
+            (b"-40\n", "0.0"),
+            (b"0\n", "0.0"),
+        ] {
+            let t = millidegrees(raw).unwrap();
+            let text = crate::proto::fixed::Fixed(t.into(), 1).to_string();
+            assert_eq!(text, shown, "{}", String::from_utf8_lossy(raw));
+        }
         for odd in [
             &b"1e5"[..],
             b"99999999999999999999999",
