@@ -913,6 +913,9 @@ impl RunLoop {
                 Stop::TooLong => {
                     c.closing = true;
                     self.agent.stats.closed_too_long += 1;
+                    // Answered (with ERR), so a request as every other: `errors` counts
+                    // requests answered with ERR and stays within `requests`.
+                    self.agent.stats.requests += 1;
                     self.agent.stats.errors += 1;
                     // `ERR <code> <text>\n`: the longest code is 12 bytes.
                     let mut b = [0u8; TOO_LONG_TEXT.len() + 18];

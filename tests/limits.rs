@@ -106,7 +106,15 @@ fn too_long_line_is_refused_and_closed_others_are_served() {
     let r = c.line().unwrap();
     assert!(r.starts_with("ERR too-long "), "{r}");
     assert!(c.closed());
-    assert_eq!(a.stats()["closed_too_long"], 3);
+    let s = a.stats();
+    assert_eq!(s["closed_too_long"], 3);
+    // Each was answered with ERR: three errors among the requests (the three PINGs, the
+    // three lines too long and this STATS), not errors beyond them.
+    assert_eq!(
+        (&s["requests"], &s["errors"]),
+        (&7.into(), &3.into()),
+        "{s}"
+    );
 }
 
 /// Sets SO_LINGER {on, 0}: close() then sends RST instead of FIN.
