@@ -390,7 +390,7 @@ fn beacon_ifaces(cfg: &AgentConfig) -> Result<Vec<String>, Fatal> {
         Some(_) => match sys::iface::default_beacon_iface() {
             Ok(Some(n)) => Ok(vec![n.to_string()]),
             Ok(None) => {
-                log::warn!("no interface is up with an IPv4 broadcast address or an IPv6 link-local address: no beacons until one is (looked for every interval; or use --iface)");
+                log::warn!("no interface is up with a carrier and an IPv4 broadcast address or an IPv6 link-local address: no beacons until one is (looked for every interval; or use --iface)");
                 Ok(Vec::new())
             }
             Err(e) => Err(fatal(EX_OSERR)(SysError::new(

@@ -144,7 +144,7 @@ fn counters(agent: &Agent) -> [(&'static str, &'static str, u64); 18] {
         ),
         (
             "tether_datagrams_dropped_total",
-            "Malformed or oversized datagrams dropped.",
+            "UDP datagrams dropped: malformed or oversized ones, probes from a sender that must not be answered, and answers that could not be sent.",
             s.datagrams_dropped,
         ),
         (

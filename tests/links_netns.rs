@@ -892,6 +892,8 @@ fn a_probe_from_a_second_subnet_is_answered_from_that_subnets_address() {
     let net = Net::new("s");
     net.link(1, false);
     let (a1, p1) = net.ifs(1);
+    // Under a label, as ifupdown's `eth0:1` stanzas add a second address.
+    let label = format!("{a1}:n");
     assert!(sh(&[
         "ip",
         "-n",
@@ -902,7 +904,9 @@ fn a_probe_from_a_second_subnet_is_answered_from_that_subnets_address() {
         "brd",
         "+",
         "dev",
-        &a1
+        &a1,
+        "label",
+        &label
     ]));
     let p = net.peer(1);
     assert!(sh(&[
@@ -953,6 +957,14 @@ fn a_probe_from_a_second_subnet_is_answered_from_that_subnets_address() {
     assert_eq!(answers.len(), 1, "{rows}");
     assert_eq!(answers[0]["addr"], "10.233.66.1", "{rows}");
     assert_eq!(answers[0]["trust"], "signed", "{rows}");
+    // STATUS names the interface of the labelled address, not the label.
+    let s = status(&a);
+    let want = serde_json::json!({"iface": a1, "addr": "10.233.66.1"});
+    assert!(
+        s["addresses"].as_array().unwrap().contains(&want),
+        "{}",
+        s["addresses"]
+    );
     a.stop();
 }
 

@@ -192,24 +192,26 @@ pub fn ipv4_addrs(out: &mut heapless::Vec<(ShownIfName, IpAddr), MAX_ADDRS>) {
     for r in &reqs[..n] {
         // SAFETY: SIOCGIFCONF fills each entry's address member.
         if let Some(a) = sockaddr_v4(unsafe { &r.ifr_ifru.ifru_addr }) {
-            let _ = out.push((name_of(&r.ifr_name), IpAddr::V4(a)));
+            // An address added under a label (`ip addr add ... label eth0:1`) is listed
+            // under it; the interface is the name before the colon (no name has one).
+            let mut name: ShownIfName = name_of(&r.ifr_name);
+            if let Some(i) = name.find(':') {
+                name.truncate(i);
+            }
+            let _ = out.push((name, IpAddr::V4(a)));
         }
     }
 }
 
-/// Is `a` an IPv4 address of interface `name` (its first or another: SIOCGIFCONF lists
-/// each under its label, `name` or `name:alias`)? True when the list was too long to
-/// read whole (then it cannot tell).
+/// Is `a` an IPv4 address of interface `name` (its first or another, under a label or
+/// not)? True when the list was too long to read whole (then it cannot tell).
 pub fn has_ipv4(name: &str, a: Ipv4Addr) -> bool {
     let mut all = heapless::Vec::new();
     ipv4_addrs(&mut all);
     all.is_full()
-        || all.iter().any(|(label, ip)| {
-            *ip == IpAddr::V4(a)
-                && label
-                    .strip_prefix(name)
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(':'))
-        })
+        || all
+            .iter()
+            .any(|(n, ip)| *ip == IpAddr::V4(a) && n.as_str() == name)
 }
 
 /// Calls `f(name, addr, flags)` for every line of /proc/net/if_inet6
