@@ -69,12 +69,15 @@ fn main() {
     ]);
     let Some((hash, date)) = commit.as_ref().and_then(|c| c.split_once(' ')) else {
         println!("cargo:rustc-env=TETHER_COMMIT=");
+        println!("cargo:rustc-env=TETHER_REVISION=");
         return;
     };
     let mut status = vec!["status", "--porcelain", "--untracked-files=no", "--"];
     status.extend(SOURCES);
     let dirty = if git(&status).is_some() { "-dirty" } else { "" };
     println!("cargo:rustc-env=TETHER_COMMIT= (git {hash}{dirty}, {date})");
+    // The same commit alone, for STATUS `revision` and `tether_build_info{revision}`.
+    println!("cargo:rustc-env=TETHER_REVISION={hash}{dirty}");
     // Built again when HEAD moves: HEAD, the reflog every commit, checkout and reset
     // appends to, the loose refs (a directory: cargo looks inside) and the packed ones;
     // and when a source changes. Only what exists: cargo runs a script whose watched path

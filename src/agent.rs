@@ -22,6 +22,9 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The commit the binary was built from (8 hex digits, `-dirty` when what it is built from
+/// differs from it), as `tether --version` names it; empty when not built from git.
+pub const REVISION: &str = env!("TETHER_REVISION");
 
 /// Which socket a client came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -714,7 +717,7 @@ impl Agent {
         json::write_str(w, b.host.as_bytes())?;
         write!(
             w,
-            ",\"version\":\"{VERSION}\",\"uptime\":{},\"agent_uptime\":{},\"load\":{},\"loadavg\":[{},{},{}]",
+            ",\"version\":\"{VERSION}\",\"revision\":\"{REVISION}\",\"uptime\":{},\"agent_uptime\":{},\"load\":{},\"loadavg\":[{},{},{}]",
             b.uptime_s,
             self.uptime(now).as_secs(),
             Fixed(b.load[0].into(), 2),

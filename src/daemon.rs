@@ -469,7 +469,11 @@ fn announce_ready(rl: &mut RunLoop, now: Instant, id: &str) {
     let _ = writeln!(out, "{ready}");
     let _ = out.flush();
     drop(out);
-    log::info!("{ready} id={id} version={}", crate::agent::VERSION);
+    log::info!(
+        "{ready} id={id} version={} revision={}",
+        crate::agent::VERSION,
+        crate::agent::REVISION
+    );
 
     match sys::notify::Notifier::from_env() {
         Ok(Some(n)) => {

@@ -9,7 +9,7 @@
 //! Names follow the Prometheus conventions: base units (`_seconds`, `_bytes`,
 //! `_celsius`), `_total` for counters, `_info` gauges of 1 for text. The README lists them.
 
-use crate::agent::{Agent, BeaconState, Board, Env, VERSION};
+use crate::agent::{Agent, BeaconState, Board, Env, REVISION, VERSION};
 use crate::proto::fixed::Fixed;
 use crate::proto::prom::{family, label_value, single_u64, Kind};
 use crate::proto::wbuf::WBuf;
@@ -191,9 +191,12 @@ pub fn render(
         w,
         "tether_build_info",
         Kind::Gauge,
-        "tether's version, the board id and its hostname; always 1.",
+        "tether's version and the commit it was built from, the board id and its hostname; always 1.",
     )?;
-    write!(w, "tether_build_info{{version=\"{VERSION}\",id=")?;
+    write!(
+        w,
+        "tether_build_info{{version=\"{VERSION}\",revision=\"{REVISION}\",id="
+    )?;
     label_value(w, agent.id().as_bytes())?;
     w.write_str(",host=")?;
     label_value(w, b.host.as_bytes())?;

@@ -39,6 +39,11 @@ fn status(c: &mut Client) -> Value {
     assert!(!id.is_empty(), "{s}");
     assert!(s["host"].is_string(), "{s}");
     assert_eq!(s["version"], "0.1.0", "{s}");
+    // The commit `tether --version` names (`(git HASH, DATE)`), or none.
+    let v = tether_cmd_in(None, &["--version"]).output_bounded();
+    let v = String::from_utf8_lossy(&v.stdout);
+    let rev = v.split_once("(git ").and_then(|(_, r)| r.split_once(','));
+    assert_eq!(s["revision"], rev.map_or("", |(hash, _)| hash), "{s} vs {v}");
     assert!(num(&s, "uptime") >= 0.0);
     assert!(num(&s, "load") >= 0.0);
     assert!(num(&s, "mem_avail_kb") > 0.0, "{s}");

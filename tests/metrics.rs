@@ -140,7 +140,7 @@ fn get_and_head_answer_the_exposition_format() {
     );
     let body = r.text();
     for name in [
-        "tether_build_info{version=\"",
+        "tether_build_info{version=\"0.1.0\",revision=\"",
         "tether_uptime_seconds ",
         "tether_requests_total ",
         "tether_facts 0\n",
