@@ -181,7 +181,8 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
     let metrics_on = !metrics.is_empty();
     io.metrics = metrics;
     io.publish = publish;
-    let mut rl = RunLoop::new(agent, io, signals, cfg.idle);
+    let mut rl = RunLoop::new(agent, io, signals, cfg.idle)
+        .map_err(|e| fatal(EX_OSERR)(SysError::new("mapping the client buffers", e)))?;
     if metrics_on {
         rl.http = crate::runloop::http::Http::new(now);
     }

@@ -283,12 +283,18 @@ pub struct RunLoop {
 }
 
 impl RunLoop {
-    pub fn new(agent: Agent, io: Devices, signals: Signals, idle: Option<Duration>) -> RunLoop {
+    /// Err: no memory for the client table's buffers (ENOMEM).
+    pub fn new(
+        agent: Agent,
+        io: Devices,
+        signals: Signals,
+        idle: Option<Duration>,
+    ) -> Result<RunLoop, nix::errno::Errno> {
         let now = Instant::now();
-        RunLoop {
+        Ok(RunLoop {
             agent,
             io,
-            conns: Conn::buffers(MAX_CLIENTS)
+            conns: Conn::buffers(MAX_CLIENTS)?
                 .map(|b| Conn::new(now, b))
                 .collect(),
             lingering: heapless::Vec::new(),
@@ -301,7 +307,7 @@ impl RunLoop {
             waiting: heapless::Vec::new(),
             watchdog: None,
             http: http::Http::off(),
-        }
+        })
     }
 
     fn interval(&self) -> Duration {

@@ -43,7 +43,11 @@ fn status(c: &mut Client) -> Value {
     let v = tether_cmd_in(None, &["--version"]).output_bounded();
     let v = String::from_utf8_lossy(&v.stdout);
     let rev = v.split_once("(git ").and_then(|(_, r)| r.split_once(','));
-    assert_eq!(s["revision"], rev.map_or("", |(hash, _)| hash), "{s} vs {v}");
+    assert_eq!(
+        s["revision"],
+        rev.map_or("", |(hash, _)| hash),
+        "{s} vs {v}"
+    );
     assert!(num(&s, "uptime") >= 0.0);
     assert!(num(&s, "load") >= 0.0);
     assert!(num(&s, "mem_avail_kb") > 0.0, "{s}");

@@ -151,15 +151,15 @@ impl<'a> Table<'a> {
 }
 
 impl Conn {
-    /// The input and output buffers of `n` slots, cut from one zeroed allocation made at
-    /// start-up and kept for the life of the process. Zeroed memory this large comes
-    /// straight from mmap(2), so a slot's pages become resident only once a client has
-    /// used them: sixteen idle slots cost no RSS.
-    pub fn buffers(n: usize) -> impl Iterator<Item = Buffers> {
-        let all: &'static mut [u8] =
-            Box::leak(vec![0u8; n * (IN_BUF + OUT_BUF)].into_boxed_slice());
-        all.chunks_exact_mut(IN_BUF + OUT_BUF)
-            .map(|b| b.split_at_mut(IN_BUF))
+    /// The input and output buffers of `n` slots, cut from one mapping of zeroed pages
+    /// made at start-up and kept for the life of the process ([`crate::sys::zeroed_pages`]):
+    /// a slot's pages become resident only once a client has used them, so sixteen idle
+    /// slots cost no RSS. Err: no memory for them (ENOMEM).
+    pub fn buffers(n: usize) -> Result<impl Iterator<Item = Buffers>, nix::errno::Errno> {
+        let all = crate::sys::zeroed_pages(n * (IN_BUF + OUT_BUF))?;
+        Ok(all
+            .chunks_exact_mut(IN_BUF + OUT_BUF)
+            .map(|b| b.split_at_mut(IN_BUF)))
     }
 
     /// An empty slot over buffers from [`Conn::buffers`].

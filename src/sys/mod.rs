@@ -104,6 +104,23 @@ pub unsafe fn close_inherited() {
     }
 }
 
+/// `len` bytes of zeroed memory for the life of the process, straight from mmap(2): the
+/// kernel makes a page resident only when it is first written, so buffers made at start-up
+/// cost no RSS until they are used. Not the C library's calloc: musl's takes fresh pages
+/// from mmap as they are, but the libc zig links into the 32-bit ARM builds zeroes the
+/// block by hand, which made all 16 client slots (260 KiB) resident at start (a Pi Zero's
+/// agent: 728 KiB idle). Err: ENOMEM (or `len` 0: EINVAL).
+pub fn zeroed_pages(len: usize) -> Result<&'static mut [u8], Errno> {
+    use nix::sys::mman::{mmap_anonymous, MapFlags, ProtFlags};
+    let n = std::num::NonZeroUsize::new(len).ok_or(Errno::EINVAL)?;
+    let prot = ProtFlags::PROT_READ | ProtFlags::PROT_WRITE;
+    // SAFETY: a new private anonymous mapping, placed by the kernel, aliases nothing.
+    let p = unsafe { mmap_anonymous(None, n, prot, MapFlags::MAP_PRIVATE) }?;
+    // SAFETY: the mapping is `len` bytes, readable and writable, zero-filled, and never
+    // unmapped: the one slice over it may live (and be written) for the whole process.
+    Ok(unsafe { std::slice::from_raw_parts_mut(p.as_ptr().cast::<u8>(), len) })
+}
+
 /// Opens a file the agent reads (/proc, /sys, `--thermal`, the LED's, key files), for
 /// reading and non-blocking: a path that is a FIFO (a mistake in `--thermal`, say) reads
 /// as nothing or fails instead of stopping the whole agent in open(2) or read(2).
