@@ -13,7 +13,8 @@ Writes into DIR (and does nothing when DIR/stamp says it was done for the same i
                 the in-guest decompression, ~15 s under emulation; the address is the
                 kernel's TEXT_OFFSET: 0x8000 for `rpi`, 0x208000 for `armmp`);
   board.dtb     the named device tree, unchanged (the caller patches its copy);
-  modules/      the requested modules plus everything they depend on;
+  modules/      the requested modules plus everything they depend on, uncompressed (Debian's
+                6.12 packages ship them xz-compressed, `.ko.xz`; busybox insmod wants `.ko`);
   modules.order the insmod order, one name a line, dependencies first. Debian's packages ship
                 no modules.dep, so the order comes from each .ko's `.modinfo` `depends=`;
                 a requested module the package builds in (modules.builtin) is left out;
@@ -50,12 +51,18 @@ class Deb:
         f = self.tar.extractfile(name)
         if f is None:
             die(f"{name} is not a regular file in the package")
-        return f.read()
+        data = f.read()
+        return lzma.decompress(data, lzma.FORMAT_XZ) if name.endswith(".ko.xz") else data
 
 
 def modname(path):
-    """The kernel's name for a module: its file name without .ko, with '-' as '_'."""
-    return os.path.basename(path)[:-3].replace("-", "_")
+    """The kernel's name for a module: its file name without .ko (or .ko.xz), with '-' as '_'."""
+    base = os.path.basename(path)
+    return base[:base.rindex(".ko")].replace("-", "_")
+
+
+def is_module(path):
+    return path.endswith(".ko") or path.endswith(".ko.xz")
 
 
 def modinfo_depends(ko, elf):
@@ -134,7 +141,7 @@ def main():
         pass
 
     kdeb = Deb(a.kernel_deb)
-    kos = {modname(n): n for n in kdeb.names if n.endswith(".ko")}
+    kos = {modname(n): n for n in kdeb.names if is_module(n)}
     vmlinuz = [n for n in kdeb.names if os.path.basename(n).startswith("vmlinuz-")]
     dtbs = [n for n in kdeb.names if a.dtb and os.path.basename(n) == a.dtb]
     if len(vmlinuz) != 1:
