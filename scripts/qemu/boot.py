@@ -25,7 +25,17 @@ Steps (each timed):
   6. past 2038: /init set the guest's clock 10 s before a 32-bit time_t ends (2038-01-19
      03:14:07 UTC), sends the agent's log to a file and, 15 s after the start, a SIGHUP:
      its line for it must be stamped past that end, the guest's own `tether ctl PING` get
-     PONG, and STATUS still answered.
+     PONG, and STATUS still answered;
+  7. memory, after all the above: the host connects to a second forwarded port (guest :4547,
+     where a busybox `nc -l` waits); the guest then prints the agent's VmRSS and VmHWM
+     (/proc/PID/status), its auxiliary vector (/proc/PID/auxv, hex: AT_PAGESZ is the page size
+     the kernel gave it) and each mapping's Size and Rss (/proc/PID/smaps) to the console.
+     The page size must be --page-size (4096; 16384 for the 16K-page kernel of a Pi 5); one
+     line `NAME: agent VmRSS N KiB, VmHWM N KiB, smaps Rss N KiB (page size N, kernel R)` is
+     printed (and appended to --mem-report FILE). No budget is asserted. The smaps sum is
+     the figure to compare: kernels before 6.2 (Debian 12's 6.1) count VmRSS/VmHWM per thread
+     and add them to the process's only every 64 page faults (SPLIT_RSS_COUNTING), so an
+     agent that faults little shows a VmRSS of a few KiB there; smaps walks the page tables.
 QEMU is always killed at the end by its PID (some raspi machines cannot power off), also on
 an error, Ctrl-C, SIGTERM from `timeout`, or if this script dies (PR_SET_PDEATHSIG).
 The run directory (initramfs, console log, capture, token) is removed after a pass and kept
@@ -153,6 +163,14 @@ RUST_LOG=info /bin/tether agent $(cat /etc/tether.args) 2>>/run/tether.log &
 agent=$!
 (sleep 15; echo "guest: SIGHUP to the agent"; kill -HUP $agent
  out=$(/bin/tether ctl -s /run/tether.sock PING 2>&1); echo "guest-ctl: PING: $out (exit $?)") &
+# The memory report (step 7 of boot.py): when the host connects to :4547, after its tests.
+(nc -l -p 4547 </dev/null >/dev/null 2>&1
+ echo "guest-mem: comm=$(cat /proc/$agent/comm) $(grep -E '^Vm(RSS|HWM):' /proc/$agent/status | tr -s ' \t\n' ' ')"
+ echo "guest-mem: kernel=$(uname -r)"
+ echo "guest-mem: auxv=$(od -An -tx1 -v /proc/$agent/auxv | tr -d ' \n')"
+ awk '/^[0-9a-f]+-[0-9a-f]+ /{m=$1 " " $2 " " $6; next} /^Size:/{z=$2} /^Rss:/{print "guest-smaps: " m " Size=" z " Rss=" $2}' \
+     /proc/$agent/smaps
+ echo "guest-mem: end") &
 wait $agent
 echo "guest: tether agent exited with status $?"
 poweroff -f
@@ -268,6 +286,7 @@ class Guest:
         self.pcap = os.path.join(run, "guest.pcap")
         self.qemu_log = os.path.join(run, "qemu.log")
         self.port = free_port()
+        self.mem_port = free_port()
         self.host_tether = shlex.split(a.host_tether)
         self.proc = None
 
@@ -276,7 +295,8 @@ class Guest:
         cmd = [a.qemu] + shlex.split(a.machine_args) + [
             "-kernel", a.kernel, "-initrd", initrd, "-append", a.append,
             # restrict=on: the guest is isolated; its broadcasts never leave QEMU. hostfwd still works.
-            "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:4545",
+            "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:4545"
+                       f",hostfwd=tcp:127.0.0.1:{self.mem_port}-:4547",
             "-device", f"{a.nic},netdev=n0",
             "-object", f"filter-dump,id=f0,netdev=n0,file={self.pcap}",
             "-display", "none", "-monitor", "none", "-serial", f"file:{self.console}",
@@ -486,6 +506,70 @@ def check_clock(g):
     return s.group(1)
 
 
+AT_PAGESZ = 6
+
+
+def elf_word(path):
+    """struct format of an auxv entry (a_type, a_val) for the ELF file's class and byte order."""
+    with open(path, "rb") as f:
+        ident = f.read(6)
+    return ("<" if ident[5] == 1 else ">") + ("QQ" if ident[4] == 2 else "II")
+
+
+def check_memory(g, tether, page_size, report):
+    """Step 7: ask the guest (a connection to its :4547) for the agent's memory; fail unless
+    the agent's AT_PAGESZ is page_size. Returns the summary line."""
+    end, tries = time.monotonic() + 40, 0
+    start = len(g.text())
+    done = re.compile(r"^guest-mem: end$", re.M)
+    while not done.search(g.text(), start):
+        g.alive("while asking for the memory report")
+        if time.monotonic() > end:
+            fail(f"no memory report from the guest after {tries} connections to its :4547\n"
+                 f"--- console ---\n{g.text()[-3000:]}")
+        tries += 1
+        try:
+            # User-mode networking accepts at once and resets when nothing listens in the
+            # guest: wait for the guest's nc to close (stdin /dev/null), then for the report.
+            with socket.create_connection(("127.0.0.1", g.mem_port), timeout=3) as c:
+                c.recv(1)
+        except OSError:
+            pass
+        wait = time.monotonic() + 3
+        while not done.search(g.text(), start) and time.monotonic() < wait:
+            time.sleep(0.1)
+    text = g.text()[start:]
+    m = re.search(r"^guest-mem: comm=(\S*) VmHWM: (\d+) kB VmRSS: (\d+) kB", text, re.M)
+    if not m:
+        fail(f"the guest's memory report has no VmHWM/VmRSS of the agent:\n{text[:2000]}")
+    comm, hwm, rss = m.group(1), int(m.group(2)), int(m.group(3))
+    if comm != "tether":
+        fail(f"the memory report is of {comm!r}, not the agent (tether)")
+    a = re.search(r"^guest-mem: auxv=([0-9a-f]*)$", text, re.M)
+    raw = bytes.fromhex(a.group(1)) if a else b""
+    fmt = elf_word(tether)
+    n = struct.calcsize(fmt)
+    aux = dict(struct.unpack_from(fmt, raw, i) for i in range(0, len(raw) - n + 1, n))
+    got = aux.get(AT_PAGESZ)
+    if got != page_size:
+        fail(f"the agent's AT_PAGESZ (its /proc/PID/auxv) is {got}, expected {page_size}")
+    log(f"ok   page size {got}: AT_PAGESZ in the agent's /proc/PID/auxv")
+    maps = re.findall(r"^guest-smaps: (\S+) (\S+) ?(\S*) Size=(\d+) Rss=(\d+)$", text, re.M)
+    for rng, perms, name, size, mrss in maps:
+        if int(mrss):
+            log(f"     smaps {rng:>33} {perms} {name or '[anon]':<14} Size {size:>5} kB  Rss {mrss:>4} kB")
+    if not maps:
+        fail(f"the guest's memory report has no smaps lines:\n{text[:2000]}")
+    k = re.search(r"^guest-mem: kernel=(\S+)", text, re.M)
+    line = (f"{g.a.name}: agent VmRSS {rss} KiB, VmHWM {hwm} KiB, smaps Rss "
+            f"{sum(int(m[4]) for m in maps)} KiB (page size {got}, kernel {k.group(1) if k else '?'})")
+    log(line)
+    if report:
+        with open(report, "a") as f:
+            f.write(line + "\n")
+    return rss, hwm, got
+
+
 def main():
     # SIGTERM/SIGHUP (e.g. from `timeout`) unwind through the finally that stops qemu.
     signal.signal(signal.SIGTERM, on_signal)
@@ -510,6 +594,8 @@ def main():
     ap.add_argument("--workdir", required=True, help="where the run directory is made")
     ap.add_argument("--keep", action="store_true", help="keep the run directory after a pass")
     ap.add_argument("--boot-timeout", type=float, default=60)
+    ap.add_argument("--page-size", type=int, default=4096, help="the guest kernel's page size (AT_PAGESZ)")
+    ap.add_argument("--mem-report", help="append the agent's memory line to this file")
     a = ap.parse_args()
     os.makedirs(a.workdir, exist_ok=True)
     run = tempfile.mkdtemp(prefix=f"run-{a.name}-", dir=a.workdir)
@@ -543,6 +629,8 @@ def main():
         if n:
             summary["beacons"] = n
         summary["log stamped"] = check_clock(g)
+        rss, hwm, ps = check_memory(g, a.tether, a.page_size, a.mem_report)
+        summary["agent VmRSS"] = f"{rss} KiB (VmHWM {hwm} KiB, page size {ps})"
         ok = True
     finally:
         g.stop()
