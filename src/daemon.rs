@@ -127,6 +127,8 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
     let fleet_key = load_fleet_key(&cfg)?;
     let run_id = new_run_id()?;
     let signals = sys::signals::Signals::install().map_err(fatal(EX_OSERR))?;
+    let buffers = crate::runloop::conn::Conn::buffers(crate::limits::MAX_CLIENTS)
+        .map_err(|e| fatal(EX_OSERR)(SysError::new("mapping the client buffers", e)))?;
     // --rcvbuf / --sndbuf: before the first socket, so every socket gets them.
     sys::net::set_buf_sizes(sys::net::BufSizes {
         rcvbuf: cfg.rcvbuf,
@@ -181,8 +183,7 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
     let metrics_on = !metrics.is_empty();
     io.metrics = metrics;
     io.publish = publish;
-    let mut rl = RunLoop::new(agent, io, signals, cfg.idle)
-        .map_err(|e| fatal(EX_OSERR)(SysError::new("mapping the client buffers", e)))?;
+    let mut rl = RunLoop::new(agent, io, signals, cfg.idle, buffers);
     if metrics_on {
         rl.http = crate::runloop::http::Http::new(now);
     }

@@ -283,18 +283,22 @@ pub struct RunLoop {
 }
 
 impl RunLoop {
-    /// Err: no memory for the client table's buffers (ENOMEM).
+    /// `buffers`: the client slots' ([`Conn::buffers`], made by the caller: a RunLoop is
+    /// large, and a `Result<RunLoop, _>` made here took another copy's worth of stack,
+    /// resident for good).
     pub fn new(
         agent: Agent,
         io: Devices,
         signals: Signals,
         idle: Option<Duration>,
-    ) -> Result<RunLoop, nix::errno::Errno> {
+        buffers: impl Iterator<Item = conn::Buffers>,
+    ) -> RunLoop {
         let now = Instant::now();
-        Ok(RunLoop {
+        RunLoop {
             agent,
             io,
-            conns: Conn::buffers(MAX_CLIENTS)?
+            conns: buffers
+                .take(MAX_CLIENTS)
                 .map(|b| Conn::new(now, b))
                 .collect(),
             lingering: heapless::Vec::new(),
@@ -307,7 +311,7 @@ impl RunLoop {
             waiting: heapless::Vec::new(),
             watchdog: None,
             http: http::Http::off(),
-        })
+        }
     }
 
     fn interval(&self) -> Duration {
