@@ -176,9 +176,13 @@ need_rust_src() {
 
 # need_zig: zig (PyPI package `ziglang`) in a venv under $TETHER_CACHE; prints the venv's python.
 # zig brings musl's start files and libc for every target, so it links -Zbuild-std binaries.
+# Pinned: the C library linked into the 32-bit binaries is zig's, and it changes between
+# releases (0.17 replaced musl's malloc with its own); a venv with another version is made
+# again.
+ZIG_VERSION=0.17.1
 need_zig() {
     local venv=$TETHER_CACHE/zig-venv
-    if ! "$venv/bin/python" -m ziglang version >/dev/null 2>&1; then
+    if [ "$("$venv/bin/python" -m ziglang version 2>/dev/null)" != "$ZIG_VERSION" ]; then
         need_cmd python3 python3
         rm -rf "$venv"
         mkdir -p "$TETHER_CACHE"
@@ -189,9 +193,9 @@ need_zig() {
             need_pkg python3-venv "python$minor-venv" || need_pkg python3-venv
             python3 -m venv "$venv" >/dev/null || die "python3 -m venv failed"
         fi
-        say "pip install ziglang (into $venv)"
-        "$venv/bin/python" -m pip install -q --disable-pip-version-check ziglang >/dev/null \
-            || die "pip install ziglang failed"
+        say "pip install ziglang==$ZIG_VERSION (into $venv)"
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check "ziglang==$ZIG_VERSION" >/dev/null \
+            || die "pip install ziglang==$ZIG_VERSION failed"
     fi
     printf '%s\n' "$venv/bin/python"
 }
