@@ -479,9 +479,15 @@ impl Boards {
             })
             .collect();
         let mut new: Vec<String> = Vec::new();
+        // With a key, only signed rows are warned about: the warning tells the operator to
+        // give a board a new id, and unsigned datagrams naming a signed board's id (at other
+        // addresses, with other runs) would otherwise have it said of that board. Their
+        // rows are still marked (`--all` shows them).
+        let key = self.key.is_some();
         for ((_, r), dup) in self.rows.iter_mut().zip(dup) {
             r.dup_id = dup;
-            if let (true, Err(at)) = (dup, self.warned.binary_search(&r.id)) {
+            let vouched = !key || r.trust == Trust::Signed;
+            if let (true, true, Err(at)) = (dup, vouched, self.warned.binary_search(&r.id)) {
                 self.warned.insert(at, r.id.clone());
                 // In order as `warned` is (no sort: its code would be 2 KiB of the binary).
                 let at = new.binary_search(&r.id).unwrap_or_else(|at| at);
