@@ -380,6 +380,8 @@ impl Boards {
         // listing every address, its IPv4 one in `addr`.
         if let Ok(i) = at {
             let old = &self.rows[i].1;
+            // Where this datagram was heard (its own address, before the row's are merged).
+            let heard_at = b.addr.clone();
             // The addresses still heard (an agent beacons on all its links at once, and
             // answers every probe on each), this datagram's now.
             let stale = Duration::from_secs(SCAN_ADDR_STALE_SECS);
@@ -400,10 +402,12 @@ impl Boards {
             let (v4, v6): (Vec<_>, Vec<_>) = all.into_iter().partition(|(a, _)| !a.contains(':'));
             (b.addrs, b.addrs_heard) = v4.into_iter().chain(v6).unzip();
             b.addr = b.addrs[0].clone();
-            // A row heard over IPv4 is reached at its IPv4 address, so it keeps the ports
-            // its IPv4 datagrams named: each family's beacons name the listeners reachable
-            // over that family, and an IPv6 beacon may name no metrics port at all.
-            if old.source.is_ipv4() && !b.source.is_ipv4() && !b.addr.contains(':') {
+            // A row is reached at `addr`, so its ports are those the datagrams heard at
+            // that address named: each family's and each link's beacons name the
+            // listeners reachable there (an IPv6 beacon may name no metrics port at all),
+            // and a datagram from another address must not pair its ports with `addr`
+            // (with a shared fleet key, another board could sign one naming this id).
+            if heard_at != b.addr {
                 b.source = old.source;
                 b.port = old.port;
                 b.metrics = old.metrics;

@@ -937,3 +937,38 @@ fn a_restart_at_a_new_address_is_not_a_clone_two_live_runs_are() {
     );
     assert_eq!(bs.mark_clones(), vec!["id".to_string()], "both alive");
 }
+
+/// A row's ports are those named at its address: a datagram of the same board (id and run)
+/// from another address, signed or not, adds that address to `addrs` but does not pair its
+/// ports with `addr` (a review had a key holder at another address name port 22 for a
+/// signed board at its own address, and Prometheus's target became ADDR:22).
+#[test]
+fn ports_come_from_the_datagrams_heard_at_the_rows_address() {
+    let now = Instant::now();
+    let key = fleet_key();
+    let mut bs = Boards::new(Some(key.clone()), "n".into());
+    let (a, m) = ([10, 0, 0, 1], [10, 0, 0, 9]);
+    let own = beacon::Fields {
+        metrics: Some(9545),
+        ..fields("id1", "r1", a.into(), 1)
+    };
+    bs.ingest(&encoded(&own, Some(&key)), from(a), now);
+    let other = beacon::Fields {
+        port: 22,
+        metrics: Some(22),
+        ..fields("id1", "r1", m.into(), 2)
+    };
+    bs.ingest(&encoded(&other, Some(&key)), from(m), now);
+    let rows = bs.shown(false);
+    assert_eq!(rows.len(), 1);
+    let r = rows[0];
+    assert_eq!((r.addr.as_str(), r.addrs.len()), ("10.0.0.1", 2));
+    assert_eq!((r.port, r.metrics), (4545, Some(9545)), "{:?}", r.addrs);
+    // Heard again at its address, with other listeners: those are taken.
+    let moved = beacon::Fields {
+        port: 4600,
+        ..fields("id1", "r1", a.into(), 3)
+    };
+    bs.ingest(&encoded(&moved, Some(&key)), from(a), now);
+    assert_eq!(bs.shown(false)[0].port, 4600);
+}
