@@ -460,7 +460,7 @@ fn read_token<'b>(cfg: &AgentConfig, buf: &'b mut [u8]) -> Result<Option<&'b [u8
     };
     let token = sys::read_secret(p, buf, TOKEN_MAX)
         .map_err(|e| Fatal::new(e.exit_code(), format!("--token-file {}: {e}", p.display())))?;
-    Ok(Some(token.accept(p)))
+    Ok(Some(token.accept_token(p)))
 }
 
 /// Prints the ready line on stdout, logs it, and tells systemd (READY=1, STATUS=, and

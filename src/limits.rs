@@ -112,6 +112,9 @@ pub const TTL_MAX_SECS: u32 = 365 * 24 * 3600;
 
 /// AUTH token (`--token-file`): bytes after trimming white space, at most.
 pub const TOKEN_MAX: usize = 128;
+/// A shorter token is taken with a warning: an AUTH exchange seen on the LAN lets anyone
+/// test guesses offline, as fast as they can compute HMACs.
+pub const TOKEN_ADVISED_MIN: usize = 16;
 /// Fleet key (`--fleet-key`): bytes after trimming white space, at least and at most.
 pub const FLEET_KEY_MIN: usize = 16;
 pub const FLEET_KEY_MAX: usize = 256;

@@ -556,6 +556,18 @@ fn sighup_rereads_the_token_file() {
     let off = "ERR denied read-only over TCP: this agent's --token-file was bad at its last reload";
     assert!(r.starts_with(off), "AUTH off: {r}");
     assert_eq!(a.stats()["allocs_since_ready"], 0);
+    // A 9-byte token is taken, with a warning at start and at each reload that takes one.
+    let (_, log) = a.stop();
+    let short = "a token of 9 bytes can be guessed";
+    assert_eq!(log.matches(short).count(), 3, "{log}");
+}
+
+#[test]
+fn a_token_of_16_bytes_or_more_is_taken_without_a_warning() {
+    let (a, _tf) = token_agent("0123456789abcdef\n", &[]);
+    assert_eq!(a.tcp().auth("0123456789abcdef"), "OK");
+    let (_, log) = a.stop();
+    assert!(!log.contains("can be guessed"), "{log}");
 }
 
 #[test]

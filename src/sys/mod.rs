@@ -260,6 +260,24 @@ impl<'b> Secret<'b> {
         }
     }
 
+    /// The agent's `--token-file` contents ([`Secret::accept`]), with a warning when the
+    /// token is shorter than [`TOKEN_ADVISED_MIN`] bytes (taken all the same: refusing it
+    /// would leave the board without its control port after an upgrade).
+    ///
+    /// [`TOKEN_ADVISED_MIN`]: crate::limits::TOKEN_ADVISED_MIN
+    pub fn accept_token(self, path: &std::path::Path) -> &'b [u8] {
+        use crate::limits::TOKEN_ADVISED_MIN;
+        let token = self.accept(path);
+        if token.len() < TOKEN_ADVISED_MIN {
+            log::warn!(
+                "{}: a token of {} bytes can be guessed (an AUTH exchange seen on the LAN lets anyone test guesses offline): use at least {TOKEN_ADVISED_MIN} random bytes, e.g. `head -c 24 /dev/urandom | base64`",
+                path.display(),
+                token.len()
+            );
+        }
+        token
+    }
+
     /// `parse` of the contents; when it takes them, a warning first if every user of the
     /// board can read (or change) the file: a secret that is no secret is said, not
     /// refused (the agent's user may be the only one there is).
