@@ -500,7 +500,7 @@ fn short_of_fds_a_token_file_is_not_a_bad_one_at_start_up_nor_at_sighup() {
     // SIGHUP. Now 71 with the errno, and SIGHUP keeps the token it had.
     let dir = temp_dir("fd-token");
     let tf = dir.with_extension("token");
-    std::fs::write(&tf, "fd-token-secret\n").unwrap();
+    std::fs::write(&tf, "fd-token-secret-0123\n").unwrap();
     std::fs::set_permissions(&tf, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let extra = ["--no-beacon", "--token-file", tf.to_str().unwrap()];
     let args = loopback_agent_args(&dir.join("t.sock"), &extra);
