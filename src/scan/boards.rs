@@ -380,8 +380,6 @@ impl Boards {
         // listing every address, its IPv4 one in `addr`.
         if let Ok(i) = at {
             let old = &self.rows[i].1;
-            // Where this datagram was heard (its own address, before the row's are merged).
-            let heard_at = b.addr.clone();
             // The addresses still heard (an agent beacons on all its links at once, and
             // answers every probe on each), this datagram's now.
             let stale = Duration::from_secs(SCAN_ADDR_STALE_SECS);
@@ -401,13 +399,15 @@ impl Boards {
             // IPv4 first, each family in the order heard.
             let (v4, v6): (Vec<_>, Vec<_>) = all.into_iter().partition(|(a, _)| !a.contains(':'));
             (b.addrs, b.addrs_heard) = v4.into_iter().chain(v6).unzip();
+            // `b.addr` is still where this datagram was heard.
+            let heard_elsewhere = b.addr != b.addrs[0];
             b.addr = b.addrs[0].clone();
             // A row is reached at `addr`, so its ports are those the datagrams heard at
             // that address named: each family's and each link's beacons name the
             // listeners reachable there (an IPv6 beacon may name no metrics port at all),
             // and a datagram from another address must not pair its ports with `addr`
             // (with a shared fleet key, another board could sign one naming this id).
-            if heard_at != b.addr {
+            if heard_elsewhere {
                 b.source = old.source;
                 b.port = old.port;
                 b.metrics = old.metrics;
