@@ -116,37 +116,17 @@ apt_add_arch() {
 # kernel_pkg FLAVOUR ARCH: the versioned package behind Debian's linux-image-FLAVOUR:ARCH
 # metapackage (e.g. linux-image-6.1.0-57-arm64), asked from apt-cache: no ABI number is
 # written down anywhere, so a point release that drops the old one changes nothing here.
-# When that dependency is a virtual package (an ABI that only a -unsigned build ships:
-# linux-image-6.12.N+deb12-arm64-16k provided by linux-image-6.12.N+deb12-arm64-16k-unsigned),
-# it is its provider for ARCH: `apt-get download` cannot fetch a virtual package.
 kernel_pkg() {
     local p try
     for try in 1 2; do
         # The first try needs no apt-get update when the lists for ARCH are already there.
         [ $try = 2 ] && apt_add_arch "$2"
-        p=$(apt-cache depends --no-recommends "linux-image-$1:$2" 2>/dev/null | kernel_dep "$2" || true)
+        p=$(apt-cache depends --no-recommends "linux-image-$1:$2" 2>/dev/null \
+            | sed -n "s/^ *Depends: \(linux-image-[0-9][^:]*\)\(:$2\)\{0,1\}\$/\1/p" | head -n1 || true)
         [ -n "$p" ] && break
     done
     [ -n "$p" ] || die "cannot resolve linux-image-$1:$2 with apt-cache (architecture $2 enabled, lists updated?)"
     printf '%s\n' "$p"
-}
-
-# kernel_dep ARCH: read `apt-cache depends` of a kernel metapackage, print the package its
-# first linux-image-N dependency names. A real one is "  Depends: linux-image-N:ARCH" (no
-# ":ARCH" for the host's own architecture); a virtual one is "  Depends: <linux-image-N:ARCH>"
-# with its providers (of every architecture) indented below it: the first of ARCH is taken.
-kernel_dep() {
-    awk -v arch="$1" -v native="$(dpkg --print-architecture)" '
-        function of_arch(name,  f, n) {
-            n = split(name, f, ":")
-            return (n == 2 && f[2] == arch) || (n == 1 && arch == native) ? f[1] : ""
-        }
-        virtual && /^    [^ ]/ { if ((p = of_arch($1)) != "") { print p; exit } next }
-        { virtual = 0 }
-        $1 ~ /^\|?Depends:$/ && $2 ~ /^<?linux-image-[0-9]/ {
-            if ($2 ~ /^</) { virtual = 1; next }
-            if ((p = of_arch($2)) != "") { print p; exit }
-        }'
 }
 
 # deb_download PKG ARCH DIR: print the path of PKG's .deb for ARCH in the cache DIR, after an
