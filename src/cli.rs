@@ -191,7 +191,6 @@ pub struct ScanArgs {
 pub struct BeaconConfig {
     /// `--iface` names (empty: the default interface).
     pub ifaces: Vec<String>,
-    pub port: u16,
     pub families: crate::beacon::Families,
 }
 
@@ -203,6 +202,8 @@ pub struct AgentConfig {
     pub max_clients: usize,
     pub idle: Option<Duration>,
     pub beacon: Option<BeaconConfig>,
+    /// `--beacon-port`, kept with `--no-beacon` too: STATUS shows it.
+    pub beacon_port: u16,
     pub interval_secs: u32,
     pub socket: Option<PathBuf>,
     pub socket_group: Option<String>,
@@ -401,9 +402,9 @@ impl AgentArgs {
                 .then(|| Duration::from_secs(u64::from(self.idle_timeout))),
             beacon: (!self.no_beacon).then_some(BeaconConfig {
                 ifaces: self.iface,
-                port: self.beacon_port,
                 families,
             }),
+            beacon_port: self.beacon_port,
             interval_secs: self.interval,
             socket: self.socket,
             socket_group: self.socket_group,
@@ -660,7 +661,7 @@ mod tests {
         assert_eq!(c.max_clients, 16);
         assert_eq!(c.idle, Some(Duration::from_secs(60)));
         assert_eq!(c.interval_secs, 5);
-        assert_eq!(c.beacon.unwrap().port, 4546);
+        assert_eq!(c.beacon_port, 4546);
     }
 
     #[test]

@@ -163,10 +163,7 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
     agent.token_file = cfg.token_file.is_some();
     let links = open_beacons(now, &cfg, &beacon_ifaces, &tcp, &metrics, run_id, fleet_key);
     let off_info = BeaconInfo {
-        port: cfg
-            .beacon
-            .as_ref()
-            .map_or(crate::limits::DEFAULT_BEACON_PORT, |b| b.port),
+        port: cfg.beacon_port,
         ..BeaconInfo::default()
     };
     let mut io = Devices::new(
@@ -438,7 +435,7 @@ fn open_beacons(
     let mut links = Links::new(
         now,
         ifaces,
-        bc.map_or(crate::limits::DEFAULT_BEACON_PORT, |b| b.port),
+        cfg.beacon_port,
         families,
         ports,
         run_id,

@@ -25,6 +25,14 @@ fn ping_over_tcp_and_unix_and_ctl() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// With beacons off, STATUS still names the port given (it showed the default).
+#[test]
+fn status_without_beacons_names_the_beacon_port_given() {
+    let a = Agent::start(&["--beacon-port", "5000"]);
+    let s = status(&mut a.unix());
+    assert_eq!(s["beacon"]["port"], 5000, "{s}");
+}
+
 const HELP: &str = "OK PING HELP STATUS GET KEYS SET DEL INTERVAL IDENTIFY STATS SOCKETS AUTH QUIT";
 
 fn num(v: &Value, k: &str) -> f64 {
