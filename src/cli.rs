@@ -141,8 +141,8 @@ pub struct CtlArgs {
 }
 
 /// ctl's options: after the command's first word they are sent as part of the command.
-const CTL_OPTIONS: [&str; 12] = [
-    "-h",
+/// (argh takes `--help` but no `-h`: `ctl -h` is a usage error, so `-h` is not one.)
+const CTL_OPTIONS: [&str; 11] = [
     "--help",
     "-s",
     "--socket",
@@ -423,13 +423,15 @@ impl AgentArgs {
     }
 }
 
-/// A path option no longer than `max` bytes. Unix socket paths (agent `--socket`,
+/// A path option, not empty (no file has that name: `--led ""` would otherwise be waited
+/// for, `--thermal ""` quietly never read), no longer than `max` bytes. Unix socket paths (agent `--socket`,
 /// `--publish`; ctl `-s`): [`SOCK_PATH_MAX`], what sun_path holds, since a longer one can be
 /// neither bound nor connected to. Files the agent opens after start-up: [`FILE_PATH_MAX`],
 /// so that opening them never allocates. The message gives the length, not the path
 /// (which may hold a newline).
 fn path_at_most(option: &str, path: Option<&std::path::Path>, max: usize) -> Result<(), String> {
     match path.map(|p| p.as_os_str().len()) {
+        Some(0) => Err(format!("{option}: an empty path")),
         Some(n) if n > max => Err(format!(
             "{option}: the path is {n} bytes, over the {max} this option allows"
         )),
@@ -437,16 +439,14 @@ fn path_at_most(option: &str, path: Option<&std::path::Path>, max: usize) -> Res
     }
 }
 
-/// A Unix socket path option: not empty (Linux would bind an abstract address instead), not
+/// A Unix socket path option: not empty (Linux would bind an abstract address instead;
+/// [`path_at_most`] says so), not
 /// `@NAME` (what systemd, socat and ss write for an abstract address, which has no owner or
 /// mode: tether binds files only, so `@x` would have quietly been a file named `@x` in the
-/// working directory; `./@x` still is), shown as it is ([`unix::shows_cleanly`]: no control character, ASCII's or C1's, and no
-/// space: it is one field of the ready line), at most [`SOCK_PATH_MAX`] bytes.
+/// working directory; `./@x` still is), shown as it is ([`unix::shows_cleanly`]: no control character, ASCII's or C1's, no
+/// bidirectional formatting character, and no space: it is one field of the ready line), at most [`SOCK_PATH_MAX`] bytes.
 fn sock_path(option: &str, path: Option<&std::path::Path>) -> Result<(), String> {
     let Some(p) = path else { return Ok(()) };
-    if p.as_os_str().is_empty() {
-        return Err(format!("{option}: an empty path"));
-    }
     if p.as_os_str().as_encoded_bytes().first() == Some(&b'@') {
         return Err(format!(
             "{option}: @NAME is an abstract socket, which has no owner or mode: \
@@ -455,8 +455,8 @@ fn sock_path(option: &str, path: Option<&std::path::Path>) -> Result<(), String>
     }
     if !unix::shows_cleanly(p) {
         return Err(format!(
-            "{option}: the path holds a space or a control character \
-             (it is one field of the ready line)"
+            "{option}: the path holds a space, a control or a bidirectional formatting \
+             character (it is one field of the ready line)"
         ));
     }
     path_at_most(option, path, SOCK_PATH_MAX)

@@ -465,9 +465,15 @@ fn ctl_an_option_after_the_command_is_sent_and_warned_about() {
          (ctl's options go before the command)\n"
     );
     assert_eq!(a.unix().req("GET room"), "OK hall -t 2");
-    // A word that only looks like one (a value "-5") is no option: nothing said.
-    let (code, _, err) = run(&["ctl", "-s", sock, "SET", "t", "-5"]);
-    assert_eq!((code, err.as_str()), (0, ""));
+    // A word that only looks like one (a value "-5") is no option: nothing said. Nor is
+    // `-h`, which ctl does not take (`ctl -h` is exit 64): moving it before the command,
+    // as the warning would advise, only fails.
+    for word in ["-5", "-h"] {
+        let (code, _, err) = run(&["ctl", "-s", sock, "SET", "t", word]);
+        assert_eq!((code, err.as_str()), (0, ""), "{word}");
+    }
+    let (code, _, err) = run(&["ctl", "-h", "-s", sock, "PING"]);
+    assert_eq!(code, 64, "{err}");
 }
 
 /// A Unix socket path longer than sun_path holds (107 bytes) is a bad option: 64 and one
@@ -948,4 +954,28 @@ fn an_led_file_there_but_unreadable_at_start_is_78() {
             });
         }
     });
+}
+
+/// An empty path for a file the agent opens (`--led ""`, `--thermal ""`, `--token-file ""`,
+/// `--fleet-key ""`) is a bad option, as an empty `--socket` is: 64 and one `error:` line
+/// at once, not a 5 s wait for an LED that cannot appear, a 78, or a temperature that is
+/// quietly never read.
+#[test]
+fn an_empty_file_path_is_a_usage_error() {
+    for opt in ["--led", "--thermal", "--token-file", "--fleet-key"] {
+        let t0 = Instant::now();
+        let f = agent_fails(&[opt, ""]);
+        assert_eq!(f.status.code(), Some(64), "{opt}: {}", f.stderr);
+        assert_eq!(f.stderr, format!("error: {opt}: an empty path\n"), "{opt}");
+        assert!(t0.elapsed() < slack(Duration::from_secs(2)), "{opt}");
+    }
+}
+
+/// A socket path is refused for a bidirectional formatting character too, and the message
+/// says so (it named only "a space or a control character", of which U+202E is neither).
+#[test]
+fn a_socket_path_with_a_bidi_character_is_refused_naming_it() {
+    let (code, _, err) = run(&["ctl", "-s", "/tmp/a\u{202e}b.sock", "PING"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("bidirectional formatting character"), "{err}");
 }
