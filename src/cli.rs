@@ -424,15 +424,23 @@ impl AgentArgs {
 }
 
 /// A path option, not empty (no file has that name: `--led ""` would otherwise be waited
-/// for, `--thermal ""` quietly never read), no longer than `max` bytes. Unix socket paths (agent `--socket`,
-/// `--publish`; ctl `-s`): [`SOCK_PATH_MAX`], what sun_path holds, since a longer one can be
-/// neither bound nor connected to. Files the agent opens after start-up: [`FILE_PATH_MAX`],
-/// so that opening them never allocates. The message gives the length, not the path
-/// (which may hold a newline).
+/// for, `--thermal ""` quietly never read), not beginning with `-` (argh takes any word as
+/// an option's value: `--socket --no-beacon` would have made a socket file of the switch
+/// and a beaconing agent; `./-x` names such a file), no longer than `max` bytes. Unix
+/// socket paths (agent `--socket`, `--publish`; ctl `-s`): [`SOCK_PATH_MAX`], what sun_path
+/// holds, since a longer one can be neither bound nor connected to. Files the agent opens
+/// after start-up: [`FILE_PATH_MAX`], so that opening them never allocates. The message
+/// gives the length, not the path (which may hold a newline).
 fn path_at_most(option: &str, path: Option<&std::path::Path>, max: usize) -> Result<(), String> {
-    match path.map(|p| p.as_os_str().len()) {
-        Some(0) => Err(format!("{option}: an empty path")),
-        Some(n) if n > max => Err(format!(
+    let Some(p) = path.map(|p| p.as_os_str().as_encoded_bytes()) else {
+        return Ok(());
+    };
+    match p.len() {
+        0 => Err(format!("{option}: an empty path")),
+        _ if p[0] == b'-' => Err(format!(
+            "{option}: a path that begins with '-' (its value left out? ./-NAME names such a file)"
+        )),
+        n if n > max => Err(format!(
             "{option}: the path is {n} bytes, over the {max} this option allows"
         )),
         _ => Ok(()),

@@ -979,3 +979,24 @@ fn a_socket_path_with_a_bidi_character_is_refused_naming_it() {
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("bidirectional formatting character"), "{err}");
 }
+
+/// A path option whose value was forgotten takes the next option as its path (argh, like
+/// getopt, takes any word as the value): `--thermal --no-publish` started an agent with a
+/// publish socket and no temperature, `--socket --no-beacon` one that beacons, its socket
+/// a file named `--no-beacon`. A path that begins with `-` is refused (64, one line, with
+/// the `./-NAME` way to name such a file); nothing starts.
+#[test]
+fn a_path_option_followed_by_an_option_is_a_usage_error() {
+    let f = agent_fails(&["--thermal", "--no-publish"]);
+    assert_eq!(f.status.code(), Some(64), "{}", f.stderr);
+    assert_eq!(error_lines(&f.stderr).len(), 1, "{}", f.stderr);
+    assert_eq!(f.stderr.lines().count(), 1, "{}", f.stderr);
+    assert!(f.stderr.starts_with("error: --thermal: "), "{}", f.stderr);
+    assert!(f.stderr.contains("./-"), "{}", f.stderr);
+    let (code, out, err) = run(&["ctl", "-s", "--raw", "PING"]);
+    assert_eq!((code, out.as_str()), (64, ""), "{err}");
+    assert!(err.starts_with("error: -s: "), "{err}");
+    // Named as a path, such a file is fine.
+    let (code, _, err) = run(&["ctl", "-s", "./--raw", "PING"]);
+    assert_eq!(code, 69, "{err}");
+}
