@@ -564,13 +564,7 @@ impl ScanArgs {
         if self.port == 0 {
             return Err("--port 0: expected 1-65535".into());
         }
-        if self
-            .prometheus_sd
-            .as_ref()
-            .is_some_and(|p| p.as_os_str().is_empty())
-        {
-            return Err("--prometheus-sd \"\": expected a file path".into());
-        }
+        path_at_most("--prometheus-sd", self.prometheus_sd.as_deref(), usize::MAX)?;
         Ok(wait)
     }
 }
@@ -738,6 +732,11 @@ mod tests {
         assert!(scan(&["-t", "86400"]).is_err());
         assert!(scan(&["-i", "a/b"]).is_err());
         assert!(scan(&["-i", "eth0"]).is_ok());
+        // A forgotten value takes the next option: `--prometheus-sd --watch` wrote a file
+        // named `--watch` after one round instead of watching.
+        assert!(scan(&["--prometheus-sd", "--watch"]).is_err());
+        assert!(scan(&["--prometheus-sd", ""]).is_err());
+        assert!(scan(&["--prometheus-sd", "./--watch"]).is_ok());
     }
 
     #[test]
