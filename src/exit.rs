@@ -23,15 +23,27 @@ impl Fatal {
     }
 }
 
-/// Characters a terminal must not get from a peer: the control characters (C0, DEL, C1) and
+/// Characters a terminal must not get from a peer: the control characters (C0, DEL, C1),
 /// the bidirectional formatting characters (U+061C, U+200E/F, U+202A-U+202E, U+2066-U+2069),
 /// which reorder what follows them on the line, so `\u{202e}` can make one board's name
-/// show as another's or turn a row's columns around ("Trojan Source", CVE-2021-42574).
+/// show as another's or turn a row's columns around ("Trojan Source", CVE-2021-42574), and
+/// the invisible ones: the soft hyphen, U+180E, the zero-width U+200B-U+200D, the line and
+/// paragraph separators U+2028/9, U+2060-U+206F, the BOM U+FEFF, U+FFF9-U+FFFB and the tags
+/// U+E0000-U+E007F, which show as nothing, so `pi-kitchen\u{200b}` looks like `pi-kitchen`
+/// (and a column counted with them comes out short).
 pub fn hidden(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
-            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+            '\u{ad}'
+                | '\u{061c}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{206f}'
+                | '\u{feff}'
+                | '\u{fff9}'..='\u{fffb}'
+                | '\u{e0000}'..='\u{e007f}'
         )
 }
 
@@ -111,6 +123,13 @@ mod tests {
         assert_eq!(
             escaped(s),
             "a\\u{1b}[2Jb\\u{9b}c\\u{7f}\\nd\\u{202e}fed\\u{2066}é"
+        );
+        // Invisible ones too: zero-width, separators, a BOM, a soft hyphen, a tag.
+        let s = "pi\u{200b}-k\u{2028}i\u{2060}t\u{feff}c\u{ad}h\u{e0041}";
+        assert_eq!(printable(s), "pi?-k?i?t?c?h?");
+        assert_eq!(
+            escaped(s),
+            "pi\\u{200b}-k\\u{2028}i\\u{2060}t\\u{feff}c\\u{ad}h\\u{e0041}"
         );
         // Other marks and letters of any script pass unchanged.
         let ok = "kitchen-π 東京 ‐ ‘x’";

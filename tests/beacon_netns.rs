@@ -604,3 +604,63 @@ fn scan_watch_marks_a_board_that_said_goodbye() {
         "no word of the kernel's drops: {err}"
     );
 }
+
+/// A stranger on the LAN sends beacons whose id and host hold white space and invisible
+/// characters: in `tether scan`'s table each board stays one line of the header's ten
+/// columns, in line with the others, and nothing invisible reaches the terminal. (An id
+/// with spaces showed a whole made-up row, `... up signed`, inside its own row; a
+/// zero-width space made `pi-kitchen` out of another name, and its column came out short.)
+#[test]
+fn scan_table_keeps_a_strangers_text_to_its_own_cells() {
+    if !can_netns() {
+        return;
+    }
+    let net = Net::new("h");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let until = stop.clone();
+    let sender = in_ns(&net.a, move || {
+        let s = UdpSocket::bind("10.231.0.1:0").unwrap();
+        let beacon = |id: &str, host: &str| {
+            format!(r#"{{"tether":1,"id":"{id}","host":"{host}","addr":"10.231.0.1","port":4545}}"#)
+        };
+        let sent = [
+            beacon(
+                "f9dc1469d10fd16e pi-kitchen 10.231.0.9 4545 1d01h 0.08 47.2 1 0.1s up signed",
+                "x",
+            ),
+            beacon(
+                "a2",
+                r"pi\u200b-kitchen\u2028\u00a0\u3000\ufeff\udb40\udc41",
+            ),
+            beacon("0123456789abcdef", "pi-normal"),
+        ];
+        while !until.load(std::sync::atomic::Ordering::Relaxed) {
+            for d in &sent {
+                let _ = s.send_to(d.as_bytes(), "10.231.0.2:4546");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let out = tether_cmd_in(Some(&net.b), &["scan", "-i", &net.vb, "-t", "1"]).output_bounded();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    sender.join().unwrap();
+    let t = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    let lines: Vec<&str> = t.lines().collect();
+    assert_eq!(lines.len(), 4, "a header and one line per board: {t}");
+    for l in &lines {
+        assert_eq!(l.split_whitespace().count(), 10, "ten columns: {l:?}");
+    }
+    // PORT starts at one place on every line.
+    let at = |l: &str, s: &str| l.chars().count() - l[l.find(s).unwrap()..].chars().count();
+    let head = at(lines[0], " PORT ");
+    for l in &lines[1..] {
+        assert_eq!(at(l, " 4545 "), head, "{t}");
+    }
+    assert!(
+        !t.chars()
+            .any(|c| c != '\n' && (c.is_control() || !c.is_ascii())),
+        "only printable ASCII and line ends: {t:?}"
+    );
+    assert!(t.contains(" pi?-kitchen????? "), "{t}");
+}

@@ -2,7 +2,7 @@
 //! `--json`, and the Prometheus `file_sd` text. Pure: the caller writes the text out.
 
 use super::boards::{sorted, Board};
-use crate::exit::printable;
+use crate::exit::hidden;
 use crate::proto::fixed::Fixed;
 use crate::proto::json;
 use std::time::{Duration, Instant};
@@ -35,17 +35,38 @@ fn status(b: &Board, now: Instant, silent_after: Duration) -> &'static str {
     }
 }
 
+/// Text a board sent (id, host, address) as one cell of the table: each control, bidirectional
+/// formatting or invisible character ([`hidden`]) and each white space shown as `?`, so the
+/// cell is one word on one line and cannot pass for the columns after it (a host
+/// `pi-kitchen 10.0.0.5 4545 ... up signed` would, on a forged row).
+fn cell(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if hidden(c) || c.is_whitespace() {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 /// The table; with a key a TRUST column is added at the end. Text a board sent (id, host,
-/// address) is shown [`printable`].
+/// address) is shown as a [`cell`].
 pub fn table(rows: &[&Board], now: Instant, silent_after: Duration, trust: bool) -> String {
-    // HOST and ADDRESS as wide as their longest (a host name may have 64 characters, a
-    // scoped IPv6 address ~30), so rows stay in line.
+    // ID, HOST and ADDRESS as wide as their longest (an agent's id has 16 characters, a
+    // host name may have 64, a scoped IPv6 address ~30; a datagram's may be longer), so
+    // rows stay in line.
     let width = |f: fn(&Board) -> &str, least| {
         rows.iter()
-            .map(|b| printable(f(b)).chars().count())
+            .map(|b| f(b).chars().count())
             .fold(least, usize::max)
     };
-    let (hw, aw) = (width(|b| &b.host, 20), width(|b| &b.addr, 15));
+    let (iw, hw, aw) = (
+        width(|b| &b.id, 16),
+        width(|b| &b.host, 20),
+        width(|b| &b.addr, 15),
+    );
     // Each line without the padding of its last column.
     let mut s = String::new();
     let mut line = |l: String| {
@@ -53,7 +74,7 @@ pub fn table(rows: &[&Board], now: Instant, silent_after: Duration, trust: bool)
         s.push('\n');
     };
     line(format!(
-        "{:<16} {:<hw$} {:<aw$} {:>5} {:>7} {:>5} {:>6} {:>5} {:>6} {:<6}{}",
+        "{:<iw$} {:<hw$} {:<aw$} {:>5} {:>7} {:>5} {:>6} {:>5} {:>6} {:<6}{}",
         "ID",
         "HOST",
         "ADDRESS",
@@ -70,10 +91,10 @@ pub fn table(rows: &[&Board], now: Instant, silent_after: Duration, trust: bool)
     for b in rows {
         let seen = now.saturating_duration_since(b.heard).as_secs_f64();
         line(format!(
-            "{:<16} {:<hw$} {:<aw$} {:>5} {:>7} {:>5} {:>6} {:>5} {:>5}s {:<6}{}",
-            printable(&b.id),
-            printable(&b.host),
-            printable(&b.addr),
+            "{:<iw$} {:<hw$} {:<aw$} {:>5} {:>7} {:>5} {:>6} {:>5} {:>5}s {:<6}{}",
+            cell(&b.id),
+            cell(&b.host),
+            cell(&b.addr),
             b.port,
             human_secs(b.uptime),
             shown(b.load, 2),
