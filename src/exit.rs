@@ -47,15 +47,26 @@ pub fn hidden(c: char) -> bool {
         )
 }
 
-/// `s` for a terminal: each control or bidirectional formatting character shown as `?`, so
-/// a line stays one line and text from elsewhere (a board's name, an argument) cannot
-/// reach the terminal as a control sequence or reorder what it shows.
+/// `s` for a terminal: each character [`hidden`] (control, bidirectional formatting,
+/// invisible) shown as `?`, so a line stays one line and text from elsewhere (a board's
+/// name, an argument) cannot reach the terminal as a control sequence, reorder what it
+/// shows or hide in it.
 pub fn printable(s: &str) -> String {
-    s.chars().map(|c| if hidden(c) { '?' } else { c }).collect()
+    marked(s, hidden)
 }
 
-/// `s` with each control character (C0, DEL, C1, the C1 range U+0080-U+009F included) and
-/// each bidirectional formatting character shown escaped as Rust writes it (`\n`, `\r`,
+/// [`printable`], white space shown as `?` too: one word, a cell of a table that cannot pass
+/// for the columns after it.
+pub fn one_word(s: &str) -> String {
+    marked(s, |c| hidden(c) || c.is_whitespace())
+}
+
+fn marked(s: &str, hide: fn(char) -> bool) -> String {
+    s.chars().map(|c| if hide(c) { '?' } else { c }).collect()
+}
+
+/// `s` with each character [`hidden`] (control characters C0, DEL and C1, bidirectional
+/// formatting and invisible ones) shown escaped as Rust writes it (`\n`, `\r`,
 /// `\u{1b}`, `\u{9b}`, `\u{202e}`), the rest as it is: what `tether ctl` prints of a peer's
 /// text, so a line stays one line and the peer cannot reach the terminal (or a log) with a
 /// control sequence or reorder the line, while what it did send can still be read.

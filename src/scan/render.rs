@@ -2,7 +2,7 @@
 //! `--json`, and the Prometheus `file_sd` text. Pure: the caller writes the text out.
 
 use super::boards::{sorted, Board};
-use crate::exit::hidden;
+use crate::exit::one_word;
 use crate::proto::fixed::Fixed;
 use crate::proto::json;
 use std::time::{Duration, Instant};
@@ -35,24 +35,10 @@ fn status(b: &Board, now: Instant, silent_after: Duration) -> &'static str {
     }
 }
 
-/// Text a board sent (id, host, address) as one cell of the table: each control, bidirectional
-/// formatting or invisible character ([`hidden`]) and each white space shown as `?`, so the
-/// cell is one word on one line and cannot pass for the columns after it (a host
-/// `pi-kitchen 10.0.0.5 4545 ... up signed` would, on a forged row).
-fn cell(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if hidden(c) || c.is_whitespace() {
-                '?'
-            } else {
-                c
-            }
-        })
-        .collect()
-}
-
 /// The table; with a key a TRUST column is added at the end. Text a board sent (id, host,
-/// address) is shown as a [`cell`].
+/// address) is shown as [`one_word`]: each control, bidirectional
+/// formatting or invisible character and each white space as `?` (a host
+/// `pi-kitchen 10.0.0.5 4545 ... up signed` would pass for a row's columns).
 pub fn table(rows: &[&Board], now: Instant, silent_after: Duration, trust: bool) -> String {
     // ID, HOST and ADDRESS as wide as their longest (an agent's id has 16 characters, a
     // host name may have 64, a scoped IPv6 address ~30; a datagram's may be longer), so
@@ -92,9 +78,9 @@ pub fn table(rows: &[&Board], now: Instant, silent_after: Duration, trust: bool)
         let seen = now.saturating_duration_since(b.heard).as_secs_f64();
         line(format!(
             "{:<iw$} {:<hw$} {:<aw$} {:>5} {:>7} {:>5} {:>6} {:>5} {:>5}s {:<6}{}",
-            cell(&b.id),
-            cell(&b.host),
-            cell(&b.addr),
+            one_word(&b.id),
+            one_word(&b.host),
+            one_word(&b.addr),
             b.port,
             human_secs(b.uptime),
             shown(b.load, 2),
