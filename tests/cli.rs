@@ -999,4 +999,12 @@ fn a_path_option_followed_by_an_option_is_a_usage_error() {
     // Named as a path, such a file is fine.
     let (code, _, err) = run(&["ctl", "-s", "./--raw", "PING"]);
     assert_eq!(code, 69, "{err}");
+    // An interface name the same way: `--iface --no-beacon` waited for an interface named
+    // `--no-beacon`, beaconing nothing.
+    let f = agent_fails(&["--iface", "--no-beacon"]);
+    assert_eq!(f.status.code(), Some(64), "{}", f.stderr);
+    assert_eq!(
+        f.stderr,
+        "error: --iface \"--no-beacon\": not a valid interface name\n"
+    );
 }

@@ -348,9 +348,11 @@ fn each_iface(mut f: impl FnMut(&[u8]) -> bool) -> Result<(), Errno> {
 /// default beacon interface): what Linux allows (1 to IFNAMSIZ - 1 bytes, not `.` or
 /// `..`, no `/`, `:` or white space) less what cannot be shown as it is
 /// ([`super::shows_as_is`]: control characters, ASCII's and C1's, and bidirectional
-/// formatting characters).
+/// formatting characters), and not beginning with `-`, which ip(8) takes for an option and
+/// here is a value left out (`--iface --no-beacon` waited for an interface of that name).
 pub fn valid_name(n: &str) -> bool {
     !n.is_empty()
+        && !n.starts_with('-')
         && n.len() <= IFNAME_MAX
         && n != "."
         && n != ".."
