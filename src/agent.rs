@@ -8,8 +8,8 @@
 use crate::facts::Facts;
 use crate::limits::{
     AUTH_FAILS_PER_SEC, AUTH_FAIL_DELAY_MS, AUTH_NONCE_BYTES, AUTH_NONCE_SECS, BEACON_ERROR_MAX,
-    HOST_SHOWN_MAX, IDENTIFY_DEFAULT_SECS, IDENTIFY_HALF_PERIOD_MS, ID_MAX, IFNAME_MAX, MAX_ADDRS,
-    REPLY_MAX, TOKEN_MAX,
+    HOST_SHOWN_MAX, IDENTIFY_DEFAULT_SECS, IDENTIFY_HALF_PERIOD_MS, ID_MAX, IFNAME_MAX,
+    IFNAME_SHOWN_MAX, MAX_ADDRS, REPLY_MAX, TOKEN_MAX,
 };
 use crate::proto::fixed::Fixed;
 use crate::proto::line::{next_line, Frame};
@@ -101,7 +101,7 @@ pub struct Board {
     pub mem_total_kb: u64,
     pub mem_avail_kb: u64,
     pub temp_c: Option<f32>,
-    pub addrs: heapless::Vec<(crate::sys::iface::ShownIfName, IpAddr), MAX_ADDRS>,
+    pub addrs: heapless::Vec<(ShownIfName, IpAddr), MAX_ADDRS>,
 }
 
 /// The LED commands the core gives while IDENTIFY runs.
@@ -132,6 +132,10 @@ impl BeaconState {
         }
     }
 }
+
+/// An interface name as shown (STATUS `addresses`): the kernel's bytes, each sequence that
+/// is not UTF-8 as U+FFFD, never cut ([`IFNAME_SHOWN_MAX`]).
+pub type ShownIfName = heapless::String<IFNAME_SHOWN_MAX>;
 
 /// One interface's beacon as shown in STATUS (`beacon`, `beacons`).
 #[derive(Debug, Clone, Default)]

@@ -5,16 +5,14 @@
 //! Names are the kernel's bytes: looked up as they are, shown as UTF-8 (U+FFFD for a byte
 //! that is not).
 
-use crate::limits::{IFNAME_MAX, IFNAME_SHOWN_MAX, MAX_ADDRS, PROC_LINE_MAX};
+use crate::limits::{IFNAME_MAX, MAX_ADDRS, PROC_LINE_MAX};
 use nix::errno::Errno;
 use nix::libc;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
 
 pub type IfName = heapless::String<IFNAME_MAX>;
-/// An interface name as shown (STATUS `addresses`): the kernel's bytes, each sequence that
-/// is not UTF-8 as U+FFFD, never cut ([`IFNAME_SHOWN_MAX`]).
-pub type ShownIfName = heapless::String<IFNAME_SHOWN_MAX>;
+pub use crate::agent::ShownIfName;
 
 /// A throwaway datagram socket to issue interface ioctls on (never read, but made as
 /// every fd of the agent is: non-blocking and close-on-exec). Err: none can be made now
@@ -448,7 +446,7 @@ mod tests {
 
     #[test]
     fn names_keep_their_utf8_and_show_other_bytes_as_replacement_chars() {
-        let shown = |b: &[u8]| display_name::<IFNAME_SHOWN_MAX>(b);
+        let shown = |b: &[u8]| display_name::<{ crate::limits::IFNAME_SHOWN_MAX }>(b);
         assert_eq!(shown("\u{e9}th0".as_bytes()).as_str(), "\u{e9}th0");
         assert_eq!(shown(b"a\xffb\xc3").as_str(), "a\u{fffd}b\u{fffd}");
         // Never cut as shown: fifteen bytes that are not UTF-8 are fifteen U+FFFD (an
