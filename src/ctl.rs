@@ -224,7 +224,7 @@ pub fn dgram(args: &CtlArgs) -> Result<u8, Fatal> {
 /// value is a usage error (64), a scope that is no interface name too; a name that does not
 /// resolve, or a scope interface that is not there, leaves the agent unreachable (69).
 pub fn connect_addrs(hp: &str) -> Result<Vec<std::net::SocketAddr>, Fatal> {
-    let usage = |e: String| Fatal::usage(format!("-c {hp}: {e}"));
+    let usage = |e: String| Fatal::usage(format!("-c {hp:?}: {e}"));
     let scoped = hp
         .strip_prefix('[')
         .and_then(|r| r.split_once("]:"))
@@ -235,7 +235,7 @@ pub fn connect_addrs(hp: &str) -> Result<Vec<std::net::SocketAddr>, Fatal> {
             .map_err(|_| usage(format!("{ip}: not an IPv6 address")))?;
         let port: u16 = port
             .parse()
-            .map_err(|_| usage(format!("{port}: not a port")))?;
+            .map_err(|_| usage(format!("{port:?}: not a port")))?;
         let index = match scope.parse::<u32>() {
             Ok(i) => i,
             Err(_) if !crate::sys::iface::valid_name(scope) => {
@@ -276,7 +276,7 @@ pub fn connect_addrs(hp: &str) -> Result<Vec<std::net::SocketAddr>, Fatal> {
     };
     let port: u16 = port
         .parse()
-        .map_err(|_| usage(format!("{port}: not a port")))?;
+        .map_err(|_| usage(format!("{port:?}: not a port")))?;
     if host
         .split_once('%')
         .is_some_and(|(a, _)| a.parse::<std::net::Ipv6Addr>().is_ok())

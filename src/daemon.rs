@@ -273,7 +273,7 @@ fn open_local_sockets(
             let g = nix::unistd::Group::from_name(name)
                 .map_err(|e| os(SysError::new("reading the group database", e)))?
                 .ok_or_else(|| {
-                    Fatal::new(EX_CONFIG, format!("--socket-group {name}: no such group"))
+                    Fatal::new(EX_CONFIG, format!("--socket-group {name:?}: no such group"))
                 })?;
             if !may_use_group(g.gid).map_err(os)? {
                 return Err(Fatal::new(
