@@ -363,8 +363,18 @@ fn connect(args: &CtlArgs, timeout: Duration) -> Result<(Box<dyn Stream>, String
         }
         None => {
             let p = unix_path(args)?;
-            let s = connect_unix(&p, timeout)
-                .map_err(|e| io_fatal(&format!("connect {}", p.display()), e))?;
+            let s = connect_unix(&p, timeout).map_err(|e| {
+                // The default found neither this user's agent nor the system's: say both.
+                let system = crate::sys::unix::SYSTEM_SOCKET;
+                let neither = e.kind() == ErrorKind::NotFound
+                    && args.socket.is_none()
+                    && p.as_os_str() != system;
+                let mut f = io_fatal(&format!("connect {}", p.display()), e);
+                if neither {
+                    f.msg += &format!(" (nor is there {system}: is an agent running?)");
+                }
+                f
+            })?;
             Ok((Box::new(s), p.display().to_string()))
         }
     }

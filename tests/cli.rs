@@ -1012,3 +1012,32 @@ fn a_path_option_followed_by_an_option_is_a_usage_error() {
         "error: --iface \"--no-beacon\": not a valid interface name\n"
     );
 }
+
+/// ctl without `-s` tries this user's agent, then the system's: when neither is there, the
+/// error names both (it named only the first, though ctl had looked for both).
+#[test]
+fn ctl_with_no_agent_at_either_default_names_both_sockets() {
+    if !can_run_as_nobody() {
+        return;
+    }
+    if std::path::Path::new("/run/tether/tether.sock").exists() {
+        return skip("a system agent's socket is at /run/tether/tether.sock");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let xdg = temp_dir("xdg-none");
+    std::fs::set_permissions(&xdg, std::fs::Permissions::from_mode(0o700)).unwrap();
+    nix::unistd::chown(&xdg, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+    let out = as_nobody(&["ctl", "PING"])
+        .env("XDG_RUNTIME_DIR", &xdg)
+        .output_within(slack(Duration::from_secs(10)));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{err}");
+    assert_eq!(
+        err,
+        format!(
+            "error: connect {}/tether.sock: No such file or directory (os error 2) \
+             (nor is there /run/tether/tether.sock: is an agent running?)\n",
+            xdg.display()
+        )
+    );
+}
