@@ -243,7 +243,7 @@ pub fn connect_addrs(hp: &str) -> Result<Vec<std::net::SocketAddr>, Fatal> {
             }
             Err(_) => {
                 crate::sys::iface::named(scope)
-                    .map_err(|f| Fatal::new(f.code, format!("-c {hp}: {}", f.msg)))?
+                    .map_err(|f| Fatal::new(f.code, format!("-c {hp:?}: {}", f.msg)))?
                     .index
             }
         };
@@ -302,7 +302,7 @@ pub fn connect_addrs(hp: &str) -> Result<Vec<std::net::SocketAddr>, Fatal> {
         .map_err(|e| {
             Fatal::new(
                 EX_UNAVAILABLE,
-                format!("-c {hp}: cannot resolve {host}: {e}"),
+                format!("-c {hp:?}: cannot resolve {host}: {e}"),
             )
         })
 }
@@ -358,7 +358,7 @@ fn connect(args: &CtlArgs, timeout: Duration) -> Result<(Box<dyn Stream>, String
             }
             Err(match last {
                 Some(e) => io_fatal(&format!("connect {hp}"), e),
-                None => Fatal::new(EX_UNAVAILABLE, format!("-c {hp}: no address")),
+                None => Fatal::new(EX_UNAVAILABLE, format!("-c {hp:?}: no address")),
             })
         }
         None => {
@@ -636,10 +636,10 @@ mod tests {
         ] {
             let e = connect_addrs(hp).expect_err(hp);
             assert_eq!(e.code, EX_USAGE, "{hp}: {}", e.msg);
-            assert!(e.msg.starts_with(&format!("-c {hp}: ")), "{}", e.msg);
+            assert!(e.msg.starts_with(&format!("-c {hp:?}: ")), "{}", e.msg);
         }
         let e = connect_addrs("[::1]").expect_err("no port");
-        assert_eq!(e.msg, "-c [::1]: expected [IPv6 address]:PORT");
+        assert_eq!(e.msg, "-c \"[::1]\": expected [IPv6 address]:PORT");
         for (hp, want) in [
             ("127.0.0.1:4545", "127.0.0.1:4545"),
             ("[::1]:4545", "[::1]:4545"),

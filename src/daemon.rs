@@ -425,7 +425,7 @@ fn open_beacons(
         (families.v4(), Family::V4, "IPv4", "0.0.0.0"),
         (families.v6(), Family::V6, "IPv6", "[::]"),
     ] {
-        if on && !ifaces.is_empty() && !ports.serves(f) {
+        if on && bc.is_some() && !ports.serves(f) {
             let (port, _) = ports.ports(f, None);
             log::warn!(
                 "no --listen address serves {name}: {name} beacons name control port {port}, which {name} peers cannot reach (add --listen {any}:{port}, or --beacon-family)"

@@ -474,6 +474,13 @@ fn absent_interface_at_start_and_no_default_interface() {
     let (status, err) = a.stop();
     assert_eq!(status.code(), Some(0));
     assert!(err.contains("no beacons until one is"), "{err}");
+    // Beacons still on (an interface may come): listening on loopback only, the board
+    // would announce a port its LAN cannot reach, and start-up says so now, not only when
+    // the interface is there at start.
+    assert!(
+        err.contains("no --listen address serves IPv4: IPv4 beacons name control port"),
+        "{err}"
+    );
 
     // An interface whose name holds a control character (Linux allows all but white
     // space) is never the default: it would reach the ready line, the log and systemd's
