@@ -618,8 +618,9 @@ impl Agent {
             self.stop_identify(env);
             return Ok(());
         }
+        // Why, as the LED said it (the trigger that names none, the file not writable).
         env.led(Led::On)
-            .map_err(|_| Error::new(ErrCode::Unsupported, "cannot write the LED"))?;
+            .map_err(|why| Error::new(ErrCode::Unsupported, why))?;
         self.identify = Some(Identify {
             until: now + Duration::from_secs(u64::from(secs)),
             next_toggle: now + Duration::from_millis(IDENTIFY_HALF_PERIOD_MS),
