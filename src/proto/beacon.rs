@@ -2,7 +2,7 @@
 //!
 //! - A **beacon** is one JSON object of at most [`DATAGRAM_MAX`] bytes:
 //!   `{"tether":1,"id":..,"host":..,"addr":..,"iface":..,"port":N,"seq":N,"run":"<16 hex>",
-//!   "uptime":N,"load":F,"mem_avail_kb":N,"temp_c":F|null[,"bye":true][,"nonce":".."],
+//!   "uptime":N,"load":F,"mem_avail_kb":N,"temp_c":F|null[,"metrics":N][,"bye":true][,"nonce":".."],
 //!   "facts":{..},"facts_omitted":N[,"sig":"<64 hex>"]}`. Facts that do not fit are left
 //!   out whole and counted.
 //! - **Signing** (a fleet key): the tag is always the last member, `,"sig":"<64 hex>"`
