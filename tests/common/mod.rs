@@ -103,9 +103,13 @@ pub fn loopback_agent_args(sock: &Path, extra: &[&str]) -> Vec<String> {
     args
 }
 
-/// A fresh private directory for one test.
+/// A fresh private directory for one test, `$TMPDIR/tether-test-PID-TAG-N`. A test binary
+/// has no hook at its end, so each one removes, when it makes its first, those left by test
+/// processes that are gone (every run left hundreds in /tmp).
 pub fn temp_dir(tag: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(remove_dirs_of_gone_runs);
     let d = std::env::temp_dir().join(format!(
         "tether-test-{}-{}-{}",
         std::process::id(),
@@ -115,6 +119,23 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// Removes `tether-test-PID-...` directories whose process is gone.
+fn remove_dirs_of_gone_runs() {
+    let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name();
+        let pid = name.to_str().and_then(|n| {
+            let rest = n.strip_prefix("tether-test-")?;
+            rest.split('-').next()?.parse::<u32>().ok()
+        });
+        if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 pub struct Agent {
