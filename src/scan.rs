@@ -62,6 +62,10 @@ struct Scanner {
     targets: Vec<Ipv4Addr>,
     /// IPv6: ff02::1 scoped to each interface with a link-local address.
     targets6: Vec<u32>,
+    /// `-i`'s interface index when the sockets were bound to it (SO_BINDTODEVICE holds
+    /// the index: a recreated interface needs new sockets), and what earlier sockets dropped.
+    index: Option<u32>,
+    dropped_before: u64,
 }
 
 struct Sock {
@@ -132,6 +136,8 @@ impl Scanner {
             dev: dev.map(str::to_string),
             targets: Vec::new(),
             targets6: Vec::new(),
+            index: dev.and_then(iface::info).map(|i| i.index),
+            dropped_before: 0,
         };
         let mut last = sc.add(udp::open(dev, 0), Some(Family::V4)).err();
         // Also hear ordinary beacons (boards that rate-limit our probe still show up).
@@ -283,21 +289,35 @@ impl Scanner {
     }
 
     /// One round: probes with `nonce` (again at [`reprobe_times`]), collects for `wait`,
-    /// then says what it found that needs saying (clones, boards ignored). With
-    /// `say_unsent`, a probe that could not be sent is said at once (beacons are still
-    /// heard).
-    fn round(&mut self, boards: &mut Boards, nonce: &str, wait: Duration, say_unsent: bool) {
-        if let (Err(e), true) = (self.probe(nonce), say_unsent) {
-            eprintln!("warning: {e}; listening for beacons only");
-        }
+    /// then says what it found that needs saying (clones, boards ignored). Returns why the
+    /// probe could not be sent, if it could not (beacons are still heard).
+    fn round(&mut self, boards: &mut Boards, nonce: &str, wait: Duration) -> Option<String> {
+        let unsent = self.probe(nonce).err();
         let mut reprobe = reprobe_times(Instant::now(), wait);
         self.collect(Instant::now() + wait, boards, nonce, &mut reprobe);
         warn_clones(boards);
+        unsent
+    }
+
+    /// `--watch -i`: when the interface is there again under another index (deleted and
+    /// recreated), sockets bound to it anew; the old ones would hear and send nothing.
+    fn rebind(&mut self) {
+        let Some(dev) = self.dev.clone() else { return };
+        let index = iface::info(&dev).map(|i| i.index);
+        if index.is_none() || index == self.index {
+            return;
+        }
+        if let Ok(mut n) = Scanner::open(Some(&dev), self.port) {
+            n.dropped_before = self.dropped();
+            *self = n;
+            eprintln!("note: -i {dev}: the interface was recreated; listening on it again");
+        }
     }
 
     /// Answers the kernel dropped for want of buffer room, over all sockets.
     fn dropped(&self) -> u64 {
-        self.socks.iter().map(|s| u64::from(s.dropped)).sum()
+        let now: u64 = self.socks.iter().map(|s| u64::from(s.dropped)).sum();
+        now + self.dropped_before
     }
 }
 
@@ -352,7 +372,10 @@ pub fn run(args: ScanArgs, wait: Duration) -> Result<u8, Fatal> {
     let nonce = nonce()?;
     let mut boards = Boards::new(key, nonce.clone());
     let silent_after = wait.max(Duration::from_secs(15));
-    sc.round(&mut boards, &nonce, wait, true);
+    let mut unsent = sc.round(&mut boards, &nonce, wait);
+    if let Some(e) = &unsent {
+        eprintln!("warning: {e}; listening for beacons only");
+    }
     let mut sd_last = None;
     if let Some(p) = &args.prometheus_sd {
         let text = prometheus_sd(boards.shown(false), Instant::now(), silent_after);
@@ -403,8 +426,18 @@ pub fn run(args: ScanArgs, wait: Duration) -> Result<u8, Fatal> {
             let nonce = self::nonce()?;
             boards.new_round(nonce.clone());
             // (An IPv6 socket that cannot open now is tried again next round.)
+            sc.rebind();
             let _ = sc.refresh();
-            sc.round(&mut boards, &nonce, wait, false);
+            // Said when it changes (a link down, or back), not every round.
+            let e = sc.round(&mut boards, &nonce, wait);
+            match (&e, &unsent) {
+                (Some(w), _) if unsent.as_ref() != Some(w) => {
+                    eprintln!("warning: {w}; listening for beacons only")
+                }
+                (None, Some(_)) => eprintln!("note: probes sent again"),
+                _ => {}
+            }
+            unsent = e;
             // What the kernel dropped since it was last said, as a Repeat allows (a minute, then ever longer).
             if let Some(n) = dropped_said.take(sc.dropped(), Instant::now()) {
                 eprintln!("{}", dropped_warning(n));

@@ -612,6 +612,53 @@ fn scan_watch_marks_a_board_that_said_goodbye() {
     );
 }
 
+/// `scan --watch -i IFACE` whose interface is deleted and recreated (a new index) hears
+/// the board again, and says so: its sockets were bound to the old index, and it heard
+/// nothing for as long as it ran, every board going silent and leaving the target file,
+/// without a word.
+#[test]
+fn scan_watch_follows_a_recreated_interface() {
+    if !can_netns() {
+        return;
+    }
+    let net = Net::new("r");
+    let a = start_agent(&net, &["--iface", &net.va, "--interval", "1"]);
+    wait_state(&a, "up", slack(Duration::from_secs(3)));
+    let mut watch = tether_cmd_in(
+        Some(&net.b),
+        &["scan", "-i", &net.vb, "-t", "1", "--watch", "--json"],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let out = watch.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let seen = |rx: &mpsc::Receiver<String>| -> f64 {
+        let l = rx.recv_timeout(slack(Duration::from_secs(5))).unwrap();
+        json(l.as_bytes())[0]["seen_s"].as_f64().unwrap_or(f64::MAX)
+    };
+    assert!(seen(&rx) < 2.0);
+    assert!(sh(&["ip", "-n", &net.a, "link", "del", &net.va]));
+    std::thread::sleep(Duration::from_secs(2));
+    net.make_va();
+    let heard_again = (0..8).any(|_| seen(&rx) < 1.0);
+    let _ = watch.kill();
+    let mut err = String::new();
+    let _ = watch.stderr.take().unwrap().read_to_string(&mut err);
+    let _ = watch.wait();
+    assert!(heard_again, "the board was not heard again: {err}");
+    assert!(err.contains("interface was recreated"), "{err}");
+}
+
 /// A stranger on the LAN sends beacons whose id and host hold white space and invisible
 /// characters: in `tether scan`'s table each board stays one line of the header's ten
 /// columns, in line with the others, and nothing invisible reaches the terminal. (An id
