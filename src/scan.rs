@@ -481,12 +481,13 @@ pub fn run(args: ScanArgs, wait: Duration) -> Result<u8, Fatal> {
     Ok(0)
 }
 
-/// Which file a path names: device and inode.
-type FileId = (u64, u64);
+/// Which file a path names, and which version of it: device, inode, size and mtime (a
+/// file written over in place, `echo [] >PATH`, keeps its inode).
+type FileId = (u64, u64, u64, i64, i64);
 
 fn file_id(m: &std::fs::Metadata) -> FileId {
     use std::os::unix::fs::MetadataExt;
-    (m.dev(), m.ino())
+    (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec())
 }
 
 /// Replaces `path` atomically: a temp file in the same directory, written and synced,
@@ -566,7 +567,7 @@ fn sd_error(path: &std::path::Path, e: std::io::Error) -> String {
 }
 
 /// Writes the target file when its text changed, or when the file there is not the one
-/// last written (deleted, or replaced): not every round (an SD card wears).
+/// last written (deleted, replaced, or written over): not every round (an SD card wears).
 fn update_sd(
     path: &std::path::Path,
     text: String,

@@ -67,6 +67,21 @@ fn atomic_write_is_0644_and_leaves_no_temp_file() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
+/// `--watch` puts back a target file someone wrote over in place (same inode): it was
+/// checked by inode alone, and the file kept the stranger's text until the set changed.
+#[test]
+fn a_target_file_written_over_in_place_is_written_again() {
+    let d = fresh_dir("inplace");
+    let p = d.join("tether.json");
+    let mut last = None;
+    update_sd(&p, "[1]".into(), &mut last).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(&p, "[]").unwrap();
+    update_sd(&p, "[1]".into(), &mut last).unwrap();
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), "[1]");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
 /// The temporary name is predictable, so someone who may write in the directory could
 /// plant a symlink there: it is not followed (the file it named was emptied and made
 /// 0644), another name is used.
