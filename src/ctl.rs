@@ -486,7 +486,7 @@ impl Session<'_> {
     /// command is sent is reopened first; the command itself is never sent twice.
     fn send(&mut self, line: &[u8]) -> Result<String, Fatal> {
         if crate::sys::net::peer_gone(self.stream.as_fd()) {
-            eprintln!("(the agent closed the connection; reconnecting)");
+            crate::say!("(the agent closed the connection; reconnecting)");
             let (mut stream, _) = connect(self.args, self.timeout)?;
             if let Some(code) = login(stream.as_mut(), self.token, self.timeout)? {
                 return Err(Fatal::new(code, "AUTH refused on reconnecting"));

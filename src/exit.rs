@@ -2,6 +2,17 @@
 //! The codes are sysexits.h's (plus 1 for "the agent answered ERR"); `main.rs` prints
 //! `error: MSG` and exits with the code. Imports nothing: any layer may use it.
 
+/// `eprintln!` that cannot panic: when stderr's reader has gone (`tether scan --watch 2>&1 |
+/// head -1`, a journal stream that broke), the line is lost, not the process (std's
+/// `eprintln!` panics on EPIPE, and a panic aborts the shipped build: exit 134).
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// A failure that ends the process: its exit code and a one-line message.
 #[derive(Debug)]
 pub struct Fatal {

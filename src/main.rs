@@ -33,7 +33,7 @@ fn main() -> ExitCode {
             Err(a) if i == 0 => args.push(a.to_string_lossy().into_owned()),
             Err(a) => {
                 let shown = tether::exit::printable(&a.to_string_lossy());
-                eprintln!("error: argument {i} is not valid UTF-8: {shown}");
+                tether::say!("error: argument {i} is not valid UTF-8: {shown}");
                 return ExitCode::from(EX_USAGE);
             }
         }
@@ -64,7 +64,7 @@ fn main() -> ExitCode {
                 Some(&sub) if ["agent", "ctl", "scan"].contains(&sub) => format!("{prog} {sub}"),
                 _ => prog.to_string(),
             };
-            eprintln!("error: {first} (see {help} --help)");
+            tether::say!("error: {first} (see {help} --help)");
             return ExitCode::from(EX_USAGE);
         }
     };
@@ -92,7 +92,7 @@ fn main() -> ExitCode {
         }
         Some(Cmd::Ctl(c)) => (c.validate()).map_err(Fatal::usage).and_then(|timeout| {
             if let Some(o) = c.misplaced_option() {
-                eprintln!(
+                tether::say!(
                     "warning: {o} comes after the command, so it is sent as part of it \
                      (ctl's options go before the command)"
                 );
@@ -113,7 +113,7 @@ fn finish(res: Result<u8, Fatal>) -> ExitCode {
         Err(f) => {
             // A message may quote what the user or a peer gave (a host name, a file name):
             // one line, and nothing in it reaches the terminal as a control sequence.
-            eprintln!("error: {}", tether::exit::printable(&f.msg));
+            tether::say!("error: {}", tether::exit::printable(&f.msg));
             ExitCode::from(f.code)
         }
     }

@@ -310,7 +310,7 @@ impl Scanner {
         if let Ok(mut n) = Scanner::open(Some(&dev), self.port) {
             n.dropped_before = self.dropped();
             *self = n;
-            eprintln!("note: -i {dev}: the interface was recreated; listening on it again");
+            crate::say!("note: -i {dev}: the interface was recreated; listening on it again");
         }
     }
 
@@ -340,10 +340,10 @@ fn dropped_warning(n: u64) -> String {
 /// [`SCAN_BOARDS_MAX`](crate::limits::SCAN_BOARDS_MAX) were ignored.
 fn warn_clones(boards: &mut Boards) {
     for id in boards.mark_clones() {
-        eprintln!("{}", clone_warning(&id));
+        crate::say!("{}", clone_warning(&id));
     }
     if let Some(w) = boards.ignored_warning(Instant::now()) {
-        eprintln!("{w}");
+        crate::say!("{w}");
     }
 }
 
@@ -374,7 +374,7 @@ pub fn run(args: ScanArgs, wait: Duration) -> Result<u8, Fatal> {
     let silent_after = wait.max(Duration::from_secs(15));
     let mut unsent = sc.round(&mut boards, &nonce, wait);
     if let Some(e) = &unsent {
-        eprintln!("warning: {e}; listening for beacons only");
+        crate::say!("warning: {e}; listening for beacons only");
     }
     let mut sd_last = None;
     if let Some(p) = &args.prometheus_sd {
@@ -399,10 +399,10 @@ pub fn run(args: ScanArgs, wait: Duration) -> Result<u8, Fatal> {
                 let r = update_sd(p, text, &mut sd_last);
                 match (&r, &sd_said) {
                     (Err(e), _) if sd_said.as_ref() != Some(e) => {
-                        eprintln!("warning: {e}; retrying")
+                        crate::say!("warning: {e}; retrying")
                     }
                     (Ok(()), Some(_)) => {
-                        eprintln!("note: --prometheus-sd {}: written again", p.display())
+                        crate::say!("note: --prometheus-sd {}: written again", p.display())
                     }
                     _ => {}
                 }
@@ -410,7 +410,7 @@ pub fn run(args: ScanArgs, wait: Duration) -> Result<u8, Fatal> {
             }
             let hidden = boards.hidden(args.all);
             if hidden.is_some() && hidden != hidden_said {
-                eprintln!("note: {}", hidden.as_deref().unwrap_or_default());
+                crate::say!("note: {}", hidden.as_deref().unwrap_or_default());
             }
             hidden_said = hidden;
             let rows = boards.shown(args.all);
@@ -432,20 +432,20 @@ pub fn run(args: ScanArgs, wait: Duration) -> Result<u8, Fatal> {
             let e = sc.round(&mut boards, &nonce, wait);
             match (&e, &unsent) {
                 (Some(w), _) if unsent.as_ref() != Some(w) => {
-                    eprintln!("warning: {w}; listening for beacons only")
+                    crate::say!("warning: {w}; listening for beacons only")
                 }
-                (None, Some(_)) => eprintln!("note: probes sent again"),
+                (None, Some(_)) => crate::say!("note: probes sent again"),
                 _ => {}
             }
             unsent = e;
             // What the kernel dropped since it was last said, as a Repeat allows (a minute, then ever longer).
             if let Some(n) = dropped_said.take(sc.dropped(), Instant::now()) {
-                eprintln!("{}", dropped_warning(n));
+                crate::say!("{}", dropped_warning(n));
             }
         }
     }
     if sc.dropped() > 0 {
-        eprintln!("{}", dropped_warning(sc.dropped()));
+        crate::say!("{}", dropped_warning(sc.dropped()));
     }
     let now = Instant::now();
     let rows = boards.shown(args.all);
@@ -469,14 +469,14 @@ pub fn run(args: ScanArgs, wait: Duration) -> Result<u8, Fatal> {
         if args.prometheus_sd.is_some() {
             // The target file is the product: an empty fleet is a valid answer, not a
             // failure.
-            eprintln!("warning: {what}; the target file lists none");
+            crate::say!("warning: {what}; the target file lists none");
             return Ok(0);
         }
-        eprintln!("error: {what}");
+        crate::say!("error: {what}");
         return Ok(EX_UNAVAILABLE);
     }
     if let Some(h) = boards.hidden(args.all) {
-        eprintln!("note: {h}");
+        crate::say!("note: {h}");
     }
     Ok(0)
 }

@@ -1041,3 +1041,27 @@ fn ctl_with_no_agent_at_either_default_names_both_sockets() {
         )
     );
 }
+
+/// Standard error whose reader has gone (`tether scan --watch 2>&1 | head -1`, a broken
+/// journal stream): the message is lost, the exit code is the one documented. std's
+/// `eprintln!` panicked there, and a panic aborts the shipped build (134).
+#[test]
+fn stderr_without_a_reader_loses_the_message_not_the_exit_code() {
+    use std::process::Stdio;
+    let nowhere = temp_dir("stderr-gone").join("nope.sock");
+    for (args, want) in [
+        (vec!["agent", "--bogus"], 64),
+        (vec!["ctl", "-s", nowhere.to_str().unwrap(), "PING"], 69),
+    ] {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        drop(r);
+        let mut child = tether_cmd(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::from(w))
+            .spawn()
+            .unwrap();
+        let status = wait_timeout(&mut child, slack(Duration::from_secs(30)));
+        assert_eq!(status.code(), Some(want), "{args:?}: {status:?}");
+    }
+}
