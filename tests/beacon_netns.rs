@@ -529,13 +529,10 @@ fn absent_interface_at_start_and_no_default_interface() {
     assert!(!err.contains('\u{1b}'), "{err:?}");
 }
 
-#[test]
-fn scan_watch_marks_a_board_that_said_goodbye() {
-    if !can_netns() {
-        return;
-    }
-    let net = Net::new("w");
-    let a = start_agent(&net, &["--iface", &net.va, "--interval", "1"]);
+/// An agent beaconing each second on `net.va`, and `tether scan --watch --json -t 1` on
+/// `net.vb`, its stdout lines sent to the receiver as they come.
+fn agent_and_scan_watch(net: &Net) -> (Agent, std::process::Child, mpsc::Receiver<String>) {
+    let a = start_agent(net, &["--iface", &net.va, "--interval", "1"]);
     wait_state(&a, "up", slack(Duration::from_secs(3)));
     let mut watch = tether_cmd_in(
         Some(&net.b),
@@ -555,6 +552,16 @@ fn scan_watch_marks_a_board_that_said_goodbye() {
             }
         }
     });
+    (a, watch, rx)
+}
+
+#[test]
+fn scan_watch_marks_a_board_that_said_goodbye() {
+    if !can_netns() {
+        return;
+    }
+    let net = Net::new("w");
+    let (a, mut watch, rx) = agent_and_scan_watch(&net);
     let next_rows = |rx: &mpsc::Receiver<String>| -> serde_json::Value {
         let l = rx
             .recv_timeout(slack(Duration::from_secs(5)))
@@ -622,26 +629,7 @@ fn scan_watch_follows_a_recreated_interface() {
         return;
     }
     let net = Net::new("r");
-    let a = start_agent(&net, &["--iface", &net.va, "--interval", "1"]);
-    wait_state(&a, "up", slack(Duration::from_secs(3)));
-    let mut watch = tether_cmd_in(
-        Some(&net.b),
-        &["scan", "-i", &net.vb, "-t", "1", "--watch", "--json"],
-    )
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
-    let out = watch.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (_agent, mut watch, rx) = agent_and_scan_watch(&net);
     let seen = |rx: &mpsc::Receiver<String>| -> f64 {
         let l = rx.recv_timeout(slack(Duration::from_secs(5))).unwrap();
         json(l.as_bytes())[0]["seen_s"].as_f64().unwrap_or(f64::MAX)
