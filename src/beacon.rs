@@ -176,10 +176,12 @@ impl KeyFileError {
 
 /// Reads a fleet key file (`--fleet-key`): its contents with surrounding white space
 /// trimmed ([`crate::sys::read_secret`]), [`crate::limits::FLEET_KEY_MIN`]..=[`FLEET_KEY_MAX`]
-/// bytes. No heap, also when it fails (SIGHUP re-reads it in the steady state).
-pub fn load_key(path: &Path) -> Result<FleetKey, KeyFileError> {
+/// bytes. No heap, also when it fails (SIGHUP re-reads it in the steady state). `wait`: a
+/// pipe's writer is waited for (scan's, not the agent's: [`crate::sys::read_secret`]).
+pub fn load_key(path: &Path, wait: bool) -> Result<FleetKey, KeyFileError> {
     let mut buf = [0u8; secret_buf_len(FLEET_KEY_MAX)];
-    let raw = crate::sys::read_secret(path, &mut buf, FLEET_KEY_MAX).map_err(KeyFileError::File)?;
+    let raw =
+        crate::sys::read_secret(path, &mut buf, FLEET_KEY_MAX, wait).map_err(KeyFileError::File)?;
     raw.accept_with(path, FleetKey::parse)
         .map_err(KeyFileError::Key)
 }
@@ -192,7 +194,7 @@ pub fn key_file_message(path: &Path, e: &KeyFileError) -> String {
 impl Signing {
     /// SIGHUP: re-reads the key file; a bad file keeps the old key.
     pub fn reload(&mut self) {
-        match load_key(&self.path) {
+        match load_key(&self.path, false) {
             Ok(k) if k == self.key => log::info!("fleet key {}: unchanged", self.path.display()),
             Ok(k) => {
                 self.key = k;

@@ -388,7 +388,7 @@ fn read_token<'b>(args: &CtlArgs, buf: &'b mut [u8]) -> Result<Option<&'b [u8]>,
     let Some(tf) = &args.token_file else {
         return Ok(None);
     };
-    let token = crate::sys::read_secret(tf, buf, TOKEN_MAX)
+    let token = crate::sys::read_secret(tf, buf, TOKEN_MAX, true)
         .map_err(|e| Fatal::new(e.exit_code(), format!("--token-file {}: {e}", tf.display())))?;
     Ok(Some(token.accept(tf)).filter(|_| args.connect.is_some()))
 }

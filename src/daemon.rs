@@ -197,7 +197,7 @@ fn load_fleet_key(cfg: &AgentConfig) -> Result<Option<crate::beacon::Signing>, F
     let Some(p) = &cfg.fleet_key else {
         return Ok(None);
     };
-    let key = crate::beacon::load_key(p)
+    let key = crate::beacon::load_key(p, false)
         .map_err(|e| Fatal::new(e.exit_code(), crate::beacon::key_file_message(p, &e)))?;
     Ok(Some(crate::beacon::Signing {
         path: p.clone(),
@@ -455,7 +455,7 @@ fn read_token<'b>(cfg: &AgentConfig, buf: &'b mut [u8]) -> Result<Option<&'b [u8
     let Some(p) = &cfg.token_file else {
         return Ok(None);
     };
-    let token = sys::read_secret(p, buf, TOKEN_MAX)
+    let token = sys::read_secret(p, buf, TOKEN_MAX, false)
         .map_err(|e| Fatal::new(e.exit_code(), format!("--token-file {}: {e}", p.display())))?;
     Ok(Some(token.accept_token(p)))
 }

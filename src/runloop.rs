@@ -636,7 +636,8 @@ impl RunLoop {
             return;
         };
         let mut buf = [0u8; secret_buf_len(TOKEN_MAX)];
-        let r = crate::sys::read_secret(path, &mut buf, TOKEN_MAX).map(|s| s.accept_token(path));
+        let r =
+            crate::sys::read_secret(path, &mut buf, TOKEN_MAX, false).map(|s| s.accept_token(path));
         let p = path.display();
         if let Err(e @ crate::sys::NoSecret::Unreadable(errno)) = r {
             if crate::sys::unreadable_now(errno) {

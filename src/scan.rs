@@ -351,7 +351,7 @@ fn warn_clones(boards: &mut Boards) {
 /// returns the exit code.
 pub fn run(args: ScanArgs, wait: Duration) -> Result<u8, Fatal> {
     let key = match &args.fleet_key {
-        Some(p) => Some(crate::beacon::load_key(p).map_err(|e| Fatal {
+        Some(p) => Some(crate::beacon::load_key(p, true).map_err(|e| Fatal {
             code: e.exit_code(),
             msg: crate::beacon::key_file_message(p, &e),
         })?),

@@ -496,3 +496,30 @@ fn a_token_file_other_users_can_read_is_warned_about() {
     let want = [line(&long, "change", "0646"), line(&long, "read", "0644")];
     assert_eq!(warned(&err), want, "{err}");
 }
+
+/// `--token-file <(pass show board)`: ctl waits for the pipe's writer. It read the pipe as
+/// the agent reads files (never waiting), so a writer slower than ctl got `error:
+/// --token-file /dev/fd/63: missing or unreadable (EAGAIN ...)`, exit 78.
+#[test]
+fn ctl_reads_its_token_from_a_pipe_whose_writer_is_slow() {
+    let (a, tf) = agent(&[]);
+    let script = format!(
+        "exec {BIN} ctl -c {} --token-file <(sleep 0.3; cat '{}') SET room piped",
+        a.tcp_addr(),
+        tf.display()
+    );
+    let o = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert_eq!(
+        (o.status.code(), out.as_ref()),
+        (Some(0), "OK\n"),
+        "stderr: {err}"
+    );
+    assert_eq!(a.unix().req("GET room"), "OK piped");
+}

@@ -308,12 +308,21 @@ impl<'b> Secret<'b> {
 /// [`secret_buf_len`]: crate::limits::secret_buf_len
 ///
 /// [`SECRET_SLACK`]: crate::limits::SECRET_SLACK
+///
+/// `wait`: a client's read (ctl's `--token-file`, scan's `--fleet-key`) waits for a pipe's
+/// writer, as in `--token-file <(pass show board)`; the agent's never does (its loop must
+/// not stop on a FIFO), and a pipe that has nothing yet is unreadable (EAGAIN) to it.
 pub fn read_secret<'b>(
     path: &std::path::Path,
     buf: &'b mut [u8],
     max: usize,
+    wait: bool,
 ) -> Result<Secret<'b>, NoSecret> {
     let f = open_read(path).map_err(|e| NoSecret::Unreadable(errno_of(&e)))?;
+    if wait {
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        fcntl(&f, FcntlArg::F_SETFL(OFlag::empty())).map_err(NoSecret::Unreadable)?;
+    }
     use std::os::unix::fs::PermissionsExt;
     let mode = f.metadata().map_or(0, |m| m.permissions().mode());
     let n = read_all(f, buf).map_err(|e| NoSecret::Unreadable(errno_of(&e)))?;
