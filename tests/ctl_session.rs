@@ -739,3 +739,40 @@ fn a_reply_line_that_never_ends_is_refused_before_the_timeout() {
     assert_short_protocol_error("an endless line", &err);
     assert!(took < slack(Duration::from_secs(2)), "{took:?}");
 }
+
+/// A file-valued option completes through directories: bash is told its candidates are
+/// file names (`compopt -o filenames`), so a directory gets its '/'. Without it
+/// `tether ctl -s /run/teth<TAB>` gave `/run/tether ` and completion stopped there.
+#[test]
+fn bash_completion_completes_file_values_through_directories() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/board/tether.bash-completion");
+    let dir = temp_dir("completion-dirs");
+    std::fs::create_dir(dir.join("sockdir")).unwrap();
+    for (sub, opt) in [
+        ("ctl", "-s"),
+        ("ctl", "--token-file"),
+        ("agent", "--socket"),
+        ("agent", "--fleet-key"),
+        ("agent", "--thermal"),
+        ("agent", "--led"),
+        ("scan", "--prometheus-sd"),
+        ("ctl", "--publish"),
+    ] {
+        // compopt works only inside a real completion; here it says what it was asked.
+        let script = format!(
+            ". {file}; compopt() {{ echo \"compopt $*\"; }}\n\
+             COMP_WORDS=(tether {sub} {opt} sockd); COMP_CWORD=3; _tether; \
+             echo \"${{COMPREPLY[*]}}\""
+        );
+        let out = std::process::Command::new("bash")
+            .args(["--norc", "--noprofile", "-c", &script])
+            .current_dir(&dir)
+            .output()
+            .expect("run bash");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            text, "compopt -o filenames\nsockdir\n",
+            "tether {sub} {opt} sockd<TAB>"
+        );
+    }
+}
