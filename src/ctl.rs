@@ -3,7 +3,8 @@
 //! - With none, stdin a terminal: a `tether> ` prompt on one connection (authenticated
 //!   once with `--token-file`) until `quit`, `exit` or EOF.
 //! - With none, stdin not a terminal: one command per input line, one reply per line;
-//!   the exit status is the first failure's.
+//!   the exit status is the first failure's, or, when the session is cut short (no
+//!   reply, no agent), its reason's.
 //!
 //! Exit codes ([`crate::exit`]): 0 ok, 1 the agent answered ERR, 64 usage, 69
 //! unreachable, 75 timeout, 76 not tether's protocol, 77 denied, 78 unreadable token file.
@@ -538,7 +539,7 @@ fn interactive(mut s: Session<'_>, to: &str, pretty: bool) -> Result<u8, Fatal> 
 
 /// Commands from a pipe or file: one per line, sent as it is (blank lines and `#`
 /// comments skipped), one reply per line. Every line is answered; the status is the first
-/// failure's.
+/// failure's. A session cut short (no reply, no agent) is its reason's: lines went unsent.
 fn batch(mut s: Session<'_>, input: &mut impl BufRead, pretty: bool) -> Result<u8, Fatal> {
     let mut out = std::io::stdout().lock();
     let mut first_failure = None;
@@ -551,10 +552,7 @@ fn batch(mut s: Session<'_>, input: &mut impl BufRead, pretty: bool) -> Result<u
         let reply = if raw.len() > LINE_MAX {
             too_long_reply()
         } else {
-            match s.send(&raw) {
-                Ok(r) => r,
-                Err(f) => return Err(Fatal::new(first_failure.unwrap_or(f.code), f.msg)),
-            }
+            s.send(&raw)?
         };
         let code = exit_for(&reply);
         if code != 0 && first_failure.is_none() {

@@ -240,6 +240,36 @@ fn a_file_of_commands_gets_one_reply_per_line_and_the_first_failure() {
     assert_eq!((code, out.as_str()), (0, "PONG\nOK\n"));
 }
 
+/// A pipe session cut short (the agent stopped answering) exits with the reason's code (75
+/// here), not the code of an ERR answered before it: the lines after it were never sent
+/// or never answered, which a script must not take for "every line answered, one ERR".
+#[test]
+fn a_pipe_session_cut_short_exits_with_its_reason_not_an_earlier_err() {
+    use std::io::BufRead;
+    let a = Agent::start(&[]);
+    let mut ctl = std::process::Command::new(BIN)
+        .args(["ctl", "-s", a.unix.to_str().unwrap(), "-t", "1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = ctl.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(ctl.stdout.take().unwrap());
+    stdin.write_all(b"GET nope\n").unwrap();
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.starts_with("ERR not-found "), "{first}");
+    a.signal(19); // SIGSTOP
+    stdin.write_all(b"PING\nKEYS\n").unwrap();
+    drop(stdin);
+    let out = ctl.wait_with_output().unwrap();
+    a.signal(18); // SIGCONT
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "stderr: {err}");
+    assert_eq!(err, "error: timed out waiting for the reply\n");
+}
+
 /// Nagle's algorithm against the agent's delayed ACK: ctl wrote a line and its `\n` in two
 /// writes, and over TCP the `\n` waited for the agent to acknowledge the line, which it
 /// delays (40 ms on Linux) since nothing answers half a line: 150 commands took 6 s over
