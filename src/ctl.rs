@@ -173,12 +173,16 @@ fn authenticate(s: &mut dyn Stream, token: &[u8], deadline: Instant) -> Result<S
 }
 
 /// The exit code for a reply [`exchange`] returned: 0 for `PONG` and `OK`, 77 for
-/// `ERR denied`, 1 for any other `ERR`.
+/// `ERR denied`, 75 for `ERR busy` (a full table, the AUTH throttle: try again later), 1
+/// for any other `ERR`.
 fn exit_for(reply: &str) -> u8 {
-    match reply.strip_prefix("ERR ") {
-        Some(e) if e.split(' ').next() == Some(ErrCode::Denied.as_str()) => EX_NOPERM,
-        Some(_) => EX_ERR,
-        None => 0,
+    let Some(e) = reply.strip_prefix("ERR ") else {
+        return 0;
+    };
+    match e.split(' ').next() {
+        Some(c) if c == ErrCode::Denied.as_str() => EX_NOPERM,
+        Some(c) if c == ErrCode::Busy.as_str() => EX_TEMPFAIL,
+        _ => EX_ERR,
     }
 }
 

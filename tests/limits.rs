@@ -218,9 +218,13 @@ fn client_beyond_max_clients_is_told_busy_and_closed() {
         assert!(r.starts_with("ERR busy "), "{r}");
         assert!(third.closed(), "third client not closed");
     }
+    // ctl shows it and exits 75 (try again later), not 1 as for an ERR to its command.
+    let (code, out, _) = a.ctl(&["PING"]);
+    assert_eq!(code, 75, "{out}");
+    assert!(out.starts_with("ERR busy "), "{out}");
     assert_eq!(c1.req("PING"), "PONG");
     let s = ok_json(&c2.req("STATS"));
-    assert_eq!(s["refused_busy"], 2, "{s}");
+    assert_eq!(s["refused_busy"], 3, "{s}");
     // A freed slot is usable again.
     drop(c1);
     assert!(wait_for(slack(Duration::from_secs(3)), || {
