@@ -842,3 +842,32 @@ fn published_facts_travel_in_the_next_beacon_and_the_beacon_socket_has_the_buffe
     assert!(kinds.iter().any(|k| k == "udp-beacon"), "{socks}");
     assert_eq!(s["allocs_since_ready"], 0, "{s}");
 }
+
+/// At -v a dropped datagram's debug line shows the bytes its reason names, less only its
+/// line end: a value ending in a tab or a CR is not printable ASCII, and the line showed
+/// `"SET k v"`, hiding them.
+#[test]
+fn a_dropped_datagram_is_logged_with_the_bytes_that_made_it_bad() {
+    let dir = temp_dir("publish-debug");
+    let args = loopback_agent_args(&dir.join("t.sock"), &["--no-beacon"]);
+    let a = Agent::spawn(&args, dir, &[("RUST_LOG", "debug")])
+        .unwrap_or_else(|f| panic!("{:?} {}", f.status, f.stderr));
+    for d in [
+        &b"SET k v\t"[..],
+        b"SET j v\r",
+        b"SET h v\t\r\n",
+        b"SET ok v\r\n",
+    ] {
+        a.publish(d);
+    }
+    wait_counted(&a, 4);
+    let (_, log) = a.stop();
+    for shown in [
+        r#""SET k v\t""#,
+        r#""SET j v\r""#,
+        r#""SET h v\t""#,
+        r#": "SET ok v""#,
+    ] {
+        assert!(log.contains(shown), "{shown} not in {log}");
+    }
+}

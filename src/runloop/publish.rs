@@ -8,6 +8,7 @@
 use crate::agent::Agent;
 use crate::limits::{PUBLISH_DGRAM_MAX, PUBLISH_PER_TURN};
 use crate::lograte::LogRate;
+use crate::proto::line::{next_line, Frame};
 use crate::sys::unix::{self, Dgram, UnixListener};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Instant;
@@ -61,7 +62,13 @@ impl Publish {
             return;
         };
         let (pid, uid) = d.cred.unwrap_or((-1, u32::MAX));
-        let line = core::str::from_utf8(bytes.trim_ascii_end()).unwrap_or("(not UTF-8)");
+        // Less its line end only, as the agent framed it: a trailing tab or CR may be
+        // what its reason names (it showed `SET k v\t` as "SET k v").
+        let bytes = match next_line(bytes) {
+            Frame::Line(l, used) if used == bytes.len() => l,
+            _ => bytes,
+        };
+        let line = core::str::from_utf8(bytes).unwrap_or("(not UTF-8)");
         match res {
             Ok(()) => log::debug!("published by pid={pid} uid={uid}: {line:?}"),
             Err(why) => {
