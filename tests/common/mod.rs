@@ -195,6 +195,13 @@ impl Agent {
         dir: PathBuf,
         env: &[(&str, &str)],
     ) -> Result<Agent, Failed> {
+        // Beacons may leave only an interface of a namespace the test made.
+        let quiet = args.iter().any(|a| a == "--no-beacon" || a == "--iface");
+        assert!(
+            netns.is_some() || quiet || args.first().is_some_and(|a| a != "agent"),
+            "an agent outside the test's own network namespace must not beacon out of this \
+             machine's interfaces: add --no-beacon to {args:?}"
+        );
         Self::spawn_command(tether_cmd_in(netns, args), dir, env)
     }
 
