@@ -430,10 +430,6 @@ impl RunLoop {
     pub fn run(&mut self) -> Result<(), SysError> {
         let mut now = Instant::now();
         loop {
-            if self.quick_polls == 0 {
-                // Whether the metrics listeners are polled this turn (a turn that polls them).
-                self.http.plan(now);
-            }
             let due = self.next_deadline(now);
             // A quick poll: while clients keep the loop busy, most turns poll only them and
             // the TCP listeners (a full accept queue drops SYNs), and do not wait. Without a
@@ -498,7 +494,7 @@ impl RunLoop {
                     if accepting {
                         add(self.io.unix.fd.as_fd(), PollFlags::POLLIN, Tok::Unix);
                     }
-                    if accepting && self.http.accepting() {
+                    if accepting {
                         for (i, (fd, _)) in self.io.metrics.iter().enumerate() {
                             add(fd.as_fd(), PollFlags::POLLIN, Tok::HttpListen(i));
                         }

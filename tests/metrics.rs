@@ -10,6 +10,8 @@ use common::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Starts an agent with one metrics listener on a free loopback port.
@@ -854,4 +856,133 @@ fn a_host_name_that_is_not_utf8_is_shown_whole() {
     assert!(body.contains(&label), "{body}");
     let (code, err) = a.stop();
     assert_eq!(code.code(), Some(0), "{err}");
+}
+
+/// One scrape on a new connection, as Prometheus' first scrape does; its status line or
+/// what went wrong, and how long it took. `limit` is the scrape timeout.
+fn scrape(m: SocketAddr, limit: Duration) -> (String, Duration) {
+    let t = Instant::now();
+    let r = (|| -> std::io::Result<String> {
+        let mut s = TcpStream::connect_timeout(&m, limit)?;
+        s.set_read_timeout(Some(
+            limit
+                .saturating_sub(t.elapsed())
+                .max(Duration::from_millis(1)),
+        ))?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out)?;
+        Ok(String::from_utf8_lossy(&out)
+            .lines()
+            .next()
+            .unwrap_or("EOF")
+            .to_string())
+    })();
+    (r.unwrap_or_else(|e| format!("error: {e}")), t.elapsed())
+}
+
+/// Silent connects faster than the slots free up (4 slots, 500 ms grace: 8 a second)
+/// filled the listen backlog while the agent held new connections there for a grace to
+/// end, and the scraper's SYN was dropped: scrapes took 1-8 s or timed out (40 a second:
+/// every one). New connections are accepted at once now, and one whose request is there
+/// takes the slot of a head in its grace.
+#[test]
+fn a_flood_of_silent_connections_does_not_shut_scrapes_out() {
+    let (a, m) = agent_with_metrics(&[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    // 40 connections a second that send nothing, each held 3 s: one host, no data.
+    let flood = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            use nix::sys::socket::{
+                connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn,
+            };
+            let SocketAddr::V4(v4) = m else {
+                unreachable!()
+            };
+            let mut held: Vec<(Instant, std::os::fd::OwnedFd)> = Vec::new();
+            let mut next = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                // A non-blocking connect: the kernel retries its SYN when the agent's
+                // backlog is full, as a flooding host's would.
+                let fd = socket(
+                    AddressFamily::Inet,
+                    SockType::Stream,
+                    SockFlag::SOCK_NONBLOCK,
+                    None,
+                )
+                .unwrap();
+                let _ = connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(v4));
+                held.push((Instant::now(), fd));
+                held.retain(|(t, _)| t.elapsed() < Duration::from_secs(3));
+                next += Duration::from_millis(25);
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let got: Vec<_> = (0..4).map(|_| scrape(m, Duration::from_secs(10))).collect();
+    stop.store(true, Ordering::Relaxed);
+    flood.join().unwrap();
+    eprintln!("scrapes during a 40/s silent flood: {got:?}");
+    assert!(
+        got.iter()
+            .all(|(s, t)| s.starts_with("HTTP/1.1 200") && *t < slack(Duration::from_secs(2))),
+        "{got:?}"
+    );
+    assert_eq!(a.allocations(), 0);
+}
+
+/// Peers that pipeline requests and never read the answers held their slots sending, up
+/// to the 10 s send timeout each time, and reconnected: 138 of 144 scrapes got 503. A
+/// response its peer has taken nothing of for 500 ms now gives its slot up to a newcomer.
+#[test]
+fn four_peers_that_pipeline_and_never_read_do_not_shut_scrapes_out() {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let (a, m) = agent_with_metrics(&[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    // Each sends pipelined scrapes until its socket blocks and reads nothing; when the
+    // agent closes it (the 10 s send timeout), it connects again.
+    let hogs: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let reqs = b"GET /metrics HTTP/1.1\r\n\r\n".repeat(60);
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(mut s) = TcpStream::connect(m) else {
+                        continue;
+                    };
+                    let _ = setsockopt(&s, sockopt::RcvBuf, &1024);
+                    s.set_write_timeout(Some(Duration::from_millis(100)))
+                        .unwrap();
+                    while !stop.load(Ordering::Relaxed) {
+                        match s.write(&reqs) {
+                            Ok(_) => {}
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                            Err(_) => break,
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let got: Vec<_> = (0..5)
+        .map(|_| {
+            let r = scrape(m, Duration::from_secs(10));
+            std::thread::sleep(Duration::from_millis(500));
+            r
+        })
+        .collect();
+    stop.store(true, Ordering::Relaxed);
+    for h in hogs {
+        h.join().unwrap();
+    }
+    eprintln!("scrapes against 4 pipelining non-readers: {got:?}");
+    assert!(
+        got.iter().all(|(s, _)| s.starts_with("HTTP/1.1 200")),
+        "{got:?}"
+    );
+    assert_eq!(a.allocations(), 0);
 }

@@ -14,10 +14,13 @@
 //! dropped until the peer closes), so the last response is not destroyed by a reset.
 //!
 //! A new connection that finds every slot taken takes one whose connection needs it least
-//! (`Http::seat`): a request head that has not come (not a byte, or not all of it)
-//! within [`HTTP_HEAD_GRACE_MS`], then kept-alive and idle. While the only such
-//! slots are heads still in their grace, it waits in the listen backlog ([`Http::plan`]);
-//! only when every slot has a request in progress is it answered 503.
+//! (`Http::seat`): a response its peer has taken nothing of, or a request head that has
+//! not come (not a byte, or not all of it), within [`HTTP_HEAD_GRACE_MS`]; then kept-alive
+//! and idle; then, if its own request is already there, a head still in its grace (the
+//! oldest). It is answered 503 when every slot has a request in progress, or when it has
+//! sent nothing and the rest are heads in their grace. New connections are always
+//! accepted at once: one left in the listen backlog lets a flood of silent connects fill
+//! it, and the scraper's SYN is dropped (a 1, 3, 7 s wait).
 
 use crate::limits::{
     HTTP_HEAD_GRACE_MS, HTTP_HEAD_MAX, HTTP_HEAD_TIMEOUT_SECS, HTTP_KEEPALIVE_SECS,
@@ -59,7 +62,8 @@ struct Slot {
     out_start: usize,
     out_end: usize,
     deadline: Instant,
-    /// When the clock of the request head awaited started ([`Slot::start_head`]).
+    /// When the clock of the request head awaited started ([`Slot::start_head`]), or
+    /// the response being sent last made progress.
     head_since: Instant,
     /// Responses completed on this connection.
     served: u32,
@@ -78,8 +82,9 @@ enum Awaits {
 enum Seat {
     /// Slot `i`: free, or given up by its connection for the reason given.
     Slot(usize, &'static str),
-    /// Nowhere yet: a request head still in its grace may lose its slot at this instant.
-    Wait(Instant),
+    /// Slot `i`, a head still in its grace, the oldest: only for a connection whose
+    /// request is already there.
+    Grace(usize),
     /// Every slot has a request in progress.
     Busy,
 }
@@ -145,8 +150,6 @@ pub enum Accepted {
 pub struct Http {
     slots: Vec<Slot>,
     stats: HttpStats,
-    /// New connections wait in the backlog until then ([`Http::plan`]).
-    hold: Option<Instant>,
     /// A connection that has sent its last response, out of its slot: [`Http::ready`]
     /// hands it to the run loop to linger.
     done: Option<OwnedFd>,
@@ -157,7 +160,6 @@ impl Http {
         Http {
             slots: Vec::new(),
             stats: HttpStats::default(),
-            hold: None,
             done: None,
         }
     }
@@ -167,7 +169,6 @@ impl Http {
         Http {
             slots: (0..HTTP_SLOTS).map(|_| Slot::new(now)).collect(),
             stats: HttpStats::default(),
-            hold: None,
             done: None,
         }
     }
@@ -204,61 +205,43 @@ impl Http {
             .iter()
             .filter(|s| s.fd.is_some())
             .map(|s| s.deadline)
-            .chain(self.hold)
             .min()
     }
 
-    /// Once per loop turn, before its deadline and its poll set are made: whether the
-    /// metrics listeners are polled ([`Http::accepting`]). A new connection that would
-    /// only find heads still in their grace waits in the listen backlog until the first
-    /// grace ends (the loop wakes then), rather than being refused 503 when a peer that
-    /// holds its slot without asking is about to lose it.
-    pub fn plan(&mut self, now: Instant) {
-        self.hold = match self.seat(now) {
-            Seat::Wait(t) => Some(t),
-            Seat::Slot(..) | Seat::Busy => None,
-        };
-    }
-
-    /// Whether new connections are taken this turn ([`Http::plan`]).
-    pub fn accepting(&self) -> bool {
-        self.hold.is_none()
-    }
-
     /// Where a new connection would go now: a free slot, else the slot of a connection
-    /// that needs it least: request heads that have not come
-    /// within [`HEAD_GRACE`] (the oldest first: a scraper sends its request at once, so
-    /// these are peers holding a slot without asking, slowloris), then the kept-alive one
-    /// idle the longest. A slot sending a response, or with a request waiting unread, or
-    /// with a head still in its grace is never taken.
+    /// that needs it least: a response its peer has taken nothing of, or a request head
+    /// that has not come, within [`HEAD_GRACE`] (the oldest first: a scraper sends its
+    /// request at once and reads its answer, so these are peers holding a slot without
+    /// asking, slowloris, or asking without reading); then the kept-alive one idle the
+    /// longest; then a head still in its grace (one that has sent nothing first), for a
+    /// newcomer whose request is there ([`Seat::Grace`]). A slot with a request waiting
+    /// unread, or sending a response that moves, is never taken.
     fn seat(&self, now: Instant) -> Seat {
         if let Some(i) = self.slots.iter().position(|s| s.fd.is_none()) {
             return Seat::Slot(i, "");
         }
         let mut best: Option<(u8, Instant, usize)> = None;
-        let mut wait: Option<Instant> = None;
         for (i, s) in self.slots.iter().enumerate() {
+            let graced = s.head_since + HEAD_GRACE > now;
             let rank = match (s.phase, s.awaits()) {
-                (_, Some(Awaits::Head)) => {
-                    let end = s.head_since + HEAD_GRACE;
-                    if end > now {
-                        wait = Some(wait.map_or(end, |w| w.min(end)));
-                        continue;
-                    }
-                    (1, s.head_since, i)
-                }
+                (Phase::Send { .. }, _) if !graced => (1, s.head_since, i),
+                (_, Some(Awaits::Head)) if !graced => (1, s.head_since, i),
                 (_, Some(Awaits::Next)) => (2, s.deadline, i),
-                (_, None) => continue,
+                (_, Some(Awaits::Head)) => (3 + u8::from(s.in_len > 0), s.head_since, i),
+                _ => continue,
             };
             if best.is_none_or(|b| rank < b) {
                 best = Some(rank);
             }
         }
-        match (best, wait) {
-            (Some((1, _, i)), _) => Seat::Slot(i, "no request head within the grace"),
-            (Some((_, _, i)), _) => Seat::Slot(i, "kept alive, idle"),
-            (None, Some(t)) => Seat::Wait(t),
-            (None, None) => Seat::Busy,
+        match best {
+            Some((1, _, i)) => Seat::Slot(
+                i,
+                "no request head, or nothing of its response taken, within the grace",
+            ),
+            Some((2, _, i)) => Seat::Slot(i, "kept alive, idle"),
+            Some((_, _, i)) => Seat::Grace(i),
+            None => Seat::Busy,
         }
     }
 
@@ -274,14 +257,9 @@ impl Http {
     }
 
     /// Accepts one connection from `listener` into a free slot (or the slot of a
-    /// connection that needs it least, `Http::seat`), else answers it 503; or leaves it
-    /// in the backlog while a head in its grace may yet lose its slot.
+    /// connection that needs it least, `Http::seat`), else answers it 503.
     pub fn accept_one(&mut self, now: Instant, listener: BorrowedFd<'_>) -> Accepted {
         let seat = self.seat(now);
-        if let Seat::Wait(t) = seat {
-            self.hold = Some(t);
-            return Accepted::None;
-        }
         let conn = match net::accept(listener, true) {
             net::Accept::Conn(c) => c,
             net::Accept::None => return Accepted::None,
@@ -291,9 +269,22 @@ impl Http {
                 return Accepted::Spare(conn);
             }
         };
-        let Seat::Slot(i, why) = seat else {
-            self.refuse(&conn, "every slot busy");
-            return Accepted::Refused(conn);
+        let (i, why) = match seat {
+            Seat::Slot(i, why) => (i, why),
+            Seat::Grace(i) if net::unread(conn.as_fd()) > 0 => {
+                (i, "a newcomer's request came first")
+            }
+            Seat::Grace(_) => {
+                self.refuse(
+                    &conn,
+                    "no request, and the others' heads are in their grace",
+                );
+                return Accepted::Refused(conn);
+            }
+            Seat::Busy => {
+                self.refuse(&conn, "every slot busy");
+                return Accepted::Refused(conn);
+            }
         };
         let evicted = self.slots[i].fd.take();
         if evicted.is_some() {
@@ -406,7 +397,9 @@ impl Http {
             }
             let head_only = method == Method::Head;
             self.respond(i, status, head_only, keep_alive, http10, render);
-            self.slots[i].deadline = now + SEND_TIMEOUT;
+            let s = &mut self.slots[i];
+            s.deadline = now + SEND_TIMEOUT;
+            s.head_since = now;
             self.flush(i, now);
         }
     }
@@ -468,7 +461,10 @@ impl Http {
         };
         while s.out_start < s.out_end {
             match net::send(fd.as_fd(), &s.out[s.out_start..s.out_end]) {
-                NetIo::Done(n) => s.out_start += n,
+                NetIo::Done(n) => {
+                    s.out_start += n;
+                    s.head_since = now;
+                }
                 NetIo::WouldBlock => return,
                 NetIo::Closed => return self.close(i, "send failed"),
             }
@@ -491,9 +487,6 @@ impl Http {
 
     /// Closes every connection whose deadline has passed.
     pub fn timers(&mut self, now: Instant) {
-        if self.hold.is_some_and(|t| t <= now) {
-            self.hold = None;
-        }
         for i in 0..self.slots.len() {
             let s = &self.slots[i];
             if s.fd.is_some() && s.deadline <= now {
