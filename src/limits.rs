@@ -344,15 +344,18 @@ pub const HTTP_HEAD_TIMEOUT_SECS: u64 = 5;
 /// A new HTTP connection that finds every slot taken may take the slot of one whose request
 /// head has not come, not a byte of it or not all of it, this long after that head's clock
 /// started (the connection, or the head's first byte: the clock of
-/// [`HTTP_HEAD_TIMEOUT_SECS`]), the oldest first. A scraper sends its request as soon as it
-/// is connected, and a LAN delivers it within one retransmit (200 ms at least), so only a
-/// peer that holds a slot without asking loses it: four silent (slowloris) connections no
-/// longer shut scrapes out. While every taken slot is either busy or still in this grace,
-/// a new connection waits in the listen backlog until the first grace ends (not 503).
+/// [`HTTP_HEAD_TIMEOUT_SECS`]), or whose peer has taken nothing of its response for as
+/// long, the oldest first. A scraper sends its request as soon as it is connected, and a
+/// LAN delivers it within one retransmit (200 ms at least), so only a peer that holds a
+/// slot without asking (or asks without reading) loses it: silent (slowloris) connections
+/// no longer shut scrapes out. Within the grace a head gives its slot up only to a new
+/// connection whose request is already there (one that has sent nothing gets 503).
 pub const HTTP_HEAD_GRACE_MS: u64 = 500;
 /// A kept-alive connection waiting for its next request is closed after this long (and
-/// sooner when its slot is needed for a new connection).
-pub const HTTP_KEEPALIVE_SECS: u64 = 60;
+/// sooner when its slot is needed for a new connection). Longer than Prometheus's own idle
+/// timeout for its connections (5 min): the scraper closes first, so a scrape every minute
+/// (its default interval) never races the agent's close.
+pub const HTTP_KEEPALIVE_SECS: u64 = 360;
 /// A client that does not read its response within this long is closed.
 pub const HTTP_SEND_TIMEOUT_SECS: u64 = 10;
 /// Room for the response head: status line, Content-Type, Content-Length, Connection, Allow.

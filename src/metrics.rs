@@ -319,7 +319,7 @@ pub fn render(
         w,
         "tether_clients_max",
         Kind::Gauge,
-        "Most control clients served at once (--max-clients).",
+        "Control client slots (--max-clients).",
         agent.max_clients() as u64,
     )?;
     for (name, help, v) in counters(agent) {
