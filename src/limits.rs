@@ -348,8 +348,8 @@ pub const HTTP_HEAD_TIMEOUT_SECS: u64 = 5;
 /// long, the oldest first. A scraper sends its request as soon as it is connected, and a
 /// LAN delivers it within one retransmit (200 ms at least), so only a peer that holds a
 /// slot without asking (or asks without reading) loses it: silent (slowloris) connections
-/// no longer shut scrapes out. Within the grace a head gives its slot up only to a new
-/// connection whose request is already there (one that has sent nothing gets 503).
+/// no longer shut scrapes out. Within the grace a head gives its slot up only when every
+/// other slot is busy or in its grace too (the oldest first).
 pub const HTTP_HEAD_GRACE_MS: u64 = 500;
 /// A kept-alive connection waiting for its next request is closed after this long (and
 /// sooner when its slot is needed for a new connection). Longer than Prometheus's own idle

@@ -458,7 +458,11 @@ fn scrapes_succeed_while_silent_peers_reconnect_in_a_loop() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(100));
+    // Every slot an attacker's before the first scrape (the agent has had a turn since).
+    assert!(wait_for(slack(Duration::from_secs(5)), || {
+        connects.load(Ordering::Relaxed) >= 4
+    }));
+    assert_eq!(a.unix().req("PING"), "PONG");
     let mut took = Vec::new();
     for _ in 0..3 {
         let t = Instant::now();

@@ -16,11 +16,10 @@
 //! A new connection that finds every slot taken takes one whose connection needs it least
 //! (`Http::seat`): a response its peer has taken nothing of, or a request head that has
 //! not come (not a byte, or not all of it), within [`HTTP_HEAD_GRACE_MS`]; then kept-alive
-//! and idle; then, if its own request is already there, a head still in its grace (the
-//! oldest). It is answered 503 when every slot has a request in progress, or when it has
-//! sent nothing and the rest are heads in their grace. New connections are always
-//! accepted at once: one left in the listen backlog lets a flood of silent connects fill
-//! it, and the scraper's SYN is dropped (a 1, 3, 7 s wait).
+//! and idle; then a head still in its grace (the oldest, one that has sent nothing
+//! first). It is answered 503 only when every slot has a request in progress. New
+//! connections are always accepted at once: one left in the listen backlog lets a flood
+//! of silent connects fill it, and the scraper's SYN is dropped (a 1, 3, 7 s wait).
 
 use crate::limits::{
     HTTP_HEAD_GRACE_MS, HTTP_HEAD_MAX, HTTP_HEAD_TIMEOUT_SECS, HTTP_KEEPALIVE_SECS,
@@ -82,8 +81,7 @@ enum Awaits {
 enum Seat {
     /// Slot `i`: free, or given up by its connection for the reason given.
     Slot(usize, &'static str),
-    /// Slot `i`, a head still in its grace, the oldest: only for a connection whose
-    /// request is already there.
+    /// Slot `i`, a head still in its grace, the oldest (one that has sent nothing first).
     Grace(usize),
     /// Every slot has a request in progress.
     Busy,
@@ -213,9 +211,10 @@ impl Http {
     /// that has not come, within [`HEAD_GRACE`] (the oldest first: a scraper sends its
     /// request at once and reads its answer, so these are peers holding a slot without
     /// asking, slowloris, or asking without reading); then the kept-alive one idle the
-    /// longest; then a head still in its grace (one that has sent nothing first), for a
-    /// newcomer whose request is there ([`Seat::Grace`]). A slot with a request waiting
-    /// unread, or sending a response that moves, is never taken.
+    /// longest; then a head still in its grace (one that has sent nothing first,
+    /// [`Seat::Grace`]): a scraper's request is read in the turn after it comes, so the
+    /// oldest of four heads, under a flood of connects, is a silent one. A slot with a
+    /// request waiting unread, or sending a response that moves, is never taken.
     fn seat(&self, now: Instant) -> Seat {
         if let Some(i) = self.slots.iter().position(|s| s.fd.is_none()) {
             return Seat::Slot(i, "");
@@ -271,16 +270,7 @@ impl Http {
         };
         let (i, why) = match seat {
             Seat::Slot(i, why) => (i, why),
-            Seat::Grace(i) if net::unread(conn.as_fd()) > 0 => {
-                (i, "a newcomer's request came first")
-            }
-            Seat::Grace(_) => {
-                self.refuse(
-                    &conn,
-                    "no request, and the others' heads are in their grace",
-                );
-                return Accepted::Refused(conn);
-            }
+            Seat::Grace(i) => (i, "the oldest head, in its grace"),
             Seat::Busy => {
                 self.refuse(&conn, "every slot busy");
                 return Accepted::Refused(conn);

@@ -241,6 +241,21 @@ pub fn keepalive(fd: BorrowedFd<'_>) {
     let _ = setsockopt(&fd, sockopt::KeepAlive, &true);
 }
 
+/// setsockopt(2) with an int value, for options nix does not wrap.
+pub fn set_int(fd: BorrowedFd<'_>, level: i32, opt: i32, v: i32) -> Result<(), Errno> {
+    // SAFETY: `v` is a valid c_int that outlives the call; its size is passed.
+    let r = unsafe {
+        nix::libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            opt,
+            (&v as *const i32).cast(),
+            std::mem::size_of::<i32>() as nix::libc::socklen_t,
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
 /// Outcome of a non-blocking read or write.
 pub enum Io {
     Done(usize),

@@ -3,7 +3,7 @@
 //! bind, so traffic enters and leaves through exactly one interface. Addresses in and out
 //! are `std::net::SocketAddr`; an IPv6 one carries its scope (interface index).
 
-use super::net::SOCK_FLAGS;
+use super::net::{set_int, SOCK_FLAGS};
 use nix::errno::Errno;
 use nix::libc;
 use nix::sys::socket::{
@@ -12,21 +12,6 @@ use nix::sys::socket::{
 };
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-
-/// setsockopt(2) with an int value, for options nix does not wrap.
-fn set_int(fd: BorrowedFd<'_>, level: i32, opt: i32, v: i32) -> Result<(), Errno> {
-    // SAFETY: `v` is a valid c_int that outlives the call; its size is passed.
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            opt,
-            (&v as *const i32).cast(),
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        )
-    };
-    Errno::result(r).map(drop)
-}
 
 /// SO_BINDTODEVICE without allocating (nix's wrapper takes an OsString). Unprivileged on
 /// an unbound socket since Linux 5.7; a second call would need CAP_NET_RAW, so call once.

@@ -101,17 +101,7 @@ const SO_PASSRIGHTS: libc::c_int = 83;
 /// Unix socket), which [`close_passed_fd`] cannot always prevent. Older kernels
 /// (ENOPROTOOPT) keep the old way: fds arrive and are closed.
 fn refuse_fds(fd: BorrowedFd<'_>) {
-    let off: libc::c_int = 0;
-    // SAFETY: `off` is a valid c_int for the length given; `fd` is open.
-    unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            SO_PASSRIGHTS,
-            (&off as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    let _ = super::net::set_int(fd, libc::SOL_SOCKET, SO_PASSRIGHTS, 0);
 }
 
 /// The directories between `made` (the outermost one a bind created) and `path`'s own, from
