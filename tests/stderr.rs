@@ -221,3 +221,63 @@ fn a_stopped_terminal_costs_log_lines_not_the_agent() {
         },
     );
 }
+
+/// A log file given as stderr without append mode (`2>file`, not `>>`) and emptied by
+/// logrotate's copytruncate: the next lines land at its start. They landed at the old
+/// offset, after a hole of zero bytes as long as everything logged before.
+#[test]
+fn a_log_file_emptied_in_place_gets_its_next_lines_at_its_start() {
+    let dir = temp_dir("log-file");
+    let log = dir.join("tether.log");
+    let args = loopback_agent_args(&dir.join("t.sock"), &["--no-beacon", "-v"]);
+    let mut child = common::tether_cmd(&args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(File::create(&log).unwrap())
+        .spawn()
+        .map(KillOnDrop)
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    let addr: std::net::SocketAddr = ready
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("tcp="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no tcp= in {ready:?}"));
+    let ping = || {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.write_all(b"PING\n").unwrap();
+        let mut pong = [0u8; 5];
+        c.read_exact(&mut pong).unwrap();
+    };
+    ping();
+    let before = std::fs::metadata(&log).unwrap().len();
+    assert!(before > 0);
+    // copytruncate: the file is emptied in place while the agent keeps it open.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    ping();
+    let end = Instant::now() + slack(Duration::from_secs(5));
+    let mut text = Vec::new();
+    while Instant::now() < end {
+        text = std::fs::read(&log).unwrap();
+        if text.windows(9).any(|w| w == b"connected") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !text.is_empty() && !text.contains(&0),
+        "{before} bytes before; now {} bytes, starting {:?}",
+        text.len(),
+        String::from_utf8_lossy(&text[..text.len().min(80)])
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

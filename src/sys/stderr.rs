@@ -12,7 +12,9 @@
 //! /proc, or a supervisor's pipe the agent, run as another user, may not open) written only
 //! when poll(2) says it takes more. A line that cannot go now is dropped and counted, and
 //! the next line that goes through is preceded by one saying how many were lost. A regular
-//! file is written as before: it never waits for a reader.
+//! file is written as before: it never waits for a reader. It is put in append mode (a
+//! rc.local's `2>/var/log/tether.log`, not `>>`): logrotate's copytruncate empties it, and
+//! each line still lands at the end, not at the old offset after a hole of zero bytes.
 
 use super::net::{self, Io};
 use crate::limits::{LOG_DROPPED_NOTE_MAX, LOG_LINE_MAX, LOG_POLLED_WRITE_MAX};
@@ -68,6 +70,12 @@ pub fn nonblocking() -> Option<Log<OwnedFd>> {
                 });
             }
             How::Poll
+        }
+        SFlag::S_IFREG => {
+            use nix::fcntl::{fcntl, FcntlArg};
+            let fl = OFlag::from_bits_truncate(fcntl(stderr, FcntlArg::F_GETFL).ok()?);
+            let _ = fcntl(stderr, FcntlArg::F_SETFL(fl | OFlag::O_APPEND));
+            return None;
         }
         _ => return None,
     };
