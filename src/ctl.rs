@@ -299,6 +299,10 @@ pub fn connect_addrs(hp: &str) -> Result<Vec<std::net::SocketAddr>, Fatal> {
         scoped((ip, port).into())?;
     }
     if host.is_empty() || !(ip.is_some() || host.chars().all(name_char)) {
+        // `::1`, `fe80::1`: an IPv6 address alone (its last group taken for a port).
+        if hp.parse::<std::net::Ipv6Addr>().is_ok() {
+            return Err(usage("expected [IPv6 address]:PORT".into()));
+        }
         return Err(usage(format!("{host}: not a host name or IP address")));
     }
     (host, port)
@@ -640,8 +644,10 @@ mod tests {
             assert_eq!(e.code, EX_USAGE, "{hp}: {}", e.msg);
             assert!(e.msg.starts_with(&format!("-c {hp:?}: ")), "{}", e.msg);
         }
-        let e = connect_addrs("[::1]").expect_err("no port");
-        assert_eq!(e.msg, "-c \"[::1]\": expected [IPv6 address]:PORT");
+        for hp in ["[::1]", "::1", "fe80::1"] {
+            let e = connect_addrs(hp).expect_err("no port");
+            assert_eq!(e.msg, format!("-c {hp:?}: expected [IPv6 address]:PORT"));
+        }
         for (hp, want) in [
             ("127.0.0.1:4545", "127.0.0.1:4545"),
             ("[::1]:4545", "[::1]:4545"),
