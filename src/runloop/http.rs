@@ -81,8 +81,6 @@ enum Awaits {
 enum Seat {
     /// Slot `i`: free, or given up by its connection for the reason given.
     Slot(usize, &'static str),
-    /// Slot `i`, a head still in its grace, the oldest (one that has sent nothing first).
-    Grace(usize),
     /// Every slot has a request in progress.
     Busy,
 }
@@ -211,8 +209,8 @@ impl Http {
     /// that has not come, within [`HEAD_GRACE`] (the oldest first: a scraper sends its
     /// request at once and reads its answer, so these are peers holding a slot without
     /// asking, slowloris, or asking without reading); then the kept-alive one idle the
-    /// longest; then a head still in its grace (one that has sent nothing first,
-    /// [`Seat::Grace`]): a scraper's request is read in the turn after it comes, so the
+    /// longest; then a head still in its grace (one that has sent nothing first): a
+    /// scraper's request is read in the turn after it comes, so the
     /// oldest of four heads, under a flood of connects, is a silent one. A slot with a
     /// request waiting unread, or sending a response that moves, is never taken.
     fn seat(&self, now: Instant) -> Seat {
@@ -239,7 +237,7 @@ impl Http {
                 "no request head, or nothing of its response taken, within the grace",
             ),
             Some((2, _, i)) => Seat::Slot(i, "kept alive, idle"),
-            Some((_, _, i)) => Seat::Grace(i),
+            Some((_, _, i)) => Seat::Slot(i, "the oldest head, in its grace"),
             None => Seat::Busy,
         }
     }
@@ -268,13 +266,9 @@ impl Http {
                 return Accepted::Spare(conn);
             }
         };
-        let (i, why) = match seat {
-            Seat::Slot(i, why) => (i, why),
-            Seat::Grace(i) => (i, "the oldest head, in its grace"),
-            Seat::Busy => {
-                self.refuse(&conn, "every slot busy");
-                return Accepted::Refused(conn);
-            }
+        let Seat::Slot(i, why) = seat else {
+            self.refuse(&conn, "every slot busy");
+            return Accepted::Refused(conn);
         };
         let evicted = self.slots[i].fd.take();
         if evicted.is_some() {
