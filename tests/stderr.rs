@@ -39,6 +39,32 @@ struct Stuck {
     as_nobody: bool,
 }
 
+/// Starts `cmd` (a `tether agent`, its log level from its `-v`) with `stderr`, and waits
+/// for its ready line: the agent, killed when dropped, and its TCP address.
+fn spawn_logging(
+    mut cmd: std::process::Command,
+    stderr: Stdio,
+) -> (KillOnDrop, std::net::SocketAddr) {
+    let mut child = cmd
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .map(KillOnDrop)
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    let addr: std::net::SocketAddr = ready
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("tcp="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no tcp= in {ready:?}"));
+    (child, addr)
+}
+
 /// Everything `reader` has now (non-blocking), appended to `got`.
 fn drain(reader: &mut File, got: &mut Vec<u8>) {
     let mut buf = [0u8; 4096];
@@ -61,7 +87,7 @@ fn stuck_stderr_costs_lines_not_the_agent(tag: &str, stuck: Stuck) {
     } = stuck;
     let dir = temp_dir(tag);
     let args = loopback_agent_args(&dir.join("t.sock"), &["--no-beacon", "-v"]);
-    let mut cmd = if as_nobody {
+    let cmd = if as_nobody {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -69,23 +95,7 @@ fn stuck_stderr_costs_lines_not_the_agent(tag: &str, stuck: Stuck) {
     } else {
         common::tether_cmd(&args)
     };
-    let mut child = cmd
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(agent_end))
-        .spawn()
-        .map(KillOnDrop)
-        .unwrap();
-    let mut ready = String::new();
-    BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
-    let addr: std::net::SocketAddr = ready
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("tcp="))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no tcp= in {ready:?}"));
+    let (child, addr) = spawn_logging(cmd, Stdio::from(agent_end));
 
     let ping = |i: usize| {
         let mut c = TcpStream::connect(addr).unwrap();
@@ -230,23 +240,10 @@ fn a_log_file_emptied_in_place_gets_its_next_lines_at_its_start() {
     let dir = temp_dir("log-file");
     let log = dir.join("tether.log");
     let args = loopback_agent_args(&dir.join("t.sock"), &["--no-beacon", "-v"]);
-    let mut child = common::tether_cmd(&args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(File::create(&log).unwrap())
-        .spawn()
-        .map(KillOnDrop)
-        .unwrap();
-    let mut ready = String::new();
-    BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
-    let addr: std::net::SocketAddr = ready
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("tcp="))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no tcp= in {ready:?}"));
+    let (_child, addr) = spawn_logging(
+        common::tether_cmd(&args),
+        Stdio::from(File::create(&log).unwrap()),
+    );
     let ping = || {
         let mut c = TcpStream::connect(addr).unwrap();
         c.write_all(b"PING\n").unwrap();
