@@ -144,6 +144,10 @@ pub fn run(cfg: AgentConfig) -> Result<(), Fatal> {
     }
     // Checked and opened before anything that leaves a file behind.
     let metrics = open_listeners(&cfg.metrics, cfg.backlog, "--metrics")?;
+    for (fd, _) in &metrics {
+        // A scraper's request comes with its connection; a silent one never takes a slot.
+        sys::net::defer_accept(fd.as_fd(), crate::limits::HTTP_HEAD_TIMEOUT_SECS);
+    }
     let led = open_led(&cfg)?;
     let mut token_buf = [0u8; secret_buf_len(TOKEN_MAX)];
     let token = read_token(&cfg, &mut token_buf)?;

@@ -10,8 +10,8 @@
 use crate::agent::{Agent, BeaconInfo, BeaconState, Board, Env, Led, Outcome, Transport};
 use crate::beacon::Family;
 use crate::limits::{
-    secret_buf_len, ACCEPTS_PER_TURN, ACCEPT_PAUSE_MS, ACCEPT_WAITING_MAX, LINGER_MAX, LINGER_SECS,
-    LINGER_SINK, MAX_CLIENTS, MAX_LISTENERS, QUICK_POLLS, READS_PER_TURN, TOKEN_MAX,
+    secret_buf_len, ACCEPTS_PER_TURN, ACCEPT_PAUSE_MS, ACCEPT_WAITING_MAX, HTTP_SLOTS, LINGER_MAX,
+    LINGER_SECS, LINGER_SINK, MAX_CLIENTS, MAX_LISTENERS, QUICK_POLLS, READS_PER_TURN, TOKEN_MAX,
 };
 use crate::proto::reply::{write_err, ErrCode, Error, TOO_LONG_TEXT};
 use crate::proto::request::parse;
@@ -52,7 +52,7 @@ const POLL_MAX: usize = 1
 /// The publish socket (`--publish`).
 const PUBLISH_POLL: usize = 1;
 /// The metrics listeners and HTTP slots (`--metrics`).
-const HTTP_POLL: usize = crate::limits::MAX_METRICS_LISTENERS + crate::limits::HTTP_SLOTS;
+const HTTP_POLL: usize = crate::limits::MAX_METRICS_LISTENERS + HTTP_SLOTS;
 
 const E_TOO_LONG: Error = Error::new(ErrCode::TooLong, TOO_LONG_TEXT);
 const BUSY_LINE: &[u8] = b"ERR busy too many clients\n";
@@ -66,6 +66,10 @@ const FDS_SPARE: &str = crate::limit_text!(
 struct Linger {
     fd: OwnedFd,
     until: Instant,
+    /// A metrics connection: at most [`HTTP_SLOTS`] of them linger, so connections
+    /// evicted from their HTTP slots as fast as a flood comes never push the control
+    /// port's out.
+    http: bool,
 }
 
 /// The listeners and devices the core reaches through [`Env`] (the client connections
@@ -570,7 +574,7 @@ impl RunLoop {
                                 crate::metrics::render(w, now, agent, &r, hs)
                             };
                             if let Some(fd) = self.http.ready(i, ev, now, &mut render) {
-                                self.linger(fd, now);
+                                self.linger(fd, now, true);
                             }
                         }
                     }
@@ -772,7 +776,7 @@ impl RunLoop {
                 Some(i) => self.seat(i, conn, transport, now),
                 None => {
                     self.tell_busy(&conn, "table full");
-                    self.linger(conn, now);
+                    self.linger(conn, now, false);
                 }
             }
         }
@@ -791,17 +795,22 @@ impl RunLoop {
         }
     }
 
-    /// Half-closes `fd` and keeps it until the peer closes (see [`LINGER`]).
-    fn linger(&mut self, fd: OwnedFd, now: Instant) {
+    /// Half-closes `fd` (a metrics connection when `http`) and keeps it until the peer
+    /// closes (see [`LINGER`]).
+    fn linger(&mut self, fd: OwnedFd, now: Instant, http: bool) {
         // Whatever the peer already sent is discarded now; the rest as it comes.
         net::say_goodbye(fd.as_fd());
-        if self.lingering.is_full() {
-            // Out of linger room: close the oldest.
-            self.lingering.remove(0);
+        let l = &self.lingering;
+        let share_full = http && l.iter().filter(|l| l.http).count() >= HTTP_SLOTS;
+        if share_full || l.is_full() {
+            // Out of linger room (or the metrics share of it): close the oldest.
+            let oldest = l.iter().position(|l| l.http || !share_full).unwrap_or(0);
+            self.lingering.remove(oldest);
         }
         let _ = self.lingering.push(Linger {
             fd,
             until: now + LINGER,
+            http,
         });
     }
 
@@ -986,7 +995,7 @@ impl RunLoop {
             Flushed::All(_) if self.conns[i].closing => {
                 if let Some(fd) = self.conns[i].reset() {
                     log::debug!("client {i} closed: closing");
-                    self.linger(fd, now);
+                    self.linger(fd, now, false);
                 }
             }
             Flushed::All(_) if self.conns[i].finished() => self.close(i, "peer closed"),
@@ -1010,7 +1019,7 @@ impl RunLoop {
                 http::Accepted::None => return,
                 http::Accepted::Slot(None) => {}
                 http::Accepted::Slot(Some(fd)) | http::Accepted::Refused(fd) => {
-                    self.linger(fd, now)
+                    self.linger(fd, now, true)
                 }
                 http::Accepted::Pause(e) => {
                     self.pause_accepts(now, " (metrics)", e.desc());

@@ -275,13 +275,14 @@ fn a_head_over_2_kib_gets_431_and_the_connection_closes() {
 fn a_slow_head_is_closed_within_seconds() {
     let (a, m) = agent_with_metrics(&[]);
     let t = Instant::now();
-    let mut silent = connect(m);
+    let mut one_byte = connect(m);
+    one_byte.write_all(b"G").unwrap();
     let mut partial = connect(m);
     partial
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: slow")
         .unwrap();
     assert!(closed_within(&mut partial, slack(Duration::from_secs(9))));
-    assert!(closed_within(&mut silent, slack(Duration::from_secs(2))));
+    assert!(closed_within(&mut one_byte, slack(Duration::from_secs(2))));
     let took = t.elapsed();
     assert!(took >= Duration::from_secs(4), "closed too early: {took:?}");
     // Meanwhile and afterwards, scrapes and control requests are served.
@@ -389,51 +390,79 @@ fn a_scrape_flood_never_takes_control_slots_and_a_full_control_table_never_block
     assert!(body.contains("tether_http_refused_total 0\n"), "{body}");
 }
 
-/// Opens `n` connections to `m` that send nothing, accepted by the agent (the control
-/// port answering shows it has had a turn since they connected).
-fn silent(a: &Agent, m: SocketAddr, n: usize) -> Vec<TcpStream> {
-    let held = (0..n).map(|_| connect(m)).collect();
+/// Opens `n` connections to `m` that send the first byte of a request head and stop,
+/// accepted by the agent (the control port answering shows it has had a turn since).
+fn stalled(a: &Agent, m: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let held = (0..n)
+        .map(|_| {
+            let mut s = connect(m);
+            s.write_all(b"G").unwrap();
+            s
+        })
+        .collect();
     assert_eq!(a.unix().req("PING"), "PONG");
     held
 }
 
+/// The kernel hands the agent a connection only once its first bytes have come
+/// (TCP_DEFER_ACCEPT): connections that send nothing never take a slot.
 #[test]
-fn four_silent_connections_do_not_shut_scrapes_out() {
+fn silent_connections_take_no_slot() {
     let (a, m) = agent_with_metrics(&[]);
-    // Four connections that never send a byte take every HTTP slot (slowloris). A real
-    // scrape waits at most the grace of the youngest (500 ms) for the slot of the oldest,
-    // far from their 5 s head timeout, instead of being refused 503.
-    let mut held = silent(&a, m, 4);
+    let held: Vec<TcpStream> = (0..8).map(|_| connect(m)).collect();
+    assert_eq!(a.unix().req("PING"), "PONG");
+    let t = Instant::now();
+    let r = get(m);
+    let took = t.elapsed();
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert!(took < slack(Duration::from_millis(300)), "took {took:?}");
+    let body = r.text();
+    assert!(
+        body.contains("tether_clients{transport=\"http\"} 1\n"),
+        "{body}"
+    );
+    drop(held);
+    assert_eq!(a.allocations(), 0, "allocs_since_ready");
+}
+
+#[test]
+fn four_stalled_heads_do_not_shut_scrapes_out() {
+    let (a, m) = agent_with_metrics(&[]);
+    // Four connections that send one byte and no more take every HTTP slot (slowloris). A
+    // real scrape waits at most the grace of the youngest (500 ms) for the slot of the
+    // oldest, far from their 5 s head timeout, instead of being refused 503.
+    let mut held = stalled(&a, m, 4);
     let t = Instant::now();
     let r = get(m);
     let took = t.elapsed();
     assert_eq!(r.status, 200, "{}", r.head);
     assert!(took < slack(Duration::from_millis(1500)), "took {took:?}");
-    eprintln!("scrape against 4 silent connections: {took:?}");
-    // The oldest silent connection lost its slot (closed); the next one did not.
+    eprintln!("scrape against 4 stalled heads: {took:?}");
+    // The oldest stalled head lost its slot (closed); the next one did not.
     assert!(closed_within(&mut held[0], slack(Duration::from_secs(1))));
     assert!(!closed_within(&mut held[1], Duration::from_millis(100)));
-    // Once past their grace, a scrape takes a silent one's slot at once.
+    // Once past their grace, a scrape takes a stalled one's slot at once.
     std::thread::sleep(Duration::from_millis(600));
     let t = Instant::now();
     assert_eq!(get(m).status, 200);
     let took = t.elapsed();
     assert!(took < slack(Duration::from_millis(300)), "took {took:?}");
-    eprintln!("scrape against silent connections past their grace: {took:?}");
+    eprintln!("scrape against stalled heads past their grace: {took:?}");
     let body = get(m).text();
     assert!(body.contains("tether_http_refused_total 0\n"), "{body}");
     assert_eq!(a.allocations(), 0, "allocs_since_ready");
 }
 
 #[test]
-fn scrapes_succeed_while_silent_peers_reconnect_in_a_loop() {
+fn scrapes_succeed_while_stalling_peers_reconnect_in_a_loop() {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
     let (a, m) = agent_with_metrics(&[]);
     let stop = Arc::new(AtomicBool::new(false));
     let connects = Arc::new(AtomicUsize::new(0));
-    // Four attackers, each holding one silent connection and opening the next as soon
-    // as the agent closes it (a slot taken from it, a 503, or the head timeout).
+    // Four attackers, each holding one connection that sent a byte and stopped, and opening
+    // the next as soon as the agent closes it (a slot taken from it, a 503, or the head
+    // timeout). A byte, as silent ones never reach the agent.
     let attackers: Vec<_> = (0..4)
         .map(|_| {
             let (stop, connects) = (stop.clone(), connects.clone());
@@ -443,6 +472,7 @@ fn scrapes_succeed_while_silent_peers_reconnect_in_a_loop() {
                         continue;
                     };
                     connects.fetch_add(1, Ordering::Relaxed);
+                    let _ = s.write_all(b"G");
                     s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
                     let mut b = [0u8; 256];
                     while !stop.load(Ordering::Relaxed) {
@@ -464,7 +494,7 @@ fn scrapes_succeed_while_silent_peers_reconnect_in_a_loop() {
     }));
     assert_eq!(a.unix().req("PING"), "PONG");
     let mut took = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..20 {
         let t = Instant::now();
         let r = get(m);
         took.push(t.elapsed());
@@ -475,7 +505,7 @@ fn scrapes_succeed_while_silent_peers_reconnect_in_a_loop() {
         t.join().unwrap();
     }
     eprintln!(
-        "scrapes against 4 reconnecting silent peers: {took:?}, {} attacker connects",
+        "scrapes against 4 reconnecting stalling peers: {took:?}, {} attacker connects",
         connects.load(Ordering::Relaxed)
     );
     assert!(
@@ -488,25 +518,27 @@ fn scrapes_succeed_while_silent_peers_reconnect_in_a_loop() {
 }
 
 #[test]
-fn a_request_in_progress_keeps_its_slot_while_silent_ones_give_theirs_up() {
+fn a_request_in_progress_keeps_its_slot_while_stalled_ones_give_theirs_up() {
     let (a, m) = agent_with_metrics(&[]);
-    // Three silent connections, past their grace ...
-    let mut idle = silent(&a, m, 3);
+    // Three stalled heads, past their grace ...
+    let mut idle = stalled(&a, m, 3);
     std::thread::sleep(Duration::from_millis(600));
     // ... and a scraper in the middle of its request head (within its grace).
     let mut scraper = connect(m);
     scraper.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
     assert_eq!(a.unix().req("PING"), "PONG");
-    // Three newcomers take the silent ones' slots, the oldest first: never the scraper's.
+    // Three newcomers take the stalled ones' slots, the oldest first: never the scraper's.
     let mut newcomers = Vec::new();
     for old in idle.iter_mut() {
-        newcomers.push(connect(m));
+        let mut n = connect(m);
+        n.write_all(b"G").unwrap();
+        newcomers.push(n);
         assert!(closed_within(old, slack(Duration::from_secs(1))));
     }
     scraper.write_all(b"Host: t\r\n\r\n").unwrap();
     assert_eq!(read_resp(&mut scraper, false).status, 200);
     for n in newcomers.iter_mut() {
-        n.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        n.write_all(b"ET /metrics HTTP/1.1\r\n\r\n").unwrap();
         assert_eq!(read_resp(n, false).status, 200);
     }
     // Requests already sent keep their slots too (see the kept-alive test below); the
@@ -885,69 +917,163 @@ fn scrape(m: SocketAddr, limit: Duration) -> (String, Duration) {
     (r.unwrap_or_else(|e| format!("error: {e}")), t.elapsed())
 }
 
-/// Silent connects faster than the slots free up (4 slots, 500 ms grace: 8 a second)
-/// filled the listen backlog while the agent held new connections there for a grace to
-/// end, and the scraper's SYN was dropped: scrapes took 1-8 s or timed out (40 a second:
-/// every one). New connections are accepted at once now, and one whose request is there
-/// takes the slot of a head in its grace.
-#[test]
-fn a_flood_of_silent_connections_does_not_shut_scrapes_out() {
+/// Held by the tests that flood or hog an agent (each takes a core): one at a time, so
+/// none of them starves another's agent into answers a quiet machine never gives.
+static LOADS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_load_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    LOADS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A flood of connects from one host ([`flood`]).
+#[derive(Clone, Copy, Debug)]
+struct Flood {
+    /// Sent once connected, then nothing more (empty: silent).
+    first: &'static [u8],
+    /// A connect this often.
+    every: Duration,
+    /// Each connection held this long (the flood's fds: `hold / every`).
+    hold: Duration,
+}
+
+/// Floods `m` until `stop`. Non-blocking connects: the kernel retries a SYN when the
+/// agent's backlog is full, as a flooding host's would.
+fn flood(m: SocketAddr, f: Flood, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        use nix::sys::socket::{
+            connect, send, socket, AddressFamily, MsgFlags, SockFlag, SockType, SockaddrIn,
+        };
+        use std::os::fd::AsRawFd;
+        let SocketAddr::V4(v4) = m else {
+            unreachable!()
+        };
+        let mut held = std::collections::VecDeque::new();
+        let mut next = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let flags = SockFlag::SOCK_NONBLOCK;
+            let fd = socket(AddressFamily::Inet, SockType::Stream, flags, None).unwrap();
+            let _ = connect(fd.as_raw_fd(), &SockaddrIn::from(v4));
+            held.push_back((Instant::now(), fd, f.first.is_empty()));
+            for (_, fd, sent) in held.iter_mut().filter(|h| !h.2) {
+                // Fails (ENOTCONN) until the handshake is done: tried again next time.
+                *sent = send(fd.as_raw_fd(), f.first, MsgFlags::MSG_NOSIGNAL).is_ok();
+            }
+            while held.front().is_some_and(|h| h.0.elapsed() >= f.hold) {
+                held.pop_front();
+            }
+            next += f.every;
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        }
+    })
+}
+
+/// `n` scrapes on new connections, 50 ms apart, under `f`: each answered 200 within
+/// `within` (at most 10 s, the scrape timeout).
+fn scrapes_under_flood(f: Flood, n: usize, within: Duration) {
+    let _load = one_load_at_a_time();
     let (a, m) = agent_with_metrics(&[]);
     let stop = Arc::new(AtomicBool::new(false));
-    // 40 connections a second that send nothing, each held 3 s: one host, no data.
-    let flood = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            use nix::sys::socket::{
-                connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn,
-            };
-            let SocketAddr::V4(v4) = m else {
-                unreachable!()
-            };
-            let mut held: Vec<(Instant, std::os::fd::OwnedFd)> = Vec::new();
-            let mut next = Instant::now();
-            while !stop.load(Ordering::Relaxed) {
-                // A non-blocking connect: the kernel retries its SYN when the agent's
-                // backlog is full, as a flooding host's would.
-                let fd = socket(
-                    AddressFamily::Inet,
-                    SockType::Stream,
-                    SockFlag::SOCK_NONBLOCK,
-                    None,
-                )
-                .unwrap();
-                let _ = connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(v4));
-                held.push((Instant::now(), fd));
-                held.retain(|(t, _)| t.elapsed() < Duration::from_secs(3));
-                next += Duration::from_millis(25);
-                std::thread::sleep(next.saturating_duration_since(Instant::now()));
-            }
+    let flood = flood(m, f, stop.clone());
+    // In full swing once it holds all it will (a fast flood is kept short: it takes a
+    // core, and other tests run beside it).
+    std::thread::sleep(f.hold.min(Duration::from_secs(2)));
+    let got: Vec<_> = (0..n)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            scrape(m, Duration::from_secs(10))
         })
-    };
-    std::thread::sleep(Duration::from_secs(2));
-    let got: Vec<_> = (0..4).map(|_| scrape(m, Duration::from_secs(10))).collect();
+        .collect();
     stop.store(true, Ordering::Relaxed);
     flood.join().unwrap();
-    eprintln!("scrapes during a 40/s silent flood: {got:?}");
+    eprintln!("scrapes during {f:?}: {got:?}");
     assert!(
         got.iter()
-            .all(|(s, t)| s.starts_with("HTTP/1.1 200") && *t < slack(Duration::from_secs(2))),
+            .all(|(s, t)| s.starts_with("HTTP/1.1 200") && *t < within),
         "{got:?}"
     );
     assert_eq!(a.allocations(), 0);
 }
 
-/// Peers that pipeline requests and never read the answers held their slots sending, up
-/// to the 10 s send timeout each time, and reconnected: 138 of 144 scrapes got 503. A
-/// response its peer has taken nothing of for 500 ms now gives its slot up to a newcomer.
+/// Silent connects faster than the slots free up (4 slots, 500 ms grace: 8 a second)
+/// filled the listen backlog while the agent held new connections there for a grace to
+/// end, and the scraper's SYN was dropped: scrapes took 1-8 s or timed out (40 a second:
+/// every one). New connections are accepted at once now, and silent ones are not handed
+/// over by the kernel at all (TCP_DEFER_ACCEPT).
 #[test]
-fn four_peers_that_pipeline_and_never_read_do_not_shut_scrapes_out() {
-    use nix::sys::socket::{setsockopt, sockopt};
+fn a_flood_of_silent_connections_does_not_shut_scrapes_out() {
+    let f = Flood {
+        first: b"",
+        every: Duration::from_millis(25),
+        hold: Duration::from_secs(3),
+    };
+    scrapes_under_flood(f, 4, slack(Duration::from_secs(2)));
+}
+
+/// Peers that send one byte as they connect, as fast as they can, each took the slot of
+/// the oldest head in its grace, often a scraper accepted before its request was read
+/// (a review: Prometheus lost 11 of 31 scrapes; here 1 or more of 20 got EOF). A slot
+/// with as many bytes waiting as a request needs is not taken now. Connects this fast
+/// overflow the listen backlog now and then, whoever the server is: a scrape may wait for
+/// its SYN to be sent again (1 s, 3 s), within the scrape timeout.
+#[test]
+fn a_flood_of_one_byte_connections_does_not_shut_scrapes_out() {
+    let f = Flood {
+        first: b"G",
+        every: Duration::from_micros(100),
+        hold: Duration::from_millis(100),
+    };
+    scrapes_under_flood(f, 20, Duration::from_secs(10));
+}
+
+/// Evicted metrics connections were lingered like answered ones, and a flood of them
+/// pushed a control client's lingering out: one that wrote after QUIT was reset. Now
+/// one never answered is closed, and at most HTTP_SLOTS metrics connections linger.
+#[test]
+fn a_flood_of_evicted_http_connections_does_not_cut_the_control_ports_lingering() {
     let (a, m) = agent_with_metrics(&[]);
-    let stop = Arc::new(AtomicBool::new(false));
-    // Each sends pipelined scrapes until its socket blocks and reads nothing; when the
-    // agent closes it (the 10 s send timeout), it connects again.
-    let hogs: Vec<_> = (0..4)
+    // A control client quits: the agent half-closes it and drains it (lingering) ...
+    let mut c = TcpStream::connect(a.tcp_addr()).unwrap();
+    c.set_read_timeout(Some(slack(Duration::from_secs(5))))
+        .unwrap();
+    c.write_all(b"QUIT\n").unwrap();
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).unwrap();
+    let quit = Instant::now();
+    // ... while 30 stalling HTTP peers take each other's slots and keep their ends open
+    // (more than the lingering list holds).
+    let held = stalled(&a, m, 30);
+    // What the client still sends is drained, not answered with a reset.
+    c.write_all(b"PING\n").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let late = c.write_all(b"PING\n").and_then(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        c.read(&mut [0u8; 16])
+    });
+    if quit.elapsed() > Duration::from_millis(1500) {
+        // A loaded machine: the 2 s linger may be over, a reset is then right.
+        eprintln!("skipped: {:?} since QUIT", quit.elapsed());
+        return;
+    }
+    assert_eq!(
+        late.map_err(|e| e.kind()),
+        Ok(0),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    drop(held);
+    assert_eq!(a.allocations(), 0, "allocs_since_ready");
+}
+
+/// `n` peers that each send pipelined scrapes until their socket blocks and read
+/// nothing; when the agent closes one (or gives its slot to a newcomer), it connects
+/// again. Until `stop`.
+fn pipelining_hogs(
+    m: SocketAddr,
+    n: usize,
+    stop: &Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    (0..n)
         .map(|_| {
             let stop = stop.clone();
             std::thread::spawn(move || {
@@ -970,7 +1096,20 @@ fn four_peers_that_pipeline_and_never_read_do_not_shut_scrapes_out() {
                 }
             })
         })
-        .collect();
+        .collect()
+}
+
+/// Peers that pipeline requests and never read the answers held their slots sending, up
+/// to the 10 s send timeout each time, and reconnected: 138 of 144 scrapes got 503. A
+/// response its peer has taken nothing of for 500 ms now gives its slot up to a newcomer,
+/// and so does a pipelining peer between two answers (under qemu its socket buffer took
+/// hundreds of answers before it blocked, and four of them kept every slot busy).
+#[test]
+fn four_peers_that_pipeline_and_never_read_do_not_shut_scrapes_out() {
+    let _load = one_load_at_a_time();
+    let (a, m) = agent_with_metrics(&[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let hogs = pipelining_hogs(m, 4, &stop);
     std::thread::sleep(Duration::from_secs(2));
     let got: Vec<_> = (0..5)
         .map(|_| {
@@ -988,5 +1127,33 @@ fn four_peers_that_pipeline_and_never_read_do_not_shut_scrapes_out() {
         got.iter().all(|(s, _)| s.starts_with("HTTP/1.1 200")),
         "{got:?}"
     );
+    assert_eq!(a.allocations(), 0);
+}
+
+/// A peer's pipelined requests were all answered in one turn, as long as its socket
+/// buffer took the answers (on loopback, hundreds): four such peers held the run loop,
+/// and every control client with it, for up to 2 s under qemu. One answer per slot per
+/// turn now.
+#[test]
+fn pipelining_peers_do_not_hold_up_the_control_port() {
+    let _load = one_load_at_a_time();
+    let (a, m) = agent_with_metrics(&[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let hogs = pipelining_hogs(m, 4, &stop);
+    let mut c = a.tcp();
+    let mut worst = Duration::ZERO;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(3) {
+        let p = Instant::now();
+        assert_eq!(c.req("PING"), "PONG");
+        worst = worst.max(p.elapsed());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for h in hogs {
+        h.join().unwrap();
+    }
+    eprintln!("slowest PING beside 4 pipelining peers: {worst:?}");
+    assert!(worst < slack(Duration::from_millis(50)), "{worst:?}");
     assert_eq!(a.allocations(), 0);
 }

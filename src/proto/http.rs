@@ -21,6 +21,9 @@ pub const METRICS_PATH: &[u8] = b"/metrics";
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Content type of error bodies.
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
+/// The shortest request head a client can send (`GET / HTTP/1.0` and its blank line):
+/// fewer bytes waiting on a connection cannot be a whole request.
+pub const SHORTEST_HEAD: usize = b"GET / HTTP/1.0\r\n\r\n".len();
 /// The `Allow` header value sent with 405.
 pub const ALLOW: &str = "GET, HEAD";
 

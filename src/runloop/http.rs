@@ -18,8 +18,11 @@
 //! not come (not a byte, or not all of it), within [`HTTP_HEAD_GRACE_MS`]; then kept-alive
 //! and idle; then a head still in its grace (the oldest, one that has sent nothing
 //! first). It is answered 503 only when every slot has a request in progress. New
-//! connections are always accepted at once: one left in the listen backlog lets a flood
-//! of silent connects fill it, and the scraper's SYN is dropped (a 1, 3, 7 s wait).
+//! connections are accepted at once: one left in the listen backlog lets a flood of
+//! connects fill it, and the scraper's SYN is dropped (a 1, 3, 7 s wait). The kernel hands
+//! a connection over only once its first bytes have come (`net::defer_accept` on the
+//! listeners), so silent connects never reach a slot (until the kernel stops waiting,
+//! about 7 s), and a scraper's request is there when it is accepted.
 
 use crate::limits::{
     HTTP_HEAD_GRACE_MS, HTTP_HEAD_MAX, HTTP_HEAD_TIMEOUT_SECS, HTTP_KEEPALIVE_SECS,
@@ -27,7 +30,7 @@ use crate::limits::{
 };
 use crate::metrics::HttpStats;
 use crate::proto::http::{
-    parse_head, write_error, write_head, Method, Parse, Status, METRICS_CONTENT_TYPE,
+    parse_head, write_error, write_head, Method, Parse, Status, METRICS_CONTENT_TYPE, SHORTEST_HEAD,
 };
 use crate::proto::wbuf::WBuf;
 use crate::sys::net::{self, Io as NetIo};
@@ -66,15 +69,23 @@ struct Slot {
     head_since: Instant,
     /// Responses completed on this connection.
     served: u32,
+    /// Bytes of a pipelined request are in `inbuf`, not yet parsed: one request is
+    /// answered per slot per turn (a peer pipelining hundreds does not stall the loop
+    /// while its socket buffer takes their answers), the next on the following turn.
+    queued: bool,
 }
 
-/// What a connection in its head phase waits for, with nothing of it waiting unread.
+/// What a connection in its head phase waits for, with no whole request possibly waiting
+/// unread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Awaits {
     /// Kept alive after its answers: the next request, not begun.
     Next,
-    /// Its first request, or the rest of one begun.
-    Head,
+    /// Its first request (`begun`: some of it came), or the rest of one.
+    Head { begun: bool },
+    /// Room in its socket for the answer to a pipelined request already read
+    /// ([`Slot::queued`]): its peer to take the answers sent.
+    Room,
 }
 
 /// Where a new connection goes ([`Http::seat`]).
@@ -99,6 +110,7 @@ impl Slot {
             deadline: now,
             head_since: now,
             served: 0,
+            queued: false,
         }
     }
 
@@ -110,17 +122,26 @@ impl Slot {
         self.deadline = now + HEAD_TIMEOUT;
     }
 
-    /// In its head phase with nothing of a request waiting on the socket (the run loop
-    /// accepts before it reads, so a request can be waiting there, unread, when a new
-    /// connection wants the slot): what it waits for.
+    /// In its head phase with no whole request waiting on the socket (the run loop
+    /// accepts before it reads, so a scraper's request is there, unread, when a new
+    /// connection wants the slot; fewer than [`SHORTEST_HEAD`] bytes cannot be one):
+    /// what it waits for.
     fn awaits(&self) -> Option<Awaits> {
         let fd = self.fd.as_ref()?;
-        if self.phase != Phase::Head || net::unread(fd.as_fd()) != 0 {
+        if self.phase != Phase::Head {
             return None;
         }
-        Some(match self.in_len == 0 && self.served > 0 {
+        if self.queued {
+            return Some(Awaits::Room);
+        }
+        let unread = net::unread(fd.as_fd());
+        if unread >= SHORTEST_HEAD {
+            return None;
+        }
+        let begun = self.in_len + unread > 0;
+        Some(match !begun && self.served > 0 {
             true => Awaits::Next,
-            false => Awaits::Head,
+            false => Awaits::Head { begun },
         })
     }
 }
@@ -129,8 +150,8 @@ impl Slot {
 pub enum Accepted {
     /// Nothing (more) waiting, or an error already handled.
     None,
-    /// In a slot. A connection that gave the slot up is handed back to be lingered
-    /// (half-closed, drained) rather than reset.
+    /// In a slot. A connection that gave the slot up after an answer is handed back to be
+    /// lingered (half-closed, drained) rather than reset; one never answered is closed.
     Slot(Option<OwnedFd>),
     /// Every slot busy: the 503 was sent; the caller lingers the fd, then closes it.
     Refused(OwnedFd),
@@ -185,6 +206,8 @@ impl Http {
         let s = &self.slots[i];
         let fd = s.fd.as_ref()?;
         let ev = match s.phase {
+            // Room to send its answer is all a queued request waits for.
+            Phase::Head if s.queued => PollFlags::POLLOUT,
             Phase::Head if s.in_len < HTTP_HEAD_MAX => PollFlags::POLLIN,
             Phase::Head => PollFlags::empty(),
             Phase::Send { .. } => PollFlags::POLLOUT,
@@ -209,10 +232,12 @@ impl Http {
     /// that has not come, within [`HEAD_GRACE`] (the oldest first: a scraper sends its
     /// request at once and reads its answer, so these are peers holding a slot without
     /// asking, slowloris, or asking without reading); then the kept-alive one idle the
-    /// longest; then a head still in its grace (one that has sent nothing first): a
-    /// scraper's request is read in the turn after it comes, so the
-    /// oldest of four heads, under a flood of connects, is a silent one. A slot with a
-    /// request waiting unread, or sending a response that moves, is never taken.
+    /// longest; then one pipelining requests, between two answers (HTTP lets a server
+    /// close a kept-alive connection there: its client sends the rest again); then a head
+    /// still in its grace (the oldest, one that has sent nothing first: the listeners
+    /// defer accepts until a connection's first bytes, so one with nothing is a peer the
+    /// kernel stopped waiting for). A slot with a request waiting unread (a scraper's,
+    /// just accepted), or sending a response that moves, is never taken.
     fn seat(&self, now: Instant) -> Seat {
         if let Some(i) = self.slots.iter().position(|s| s.fd.is_none()) {
             return Seat::Slot(i, "");
@@ -221,10 +246,14 @@ impl Http {
         for (i, s) in self.slots.iter().enumerate() {
             let graced = s.head_since + HEAD_GRACE > now;
             let rank = match (s.phase, s.awaits()) {
-                (Phase::Send { .. }, _) if !graced => (1, s.head_since, i),
-                (_, Some(Awaits::Head)) if !graced => (1, s.head_since, i),
+                (Phase::Send { .. }, _) | (_, Some(Awaits::Room | Awaits::Head { .. }))
+                    if !graced =>
+                {
+                    (1, s.head_since, i)
+                }
                 (_, Some(Awaits::Next)) => (2, s.deadline, i),
-                (_, Some(Awaits::Head)) => (3 + u8::from(s.in_len > 0), s.head_since, i),
+                (_, Some(Awaits::Room)) => (3, s.head_since, i),
+                (_, Some(Awaits::Head { begun })) => (4 + u8::from(begun), s.head_since, i),
                 _ => continue,
             };
             if best.is_none_or(|b| rank < b) {
@@ -237,6 +266,7 @@ impl Http {
                 "no request head, or nothing of its response taken, within the grace",
             ),
             Some((2, _, i)) => Seat::Slot(i, "kept alive, idle"),
+            Some((3, _, i)) => Seat::Slot(i, "pipelining, between two answers"),
             Some((_, _, i)) => Seat::Slot(i, "the oldest head, in its grace"),
             None => Seat::Busy,
         }
@@ -270,9 +300,14 @@ impl Http {
             self.refuse(&conn, "every slot busy");
             return Accepted::Refused(conn);
         };
-        let evicted = self.slots[i].fd.take();
-        if evicted.is_some() {
-            log::debug!("http client {i} gives its slot up ({why}; lingering)");
+        // One never answered has no response to keep from a reset: closed now, not lingered
+        // (a flood of them would fill the lingering list for nothing).
+        let s = &mut self.slots[i];
+        let answered = s.served > 0 || s.phase != Phase::Head;
+        let evicted = s.fd.take().filter(|_| answered);
+        if !why.is_empty() {
+            let to = if answered { "lingering" } else { "closed" };
+            log::debug!("http client {i} gives its slot up ({why}; {to})");
         }
         self.close(i, "");
         let s = &mut self.slots[i];
@@ -301,6 +336,7 @@ impl Http {
         s.out_start = 0;
         s.out_end = 0;
         s.phase = Phase::Head;
+        s.queued = false;
         s.fd.take()
     }
 
@@ -339,7 +375,7 @@ impl Http {
             let Some(fd) = &s.fd else { return };
             match s.phase {
                 Phase::Send { .. } => return,
-                Phase::Head if s.in_len >= HTTP_HEAD_MAX => return,
+                Phase::Head if s.queued || s.in_len >= HTTP_HEAD_MAX => return,
                 Phase::Head => {}
             }
             let was_empty = s.in_len == 0;
@@ -358,34 +394,35 @@ impl Http {
         }
     }
 
-    /// Answers the request heads complete in slot `i`'s buffer, one at a time: the next
-    /// (pipelined) one only once the previous response is fully sent.
+    /// Answers the first request head complete in slot `i`'s buffer, if there is one;
+    /// a pipelined one after it waits for the next turn (`Slot::queued`), and for its
+    /// predecessor's response to be fully sent.
     fn process(&mut self, i: usize, now: Instant, render: &mut Render<'_>) {
-        loop {
-            let s = &mut self.slots[i];
-            if s.fd.is_none() || s.phase != Phase::Head || s.in_len == 0 {
-                return;
-            }
-            let (status, method, keep_alive, http10) = match parse_head(&s.inbuf[..s.in_len]) {
-                Parse::Incomplete if s.in_len < HTTP_HEAD_MAX => return,
-                Parse::Incomplete => (Status::HeaderTooLarge, Method::Get, false, false),
-                Parse::Bad(st) => (st, Method::Get, false, false),
-                Parse::Done(r) => {
-                    s.inbuf.copy_within(r.len..s.in_len, 0);
-                    s.in_len -= r.len;
-                    (r.status(), r.method, r.keep_alive, r.http10)
-                }
-            };
-            if status.closes() {
-                s.in_len = 0;
-            }
-            let head_only = method == Method::Head;
-            self.respond(i, status, head_only, keep_alive, http10, render);
-            let s = &mut self.slots[i];
-            s.deadline = now + SEND_TIMEOUT;
-            s.head_since = now;
-            self.flush(i, now);
+        let s = &mut self.slots[i];
+        if s.fd.is_none() || s.phase != Phase::Head || s.in_len == 0 {
+            return;
         }
+        s.queued = false;
+        let (status, method, keep_alive, http10) = match parse_head(&s.inbuf[..s.in_len]) {
+            Parse::Incomplete if s.in_len < HTTP_HEAD_MAX => return,
+            Parse::Incomplete => (Status::HeaderTooLarge, Method::Get, false, false),
+            Parse::Bad(st) => (st, Method::Get, false, false),
+            Parse::Done(r) => {
+                s.inbuf.copy_within(r.len..s.in_len, 0);
+                s.in_len -= r.len;
+                (r.status(), r.method, r.keep_alive, r.http10)
+            }
+        };
+        if status.closes() {
+            s.in_len = 0;
+        }
+        s.queued = s.in_len > 0;
+        let head_only = method == Method::Head;
+        self.respond(i, status, head_only, keep_alive, http10, render);
+        let s = &mut self.slots[i];
+        s.deadline = now + SEND_TIMEOUT;
+        s.head_since = now;
+        self.flush(i, now);
     }
 
     /// Puts the whole response into slot `i`'s buffer. The body is rendered first, after
@@ -476,6 +513,7 @@ impl Http {
             if s.fd.is_some() && s.deadline <= now {
                 let why = match s.phase {
                     Phase::Head if s.awaits() == Some(Awaits::Next) => "keep-alive timeout",
+                    Phase::Head if s.queued => "send timeout (client does not read)",
                     Phase::Head => "request head timeout",
                     Phase::Send { .. } => "send timeout (client does not read)",
                 };

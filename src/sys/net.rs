@@ -241,6 +241,20 @@ pub fn keepalive(fd: BorrowedFd<'_>) {
     let _ = setsockopt(&fd, sockopt::KeepAlive, &true);
 }
 
+/// TCP_DEFER_ACCEPT on a listener: the kernel hands a connection over only once its first
+/// bytes have come, or after about `secs` (its SYN-ACK retransmits: 1, 3, 7 s). A peer
+/// that connects and says nothing then costs the kernel a request socket, not a slot of
+/// ours. For protocols whose client speaks first (HTTP). Best effort, as TCP_NODELAY.
+pub fn defer_accept(fd: BorrowedFd<'_>, secs: u64) {
+    let secs = i32::try_from(secs).unwrap_or(i32::MAX);
+    let _ = set_int(
+        fd,
+        nix::libc::IPPROTO_TCP,
+        nix::libc::TCP_DEFER_ACCEPT,
+        secs,
+    );
+}
+
 /// setsockopt(2) with an int value, for options nix does not wrap.
 pub fn set_int(fd: BorrowedFd<'_>, level: i32, opt: i32, v: i32) -> Result<(), Errno> {
     // SAFETY: `v` is a valid c_int that outlives the call; its size is passed.
