@@ -22,7 +22,10 @@
 //! connects fill it, and the scraper's SYN is dropped (a 1, 3, 7 s wait). The kernel hands
 //! a connection over only once its first bytes have come (`net::defer_accept` on the
 //! listeners), so silent connects never reach a slot (until the kernel stops waiting,
-//! about 7 s), and a scraper's request is there when it is accepted.
+//! about 7 s), and a scraper's request is there when it is accepted; except under a flood
+//! of connects that fills the listen queue, when the kernel hands over its syncookie
+//! connections at the handshake's end. A newcomer with no request yet never takes a
+//! kept-alive connection's slot. One request per slot is answered per turn.
 
 use crate::limits::{
     HTTP_HEAD_GRACE_MS, HTTP_HEAD_MAX, HTTP_HEAD_TIMEOUT_SECS, HTTP_KEEPALIVE_SECS,
@@ -238,7 +241,15 @@ impl Http {
     /// defer accepts until a connection's first bytes, so one with nothing is a peer the
     /// kernel stopped waiting for). A slot with a request waiting unread (a scraper's,
     /// just accepted), or sending a response that moves, is never taken.
-    fn seat(&self, now: Instant) -> Seat {
+    ///
+    /// All that goes for a newcomer `asking` (a whole request may be waiting on it, as a
+    /// scraper's is when it is accepted). One that is not never takes a kept-alive
+    /// connection's slot: an answered peer that keeps its connection (Prometheus does)
+    /// is not closed for one that has asked nothing. Such newcomers come under a flood:
+    /// its connects fill the listen queue, the kernel answers SYNs with syncookies, and
+    /// those connections are handed over at their handshake's end, before any data, even
+    /// with `TCP_DEFER_ACCEPT` (a scraper's among them: it still takes a head's slot).
+    fn seat(&self, now: Instant, asking: bool) -> Seat {
         if let Some(i) = self.slots.iter().position(|s| s.fd.is_none()) {
             return Seat::Slot(i, "");
         }
@@ -256,7 +267,8 @@ impl Http {
                 (_, Some(Awaits::Head { begun })) => (4 + u8::from(begun), s.head_since, i),
                 _ => continue,
             };
-            if best.is_none_or(|b| rank < b) {
+            let kept = matches!(rank.0, 2 | 3);
+            if (asking || !kept) && best.is_none_or(|b| rank < b) {
                 best = Some(rank);
             }
         }
@@ -286,7 +298,6 @@ impl Http {
     /// Accepts one connection from `listener` into a free slot (or the slot of a
     /// connection that needs it least, `Http::seat`), else answers it 503.
     pub fn accept_one(&mut self, now: Instant, listener: BorrowedFd<'_>) -> Accepted {
-        let seat = self.seat(now);
         let conn = match net::accept(listener, true) {
             net::Accept::Conn(c) => c,
             net::Accept::None => return Accepted::None,
@@ -296,8 +307,13 @@ impl Http {
                 return Accepted::Spare(conn);
             }
         };
-        let Seat::Slot(i, why) = seat else {
-            self.refuse(&conn, "every slot busy");
+        let asking = net::unread(conn.as_fd()) >= SHORTEST_HEAD;
+        let Seat::Slot(i, why) = self.seat(now, asking) else {
+            let why = match asking {
+                true => "every slot busy",
+                false => "no request yet, and every other slot kept alive or busy",
+            };
+            self.refuse(&conn, why);
             return Accepted::Refused(conn);
         };
         // One never answered has no response to keep from a reset: closed now, not lingered
