@@ -58,6 +58,82 @@ fn stale_socket_file_is_replaced() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The path's lock (`PATH.lock`, flock(2)) is held from before the probe of a stale
+/// socket to the agent's exit: an agent that finds it held refuses, even with the socket
+/// there stale (another agent is starting: it would unlink that one's fresh socket), and
+/// one that gets it does its probe and bind alone.
+#[test]
+fn the_paths_lock_keeps_two_starting_agents_apart() {
+    use nix::fcntl::{Flock, FlockArg};
+    let dir = temp_dir("lock");
+    let sock = dir.join("t.sock");
+    let lock_path = dir.join("t.sock.lock");
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    let file = std::fs::File::create(&lock_path).unwrap();
+    let held = Flock::lock(file, FlockArg::LockExclusiveNonblock).unwrap();
+    let f = match Agent::try_start(&["--socket", sock.to_str().unwrap()]) {
+        Ok(a) => panic!("started while the path's lock was held: {}", a.ready),
+        Err(f) => f,
+    };
+    assert_eq!(f.status.code(), Some(69), "{}", f.stderr);
+    let lines = error_lines(&f.stderr);
+    assert_eq!(lines.len(), 1, "{}", f.stderr);
+    assert!(
+        lines[0].contains("another agent is starting on"),
+        "{}",
+        lines[0]
+    );
+    // The stale socket is untouched (not the refused agent's to remove).
+    assert!(sock.exists());
+    drop(held);
+    // Free again: the next agent replaces the stale socket, and removes both files at exit.
+    let a = Agent::start(&["--socket", sock.to_str().unwrap()]);
+    assert_eq!(a.unix().req("PING"), "PONG");
+    assert!(lock_path.exists());
+    let (st, _) = a.stop();
+    assert_eq!(st.code(), Some(0));
+    assert!(!sock.exists() && !lock_path.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Agents started at once on one stale path: one comes up and owns the path, the others
+/// refuse. (Without the lock two could both find the path stale; the later bind unlinked
+/// the earlier agent's fresh socket, leaving it up and unreachable.)
+#[test]
+fn agents_started_at_once_on_a_stale_path_leave_one_owner() {
+    let dir = temp_dir("race");
+    let sock = dir.join("t.sock");
+    for round in 0..10 {
+        drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+        let starts: Vec<_> = (0..6)
+            .map(|_| {
+                let sock = sock.to_str().unwrap().to_string();
+                std::thread::spawn(move || Agent::try_start(&["--socket", &sock]))
+            })
+            .collect();
+        let results: Vec<_> = starts.into_iter().map(|t| t.join().unwrap()).collect();
+        let (up, refused): (Vec<_>, Vec<_>) = results.into_iter().partition(|r| r.is_ok());
+        let up: Vec<Agent> = up.into_iter().flatten().collect();
+        let refused: Vec<_> = refused.into_iter().filter_map(|r| r.err()).collect();
+        assert_eq!(up.len(), 1, "round {round}: {} agents up", up.len());
+        for f in &refused {
+            assert_eq!(error_lines(&f.stderr).len(), 1, "{}", f.stderr);
+        }
+        // The path is the survivor's: a fact set over it is the survivor's fact.
+        let mut c = common::Client::unix(&sock);
+        assert_eq!(c.req(&format!("SET race {round}")), "OK");
+        assert_eq!(
+            up[0].tcp().req("GET race"),
+            format!("OK {round}"),
+            "round {round}"
+        );
+        drop(c);
+        let (st, _) = up.into_iter().next().unwrap().stop();
+        assert_eq!(st.code(), Some(0));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn live_agent_on_the_path_is_not_displaced() {
     let a = Agent::start(&[]);

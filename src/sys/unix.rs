@@ -2,7 +2,9 @@
 //! 0750 directory, and a connect-probe before touching an existing path (a live agent
 //! there -> refuse; a stale socket -> unlink; a non-socket -> refuse). The same rules for
 //! the control socket (stream) and the publish socket (datagram, `--publish`), whose
-//! datagrams are read here with the sender's credentials (SO_PASSCRED).
+//! datagrams are read here with the sender's credentials (SO_PASSCRED). The probe and the
+//! bind happen under `PATH.lock` (flock(2), held for the agent's life), so two agents
+//! starting at once cannot both find the path stale and both bind it.
 
 use super::net::SOCK_FLAGS;
 use super::SysError;
@@ -26,16 +28,92 @@ pub struct UnixListener {
     ident: (u64, u64),
     /// The outermost directory this bind created for the socket, if any.
     made_dir: Option<PathBuf>,
+    /// `PATH.lock`, held while the socket is ours.
+    lock: PathLock,
+}
+
+/// An exclusive flock(2) on `PATH.lock` (created 0600 if missing), held by its open fd
+/// until the agent exits (the kernel drops it with the fd, after a SIGKILL too).
+struct PathLock {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl PathLock {
+    /// Takes the lock of socket `path` without waiting: held, it means another agent is
+    /// starting or listening there. A lock file unlinked by its last holder (at exit)
+    /// between our open and our flock is not the path's any more: opened again.
+    fn take(path: &Path, ty: SockType) -> Result<PathLock, SysError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut name = path.as_os_str().to_os_string();
+        name.push(".lock");
+        let lock = PathBuf::from(name);
+        let shown = lock.display().to_string();
+        for _ in 0..8 {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&lock)
+                .map_err(|e| SysError::msg(format!("open {shown}: {e}")))?;
+            let fd = OwnedFd::from(file);
+            // SAFETY: flock(2) on an fd this function owns; no memory is passed.
+            let r = unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            match Errno::result(r) {
+                Ok(_) => {}
+                Err(Errno::EWOULDBLOCK) => {
+                    let doing = match probe_live(path, ty) {
+                        Ok(true) => "already listening",
+                        _ => "starting",
+                    };
+                    let p = path.display();
+                    return Err(SysError::msg(format!(
+                        "another agent is {doing} on {p} (it holds {shown})"
+                    )));
+                }
+                Err(e) => return Err(SysError::new(format!("flock {shown}"), e)),
+            }
+            let held = PathLock {
+                fd,
+                path: lock.clone(),
+            };
+            if held.is_at_path() {
+                return Ok(held);
+            }
+        }
+        Err(SysError::msg(format!("{shown} keeps being replaced")))
+    }
+
+    /// Is the locked file still the one at the lock's path?
+    fn is_at_path(&self) -> bool {
+        let Ok(ours) = nix::sys::stat::fstat(&self.fd) else {
+            return false;
+        };
+        std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| (m.dev(), m.ino()) == (ours.st_dev, ours.st_ino))
+    }
+
+    /// Removes the lock file (still held: an agent that opened it meanwhile finds it gone
+    /// once it gets the lock, and opens the path again).
+    fn release(&self) {
+        if self.is_at_path() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 impl UnixListener {
-    /// Removes the socket file if it is still the one this agent created.
+    /// Removes the socket file if it is still the one this agent created, and its lock
+    /// file.
     pub fn remove(&self) {
         if let Ok(m) = std::fs::symlink_metadata(&self.path) {
             if m.file_type().is_socket() && (m.dev(), m.ino()) == self.ident {
                 let _ = std::fs::remove_file(&self.path);
             }
         }
+        self.lock.release();
     }
 
     /// After a start-up that failed: the socket file and the directories made for it (those
@@ -159,6 +237,35 @@ fn bind_in(
         }
     }
     check_fallback_dir(path).map_err(SysError::msg)?;
+    let lock = PathLock::take(path, ty)?;
+    let (fd, ident) = match bind_locked(path, ty) {
+        Ok(bound) => bound,
+        Err(e) => {
+            lock.release();
+            return Err(e);
+        }
+    };
+    let sock = UnixListener {
+        fd,
+        path: path.to_path_buf(),
+        ident,
+        made_dir,
+        lock,
+    };
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660));
+    if let Some(g) = group {
+        if let Err(e) = chown(path, None, Some(g)) {
+            sock.remove();
+            return Err(SysError::new(format!("chgrp {shown}"), e));
+        }
+    }
+    Ok(sock)
+}
+
+/// [`bind_in`] under the path's lock: a stale socket there removed, ours bound (umask
+/// 0117). The fd and the socket file's (device, inode).
+fn bind_locked(path: &Path, ty: SockType) -> Result<(OwnedFd, (u64, u64)), SysError> {
+    let shown = path.display();
     match std::fs::symlink_metadata(path) {
         Ok(m) if !m.file_type().is_socket() => {
             return Err(SysError::msg(format!(
@@ -189,20 +296,7 @@ fn bind_in(
     bound.map_err(|e| SysError::new(format!("bind {shown}"), e))?;
     let m =
         std::fs::symlink_metadata(path).map_err(|e| SysError::msg(format!("stat {shown}: {e}")))?;
-    let sock = UnixListener {
-        fd,
-        path: path.to_path_buf(),
-        ident: (m.dev(), m.ino()),
-        made_dir,
-    };
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660));
-    if let Some(g) = group {
-        if let Err(e) = chown(path, None, Some(g)) {
-            sock.remove();
-            return Err(SysError::new(format!("chgrp {shown}"), e));
-        }
-    }
-    Ok(sock)
+    Ok((fd, (m.dev(), m.ino())))
 }
 
 /// Whether a socket path can be shown as it is (in the ready line, the log, systemd's
