@@ -627,15 +627,32 @@ fn a_kept_alive_scraper_keeps_its_slot_against_connects_that_ask_nothing() {
     }
     scraper.write_all(SCRAPE).unwrap();
     assert_eq!(read_resp(&mut scraper, false).status, 200);
+    // While the agent is stopped, the three heads in slots close and a scraper connects:
+    // the turn after, its accept comes before the reads that find them closed. It takes a
+    // closed one's slot, not the kept-alive scraper's.
+    let state = || proc_state(a.pid());
+    let asleep = wait_for(slack(Duration::from_secs(5)), || state() == Some('S'));
+    assert!(asleep, "the agent does not go back to poll: {:?}", state());
+    a.signal(19); // SIGSTOP
+    let stopped = wait_for(slack(Duration::from_secs(5)), || state() == Some('T'));
+    assert!(stopped, "the agent did not stop: {:?}", state());
     drop(newer);
+    let mut first = connect(m);
+    first.write_all(SCRAPE).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    a.signal(18); // SIGCONT
+    assert_eq!(read_resp(&mut first, false).status, 200);
+    scraper.write_all(SCRAPE).unwrap();
+    assert_eq!(read_resp(&mut scraper, false).status, 200);
     // Every slot kept alive and idle: one that asks nothing yet is refused, and a scrape
-    // takes the slot idle the longest.
-    let mut others: Vec<TcpStream> = (0..3).map(|_| kept_alive()).collect();
+    // takes the slot idle the longest (the first's).
+    let mut others: Vec<TcpStream> = (0..2).map(|_| kept_alive()).collect();
+    others.push(scraper);
     let mut nothing = connect(m);
     nothing.write_all(b"G").unwrap();
     assert_eq!(read_resp(&mut nothing, false).status, 503);
     assert_eq!(get(m).status, 200);
-    assert!(closed_within(&mut scraper, slack(Duration::from_secs(1))));
+    assert!(closed_within(&mut first, slack(Duration::from_secs(1))));
     for s in others.iter_mut() {
         s.write_all(SCRAPE).unwrap();
         assert_eq!(read_resp(s, false).status, 200);

@@ -231,7 +231,8 @@ impl Http {
     }
 
     /// Where a new connection would go now: a free slot, else the slot of a connection
-    /// that needs it least: a response its peer has taken nothing of, or a request head
+    /// that needs it least: one whose peer has closed, with no request of it to answer;
+    /// then a response its peer has taken nothing of, or a request head
     /// that has not come, within [`HEAD_GRACE`] (the oldest first: a scraper sends its
     /// request at once and reads its answer, so these are peers holding a slot without
     /// asking, slowloris, or asking without reading); then the kept-alive one idle the
@@ -256,7 +257,11 @@ impl Http {
         let mut best: Option<(u8, Instant, usize)> = None;
         for (i, s) in self.slots.iter().enumerate() {
             let graced = s.head_since + HEAD_GRACE > now;
+            let gone = || s.fd.as_ref().is_some_and(|f| net::peer_gone(f.as_fd()));
             let rank = match (s.phase, s.awaits()) {
+                // Its peer closed, and it has no request to answer: read in this turn's
+                // reads, after the accepts, it would only be closed.
+                (Phase::Head, _) if gone() => (0, s.head_since, i),
                 (Phase::Send { .. }, _) | (_, Some(Awaits::Room | Awaits::Head { .. }))
                     if !graced =>
                 {
@@ -273,6 +278,7 @@ impl Http {
             }
         }
         match best {
+            Some((0, _, i)) => Seat::Slot(i, "its peer closed"),
             Some((1, _, i)) => Seat::Slot(
                 i,
                 "no request head, or nothing of its response taken, within the grace",
