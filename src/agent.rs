@@ -159,6 +159,10 @@ pub trait Env {
     fn led(&mut self, cmd: Led) -> Result<(), &'static str>;
     /// Heap allocations since the agent became ready.
     fn allocations(&self) -> u64;
+    /// Log lines dropped since start: stderr did not take them in time.
+    fn log_lines_dropped(&self) -> u64 {
+        0
+    }
     fn beacon(&self) -> (BeaconState, &BeaconInfo);
     /// Beacon interface `i` (STATUS `beacons`); None past the last.
     fn beacons(&self, _i: usize) -> Option<(BeaconState, &BeaconInfo)> {
@@ -786,13 +790,14 @@ impl Agent {
         )?;
         writeln!(
             w,
-            "\"facts_expired\":{},\"beacons_sent\":{},\"beacon_errors\":{},\"probes_answered\":{},\"probes_limited\":{},\"datagrams_dropped\":{},\"bytes_in\":{},\"bytes_out\":{},\"allocs_since_ready\":{}}}",
+            "\"facts_expired\":{},\"beacons_sent\":{},\"beacon_errors\":{},\"probes_answered\":{},\"probes_limited\":{},\"datagrams_dropped\":{},\"log_lines_dropped\":{},\"bytes_in\":{},\"bytes_out\":{},\"allocs_since_ready\":{}}}",
             s.facts_expired,
             s.beacons_sent,
             s.beacon_errors,
             s.probes_answered,
             s.probes_limited,
             s.datagrams_dropped,
+            env.log_lines_dropped(),
             s.bytes_in,
             s.bytes_out,
             env.allocations()

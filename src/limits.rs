@@ -373,8 +373,10 @@ pub const METRICS_FACT_LINE_MAX: usize = "tether_fact_info{key=\"".len()
 /// id). The 256: the publish counters. `metrics::tests::fixed_part_fits` proves the bound.
 /// Plus `tether_beacon_iface_state` (3 states per interface) and
 /// `tether_beacon_iface_sequence` (one u64 per interface, HELP and TYPE 128), the name
-/// (UTF-8 text, [`PROM_ESCAPE_TEXT_MAX_FACTOR`]) escaped at worst.
+/// (UTF-8 text, [`PROM_ESCAPE_TEXT_MAX_FACTOR`]) escaped at worst. Plus 256 for
+/// `tether_log_lines_dropped_total`.
 pub const METRICS_FIXED_MAX: usize = 6144
+    + 256
     + 256
     + PROM_ESCAPE_MAX_FACTOR * HOST_MAX
     + PROM_ESCAPE_TEXT_MAX_FACTOR * ID_MAX

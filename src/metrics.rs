@@ -44,6 +44,7 @@ pub struct Readings {
     /// (tcp, unix) control clients connected now.
     pub clients: (usize, usize),
     pub allocations: u64,
+    pub log_lines_dropped: u64,
 }
 
 impl Readings {
@@ -65,6 +66,7 @@ impl Readings {
             links,
             clients: env.clients(),
             allocations: env.allocations(),
+            log_lines_dropped: env.log_lines_dropped(),
         }
     }
 }
@@ -348,6 +350,13 @@ pub fn render(
     )?;
     single_u64(
         w,
+        "tether_log_lines_dropped_total",
+        Kind::Counter,
+        "Log lines dropped because stderr (the journal, a pipe, a terminal) did not take them in time.",
+        r.log_lines_dropped,
+    )?;
+    single_u64(
+        w,
         "tether_facts",
         Kind::Gauge,
         "Facts stored now.",
@@ -409,6 +418,7 @@ mod tests {
                 .collect(),
             clients: (usize::MAX, usize::MAX),
             allocations: u64::MAX,
+            log_lines_dropped: u64::MAX,
         }
     }
 

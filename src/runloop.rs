@@ -192,6 +192,10 @@ impl Env for Host<'_> {
         crate::alloc_count::allocations().saturating_sub(self.dev.alloc_base)
     }
 
+    fn log_lines_dropped(&self) -> u64 {
+        crate::sys::stderr::lines_dropped()
+    }
+
     fn random(&mut self, buf: &mut [u8]) -> Result<(), &'static str> {
         crate::crypto::fill_random(buf).map_err(|_| "getrandom failed")
     }

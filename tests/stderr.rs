@@ -150,6 +150,12 @@ fn stuck_stderr_costs_lines_not_the_agent(tag: &str, stuck: Stuck) {
         })
         .unwrap_or_else(|| panic!("{tag}: no dropped-lines note in {all:?}"));
     assert!(dropped > 100, "{tag}: {dropped} dropped; all: {all:?}");
+    // STATS counts every line dropped since start: those the note reported at least.
+    let counted = common::json_u64(&stats, "log_lines_dropped").unwrap_or(0);
+    assert!(
+        counted >= dropped,
+        "{tag}: STATS says {counted}, the note {dropped}"
+    );
     // The note is a line of its own (a line cut short before it: src/sys/stderr.rs's test).
     for l in lines.iter().filter(|l| l.contains("log line(s) dropped")) {
         assert!(l.starts_with("[WARN  tether] "), "{tag}: {l:?}");

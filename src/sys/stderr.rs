@@ -28,6 +28,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 /// Log lines dropped since the last one that went through.
 static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// Log lines dropped since start (STATS `log_lines_dropped`).
+static DROPPED_TOTAL: AtomicU64 = AtomicU64::new(0);
+
+/// Log lines dropped since start because stderr did not take them in time.
+pub fn lines_dropped() -> u64 {
+    DROPPED_TOTAL.load(Relaxed)
+}
 /// Whether the last byte that went out ended a line. A line stderr took only part of
 /// (the rest dropped) is ended by the note, so the note is not glued to its tail.
 static AT_LINE_START: AtomicBool = AtomicBool::new(true);
@@ -87,6 +94,7 @@ pub fn nonblocking() -> Option<Log<OwnedFd>> {
 /// would have env_logger try the rest at once, which cannot go either).
 fn drop_line(len: usize) -> io::Result<usize> {
     DROPPED.fetch_add(1, Relaxed);
+    DROPPED_TOTAL.fetch_add(1, Relaxed);
     Ok(len)
 }
 
