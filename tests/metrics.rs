@@ -660,6 +660,90 @@ fn a_kept_alive_scraper_keeps_its_slot_against_connects_that_ask_nothing() {
     assert_eq!(a.allocations(), 0, "allocs_since_ready");
 }
 
+/// A scraper on a slow link, reading its answer a little at a time, under a flood of
+/// connects sending a byte each. Its progress was seen only when poll(2) said the socket
+/// took more, once half its send buffer had drained (over a second here), so a newcomer
+/// took its slot mid-response for "nothing taken within the grace", and the scrape was cut.
+/// The bytes its peer has taken are now read from the kernel (SIOCOUTQ).
+#[test]
+fn a_slow_reader_keeps_its_slot_under_a_flood() {
+    use nix::sys::socket::{setsockopt, sockopt};
+    use std::os::fd::AsRawFd;
+    let _load = one_load_at_a_time();
+    let (a, m) = agent_with_metrics(&["--sndbuf", "1024"]);
+    // A body of about 9 KB: more than the agent's send buffer and the reader's receive
+    // buffer hold together.
+    let mut u = a.unix();
+    for i in 0..32 {
+        let v = "v".repeat(60);
+        assert_eq!(u.req(&format!("SET slow.reader.fact.{i:02} {v}")), "OK");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let f = Flood {
+        first: b"G",
+        every: Duration::from_millis(20),
+        hold: Duration::from_secs(1),
+    };
+    let flood = flood(m, f, stop.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    // The receive buffer set before connecting, so the window it offers is that small.
+    let mut s = {
+        use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+        let SocketAddr::V4(v4) = m else {
+            unreachable!()
+        };
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::empty(),
+            None,
+        )
+        .unwrap();
+        setsockopt(&fd, sockopt::RcvBuf, &1024).unwrap();
+        connect(fd.as_raw_fd(), &SockaddrIn::from(v4)).unwrap();
+        TcpStream::from(fd)
+    };
+    s.write_all(b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // About 2.5 KB a second: a window of about 600 bytes opens every quarter second, half
+    // the send buffer (2.3 KB) drains in about a second.
+    let t = Instant::now();
+    let mut got = Vec::new();
+    let mut b = [0u8; 256];
+    let end = loop {
+        match s.read(&mut b) {
+            Ok(0) => break "EOF".to_string(),
+            Ok(n) => got.extend_from_slice(&b[..n]),
+            Err(e) => break e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    stop.store(true, Ordering::Relaxed);
+    flood.join().unwrap();
+    let text = String::from_utf8_lossy(&got);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    eprintln!(
+        "slow reader under a one-byte flood: {} bytes in {:?}, then {end}",
+        got.len(),
+        t.elapsed()
+    );
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(len > 8000, "{head}");
+    assert_eq!(
+        body.len(),
+        len,
+        "cut after {} of {len} body bytes",
+        body.len()
+    );
+    assert_eq!(a.allocations(), 0, "allocs_since_ready");
+}
+
 /// promtool from Debian's `prometheus` package; under CI its absence is a failure.
 fn promtool() -> Option<&'static str> {
     let why = "promtool is missing (Debian package `prometheus`; scripts/test installs it)";

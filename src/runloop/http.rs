@@ -72,6 +72,10 @@ struct Slot {
     head_since: Instant,
     /// Responses completed on this connection.
     served: u32,
+    /// Sent bytes its peer had not taken (SIOCOUTQ) when the socket last took no more:
+    /// fewer now means the peer is taking the response, though poll(2) says so only once
+    /// half the send buffer is free (on a slow link, seconds later).
+    outq: usize,
     /// Bytes of a pipelined request are in `inbuf`, not yet parsed: one request is
     /// answered per slot per turn (a peer pipelining hundreds does not stall the loop
     /// while its socket buffer takes their answers), the next on the following turn.
@@ -114,6 +118,7 @@ impl Slot {
             head_since: now,
             served: 0,
             queued: false,
+            outq: 0,
         }
     }
 
@@ -303,6 +308,21 @@ impl Http {
 
     /// Accepts one connection from `listener` into a free slot (or the slot of a
     /// connection that needs it least, `Http::seat`), else answers it 503.
+    /// A response whose peer has taken some of it since the socket last took no more has
+    /// made progress now (its grace starts again), as if poll(2) had said so.
+    fn note_taken(&mut self, now: Instant) {
+        for s in self.slots.iter_mut() {
+            let Some(fd) = &s.fd else { continue };
+            if matches!(s.phase, Phase::Send { .. }) {
+                let q = net::unsent(fd.as_fd());
+                if q < s.outq {
+                    s.outq = q;
+                    s.head_since = now;
+                }
+            }
+        }
+    }
+
     pub fn accept_one(&mut self, now: Instant, listener: BorrowedFd<'_>) -> Accepted {
         let conn = match net::accept(listener, true) {
             net::Accept::Conn(c) => c,
@@ -314,6 +334,9 @@ impl Http {
             }
         };
         let asking = net::unread(conn.as_fd()) >= SHORTEST_HEAD;
+        if self.slots.iter().all(|s| s.fd.is_some()) {
+            self.note_taken(now);
+        }
         let Seat::Slot(i, why) = self.seat(now, asking) else {
             let why = match asking {
                 true => "every slot busy",
@@ -508,7 +531,10 @@ impl Http {
                     s.out_start += n;
                     s.head_since = now;
                 }
-                NetIo::WouldBlock => return,
+                NetIo::WouldBlock => {
+                    s.outq = net::unsent(fd.as_fd());
+                    return;
+                }
                 NetIo::Closed => return self.close(i, "send failed"),
             }
         }
