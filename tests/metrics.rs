@@ -744,6 +744,38 @@ fn a_slow_reader_keeps_its_slot_under_a_flood() {
     assert_eq!(a.allocations(), 0, "allocs_since_ready");
 }
 
+/// A scraper whose request head comes in two segments 200 ms apart (a lossy link, a
+/// client that writes its request line and headers apart), under a flood of connects
+/// sending a byte each: its slot went to the flood's newcomers, the oldest head in its
+/// grace, within 60 ms. A head with a request line's worth in now keeps its grace against
+/// newcomers that have asked nothing.
+#[test]
+fn a_split_head_keeps_its_slot_under_a_one_byte_flood() {
+    let _load = one_load_at_a_time();
+    let (a, m) = agent_with_metrics(&[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let f = Flood {
+        first: b"G",
+        every: Duration::from_millis(20),
+        hold: Duration::from_secs(1),
+    };
+    let flood = flood(m, f, stop.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    let got: Vec<_> = (0..5)
+        .map(|_| {
+            let mut s = connect(m);
+            s.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            let _ = s.write_all(b"Host: board\r\nConnection: close\r\n\r\n");
+            try_read_resp(&mut s, false).map(|r| r.status)
+        })
+        .collect();
+    stop.store(true, Ordering::Relaxed);
+    flood.join().unwrap();
+    assert!(got.iter().all(|r| r == &Ok(200)), "{got:?}");
+    assert_eq!(a.allocations(), 0, "allocs_since_ready");
+}
+
 /// promtool from Debian's `prometheus` package; under CI its absence is a failure.
 fn promtool() -> Option<&'static str> {
     let why = "promtool is missing (Debian package `prometheus`; scripts/test installs it)";

@@ -88,8 +88,8 @@ struct Slot {
 enum Awaits {
     /// Kept alive after its answers: the next request, not begun.
     Next,
-    /// Its first request (`begun`: some of it came), or the rest of one.
-    Head { begun: bool },
+    /// Its first request, or the rest of one: `got` bytes of it came.
+    Head { got: usize },
     /// Room in its socket for the answer to a pipelined request already read
     /// ([`Slot::queued`]): its peer to take the answers sent.
     Room,
@@ -146,10 +146,10 @@ impl Slot {
         if unread >= SHORTEST_HEAD {
             return None;
         }
-        let begun = self.in_len + unread > 0;
-        Some(match !begun && self.served > 0 {
+        let got = self.in_len + unread;
+        Some(match got == 0 && self.served > 0 {
             true => Awaits::Next,
-            false => Awaits::Head { begun },
+            false => Awaits::Head { got },
         })
     }
 }
@@ -245,13 +245,15 @@ impl Http {
     /// close a kept-alive connection there: its client sends the rest again); then a head
     /// still in its grace (the oldest, one that has sent nothing first: the listeners
     /// defer accepts until a connection's first bytes, so one with nothing is a peer the
-    /// kernel stopped waiting for). A slot with a request waiting unread (a scraper's,
-    /// just accepted), or sending a response that moves, is never taken.
+    /// kernel stopped waiting for; then one with fewer bytes than [`SHORTEST_HEAD`]; one
+    /// with a request line's worth last). A slot with a request waiting unread (a
+    /// scraper's, just accepted), or sending a response that moves, is never taken.
     ///
     /// All that goes for a newcomer `asking` (a whole request may be waiting on it, as a
     /// scraper's is when it is accepted). One that is not never takes a kept-alive
-    /// connection's slot: an answered peer that keeps its connection (Prometheus does)
-    /// is not closed for one that has asked nothing. Such newcomers come under a flood:
+    /// connection's slot, nor that of a head in its grace with a request line's worth in:
+    /// an answered peer that keeps its connection (Prometheus does), or a scraper whose
+    /// head came split, is not closed for one that has asked nothing. Such newcomers come under a flood:
     /// its connects fill the listen queue, the kernel answers SYNs with syncookies, and
     /// those connections are handed over at their handshake's end, before any data, even
     /// with `TCP_DEFER_ACCEPT` (a scraper's among them: it still takes a head's slot).
@@ -274,10 +276,14 @@ impl Http {
                 }
                 (_, Some(Awaits::Next)) => (2, s.deadline, i),
                 (_, Some(Awaits::Room)) => (3, s.head_since, i),
-                (_, Some(Awaits::Head { begun })) => (4 + u8::from(begun), s.head_since, i),
+                // Nothing, a byte or so of a flood, a request line at least: a head
+                // split in segments (a scraper's, on a lossy link).
+                (_, Some(Awaits::Head { got: 0 })) => (4, s.head_since, i),
+                (_, Some(Awaits::Head { got })) if got < SHORTEST_HEAD => (5, s.head_since, i),
+                (_, Some(Awaits::Head { .. })) => (6, s.head_since, i),
                 _ => continue,
             };
-            let kept = matches!(rank.0, 2 | 3);
+            let kept = matches!(rank.0, 2 | 3 | 6);
             if (asking || !kept) && best.is_none_or(|b| rank < b) {
                 best = Some(rank);
             }
