@@ -146,17 +146,17 @@ fn counters(agent: &Agent) -> [(&'static str, &'static str, u64); 18] {
         ),
         (
             "tether_datagrams_dropped_total",
-            "UDP datagrams dropped: malformed or oversized ones, probes from a sender that must not be answered, and answers that could not be sent.",
+            "UDP datagrams dropped: malformed, from a sender never answered, or answers not sent.",
             s.datagrams_dropped,
         ),
         (
             "tether_published_total",
-            "Datagrams on the publish socket applied (SET or DEL).",
+            "Publish datagrams applied (SET or DEL).",
             s.published,
         ),
         (
             "tether_publish_rejected_total",
-            "Datagrams on the publish socket refused (not one valid SET or DEL line).",
+            "Publish datagrams refused (not one valid SET or DEL line).",
             s.publish_rejected,
         ),
         (
@@ -257,7 +257,7 @@ pub fn render(
         w,
         "tether_beacon_state",
         Kind::Gauge,
-        "Beacon state: 1 for the current state (off, up, down, absent), 0 for the others.",
+        "Beacon state: 1 for its state (off, up, down, absent), else 0.",
     )?;
     for s in BEACON_STATES {
         writeln!(
@@ -272,7 +272,7 @@ pub fn render(
             w,
             "tether_beacon_iface_state",
             Kind::Gauge,
-            "Beacon state per --iface interface: 1 for the current state (up, down, absent), 0 for the others.",
+            "Beacon state per --iface interface: 1 for its state (up, down, absent), else 0.",
         )?;
         for (name, st, _) in &r.links {
             for s in &BEACON_STATES[1..] {
@@ -312,7 +312,7 @@ pub fn render(
         w,
         "tether_clients",
         Kind::Gauge,
-        "Clients connected now, by transport (tcp and unix share --max-clients; http has its own slots).",
+        "Clients connected now, by transport (tcp and unix share --max-clients).",
     )?;
     for (t, n) in [("tcp", tcp), ("unix", unix), ("http", http.clients)] {
         writeln!(w, "tether_clients{{transport=\"{t}\"}} {n}")?;
@@ -338,7 +338,7 @@ pub fn render(
         w,
         "tether_http_refused_total",
         Kind::Counter,
-        "HTTP connections answered 503: every HTTP slot was busy, or no fd was to spare.",
+        "HTTP connections answered 503: every slot busy, or no fd to spare.",
         http.refused,
     )?;
     single_u64(
@@ -352,7 +352,7 @@ pub fn render(
         w,
         "tether_log_lines_dropped_total",
         Kind::Counter,
-        "Log lines dropped because stderr (the journal, a pipe, a terminal) did not take them in time.",
+        "Log lines dropped: stderr did not take them in time.",
         r.log_lines_dropped,
     )?;
     single_u64(

@@ -79,7 +79,7 @@ fn the_paths_lock_keeps_two_starting_agents_apart() {
     let lines = error_lines(&f.stderr);
     assert_eq!(lines.len(), 1, "{}", f.stderr);
     assert!(
-        lines[0].contains("another agent is starting on"),
+        lines[0].contains("another agent already holds"),
         "{}",
         lines[0]
     );

@@ -295,7 +295,7 @@ impl Http {
                 "no request head, or nothing of its response taken, within the grace",
             ),
             Some((2, _, i)) => Seat::Slot(i, "kept alive, idle"),
-            Some((3, _, i)) => Seat::Slot(i, "pipelining, between two answers"),
+            Some((3, _, i)) => Seat::Slot(i, "pipelining, between answers"),
             Some((_, _, i)) => Seat::Slot(i, "the oldest head, in its grace"),
             None => Seat::Busy,
         }
@@ -346,7 +346,7 @@ impl Http {
         let Seat::Slot(i, why) = self.seat(now, asking) else {
             let why = match asking {
                 true => "every slot busy",
-                false => "no request yet, and every other slot kept alive or busy",
+                false => "no request yet, no slot to spare",
             };
             self.refuse(&conn, why);
             return Accepted::Refused(conn);

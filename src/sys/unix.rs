@@ -10,6 +10,7 @@ use super::net::SOCK_FLAGS;
 use super::SysError;
 use crate::limits::SOCK_PATH_MAX;
 use nix::errno::Errno;
+use nix::fcntl::{open, OFlag};
 use nix::libc;
 use nix::sys::socket::{
     self, bind, listen, setsockopt, sockopt, AddressFamily, Backlog, SockType, UnixAddr,
@@ -43,37 +44,27 @@ impl PathLock {
     /// Takes the lock of socket `path` without waiting: held, it means another agent is
     /// starting or listening there. A lock file unlinked by its last holder (at exit)
     /// between our open and our flock is not the path's any more: opened again.
-    fn take(path: &Path, ty: SockType) -> Result<PathLock, SysError> {
-        use std::os::unix::fs::OpenOptionsExt;
+    fn take(path: &Path) -> Result<PathLock, SysError> {
         let mut name = path.as_os_str().to_os_string();
         name.push(".lock");
         let lock = PathBuf::from(name);
-        let shown = lock.display().to_string();
+        let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let what = || format!("lock {}", lock.display());
         for _ in 0..8 {
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(&lock)
-                .map_err(|e| SysError::msg(format!("open {shown}: {e}")))?;
-            let fd = OwnedFd::from(file);
+            let fd = open(lock.as_path(), flags, Mode::S_IRUSR | Mode::S_IWUSR)
+                .map_err(|e| SysError::new(what(), e))?;
             // SAFETY: flock(2) on an fd this function owns; no memory is passed.
             let r = unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
             match Errno::result(r) {
                 Ok(_) => {}
                 Err(Errno::EWOULDBLOCK) => {
-                    let doing = match probe_live(path, ty) {
-                        Ok(true) => "already listening",
-                        _ => "starting",
-                    };
-                    let p = path.display();
                     return Err(SysError::msg(format!(
-                        "another agent is {doing} on {p} (it holds {shown})"
+                        "another agent already holds {}: it is listening on {}, or starting",
+                        lock.display(),
+                        path.display()
                     )));
                 }
-                Err(e) => return Err(SysError::new(format!("flock {shown}"), e)),
+                Err(e) => return Err(SysError::new(what(), e)),
             }
             let held = PathLock {
                 fd,
@@ -83,7 +74,7 @@ impl PathLock {
                 return Ok(held);
             }
         }
-        Err(SysError::msg(format!("{shown} keeps being replaced")))
+        Err(SysError::new(what(), Errno::EAGAIN))
     }
 
     /// Is the locked file still the one at the lock's path?
@@ -91,7 +82,7 @@ impl PathLock {
         let Ok(ours) = nix::sys::stat::fstat(&self.fd) else {
             return false;
         };
-        std::fs::symlink_metadata(&self.path)
+        std::fs::symlink_metadata(self.path.as_path())
             .is_ok_and(|m| (m.dev(), m.ino()) == (ours.st_dev, ours.st_ino))
     }
 
@@ -101,6 +92,12 @@ impl PathLock {
         if self.is_at_path() {
             let _ = std::fs::remove_file(&self.path);
         }
+    }
+}
+
+impl Drop for PathLock {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -237,14 +234,9 @@ fn bind_in(
         }
     }
     check_fallback_dir(path).map_err(SysError::msg)?;
-    let lock = PathLock::take(path, ty)?;
-    let (fd, ident) = match bind_locked(path, ty) {
-        Ok(bound) => bound,
-        Err(e) => {
-            lock.release();
-            return Err(e);
-        }
-    };
+    // Dropped (released, its file removed) if the bind fails.
+    let lock = PathLock::take(path)?;
+    let (fd, ident) = bind_locked(path, ty)?;
     let sock = UnixListener {
         fd,
         path: path.to_path_buf(),
