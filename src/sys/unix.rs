@@ -2,9 +2,10 @@
 //! 0750 directory, and a connect-probe before touching an existing path (a live agent
 //! there -> refuse; a stale socket -> unlink; a non-socket -> refuse). The same rules for
 //! the control socket (stream) and the publish socket (datagram, `--publish`), whose
-//! datagrams are read here with the sender's credentials (SO_PASSCRED). The probe and the
-//! bind happen under `PATH.lock` (flock(2), held for the agent's life), so two agents
-//! starting at once cannot both find the path stale and both bind it.
+//! datagrams are read here with the sender's credentials (SO_PASSCRED). The control
+//! socket's probe and bind happen under `PATH.lock` (flock(2), removed once bound), so two
+//! agents starting at once cannot both find the path stale and both bind it: the second
+//! finds the lock held, or, once it is free, the first agent's socket live.
 
 use super::net::SOCK_FLAGS;
 use super::SysError;
@@ -29,12 +30,13 @@ pub struct UnixListener {
     ident: (u64, u64),
     /// The outermost directory this bind created for the socket, if any.
     made_dir: Option<PathBuf>,
-    /// `PATH.lock`, held while the socket is ours.
-    lock: PathLock,
 }
 
 /// An exclusive flock(2) on `PATH.lock` (created 0600 if missing), held by its open fd
-/// until the agent exits (the kernel drops it with the fd, after a SIGKILL too).
+/// from before the stale-socket probe to after the bind; dropped, its file is removed
+/// (the kernel drops the lock with the fd, after a SIGKILL too: a file left then is
+/// taken again by the next agent). Holding no fd afterwards, it costs none of
+/// RLIMIT_NOFILE.
 struct PathLock {
     fd: OwnedFd,
     path: PathBuf,
@@ -42,8 +44,8 @@ struct PathLock {
 
 impl PathLock {
     /// Takes the lock of socket `path` without waiting: held, it means another agent is
-    /// starting or listening there. A lock file unlinked by its last holder (at exit)
-    /// between our open and our flock is not the path's any more: opened again.
+    /// starting there. A lock file unlinked by its holder between our open and our flock
+    /// is not the path's any more: opened again.
     fn take(path: &Path) -> Result<PathLock, SysError> {
         let mut name = path.as_os_str().to_os_string();
         name.push(".lock");
@@ -59,9 +61,9 @@ impl PathLock {
                 Ok(_) => {}
                 Err(Errno::EWOULDBLOCK) => {
                     return Err(SysError::msg(format!(
-                        "another agent already holds {}: it is listening on {}, or starting",
-                        lock.display(),
-                        path.display()
+                        "another agent is starting on {} (it holds {})",
+                        path.display(),
+                        lock.display()
                     )));
                 }
                 Err(e) => return Err(SysError::new(what(), e)),
@@ -102,15 +104,13 @@ impl Drop for PathLock {
 }
 
 impl UnixListener {
-    /// Removes the socket file if it is still the one this agent created, and its lock
-    /// file.
+    /// Removes the socket file if it is still the one this agent created.
     pub fn remove(&self) {
         if let Ok(m) = std::fs::symlink_metadata(&self.path) {
             if m.file_type().is_socket() && (m.dev(), m.ino()) == self.ident {
                 let _ = std::fs::remove_file(&self.path);
             }
         }
-        self.lock.release();
     }
 
     /// After a start-up that failed: the socket file and the directories made for it (those
@@ -234,15 +234,20 @@ fn bind_in(
         }
     }
     check_fallback_dir(path).map_err(SysError::msg)?;
-    // Dropped (released, its file removed) if the bind fails.
-    let lock = PathLock::take(path)?;
-    let (fd, ident) = bind_locked(path, ty)?;
+    // The control socket's lock only: agents sharing a publish path share the control
+    // path beside it (the default), and each lock costs a start-up fd (RLIMIT_NOFILE).
+    let lock = match ty {
+        SockType::Stream => Some(PathLock::take(path)?),
+        _ => None,
+    };
+    let bound = bind_locked(path, ty);
+    drop(lock);
+    let (fd, ident) = bound?;
     let sock = UnixListener {
         fd,
         path: path.to_path_buf(),
         ident,
         made_dir,
-        lock,
     };
     let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660));
     if let Some(g) = group {
