@@ -266,9 +266,10 @@ impl Http {
             let graced = s.head_since + HEAD_GRACE > now;
             let gone = || s.fd.as_ref().is_some_and(|f| net::peer_gone(f.as_fd()));
             let rank = match (s.phase, s.awaits()) {
-                // Its peer closed, and it has no request to answer: read in this turn's
-                // reads, after the accepts, it would only be closed.
-                (Phase::Head, _) if gone() => (0, s.head_since, i),
+                // Its peer closed, and it has no request to answer (none queued: a peer
+                // may pipeline, then shut its side): read in this turn's reads, after the
+                // accepts, it would only be closed.
+                (Phase::Head, _) if !s.queued && gone() => (0, s.head_since, i),
                 (Phase::Send { .. }, _) | (_, Some(Awaits::Room | Awaits::Head { .. }))
                     if !graced =>
                 {
