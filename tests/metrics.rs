@@ -555,6 +555,17 @@ fn proc_state(pid: i32) -> Option<char> {
     stat.rsplit_once(") ")?.1.chars().next()
 }
 
+/// Stops the agent (SIGSTOP) asleep in poll, its turn over: not between two reads of a
+/// connection. What is sent before SIGCONT all comes in one turn.
+fn stop_asleep_in_poll(a: &Agent) {
+    let state = || proc_state(a.pid());
+    let asleep = wait_for(slack(Duration::from_secs(5)), || state() == Some('S'));
+    assert!(asleep, "the agent does not go back to poll: {:?}", state());
+    a.signal(19); // SIGSTOP
+    let stopped = wait_for(slack(Duration::from_secs(5)), || state() == Some('T'));
+    assert!(stopped, "the agent did not stop: {:?}", state());
+}
+
 #[test]
 fn a_kept_alive_request_already_sent_keeps_its_slot_and_the_newcomer_gets_503() {
     let (a, m) = agent_with_metrics(&[]);
@@ -570,14 +581,8 @@ fn a_kept_alive_request_already_sent_keeps_its_slot_and_the_newcomer_gets_503() 
         .collect();
     // While the agent is stopped, each sends its next scrape and a fifth connects and
     // sends one too: when it runs again, the next request of all four is already there
-    // (unread, in the kernel) in the same turn as the newcomer. It is stopped asleep in
-    // poll, its turn over: not between two reads of a connection.
-    let state = || proc_state(a.pid());
-    let asleep = wait_for(slack(Duration::from_secs(5)), || state() == Some('S'));
-    assert!(asleep, "the agent does not go back to poll: {:?}", state());
-    a.signal(19); // SIGSTOP
-    let stopped = wait_for(slack(Duration::from_secs(5)), || state() == Some('T'));
-    assert!(stopped, "the agent did not stop: {:?}", state());
+    // (unread, in the kernel) in the same turn as the newcomer.
+    stop_asleep_in_poll(&a);
     for s in kept.iter_mut() {
         s.write_all(SCRAPE).unwrap();
     }
@@ -630,12 +635,7 @@ fn a_kept_alive_scraper_keeps_its_slot_against_connects_that_ask_nothing() {
     // While the agent is stopped, the three heads in slots close and a scraper connects:
     // the turn after, its accept comes before the reads that find them closed. It takes a
     // closed one's slot, not the kept-alive scraper's.
-    let state = || proc_state(a.pid());
-    let asleep = wait_for(slack(Duration::from_secs(5)), || state() == Some('S'));
-    assert!(asleep, "the agent does not go back to poll: {:?}", state());
-    a.signal(19); // SIGSTOP
-    let stopped = wait_for(slack(Duration::from_secs(5)), || state() == Some('T'));
-    assert!(stopped, "the agent did not stop: {:?}", state());
+    stop_asleep_in_poll(&a);
     drop(newer);
     let mut first = connect(m);
     first.write_all(SCRAPE).unwrap();
@@ -678,13 +678,7 @@ fn a_slow_reader_keeps_its_slot_under_a_flood() {
         let v = "v".repeat(60);
         assert_eq!(u.req(&format!("SET slow.reader.fact.{i:02} {v}")), "OK");
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let f = Flood {
-        first: b"G",
-        every: Duration::from_millis(20),
-        hold: Duration::from_secs(1),
-    };
-    let flood = flood(m, f, stop.clone());
+    let flood = flood(m, ONE_BYTE_FLOOD);
     std::thread::sleep(Duration::from_millis(500));
     // The receive buffer set before connecting, so the window it offers is that small.
     let mut s = {
@@ -719,8 +713,7 @@ fn a_slow_reader_keeps_its_slot_under_a_flood() {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    stop.store(true, Ordering::Relaxed);
-    flood.join().unwrap();
+    flood.end();
     let text = String::from_utf8_lossy(&got);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     eprintln!(
@@ -753,13 +746,7 @@ fn a_slow_reader_keeps_its_slot_under_a_flood() {
 fn a_split_head_keeps_its_slot_under_a_one_byte_flood() {
     let _load = one_load_at_a_time();
     let (a, m) = agent_with_metrics(&[]);
-    let stop = Arc::new(AtomicBool::new(false));
-    let f = Flood {
-        first: b"G",
-        every: Duration::from_millis(20),
-        hold: Duration::from_secs(1),
-    };
-    let flood = flood(m, f, stop.clone());
+    let flood = flood(m, ONE_BYTE_FLOOD);
     std::thread::sleep(Duration::from_millis(500));
     let got: Vec<_> = (0..5)
         .map(|_| {
@@ -770,8 +757,7 @@ fn a_split_head_keeps_its_slot_under_a_one_byte_flood() {
             try_read_resp(&mut s, false).map(|r| r.status)
         })
         .collect();
-    stop.store(true, Ordering::Relaxed);
-    flood.join().unwrap();
+    flood.end();
     assert!(got.iter().all(|r| r == &Ok(200)), "{got:?}");
     assert_eq!(a.allocations(), 0, "allocs_since_ready");
 }
@@ -1109,10 +1095,51 @@ struct Flood {
     hold: Duration,
 }
 
-/// Floods `m` until `stop`. Non-blocking connects: the kernel retries a SYN when the
+/// Connects at most every 20 ms, each sending one byte, held 1 s: the flood the slow
+/// reader and the split head hold their slots under.
+const ONE_BYTE_FLOOD: Flood = Flood {
+    first: b"G",
+    every: Duration::from_millis(20),
+    hold: Duration::from_secs(1),
+};
+
+/// Threads loading an agent (a [`flood`], [`pipelining_hogs`]) until ended, or dropped
+/// (a test that fails leaves none running).
+struct Load {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    /// `n` threads each running `f` with the stop flag.
+    fn start(n: usize, f: impl Fn(Arc<AtomicBool>) + Clone + Send + 'static) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|_| {
+                let (f, stop) = (f.clone(), stop.clone());
+                std::thread::spawn(move || f(stop))
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    /// Stops the threads and waits for them.
+    fn end(self) {}
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Floods `m` until ended. Non-blocking connects: the kernel retries a SYN when the
 /// agent's backlog is full, as a flooding host's would.
-fn flood(m: SocketAddr, f: Flood, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
+fn flood(m: SocketAddr, f: Flood) -> Load {
+    Load::start(1, move |stop| {
         use nix::sys::socket::{
             connect, send, socket, AddressFamily, MsgFlags, SockFlag, SockType, SockaddrIn,
         };
@@ -1145,8 +1172,7 @@ fn flood(m: SocketAddr, f: Flood, stop: Arc<AtomicBool>) -> std::thread::JoinHan
 fn scrapes_under_flood(f: Flood, n: usize, within: Duration) {
     let _load = one_load_at_a_time();
     let (a, m) = agent_with_metrics(&[]);
-    let stop = Arc::new(AtomicBool::new(false));
-    let flood = flood(m, f, stop.clone());
+    let flood = flood(m, f);
     // In full swing once it holds all it will (a fast flood is kept short: it takes a
     // core, and other tests run beside it).
     std::thread::sleep(f.hold.min(Duration::from_secs(2)));
@@ -1156,8 +1182,7 @@ fn scrapes_under_flood(f: Flood, n: usize, within: Duration) {
             scrape(m, Duration::from_secs(10))
         })
         .collect();
-    stop.store(true, Ordering::Relaxed);
-    flood.join().unwrap();
+    flood.end();
     eprintln!("scrapes during {f:?}: {got:?}");
     assert!(
         got.iter()
@@ -1239,37 +1264,28 @@ fn a_flood_of_evicted_http_connections_does_not_cut_the_control_ports_lingering(
 
 /// `n` peers that each send pipelined scrapes until their socket blocks and read
 /// nothing; when the agent closes one (or gives its slot to a newcomer), it connects
-/// again. Until `stop`.
-fn pipelining_hogs(
-    m: SocketAddr,
-    n: usize,
-    stop: &Arc<AtomicBool>,
-) -> Vec<std::thread::JoinHandle<()>> {
+/// again. Until ended.
+fn pipelining_hogs(m: SocketAddr, n: usize) -> Load {
     use nix::sys::socket::{setsockopt, sockopt};
-    (0..n)
-        .map(|_| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let reqs = b"GET /metrics HTTP/1.1\r\n\r\n".repeat(60);
-                while !stop.load(Ordering::Relaxed) {
-                    let Ok(mut s) = TcpStream::connect(m) else {
-                        continue;
-                    };
-                    let _ = setsockopt(&s, sockopt::RcvBuf, &1024);
-                    s.set_write_timeout(Some(Duration::from_millis(100)))
-                        .unwrap();
-                    while !stop.load(Ordering::Relaxed) {
-                        match s.write(&reqs) {
-                            Ok(_) => {}
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
-                            Err(_) => break,
-                        }
-                    }
+    Load::start(n, move |stop| {
+        let reqs = b"GET /metrics HTTP/1.1\r\n\r\n".repeat(60);
+        while !stop.load(Ordering::Relaxed) {
+            let Ok(mut s) = TcpStream::connect(m) else {
+                continue;
+            };
+            let _ = setsockopt(&s, sockopt::RcvBuf, &1024);
+            s.set_write_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                match s.write(&reqs) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                    Err(_) => break,
                 }
-            })
-        })
-        .collect()
+            }
+        }
+    })
 }
 
 /// Peers that pipeline requests and never read the answers held their slots sending, up
@@ -1281,8 +1297,7 @@ fn pipelining_hogs(
 fn four_peers_that_pipeline_and_never_read_do_not_shut_scrapes_out() {
     let _load = one_load_at_a_time();
     let (a, m) = agent_with_metrics(&[]);
-    let stop = Arc::new(AtomicBool::new(false));
-    let hogs = pipelining_hogs(m, 4, &stop);
+    let hogs = pipelining_hogs(m, 4);
     std::thread::sleep(Duration::from_secs(2));
     let got: Vec<_> = (0..5)
         .map(|_| {
@@ -1291,10 +1306,7 @@ fn four_peers_that_pipeline_and_never_read_do_not_shut_scrapes_out() {
             r
         })
         .collect();
-    stop.store(true, Ordering::Relaxed);
-    for h in hogs {
-        h.join().unwrap();
-    }
+    hogs.end();
     eprintln!("scrapes against 4 pipelining non-readers: {got:?}");
     assert!(
         got.iter().all(|(s, _)| s.starts_with("HTTP/1.1 200")),
@@ -1311,8 +1323,7 @@ fn four_peers_that_pipeline_and_never_read_do_not_shut_scrapes_out() {
 fn pipelining_peers_do_not_hold_up_the_control_port() {
     let _load = one_load_at_a_time();
     let (a, m) = agent_with_metrics(&[]);
-    let stop = Arc::new(AtomicBool::new(false));
-    let hogs = pipelining_hogs(m, 4, &stop);
+    let hogs = pipelining_hogs(m, 4);
     let mut c = a.tcp();
     let mut worst = Duration::ZERO;
     let t = Instant::now();
@@ -1322,10 +1333,7 @@ fn pipelining_peers_do_not_hold_up_the_control_port() {
         worst = worst.max(p.elapsed());
         std::thread::sleep(Duration::from_millis(20));
     }
-    stop.store(true, Ordering::Relaxed);
-    for h in hogs {
-        h.join().unwrap();
-    }
+    hogs.end();
     eprintln!("slowest PING beside 4 pipelining peers: {worst:?}");
     assert!(worst < slack(Duration::from_millis(50)), "{worst:?}");
     assert_eq!(a.allocations(), 0);
