@@ -257,10 +257,11 @@ impl Http {
     /// its connects fill the listen queue, the kernel answers SYNs with syncookies, and
     /// those connections are handed over at their handshake's end, before any data, even
     /// with `TCP_DEFER_ACCEPT` (a scraper's among them: it still takes a head's slot).
-    fn seat(&self, now: Instant, asking: bool) -> Seat {
+    fn seat(&mut self, now: Instant, asking: bool) -> Seat {
         if let Some(i) = self.slots.iter().position(|s| s.fd.is_none()) {
             return Seat::Slot(i, "");
         }
+        self.note_taken(now);
         let mut best: Option<(u8, Instant, usize)> = None;
         for (i, s) in self.slots.iter().enumerate() {
             let graced = s.head_since + HEAD_GRACE > now;
@@ -313,8 +314,6 @@ impl Http {
         }
     }
 
-    /// Accepts one connection from `listener` into a free slot (or the slot of a
-    /// connection that needs it least, `Http::seat`), else answers it 503.
     /// A response whose peer has taken some of it since the socket last took no more has
     /// made progress now (its grace starts again), as if poll(2) had said so.
     fn note_taken(&mut self, now: Instant) {
@@ -330,6 +329,8 @@ impl Http {
         }
     }
 
+    /// Accepts one connection from `listener` into a free slot (or the slot of a
+    /// connection that needs it least, `Http::seat`), else answers it 503.
     pub fn accept_one(&mut self, now: Instant, listener: BorrowedFd<'_>) -> Accepted {
         let conn = match net::accept(listener, true) {
             net::Accept::Conn(c) => c,
@@ -341,9 +342,6 @@ impl Http {
             }
         };
         let asking = net::unread(conn.as_fd()) >= SHORTEST_HEAD;
-        if self.slots.iter().all(|s| s.fd.is_some()) {
-            self.note_taken(now);
-        }
         let Seat::Slot(i, why) = self.seat(now, asking) else {
             let why = match asking {
                 true => "every slot busy",
@@ -568,9 +566,9 @@ impl Http {
             if s.fd.is_some() && s.deadline <= now {
                 let why = match s.phase {
                     Phase::Head if s.awaits() == Some(Awaits::Next) => "keep-alive timeout",
-                    Phase::Head if s.queued => "send timeout (client does not read)",
-                    Phase::Head => "request head timeout",
-                    Phase::Send { .. } => "send timeout (client does not read)",
+                    Phase::Head if !s.queued => "request head timeout",
+                    // Sending, or a queued request's answer waiting for room.
+                    _ => "send timeout (client does not read)",
                 };
                 self.close(i, why);
             }

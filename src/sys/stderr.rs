@@ -30,14 +30,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// Log lines dropped since start (STATS `log_lines_dropped`).
 static DROPPED_TOTAL: AtomicU64 = AtomicU64::new(0);
+/// Whether the last byte that went out ended a line. A line stderr took only part of
+/// (the rest dropped) is ended by the note, so the note is not glued to its tail.
+static AT_LINE_START: AtomicBool = AtomicBool::new(true);
 
 /// Log lines dropped since start because stderr did not take them in time.
 pub fn lines_dropped() -> u64 {
     DROPPED_TOTAL.load(Relaxed)
 }
-/// Whether the last byte that went out ended a line. A line stderr took only part of
-/// (the rest dropped) is ended by the note, so the note is not glued to its tail.
-static AT_LINE_START: AtomicBool = AtomicBool::new(true);
 
 /// How a [`Log`] writes a line without waiting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

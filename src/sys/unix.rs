@@ -87,19 +87,15 @@ impl PathLock {
         std::fs::symlink_metadata(self.path.as_path())
             .is_ok_and(|m| (m.dev(), m.ino()) == (ours.st_dev, ours.st_ino))
     }
-
-    /// Removes the lock file (still held: an agent that opened it meanwhile finds it gone
-    /// once it gets the lock, and opens the path again).
-    fn release(&self) {
-        if self.is_at_path() {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
 }
 
 impl Drop for PathLock {
+    /// Removes the lock file (still held: an agent that opened it meanwhile finds it gone
+    /// once it gets the lock, and opens the path again).
     fn drop(&mut self) {
-        self.release();
+        if self.is_at_path() {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
