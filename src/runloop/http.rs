@@ -575,3 +575,50 @@ impl Http {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Shutdown;
+    use std::os::unix::net::UnixStream;
+
+    const GET: &[u8] = b"GET /metrics HTTP/1.1\r\n\r\n";
+
+    /// Slot `i` in use over one end of a socket pair, answered `served` times, with
+    /// `inbuf` read (`queued`: a pipelined request among it); the peer's end is returned.
+    fn occupy(h: &mut Http, i: usize, served: u32, inbuf: &[u8], queued: bool) -> UnixStream {
+        let (ours, peer) = UnixStream::pair().expect("socketpair");
+        let s = &mut h.slots[i];
+        s.fd = Some(OwnedFd::from(ours));
+        s.served = served;
+        s.inbuf[..inbuf.len()].copy_from_slice(inbuf);
+        s.in_len = inbuf.len();
+        s.queued = queued;
+        peer
+    }
+
+    /// A peer that pipelined requests, then shut its write side: what it asked is read and
+    /// queued, so its slot is not one "whose peer closed" (the kernel's queue, empty but
+    /// for the end of the stream, says so). A newcomer that asks nothing yet is refused;
+    /// one that asks takes the slot kept alive and idle, not the pipeliner's.
+    #[test]
+    fn a_pipeliner_that_shut_its_side_keeps_its_slot() {
+        let now = Instant::now();
+        let mut h = Http::new(now);
+        let last = HTTP_SLOTS - 1;
+        let _idle: Vec<UnixStream> = (0..last)
+            .map(|i| occupy(&mut h, i, 1, b"", false))
+            .collect();
+        let pipeliner = occupy(&mut h, last, 1, &[GET, GET].concat(), true);
+        pipeliner.shutdown(Shutdown::Write).expect("shutdown");
+        assert!(net::peer_gone(
+            h.slots[last].fd.as_ref().expect("fd").as_fd()
+        ));
+        assert!(matches!(h.seat(now, false), Seat::Busy));
+        assert!(matches!(h.seat(now, true), Seat::Slot(i, "kept alive, idle") if i < last));
+        // Its queued requests answered, the slot of the peer that closed goes first.
+        h.slots[last].queued = false;
+        h.slots[last].in_len = 0;
+        assert!(matches!(h.seat(now, false), Seat::Slot(i, "its peer closed") if i == last));
+    }
+}
