@@ -17,6 +17,7 @@ use std::time::Duration;
 #[derive(FromArgs, Debug)]
 /// tether: a tiny network agent for embedded Linux boards (TCP control port, UDP status
 /// beacon, Unix control socket), and the tools to talk to it.
+#[argh(help_triggers("-h", "--help", "help"))]
 pub struct Top {
     /// print the version and exit
     #[argh(switch, short = 'V')]
@@ -36,6 +37,7 @@ pub enum Cmd {
 #[derive(FromArgs, Debug)]
 /// Run the agent in the foreground (for systemd, procd or busybox init).
 #[argh(subcommand, name = "agent")]
+#[argh(help_triggers("-h", "--help"))]
 pub struct AgentArgs {
     /// TCP address to listen on, repeatable up to 4 (default 0.0.0.0:4545 and [::]:4545); port 0 picks a free port
     #[argh(option)]
@@ -113,6 +115,8 @@ pub struct AgentArgs {
 /// Send commands to an agent and print its replies: the command given as words; with no
 /// words, a prompt on a terminal, else one command per line of standard input.
 #[argh(subcommand, name = "ctl")]
+// Not argh's default bare `help`: `tether ctl help` sends HELP, the agent's command.
+#[argh(help_triggers("-h", "--help"))]
 pub struct CtlArgs {
     /// the agent's Unix socket (default: the agent's default for this user, or when that is absent /run/tether/tether.sock)
     #[argh(option, short = 's')]
@@ -141,8 +145,8 @@ pub struct CtlArgs {
 }
 
 /// ctl's options: after the command's first word they are sent as part of the command.
-/// (argh takes `--help` but no `-h`: `ctl -h` is a usage error, so `-h` is not one.)
-const CTL_OPTIONS: [&str; 11] = [
+const CTL_OPTIONS: [&str; 12] = [
+    "-h",
     "--help",
     "-s",
     "--socket",
@@ -159,6 +163,7 @@ const CTL_OPTIONS: [&str; 11] = [
 #[derive(FromArgs, Debug)]
 /// Probe the LAN for agents and print one row per board.
 #[argh(subcommand, name = "scan")]
+#[argh(help_triggers("-h", "--help"))]
 pub struct ScanArgs {
     /// interface to scan on (binds the probe socket to it)
     #[argh(option, short = 'i')]
@@ -239,31 +244,6 @@ pub fn split_verbose<'a>(args: &[&'a str]) -> Vec<&'a str> {
         }
     }
     out
-}
-
-/// `tether ctl help`: argh takes a bare `help` for its own `--help`, but HELP is also the
-/// agent's command that lists the others (and ctl's words are sent in any case, `ctl ping`):
-/// a `help` where ctl's words begin is passed on as a word (`--` before it). Knows which of
-/// [`CtlArgs`]' options take a value.
-pub fn help_as_word(mut args: Vec<&str>) -> Vec<&str> {
-    if args.first() != Some(&"ctl") {
-        return args;
-    }
-    let mut i = 1;
-    while let Some(&a) = args.get(i) {
-        match a {
-            "-s" | "--socket" | "-c" | "--connect" | "-t" | "--timeout" | "--token-file"
-            | "--publish" => i += 2,
-            "--" => break,
-            "help" => {
-                args.insert(i, "--");
-                break;
-            }
-            _ if a.starts_with('-') => i += 1,
-            _ => break,
-        }
-    }
-    args
 }
 
 /// The first item given twice, if any (`--iface eth0 --iface eth0`).
@@ -613,44 +593,27 @@ mod tests {
         assert!(parse(&["--metrics", "127.0.0.1:0", "--listen", "127.0.0.1:0"]).is_ok());
     }
 
-    /// help_as_word knows every ctl option that takes a value (argh's usage line says which:
-    /// `[-s <socket>]`): after such an option and a value, `help` is still the first word.
+    /// `help` is one of ctl's words (the agent's HELP) wherever the words begin; `-h` and
+    /// `--help` are ctl's own usage.
     #[test]
-    fn help_as_word_knows_every_ctl_option_that_takes_a_value() {
-        let usage = CtlArgs::from_args(&["tether", "ctl"], &["--help"])
-            .unwrap_err()
-            .output;
-        let line = usage.lines().next().unwrap();
-        let opts: Vec<&str> = line
-            .split('[')
-            .filter_map(|p| p.split_once(" <").map(|(o, _)| o))
-            .collect();
-        assert!(opts.len() >= 5, "{line}");
-        for o in opts {
-            let got = help_as_word(vec!["ctl", o, "v", "help"]);
-            assert_eq!(got, ["ctl", o, "v", "--", "help"], "{o}");
+    fn a_bare_help_is_a_word_of_ctls() {
+        let words = |args: &[&str]| CtlArgs::from_args(&["tether", "ctl"], args).map(|c| c.words);
+        assert_eq!(words(&["help"]).unwrap(), ["help"]);
+        assert_eq!(words(&["-s", "help", "help"]).unwrap(), ["help"]);
+        assert_eq!(words(&["--raw", "help", "x"]).unwrap(), ["help", "x"]);
+        assert_eq!(
+            words(&["--publish", "help", "--dgram", "help"]).unwrap(),
+            ["help"]
+        );
+        for h in ["-h", "--help"] {
+            let e = words(&[h]).unwrap_err();
+            assert!(e.status.is_ok(), "{h}");
+            assert!(
+                e.output.starts_with("Usage: tether ctl"),
+                "{h}: {}",
+                e.output
+            );
         }
-    }
-
-    #[test]
-    fn a_bare_help_where_ctls_words_begin_is_a_word() {
-        let w = |args: &[&'static str]| help_as_word(args.to_vec());
-        assert_eq!(w(&["ctl", "help"]), ["ctl", "--", "help"]);
-        assert_eq!(
-            w(&["ctl", "-s", "help", "help"]),
-            ["ctl", "-s", "help", "--", "help"]
-        );
-        assert_eq!(
-            w(&["ctl", "--raw", "help", "x"]),
-            ["ctl", "--raw", "--", "help", "x"]
-        );
-        let publish = ["ctl", "--publish", "help", "--dgram", "--", "help"];
-        assert_eq!(w(&["ctl", "--publish", "help", "--dgram", "help"]), publish);
-        // Not where the words begin, or not ctl's: as given.
-        assert_eq!(w(&["ctl", "GET", "help"]), ["ctl", "GET", "help"]);
-        assert_eq!(w(&["ctl", "--", "help"]), ["ctl", "--", "help"]);
-        assert_eq!(w(&["scan", "help"]), ["scan", "help"]);
-        assert_eq!(w(&["ctl", "--help"]), ["ctl", "--help"]);
     }
 
     #[test]

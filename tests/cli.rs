@@ -148,13 +148,19 @@ fn help_and_version() {
             out.starts_with(&format!("Usage: tether {sub}")),
             "{sub}: {out}"
         );
-        assert!(out.contains("--help"), "{sub}: {out}");
+        // `-h` too; a bare `help` is no subcommand's (ctl sends it: the agent's HELP).
+        assert!(out.contains("\n  -h, --help "), "{sub}: {out}");
+        assert_eq!(run(&[sub, "-h"]), (0, out, String::new()), "{sub} -h");
     }
     let (code, out, _) = run(&["--help"]);
     assert_eq!(code, 0);
     for sub in ["agent", "ctl", "scan"] {
         assert!(out.contains(sub), "{out}");
     }
+    // `tether help` and `tether -h` as well.
+    assert!(out.contains("\n  -h, --help, help "), "{out}");
+    assert_eq!(run(&["help"]), (0, out.clone(), String::new()));
+    assert_eq!(run(&["-h"]), (0, out, String::new()));
     let (code, out, _) = run(&["agent", "--help"]);
     assert_eq!(code, 0);
     for opt in [
@@ -184,6 +190,10 @@ fn help_and_version() {
         (
             &["frobnicate"],
             "error: unrecognized argument: frobnicate (see tether --help)\n",
+        ),
+        (
+            &["agent", "help"],
+            "error: unrecognized argument: help (see tether agent --help)\n",
         ),
     ] {
         let (code, out, err) = run(args);
@@ -465,15 +475,17 @@ fn ctl_an_option_after_the_command_is_sent_and_warned_about() {
          (ctl's options go before the command)\n"
     );
     assert_eq!(a.unix().req("GET room"), "OK hall -t 2");
-    // A word that only looks like one (a value "-5") is no option: nothing said. Nor is
-    // `-h`, which ctl does not take (`ctl -h` is exit 64): moving it before the command,
-    // as the warning would advise, only fails.
-    for word in ["-5", "-h"] {
-        let (code, _, err) = run(&["ctl", "-s", sock, "SET", "t", word]);
-        assert_eq!((code, err.as_str()), (0, ""), "{word}");
-    }
-    let (code, _, err) = run(&["ctl", "-h", "-s", sock, "PING"]);
-    assert_eq!(code, 64, "{err}");
+    // A word that only looks like one (a value "-5") is no option: nothing said. `-h` is
+    // ctl's (its usage), so it is warned about like the others.
+    let (code, _, err) = run(&["ctl", "-s", sock, "SET", "t", "-5"]);
+    assert_eq!((code, err.as_str()), (0, ""));
+    let (code, _, err) = run(&["ctl", "-s", sock, "SET", "t", "-h"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.starts_with("warning: -h comes after the command"),
+        "{err}"
+    );
+    assert_eq!(a.unix().req("GET t"), "OK -h");
 }
 
 /// A Unix socket path longer than sun_path holds (107 bytes) is a bad option: 64 and one
