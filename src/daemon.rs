@@ -318,6 +318,12 @@ fn open_local_sockets(
         };
         Fatal::new(EX_UNAVAILABLE, format!("{e}{hint}"))
     })?;
+    if let Some((dir, mode)) = group.and_then(|g| sys::unix::closed_to_group(&sock_path, g)) {
+        log::warn!(
+            "--socket-group: {} (mode {mode:o}) keeps the group from the socket",
+            dir.display()
+        );
+    }
     let publish = open_publish(cfg, &unix, group, now).inspect_err(|_| unix.undo())?;
     sys::net::warn_capped_buf_sizes(unix.fd.as_fd());
     Ok((unix, publish))

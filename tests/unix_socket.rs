@@ -300,3 +300,42 @@ fn a_batch_sent_before_closing_is_answered_whole() {
     assert_eq!(stats["errors"], 0, "{stats}");
     assert_eq!(stats["allocs_since_ready"], 0, "{stats}");
 }
+
+/// `--socket-group` names the directory above the socket that its members cannot pass
+/// through (an agent run by a user, its default socket in `$XDG_RUNTIME_DIR`, 0700): a
+/// warning at start, the agent starts all the same. None where they get through.
+#[test]
+fn a_socket_group_shut_out_by_a_directory_is_warned_about() {
+    if !nix::unistd::geteuid().is_root() {
+        return skip("--socket-group root needs root");
+    }
+    let dir = temp_dir("group-dirs");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711)).unwrap();
+    let closed = dir.join("closed");
+    std::fs::create_dir(&closed).unwrap();
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // root may give its sockets to any group, and every system has this one.
+    let start = |sock: &std::path::Path| {
+        let a = Agent::start(&["--socket", sock.to_str().unwrap(), "--socket-group", "root"]);
+        assert_eq!(a.unix().req("PING"), "PONG");
+        let (st, err) = a.stop();
+        assert_eq!(st.code(), Some(0), "{err}");
+        err
+    };
+    let err = start(&closed.join("t.sock"));
+    let want = format!(
+        "--socket-group: {} (mode 700) keeps the group from the socket",
+        closed.display()
+    );
+    assert!(err.contains(&want), "{err}");
+    // Searchable by others (0711), or by the group (0710, group root): not named.
+    for (name, mode) in [("others", 0o711), ("group", 0o710)] {
+        let open = dir.join(name);
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(mode)).unwrap();
+        nix::unistd::chown(&open, None, Some(nix::unistd::Gid::from_raw(0))).unwrap();
+        let err = start(&open.join("t.sock"));
+        assert!(!err.contains(&format!("{} (mode", open.display())), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

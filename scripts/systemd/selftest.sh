@@ -243,21 +243,31 @@ check "... and it is active" wait_for 10 is_active
 # ---- 8. another socket group (the documented drop-in) -----------------------------------
 # As board/RASPBERRY-PI.md says: the agent must be in the group (SupplementaryGroups=) and
 # may chown (@chown), and /run/tether must be traversable (0755; the socket stays 0660).
-# Without RuntimeDirectoryMode=0755 carol is refused by the directory (measured).
+# Without RuntimeDirectoryMode=0755 carol is refused by the directory, and the agent says
+# so at start (a warning: it runs all the same).
 T groupadd tetherctl
 T useradd --create-home --groups tetherctl carol
 set_args "--interval 5 --socket-group tetherctl"
+SHUT_OUT='--socket-group: /run/tether (mode 750) keeps the group from the socket'
+shut_out_said() { [ "$(journal | grep -c -F -- "$SHUT_OUT")" = "$1" ]; }
 cat >"$DROPIN/socket-group.conf" <<'EOF'
 [Service]
 SupplementaryGroups=tetherctl
 SystemCallFilter=@chown
-RuntimeDirectoryMode=0755
 EOF
+T systemctl daemon-reload
+fresh_restart
+wait_for 10 is_active
+check "without RuntimeDirectoryMode=0755: warns that /run/tether keeps the group out" wait_for 5 shut_out_said 1
+out=$(T runuser -u carol -- tether ctl -t 3 PING 2>&1); rc=$?
+if [ $rc -eq 77 ]; then ok "... and carol is refused by the directory, exit 77"; else bad "... and carol is refused by the directory, exit 77" "(rc=$rc: $out)"; fi
+echo "RuntimeDirectoryMode=0755" >>"$DROPIN/socket-group.conf"
 T systemctl daemon-reload
 fresh_restart
 if wait_for 10 is_active; then ok "--socket-group tetherctl with the documented drop-in starts"; else bad "--socket-group tetherctl with the documented drop-in starts" "($(journal -n 3 | tr '\n' ' '))"; fi
 check "socket is group tetherctl" test "$(stat -c %G "$SOCK" 2>/dev/null)" = tetherctl
 check "carol (member of tetherctl) gets PONG" pong_as carol
+check "... and no warning about /run/tether this time" shut_out_said 1
 out=$(T runuser -u bob -- tether ctl PING 2>&1); rc=$?
 if [ $rc -eq 77 ]; then ok "bob still refused, exit 77"; else bad "bob still refused, exit 77" "(rc=$rc: $out)"; fi
 rm -f "$DROPIN/socket-group.conf"

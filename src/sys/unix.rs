@@ -421,6 +421,19 @@ pub fn check_fallback_dir(sock: &Path) -> Result<(), String> {
     ))
 }
 
+/// The innermost directory above the socket at `sock` that the members of group `g` may
+/// not pass through (its mode lets neither others nor, where `g` is its group, the group
+/// search it), with its mode: they could not reach the socket (`--socket-group`). Mode
+/// bits only: an ACL or a member that owns the directory can still let them in; and of a
+/// relative path, only the directories it names.
+pub fn closed_to_group(sock: &Path, g: Gid) -> Option<(&Path, u32)> {
+    sock.ancestors().skip(1).find_map(|d| {
+        let m = nix::sys::stat::stat(d).ok()?;
+        let open = m.st_mode & 0o001 != 0 || (m.st_gid == g.as_raw() && m.st_mode & 0o010 != 0);
+        (!open).then_some((d, m.st_mode & 0o7777))
+    })
+}
+
 /// Logs the peer's credentials (SO_PEERCRED) at debug level.
 pub fn log_peer(fd: &OwnedFd) {
     if log::log_enabled!(log::Level::Debug) {
