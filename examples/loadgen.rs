@@ -173,6 +173,43 @@ fn cpu_secs(pid: u32) -> f64 {
     ticks as f64 / hz as f64
 }
 
+/// TcpExt ListenOverflows of this network namespace (/proc/net/netstat): handshakes the
+/// kernel dropped because a listener's accept queue was full (a connect then waits for a
+/// retransmit, 1 s for a SYN). 0 where it cannot be read.
+fn listen_overflows() -> u64 {
+    let t = std::fs::read_to_string("/proc/net/netstat").unwrap_or_default();
+    let mut lines = t.lines();
+    while let (Some(head), Some(vals)) = (lines.next(), lines.next()) {
+        if let Some(i) = head.split_whitespace().position(|k| k == "ListenOverflows") {
+            return vals
+                .split_whitespace()
+                .nth(i)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+        }
+    }
+    0
+}
+
+/// The pid of `ksoftirqd/N`, N the one CPU `pid` is pinned to (its Cpus_allowed_list), if
+/// it is pinned: where the softirq work the server's own system calls leave behind (RCU
+/// callbacks freeing its closed sockets) runs when it outgrows an interrupt's exit.
+fn ksoftirqd_of(pid: u32) -> Option<u32> {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let cpu: usize = st
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    let want = format!("ksoftirqd/{cpu}");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+        (comm.trim() == want).then_some(pid)
+    })
+}
+
 // ---------------------------------------------------------------- load runs
 
 struct Run {
@@ -371,7 +408,7 @@ fn pct(sorted: &[u64], q: f64) -> f64 {
 }
 
 fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v.sort_by(f64::total_cmp);
     if v.is_empty() {
         f64::NAN
     } else {
@@ -406,6 +443,12 @@ struct StormAgg {
     slowest_connect: Duration,
     slowest_total: Duration,
     reasons: Vec<String>,
+    /// Accept-queue overflows in the network namespace during the storms ([`listen_overflows`]).
+    overflows: u64,
+    /// Storms with at least one overflow.
+    overflow_storms: u64,
+    /// ksoftirqd's CPU time on the server's CPU, ms, per storm ([`ksoftirqd_of`]).
+    softirq_ms: Vec<f64>,
 }
 
 fn fmt_num(v: f64) -> String {
@@ -537,9 +580,17 @@ fn bench(a: &[String]) {
         for (ci, &conc) in concs.iter().enumerate() {
             for j in 0..k {
                 let idx = (round + j) % k;
-                let (p, ad, _) = sides[idx];
+                let (p, ad, pid) = sides[idx];
+                let soft = ksoftirqd_of(pid);
+                let (o0, k0) = (listen_overflows(), soft.map(cpu_secs));
                 let st = storm(ad, p, storm_n, conc);
+                let (o1, k1) = (listen_overflows(), soft.map(cpu_secs));
                 let s = &mut res[idx].storms[ci];
+                let overflows = o1.saturating_sub(o0);
+                s.overflows += overflows;
+                s.overflow_storms += u64::from(overflows > 0);
+                let soft_ms = k0.zip(k1).map_or(f64::NAN, |(a, b)| (b - a) * 1000.0);
+                s.softirq_ms.push(soft_ms);
                 s.rate.push((st.ok + st.busy) as f64 / st.secs);
                 s.fail += st.failures;
                 s.busy += st.busy;
@@ -553,13 +604,14 @@ fn bench(a: &[String]) {
                     }
                 }
                 eprintln!(
-                    "storm {} x{conc} {:6}: {:.0} conn/s, {} busy, {} failures, slowest connect {:.1} ms",
+                    "storm {} x{conc} {:6}: {:.0} conn/s, {} busy, {} failures, slowest connect {:.1} ms, {} over 100 ms, {overflows} accept-queue overflows, ksoftirqd {soft_ms:.1} ms",
                     round + 1,
                     p.name(),
                     (st.ok + st.busy) as f64 / st.secs,
                     st.busy,
                     st.failures,
-                    st.slowest_connect.as_secs_f64() * 1000.0
+                    st.slowest_connect.as_secs_f64() * 1000.0,
+                    st.slow
                 );
             }
         }
@@ -700,6 +752,30 @@ fn bench(a: &[String]) {
             ss,
             "0",
             Some(ss[0] == 0.0),
+        );
+        // Why: a stalled connect is one the kernel dropped from a full accept queue.
+        let of = fig(&mut res, &|s| s.storms[ci].overflows as f64);
+        row3(
+            &format!("{what}: accept-queue overflows (TcpExtListenOverflows, all {storm_rounds})"),
+            of,
+            "",
+            None,
+        );
+        let os = fig(&mut res, &|s| s.storms[ci].overflow_storms as f64);
+        row3(
+            &format!("{what}: storms with an accept-queue overflow, of {storm_rounds}"),
+            os,
+            "",
+            None,
+        );
+        let sq = fig(&mut res, &|s| median(&mut s.storms[ci].softirq_ms));
+        row3(
+            &format!(
+                "{what}: ksoftirqd on the server's CPU, ms per storm (median of {storm_rounds})"
+            ),
+            sq,
+            "",
+            None,
         );
     }
     println!(
