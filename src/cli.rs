@@ -246,6 +246,16 @@ pub fn split_verbose<'a>(args: &[&'a str]) -> Vec<&'a str> {
     out
 }
 
+/// `tether help ctl` (`-h`, `--help` too): that subcommand's usage. argh hands a top-level
+/// `help` on to the subcommand as a bare `help`, which ctl sends as a word (the agent's HELP)
+/// and the others do not take: it is asked as `ctl --help` here.
+pub fn help_first(mut args: Vec<&str>) -> Vec<&str> {
+    if let ["help" | "-h" | "--help", sub @ ("agent" | "ctl" | "scan")] = args[..] {
+        args[..].copy_from_slice(&[sub, "--help"]);
+    }
+    args
+}
+
 /// The first item given twice, if any (`--iface eth0 --iface eth0`).
 fn given_twice<T: PartialEq>(items: &[T]) -> Option<&T> {
     items

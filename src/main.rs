@@ -45,7 +45,7 @@ fn main() -> ExitCode {
     );
     let prog = prog.as_str();
     let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
-    let rest = tether::cli::split_verbose(&rest);
+    let rest = tether::cli::help_first(tether::cli::split_verbose(&rest));
     let top = match <Top as argh::FromArgs>::from_args(&[prog], &rest) {
         Ok(t) => t,
         Err(e) if e.status.is_ok() => return finish(to_stdout(&e.output).map(|_| 0)),

@@ -157,10 +157,17 @@ fn help_and_version() {
     for sub in ["agent", "ctl", "scan"] {
         assert!(out.contains(sub), "{out}");
     }
-    // `tether help` and `tether -h` as well.
+    // `tether help` and `tether -h` as well, and before a subcommand, its usage (`tether
+    // help ctl` is not the agent's HELP).
     assert!(out.contains("\n  -h, --help, help "), "{out}");
     assert_eq!(run(&["help"]), (0, out.clone(), String::new()));
     assert_eq!(run(&["-h"]), (0, out, String::new()));
+    for sub in ["agent", "ctl", "scan"] {
+        let usage = run(&[sub, "--help"]);
+        for h in ["help", "-h", "--help"] {
+            assert_eq!(run(&[h, sub]), usage, "{h} {sub}");
+        }
+    }
     let (code, out, _) = run(&["agent", "--help"]);
     assert_eq!(code, 0);
     for opt in [
