@@ -576,12 +576,14 @@ fn bench(a: &[String]) {
     for side in res.iter_mut() {
         side.storms = vec![StormAgg::default(); concs.len()];
     }
+    // Each server's ksoftirqd, found once (a walk of /proc): the servers stay pinned.
+    let softirqd: Vec<Option<u32>> = sides.iter().map(|s| ksoftirqd_of(s.2)).collect();
     for round in 0..storm_rounds {
         for (ci, &conc) in concs.iter().enumerate() {
             for j in 0..k {
                 let idx = (round + j) % k;
-                let (p, ad, pid) = sides[idx];
-                let soft = ksoftirqd_of(pid);
+                let (p, ad, _) = sides[idx];
+                let soft = softirqd[idx];
                 let (o0, k0) = (listen_overflows(), soft.map(cpu_secs));
                 let st = storm(ad, p, storm_n, conc);
                 let (o1, k1) = (listen_overflows(), soft.map(cpu_secs));
