@@ -248,10 +248,11 @@ pub fn split_verbose<'a>(args: &[&'a str]) -> Vec<&'a str> {
 
 /// `tether help ctl` (`-h`, `--help` too): that subcommand's usage. argh hands a top-level
 /// `help` on to the subcommand as a bare `help`, which ctl sends as a word (the agent's HELP)
-/// and the others do not take: it is asked as `ctl --help` here.
+/// and the others do not take: it is asked as `ctl --help` here. Anything after the name
+/// stays, so `tether help scan extra` names `extra` as the argument scan does not take.
 pub fn help_first(mut args: Vec<&str>) -> Vec<&str> {
-    if let ["help" | "-h" | "--help", sub @ ("agent" | "ctl" | "scan")] = args[..] {
-        args[..].copy_from_slice(&[sub, "--help"]);
+    if let ["help" | "-h" | "--help", sub @ ("agent" | "ctl" | "scan"), ..] = args[..] {
+        args[..2].copy_from_slice(&[sub, "--help"]);
     }
     args
 }

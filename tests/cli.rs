@@ -167,6 +167,11 @@ fn help_and_version() {
         for h in ["help", "-h", "--help"] {
             assert_eq!(run(&[h, sub]), usage, "{h} {sub}");
         }
+        // What follows the name is that subcommand's to refuse, not "help".
+        let want = format!("error: unrecognized argument: extra (see tether {sub} --help)\n");
+        if sub != "ctl" {
+            assert_eq!(run(&["help", sub, "extra"]), (64, String::new(), want));
+        }
     }
     let (code, out, _) = run(&["agent", "--help"]);
     assert_eq!(code, 0);
