@@ -26,7 +26,7 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::fmt;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 pub mod conn;
@@ -70,6 +70,13 @@ struct Linger {
     /// evicted from their HTTP slots as fast as a flood comes never push the control
     /// port's out.
     http: bool,
+}
+
+/// How many accept4 calls a pass over readable TCP listener `l` makes: as many as its
+/// queue holds ([`net::accept_queue`]; one at least, since poll(2) found it readable), or, where
+/// the kernel does not say, until EAGAIN. What arrives meanwhile is the next turn's.
+fn accepts_due(l: BorrowedFd<'_>) -> usize {
+    net::accept_queue(l).map_or(ACCEPTS_PER_TURN, |n| n.clamp(1, ACCEPTS_PER_TURN))
 }
 
 /// The listeners and devices the core reaches through [`Env`] (the client connections
@@ -677,7 +684,11 @@ impl RunLoop {
     }
 
     fn accept_all(&mut self, now: Instant, tcp: Option<usize>) {
-        for _ in 0..ACCEPTS_PER_TURN {
+        let passes = match tcp {
+            Some(i) => accepts_due(self.io.tcp[i].0.as_fd()),
+            None => ACCEPTS_PER_TURN,
+        };
+        for _ in 0..passes {
             let (fd, transport) = match tcp {
                 Some(i) => (self.io.tcp[i].0.as_fd(), Transport::Tcp),
                 None => (self.io.unix.fd.as_fd(), Transport::Unix),
@@ -1018,7 +1029,7 @@ impl RunLoop {
 
     /// Accepts every waiting connection on metrics listener `li` (see [`http::Http`]).
     fn accept_http(&mut self, now: Instant, li: usize) {
-        for _ in 0..ACCEPTS_PER_TURN {
+        for _ in 0..accepts_due(self.io.metrics[li].0.as_fd()) {
             match self.http.accept_one(now, self.io.metrics[li].0.as_fd()) {
                 http::Accepted::None => return,
                 http::Accepted::Slot(None) => {}

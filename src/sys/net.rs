@@ -226,6 +226,33 @@ pub fn accept(listener: BorrowedFd<'_>, tcp: bool) -> Accept {
     }
 }
 
+/// How many connections wait in a TCP listener's accept queue: TCP_INFO's `tcpi_unacked`,
+/// which Linux fills with the queue's length for a listening socket. An accept pass takes
+/// that many and stops instead of calling accept4 once more to hear EAGAIN: a failing
+/// accept4 costs the kernel nearly what a good one does (it makes the new socket, its inode
+/// and its file before it looks at the queue, then frees them, the inode by two RCU
+/// callbacks on this CPU). In a connect storm those were half of the server CPU's RCU
+/// callbacks (docs/BENCH.md). `None`: the kernel did not say.
+pub fn accept_queue(listener: BorrowedFd<'_>) -> Option<usize> {
+    use nix::libc;
+    let mut info = std::mem::MaybeUninit::<libc::tcp_info>::zeroed();
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`, which is that large.
+    let r = unsafe {
+        libc::getsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    // SAFETY: zeroed, then written by the kernel: every bit pattern is a valid tcp_info.
+    let info = unsafe { info.assume_init() };
+    // tcpi_unacked is bytes 24..28: a shorter answer does not hold it.
+    (r == 0 && len >= 28).then_some(info.tcpi_unacked as usize)
+}
+
 /// TCP keepalive, set on a listener (the connections it accepts inherit it): an idle peer
 /// gone without a FIN or RST (crashed, rebooted, its NAT entry or Wi-Fi gone) is found dead
 /// after [`KEEPALIVE_DEAD_SECS`] and its slot freed. For `--idle-timeout` 0 or longer than
