@@ -249,8 +249,11 @@ pub fn accept_queue(listener: BorrowedFd<'_>) -> Option<usize> {
     };
     // SAFETY: zeroed, then written by the kernel: every bit pattern is a valid tcp_info.
     let info = unsafe { info.assume_init() };
-    // tcpi_unacked is bytes 24..28: a shorter answer does not hold it.
-    (r == 0 && len >= 28).then_some(info.tcpi_unacked as usize)
+    // tcpi_unacked is bytes 24..28: a shorter answer does not hold it. The field means the
+    // queue's length only for a socket in LISTEN (`tcp_get_info` aliases it there).
+    const TCP_LISTEN: u8 = 10; // include/net/tcp_states.h
+    let listening = info.tcpi_state == TCP_LISTEN;
+    (r == 0 && len >= 28 && listening).then_some(info.tcpi_unacked as usize)
 }
 
 /// TCP keepalive, set on a listener (the connections it accepts inherit it): an idle peer
