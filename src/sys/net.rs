@@ -454,3 +454,29 @@ pub fn socket_info(fd: BorrowedFd<'_>) -> SocketInfo {
     let _ = info.device.extend_from_slice(&dev[..n]);
     info
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpStream;
+
+    /// TCP_INFO on a listener counts the connections waiting for accept(2): the accept
+    /// pass takes that many and no more (no accept4 that ends in EAGAIN).
+    #[test]
+    fn accept_queue_counts_the_waiting_connections() {
+        let l = tcp_listen("127.0.0.1:0".parse().unwrap(), 8).unwrap();
+        let addr = getsockname::<SockaddrStorage>(l.as_raw_fd()).unwrap();
+        let port = addr.as_sockaddr_in().unwrap().port();
+        assert_eq!(accept_queue(l.as_fd()), Some(0));
+        // connect(2) returns once the handshake is done, so each is queued by then.
+        let clients: Vec<_> = (0..3)
+            .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+            .collect();
+        assert_eq!(accept_queue(l.as_fd()), Some(3));
+        assert!(matches!(accept(l.as_fd(), true), Accept::Conn(_)));
+        assert_eq!(accept_queue(l.as_fd()), Some(2));
+        // Not a listener: no answer, and the caller accepts until EAGAIN.
+        let c = clients[0].as_fd();
+        assert_eq!(accept_queue(c), None);
+    }
+}
