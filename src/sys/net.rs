@@ -232,7 +232,7 @@ pub fn accept(listener: BorrowedFd<'_>, tcp: bool) -> Accept {
 /// accept4 costs the kernel nearly what a good one does (it makes the new socket, its inode
 /// and its file before it looks at the queue, then frees them, the inode by two RCU
 /// callbacks on this CPU). In a connect storm those were half of the server CPU's RCU
-/// callbacks (docs/BENCH.md). `None`: the kernel did not say.
+/// callbacks (docs/BENCH.md). `None`: not answered (qemu-user does not pass TCP_INFO on).
 pub fn accept_queue(listener: BorrowedFd<'_>) -> Option<usize> {
     use nix::libc;
     let mut info = std::mem::MaybeUninit::<libc::tcp_info>::zeroed();
@@ -467,7 +467,16 @@ mod tests {
         let l = tcp_listen("127.0.0.1:0".parse().unwrap(), 8).unwrap();
         let addr = getsockname::<SockaddrStorage>(l.as_raw_fd()).unwrap();
         let port = addr.as_sockaddr_in().unwrap().port();
-        assert_eq!(accept_queue(l.as_fd()), Some(0));
+        let Some(0) = accept_queue(l.as_fd()) else {
+            // qemu-user does not pass TCP_INFO on for its guests (the aarch64 and armv7
+            // suites run there): the run loop then accepts until EAGAIN, as it did before.
+            // The x86_64 suite runs on the machine's own kernel, which must answer.
+            if cfg!(target_arch = "x86_64") {
+                panic!("TCP_INFO unanswered: {:?}", accept_queue(l.as_fd()));
+            }
+            eprintln!("skipped: TCP_INFO not answered here (qemu-user)");
+            return;
+        };
         let clients: Vec<_> = (0..3)
             .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
             .collect();
