@@ -60,6 +60,24 @@ fn io_fatal(what: &str, e: std::io::Error) -> Fatal {
     Fatal::new(code, format!("{what}: {e}"))
 }
 
+/// [`io_fatal`] for the Unix socket at `path`: a "Permission denied" also names what keeps
+/// this user out and its group ([`crate::sys::unix::closed_to_me`]).
+fn unix_fatal(what: &str, path: &Path, e: std::io::Error) -> Fatal {
+    let denied = e.kind() == ErrorKind::PermissionDenied;
+    let mut f = io_fatal(what, e);
+    if let Some((p, mode, gid)) = denied
+        .then(|| crate::sys::unix::closed_to_me(path))
+        .flatten()
+    {
+        let group = crate::sys::unix::group_name(gid);
+        f.msg += &format!(
+            "; {} (mode {mode:o}, group {group}) is closed to this user",
+            p.display()
+        );
+    }
+    f
+}
+
 /// Is `reply` one of the protocol's: `PONG`, `OK`, `OK <payload>` or `ERR <code> <text>`?
 fn is_reply(reply: &str) -> bool {
     matches!(reply, "PONG" | "OK") || reply.starts_with("OK ") || reply.starts_with("ERR ")
@@ -218,7 +236,7 @@ pub fn dgram(args: &CtlArgs) -> Result<u8, Fatal> {
             ),
             e,
         )),
-        Err(e) => Err(io_fatal(&format!("send {}", path.display()), e)),
+        Err(e) => Err(unix_fatal(&format!("send {}", path.display()), &path, e)),
     }
 }
 
@@ -378,7 +396,7 @@ fn connect(args: &CtlArgs, timeout: Duration) -> Result<(Box<dyn Stream>, String
                 let neither = e.kind() == ErrorKind::NotFound
                     && args.socket.is_none()
                     && p.as_os_str() != system;
-                let mut f = io_fatal(&format!("connect {}", p.display()), e);
+                let mut f = unix_fatal(&format!("connect {}", p.display()), &p, e);
                 if neither {
                     f.msg += &format!(" (nor is there {system}: is an agent running?)");
                 }

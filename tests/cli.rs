@@ -1089,3 +1089,51 @@ fn stderr_without_a_reader_loses_the_message_not_the_exit_code() {
         assert_eq!(status.code(), Some(want), "{args:?}: {status:?}");
     }
 }
+
+/// `tether ctl` told "Permission denied" says what keeps this user out: the directory above
+/// the socket it may not search, else the socket it may not write to, with mode and group
+/// (so an operator knows which group to join), for a connection and for `--dgram` alike.
+#[test]
+fn ctl_says_what_keeps_this_user_from_the_socket() {
+    if !can_run_as_nobody() {
+        return;
+    }
+    let top = temp_dir("denied");
+    std::fs::set_permissions(&top, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // The agent makes the directory of its socket 0750: nobody may not pass it.
+    let sock = top.join("d/tether.sock");
+    let a = Agent::start(&["--socket", sock.to_str().unwrap()]);
+    let ctl = |args: &[&str]| {
+        let out = as_nobody(args).output_within(slack(Duration::from_secs(30)));
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let s = sock.to_str().unwrap();
+    let d = top.join("d");
+    let publish = top.join("d/publish.sock");
+    let closed = |p: &std::path::Path, mode| {
+        format!(
+            "Permission denied (os error 13); {} (mode {mode}, group root) is closed to this user\n",
+            p.display()
+        )
+    };
+    let (code, err) = ctl(&["ctl", "-s", s, "PING"]);
+    assert_eq!(code, Some(77), "{err}");
+    assert_eq!(err, format!("error: connect {s}: {}", closed(&d, 750)));
+    let (code, err) = ctl(&["ctl", "-s", s, "--dgram", "SET", "a", "1"]);
+    assert_eq!(code, Some(77), "{err}");
+    let p = publish.display();
+    assert_eq!(err, format!("error: send {p}: {}", closed(&d, 750)));
+    // The directory opened, the sockets (0660, root's group) still keep nobody out.
+    std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (code, err) = ctl(&["ctl", "-s", s, "PING"]);
+    assert_eq!(code, Some(77), "{err}");
+    assert_eq!(err, format!("error: connect {s}: {}", closed(&sock, 660)));
+    let (code, err) = ctl(&["ctl", "-s", s, "--dgram", "SET", "a", "1"]);
+    assert_eq!(code, Some(77), "{err}");
+    assert_eq!(err, format!("error: send {p}: {}", closed(&publish, 660)));
+    // Nothing of it reached the agent.
+    assert_eq!(a.ctl(&["GET", "a"]).1, "ERR not-found no such fact\n");
+}

@@ -427,10 +427,55 @@ pub fn check_fallback_dir(sock: &Path) -> Result<(), String> {
 /// bits only: an ACL or a member that owns the directory can still let them in; and of a
 /// relative path, only the directories it names.
 pub fn closed_to_group(sock: &Path, g: Gid) -> Option<(&Path, u32)> {
+    closed_dir(sock, |_, m| {
+        m.st_mode & 0o001 != 0 || (m.st_gid == g.as_raw() && m.st_mode & 0o010 != 0)
+    })
+    .map(|(d, m)| (d, m.st_mode & 0o7777))
+}
+
+/// What keeps this user from the socket at `sock` (`tether ctl`'s "Permission denied"):
+/// the innermost directory above it that this user may not search, else the socket itself
+/// if this user may not write to it, with its mode and group. By access(2), so ACLs,
+/// supplementary groups and root count as the kernel counts them.
+pub fn closed_to_me(sock: &Path) -> Option<(&Path, u32, u32)> {
+    use nix::unistd::{access, AccessFlags};
+    let (p, m) = closed_dir(sock, |d, _| access(d, AccessFlags::X_OK).is_ok()).or_else(|| {
+        let m = nix::sys::stat::stat(sock).ok()?;
+        access(sock, AccessFlags::W_OK)
+            .is_err()
+            .then_some((sock, m))
+    })?;
+    Some((p, m.st_mode & 0o7777, m.st_gid))
+}
+
+/// The name of group `gid` (getgrgid_r: /etc/group, or NSS where the libc has it), else the
+/// number.
+pub fn group_name(gid: u32) -> String {
+    use nix::libc;
+    let mut buf = [0 as libc::c_char; 1024];
+    // SAFETY: all-zero is a valid `group` (null pointers, gid 0): getgrgid_r fills it in.
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut found = std::ptr::null_mut();
+    // SAFETY: `grp` and `buf` are valid for writes of their sizes and outlive the call;
+    // on success `found` points to `grp`, whose name points into `buf`.
+    let r = unsafe { libc::getgrgid_r(gid, &mut grp, buf.as_mut_ptr(), buf.len(), &mut found) };
+    if r == 0 && !found.is_null() && !grp.gr_name.is_null() {
+        // SAFETY: a NUL-terminated string in `buf`, which is still alive.
+        let name = unsafe { std::ffi::CStr::from_ptr(grp.gr_name) };
+        return name.to_string_lossy().into_owned();
+    }
+    gid.to_string()
+}
+
+/// The innermost directory above `sock` that `open` refuses (one that cannot be stat'ed is
+/// passed over: a directory above it is the one closed), with its stat.
+fn closed_dir(
+    sock: &Path,
+    open: impl Fn(&Path, &nix::sys::stat::FileStat) -> bool,
+) -> Option<(&Path, nix::sys::stat::FileStat)> {
     sock.ancestors().skip(1).find_map(|d| {
         let m = nix::sys::stat::stat(d).ok()?;
-        let open = m.st_mode & 0o001 != 0 || (m.st_gid == g.as_raw() && m.st_mode & 0o010 != 0);
-        (!open).then_some((d, m.st_mode & 0o7777))
+        (!open(d, &m)).then_some((d, m))
     })
 }
 
