@@ -293,11 +293,8 @@ fn ctl_exit_codes() {
     let (code, _, err) = run(&["ctl", "-s", nowhere.to_str().unwrap(), "PING"]);
     assert_eq!(code, 69, "{err}");
     assert_eq!(error_lines(&err).len(), 1, "{err}");
-    let free = {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().to_string()
-    };
-    let (code, _, err) = run(&["ctl", "-c", &free, "PING"]);
+    let (_held, free) = refusing_port();
+    let (code, _, err) = run(&["ctl", "-c", &free.to_string(), "PING"]);
     assert_eq!(code, 69, "{err}");
     // 77: denied over TCP without a token.
     let (code, out, _) = a.ctl_tcp(&["SET", "a", "b"]);
@@ -352,23 +349,14 @@ fn ctl_a_scope_interface_that_is_not_there_is_69() {
     }
 }
 
+/// A peer that takes the connection and never answers: 75 after `-t`, and ctl has sent
+/// its line and closed. The listener is never accepted from while ctl runs (the kernel
+/// completes the connect), so nothing in the test can end the connection early: a holder
+/// thread whose read a signal interrupted (EINTR) once closed it, and ctl rightly said 69.
 #[test]
 fn ctl_times_out_with_75() {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
-    // Accepts and never answers.
-    let holder = std::thread::spawn(move || {
-        let (s, _) = l.accept().unwrap();
-        let mut s = s;
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let mut b = [0u8; 64];
-        // Hold the connection until ctl gives up and closes it.
-        while let Ok(n) = std::io::Read::read(&mut s, &mut b) {
-            if n == 0 {
-                break;
-            }
-        }
-    });
     let t0 = Instant::now();
     let (code, out, err) = run(&["ctl", "-c", &addr, "-t", "0.5", "PING"]);
     let took = t0.elapsed();
@@ -376,7 +364,24 @@ fn ctl_times_out_with_75() {
     assert_eq!(error_lines(&err).len(), 1, "{err}");
     assert!(took >= Duration::from_millis(450), "gave up after {took:?}");
     assert!(took < slack(Duration::from_secs(5)), "took {took:?}");
-    holder.join().unwrap();
+    // What each queued connection sent before its end (another test may have connected
+    // to this port too, taking it for a free one): ctl's is its line, then its close.
+    l.set_nonblocking(true).unwrap();
+    let mut sent = Vec::new();
+    while let Ok((mut s, _)) = l.accept() {
+        s.set_nonblocking(true).unwrap();
+        let mut got = Vec::new();
+        let mut b = [0u8; 64];
+        loop {
+            match std::io::Read::read(&mut s, &mut b) {
+                Ok(0) => break sent.push((got, "closed")),
+                Ok(n) => got.extend_from_slice(&b[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break sent.push((got, "open")),
+            }
+        }
+    }
+    assert!(sent.contains(&(b"PING\n".to_vec(), "closed")), "{sent:?}");
 }
 
 #[test]

@@ -121,6 +121,25 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
+/// A loopback TCP port where nothing listens, for as long as the returned socket lives:
+/// bound and never listening, so a connect is refused and no other test's listener can
+/// take the port meanwhile (a port freed for the purpose could be handed out again).
+pub fn refusing_port() -> (std::os::fd::OwnedFd, SocketAddr) {
+    use nix::sys::socket::SockaddrIn;
+    use nix::sys::socket::{bind, getsockname, socket, AddressFamily, SockFlag, SockType};
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    bind(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
+    let port = getsockname::<SockaddrIn>(fd.as_raw_fd()).unwrap().port();
+    (fd, SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
 /// Removes `tether-test-PID-...` directories whose process is gone.
 fn remove_dirs_of_gone_runs() {
     let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) else {
