@@ -293,7 +293,7 @@ fn record_one(l: TcpListener, agent: std::net::SocketAddr, log: Arc<Mutex<Vec<u8
         std::thread::spawn(move || {
             let mut b = [0u8; 4096];
             loop {
-                match from.read(&mut b) {
+                match retrying(|| from.read(&mut b)) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
                         log.lock().unwrap().extend_from_slice(&b[..n]);

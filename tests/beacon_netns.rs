@@ -210,7 +210,7 @@ fn beacon_leaves_only_its_interface_and_scan_finds_it() {
         s.set_read_timeout(Some(slack(Duration::from_millis(800))))
             .unwrap();
         let mut buf = [0u8; 600];
-        std::iter::from_fn(|| s.recv(&mut buf).ok()).count()
+        std::iter::from_fn(|| retrying(|| s.recv(&mut buf)).ok()).count()
     });
     assert_eq!(twice.join().unwrap(), 1, "answers to one probe heard twice");
     let small = probe(&net, "tiny", 280, 1, slack(Duration::from_millis(800)));

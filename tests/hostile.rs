@@ -123,7 +123,7 @@ fn read_to_close(s: &mut TcpStream) -> (Vec<u8>, bool) {
     let mut out = Vec::new();
     let mut b = [0u8; 4096];
     loop {
-        match s.read(&mut b) {
+        match retrying(|| s.read(&mut b)) {
             Ok(0) => return (out, true),
             Ok(n) => out.extend_from_slice(&b[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (out, true),
@@ -209,7 +209,7 @@ fn peers_that_keep_sending_after_goodbye_do_not_hold_the_loop() {
                     };
                     s.write_all(bye.as_bytes()).unwrap();
                     let mut reply = [0u8; 64];
-                    let n = s.read(&mut reply).unwrap_or(0);
+                    let n = retrying(|| s.read(&mut reply)).unwrap_or(0);
                     assert!(n > 0, "no reply to the goodbye line");
                     let junk = vec![b'x'; 1 << 20];
                     let (t, mut sent) = (Instant::now(), 0usize);
@@ -418,7 +418,7 @@ fn storm(addr: SocketAddr, count: usize, conc: usize) -> StormResult {
                             let mut b = [0u8; 64];
                             let mut n = 0;
                             while !b[..n].contains(&b'\n') {
-                                match s.read(&mut b[n..]) {
+                                match retrying(|| s.read(&mut b[n..])) {
                                     Ok(0) => return Err("EOF".to_string()),
                                     Ok(k) => n += k,
                                     Err(e) => return Err(format!("recv: {e}")),

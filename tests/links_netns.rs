@@ -349,7 +349,7 @@ fn ipv6_only_link_scan_finds_the_board_and_ctl_reaches_its_scoped_address() {
             .unwrap();
         let mut buf = [0u8; 2048];
         let mut got = Vec::new();
-        while let Ok((n, from)) = s.recv_from(&mut buf) {
+        while let Ok((n, from)) = retrying(|| s.recv_from(&mut buf)) {
             got.push((buf[..n].to_vec(), from));
         }
         got

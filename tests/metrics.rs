@@ -68,9 +68,7 @@ fn try_read_resp(s: &mut TcpStream, head_only: bool) -> Result<Resp, String> {
     let mut buf = Vec::new();
     let mut b = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
-        let n = s
-            .read(&mut b)
-            .map_err(|e| format!("read response head: {e}"))?;
+        let n = retrying(|| s.read(&mut b)).map_err(|e| format!("read response head: {e}"))?;
         if n != 1 {
             return Err(format!(
                 "EOF inside a response head: {:?}",
@@ -114,7 +112,7 @@ fn closed_within(s: &mut TcpStream, d: Duration) -> bool {
     s.set_read_timeout(Some(d)).unwrap();
     let mut b = [0u8; 4096];
     loop {
-        match s.read(&mut b) {
+        match retrying(|| s.read(&mut b)) {
             Ok(0) => return true,
             Ok(_) => continue,
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
@@ -706,7 +704,7 @@ fn a_slow_reader_keeps_its_slot_under_a_flood() {
     let mut got = Vec::new();
     let mut b = [0u8; 256];
     let end = loop {
-        match s.read(&mut b) {
+        match retrying(|| s.read(&mut b)) {
             Ok(0) => break "EOF".to_string(),
             Ok(n) => got.extend_from_slice(&b[..n]),
             Err(e) => break e.to_string(),

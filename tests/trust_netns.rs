@@ -246,7 +246,7 @@ fn fleet_key_signs_and_scan_tells_signed_forged_altered_replayed() {
             s.send_to(&p, (to, 4546)).unwrap();
             s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
             let mut buf = [0u8; 2048];
-            let (n, _) = s.recv_from(&mut buf).expect("a probe answer");
+            let (n, _) = retrying(|| s.recv_from(&mut buf)).expect("a probe answer");
             buf[..n].to_vec()
         }
     })

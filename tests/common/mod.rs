@@ -475,26 +475,32 @@ pub fn json_u64(s: &str, key: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// `op` again while it fails with EINTR, as a client should: a socket wait with a timeout
+/// (SO_RCVTIMEO) is not restarted by the kernel, and returns EINTR when the process is
+/// stopped and continued or frozen, even with no signal handler. Taken for an error, it
+/// failed CI runs twice: a flood test in tests/publish.rs, and ctl's timeout test in
+/// tests/cli.rs (whose holder thread then closed the connection it was to hold).
+pub fn retrying<T>(mut op: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    loop {
+        match op() {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            r => return r,
+        }
+    }
+}
+
 pub enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
 }
 
 impl Read for Stream {
-    /// Retries a read that a signal interrupted (EINTR), as a client should: a blocking
-    /// read with a timeout (SO_RCVTIMEO) is not restarted by the kernel. (A CI run once
-    /// failed on one, in tests/publish.rs's flood test; not reproduced in 9 runs since.)
+    /// Retries a read that a signal interrupted ([`retrying`]).
     fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
-        loop {
-            let r = match self {
-                Stream::Tcp(s) => s.read(b),
-                Stream::Unix(s) => s.read(b),
-            };
-            match r {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                r => return r,
-            }
-        }
+        retrying(|| match self {
+            Stream::Tcp(s) => s.read(b),
+            Stream::Unix(s) => s.read(b),
+        })
     }
 }
 
