@@ -305,7 +305,7 @@ fn client_that_never_reads_is_closed_others_served() {
         let end = Instant::now() + slack(Duration::from_secs(15));
         let mut written = 0usize;
         while Instant::now() < end {
-            match s.write(&req) {
+            match retrying(|| s.write(&req)) {
                 Ok(n) => written += n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}

@@ -146,7 +146,7 @@ fn client_that_never_reads_is_closed_others_are_served() {
         if Instant::now() > deadline {
             break false;
         }
-        match hog.write(chunk.as_bytes()) {
+        match retrying(|| hog.write(chunk.as_bytes())) {
             Ok(n) => sent += n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}

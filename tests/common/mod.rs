@@ -476,10 +476,10 @@ pub fn json_u64(s: &str, key: &str) -> Option<u64> {
 }
 
 /// `op` again while it fails with EINTR, as a client should: a socket wait with a timeout
-/// (SO_RCVTIMEO) is not restarted by the kernel, and returns EINTR when the process is
-/// stopped and continued or frozen, even with no signal handler. Taken for an error, it
-/// failed CI runs twice: a flood test in tests/publish.rs, and ctl's timeout test in
-/// tests/cli.rs (whose holder thread then closed the connection it was to hold).
+/// (SO_RCVTIMEO, SO_SNDTIMEO) is not restarted by the kernel, and returns EINTR when the
+/// process is stopped and continued or frozen, even with no signal handler. Taken for an
+/// error, it failed CI runs twice: a flood test in tests/publish.rs, and ctl's timeout test
+/// in tests/cli.rs (whose holder thread then closed the connection it was to hold).
 pub fn retrying<T>(mut op: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
     loop {
         match op() {
