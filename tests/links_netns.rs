@@ -19,7 +19,7 @@
 mod common;
 use common::*;
 use std::net::{SocketAddr, UdpSocket};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// True (after saying why) when these IPv6 tests cannot run: under qemu-user.
 fn no_ipv6_multicast_here() -> bool {
@@ -345,11 +345,11 @@ fn ipv6_only_link_scan_finds_the_board_and_ctl_reaches_its_scoped_address() {
         let idx = tether::sys::iface::info(&p1).expect("peer link").index;
         let to: SocketAddr = format!("[ff02::1%{idx}]:4546").parse().unwrap();
         s.send_to(&p, to).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(1500)))
-            .unwrap();
+        let end = Instant::now() + Duration::from_millis(1500);
+        let set = |d| s.set_read_timeout(Some(d));
         let mut buf = [0u8; 2048];
         let mut got = Vec::new();
-        while let Ok((n, from)) = retrying(|| s.recv_from(&mut buf)) {
+        while let Ok((n, from)) = before(end, set, || s.recv_from(&mut buf)) {
             got.push((buf[..n].to_vec(), from));
         }
         got

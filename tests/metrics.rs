@@ -107,12 +107,12 @@ fn get(addr: SocketAddr) -> Resp {
     request(addr, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
 }
 
-/// True when the server closes `s` (EOF or reset) within `d`.
+/// True when the server closes `s` (EOF or reset) within `d` (of the last bytes it sent).
 fn closed_within(s: &mut TcpStream, d: Duration) -> bool {
-    s.set_read_timeout(Some(d)).unwrap();
     let mut b = [0u8; 4096];
     loop {
-        match retrying(|| s.read(&mut b)) {
+        let set = |d| s.set_read_timeout(Some(d));
+        match before(Instant::now() + d, set, || (&*s).read(&mut b)) {
             Ok(0) => return true,
             Ok(_) => continue,
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,

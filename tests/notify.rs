@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{loopback_agent_args, retrying, slack, temp_dir, Agent};
+use common::{before, loopback_agent_args, slack, temp_dir, Agent};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::PathBuf;
@@ -48,9 +48,9 @@ impl Manager {
 
     /// The next datagram, or None after `within`.
     fn recv(&self, within: Duration) -> Option<String> {
-        self.sock.set_read_timeout(Some(within)).unwrap();
+        let set = |d| self.sock.set_read_timeout(Some(d));
         let mut buf = [0u8; 4096];
-        match retrying(|| self.sock.recv(&mut buf)) {
+        match before(Instant::now() + within, set, || self.sock.recv(&mut buf)) {
             Ok(n) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
             Err(_) => None,
         }

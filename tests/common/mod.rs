@@ -489,6 +489,27 @@ pub fn retrying<T>(mut op: impl FnMut() -> std::io::Result<T>) -> std::io::Resul
     }
 }
 
+/// `op` on a socket whose wait ends at `end`: `set` gives the socket what is left as its
+/// timeout before each try, so a wait a signal interrupted resumes where [`retrying`]
+/// would start it over (and never end, were it interrupted more often than its timeout).
+pub fn before<T>(
+    end: Instant,
+    mut set: impl FnMut(Duration) -> std::io::Result<()>,
+    mut op: impl FnMut() -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        set(left)?;
+        match op() {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            r => return r,
+        }
+    }
+}
+
 pub enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
