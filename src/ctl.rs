@@ -346,6 +346,8 @@ fn unix_path(args: &CtlArgs) -> Result<PathBuf, Fatal> {
 /// Unix stream socket waits while the listener's accept queue is full (an agent that is
 /// stopped or wedged): forever by default, at most SO_SNDTIMEO when that is set, and then
 /// fails with EAGAIN, which is said here as the timeout it is (as TCP's connect says it).
+/// A stop and continue (Ctrl-Z, `fg`) ends that wait with EINTR: the connect is made again
+/// (Linux allows it on a Unix socket) with what is left of the timeout.
 fn connect_unix(path: &Path, timeout: Duration) -> std::io::Result<UnixStream> {
     use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType, UnixAddr};
     let fd = socket(
@@ -355,14 +357,22 @@ fn connect_unix(path: &Path, timeout: Duration) -> std::io::Result<UnixStream> {
         None,
     )?;
     let s = UnixStream::from(fd);
-    s.set_timeout(timeout)?;
-    match nix::sys::socket::connect(s.as_raw_fd(), &UnixAddr::new(path)?) {
-        Ok(()) => Ok(s),
-        Err(Errno::EAGAIN) => Err(std::io::Error::new(
-            ErrorKind::TimedOut,
-            "connection timed out",
-        )),
-        Err(e) => Err(e.into()),
+    let (addr, end) = (UnixAddr::new(path)?, Instant::now() + timeout);
+    loop {
+        // At least 1 ms: a zero timeout is refused, and is no timeout to the kernel.
+        let left = end.saturating_duration_since(Instant::now());
+        s.set_timeout(left.max(Duration::from_millis(1)))?;
+        match nix::sys::socket::connect(s.as_raw_fd(), &addr) {
+            Ok(()) => return Ok(s),
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => {
+                return Err(std::io::Error::new(
+                    ErrorKind::TimedOut,
+                    "connection timed out",
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

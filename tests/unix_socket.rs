@@ -207,7 +207,9 @@ fn sigint_removes_the_socket_and_exits_0() {
 
 /// A stopped agent whose accept queue is full: `ctl -t 1` gives up connecting after
 /// about a second with 75 and one `error:` line (Linux's connect on a Unix stream socket
-/// would otherwise wait for room in the queue forever).
+/// would otherwise wait for room in the queue forever). Also when ctl itself is stopped
+/// and continued meanwhile (Ctrl-Z and `fg`, a freezer): its connect then fails with EINTR
+/// and is made again with what is left of the timeout (it said "Interrupted system call").
 #[test]
 fn ctl_connect_to_a_stopped_agent_times_out_with_75() {
     use nix::sys::signal::Signal;
@@ -237,8 +239,18 @@ fn ctl_connect_to_a_stopped_agent_times_out_with_75() {
     );
     let sock = a.unix.to_str().unwrap();
     let t0 = Instant::now();
-    let out = tether_cmd(&["ctl", "-t", "1", "-s", sock, "PING"])
-        .output_within(slack(Duration::from_secs(10)));
+    let out = tether_cmd(&["ctl", "-t", "1", "-s", sock, "PING"]).output_within_while(
+        slack(Duration::from_secs(10)),
+        |pid| {
+            for _ in 0..3 {
+                std::thread::sleep(Duration::from_millis(200));
+                let pid = nix::unistd::Pid::from_raw(pid as i32);
+                let _ = nix::sys::signal::kill(pid, Signal::SIGSTOP);
+                std::thread::sleep(Duration::from_millis(20));
+                let _ = nix::sys::signal::kill(pid, Signal::SIGCONT);
+            }
+        },
+    );
     let took = t0.elapsed();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(75), "{err}");

@@ -419,7 +419,17 @@ pub fn wait_timeout(child: &mut Child, d: Duration) -> ExitStatus {
 /// test fails, naming it, instead of hanging the whole suite. Stdin is /dev/null, as with
 /// `output`.
 pub trait OutputBounded {
-    fn output_within(&mut self, limit: Duration) -> std::process::Output;
+    fn output_within(&mut self, limit: Duration) -> std::process::Output {
+        self.output_within_while(limit, |_| {})
+    }
+
+    /// [`OutputBounded::output_within`], doing `meanwhile` with the child (its pid) once it
+    /// runs.
+    fn output_within_while(
+        &mut self,
+        limit: Duration,
+        meanwhile: impl FnOnce(u32),
+    ) -> std::process::Output;
 
     /// [`OutputBounded::output_within`] a minute (five under emulation).
     fn output_bounded(&mut self) -> std::process::Output {
@@ -439,7 +449,11 @@ fn drain<R: Read + Send + 'static>(r: Option<R>) -> std::thread::JoinHandle<Vec<
 }
 
 impl OutputBounded for Command {
-    fn output_within(&mut self, limit: Duration) -> std::process::Output {
+    fn output_within_while(
+        &mut self,
+        limit: Duration,
+        meanwhile: impl FnOnce(u32),
+    ) -> std::process::Output {
         self.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -448,6 +462,7 @@ impl OutputBounded for Command {
             .unwrap_or_else(|e| panic!("spawn {:?}: {e}", self.get_program()));
         let out = drain(child.stdout.take());
         let err = drain(child.stderr.take());
+        meanwhile(child.id());
         let status = wait_timeout(&mut child, limit);
         std::process::Output {
             status,
