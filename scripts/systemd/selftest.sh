@@ -20,6 +20,11 @@ bad() { fail=$((fail + 1)); printf '  FAIL %-58s %s\n' "$1" "${2:-}"; }
 # check NAME CMD...: one check, passes when CMD exits 0.
 check() { local n=$1; shift; if "$@"; then ok "$n"; else bad "$n"; fi; }
 T() { timeout 20 "$@"; }
+# A package operation runs maintainer scripts (perl's deb-systemd-helper, systemctl
+# daemon-reload, a restart): under qemu-user, beside the other architectures' containers,
+# an apt-get install took over 20 s once (CI, 2026-12-04), and its dpkg, left running,
+# held the lock through every later step.
+Tpkg() { timeout 120 "$@"; }
 prop() { T systemctl show -p "$1" --value tether; }
 main_pid() { prop MainPID; }
 # wait_for SECS CMD...: poll CMD every 0.1 s until it succeeds or SECS pass.
@@ -61,7 +66,7 @@ check "by hand: active, runs /usr/local/bin/tether" bash -c "[ \"\$(systemctl is
 out=$(T tether ctl PING 2>&1)
 if [ "$out" = PONG ]; then ok "by hand: tether ctl PING as root"; else bad "by hand: tether ctl PING as root" "($out)"; fi
 # The package installed over it: its postinst warns that the by-hand unit in /etc wins.
-if T dpkg -i --force-confold "$DEB" </dev/null >/tmp/dpkg.log 2>&1 \
+if Tpkg dpkg -i --force-confold "$DEB" </dev/null >/tmp/dpkg.log 2>&1 \
     && grep -q 'warning: /etc/systemd/system/tether.service' /tmp/dpkg.log; then
     ok "by hand, then dpkg -i: postinst warns of /etc/systemd/system/tether.service"
 else
@@ -77,7 +82,7 @@ else
     bad "by hand -> package: the guide's moving steps succeed" "($(wc -l </share/byhand/move.sh) lines)"; tail -n 10 /tmp/move.log
 fi
 check "by hand -> package: active on /usr/bin/tether, by-hand unit and binary gone" bash -c "systemctl is-active -q tether && systemctl show -p ExecStart --value tether | grep -q 'path=/usr/bin/tether ' && [ ! -e /etc/systemd/system/tether.service ] && [ ! -e /usr/local/bin/tether ] && [ \"\$(tether ctl PING)\" = PONG ]"
-T dpkg --purge tether >/dev/null 2>&1
+Tpkg dpkg --purge tether >/dev/null 2>&1
 # Undo it all, so the package starts from a clean system.
 T systemctl disable --now tether >/dev/null 2>&1
 rm -f /usr/local/bin/tether /etc/default/tether /etc/systemd/system/tether.service \
@@ -91,7 +96,7 @@ check "by hand: undone (no unit, no user)" bash -c '! systemctl cat tether >/dev
 # ---- 1. install -------------------------------------------------------------------------
 say "-- dpkg -i $(dpkg-deb -f "$DEB" Package Version Architecture | paste -sd' ')"
 t0=$(date +%s%3N)
-if T dpkg -i "$DEB" >/tmp/dpkg.log 2>&1; then
+if Tpkg dpkg -i "$DEB" >/tmp/dpkg.log 2>&1; then
     ok "dpkg -i installs" "($(($(date +%s%3N) - t0)) ms)"
 else
     bad "dpkg -i installs"; cat /tmp/dpkg.log
@@ -403,7 +408,7 @@ wait_for 10 is_active
 
 # ---- 11. upgrade: dpkg -i of the same package again -------------------------------------
 old=$(main_pid) nr=$(prop NRestarts)
-if T dpkg -i "$DEB" >/tmp/dpkg.log 2>&1; then ok "dpkg -i again (upgrade path) exits 0"; else bad "dpkg -i again (upgrade path) exits 0"; cat /tmp/dpkg.log; fi
+if Tpkg dpkg -i "$DEB" >/tmp/dpkg.log 2>&1; then ok "dpkg -i again (upgrade path) exits 0"; else bad "dpkg -i again (upgrade path) exits 0"; cat /tmp/dpkg.log; fi
 new_pid2() { local p; p=$(main_pid); [ "$p" != 0 ] && [ "$p" != "$old" ] && is_active; }
 check "restarted cleanly: new MainPID, active" wait_for 10 new_pid2
 check "serving after upgrade, local option kept" bash -c "[ \"\$(tether ctl PING)\" = PONG ] && grep -q '^TETHER_ARGS=\"--interval 5\"' /etc/default/tether"
@@ -424,22 +429,23 @@ echo '# (a later version documents one more option here)' >>"$doc"
 mkdir -p /tmp/laterdeb
 T dpkg-deb --root-owner-group -Zgzip -b /tmp/later "/tmp/laterdeb/tether_${later}_$(dpkg-deb -f "$DEB" Architecture).deb" >/dev/null
 old=$(main_pid)
-if (cd /tmp/laterdeb && T apt-get install -y -q ./tether_*.deb </dev/null) >/tmp/apt.log 2>&1; then
-    ok "later version, edited /etc/default/tether, stdin /dev/null: apt-get install exits 0"
+t0=$(date +%s%3N)
+if (cd /tmp/laterdeb && Tpkg apt-get install -y -q ./tether_*.deb </dev/null) >/tmp/apt.log 2>&1; then
+    ok "later version, edited /etc/default/tether, stdin /dev/null: apt-get install exits 0" "($(( $(date +%s%3N) - t0 )) ms)"
 else
     bad "later version, edited /etc/default/tether, stdin /dev/null: apt-get install exits 0"; tail -n 6 /tmp/apt.log
 fi
 check "... installed and configured ($later), the edit kept, a new agent serving" bash -c "[ \"\$(dpkg-query -W -f '\${db:Status-Abbrev}\${Version}' tether)\" = 'ii $later' ] && grep -q '^TETHER_ARGS=\"--interval 5\"' /etc/default/tether && [ \"\$(systemctl show -p MainPID --value tether)\" != $old ] && [ \"\$(tether ctl PING)\" = PONG ]"
 
 # ---- 12. purge --------------------------------------------------------------------------
-if T dpkg --purge tether >/tmp/dpkg.log 2>&1; then ok "dpkg --purge exits 0"; else bad "dpkg --purge exits 0"; cat /tmp/dpkg.log; fi
+if Tpkg dpkg --purge tether >/tmp/dpkg.log 2>&1; then ok "dpkg --purge exits 0"; else bad "dpkg --purge exits 0"; cat /tmp/dpkg.log; fi
 check "no tether process left" bash -c "! pgrep -x tether >/dev/null"
 check "unit gone, socket and /run/tether gone" bash -c "! systemctl cat tether >/dev/null 2>&1 && [ ! -e /lib/systemd/system/tether.service ] && [ ! -e /run/tether ]"
 check "conffiles gone (/etc/default/tether, /etc/init.d/tether)" test ! -e /etc/default/tether -a ! -e /etc/init.d/tether
 check "user tether kept (Debian leaves system users)" bash -c "getent passwd tether >/dev/null"
 
 # ---- 13. apt install ./tether_*.deb, as the README says ---------------------------------
-if (cd /share && T env DEBIAN_FRONTEND=noninteractive apt-get install -y -q ./tether.deb) >/tmp/apt.log 2>&1; then
+if (cd /share && Tpkg env DEBIAN_FRONTEND=noninteractive apt-get install -y -q ./tether.deb) >/tmp/apt.log 2>&1; then
     ok "apt install ./tether.deb (no network: dependencies all met locally)"
 else
     bad "apt install ./tether.deb"; tail -n 15 /tmp/apt.log
@@ -487,7 +493,7 @@ else
 fi
 T systemctl disable --now tether-scan-sd >/dev/null 2>&1
 rm -f /etc/systemd/system/tether-scan-sd.service
-T apt-get purge -y -q tether >/dev/null 2>&1
+Tpkg apt-get purge -y -q tether >/dev/null 2>&1
 check "apt purge: no tether process left" bash -c "! pgrep -x tether >/dev/null"
 
 # ---- 15. no systemd-sysusers (sysvinit systems): postinst's groupadd/useradd fallback -------
@@ -498,7 +504,7 @@ mv /usr/bin/systemd-sysusers /usr/bin/systemd-sysusers.hidden
 T userdel tether >/dev/null 2>&1
 getent group tether >/dev/null || T groupadd --system tether
 gid=$(getent group tether | cut -d: -f3)
-if T dpkg -i "$DEB" >/tmp/dpkg.log 2>&1; then
+if Tpkg dpkg -i "$DEB" >/tmp/dpkg.log 2>&1; then
     ok "no sysusers, group tether left without its user: dpkg -i exits 0"
 else
     bad "no sysusers, group tether left without its user: dpkg -i exits 0"; tail -n 5 /tmp/dpkg.log
@@ -506,18 +512,18 @@ fi
 check "no sysusers: user tether made in the existing group ($gid)" \
     bash -c "[ \"\$(id -g tether 2>/dev/null)\" = $gid ] && getent passwd tether | grep -q ':/nonexistent:/usr/sbin/nologin\$'"
 check "no sysusers: unit active after install" wait_for 10 is_active
-T dpkg --purge tether >/dev/null 2>&1
+Tpkg dpkg --purge tether >/dev/null 2>&1
 T userdel tether >/dev/null 2>&1
 getent group tether >/dev/null && T groupdel tether
 T useradd --system --gid nogroup --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin tether
-if T dpkg -i "$DEB" >/tmp/dpkg.log 2>&1; then
+if Tpkg dpkg -i "$DEB" >/tmp/dpkg.log 2>&1; then
     ok "no sysusers, user tether without group tether: dpkg -i exits 0"
 else
     bad "no sysusers, user tether without group tether: dpkg -i exits 0"; tail -n 5 /tmp/dpkg.log
 fi
 check "no sysusers: group tether created for the existing user" bash -c "getent group tether >/dev/null"
 if wait_for 10 is_active; then ok "no sysusers: unit active (Group=tether resolves)"; else bad "no sysusers: unit active (Group=tether resolves)" "($(prop Result): $(journal -n 2 | tr '\n' ' '))"; fi
-T dpkg --purge tether >/dev/null 2>&1
+Tpkg dpkg --purge tether >/dev/null 2>&1
 mv /usr/bin/systemd-sysusers.hidden /usr/bin/systemd-sysusers
 
 # ---- 16. a user tether that is not a system user; apt remove --------------------------------
@@ -527,29 +533,29 @@ mv /usr/bin/systemd-sysusers.hidden /usr/bin/systemd-sysusers
 T userdel tether >/dev/null 2>&1; getent group tether >/dev/null && T groupdel tether
 T useradd --create-home --shell /bin/bash tether
 uid=$(id -u tether)
-T dpkg -i "$DEB" </dev/null >/tmp/dpkg.log 2>&1; rc=$?
+Tpkg dpkg -i "$DEB" </dev/null >/tmp/dpkg.log 2>&1; rc=$?
 if [ $rc -ne 0 ] && grep -q "user tether exists but is not a system user (uid $uid" /tmp/dpkg.log && ! pgrep -u tether >/dev/null; then
     ok "a login user tether (uid $uid): dpkg -i fails, saying why, runs nothing as it" "($(grep -m1 'not a system user' /tmp/dpkg.log | cut -c1-60)...)"
 else
     bad "a login user tether (uid $uid): dpkg -i fails, saying why, runs nothing as it" "(exit $rc; $(ps -o user=,args= -C tether | head -n1))"; tail -n 4 /tmp/dpkg.log
 fi
-T dpkg --purge tether >/dev/null 2>&1
+Tpkg dpkg --purge tether >/dev/null 2>&1
 # Renamed as the message said before (the user only): the group tether is still that
 # person's primary group, and the unit's Group= and RemoveIPC=yes would be theirs.
 T usermod -l tess tether
-T dpkg -i "$DEB" </dev/null >/tmp/dpkg.log 2>&1; rc=$?
+Tpkg dpkg -i "$DEB" </dev/null >/tmp/dpkg.log 2>&1; rc=$?
 if [ $rc -ne 0 ] && grep -q "group tether (gid $(getent group tether | cut -d: -f3)) is the primary group of account tess" /tmp/dpkg.log; then
     ok "group tether that is another account's primary group: dpkg -i fails, saying why"
 else
     bad "group tether that is another account's primary group: dpkg -i fails, saying why" "(exit $rc; $(getent passwd tether))"; tail -n 4 /tmp/dpkg.log
 fi
-T dpkg --purge tether >/dev/null 2>&1
+Tpkg dpkg --purge tether >/dev/null 2>&1
 T userdel -r tess >/dev/null 2>&1; T userdel tether >/dev/null 2>&1; getent group tether >/dev/null && T groupdel tether
 # Still accepted: a group tether above the system range without its user (sysusers gives
 # the user that gid as uid), at install and at the upgrade after.
 T groupadd -g 1500 tether
-if T dpkg -i "$DEB" </dev/null >/tmp/dpkg.log 2>&1 && [ "$(id -u tether)" = 1500 ] \
-    && T dpkg -i "$DEB" </dev/null >>/tmp/dpkg.log 2>&1 && wait_for 10 is_active; then
+if Tpkg dpkg -i "$DEB" </dev/null >/tmp/dpkg.log 2>&1 && [ "$(id -u tether)" = 1500 ] \
+    && Tpkg dpkg -i "$DEB" </dev/null >>/tmp/dpkg.log 2>&1 && wait_for 10 is_active; then
     ok "group tether gid 1500, no user: installs (user uid 1500), upgrades, active"
 else
     bad "group tether gid 1500, no user: installs (user uid 1500), upgrades, active" "($(getent passwd tether))"; tail -n 4 /tmp/dpkg.log
@@ -557,7 +563,7 @@ fi
 # No /etc/login.defs (a trimmed image): the upgrade's check of the existing user goes on
 # with the default (awk's failure ended postinst under set -e, exit 2, without a word).
 mv /etc/login.defs /etc/login.defs.hidden
-if T dpkg -i "$DEB" </dev/null >/tmp/dpkg.log 2>&1 && wait_for 10 is_active; then
+if Tpkg dpkg -i "$DEB" </dev/null >/tmp/dpkg.log 2>&1 && wait_for 10 is_active; then
     ok "no /etc/login.defs: the upgrade goes through, active"
 else
     bad "no /etc/login.defs: the upgrade goes through, active"; tail -n 4 /tmp/dpkg.log
@@ -569,7 +575,7 @@ T systemctl stop tether
 echo 'TETHER_ARGS="--no-beacon --listen 127.0.0.1:4545"' >/etc/conf.d/tether
 T env SYSTEMCTL_SKIP_REDIRECT=1 /etc/init.d/tether start >/dev/null 2>&1
 ipid=$(init_pid)
-T dpkg -r tether >/tmp/dpkg.log 2>&1; rc=$?
+Tpkg dpkg -r tether >/tmp/dpkg.log 2>&1; rc=$?
 if [ -n "$ipid" ] && [ $rc = 0 ] && wait_for 5 bash -c '! pgrep -x tether >/dev/null'; then
     ok "dpkg -r stops an agent the init script started"
 else
@@ -587,7 +593,7 @@ else
     bad "removed: /etc/init.d/tether start exits 0, quietly" "(exit $rc: $out)"
 fi
 rm -f /etc/conf.d/tether
-T dpkg --purge tether >/dev/null 2>&1
+Tpkg dpkg --purge tether >/dev/null 2>&1
 
 say "== $pass passed, $fail failed in $(($(date +%s%3N) - t_start)) ms"
 [ $fail -gt 99 ] && fail=99
