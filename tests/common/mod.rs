@@ -512,17 +512,14 @@ pub fn before<T>(
     mut set: impl FnMut(Duration) -> std::io::Result<()>,
     mut op: impl FnMut() -> std::io::Result<T>,
 ) -> std::io::Result<T> {
-    loop {
+    retrying(|| {
         let left = end.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(std::io::ErrorKind::TimedOut.into());
         }
         set(left)?;
-        match op() {
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            r => return r,
-        }
-    }
+        op()
+    })
 }
 
 pub enum Stream {
