@@ -3,7 +3,7 @@
 //! there -> refuse; a stale socket -> unlink; a non-socket -> refuse). The same rules for
 //! the control socket (stream) and the publish socket (datagram, `--publish`), whose
 //! datagrams are read here with the sender's credentials (SO_PASSCRED). The control
-//! socket's probe and bind happen under `PATH.lock` (flock(2), removed once bound), so two
+//! socket's probe, bind and listen happen under `PATH.lock` (flock(2), removed once bound), so two
 //! agents starting at once cannot both find the path stale and both bind it: the second
 //! finds the lock held, or, once it is free, the first agent's socket live.
 
@@ -143,19 +143,14 @@ pub fn listen_unix(
     backlog: u16,
     group: Option<Gid>,
 ) -> Result<UnixListener, SysError> {
-    let sock = bind_path(path, SockType::Stream, group)?;
     let bl = Backlog::new(i32::from(backlog)).map_err(|e| SysError::new("backlog", e))?;
-    if let Err(e) = listen(&sock.fd, bl) {
-        sock.remove();
-        return Err(SysError::new(format!("listen {}", path.display()), e));
-    }
-    Ok(sock)
+    bind_path(path, Kind::Listener(bl), group)
 }
 
 /// The publish socket (`--publish`): a datagram socket at `path` that receives the
 /// sender's pid and uid with every datagram (SO_PASSCRED).
 pub fn bind_publish(path: &Path, group: Option<Gid>) -> Result<UnixListener, SysError> {
-    let sock = bind_path(path, SockType::Datagram, group)?;
+    let sock = bind_path(path, Kind::Datagram, group)?;
     if let Err(e) = setsockopt(&sock.fd, sockopt::PassCred, &true) {
         sock.remove();
         return Err(SysError::new(format!("SO_PASSCRED {}", path.display()), e));
@@ -186,9 +181,26 @@ fn remove_made_dirs(path: &Path, made: Option<&Path>) {
     }
 }
 
-/// Binds a Unix socket of type `ty` at `path` with the rules in the module doc. A directory
+/// What [`bind_path`] makes at a path: the control socket, listening with its backlog, or
+/// the publish socket.
+#[derive(Clone, Copy)]
+enum Kind {
+    Listener(Backlog),
+    Datagram,
+}
+
+impl Kind {
+    fn ty(self) -> SockType {
+        match self {
+            Kind::Listener(_) => SockType::Stream,
+            Kind::Datagram => SockType::Datagram,
+        }
+    }
+}
+
+/// Binds a Unix socket of `kind` at `path` with the rules in the module doc. A directory
 /// it made for the socket is removed again if the bind then fails.
-fn bind_path(path: &Path, ty: SockType, group: Option<Gid>) -> Result<UnixListener, SysError> {
+fn bind_path(path: &Path, kind: Kind, group: Option<Gid>) -> Result<UnixListener, SysError> {
     let shown = path.display();
     if path.as_os_str().len() > crate::limits::SOCK_PATH_MAX {
         return Err(SysError::msg(format!(
@@ -203,7 +215,7 @@ fn bind_path(path: &Path, ty: SockType, group: Option<Gid>) -> Result<UnixListen
     let missing = |a: &&Path| !a.as_os_str().is_empty() && !a.exists();
     let made_dir = dir.and_then(|d| d.ancestors().take_while(missing).last());
     let made_dir = made_dir.map(Path::to_path_buf);
-    let bound = bind_in(path, ty, group, made_dir.clone());
+    let bound = bind_in(path, kind, group, made_dir.clone());
     bound.inspect_err(|_| remove_made_dirs(path, made_dir.as_deref()))
 }
 
@@ -211,7 +223,7 @@ fn bind_path(path: &Path, ty: SockType, group: Option<Gid>) -> Result<UnixListen
 /// it creates (with those inside it).
 fn bind_in(
     path: &Path,
-    ty: SockType,
+    kind: Kind,
     group: Option<Gid>,
     made_dir: Option<PathBuf>,
 ) -> Result<UnixListener, SysError> {
@@ -232,11 +244,11 @@ fn bind_in(
     check_fallback_dir(path).map_err(SysError::msg)?;
     // The control socket's lock only: agents sharing a publish path share the control
     // path beside it (the default), and each lock costs a start-up fd (RLIMIT_NOFILE).
-    let lock = match ty {
-        SockType::Stream => Some(PathLock::take(path)?),
-        _ => None,
+    let lock = match kind {
+        Kind::Listener(_) => Some(PathLock::take(path)?),
+        Kind::Datagram => None,
     };
-    let bound = bind_locked(path, ty);
+    let bound = bind_locked(path, kind);
     drop(lock);
     let (fd, ident) = bound?;
     let sock = UnixListener {
@@ -256,8 +268,12 @@ fn bind_in(
 }
 
 /// [`bind_in`] under the path's lock: a stale socket there removed, ours bound (umask
-/// 0117). The fd and the socket file's (device, inode).
-fn bind_locked(path: &Path, ty: SockType) -> Result<(OwnedFd, (u64, u64)), SysError> {
+/// 0117) and, a listener, listening. The fd and the socket file's (device, inode). Listening
+/// under the lock too: a socket bound and not yet listening refuses a connect as a stale one
+/// does, and an agent that took the lock in between unlinked the first one's fresh socket
+/// (seen under qemu-user: one agent up, its path gone).
+fn bind_locked(path: &Path, kind: Kind) -> Result<(OwnedFd, (u64, u64)), SysError> {
+    let ty = kind.ty();
     let shown = path.display();
     match std::fs::symlink_metadata(path) {
         Ok(m) if !m.file_type().is_socket() => {
@@ -287,6 +303,12 @@ fn bind_locked(path: &Path, ty: SockType) -> Result<(OwnedFd, (u64, u64)), SysEr
     let bound = bind(fd.as_raw_fd(), &addr);
     umask(old);
     bound.map_err(|e| SysError::new(format!("bind {shown}"), e))?;
+    if let Kind::Listener(bl) = kind {
+        if let Err(e) = listen(&fd, bl) {
+            let _ = std::fs::remove_file(path);
+            return Err(SysError::new(format!("listen {shown}"), e));
+        }
+    }
     let m =
         std::fs::symlink_metadata(path).map_err(|e| SysError::msg(format!("stat {shown}: {e}")))?;
     Ok((fd, (m.dev(), m.ino())))
